@@ -1,0 +1,583 @@
+//! Maximum-likelihood fits of the purchase models and the Gamma-Gamma model.
+//!
+//! - Customers with identical histories contribute identically, so histories
+//!   are compressed to distinct (x, t_x, T) with a weight before any sum.
+//! - Sums run over fixed chunks on the rayon pool and are added in chunk order,
+//!   so a fit is bit-for-bit reproducible whatever the thread count.
+//! - Parameters are optimised in log space (positivity for free) with BFGS and
+//!   an Armijo line search. BG/NBD, MBG/NBD and Gamma-Gamma use analytic
+//!   gradients whose log-gamma and digamma terms are computed once per distinct
+//!   x; Pareto/NBD uses central differences.
+//! - Time (and spend) is rescaled so the data lie in a unit range while
+//!   optimising; parameters and the log-likelihood are reported unscaled.
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::gamma_gamma::{GammaGammaParams, SpendHistory};
+use crate::purchase::{BetaGeoParams, History, ParetoParams, PurchaseModel, PurchaseParams};
+use crate::special::{digamma, ln_beta, ln_gamma, log_add_exp};
+use crate::{Result, ScoreError};
+
+/// What a fit found and how it got there.
+#[derive(Clone, Debug, Serialize)]
+pub struct FitReport<P> {
+    /// Fitted parameters, in the time (and money) unit of the input.
+    pub params: P,
+    /// Total log-likelihood at the optimum, over all customers.
+    pub log_likelihood: f64,
+    /// Customers the fit used.
+    pub customers: u64,
+    /// Distinct histories after compression.
+    pub distinct_histories: usize,
+    /// Optimiser iterations.
+    pub iterations: usize,
+    /// Log-likelihood (and gradient) evaluations.
+    pub evaluations: usize,
+    /// Wall time of the fit.
+    pub seconds: f64,
+}
+
+/// Histories compressed to distinct (x, t_x, T) with multiplicities, sorted by x.
+#[derive(Clone, Debug, Default)]
+pub struct CompressedHistories {
+    frequency: Vec<u32>,
+    recency: Vec<f64>,
+    tenure: Vec<f64>,
+    weight: Vec<f64>,
+    /// Index into `distinct_frequencies` for each row.
+    group: Vec<u32>,
+    distinct_frequencies: Vec<u32>,
+    customers: u64,
+}
+
+const CHUNK: usize = 4096;
+
+impl CompressedHistories {
+    /// Validates and compresses histories. Fails on the first impossible one.
+    pub fn new(histories: &[History]) -> Result<Self> {
+        if let Some((index, h)) = histories.iter().enumerate().find(|(_, h)| {
+            !(h.recency.is_finite() && h.tenure.is_finite() && h.recency >= 0.0 && h.recency <= h.tenure)
+                || (h.frequency == 0 && h.recency != 0.0)
+        }) {
+            return Err(ScoreError::InvalidHistory { index, history: *h });
+        }
+        let mut keys: Vec<(u32, u64, u64)> =
+            histories.par_iter().map(|h| (h.frequency, h.recency.to_bits(), h.tenure.to_bits())).collect();
+        keys.par_sort_unstable();
+        let mut out = Self { customers: histories.len() as u64, ..Self::default() };
+        for key in keys {
+            if out.frequency.last() == Some(&key.0)
+                && out.recency.last().map(|v| v.to_bits()) == Some(key.1)
+                && out.tenure.last().map(|v| v.to_bits()) == Some(key.2)
+            {
+                if let Some(w) = out.weight.last_mut() {
+                    *w += 1.0;
+                }
+                continue;
+            }
+            if out.distinct_frequencies.last() != Some(&key.0) {
+                out.distinct_frequencies.push(key.0);
+            }
+            out.group.push((out.distinct_frequencies.len() - 1) as u32);
+            out.frequency.push(key.0);
+            out.recency.push(f64::from_bits(key.1));
+            out.tenure.push(f64::from_bits(key.2));
+            out.weight.push(1.0);
+        }
+        Ok(out)
+    }
+
+    /// Number of distinct histories.
+    pub fn len(&self) -> usize {
+        self.frequency.len()
+    }
+
+    /// Whether there are no histories.
+    pub fn is_empty(&self) -> bool {
+        self.frequency.is_empty()
+    }
+
+    fn scaled(&self, time_scale: f64) -> Self {
+        Self {
+            recency: self.recency.iter().map(|v| v / time_scale).collect(),
+            tenure: self.tenure.iter().map(|v| v / time_scale).collect(),
+            ..self.clone()
+        }
+    }
+
+    fn history(&self, i: usize) -> History {
+        History::new(self.frequency[i], self.recency[i], self.tenure[i])
+    }
+}
+
+/// Sums `f(range)` over fixed chunks of `0..len` in parallel, added in order.
+fn chunked_sum<const N: usize>(len: usize, f: impl Fn(std::ops::Range<usize>) -> [f64; N] + Sync) -> [f64; N] {
+    let parts: Vec<[f64; N]> = (0..len.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| f(c * CHUNK..((c + 1) * CHUNK).min(len)))
+        .collect();
+    let mut total = [0.0; N];
+    for part in parts {
+        for (t, p) in total.iter_mut().zip(part) {
+            *t += p;
+        }
+    }
+    total
+}
+
+/// Total log-likelihood of compressed histories under `params`.
+pub fn purchase_log_likelihood(params: &PurchaseParams, data: &CompressedHistories) -> Result<f64> {
+    match params {
+        PurchaseParams::BgNbd(p) => Ok(beta_geo_objective(data, p, false).0),
+        PurchaseParams::MbgNbd(p) => Ok(beta_geo_objective(data, p, true).0),
+        PurchaseParams::ParetoNbd(_) => {
+            let failed = std::sync::atomic::AtomicBool::new(false);
+            let [ll] = chunked_sum(data.len(), |range| {
+                let mut ll = 0.0;
+                for i in range {
+                    match params.log_likelihood(data.history(i)) {
+                        Ok(v) => ll += data.weight[i] * v,
+                        Err(_) => failed.store(true, std::sync::atomic::Ordering::Relaxed),
+                    }
+                }
+                [ll]
+            });
+            if failed.into_inner() {
+                return Err(ScoreError::NotConverged {
+                    function: "pareto_nbd log-likelihood",
+                    detail: format!("hyp2f1 failed for {params:?}"),
+                });
+            }
+            Ok(ll)
+        }
+    }
+}
+
+/// BG/NBD-family log-likelihood and its gradient with respect to (r, α, a, b).
+fn beta_geo_objective(data: &CompressedHistories, p: &BetaGeoParams, modified: bool) -> (f64, [f64; 4]) {
+    let BetaGeoParams { r, alpha, a, b } = *p;
+    let m = if modified { 1.0 } else { 0.0 };
+    struct PerFrequency {
+        constant: f64,
+        d_r: f64,
+        d_a: f64,
+        d_b: f64,
+        ln_dropped: f64,
+        inv_b: f64,
+        r_plus_x: f64,
+    }
+    let (psi_r, psi_b, psi_ab, ln_alpha, lb_ab, lg_r) = (digamma(r), digamma(b), digamma(a + b), alpha.ln(), ln_beta(a, b), ln_gamma(r));
+    let per_x: Vec<PerFrequency> = data
+        .distinct_frequencies
+        .iter()
+        .map(|&x| {
+            let x = f64::from(x);
+            let has_dropped = modified || x > 0.0;
+            let psi_abx = digamma(a + b + x + m);
+            PerFrequency {
+                constant: ln_gamma(r + x) - lg_r + r * ln_alpha + ln_beta(a, b + x + m) - lb_ab,
+                d_r: digamma(r + x) - psi_r + ln_alpha,
+                d_a: psi_ab - psi_abx,
+                d_b: psi_ab + digamma(b + x + m) - psi_b - psi_abx,
+                ln_dropped: if has_dropped { a.ln() - (b + x - 1.0 + m).ln() } else { f64::NEG_INFINITY },
+                inv_b: if has_dropped { 1.0 / (b + x - 1.0 + m) } else { 0.0 },
+                r_plus_x: r + x,
+            }
+        })
+        .collect();
+    let [ll, g_r, g_alpha, g_a, g_b] = chunked_sum(data.len(), |range| {
+        let mut acc = [0.0; 5];
+        for i in range {
+            let g = &per_x[data.group[i] as usize];
+            let w = data.weight[i];
+            let ln_at = (alpha + data.tenure[i]).ln();
+            let ln_ax = (alpha + data.recency[i]).ln();
+            let survived = -g.r_plus_x * ln_at;
+            let dropped = g.ln_dropped - g.r_plus_x * ln_ax;
+            let lse = log_add_exp(survived, dropped);
+            let w_survived = (survived - lse).exp();
+            let w_dropped = (dropped - lse).exp();
+            acc[0] += w * (g.constant + lse);
+            acc[1] += w * (g.d_r - w_survived * ln_at - w_dropped * ln_ax);
+            acc[2] += w
+                * (r / alpha
+                    - g.r_plus_x * (w_survived / (alpha + data.tenure[i]) + w_dropped / (alpha + data.recency[i])));
+            acc[3] += w * (g.d_a + w_dropped / a);
+            acc[4] += w * (g.d_b - w_dropped * g.inv_b);
+        }
+        acc
+    });
+    (ll, [g_r, g_alpha, g_a, g_b])
+}
+
+/// Result of [`minimize`].
+struct Minimum<const N: usize> {
+    point: [f64; N],
+    iterations: usize,
+    evaluations: usize,
+}
+
+/// BFGS with an Armijo backtracking line search. `objective` returns the value
+/// and gradient; errors and non-finite values at trial points shrink the step.
+fn minimize<const N: usize>(
+    mut objective: impl FnMut(&[f64; N]) -> Option<(f64, [f64; N])>,
+    start: [f64; N],
+) -> Option<Minimum<N>> {
+    const MAX_ITERATIONS: usize = 500;
+    const GRADIENT_TOLERANCE: f64 = 1e-10;
+    const MAX_STEP: f64 = 3.0;
+    let mut x = start;
+    let (mut fx, mut g) = objective(&x).filter(|(f, g)| f.is_finite() && g.iter().all(|v| v.is_finite()))?;
+    let mut evaluations = 1;
+    let mut h = identity::<N>();
+    let mut iterations = 0;
+    while iterations < MAX_ITERATIONS {
+        if g.iter().all(|v| v.abs() < GRADIENT_TOLERANCE) {
+            break;
+        }
+        iterations += 1;
+        let mut d = mat_vec(&h, &g).map(|v| -v);
+        let mut slope = dot(&g, &d);
+        if slope >= 0.0 {
+            h = identity::<N>();
+            d = g.map(|v| -v);
+            slope = dot(&g, &d);
+        }
+        let longest = d.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+        let mut step = if longest > MAX_STEP { MAX_STEP / longest } else { 1.0 };
+        let mut accepted = None;
+        for _ in 0..60 {
+            let trial: [f64; N] = std::array::from_fn(|i| x[i] + step * d[i]);
+            evaluations += 1;
+            if let Some((ft, gt)) = objective(&trial)
+                && ft.is_finite()
+                && gt.iter().all(|v| v.is_finite())
+                && ft <= fx + 1e-4 * step * slope
+            {
+                accepted = Some((trial, ft, gt));
+                break;
+            }
+            step *= 0.5;
+        }
+        let Some((xn, fnew, gn)) = accepted else {
+            if h == identity::<N>() {
+                break; // no descent possible along the gradient: as good as it gets
+            }
+            h = identity::<N>();
+            continue;
+        };
+        let s: [f64; N] = std::array::from_fn(|i| xn[i] - x[i]);
+        let y: [f64; N] = std::array::from_fn(|i| gn[i] - g[i]);
+        let sy = dot(&s, &y);
+        if sy > 1e-16 {
+            if iterations == 1 {
+                let scale = sy / dot(&y, &y);
+                h = identity::<N>().map(|row| row.map(|v| v * scale));
+            }
+            h = bfgs_update(&h, &s, &y, sy);
+        }
+        let converged = (fx - fnew).abs() <= 1e-15 * (1.0 + fx.abs());
+        x = xn;
+        fx = fnew;
+        g = gn;
+        if converged && g.iter().all(|v| v.abs() < 1e-6) {
+            break;
+        }
+    }
+    Some(Minimum { point: x, iterations, evaluations })
+}
+
+fn identity<const N: usize>() -> [[f64; N]; N] {
+    std::array::from_fn(|i| std::array::from_fn(|j| if i == j { 1.0 } else { 0.0 }))
+}
+
+fn dot<const N: usize>(a: &[f64; N], b: &[f64; N]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn mat_vec<const N: usize>(m: &[[f64; N]; N], v: &[f64; N]) -> [f64; N] {
+    std::array::from_fn(|i| dot(&m[i], v))
+}
+
+/// H ← (I − ρ s yᵀ) H (I − ρ y sᵀ) + ρ s sᵀ, ρ = 1 / (sᵀy).
+fn bfgs_update<const N: usize>(h: &[[f64; N]; N], s: &[f64; N], y: &[f64; N], sy: f64) -> [[f64; N]; N] {
+    let rho = 1.0 / sy;
+    let hy = mat_vec(h, y);
+    let yhy = dot(y, &hy);
+    std::array::from_fn(|i| {
+        std::array::from_fn(|j| {
+            h[i][j] - rho * (s[i] * hy[j] + hy[i] * s[j]) + (rho * rho * yhy + rho) * s[i] * s[j]
+        })
+    })
+}
+
+/// Central-difference gradient of `f` in log-parameter space.
+fn numeric_gradient<const N: usize>(f: &impl Fn(&[f64; N]) -> Option<f64>, theta: &[f64; N]) -> Option<[f64; N]> {
+    let mut g = [0.0; N];
+    for i in 0..N {
+        let h = 1e-6;
+        let mut up = *theta;
+        up[i] += h;
+        let mut down = *theta;
+        down[i] -= h;
+        g[i] = (f(&up)? - f(&down)?) / (2.0 * h);
+    }
+    Some(g)
+}
+
+/// Largest |ln θ| a fitted parameter may reach before the model is declared
+/// unidentified by the data (θ beyond about 1e-9 … 1e9 in scaled units).
+const LOG_PARAM_LIMIT: f64 = 20.0;
+
+fn check_identified(model: &'static str, names: &[&'static str], theta: &[f64]) -> Result<()> {
+    for (name, value) in names.iter().zip(theta) {
+        if !value.is_finite() || value.abs() > LOG_PARAM_LIMIT {
+            return Err(ScoreError::NotIdentified {
+                model,
+                detail: format!("parameter {name} ran off to {:.3e}; the data cannot pin it down", value.exp()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Fits one purchase model by maximum likelihood over all customers.
+///
+/// ```
+/// use patron_score::{fit_purchase_model, History, PurchaseModel};
+/// let histories: Vec<History> = (0..400u32)
+///     .map(|i| History::new(i % 5, f64::from(i % 5) * 7.0, 60.0 + f64::from(i % 13)))
+///     .collect();
+/// let fit = fit_purchase_model(PurchaseModel::BgNbd, &histories).unwrap();
+/// assert!(fit.log_likelihood.is_finite() && fit.customers == 400);
+/// ```
+pub fn fit_purchase_model(model: PurchaseModel, histories: &[History]) -> Result<FitReport<PurchaseParams>> {
+    let started = Instant::now();
+    let data = CompressedHistories::new(histories)?;
+    fit_compressed(model, &data, started)
+}
+
+/// [`fit_purchase_model`] on histories already compressed (lets several models
+/// share one compression).
+pub fn fit_purchase_model_compressed(model: PurchaseModel, data: &CompressedHistories) -> Result<FitReport<PurchaseParams>> {
+    fit_compressed(model, data, Instant::now())
+}
+
+fn fit_compressed(model: PurchaseModel, data: &CompressedHistories, started: Instant) -> Result<FitReport<PurchaseParams>> {
+    if data.is_empty() {
+        return Err(ScoreError::NotIdentified { model: model.name(), detail: "no customers to fit".into() });
+    }
+    if data.distinct_frequencies.iter().all(|&x| x == 0) {
+        return Err(ScoreError::NotIdentified {
+            model: model.name(),
+            detail: "no customer has a repeat purchase, so purchase rate and dropout cannot be told apart".into(),
+        });
+    }
+    let max_tenure = data.tenure.iter().fold(0.0_f64, |m, &v| m.max(v));
+    if max_tenure <= 0.0 {
+        return Err(ScoreError::NotIdentified { model: model.name(), detail: "all customers have zero tenure".into() });
+    }
+    let time_scale = max_tenure / 10.0;
+    let scaled = data.scaled(time_scale);
+    let n = data.customers as f64;
+    let names: [&'static str; 4] = match model {
+        PurchaseModel::ParetoNbd => ["r", "alpha", "s", "beta"],
+        _ => ["r", "alpha", "a", "b"],
+    };
+    let build = |theta: &[f64; 4]| -> PurchaseParams {
+        let [r, alpha, third, fourth] = theta.map(f64::exp);
+        match model {
+            PurchaseModel::BgNbd => PurchaseParams::BgNbd(BetaGeoParams { r, alpha, a: third, b: fourth }),
+            PurchaseModel::MbgNbd => PurchaseParams::MbgNbd(BetaGeoParams { r, alpha, a: third, b: fourth }),
+            PurchaseModel::ParetoNbd => PurchaseParams::ParetoNbd(ParetoParams { r, alpha, s: third, beta: fourth }),
+        }
+    };
+    let mean_negative_ll = |theta: &[f64; 4]| -> Option<f64> {
+        purchase_log_likelihood(&build(theta), &scaled).ok().map(|ll| -ll / n).filter(|v| v.is_finite())
+    };
+    let objective = |theta: &[f64; 4]| -> Option<(f64, [f64; 4])> {
+        match build(theta) {
+            PurchaseParams::BgNbd(p) | PurchaseParams::MbgNbd(p) => {
+                let (ll, g) = beta_geo_objective(&scaled, &p, model == PurchaseModel::MbgNbd);
+                let params = [p.r, p.alpha, p.a, p.b];
+                Some((-ll / n, std::array::from_fn(|i| -g[i] * params[i] / n)))
+            }
+            PurchaseParams::ParetoNbd(_) => Some((mean_negative_ll(theta)?, numeric_gradient(&mean_negative_ll, theta)?)),
+        }
+    };
+    let starts: [[f64; 4]; 3] = [[0.0; 4], [-1.0, 0.0, -0.5, 0.5], [0.5, 1.0, 0.5, 1.5]];
+    let mut best: Option<(Minimum<4>, f64)> = None;
+    let mut evaluations = 0;
+    for start in starts {
+        if let Some(found) = minimize(objective, start) {
+            evaluations += found.evaluations;
+            let value = mean_negative_ll(&found.point).unwrap_or(f64::INFINITY);
+            let identified = found.point.iter().all(|v| v.abs() <= LOG_PARAM_LIMIT);
+            if best.as_ref().is_none_or(|(_, b)| value < *b) {
+                best = Some((found, value));
+            }
+            if identified && value.is_finite() {
+                break;
+            }
+        }
+    }
+    let Some((found, _)) = best else {
+        return Err(ScoreError::NotIdentified {
+            model: model.name(),
+            detail: "the log-likelihood is not finite at any starting point".into(),
+        });
+    };
+    check_identified(model.name(), &names, &found.point)?;
+    let params = build(&found.point).rescale_time(1.0 / time_scale);
+    let log_likelihood = purchase_log_likelihood(&params, data)?;
+    if !log_likelihood.is_finite() {
+        return Err(ScoreError::NotIdentified { model: model.name(), detail: "log-likelihood is not finite at the optimum".into() });
+    }
+    Ok(FitReport {
+        params,
+        log_likelihood,
+        customers: data.customers,
+        distinct_histories: data.len(),
+        iterations: found.iterations,
+        evaluations,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Fits the Gamma-Gamma spend model on the informative customers (at least one
+/// repeat occasion, positive mean repeat value); others are ignored.
+pub fn fit_gamma_gamma(spends: &[SpendHistory]) -> Result<FitReport<GammaGammaParams>> {
+    let started = Instant::now();
+    let mut keys: Vec<(u32, u64)> = spends
+        .iter()
+        .filter(|s| s.is_informative())
+        .map(|s| (s.repeat_occasions, s.mean_repeat_value.to_bits()))
+        .collect();
+    keys.par_sort_unstable();
+    let customers = keys.len() as u64;
+    let mut rows: Vec<(SpendHistory, f64)> = Vec::new();
+    for (x, bits) in keys {
+        match rows.last_mut() {
+            Some((s, w)) if s.repeat_occasions == x && s.mean_repeat_value.to_bits() == bits => *w += 1.0,
+            _ => rows.push((SpendHistory { repeat_occasions: x, mean_repeat_value: f64::from_bits(bits) }, 1.0)),
+        }
+    }
+    if rows.len() < 2 {
+        return Err(ScoreError::NotIdentified {
+            model: "gamma_gamma",
+            detail: format!("needs at least two distinct repeat customers with positive spend, found {}", rows.len()),
+        });
+    }
+    let n = customers as f64;
+    let spend_scale = rows.iter().map(|(s, w)| s.mean_repeat_value * w).sum::<f64>() / n;
+    let scaled: Vec<(SpendHistory, f64)> = rows
+        .iter()
+        .map(|(s, w)| (SpendHistory { mean_repeat_value: s.mean_repeat_value / spend_scale, ..*s }, *w))
+        .collect();
+    let objective = |theta: &[f64; 3]| -> Option<(f64, [f64; 3])> {
+        let [p, q, gamma] = theta.map(f64::exp);
+        let (psi_q, ln_gamma_param) = (digamma(q), gamma.ln());
+        let [ll, gp, gq, gg] = chunked_sum(scaled.len(), |range| {
+            let mut acc = [0.0; 4];
+            for (s, w) in &scaled[range] {
+                let x = f64::from(s.repeat_occasions);
+                let m = s.mean_repeat_value;
+                let psi_pxq = digamma(p * x + q);
+                let ln_total = (gamma + m * x).ln();
+                acc[0] += w * GammaGammaParams { p, q, gamma }.log_likelihood(*s);
+                acc[1] += w * x * (psi_pxq - digamma(p * x) + m.ln() + x.ln() - ln_total);
+                acc[2] += w * (psi_pxq - psi_q + ln_gamma_param - ln_total);
+                acc[3] += w * (q / gamma - (p * x + q) / (gamma + m * x));
+            }
+            acc
+        });
+        let grad = [-gp * p / n, -gq * q / n, -gg * gamma / n];
+        Some((-ll / n, grad))
+    };
+    let found = minimize(objective, [0.0; 3]).ok_or_else(|| ScoreError::NotIdentified {
+        model: "gamma_gamma",
+        detail: "the log-likelihood is not finite at the starting point".into(),
+    })?;
+    check_identified("gamma_gamma", &["p", "q", "gamma"], &found.point)?;
+    let [p, q, gamma_scaled] = found.point.map(f64::exp);
+    let params = GammaGammaParams { p, q, gamma: gamma_scaled * spend_scale };
+    let log_likelihood: f64 = rows.iter().map(|(s, w)| w * params.log_likelihood(*s)).sum();
+    Ok(FitReport {
+        params,
+        log_likelihood,
+        customers,
+        distinct_histories: rows.len(),
+        iterations: found.iterations,
+        evaluations: found.evaluations,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn analytic_gradient_matches_finite_differences() {
+        let histories: Vec<History> = (0..300u32)
+            .map(|i| {
+                let x = i % 7;
+                History::new(x, f64::from(x) * 3.1, 25.0 + f64::from(i % 11))
+            })
+            .collect();
+        let data = CompressedHistories::new(&histories).unwrap();
+        for modified in [false, true] {
+            let p = BetaGeoParams { r: 0.7, alpha: 3.0, a: 0.9, b: 2.2 };
+            let (_, g) = beta_geo_objective(&data, &p, modified);
+            let f = |q: BetaGeoParams| beta_geo_objective(&data, &q, modified).0;
+            let h = 1e-6;
+            let numeric = [
+                (f(BetaGeoParams { r: p.r + h, ..p }) - f(BetaGeoParams { r: p.r - h, ..p })) / (2.0 * h),
+                (f(BetaGeoParams { alpha: p.alpha + h, ..p }) - f(BetaGeoParams { alpha: p.alpha - h, ..p })) / (2.0 * h),
+                (f(BetaGeoParams { a: p.a + h, ..p }) - f(BetaGeoParams { a: p.a - h, ..p })) / (2.0 * h),
+                (f(BetaGeoParams { b: p.b + h, ..p }) - f(BetaGeoParams { b: p.b - h, ..p })) / (2.0 * h),
+            ];
+            for i in 0..4 {
+                assert!((g[i] - numeric[i]).abs() < 1e-5 * (1.0 + numeric[i].abs()), "modified={modified} i={i}: {} vs {}", g[i], numeric[i]);
+            }
+        }
+    }
+
+    #[test]
+    fn compression_counts_every_customer_once() {
+        let hs = [History::new(1, 2.0, 5.0), History::new(1, 2.0, 5.0), History::new(0, 0.0, 5.0)];
+        let c = CompressedHistories::new(&hs).unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.weight.iter().sum::<f64>(), 3.0);
+    }
+
+    #[test]
+    fn impossible_history_is_rejected_with_its_index() {
+        let hs = [History::new(1, 2.0, 5.0), History::new(1, 6.0, 5.0)];
+        match CompressedHistories::new(&hs) {
+            Err(ScoreError::InvalidHistory { index, .. }) => assert_eq!(index, 1),
+            other => panic!("expected InvalidHistory, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_repeat_buyers_is_a_clear_error_not_nan() {
+        let hs: Vec<History> = (0..50).map(|i| History::new(0, 0.0, 10.0 + f64::from(i))).collect();
+        for model in PurchaseModel::ALL {
+            match fit_purchase_model(model, &hs) {
+                Err(ScoreError::NotIdentified { detail, .. }) => assert!(detail.contains("repeat")),
+                other => panic!("{model}: expected NotIdentified, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn identical_spend_is_not_identified() {
+        let spends: Vec<SpendHistory> =
+            (0..100).map(|_| SpendHistory { repeat_occasions: 2, mean_repeat_value: 10.0 }).collect();
+        assert!(matches!(fit_gamma_gamma(&spends), Err(ScoreError::NotIdentified { .. })));
+    }
+}
