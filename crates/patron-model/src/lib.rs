@@ -1,1 +1,32 @@
-//! placeholder
+//! Patron's shared vocabulary: events and their validation, ids, money, time,
+//! the Arrow schemas of the contract tables, and the [`EventSink`] trait that
+//! decouples ingestion from state.
+//!
+//! The main type is [`Event`], produced by [`Validator::decode`]:
+//!
+//! ```
+//! use patron_model::{CurrencyTable, EventKind, Validator};
+//! let validator = Validator::new(CurrencyTable::default());
+//! let event = validator
+//!     .decode(br#"{"type":"purchase","event_id":"o-1","customer_id":"c-42",
+//!                  "timestamp":"2026-01-05T10:00:00Z","items":[{"sku":"s-7","quantity":2,"price":"9.95"}]}"#)
+//!     .unwrap();
+//! let EventKind::Purchase(order) = event.kind else { unreachable!() };
+//! assert_eq!(order.revenue_minor, 1990); // exact, in base-currency cents
+//! ```
+#![deny(missing_docs)]
+
+pub mod event;
+pub mod money;
+pub mod schema;
+pub mod sink;
+pub mod time;
+
+pub use event::{
+    Consent, CustomerId, Event, EventError, EventId, EventKind, LineItem, MAX_EVENT_DEPTH, MAX_ID_BYTES, ProductId,
+    Purchase, Refund, Validator, check_depth,
+};
+pub use money::{Currency, CurrencyTable, Decimal, DecimalError};
+pub use schema::{customers_schema, recommendations_schema};
+pub use sink::{EventSink, SinkError, SubmitOutcome};
+pub use time::{MS_PER_DAY, Timestamp};

@@ -162,3 +162,44 @@ fn first_twenty_cdnow_customers_match_lifetimes() {
         }
     }
 }
+
+/// Fitting the same summary lifetimes fitted must give lifetimes' optimum.
+#[test]
+fn fits_on_the_cdnow_summary_reproduce_lifetimes() {
+    use patron_score::{PurchaseModel, fit_gamma_gamma, fit_purchase_model};
+    let summary = rows("cdnow/cdnow_customers_summary_with_transactions.csv");
+    let histories: Vec<History> =
+        summary.iter().map(|r| History::new(num(r, "x") as u32, num(r, "t_x"), num(r, "T"))).collect();
+    let fits = lifetimes_fits();
+    for (model, key, names) in [
+        (PurchaseModel::BgNbd, "bgnbd", ["r", "alpha", "a", "b"]),
+        (PurchaseModel::MbgNbd, "mbgnbd", ["r", "alpha", "a", "b"]),
+        (PurchaseModel::ParetoNbd, "paretonbd", ["r", "alpha", "s", "beta"]),
+    ] {
+        let fit = fit_purchase_model(model, &histories).unwrap();
+        let want_ll = fits[key]["loglik_unscaled"].as_f64().unwrap();
+        // lifetimes stops at a looser tolerance; we may only be better, and only slightly.
+        assert!(fit.log_likelihood >= want_ll - 1e-6 && fit.log_likelihood - want_ll < 1e-2, "{model}: LL {} vs {want_ll}", fit.log_likelihood);
+        for (name, value) in fit.params.named() {
+            let want = if model == PurchaseModel::ParetoNbd {
+                // lifetimes' own Pareto start is random; the README's tight refit is the optimum.
+                match name { "r" => TIGHT_PARETO.r, "alpha" => TIGHT_PARETO.alpha, "s" => TIGHT_PARETO.s, _ => TIGHT_PARETO.beta }
+            } else {
+                fits[key]["params"][name].as_f64().unwrap()
+            };
+            assert!(names.contains(&name));
+            assert_close(value, want, 1e-3, &format!("{model} {name}"));
+        }
+    }
+    let spends: Vec<SpendHistory> = summary
+        .iter()
+        .map(|r| SpendHistory { repeat_occasions: num(r, "x") as u32, mean_repeat_value: num(r, "zbar") })
+        .collect();
+    let gg = fit_gamma_gamma(&spends).unwrap();
+    assert_eq!(gg.customers, 946);
+    let want = lifetimes_gg();
+    assert_close(gg.params.p, want.p, 1e-3, "gg p");
+    assert_close(gg.params.q, want.q, 1e-3, "gg q");
+    assert_close(gg.params.gamma, want.gamma, 1e-3, "gg gamma");
+    assert!((gg.log_likelihood - fits["gammagamma"]["loglik"].as_f64().unwrap()).abs() < 1e-2);
+}

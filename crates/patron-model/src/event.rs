@@ -1,0 +1,613 @@
+//! Purchase, refund and consent events: the wire format (DESIGN.md §2), its
+//! aliases, and validation into typed, normalised events.
+//!
+//! Decoding borrows from the input (no copies of ids until validation passes)
+//! and every rejection names the field and the reason, e.g.
+//! `items[1].price: must not be negative, got "-3.00"`.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use serde_json::{Value, json};
+
+use crate::money::{Currency, CurrencyTable, Decimal};
+use crate::time::{EARLIEST_MS, MS_PER_DAY, Timestamp};
+
+/// Longest id accepted, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Deepest JSON nesting accepted inside one event (event → items → item is 3).
+pub const MAX_EVENT_DEPTH: usize = 8;
+
+macro_rules! id_type {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Box<str>);
+        impl $name {
+            /// Validates and wraps an id: non-empty, at most [`MAX_ID_BYTES`] bytes.
+            pub fn new(text: &str) -> Result<Self, String> {
+                if text.trim().is_empty() {
+                    Err("must not be empty".into())
+                } else if text.len() > MAX_ID_BYTES {
+                    Err(format!("is {} bytes long, the limit is {MAX_ID_BYTES}", text.len()))
+                } else {
+                    Ok(Self(text.into()))
+                }
+            }
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// Idempotency key of an event, unique per customer.
+    EventId
+);
+id_type!(
+    /// A customer's id as the shop knows it.
+    CustomerId
+);
+id_type!(
+    /// A product's id (SKU).
+    ProductId
+);
+
+/// One line of a purchase, prices in base-currency minor units.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LineItem {
+    /// The product.
+    pub product_id: ProductId,
+    /// Its category, if the shop sent one.
+    pub category: Option<Box<str>>,
+    /// Units bought (positive).
+    pub quantity: Decimal,
+    /// Unit price in base-currency minor units, if sent.
+    pub unit_price_minor: Option<i64>,
+}
+
+/// A purchase (order).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Purchase {
+    /// The order id, when it differs from the event id.
+    pub order_id: Option<Box<str>>,
+    /// The lines (may be empty when only revenue is known).
+    pub items: Vec<LineItem>,
+    /// Order revenue in base-currency minor units.
+    pub revenue_minor: i64,
+}
+
+/// A refund of (part of) an order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refund {
+    /// The refunded order, when known.
+    pub order_id: Option<Box<str>>,
+    /// Refunded amount in base-currency minor units (positive).
+    pub amount_minor: i64,
+}
+
+/// Marketing consent per channel; `None` leaves a channel unchanged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Consent {
+    /// E-mail.
+    pub email: Option<bool>,
+    /// SMS.
+    pub sms: Option<bool>,
+    /// Push notifications.
+    pub push: Option<bool>,
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EventKind {
+    /// An order.
+    Purchase(Purchase),
+    /// Money returned.
+    Refund(Refund),
+    /// Consent changed.
+    Consent(Consent),
+}
+
+/// A validated, normalised event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// Idempotency key.
+    pub event_id: EventId,
+    /// Whose event.
+    pub customer_id: CustomerId,
+    /// When it happened (event time).
+    pub timestamp: Timestamp,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// Why an event was rejected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// Not JSON, not UTF-8, or the wrong JSON shape.
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    /// Nested deeper than [`MAX_EVENT_DEPTH`].
+    #[error("JSON nested deeper than {limit} levels")]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
+    /// A field is missing or invalid.
+    #[error("{field}: {reason}")]
+    Field {
+        /// Path of the field, e.g. `items[2].price`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl EventError {
+    fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Field { field: field.into(), reason: reason.into() }
+    }
+
+    /// The offending field, if the error is about one.
+    pub fn field_name(&self) -> Option<&str> {
+        match self {
+            Self::Field { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+/// A JSON string or number, kept as text so amounts stay exact.
+#[derive(Debug)]
+pub(crate) struct Scalar<'a> {
+    text: Cow<'a, str>,
+    is_string: bool,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl<'de> Visitor<'de> for ScalarVisitor {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or a number")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Scalar { text: Cow::Borrowed(v), is_string: true })
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Scalar { text: Cow::Owned(v.to_owned()), is_string: true })
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Scalar { text: Cow::Owned(v), is_string: true })
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Scalar { text: Cow::Owned(v.to_string()), is_string: false })
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Scalar { text: Cow::Owned(v.to_string()), is_string: false })
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                // Rust prints the shortest text that reads back as the same f64,
+                // which is the decimal the sender wrote for any sane amount.
+                Ok(Scalar { text: Cow::Owned(format!("{v}")), is_string: false })
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Scalar<'a>>,
+    #[serde(borrow, alias = "eventId")]
+    event_id: Option<Scalar<'a>>,
+    #[serde(borrow, alias = "userId", alias = "user_id", alias = "customerId")]
+    customer_id: Option<Scalar<'a>>,
+    #[serde(borrow, alias = "orderId")]
+    order_id: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    timestamp: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    currency: Option<Scalar<'a>>,
+    #[serde(borrow, alias = "products")]
+    items: Option<Vec<RawItem<'a>>>,
+    #[serde(borrow)]
+    revenue: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    amount: Option<Scalar<'a>>,
+    channels: Option<Consent>,
+}
+
+#[derive(Deserialize)]
+struct RawItem<'a> {
+    #[serde(borrow, alias = "item_id", alias = "sku", alias = "productId")]
+    product_id: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    category: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    quantity: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    price: Option<Scalar<'a>>,
+}
+
+/// Rejects JSON nested deeper than `limit` (arrays and objects, outside strings).
+pub fn check_depth(json: &[u8], limit: usize) -> Result<(), EventError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return Err(EventError::TooDeep { limit });
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Validation rules that depend on configuration and the clock.
+#[derive(Clone, Debug)]
+pub struct Validator {
+    /// Base currency and rates.
+    pub currencies: CurrencyTable,
+    /// "Now" for the future-timestamp rule (the server clock).
+    pub now: Timestamp,
+    /// How far ahead of `now` a timestamp may be (default one day).
+    pub max_ahead_ms: i64,
+}
+
+impl Validator {
+    /// Rules with the given currencies and the current wall clock.
+    pub fn new(currencies: CurrencyTable) -> Self {
+        Self { currencies, now: Timestamp::now(), max_ahead_ms: MS_PER_DAY }
+    }
+
+    /// Decodes and validates one JSON event.
+    pub fn decode(&self, json: &[u8]) -> Result<Event, EventError> {
+        check_depth(json, MAX_EVENT_DEPTH)?;
+        let raw: RawEvent<'_> = serde_json::from_slice(json).map_err(|e| EventError::Json(e.to_string()))?;
+        self.validate(raw)
+    }
+
+    fn validate(&self, raw: RawEvent<'_>) -> Result<Event, EventError> {
+        let kind_text = required(&raw.kind, "type")?;
+        let customer_id = id(&raw.customer_id, "customer_id", CustomerId::new)?;
+        let order_id = raw.order_id.as_ref().map(|s| s.text.as_ref());
+        if let Some(order) = order_id {
+            check_id_text(order, "order_id")?;
+        }
+        let event_id = match (&raw.event_id, order_id, kind_text) {
+            (None, Some(order), "purchase") => EventId::new(order).map_err(|r| EventError::field("order_id", r))?,
+            _ => id(&raw.event_id, "event_id", EventId::new)?,
+        };
+        let timestamp = self.timestamp(&raw.timestamp)?;
+        let currency = match &raw.currency {
+            None => self.currencies.base,
+            Some(s) => Currency::from_code(&s.text)
+                .ok_or_else(|| EventError::field("currency", format!("{:?} is not an ISO 4217 code Patron knows", s.text)))?,
+        };
+        if currency != self.currencies.base && !self.currencies.rates.contains_key(&currency) {
+            return Err(EventError::field(
+                "currency",
+                format!("no exchange rate from {currency} to the base currency {}", self.currencies.base),
+            ));
+        }
+        let to_base = |amount: &Decimal, field: &str| {
+            self.currencies.to_base_minor(amount, currency).map_err(|r| EventError::field(field, r))
+        };
+        let kind = match kind_text {
+            "purchase" => {
+                let mut items = Vec::new();
+                let mut line_total_sum: Option<i64> = Some(0);
+                for (i, item) in raw.items.iter().flatten().enumerate() {
+                    let path = |f: &str| format!("items[{i}].{f}");
+                    let product_id = id(&item.product_id, &path("product_id"), ProductId::new)?;
+                    let category = match &item.category {
+                        Some(c) if !c.text.trim().is_empty() => {
+                            check_id_text(&c.text, &path("category"))?;
+                            Some(c.text.as_ref().into())
+                        }
+                        _ => None,
+                    };
+                    let quantity = match &item.quantity {
+                        None => Decimal { mantissa: 1, scale: 0 },
+                        Some(q) => non_negative(q, &path("quantity"))?,
+                    };
+                    if quantity.is_zero() {
+                        return Err(EventError::field(path("quantity"), "must not be 0"));
+                    }
+                    let (unit_price_minor, line_total) = match &item.price {
+                        None => (None, None),
+                        Some(p) => {
+                            let price = non_negative(p, &path("price"))?;
+                            let total = price
+                                .checked_mul(&quantity)
+                                .ok_or_else(|| EventError::field(path("price"), "price × quantity is out of range"))?;
+                            (Some(to_base(&price, &path("price"))?), Some(to_base(&total, &path("price"))?))
+                        }
+                    };
+                    line_total_sum = match (line_total_sum, line_total) {
+                        (Some(sum), Some(t)) => sum.checked_add(t),
+                        _ => None,
+                    };
+                    items.push(LineItem { product_id, category, quantity, unit_price_minor });
+                }
+                let revenue_minor = match (&raw.revenue, line_total_sum) {
+                    (Some(r), _) => to_base(&non_negative(r, "revenue")?, "revenue")?,
+                    (None, Some(sum)) if !items.is_empty() => sum,
+                    (None, _) if items.is_empty() => {
+                        return Err(EventError::field("revenue", "missing, and there are no items to sum"));
+                    }
+                    (None, _) => {
+                        return Err(EventError::field("revenue", "missing, and not every item has a price to sum"));
+                    }
+                };
+                EventKind::Purchase(Purchase {
+                    order_id: order_id.filter(|o| *o != event_id.as_str()).map(Into::into),
+                    items,
+                    revenue_minor,
+                })
+            }
+            "refund" => {
+                let amount = match (&raw.amount, &raw.revenue) {
+                    (Some(a), _) => non_negative(a, "amount")?,
+                    (None, Some(r)) => non_negative(r, "revenue")?,
+                    (None, None) => return Err(EventError::field("amount", "missing")),
+                };
+                if amount.is_zero() {
+                    return Err(EventError::field("amount", "must be positive"));
+                }
+                EventKind::Refund(Refund { order_id: order_id.map(Into::into), amount_minor: to_base(&amount, "amount")? })
+            }
+            "consent" => {
+                let channels = raw.channels.ok_or_else(|| EventError::field("channels", "missing"))?;
+                if channels == Consent::default() {
+                    return Err(EventError::field("channels", "names no channel (email, sms, push)"));
+                }
+                EventKind::Consent(channels)
+            }
+            other => {
+                return Err(EventError::field(
+                    "type",
+                    format!("unknown event type {other:?} (expected purchase, refund or consent)"),
+                ));
+            }
+        };
+        Ok(Event { event_id, customer_id, timestamp, kind })
+    }
+
+    fn timestamp(&self, raw: &Option<Scalar<'_>>) -> Result<Timestamp, EventError> {
+        let s = raw.as_ref().ok_or_else(|| EventError::field("timestamp", "missing"))?;
+        let parsed = if s.is_string {
+            Timestamp::parse_rfc3339(&s.text)
+                .ok_or_else(|| EventError::field("timestamp", format!("{:?} is not RFC 3339", s.text)))?
+        } else {
+            Timestamp::from_millis(s.text.parse::<i64>().map_err(|_| {
+                EventError::field("timestamp", format!("{} is not a whole number of epoch milliseconds", s.text))
+            })?)
+        };
+        if parsed.millis() < EARLIEST_MS {
+            return Err(EventError::field("timestamp", format!("{parsed} is before 1990-01-01")));
+        }
+        if parsed.millis() > self.now.millis().saturating_add(self.max_ahead_ms) {
+            return Err(EventError::field(
+                "timestamp",
+                format!("{parsed} is more than {} h ahead of the server clock ({})", self.max_ahead_ms / 3_600_000, self.now),
+            ));
+        }
+        Ok(parsed)
+    }
+}
+
+fn required<'s>(raw: &'s Option<Scalar<'_>>, field: &str) -> Result<&'s str, EventError> {
+    raw.as_ref().map(|s| s.text.as_ref()).ok_or_else(|| EventError::field(field, "missing"))
+}
+
+fn check_id_text(text: &str, field: &str) -> Result<(), EventError> {
+    if text.len() > MAX_ID_BYTES {
+        return Err(EventError::field(field, format!("is {} bytes long, the limit is {MAX_ID_BYTES}", text.len())));
+    }
+    Ok(())
+}
+
+fn id<T>(raw: &Option<Scalar<'_>>, field: &str, make: impl Fn(&str) -> Result<T, String>) -> Result<T, EventError> {
+    make(required(raw, field)?).map_err(|r| EventError::field(field, r))
+}
+
+fn non_negative(raw: &Scalar<'_>, field: &str) -> Result<Decimal, EventError> {
+    let d = Decimal::parse(&raw.text).map_err(|e| EventError::field(field, e.to_string()))?;
+    if d.is_negative() {
+        return Err(EventError::field(field, format!("must not be negative, got {:?}", raw.text)));
+    }
+    Ok(d)
+}
+
+fn decimal_text(d: &Decimal) -> String {
+    let digits = d.mantissa.unsigned_abs().to_string();
+    let scale = d.scale as usize;
+    let sign = if d.mantissa < 0 { "-" } else { "" };
+    if scale == 0 {
+        return format!("{sign}{digits}");
+    }
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = padded.split_at(padded.len() - scale);
+    format!("{sign}{int}.{frac}")
+}
+
+fn minor_text(minor: i64, currency: Currency) -> String {
+    decimal_text(&Decimal { mantissa: i128::from(minor), scale: currency.exponent() })
+}
+
+impl Event {
+    /// The event in wire form, amounts in `base` (the currency it was normalised to).
+    pub fn to_json(&self, base: Currency) -> Value {
+        let mut v = json!({
+            "event_id": self.event_id.as_str(),
+            "customer_id": self.customer_id.as_str(),
+            "timestamp": self.timestamp.to_rfc3339(),
+        });
+        let obj = v.as_object_mut().expect("json! object");
+        match &self.kind {
+            EventKind::Purchase(p) => {
+                obj.insert("type".into(), "purchase".into());
+                obj.insert("currency".into(), base.code().into());
+                obj.insert("revenue".into(), minor_text(p.revenue_minor, base).into());
+                if let Some(order) = &p.order_id {
+                    obj.insert("order_id".into(), order.as_ref().into());
+                }
+                let items: Vec<Value> = p
+                    .items
+                    .iter()
+                    .map(|i| {
+                        let mut item = json!({"product_id": i.product_id.as_str(), "quantity": decimal_text(&i.quantity)});
+                        let m = item.as_object_mut().expect("json! object");
+                        if let Some(c) = &i.category {
+                            m.insert("category".into(), c.as_ref().into());
+                        }
+                        if let Some(price) = i.unit_price_minor {
+                            m.insert("price".into(), minor_text(price, base).into());
+                        }
+                        item
+                    })
+                    .collect();
+                obj.insert("items".into(), items.into());
+            }
+            EventKind::Refund(r) => {
+                obj.insert("type".into(), "refund".into());
+                obj.insert("currency".into(), base.code().into());
+                obj.insert("amount".into(), minor_text(r.amount_minor, base).into());
+                if let Some(order) = &r.order_id {
+                    obj.insert("order_id".into(), order.as_ref().into());
+                }
+            }
+            EventKind::Consent(c) => {
+                obj.insert("type".into(), "consent".into());
+                let mut channels = serde_json::Map::new();
+                for (name, value) in [("email", c.email), ("sms", c.sms), ("push", c.push)] {
+                    if let Some(v) = value {
+                        channels.insert(name.into(), v.into());
+                    }
+                }
+                obj.insert("channels".into(), channels.into());
+            }
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validator() -> Validator {
+        Validator { now: Timestamp::parse_rfc3339("2026-11-23T12:00:00Z").unwrap(), ..Validator::new(CurrencyTable::default()) }
+    }
+
+    fn decode(json: &str) -> Result<Event, EventError> {
+        validator().decode(json.as_bytes())
+    }
+
+    fn field_of(json: &str) -> String {
+        match decode(json) {
+            Err(EventError::Field { field, .. }) => field,
+            other => panic!("expected a field error for {json}, got {other:?}"),
+        }
+    }
+
+    const PURCHASE: &str = r#"{"type":"purchase","event_id":"o-1001","customer_id":"c-42","timestamp":"2026-11-23T10:15:00Z",
+        "currency":"EUR","items":[{"product_id":"sku-7","category":"shoes","quantity":1,"price":"59.90"}],"revenue":"59.90"}"#;
+
+    #[test]
+    fn design_examples_decode() {
+        let e = decode(PURCHASE).unwrap();
+        assert_eq!(e.customer_id.as_str(), "c-42");
+        let EventKind::Purchase(p) = &e.kind else { panic!("purchase") };
+        assert_eq!(p.revenue_minor, 5990);
+        assert_eq!(p.items[0].unit_price_minor, Some(5990));
+        let r = decode(r#"{"type":"refund","event_id":"r-77","customer_id":"c-42","order_id":"o-1001","timestamp":"2026-11-22T08:00:00Z","currency":"EUR","amount":"59.90"}"#).unwrap();
+        assert!(matches!(r.kind, EventKind::Refund(Refund { amount_minor: 5990, .. })));
+        let k = decode(r#"{"type":"consent","event_id":"k-5","customer_id":"c-42","timestamp":"2026-11-23T10:16:00Z","channels":{"email":true,"sms":false,"push":false}}"#).unwrap();
+        assert_eq!(k.kind, EventKind::Consent(Consent { email: Some(true), sms: Some(false), push: Some(false) }));
+    }
+
+    #[test]
+    fn tracker_aliases_are_accepted() {
+        let e = decode(r#"{"type":"purchase","order_id":"o-9","userId":"u-1","timestamp":1795000000000,
+            "products":[{"sku":"s-1","quantity":2,"price":1.25},{"item_id":"s-2","price":"0.10","quantity":3}]}"#)
+        .unwrap();
+        assert_eq!(e.event_id.as_str(), "o-9");
+        assert_eq!(e.customer_id.as_str(), "u-1");
+        let EventKind::Purchase(p) = &e.kind else { panic!("purchase") };
+        assert_eq!(p.revenue_minor, 250 + 30, "revenue defaults to the exact sum of quantity × price");
+        assert_eq!(p.items[1].product_id.as_str(), "s-2");
+    }
+
+    #[test]
+    fn every_rule_names_its_field() {
+        let with = |k: &str, v: &str| {
+            let mut obj: serde_json::Map<String, Value> = serde_json::from_str(PURCHASE).unwrap();
+            obj.insert(k.into(), serde_json::from_str(v).unwrap());
+            Value::Object(obj).to_string()
+        };
+        let without = |k: &str| {
+            let mut obj: serde_json::Map<String, Value> = serde_json::from_str(PURCHASE).unwrap();
+            obj.remove(k);
+            Value::Object(obj).to_string()
+        };
+        let item = |v: &str| with("items", &format!("[{v}]"));
+        assert_eq!(field_of(&without("customer_id")), "customer_id");
+        assert_eq!(field_of(&with("customer_id", r#""  ""#)), "customer_id");
+        assert_eq!(field_of(&with("event_id", &format!("\"{}\"", "x".repeat(257)))), "event_id");
+        assert_eq!(field_of(&with("type", r#""visit""#)), "type");
+        assert_eq!(field_of(&with("currency", r#""XYZ""#)), "currency");
+        assert_eq!(field_of(&with("currency", r#""USD""#)), "currency", "no rate for USD in the default table");
+        assert_eq!(field_of(&with("timestamp", r#""1989-12-31T23:59:59Z""#)), "timestamp");
+        assert_eq!(field_of(&with("timestamp", r#""2026-11-25T12:00:01Z""#)), "timestamp");
+        assert_eq!(field_of(&with("timestamp", r#""yesterday""#)), "timestamp");
+        assert_eq!(field_of(&with("timestamp", "1.5")), "timestamp");
+        assert_eq!(field_of(&with("revenue", r#""-1""#)), "revenue");
+        assert_eq!(field_of(&with("revenue", r#""NaN""#)), "revenue");
+        assert_eq!(field_of(&item(r#"{"product_id":"a","quantity":0,"price":"1"}"#)), "items[0].quantity");
+        assert_eq!(field_of(&item(r#"{"product_id":"a","quantity":-2,"price":"1"}"#)), "items[0].quantity");
+        assert_eq!(field_of(&item(r#"{"product_id":"a","quantity":1,"price":"-1"}"#)), "items[0].price");
+        assert_eq!(field_of(&item(r#"{"product_id":"a","quantity":1,"price":"Infinity"}"#)), "items[0].price");
+        assert_eq!(field_of(&item(r#"{"product_id":"","quantity":1,"price":"1"}"#)), "items[0].product_id");
+        assert!(matches!(decode(&format!("{}{}", "[".repeat(20), "]".repeat(20))), Err(EventError::TooDeep { .. })));
+        assert!(matches!(validator().decode(b"{\"type\":\"purchase\xff\"}"), Err(EventError::Json(_))));
+        assert!(matches!(decode("{not json"), Err(EventError::Json(_))));
+        assert!(matches!(decode(r#"{"type":"consent","event_id":"k","customer_id":"c","timestamp":1795000000000,"channels":{"fax":true}}"#), Err(EventError::Json(_))));
+    }
+
+    #[test]
+    fn decimal_text_is_exact() {
+        assert_eq!(decimal_text(&Decimal { mantissa: 5, scale: 2 }), "0.05");
+        assert_eq!(decimal_text(&Decimal { mantissa: -1234, scale: 2 }), "-12.34");
+        assert_eq!(decimal_text(&Decimal { mantissa: 7, scale: 0 }), "7");
+    }
+}

@@ -1,0 +1,74 @@
+//! Arrow schemas of the contract tables (DESIGN.md §4), defined once.
+//!
+//! Timestamps are `Timestamp(Microsecond, None)` holding UTC (SQL `TIMESTAMP`);
+//! money is base currency as `Float64`.
+
+use std::sync::{Arc, LazyLock};
+
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+fn timestamp() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, None)
+}
+
+/// Schema of the `customers` table and `customers.parquet`.
+pub fn customers_schema() -> SchemaRef {
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        use DataType::{Boolean, Float64, Int32, Int64, Utf8};
+        let f = |name: &str, ty: DataType, nullable: bool| Field::new(name, ty, nullable);
+        Arc::new(Schema::new(vec![
+            f("customer_id", Utf8, false),
+            f("first_purchase_at", timestamp(), true),
+            f("last_purchase_at", timestamp(), true),
+            f("orders", Int64, false),
+            f("frequency", Int64, false),
+            f("recency_days", Float64, true),
+            f("tenure_days", Float64, true),
+            f("revenue", Float64, false),
+            f("avg_order_value", Float64, true),
+            f("p_alive", Float64, true),
+            f("churn_risk", Float64, true),
+            f("expected_orders_90d", Float64, true),
+            f("expected_order_value", Float64, true),
+            f("clv", Float64, true),
+            f("rfm_r", Int32, true),
+            f("rfm_f", Int32, true),
+            f("rfm_m", Int32, true),
+            f("rfm_segment", Utf8, true),
+            f("value_tier", Utf8, true),
+            f("relationship", Utf8, true),
+            f("lifecycle_stage", Utf8, false),
+            f("consent_email", Boolean, true),
+            f("consent_sms", Boolean, true),
+            f("consent_push", Boolean, true),
+            f("updated_at", timestamp(), false),
+        ]))
+    });
+    SCHEMA.clone()
+}
+
+/// Schema of the `recommendations` table and `recommendations.parquet`.
+pub fn recommendations_schema() -> SchemaRef {
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        Arc::new(Schema::new(vec![
+            Field::new("customer_id", DataType::Utf8, false),
+            Field::new("rank", DataType::Int32, false),
+            Field::new("product_id", DataType::Utf8, false),
+            Field::new("score", DataType::Float64, false),
+            Field::new("reason", DataType::Utf8, false),
+        ]))
+    });
+    SCHEMA.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn customers_columns_follow_the_contract_in_order() {
+        let names: Vec<String> = customers_schema().fields().iter().map(|f| f.name().clone()).collect();
+        let contract = "customer_id, first_purchase_at, last_purchase_at, orders, frequency, recency_days, tenure_days, revenue, avg_order_value, p_alive, churn_risk, expected_orders_90d, expected_order_value, clv, rfm_r, rfm_f, rfm_m, rfm_segment, value_tier, relationship, lifecycle_stage, consent_email, consent_sms, consent_push, updated_at";
+        assert_eq!(names.join(", "), contract);
+    }
+}

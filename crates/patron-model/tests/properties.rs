@@ -1,0 +1,82 @@
+//! Property tests: any valid event survives encode → decode unchanged, and no
+//! input, however broken, panics the decoder.
+
+use patron_model::{
+    Consent, CurrencyTable, CustomerId, Decimal, Event, EventId, EventKind, LineItem, ProductId, Purchase, Refund,
+    Timestamp, Validator,
+};
+use proptest::prelude::*;
+
+fn validator() -> Validator {
+    Validator { now: Timestamp::parse_rfc3339("2026-11-23T12:00:00Z").unwrap(), ..Validator::new(CurrencyTable::default()) }
+}
+
+fn id_text() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9_:./-]{1,40}|[^\\u{0}]{1,20}".prop_filter("not blank", |s| !s.trim().is_empty() && s.len() <= 256)
+}
+
+fn item() -> impl Strategy<Value = LineItem> {
+    (id_text(), proptest::option::of("[a-z]{1,12}"), 1i128..10_000, 0u32..3, proptest::option::of(0i64..10_000_000))
+        .prop_map(|(product, category, q, scale, price)| LineItem {
+            product_id: ProductId::new(&product).unwrap(),
+            category: category.map(Into::into),
+            quantity: normalise(Decimal { mantissa: q, scale }),
+            unit_price_minor: price,
+        })
+}
+
+fn normalise(mut d: Decimal) -> Decimal {
+    while d.scale > 0 && d.mantissa % 10 == 0 {
+        d.mantissa /= 10;
+        d.scale -= 1;
+    }
+    d
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    let kind = prop_oneof![
+        (proptest::collection::vec(item(), 0..4), 0i64..1_000_000_000, proptest::option::of("[a-z0-9-]{1,10}"))
+            .prop_map(|(items, revenue_minor, order)| EventKind::Purchase(Purchase {
+                order_id: order.map(|o| format!("order-{o}").into()),
+                items,
+                revenue_minor
+            })),
+        (1i64..1_000_000_000, proptest::option::of("[a-z0-9-]{1,10}"))
+            .prop_map(|(amount_minor, order)| EventKind::Refund(Refund { order_id: order.map(Into::into), amount_minor })),
+        (any::<Option<bool>>(), any::<Option<bool>>(), any::<bool>())
+            .prop_map(|(email, sms, push)| EventKind::Consent(Consent { email, sms, push: Some(push) })),
+    ];
+    (id_text(), id_text(), 631_152_000_000i64..1_795_000_000_000, kind).prop_map(|(e, c, ms, kind)| Event {
+        event_id: EventId::new(&e).unwrap(),
+        customer_id: CustomerId::new(&c).unwrap(),
+        timestamp: Timestamp::from_millis(ms),
+        kind,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn valid_events_round_trip(e in event()) {
+        let v = validator();
+        let json = e.to_json(v.currencies.base).to_string();
+        let back = v.decode(json.as_bytes()).map_err(|err| TestCaseError::fail(format!("{err}: {json}")))?;
+        prop_assert_eq!(back, e);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let _ = validator().decode(&bytes);
+    }
+
+    #[test]
+    fn mutated_events_never_panic(e in event(), cut in 0usize..400, junk in "[\\[\\]{}\":,0-9a-z\\-.e]{0,6}") {
+        let json = e.to_json(validator().currencies.base).to_string();
+        let cut = cut.min(json.len());
+        let mut mutated = json.as_bytes()[..cut].to_vec();
+        mutated.extend_from_slice(junk.as_bytes());
+        mutated.extend_from_slice(&json.as_bytes()[cut..]);
+        let _ = validator().decode(&mutated);
+    }
+}
