@@ -115,7 +115,7 @@ pub struct Scores {
 #[derive(Clone, Debug)]
 pub struct Scorer {
     purchase: PurchaseParams,
-    spend: GammaGammaParams,
+    spend: Option<GammaGammaParams>,
     fallback_order_value: f64,
     schedule: DiscountSchedule,
     margin: f64,
@@ -128,11 +128,12 @@ pub struct Scorer {
 const TABLE_CELL_LIMIT: usize = 2 << 20;
 
 impl Scorer {
-    /// A scorer. `fallback_order_value` is used when the Gamma-Gamma population
-    /// mean does not exist (q ≤ 1); pass the observed mean occasion value.
+    /// A scorer. `fallback_order_value` is used when there is no Gamma-Gamma fit
+    /// or its population mean does not exist (q ≤ 1); pass the observed mean
+    /// occasion value.
     pub fn new(
         purchase: PurchaseParams,
-        spend: GammaGammaParams,
+        spend: Option<GammaGammaParams>,
         fallback_order_value: f64,
         clv: &ClvConfig,
         days_per_time_unit: f64,
@@ -162,7 +163,7 @@ impl Scorer {
     }
 
     fn order_value(&self, spend: SpendHistory) -> f64 {
-        self.spend.expected_order_value(spend).unwrap_or(self.fallback_order_value)
+        self.spend.and_then(|gg| gg.expected_order_value(spend)).unwrap_or(self.fallback_order_value)
     }
 
     /// Scores one customer directly (the per-event path).
@@ -292,7 +293,7 @@ mod tests {
     use crate::purchase::BetaGeoParams;
 
     fn scorer(purchase: PurchaseParams) -> Scorer {
-        Scorer::new(purchase, GammaGammaParams { p: 6.25, q: 3.74, gamma: 15.44 }, 35.0, &ClvConfig::default(), 1.0)
+        Scorer::new(purchase, Some(GammaGammaParams { p: 6.25, q: 3.74, gamma: 15.44 }), 35.0, &ClvConfig::default(), 1.0)
     }
 
     #[test]
@@ -340,7 +341,7 @@ mod tests {
         let input = ScoreInput { frequency: 3, recency_days: 100, tenure_days: 200, spend: SpendHistory { repeat_occasions: 3, mean_repeat_value: 20.0 } };
         let full = scorer(bg).score(&input).unwrap();
         let gg = GammaGammaParams { p: 6.25, q: 3.74, gamma: 15.44 };
-        let half = Scorer::new(bg, gg, 35.0, &ClvConfig { margin: 0.5, ..ClvConfig::default() }, 1.0).score(&input).unwrap();
+        let half = Scorer::new(bg, Some(gg), 35.0, &ClvConfig { margin: 0.5, ..ClvConfig::default() }, 1.0).score(&input).unwrap();
         assert!((half.clv * 2.0 - full.clv).abs() < 1e-12 * full.clv);
     }
 }

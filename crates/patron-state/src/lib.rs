@@ -1,1 +1,51 @@
-//! placeholder
+//! Patron's customer state: per-customer running summaries updated per event,
+//! and the whole-population kernels (fit, score, segment) over them.
+//!
+//! The main types are [`CustomerBook`] (all records, implements
+//! [`patron_model::EventSink`] through [`SharedBook`]) and the kernels in
+//! [`scoring`]. The batch command and the streaming engine share this code, so
+//! a file scored in batch and the same events streamed give the same customers.
+//!
+//! ```
+//! use patron_model::{CurrencyTable, Validator};
+//! use patron_state::CustomerBook;
+//! let validator = Validator::new(CurrencyTable::default());
+//! let mut book = CustomerBook::new();
+//! for (id, day) in [("o-1", "2025-01-01"), ("o-2", "2025-01-01"), ("o-3", "2025-02-01")] {
+//!     let json = format!(r#"{{"type":"purchase","event_id":"{id}","customer_id":"c-1","timestamp":"{day}T09:00:00Z","revenue":"10"}}"#);
+//!     book.apply(&validator.decode(json.as_bytes()).unwrap());
+//! }
+//! let record = &book.records()[0];
+//! assert_eq!((record.orders, record.occasions()), (3, 2)); // same-day orders are one occasion
+//! ```
+#![deny(missing_docs)]
+
+pub mod book;
+pub mod record;
+pub mod scoring;
+
+pub use book::{CustomerBook, SharedBook};
+pub use record::{Applied, CustomerRecord, DEDUP_WINDOW};
+pub use scoring::{ModelFits, ScoredBook, ScoringConfig, TimeUnit, customers_batch, fit_models, score_book};
+
+/// Errors of the state layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The configured purchase model could not be fitted.
+    #[error("the configured model {model} is unavailable: {reason}")]
+    ModelUnavailable {
+        /// Which model.
+        model: patron_score::PurchaseModel,
+        /// Why its fit failed.
+        reason: String,
+    },
+    /// A scoring kernel failed.
+    #[error("scoring failed: {0}")]
+    Scoring(#[source] patron_score::ScoreError),
+    /// Building an Arrow batch failed.
+    #[error("building the Arrow batch failed: {0}")]
+    Arrow(String),
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, StateError>;

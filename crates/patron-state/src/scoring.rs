@@ -1,0 +1,269 @@
+//! Whole-population kernels over a [`CustomerBook`]: fit every model, score
+//! every customer, label segments, and build the `customers` Arrow batch.
+//!
+//! ```text
+//! book ──► histories (model time unit) ──► fit BG/NBD, MBG/NBD, Pareto/NBD, Gamma-Gamma
+//!   │                                              │
+//!   └────► score inputs (whole days) ──► Scorer::score_all ──► segment_population ──► RecordBatch
+//! ```
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::record_batch::RecordBatch;
+use patron_model::{Currency, Timestamp, customers_schema};
+use patron_score::{
+    ClvConfig, FitReport, GammaGammaParams, History, LifecycleStage, PurchaseModel, PurchaseParams, ScoreInput, Scorer,
+    Scores, SegmentConfig, SegmentInput, Segments, SpendHistory, fit_gamma_gamma, fit_purchase_model_compressed,
+    segment_population,
+};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::book::CustomerBook;
+use crate::{Result, StateError};
+
+/// Time unit the models are fitted and reported in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeUnit {
+    /// Days (default).
+    #[default]
+    Days,
+    /// Weeks (the BTYD literature's unit for CDNOW).
+    Weeks,
+}
+
+impl TimeUnit {
+    /// Days in one unit.
+    pub fn days(self) -> f64 {
+        match self {
+            Self::Days => 1.0,
+            Self::Weeks => 7.0,
+        }
+    }
+
+    /// `days` or `weeks`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Days => "days",
+            Self::Weeks => "weeks",
+        }
+    }
+}
+
+/// How customers are scored.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScoringConfig {
+    /// Purchase model behind `p_alive`, `churn_risk`, `expected_orders_90d`, `clv`.
+    pub model: PurchaseModel,
+    /// CLV horizon, discounting and margin.
+    pub clv: ClvConfig,
+    /// Segment thresholds.
+    pub segments: SegmentConfig,
+    /// Unit the models are fitted and reported in.
+    pub time_unit: TimeUnit,
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        Self {
+            model: PurchaseModel::MbgNbd,
+            clv: ClvConfig::default(),
+            segments: SegmentConfig::default(),
+            time_unit: TimeUnit::Days,
+        }
+    }
+}
+
+/// The outcome of fitting every model on a book.
+#[derive(Clone, Debug)]
+pub struct ModelFits {
+    /// Unit of the parameters.
+    pub time_unit: TimeUnit,
+    /// Each purchase model's fit, or why it failed.
+    pub purchase: Vec<(PurchaseModel, std::result::Result<FitReport<PurchaseParams>, String>)>,
+    /// The Gamma-Gamma fit, or why it failed.
+    pub gamma_gamma: std::result::Result<FitReport<GammaGammaParams>, String>,
+    /// Mean value of all purchase occasions, base-currency major units (the
+    /// order value used when Gamma-Gamma cannot give one).
+    pub mean_occasion_value: f64,
+    /// The "now" the fit was made at.
+    pub fitted_at: Timestamp,
+}
+
+impl ModelFits {
+    /// The fitted parameters of `model`, if its fit succeeded.
+    pub fn params(&self, model: PurchaseModel) -> Option<&FitReport<PurchaseParams>> {
+        self.purchase.iter().find(|(m, _)| *m == model).and_then(|(_, r)| r.as_ref().ok())
+    }
+}
+
+/// Fits BG/NBD, MBG/NBD, Pareto/NBD and Gamma-Gamma on every buyer as of `now`.
+pub fn fit_models(book: &CustomerBook, now: Timestamp, time_unit: TimeUnit, currency: Currency) -> ModelFits {
+    let now_day = now.day();
+    let minor = 10f64.powi(currency.exponent() as i32);
+    let inputs: Vec<ScoreInput> = book.records().par_iter().filter_map(|r| r.score_input(now_day, minor)).collect();
+    let days = time_unit.days();
+    let histories: Vec<History> = inputs
+        .iter()
+        .map(|i| History::new(i.frequency, f64::from(i.recency_days) / days, f64::from(i.tenure_days) / days))
+        .collect();
+    let compressed = patron_score::CompressedHistories::new(&histories);
+    let purchase = PurchaseModel::ALL
+        .iter()
+        .map(|&model| {
+            let fit = match &compressed {
+                Ok(data) => fit_purchase_model_compressed(model, data).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            (model, fit)
+        })
+        .collect();
+    let spends: Vec<SpendHistory> = inputs.iter().map(|i| i.spend).collect();
+    let (value_sum, occasions) = book
+        .records()
+        .iter()
+        .filter(|r| r.has_purchased())
+        .fold((0.0, 0u64), |(v, n), r| (v + r.total_occasion_value_minor() as f64, n + u64::from(r.occasions())));
+    ModelFits {
+        time_unit,
+        purchase,
+        gamma_gamma: fit_gamma_gamma(&spends).map_err(|e| e.to_string()),
+        mean_occasion_value: if occasions == 0 { 0.0 } else { value_sum / occasions as f64 / minor },
+        fitted_at: now,
+    }
+}
+
+/// Scores and labels of every record of a book, aligned with `book.records()`.
+#[derive(Clone, Debug)]
+pub struct ScoredBook {
+    /// Model inputs (None for customers who never bought).
+    pub inputs: Vec<Option<ScoreInput>>,
+    /// Model scores (None for customers who never bought).
+    pub scores: Vec<Option<Scores>>,
+    /// Population-relative labels (None for customers who never bought).
+    pub segments: Vec<Option<Segments>>,
+    /// Lifecycle stage of everyone.
+    pub lifecycle: Vec<LifecycleStage>,
+    /// The "now" of the scores.
+    pub scored_at: Timestamp,
+}
+
+/// Scores every customer with the configured model.
+pub fn score_book(
+    book: &CustomerBook,
+    fits: &ModelFits,
+    config: &ScoringConfig,
+    now: Timestamp,
+    currency: Currency,
+) -> Result<ScoredBook> {
+    let fit = fits.params(config.model).ok_or_else(|| StateError::ModelUnavailable {
+        model: config.model,
+        reason: fits
+            .purchase
+            .iter()
+            .find(|(m, _)| *m == config.model)
+            .and_then(|(_, r)| r.as_ref().err().cloned())
+            .unwrap_or_else(|| "not fitted".into()),
+    })?;
+    // Score in days whatever unit the fit was reported in.
+    let params_in_days = fit.params.rescale_time(1.0 / fits.time_unit.days());
+    let scorer = Scorer::new(
+        params_in_days,
+        fits.gamma_gamma.as_ref().ok().map(|g| g.params),
+        fits.mean_occasion_value,
+        &config.clv,
+        1.0,
+    );
+    let minor = 10f64.powi(currency.exponent() as i32);
+    let now_day = now.day();
+    let inputs: Vec<Option<ScoreInput>> = book.records().par_iter().map(|r| r.score_input(now_day, minor)).collect();
+    let buyers: Vec<ScoreInput> = inputs.iter().flatten().copied().collect();
+    let buyer_scores = scorer.score_all(&buyers).map_err(StateError::Scoring)?;
+    let buyer_records: Vec<_> = book.records().iter().filter(|r| r.has_purchased()).collect();
+    let segment_inputs: Vec<SegmentInput> = buyer_records
+        .par_iter()
+        .zip(buyers.par_iter())
+        .zip(buyer_scores.par_iter())
+        .map(|((record, input), s)| SegmentInput {
+            days_since_last_purchase: f64::from(input.tenure_days - input.recency_days),
+            occasions: record.occasions(),
+            revenue: record.revenue_minor as f64 / minor,
+            clv: s.clv,
+            expected_orders_90d: s.expected_orders_90d,
+            p_alive: s.p_alive,
+        })
+        .collect();
+    let buyer_segments = segment_population(&segment_inputs, &config.segments);
+    let mut scores = Vec::with_capacity(inputs.len());
+    let mut segments = Vec::with_capacity(inputs.len());
+    let mut lifecycle = Vec::with_capacity(inputs.len());
+    let (mut s_iter, mut g_iter) = (buyer_scores.into_iter(), buyer_segments.into_iter());
+    for input in &inputs {
+        if input.is_some() {
+            let (s, g) = (s_iter.next(), g_iter.next());
+            lifecycle.push(g.map_or(LifecycleStage::FirstTime, |g| g.lifecycle_stage));
+            scores.push(s);
+            segments.push(g);
+        } else {
+            scores.push(None);
+            segments.push(None);
+            lifecycle.push(LifecycleStage::Prospect);
+        }
+    }
+    Ok(ScoredBook { inputs, scores, segments, lifecycle, scored_at: now })
+}
+
+/// The `customers` table (DESIGN.md §4) as one Arrow batch, money in `currency`.
+pub fn customers_batch(book: &CustomerBook, scored: &ScoredBook, currency: Currency) -> Result<RecordBatch> {
+    let records = book.records();
+    let n = records.len();
+    let minor = 10f64.powi(currency.exponent() as i32);
+    let score = |f: fn(&Scores) -> f64| -> ArrayRef {
+        Arc::new(scored.scores.iter().map(|s| s.as_ref().map(f)).collect::<Float64Array>())
+    };
+    let label = |f: fn(&Segments) -> &'static str| -> ArrayRef {
+        Arc::new(scored.segments.iter().map(|s| s.as_ref().map(f)).collect::<StringArray>())
+    };
+    let rfm = |f: fn(&Segments) -> u8| -> ArrayRef {
+        Arc::new(scored.segments.iter().map(|s| s.as_ref().map(|s| i32::from(f(s)))).collect::<Int32Array>())
+    };
+    let consent = |f: fn(&patron_model::Consent) -> Option<bool>| -> ArrayRef {
+        Arc::new(records.iter().map(|r| f(&r.consent)).collect::<BooleanArray>())
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(records.iter().map(|r| Some(r.customer_id.as_str())).collect::<StringArray>()),
+        Arc::new(records.iter().map(|r| r.first_purchase_at.map(Timestamp::micros)).collect::<TimestampMicrosecondArray>()),
+        Arc::new(records.iter().map(|r| r.last_purchase_at.map(Timestamp::micros)).collect::<TimestampMicrosecondArray>()),
+        Arc::new(records.iter().map(|r| Some(r.orders as i64)).collect::<Int64Array>()),
+        Arc::new(records.iter().map(|r| Some(i64::from(r.occasions().saturating_sub(1)))).collect::<Int64Array>()),
+        Arc::new(scored.inputs.iter().map(|i| i.map(|i| f64::from(i.recency_days))).collect::<Float64Array>()),
+        Arc::new(scored.inputs.iter().map(|i| i.map(|i| f64::from(i.tenure_days))).collect::<Float64Array>()),
+        Arc::new(records.iter().map(|r| Some(r.revenue_minor as f64 / minor)).collect::<Float64Array>()),
+        Arc::new(
+            records
+                .iter()
+                .map(|r| (r.orders > 0).then(|| r.revenue_minor as f64 / minor / r.orders as f64))
+                .collect::<Float64Array>(),
+        ),
+        score(|s| s.p_alive),
+        score(|s| 1.0 - s.p_alive),
+        score(|s| s.expected_orders_90d),
+        score(|s| s.expected_order_value),
+        score(|s| s.clv),
+        rfm(|s| s.rfm_r),
+        rfm(|s| s.rfm_f),
+        rfm(|s| s.rfm_m),
+        label(|s| s.rfm_segment.as_str()),
+        label(|s| s.value_tier.as_str()),
+        label(|s| s.relationship.as_str()),
+        Arc::new(scored.lifecycle.iter().map(|l| Some(l.as_str())).collect::<StringArray>()),
+        consent(|c| c.email),
+        consent(|c| c.sms),
+        consent(|c| c.push),
+        Arc::new(TimestampMicrosecondArray::from(vec![scored.scored_at.micros(); n])),
+    ];
+    RecordBatch::try_new(customers_schema(), columns).map_err(|e| StateError::Arrow(e.to_string()))
+}
