@@ -1,1 +1,420 @@
-//! placeholder
+//! Patron ingestion: files (CSV, gzip CSV, NDJSON, Parquet) → validated events
+//! → an [`EventSink`].
+//!
+//! Ingest never depends on state: it hands batches to `&dyn EventSink`.
+//! Bad records are reported with their position (line or row number), the
+//! field and the reason, and skipped; the good records around them are kept.
+//!
+//! ```
+//! use patron_ingest::{ReadOptions, ingest_file};
+//! use patron_model::{CurrencyTable, Event, EventSink, SinkError, SubmitOutcome, Validator};
+//! struct Count;
+//! impl EventSink for Count {
+//!     fn submit(&self, events: Vec<Event>) -> Result<SubmitOutcome, SinkError> {
+//!         Ok(SubmitOutcome { accepted: events.len(), duplicates: 0 })
+//!     }
+//! }
+//! # let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("orders.csv");
+//! std::fs::write(&path, "customer_id,date,amount\nc1,2025-01-02,10.50\nc1,not a date,3\n").unwrap();
+//! let validator = Validator::new(CurrencyTable::default());
+//! let report = ingest_file(&path, &ReadOptions::default(), &validator, &Count, &|_, _| {}).unwrap();
+//! assert_eq!((report.outcome.accepted, report.rejections.total()), (1, 1));
+//! assert_eq!(report.rejections.kept()[0].position, 3); // the line number
+//! ```
+#![deny(missing_docs)]
+
+mod tabular;
+pub mod timeparse;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::{Array, StringArray};
+use arrow::datatypes::DataType;
+use patron_model::{Event, EventError, EventSink, SinkError, SubmitOutcome, Validator};
+
+pub use tabular::ColumnMapping;
+
+/// Events handed to the sink at a time.
+const BATCH: usize = 8192;
+
+/// Rejections kept verbatim (the rest are counted).
+const KEPT_REJECTIONS: usize = 1000;
+
+/// Longest raw excerpt kept with a rejection.
+const RAW_EXCERPT: usize = 512;
+
+/// Input file formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileFormat {
+    /// Comma-separated values with a header (optionally gzip-compressed).
+    Csv,
+    /// One JSON event per line.
+    Ndjson,
+    /// Apache Parquet, read with the column mapping.
+    Parquet,
+}
+
+impl FileFormat {
+    /// Guesses from the file name (`.csv`, `.csv.gz`, `.ndjson`, `.jsonl`, `.json`, `.parquet`).
+    pub fn from_path(path: &Path) -> Option<Self> {
+        let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
+        let name = name.strip_suffix(".gz").unwrap_or(&name);
+        match name.rsplit('.').next()? {
+            "csv" | "txt" => Some(Self::Csv),
+            "ndjson" | "jsonl" | "json" => Some(Self::Ndjson),
+            "parquet" | "pq" => Some(Self::Parquet),
+            _ => None,
+        }
+    }
+
+    /// `csv`, `ndjson` or `parquet`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Csv => "csv",
+            Self::Ndjson => "ndjson",
+            Self::Parquet => "parquet",
+        }
+    }
+}
+
+impl std::str::FromStr for FileFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "csv" => Ok(Self::Csv),
+            "ndjson" | "jsonl" => Ok(Self::Ndjson),
+            "parquet" => Ok(Self::Parquet),
+            other => Err(format!("unknown format {other:?} (expected csv, ndjson or parquet)")),
+        }
+    }
+}
+
+/// One rejected record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// Line number (CSV, NDJSON) or row number (Parquet), 1-based.
+    pub position: u64,
+    /// What was wrong, naming the field.
+    pub error: String,
+    /// The record, truncated.
+    pub raw: String,
+}
+
+/// Rejections: the first [`KEPT_REJECTIONS`] verbatim, all counted by field.
+#[derive(Clone, Debug, Default)]
+pub struct RejectionLog {
+    kept: Vec<Rejection>,
+    total: u64,
+    by_field: BTreeMap<String, u64>,
+}
+
+impl RejectionLog {
+    fn reject(&mut self, position: u64, error: EventError, raw: String) {
+        self.total += 1;
+        let field = error.field_name().unwrap_or("(record)").to_owned();
+        *self.by_field.entry(field).or_default() += 1;
+        if self.kept.len() < KEPT_REJECTIONS {
+            let mut raw = raw;
+            if raw.len() > RAW_EXCERPT {
+                let cut = (0..=RAW_EXCERPT).rev().find(|&i| raw.is_char_boundary(i)).unwrap_or(0);
+                raw.truncate(cut);
+                raw.push('…');
+            }
+            self.kept.push(Rejection { position, error: error.to_string(), raw });
+        }
+    }
+
+    /// Rejections kept verbatim, in input order.
+    pub fn kept(&self) -> &[Rejection] {
+        &self.kept
+    }
+
+    /// All rejections.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Rejections per field.
+    pub fn by_field(&self) -> &BTreeMap<String, u64> {
+        &self.by_field
+    }
+}
+
+/// How to read a file.
+#[derive(Clone, Debug, Default)]
+pub struct ReadOptions {
+    /// Format; guessed from the name when `None`.
+    pub format: Option<FileFormat>,
+    /// Column roles for CSV and Parquet.
+    pub mapping: ColumnMapping,
+}
+
+/// What reading a file did.
+#[derive(Clone, Debug)]
+pub struct FileReport {
+    /// Format read.
+    pub format: FileFormat,
+    /// Columns used (tabular formats).
+    pub columns: Option<String>,
+    /// Time format used (tabular formats).
+    pub time_format: Option<String>,
+    /// Records (rows or lines) read.
+    pub records: u64,
+    /// Valid events handed to the sink.
+    pub events: u64,
+    /// What the sink did with them.
+    pub outcome: SubmitOutcome,
+    /// Rejected records.
+    pub rejections: RejectionLog,
+}
+
+/// Errors that stop a file from being read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Format not given and not guessable.
+    #[error("cannot tell the format of {0} from its name; pass --format csv|ndjson|parquet")]
+    UnknownFormat(PathBuf),
+    /// A required column role has no column.
+    #[error("no {role} column found; name it with {flag} (columns: {})", available.join(", "))]
+    MissingColumn {
+        /// The role.
+        role: &'static str,
+        /// The flag that sets it.
+        flag: &'static str,
+        /// The header.
+        available: Vec<String>,
+    },
+    /// A mapping flag names a column that does not exist.
+    #[error("{flag} {name:?} is not a column (columns: {})", available.join(", "))]
+    UnknownColumn {
+        /// The flag.
+        flag: &'static str,
+        /// The name given.
+        name: String,
+        /// The header.
+        available: Vec<String>,
+    },
+    /// Contradictory mapping flags.
+    #[error("{0}")]
+    Mapping(String),
+    /// The CSV header could not be read.
+    #[error("{path}: {detail}")]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The Parquet file could not be read.
+    #[error("{path}: not a readable Parquet file: {detail}")]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The sink refused events.
+    #[error("the engine refused events: {0}")]
+    Sink(#[from] SinkError),
+}
+
+/// Counts bytes read for the progress bar.
+struct Counting<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+struct Batcher<'a> {
+    sink: &'a dyn EventSink,
+    pending: Vec<Event>,
+    events: u64,
+    outcome: SubmitOutcome,
+}
+
+impl Batcher<'_> {
+    fn push(&mut self, event: Event) -> Result<(), IngestError> {
+        self.pending.push(event);
+        self.events += 1;
+        if self.pending.len() >= BATCH { self.flush() } else { Ok(()) }
+    }
+
+    fn flush(&mut self) -> Result<(), IngestError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let got = self.sink.submit(std::mem::take(&mut self.pending))?;
+        self.outcome.accepted += got.accepted;
+        self.outcome.duplicates += got.duplicates;
+        Ok(())
+    }
+}
+
+/// Reads a file, validates every record and submits the valid events to `sink`.
+/// `progress(bytes_read, total_bytes)` is called as the file is read.
+pub fn ingest_file(
+    path: &Path,
+    options: &ReadOptions,
+    validator: &Validator,
+    sink: &dyn EventSink,
+    progress: &dyn Fn(u64, u64),
+) -> Result<FileReport, IngestError> {
+    let format = options.format.or_else(|| FileFormat::from_path(path)).ok_or_else(|| IngestError::UnknownFormat(path.into()))?;
+    let io = |source| IngestError::Io { path: path.into(), source };
+    let file = File::open(path).map_err(io)?;
+    let total = file.metadata().map_err(io)?.len();
+    let read = Arc::new(AtomicU64::new(0));
+    let counted = Counting { inner: file, read: read.clone() };
+    let gz = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+    let reader: Box<dyn Read> = if gz { Box::new(flate2::read::MultiGzDecoder::new(counted)) } else { Box::new(counted) };
+    let mut batcher = Batcher { sink, pending: Vec::with_capacity(BATCH), events: 0, outcome: SubmitOutcome::default() };
+    let mut log = RejectionLog::default();
+    let tick = || progress(read.load(Ordering::Relaxed), total);
+    let report = match format {
+        FileFormat::Ndjson => {
+            let mut records = 0;
+            for (i, line) in BufReader::new(reader).split(b'\n').enumerate() {
+                let line = line.map_err(io)?;
+                let position = i as u64 + 1;
+                let trimmed = line.trim_ascii();
+                if trimmed.is_empty() {
+                    continue;
+                }
+                records += 1;
+                match validator.decode(trimmed) {
+                    Ok(event) => batcher.push(event)?,
+                    Err(e) => log.reject(position, e, String::from_utf8_lossy(trimmed).into_owned()),
+                }
+                if records % 65_536 == 0 {
+                    tick();
+                }
+            }
+            FileReport { format, columns: None, time_format: None, records, events: 0, outcome: SubmitOutcome::default(), rejections: RejectionLog::default() }
+        }
+        FileFormat::Csv => {
+            let mut csv = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
+            let headers: Vec<String> = csv
+                .headers()
+                .map_err(|e| IngestError::Csv { path: path.into(), detail: format!("cannot read the header: {e}") })?
+                .iter()
+                .map(str::to_owned)
+                .collect();
+            let mut assembler = tabular::Assembler::new(tabular::Columns::resolve(headers, &options.mapping)?, &options.mapping);
+            let mut record = csv::ByteRecord::new();
+            loop {
+                match csv.read_byte_record(&mut record) {
+                    Ok(false) => break,
+                    Ok(true) => {
+                        let line = record.position().map_or(0, |p| p.line());
+                        match std::str::from_utf8(record.as_slice()) {
+                            Ok(_) => {
+                                let fields: Vec<&str> =
+                                    record.iter().map(|f| std::str::from_utf8(f).unwrap_or_default()).collect();
+                                assembler.push(line, &fields, &mut log);
+                            }
+                            Err(e) => log.reject(
+                                line,
+                                EventError::Json(format!("invalid UTF-8 in the row: {e}")),
+                                String::from_utf8_lossy(record.as_slice()).into_owned(),
+                            ),
+                        }
+                        if assembler.rows % 65_536 == 0 {
+                            tick();
+                        }
+                    }
+                    Err(e) => {
+                        let line = e.position().map_or(0, |p| p.line());
+                        log.reject(line, EventError::Json(format!("unreadable CSV row: {e}")), String::new());
+                        if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                            break;
+                        }
+                    }
+                }
+            }
+            finish_tabular(assembler, validator, &mut batcher, &mut log, format)?
+        }
+        FileFormat::Parquet => {
+            drop(reader);
+            read_parquet(path, options, validator, &mut batcher, &mut log, &tick)?
+        }
+    };
+    batcher.flush()?;
+    tick();
+    Ok(FileReport { events: batcher.events, outcome: batcher.outcome, rejections: log, ..report })
+}
+
+fn finish_tabular(
+    assembler: tabular::Assembler,
+    validator: &Validator,
+    batcher: &mut Batcher<'_>,
+    log: &mut RejectionLog,
+    format: FileFormat,
+) -> Result<FileReport, IngestError> {
+    let columns = Some(assembler.columns().describe());
+    let time_format = assembler.time_format();
+    let records = assembler.rows;
+    for (position, raw, result) in assembler.finish(validator) {
+        match result {
+            Ok(event) => batcher.push(event)?,
+            Err(e) => log.reject(position, e, raw),
+        }
+    }
+    Ok(FileReport { format, columns, time_format, records, events: 0, outcome: SubmitOutcome::default(), rejections: RejectionLog::default() })
+}
+
+fn read_parquet(
+    path: &Path,
+    options: &ReadOptions,
+    validator: &Validator,
+    batcher: &mut Batcher<'_>,
+    log: &mut RejectionLog,
+    tick: &dyn Fn(),
+) -> Result<FileReport, IngestError> {
+    let parquet_error = |e: &dyn std::fmt::Display| IngestError::Parquet { path: path.into(), detail: e.to_string() };
+    let file = File::open(path).map_err(|source| IngestError::Io { path: path.into(), source })?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| parquet_error(&e))?;
+    let names: Vec<String> = builder.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let mut assembler = tabular::Assembler::new(tabular::Columns::resolve(names, &options.mapping)?, &options.mapping);
+    let reader = builder.with_batch_size(BATCH).build().map_err(|e| parquet_error(&e))?;
+    let mut row_number = 0u64;
+    for batch in reader {
+        let batch = batch.map_err(|e| parquet_error(&e))?;
+        let columns: Vec<StringArray> = batch
+            .columns()
+            .iter()
+            .map(|c| {
+                let text = arrow::compute::cast(c, &DataType::Utf8).map_err(|e| parquet_error(&e))?;
+                text.as_any().downcast_ref::<StringArray>().cloned().ok_or_else(|| parquet_error(&"column is not text after cast"))
+            })
+            .collect::<Result<_, _>>()?;
+        for row in 0..batch.num_rows() {
+            row_number += 1;
+            let fields: Vec<&str> = columns.iter().map(|c| if c.is_null(row) { "" } else { c.value(row) }).collect();
+            assembler.push(row_number, &fields, log);
+        }
+        tick();
+    }
+    finish_tabular(assembler, validator, batcher, log, FileFormat::Parquet)
+}

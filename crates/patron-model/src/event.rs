@@ -449,15 +449,7 @@ fn non_negative(raw: &Scalar<'_>, field: &str) -> Result<Decimal, EventError> {
 }
 
 fn decimal_text(d: &Decimal) -> String {
-    let digits = d.mantissa.unsigned_abs().to_string();
-    let scale = d.scale as usize;
-    let sign = if d.mantissa < 0 { "-" } else { "" };
-    if scale == 0 {
-        return format!("{sign}{digits}");
-    }
-    let padded = format!("{digits:0>width$}", width = scale + 1);
-    let (int, frac) = padded.split_at(padded.len() - scale);
-    format!("{sign}{int}.{frac}")
+    d.to_text()
 }
 
 fn minor_text(minor: i64, currency: Currency) -> String {

@@ -92,6 +92,32 @@ impl Decimal {
         self.mantissa as f64 / 10f64.powi(self.scale as i32)
     }
 
+    /// self + other, exactly; `None` on overflow.
+    pub fn checked_add(&self, other: &Decimal) -> Option<Decimal> {
+        let scale = self.scale.max(other.scale);
+        let a = self.mantissa.checked_mul(10i128.checked_pow(scale - self.scale)?)?;
+        let b = other.mantissa.checked_mul(10i128.checked_pow(scale - other.scale)?)?;
+        Some(Decimal { mantissa: a.checked_add(b)?, scale })
+    }
+
+    /// The absolute value.
+    pub fn abs(&self) -> Decimal {
+        Decimal { mantissa: self.mantissa.abs(), scale: self.scale }
+    }
+
+    /// Exact decimal text (`-12.34`), readable by [`Decimal::parse`].
+    pub fn to_text(&self) -> String {
+        let digits = self.mantissa.unsigned_abs().to_string();
+        let scale = self.scale as usize;
+        let sign = if self.mantissa < 0 { "-" } else { "" };
+        if scale == 0 {
+            return format!("{sign}{digits}");
+        }
+        let padded = format!("{digits:0>width$}", width = scale + 1);
+        let (int, frac) = padded.split_at(padded.len() - scale);
+        format!("{sign}{int}.{frac}")
+    }
+
     /// self × other, exactly; `None` on overflow.
     pub fn checked_mul(&self, other: &Decimal) -> Option<Decimal> {
         Some(Decimal { mantissa: self.mantissa.checked_mul(other.mantissa)?, scale: self.scale + other.scale })
@@ -243,6 +269,14 @@ mod tests {
         assert_eq!(minor("0.135"), 14);
         assert_eq!(minor("-0.125"), -12);
         assert_eq!(minor("3"), 300);
+    }
+
+    #[test]
+    fn adds_and_prints_exactly() {
+        let sum = Decimal::parse("0.1").unwrap().checked_add(&Decimal::parse("0.25").unwrap()).unwrap();
+        assert_eq!(sum.to_text(), "0.35");
+        assert_eq!(Decimal::parse("-0.05").unwrap().to_text(), "-0.05");
+        assert_eq!(Decimal::parse("-0.05").unwrap().abs().to_text(), "0.05");
     }
 
     #[test]
