@@ -281,15 +281,20 @@ pub fn ingest_file(
     sink: &dyn EventSink,
     progress: &dyn Fn(u64, u64),
 ) -> Result<FileReport, IngestError> {
-    let format = options.format.or_else(|| FileFormat::from_path(path)).ok_or_else(|| IngestError::UnknownFormat(path.into()))?;
+    let format = options
+        .format
+        .or_else(|| FileFormat::from_path(path))
+        .ok_or_else(|| IngestError::UnknownFormat(path.into()))?;
     let io = |source| IngestError::Io { path: path.into(), source };
     let file = File::open(path).map_err(io)?;
     let total = file.metadata().map_err(io)?.len();
     let read = Arc::new(AtomicU64::new(0));
     let counted = Counting { inner: file, read: read.clone() };
     let gz = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"));
-    let reader: Box<dyn Read> = if gz { Box::new(flate2::read::MultiGzDecoder::new(counted)) } else { Box::new(counted) };
-    let mut batcher = Batcher { sink, pending: Vec::with_capacity(BATCH), events: 0, outcome: SubmitOutcome::default() };
+    let reader: Box<dyn Read> =
+        if gz { Box::new(flate2::read::MultiGzDecoder::new(counted)) } else { Box::new(counted) };
+    let mut batcher =
+        Batcher { sink, pending: Vec::with_capacity(BATCH), events: 0, outcome: SubmitOutcome::default() };
     let mut log = RejectionLog::default();
     let tick = || progress(read.load(Ordering::Relaxed), total);
     let report = match format {
@@ -311,7 +316,15 @@ pub fn ingest_file(
                     tick();
                 }
             }
-            FileReport { format, columns: None, time_format: None, records, events: 0, outcome: SubmitOutcome::default(), rejections: RejectionLog::default() }
+            FileReport {
+                format,
+                columns: None,
+                time_format: None,
+                records,
+                events: 0,
+                outcome: SubmitOutcome::default(),
+                rejections: RejectionLog::default(),
+            }
         }
         FileFormat::Csv => {
             let mut csv = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
@@ -321,7 +334,8 @@ pub fn ingest_file(
                 .iter()
                 .map(str::to_owned)
                 .collect();
-            let mut assembler = tabular::Assembler::new(tabular::Columns::resolve(headers, &options.mapping)?, &options.mapping);
+            let mut assembler =
+                tabular::Assembler::new(tabular::Columns::resolve(headers, &options.mapping)?, &options.mapping);
             let mut record = csv::ByteRecord::new();
             loop {
                 match csv.read_byte_record(&mut record) {
@@ -381,7 +395,15 @@ fn finish_tabular(
             Err(e) => log.reject(position, e, raw),
         }
     }
-    Ok(FileReport { format, columns, time_format, records, events: 0, outcome: SubmitOutcome::default(), rejections: RejectionLog::default() })
+    Ok(FileReport {
+        format,
+        columns,
+        time_format,
+        records,
+        events: 0,
+        outcome: SubmitOutcome::default(),
+        rejections: RejectionLog::default(),
+    })
 }
 
 fn read_parquet(
@@ -394,7 +416,8 @@ fn read_parquet(
 ) -> Result<FileReport, IngestError> {
     let parquet_error = |e: &dyn std::fmt::Display| IngestError::Parquet { path: path.into(), detail: e.to_string() };
     let file = File::open(path).map_err(|source| IngestError::Io { path: path.into(), source })?;
-    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| parquet_error(&e))?;
+    let builder =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| parquet_error(&e))?;
     let names: Vec<String> = builder.schema().fields().iter().map(|f| f.name().clone()).collect();
     let mut assembler = tabular::Assembler::new(tabular::Columns::resolve(names, &options.mapping)?, &options.mapping);
     let reader = builder.with_batch_size(BATCH).build().map_err(|e| parquet_error(&e))?;
@@ -406,7 +429,10 @@ fn read_parquet(
             .iter()
             .map(|c| {
                 let text = arrow::compute::cast(c, &DataType::Utf8).map_err(|e| parquet_error(&e))?;
-                text.as_any().downcast_ref::<StringArray>().cloned().ok_or_else(|| parquet_error(&"column is not text after cast"))
+                text.as_any()
+                    .downcast_ref::<StringArray>()
+                    .cloned()
+                    .ok_or_else(|| parquet_error(&"column is not text after cast"))
             })
             .collect::<Result<_, _>>()?;
         for row in 0..batch.num_rows() {

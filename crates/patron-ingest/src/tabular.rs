@@ -64,7 +64,8 @@ fn normalise(name: &str) -> String {
 }
 
 const CUSTOMER: &[&str] = &["customerid", "customer", "userid", "user", "clientid", "buyerid"];
-const TIME: &[&str] = &["timestamp", "invoicedate", "orderdate", "date", "datetime", "time", "createdat", "purchasedat"];
+const TIME: &[&str] =
+    &["timestamp", "invoicedate", "orderdate", "date", "datetime", "time", "createdat", "purchasedat"];
 const ORDER: &[&str] = &["orderid", "invoiceno", "invoice", "invoiceid", "order", "transactionid", "orderno"];
 const PRODUCT: &[&str] = &["productid", "stockcode", "sku", "itemid", "product", "item"];
 const CATEGORY: &[&str] = &["category", "productcategory", "categoryid"];
@@ -75,7 +76,10 @@ const PRICE: &[&str] = &["unitprice", "price", "priceeach"];
 impl Columns {
     pub(crate) fn resolve(names: Vec<String>, mapping: &ColumnMapping) -> Result<Self, IngestError> {
         let normalised: Vec<String> = names.iter().map(|n| normalise(n)).collect();
-        let find = |explicit: &Option<String>, flag: &'static str, synonyms: &[&str]| -> Result<Option<usize>, IngestError> {
+        let find = |explicit: &Option<String>,
+                    flag: &'static str,
+                    synonyms: &[&str]|
+         -> Result<Option<usize>, IngestError> {
             match explicit {
                 Some(name) => names
                     .iter()
@@ -192,9 +196,9 @@ impl Assembler {
     }
 
     pub(crate) fn time_format(&self) -> Option<String> {
-        self.time_format.as_ref().map(|f| {
-            if self.explicit_time_format { f.describe() } else { format!("{} (detected)", f.describe()) }
-        })
+        self.time_format
+            .as_ref()
+            .map(|f| if self.explicit_time_format { f.describe() } else { format!("{} (detected)", f.describe()) })
     }
 
     /// Checks one row; problems go to `log` with the row's line number.
@@ -221,17 +225,11 @@ impl Assembler {
         if self.time_format.is_none() {
             self.time_format = TimeFormat::detect(raw_time);
         }
-        let time = self
-            .time_format
-            .as_ref()
-            .and_then(|f| f.parse(raw_time))
-            .ok_or_else(|| {
-                let how = self.time_format.as_ref().map_or("any known format".into(), TimeFormat::describe);
-                field_error(col(c.time), format!("{raw_time:?} does not match {how} (set --time-format)"))
-            })?;
-        let number = |i: usize| {
-            Decimal::parse(text(i)).map_err(|e| field_error(col(i), e.to_string()))
-        };
+        let time = self.time_format.as_ref().and_then(|f| f.parse(raw_time)).ok_or_else(|| {
+            let how = self.time_format.as_ref().map_or("any known format".into(), TimeFormat::describe);
+            field_error(col(c.time), format!("{raw_time:?} does not match {how} (set --time-format)"))
+        })?;
+        let number = |i: usize| Decimal::parse(text(i)).map_err(|e| field_error(col(i), e.to_string()));
         let quantity = match c.quantity {
             Some(i) if !text(i).is_empty() => number(i)?,
             _ => Decimal { mantissa: 1, scale: 0 },
@@ -243,15 +241,19 @@ impl Assembler {
             ValueColumn::Amount(i) => (number(i)?, None),
             ValueColumn::Price(i) => {
                 let price = number(i)?;
-                let total = price.checked_mul(&quantity).ok_or_else(|| field_error(col(i), "price × quantity overflows"))?;
+                let total =
+                    price.checked_mul(&quantity).ok_or_else(|| field_error(col(i), "price × quantity overflows"))?;
                 (total, Some(price.abs()))
             }
         };
         let is_refund = quantity.is_negative() || total.is_negative();
         let order_id = optional(c.order);
         let key = order_id.clone().unwrap_or_else(|| format!("line-{line}"));
-        let (orders, index) =
-            if is_refund { (&mut self.refunds, &mut self.refund_index) } else { (&mut self.purchases, &mut self.purchase_index) };
+        let (orders, index) = if is_refund {
+            (&mut self.refunds, &mut self.refund_index)
+        } else {
+            (&mut self.purchases, &mut self.purchase_index)
+        };
         let slot = *index.entry(key).or_insert_with(|| {
             orders.push(Order {
                 first_line: line,
@@ -267,7 +269,12 @@ impl Assembler {
         if order.customer != customer {
             return Err(field_error(
                 col(c.customer),
-                format!("order {:?} belongs to customer {:?} (line {}), this row names {customer:?}", order_id.unwrap_or_default(), order.customer, order.first_line),
+                format!(
+                    "order {:?} belongs to customer {:?} (line {}), this row names {customer:?}",
+                    order_id.unwrap_or_default(),
+                    order.customer,
+                    order.first_line
+                ),
             ));
         }
         order.total = order.total.checked_add(&total.abs()).ok_or_else(|| field_error("(order)", "total overflows"))?;
@@ -291,7 +298,8 @@ impl Assembler {
         let purchase_ids: HashMap<&String, ()> = self.purchase_index.keys().map(|k| (k, ())).collect();
         let mut refund_ids: Vec<(&String, usize)> = self.refund_index.iter().map(|(k, &v)| (k, v)).collect();
         refund_ids.sort_by_key(|(_, v)| *v);
-        let mut purchase_ids_ordered: Vec<(&String, usize)> = self.purchase_index.iter().map(|(k, &v)| (k, v)).collect();
+        let mut purchase_ids_ordered: Vec<(&String, usize)> =
+            self.purchase_index.iter().map(|(k, &v)| (k, v)).collect();
         purchase_ids_ordered.sort_by_key(|(_, v)| *v);
         for (id, slot) in purchase_ids_ordered {
             let order = &self.purchases[slot];

@@ -309,8 +309,9 @@ impl Validator {
         let timestamp = self.timestamp(&raw.timestamp)?;
         let currency = match &raw.currency {
             None => self.currencies.base,
-            Some(s) => Currency::from_code(&s.text)
-                .ok_or_else(|| EventError::field("currency", format!("{:?} is not an ISO 4217 code Patron knows", s.text)))?,
+            Some(s) => Currency::from_code(&s.text).ok_or_else(|| {
+                EventError::field("currency", format!("{:?} is not an ISO 4217 code Patron knows", s.text))
+            })?,
         };
         if currency != self.currencies.base && !self.currencies.rates.contains_key(&currency) {
             return Err(EventError::field(
@@ -383,7 +384,10 @@ impl Validator {
                 if amount.is_zero() {
                     return Err(EventError::field("amount", "must be positive"));
                 }
-                EventKind::Refund(Refund { order_id: order_id.map(Into::into), amount_minor: to_base(&amount, "amount")? })
+                EventKind::Refund(Refund {
+                    order_id: order_id.map(Into::into),
+                    amount_minor: to_base(&amount, "amount")?,
+                })
             }
             "consent" => {
                 let channels = raw.channels.ok_or_else(|| EventError::field("channels", "missing"))?;
@@ -418,7 +422,11 @@ impl Validator {
         if parsed.millis() > self.now.millis().saturating_add(self.max_ahead_ms) {
             return Err(EventError::field(
                 "timestamp",
-                format!("{parsed} is more than {} h ahead of the server clock ({})", self.max_ahead_ms / 3_600_000, self.now),
+                format!(
+                    "{parsed} is more than {} h ahead of the server clock ({})",
+                    self.max_ahead_ms / 3_600_000,
+                    self.now
+                ),
             ));
         }
         Ok(parsed)
@@ -477,7 +485,8 @@ impl Event {
                     .items
                     .iter()
                     .map(|i| {
-                        let mut item = json!({"product_id": i.product_id.as_str(), "quantity": decimal_text(&i.quantity)});
+                        let mut item =
+                            json!({"product_id": i.product_id.as_str(), "quantity": decimal_text(&i.quantity)});
                         let m = item.as_object_mut().expect("json! object");
                         if let Some(c) = &i.category {
                             m.insert("category".into(), c.as_ref().into());
@@ -518,7 +527,10 @@ mod tests {
     use super::*;
 
     fn validator() -> Validator {
-        Validator { now: Timestamp::parse_rfc3339("2026-11-23T12:00:00Z").unwrap(), ..Validator::new(CurrencyTable::default()) }
+        Validator {
+            now: Timestamp::parse_rfc3339("2026-11-23T12:00:00Z").unwrap(),
+            ..Validator::new(CurrencyTable::default())
+        }
     }
 
     fn decode(json: &str) -> Result<Event, EventError> {
@@ -550,8 +562,10 @@ mod tests {
 
     #[test]
     fn tracker_aliases_are_accepted() {
-        let e = decode(r#"{"type":"purchase","order_id":"o-9","userId":"u-1","timestamp":1795000000000,
-            "products":[{"sku":"s-1","quantity":2,"price":1.25},{"item_id":"s-2","price":"0.10","quantity":3}]}"#)
+        let e = decode(
+            r#"{"type":"purchase","order_id":"o-9","userId":"u-1","timestamp":1795000000000,
+            "products":[{"sku":"s-1","quantity":2,"price":1.25},{"item_id":"s-2","price":"0.10","quantity":3}]}"#,
+        )
         .unwrap();
         assert_eq!(e.event_id.as_str(), "o-9");
         assert_eq!(e.customer_id.as_str(), "u-1");
@@ -593,7 +607,12 @@ mod tests {
         assert!(matches!(decode(&format!("{}{}", "[".repeat(20), "]".repeat(20))), Err(EventError::TooDeep { .. })));
         assert!(matches!(validator().decode(b"{\"type\":\"purchase\xff\"}"), Err(EventError::Json(_))));
         assert!(matches!(decode("{not json"), Err(EventError::Json(_))));
-        assert!(matches!(decode(r#"{"type":"consent","event_id":"k","customer_id":"c","timestamp":1795000000000,"channels":{"fax":true}}"#), Err(EventError::Json(_))));
+        assert!(matches!(
+            decode(
+                r#"{"type":"consent","event_id":"k","customer_id":"c","timestamp":1795000000000,"channels":{"fax":true}}"#
+            ),
+            Err(EventError::Json(_))
+        ));
     }
 
     #[test]

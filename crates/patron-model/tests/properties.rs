@@ -8,7 +8,10 @@ use patron_model::{
 use proptest::prelude::*;
 
 fn validator() -> Validator {
-    Validator { now: Timestamp::parse_rfc3339("2026-11-23T12:00:00Z").unwrap(), ..Validator::new(CurrencyTable::default()) }
+    Validator {
+        now: Timestamp::parse_rfc3339("2026-11-23T12:00:00Z").unwrap(),
+        ..Validator::new(CurrencyTable::default())
+    }
 }
 
 fn id_text() -> impl Strategy<Value = String> {
@@ -41,8 +44,9 @@ fn event() -> impl Strategy<Value = Event> {
                 items,
                 revenue_minor
             })),
-        (1i64..1_000_000_000, proptest::option::of("[a-z0-9-]{1,10}"))
-            .prop_map(|(amount_minor, order)| EventKind::Refund(Refund { order_id: order.map(Into::into), amount_minor })),
+        (1i64..1_000_000_000, proptest::option::of("[a-z0-9-]{1,10}")).prop_map(|(amount_minor, order)| {
+            EventKind::Refund(Refund { order_id: order.map(Into::into), amount_minor })
+        }),
         (any::<Option<bool>>(), any::<Option<bool>>(), any::<bool>())
             .prop_map(|(email, sms, push)| EventKind::Consent(Consent { email, sms, push: Some(push) })),
     ];

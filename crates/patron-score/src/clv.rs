@@ -293,7 +293,13 @@ mod tests {
     use crate::purchase::BetaGeoParams;
 
     fn scorer(purchase: PurchaseParams) -> Scorer {
-        Scorer::new(purchase, Some(GammaGammaParams { p: 6.25, q: 3.74, gamma: 15.44 }), 35.0, &ClvConfig::default(), 1.0)
+        Scorer::new(
+            purchase,
+            Some(GammaGammaParams { p: 6.25, q: 3.74, gamma: 15.44 }),
+            35.0,
+            &ClvConfig::default(),
+            1.0,
+        )
     }
 
     #[test]
@@ -318,7 +324,11 @@ mod tests {
             let all = s.score_all(&inputs).unwrap();
             for (input, got) in inputs.iter().zip(&all) {
                 let want = s.score(input).unwrap();
-                for (g, w) in [(got.p_alive, want.p_alive), (got.expected_orders_90d, want.expected_orders_90d), (got.clv, want.clv)] {
+                for (g, w) in [
+                    (got.p_alive, want.p_alive),
+                    (got.expected_orders_90d, want.expected_orders_90d),
+                    (got.clv, want.clv),
+                ] {
                     assert!((g - w).abs() <= 1e-12 * w.abs().max(1e-300), "{purchase:?} {input:?}: {g} vs {w}");
                 }
             }
@@ -338,10 +348,17 @@ mod tests {
     #[test]
     fn margin_scales_clv_linearly() {
         let bg = PurchaseParams::MbgNbd(BetaGeoParams { r: 0.5, alpha: 40.0, a: 0.9, b: 1.6 });
-        let input = ScoreInput { frequency: 3, recency_days: 100, tenure_days: 200, spend: SpendHistory { repeat_occasions: 3, mean_repeat_value: 20.0 } };
+        let input = ScoreInput {
+            frequency: 3,
+            recency_days: 100,
+            tenure_days: 200,
+            spend: SpendHistory { repeat_occasions: 3, mean_repeat_value: 20.0 },
+        };
         let full = scorer(bg).score(&input).unwrap();
         let gg = GammaGammaParams { p: 6.25, q: 3.74, gamma: 15.44 };
-        let half = Scorer::new(bg, Some(gg), 35.0, &ClvConfig { margin: 0.5, ..ClvConfig::default() }, 1.0).score(&input).unwrap();
+        let half = Scorer::new(bg, Some(gg), 35.0, &ClvConfig { margin: 0.5, ..ClvConfig::default() }, 1.0)
+            .score(&input)
+            .unwrap();
         assert!((half.clv * 2.0 - full.clv).abs() < 1e-12 * full.clv);
     }
 }

@@ -115,10 +115,8 @@ impl CompressedHistories {
 
 /// Sums `f(range)` over fixed chunks of `0..len` in parallel, added in order.
 fn chunked_sum<const N: usize>(len: usize, f: impl Fn(std::ops::Range<usize>) -> [f64; N] + Sync) -> [f64; N] {
-    let parts: Vec<[f64; N]> = (0..len.div_ceil(CHUNK))
-        .into_par_iter()
-        .map(|c| f(c * CHUNK..((c + 1) * CHUNK).min(len)))
-        .collect();
+    let parts: Vec<[f64; N]> =
+        (0..len.div_ceil(CHUNK)).into_par_iter().map(|c| f(c * CHUNK..((c + 1) * CHUNK).min(len))).collect();
     let mut total = [0.0; N];
     for part in parts {
         for (t, p) in total.iter_mut().zip(part) {
@@ -169,7 +167,8 @@ fn beta_geo_objective(data: &CompressedHistories, p: &BetaGeoParams, modified: b
         inv_b: f64,
         r_plus_x: f64,
     }
-    let (psi_r, psi_b, psi_ab, ln_alpha, lb_ab, lg_r) = (digamma(r), digamma(b), digamma(a + b), alpha.ln(), ln_beta(a, b), ln_gamma(r));
+    let (psi_r, psi_b, psi_ab, ln_alpha, lb_ab, lg_r) =
+        (digamma(r), digamma(b), digamma(a + b), alpha.ln(), ln_beta(a, b), ln_gamma(r));
     let per_x: Vec<PerFrequency> = data
         .distinct_frequencies
         .iter()
@@ -308,9 +307,7 @@ fn bfgs_update<const N: usize>(h: &[[f64; N]; N], s: &[f64; N], y: &[f64; N], sy
     let hy = mat_vec(h, y);
     let yhy = dot(y, &hy);
     std::array::from_fn(|i| {
-        std::array::from_fn(|j| {
-            h[i][j] - rho * (s[i] * hy[j] + hy[i] * s[j]) + (rho * rho * yhy + rho) * s[i] * s[j]
-        })
+        std::array::from_fn(|j| h[i][j] - rho * (s[i] * hy[j] + hy[i] * s[j]) + (rho * rho * yhy + rho) * s[i] * s[j])
     })
 }
 
@@ -362,11 +359,18 @@ pub fn fit_purchase_model(model: PurchaseModel, histories: &[History]) -> Result
 
 /// [`fit_purchase_model`] on histories already compressed (lets several models
 /// share one compression).
-pub fn fit_purchase_model_compressed(model: PurchaseModel, data: &CompressedHistories) -> Result<FitReport<PurchaseParams>> {
+pub fn fit_purchase_model_compressed(
+    model: PurchaseModel,
+    data: &CompressedHistories,
+) -> Result<FitReport<PurchaseParams>> {
     fit_compressed(model, data, Instant::now())
 }
 
-fn fit_compressed(model: PurchaseModel, data: &CompressedHistories, started: Instant) -> Result<FitReport<PurchaseParams>> {
+fn fit_compressed(
+    model: PurchaseModel,
+    data: &CompressedHistories,
+    started: Instant,
+) -> Result<FitReport<PurchaseParams>> {
     if data.is_empty() {
         return Err(ScoreError::NotIdentified { model: model.name(), detail: "no customers to fit".into() });
     }
@@ -405,7 +409,9 @@ fn fit_compressed(model: PurchaseModel, data: &CompressedHistories, started: Ins
                 let params = [p.r, p.alpha, p.a, p.b];
                 Some((-ll / n, std::array::from_fn(|i| -g[i] * params[i] / n)))
             }
-            PurchaseParams::ParetoNbd(_) => Some((mean_negative_ll(theta)?, numeric_gradient(&mean_negative_ll, theta)?)),
+            PurchaseParams::ParetoNbd(_) => {
+                Some((mean_negative_ll(theta)?, numeric_gradient(&mean_negative_ll, theta)?))
+            }
         }
     };
     let starts: [[f64; 4]; 3] = [[0.0; 4], [-1.0, 0.0, -0.5, 0.5], [0.5, 1.0, 0.5, 1.5]];
@@ -434,7 +440,10 @@ fn fit_compressed(model: PurchaseModel, data: &CompressedHistories, started: Ins
     let params = build(&found.point).rescale_time(1.0 / time_scale);
     let log_likelihood = purchase_log_likelihood(&params, data)?;
     if !log_likelihood.is_finite() {
-        return Err(ScoreError::NotIdentified { model: model.name(), detail: "log-likelihood is not finite at the optimum".into() });
+        return Err(ScoreError::NotIdentified {
+            model: model.name(),
+            detail: "log-likelihood is not finite at the optimum".into(),
+        });
     }
     Ok(FitReport {
         params,
@@ -536,12 +545,18 @@ mod tests {
             let h = 1e-6;
             let numeric = [
                 (f(BetaGeoParams { r: p.r + h, ..p }) - f(BetaGeoParams { r: p.r - h, ..p })) / (2.0 * h),
-                (f(BetaGeoParams { alpha: p.alpha + h, ..p }) - f(BetaGeoParams { alpha: p.alpha - h, ..p })) / (2.0 * h),
+                (f(BetaGeoParams { alpha: p.alpha + h, ..p }) - f(BetaGeoParams { alpha: p.alpha - h, ..p }))
+                    / (2.0 * h),
                 (f(BetaGeoParams { a: p.a + h, ..p }) - f(BetaGeoParams { a: p.a - h, ..p })) / (2.0 * h),
                 (f(BetaGeoParams { b: p.b + h, ..p }) - f(BetaGeoParams { b: p.b - h, ..p })) / (2.0 * h),
             ];
             for i in 0..4 {
-                assert!((g[i] - numeric[i]).abs() < 1e-5 * (1.0 + numeric[i].abs()), "modified={modified} i={i}: {} vs {}", g[i], numeric[i]);
+                assert!(
+                    (g[i] - numeric[i]).abs() < 1e-5 * (1.0 + numeric[i].abs()),
+                    "modified={modified} i={i}: {} vs {}",
+                    g[i],
+                    numeric[i]
+                );
             }
         }
     }

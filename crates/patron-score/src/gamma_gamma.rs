@@ -48,8 +48,7 @@ impl GammaGammaParams {
         let Self { p, q, gamma } = *self;
         let x = f64::from(s.repeat_occasions);
         let m = s.mean_repeat_value;
-        ln_gamma(p * x + q) - ln_gamma(p * x) - ln_gamma(q) + q * gamma.ln() + (p * x - 1.0) * m.ln()
-            + p * x * x.ln()
+        ln_gamma(p * x + q) - ln_gamma(p * x) - ln_gamma(q) + q * gamma.ln() + (p * x - 1.0) * m.ln() + p * x * x.ln()
             - (p * x + q) * (gamma + m * x).ln()
     }
 

@@ -67,7 +67,9 @@ pub enum ScoreError {
         detail: String,
     },
     /// A customer history is impossible (e.g. recency after tenure).
-    #[error("customer history #{index} is invalid: {history:?} (need 0 <= recency <= tenure, finite, recency 0 when frequency is 0)")]
+    #[error(
+        "customer history #{index} is invalid: {history:?} (need 0 <= recency <= tenure, finite, recency 0 when frequency is 0)"
+    )]
     InvalidHistory {
         /// Position in the input slice.
         index: usize,

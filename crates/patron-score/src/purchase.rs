@@ -247,11 +247,7 @@ pub(crate) fn logistic_complement(v: f64) -> f64 {
 /// −expm1(ε·l) / ε, with its limit −l at ε = 0.
 #[inline]
 fn expm1_ratio(eps: f64, l: f64) -> f64 {
-    if (eps * l).abs() < 1e-10 {
-        -l * (1.0 + 0.5 * eps * l)
-    } else {
-        -(eps * l).exp_m1() / eps
-    }
+    if (eps * l).abs() < 1e-10 { -l * (1.0 + 0.5 * eps * l) } else { -(eps * l).exp_m1() / eps }
 }
 
 fn beta_geo_expected_if_alive(p: &BetaGeoParams, t: f64, frequency: u32, tenure: f64, modified: bool) -> Result<f64> {
@@ -330,8 +326,12 @@ mod tests {
     use super::*;
 
     /// lifetimes' BG/NBD fit on the CDNOW summary (weeks).
-    pub(crate) const CDNOW_BG: BetaGeoParams =
-        BetaGeoParams { r: 0.24259292827982148, alpha: 4.413532265271809, a: 0.7928859664406578, b: 2.4257523826257374 };
+    pub(crate) const CDNOW_BG: BetaGeoParams = BetaGeoParams {
+        r: 0.24259292827982148,
+        alpha: 4.413532265271809,
+        a: 0.7928859664406578,
+        b: 2.4257523826257374,
+    };
 
     #[test]
     fn one_time_buyer_bgnbd_is_alive_mbgnbd_is_not() {

@@ -329,7 +329,11 @@ mod tests {
             p_alive,
         };
         let inputs = [buyer(500.0, 0.9), buyer(400.0, 0.1), buyer(1.0, 0.9), buyer(2.0, 0.1)];
-        let labels: Vec<Relationship> = segment_population(&inputs, &SegmentConfig::default()).iter().map(|s| s.relationship).collect();
-        assert_eq!(labels, vec![Relationship::TrueFriend, Relationship::Butterfly, Relationship::Barnacle, Relationship::Stranger]);
+        let labels: Vec<Relationship> =
+            segment_population(&inputs, &SegmentConfig::default()).iter().map(|s| s.relationship).collect();
+        assert_eq!(
+            labels,
+            vec![Relationship::TrueFriend, Relationship::Butterfly, Relationship::Barnacle, Relationship::Stranger]
+        );
     }
 }

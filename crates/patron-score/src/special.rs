@@ -81,10 +81,7 @@ pub fn hyp2f1(a: f64, b: f64, c: f64, z: f64) -> Result<f64> {
         });
     }
     if c <= 0.0 && c == c.floor() {
-        return Err(ScoreError::Domain {
-            function: "hyp2f1",
-            detail: format!("c = {c} is a non-positive integer"),
-        });
+        return Err(ScoreError::Domain { function: "hyp2f1", detail: format!("c = {c} is a non-positive integer") });
     }
     series_tail(a, b, c, z, 1.0, 0).map(|tail| 1.0 + tail)
 }

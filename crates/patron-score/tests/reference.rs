@@ -179,11 +179,20 @@ fn fits_on_the_cdnow_summary_reproduce_lifetimes() {
         let fit = fit_purchase_model(model, &histories).unwrap();
         let want_ll = fits[key]["loglik_unscaled"].as_f64().unwrap();
         // lifetimes stops at a looser tolerance; we may only be better, and only slightly.
-        assert!(fit.log_likelihood >= want_ll - 1e-6 && fit.log_likelihood - want_ll < 1e-2, "{model}: LL {} vs {want_ll}", fit.log_likelihood);
+        assert!(
+            fit.log_likelihood >= want_ll - 1e-6 && fit.log_likelihood - want_ll < 1e-2,
+            "{model}: LL {} vs {want_ll}",
+            fit.log_likelihood
+        );
         for (name, value) in fit.params.named() {
             let want = if model == PurchaseModel::ParetoNbd {
                 // lifetimes' own Pareto start is random; the README's tight refit is the optimum.
-                match name { "r" => TIGHT_PARETO.r, "alpha" => TIGHT_PARETO.alpha, "s" => TIGHT_PARETO.s, _ => TIGHT_PARETO.beta }
+                match name {
+                    "r" => TIGHT_PARETO.r,
+                    "alpha" => TIGHT_PARETO.alpha,
+                    "s" => TIGHT_PARETO.s,
+                    _ => TIGHT_PARETO.beta,
+                }
             } else {
                 fits[key]["params"][name].as_f64().unwrap()
             };

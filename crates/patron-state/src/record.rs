@@ -98,10 +98,13 @@ impl CustomerRecord {
             }
             EventKind::Consent(c) => {
                 // Last writer by event time wins, per channel.
-                for (slot, (state, new)) in
-                    [(&mut self.consent.email, c.email), (&mut self.consent.sms, c.sms), (&mut self.consent.push, c.push)]
-                        .into_iter()
-                        .enumerate()
+                for (slot, (state, new)) in [
+                    (&mut self.consent.email, c.email),
+                    (&mut self.consent.sms, c.sms),
+                    (&mut self.consent.push, c.push),
+                ]
+                .into_iter()
+                .enumerate()
                 {
                     if let Some(value) = new
                         && self.consent_at[slot].is_none_or(|at| at <= event.timestamp)

@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
+};
 use arrow::record_batch::RecordBatch;
 use patron_model::{Currency, Timestamp, customers_schema};
 use patron_score::{
@@ -235,8 +237,12 @@ pub fn customers_batch(book: &CustomerBook, scored: &ScoredBook, currency: Curre
     };
     let columns: Vec<ArrayRef> = vec![
         Arc::new(records.iter().map(|r| Some(r.customer_id.as_str())).collect::<StringArray>()),
-        Arc::new(records.iter().map(|r| r.first_purchase_at.map(Timestamp::micros)).collect::<TimestampMicrosecondArray>()),
-        Arc::new(records.iter().map(|r| r.last_purchase_at.map(Timestamp::micros)).collect::<TimestampMicrosecondArray>()),
+        Arc::new(
+            records.iter().map(|r| r.first_purchase_at.map(Timestamp::micros)).collect::<TimestampMicrosecondArray>(),
+        ),
+        Arc::new(
+            records.iter().map(|r| r.last_purchase_at.map(Timestamp::micros)).collect::<TimestampMicrosecondArray>(),
+        ),
         Arc::new(records.iter().map(|r| Some(r.orders as i64)).collect::<Int64Array>()),
         Arc::new(records.iter().map(|r| Some(i64::from(r.occasions().saturating_sub(1)))).collect::<Int64Array>()),
         Arc::new(scored.inputs.iter().map(|i| i.map(|i| f64::from(i.recency_days))).collect::<Float64Array>()),

@@ -1,0 +1,165 @@
+//! Command-line interface (DESIGN.md §5). Flag names are a contract.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use patron_ingest::{ColumnMapping, FileFormat};
+use patron_score::PurchaseModel;
+use patron_state::TimeUnit;
+
+/// Patron: streaming customer scoring (CLV, churn risk, segments).
+#[derive(Debug, Parser)]
+#[command(name = "patron", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Score a file of transactions in batch: fit the models, score every
+    /// customer, write customers.parquet and model_params.json.
+    Score(ScoreArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum FormatArg {
+    Csv,
+    Ndjson,
+    Parquet,
+}
+
+impl From<FormatArg> for FileFormat {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Csv => FileFormat::Csv,
+            FormatArg::Ndjson => FileFormat::Ndjson,
+            FormatArg::Parquet => FileFormat::Parquet,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum TimeUnitArg {
+    Days,
+    Weeks,
+}
+
+impl From<TimeUnitArg> for TimeUnit {
+    fn from(t: TimeUnitArg) -> Self {
+        match t {
+            TimeUnitArg::Days => TimeUnit::Days,
+            TimeUnitArg::Weeks => TimeUnit::Weeks,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum ModelArg {
+    Bgnbd,
+    Mbgnbd,
+    #[value(name = "pareto_nbd")]
+    ParetoNbd,
+}
+
+impl From<ModelArg> for PurchaseModel {
+    fn from(m: ModelArg) -> Self {
+        match m {
+            ModelArg::Bgnbd => PurchaseModel::BgNbd,
+            ModelArg::Mbgnbd => PurchaseModel::MbgNbd,
+            ModelArg::ParetoNbd => PurchaseModel::ParetoNbd,
+        }
+    }
+}
+
+/// Which column of a CSV or Parquet file plays which role. Without flags,
+/// columns are found by their usual names (customer_id/CustomerID, date/InvoiceDate, …).
+#[derive(Clone, Debug, Default, Args)]
+pub(crate) struct MappingArgs {
+    /// Column with the customer id.
+    #[arg(long, value_name = "COLUMN")]
+    pub(crate) customer_col: Option<String>,
+    /// Column with the purchase time.
+    #[arg(long, value_name = "COLUMN")]
+    pub(crate) time_col: Option<String>,
+    /// Column with the order id; rows sharing it form one order (basket).
+    #[arg(long, value_name = "COLUMN")]
+    pub(crate) order_col: Option<String>,
+    /// Column with the product id.
+    #[arg(long, value_name = "COLUMN")]
+    pub(crate) product_col: Option<String>,
+    /// Column with the product category.
+    #[arg(long, value_name = "COLUMN")]
+    pub(crate) category_col: Option<String>,
+    /// Column with the quantity (default 1).
+    #[arg(long, value_name = "COLUMN")]
+    pub(crate) quantity_col: Option<String>,
+    /// Column with the row's total amount.
+    #[arg(long, value_name = "COLUMN", conflicts_with = "price_col")]
+    pub(crate) amount_col: Option<String>,
+    /// Column with the unit price (row total = price × quantity).
+    #[arg(long, value_name = "COLUMN")]
+    pub(crate) price_col: Option<String>,
+    /// strftime format of the time column (common formats are detected without it).
+    #[arg(long, value_name = "FORMAT")]
+    pub(crate) time_format: Option<String>,
+}
+
+impl MappingArgs {
+    pub(crate) fn to_mapping(&self, currency: &str) -> ColumnMapping {
+        ColumnMapping {
+            customer: self.customer_col.clone(),
+            time: self.time_col.clone(),
+            order: self.order_col.clone(),
+            product: self.product_col.clone(),
+            category: self.category_col.clone(),
+            quantity: self.quantity_col.clone(),
+            amount: self.amount_col.clone(),
+            price: self.price_col.clone(),
+            time_format: self.time_format.clone(),
+            currency: Some(currency.to_owned()),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example (the CDNOW sample, calibration period as in Fader, Hardie & Lee 2005):\n  \
+    patron score --input fixtures/cdnow/cdnow_transactions.csv --observation-end 1997-09-30 --time-unit weeks")]
+pub(crate) struct ScoreArgs {
+    /// File of transactions (CSV, CSV.gz, NDJSON events or Parquet).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) input: PathBuf,
+    /// Input format (default: from the file name).
+    #[arg(long, value_enum)]
+    pub(crate) format: Option<FormatArg>,
+    /// Directory for customers.parquet and model_params.json.
+    #[arg(long, value_name = "DIR", default_value = "patron-out")]
+    pub(crate) out: PathBuf,
+    /// "Now": a date (00:00 UTC) or RFC 3339 time; later events are ignored.
+    /// Default: the latest event time in the file.
+    #[arg(long, value_name = "DATE|TS")]
+    pub(crate) observation_end: Option<String>,
+    /// Time unit of the fitted parameters.
+    #[arg(long, value_enum, default_value = "days")]
+    pub(crate) time_unit: TimeUnitArg,
+    /// Purchase model for p_alive, churn_risk, expected_orders_90d and clv.
+    #[arg(long, value_enum, default_value = "mbgnbd")]
+    pub(crate) model: ModelArg,
+    /// Base currency: the currency of the file's amounts and of every output.
+    #[arg(long, value_name = "CODE", default_value = "EUR")]
+    pub(crate) currency: String,
+    /// CLV horizon in days.
+    #[arg(long, value_name = "DAYS", default_value_t = 365.0)]
+    pub(crate) horizon_days: f64,
+    /// Annual discount rate for CLV.
+    #[arg(long, value_name = "RATE", default_value_t = 0.10)]
+    pub(crate) discount_rate: f64,
+    /// Margin as a share of revenue, for CLV.
+    #[arg(long, value_name = "SHARE", default_value_t = 1.0)]
+    pub(crate) margin: f64,
+    /// How many top customers by CLV to print.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub(crate) top: usize,
+    #[command(flatten)]
+    pub(crate) mapping: MappingArgs,
+}

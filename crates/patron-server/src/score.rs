@@ -1,0 +1,207 @@
+//! `patron score`: batch scoring of a transactions file through the same
+//! ingest → state → kernels path the streaming engine uses.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use patron_ingest::{FileReport, ReadOptions, ingest_file};
+use patron_model::{Currency, CurrencyTable, Event, EventSink, SinkError, SubmitOutcome, Timestamp, Validator};
+use patron_score::ClvConfig;
+use patron_state::{
+    CustomerBook, ModelFits, ScoredBook, ScoringConfig, SharedBook, customers_batch, fit_models, score_book,
+};
+
+use crate::cli::ScoreArgs;
+use crate::output;
+
+/// Drops events after the observation end (calibration period), counting them.
+struct ObservationWindow {
+    inner: SharedBook,
+    end: Option<Timestamp>,
+    ignored: AtomicU64,
+}
+
+impl EventSink for ObservationWindow {
+    fn submit(&self, mut events: Vec<Event>) -> Result<SubmitOutcome, SinkError> {
+        if let Some(end) = self.end {
+            let before = events.len();
+            events.retain(|e| e.timestamp <= end);
+            self.ignored.fetch_add((before - events.len()) as u64, Ordering::Relaxed);
+        }
+        self.inner.submit(events)
+    }
+}
+
+pub(crate) fn run(args: &ScoreArgs) -> Result<()> {
+    let started = Instant::now();
+    let base = Currency::from_code(&args.currency)
+        .with_context(|| format!("--currency {:?} is not an ISO 4217 code Patron knows", args.currency))?;
+    let end = args
+        .observation_end
+        .as_deref()
+        .map(|s| {
+            Timestamp::parse_date_or_rfc3339(s)
+                .with_context(|| format!("--observation-end {s:?} is not a date or RFC 3339 time"))
+        })
+        .transpose()?;
+    let config = ScoringConfig {
+        model: args.model.into(),
+        clv: ClvConfig {
+            horizon_days: args.horizon_days,
+            annual_discount_rate: args.discount_rate,
+            margin: args.margin,
+        },
+        time_unit: args.time_unit.into(),
+        ..ScoringConfig::default()
+    };
+    if !(args.horizon_days > 0.0 && args.discount_rate > -1.0 && args.margin.is_finite()) {
+        bail!("--horizon-days must be positive and --discount-rate above -1");
+    }
+
+    let validator = Validator::new(CurrencyTable::only(base));
+    let options = ReadOptions { format: args.format.map(Into::into), mapping: args.mapping.to_mapping(base.code()) };
+    let window = ObservationWindow { inner: SharedBook::default(), end, ignored: AtomicU64::new(0) };
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{spinner} reading {msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(args.input.display().to_string());
+    let report = ingest_file(&args.input, &options, &validator, &window, &|read, total| {
+        bar.set_length(total);
+        bar.set_position(read);
+    })
+    .with_context(|| format!("cannot score {}", args.input.display()))?;
+    bar.finish_and_clear();
+    print_read_report(&report, window.ignored.load(Ordering::Relaxed));
+    let book = window.inner.into_inner();
+    if report.outcome.accepted == 0 {
+        bail!("nothing could be read from {}: no valid events", args.input.display());
+    }
+    let now = match (end, book.watermark()) {
+        (Some(end), _) => end,
+        (None, Some(w)) => w,
+        (None, None) => bail!("no event times to score against"),
+    };
+
+    let spinner = ProgressBar::new_spinner().with_message("fitting BG/NBD, MBG/NBD, Pareto/NBD and Gamma-Gamma");
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let fit_started = Instant::now();
+    let fits = fit_models(&book, now, config.time_unit, base);
+    let fit_seconds = fit_started.elapsed().as_secs_f64();
+    spinner.finish_and_clear();
+    print_fits(&fits, config.model.name(), fit_seconds);
+
+    let scored = score_book(&book, &fits, &config, now, base).context("scoring failed")?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let batch = customers_batch(&book, &scored, base)?;
+    let customers_path = args.out.join("customers.parquet");
+    output::write_parquet(&customers_path, &batch)?;
+    let params_path = args.out.join("model_params.json");
+    output::write_model_params(&params_path, &fits)?;
+
+    print_top(&book, &scored, args.top, base);
+    println!(
+        "\nScored {} customers as of {} in {:.2}s ({} model). Wrote {} and {}.",
+        book.len(),
+        now,
+        started.elapsed().as_secs_f64(),
+        config.model,
+        customers_path.display(),
+        params_path.display()
+    );
+    Ok(())
+}
+
+fn print_read_report(report: &FileReport, ignored_after_end: u64) {
+    if let Some(columns) = &report.columns {
+        println!("Columns: {columns}; time format {}", report.time_format.as_deref().unwrap_or("unknown"));
+    }
+    println!(
+        "Read {} {} records: {} events accepted, {} duplicates, {} after the observation end ignored, {} records rejected.",
+        report.records,
+        report.format.name(),
+        report.outcome.accepted,
+        report.outcome.duplicates,
+        ignored_after_end,
+        report.rejections.total()
+    );
+    let log = &report.rejections;
+    if log.total() > 0 {
+        const SHOWN: usize = 20;
+        for r in log.kept().iter().take(SHOWN) {
+            eprintln!("  rejected line {}: {}", r.position, r.error);
+        }
+        if log.total() as usize > SHOWN {
+            eprintln!("  … and {} more", log.total() as usize - SHOWN);
+        }
+        let by_field: Vec<String> = log.by_field().iter().map(|(f, n)| format!("{f}: {n}")).collect();
+        eprintln!("  rejections by field: {}", by_field.join(", "));
+    }
+}
+
+fn print_fits(fits: &ModelFits, chosen: &str, seconds: f64) {
+    println!("\nModels (time unit: {}, fitted in {seconds:.2}s):", fits.time_unit.name());
+    for (model, fit) in &fits.purchase {
+        let marker = if model.name() == chosen { "*" } else { " " };
+        match fit {
+            Ok(f) => {
+                let params: Vec<String> = f.params.named().iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
+                println!(
+                    " {marker}{:<11} {:<52} LL {:>12.2}  ({} customers, {} iterations)",
+                    model.name(),
+                    params.join(" "),
+                    f.log_likelihood,
+                    f.customers,
+                    f.iterations
+                );
+            }
+            Err(e) => println!(" {marker}{:<11} fit failed: {e}", model.name()),
+        }
+    }
+    match &fits.gamma_gamma {
+        Ok(f) => {
+            let params: Vec<String> = f.params.named().iter().map(|(k, v)| format!("{k}={v:.4}")).collect();
+            println!(
+                "  {:<11} {:<52} LL {:>12.2}  ({} repeat customers)",
+                "gamma_gamma",
+                params.join(" "),
+                f.log_likelihood,
+                f.customers
+            );
+        }
+        Err(e) => println!(
+            "  gamma_gamma fit failed: {e}; order values fall back to the mean occasion value {:.2}",
+            fits.mean_occasion_value
+        ),
+    }
+}
+
+fn print_top(book: &CustomerBook, scored: &ScoredBook, n: usize, currency: Currency) {
+    let mut order: Vec<usize> = (0..book.len()).filter(|&i| scored.scores[i].is_some()).collect();
+    let clv = |i: usize| scored.scores[i].map_or(f64::NEG_INFINITY, |s| s.clv);
+    order.sort_by(|&a, &b| clv(b).total_cmp(&clv(a)));
+    if n == 0 || order.is_empty() {
+        return;
+    }
+    println!("\nTop {} customers by CLV ({currency}):", n.min(order.len()));
+    println!(
+        "  {:<16} {:>6} {:>10} {:>7} {:>9} {:<18} {:<14}",
+        "customer_id", "orders", "revenue", "p_alive", "clv", "rfm_segment", "value_tier"
+    );
+    for &i in order.iter().take(n) {
+        let record = &book.records()[i];
+        let (Some(s), Some(g)) = (scored.scores[i], scored.segments[i]) else { continue };
+        println!(
+            "  {:<16} {:>6} {:>10.2} {:>7.3} {:>9.2} {:<18} {:<14}",
+            record.customer_id.as_str(),
+            record.orders,
+            currency.to_major(record.revenue_minor),
+            s.p_alive,
+            s.clv,
+            g.rfm_segment.as_str(),
+            g.value_tier.as_str()
+        );
+    }
+}
