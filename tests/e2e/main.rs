@@ -1,1 +1,5 @@
+//! End-to-end tests: the real `patron` binary on real files.
 
+mod batch_cdnow;
+mod batch_inputs;
+mod layering;

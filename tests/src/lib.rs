@@ -1,1 +1,46 @@
-//! End-to-end test support.
+//! Support for Patron's end-to-end tests: the real `patron` binary, fixtures
+//! and readers for its output files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// Path of a file under `fixtures/`.
+pub fn fixture(path: &str) -> PathBuf {
+    workspace_root().join("fixtures").join(path)
+}
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Builds (incrementally) and returns the `patron` binary of this workspace.
+pub fn patron_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let output = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "patron-server", "--bin", "patron", "--message-format=json"])
+            .current_dir(workspace_root())
+            .output()
+            .expect("cargo runs");
+        assert!(output.status.success(), "building patron failed: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .next_back()
+            .expect("cargo reported the patron executable")
+    })
+}
+
+/// Runs `patron` with `args`.
+pub fn patron(args: &[&str]) -> Output {
+    Command::new(patron_binary()).args(args).output().expect("patron runs")
+}
+
+/// Text of stdout and stderr together, for assertion messages.
+pub fn transcript(output: &Output) -> String {
+    format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}

@@ -217,19 +217,33 @@ struct Minimum<const N: usize> {
     point: [f64; N],
     iterations: usize,
     evaluations: usize,
+    /// Largest gradient component at `point`.
+    gradient: f64,
 }
 
-/// BFGS with an Armijo backtracking line search. `objective` returns the value
-/// and gradient; errors and non-finite values at trial points shrink the step.
+/// A fit has converged when no gradient component (of the mean per-customer
+/// log-likelihood, in log-parameters) exceeds this.
+const CONVERGED_GRADIENT: f64 = 1e-5;
+
+/// Optimiser iterations before a fit is declared not converged.
+const MAX_ITERATIONS: usize = 200;
+
+/// BFGS with an Armijo backtracking line search.
+///
+/// `objective(θ, want_gradient)` returns the value and, when asked (or when it
+/// comes for free), the gradient. Line-search trials ask for the value only, so
+/// a numeric gradient is paid once per accepted step, not once per trial.
+/// Errors and non-finite values at trial points shrink the step.
 fn minimize<const N: usize>(
-    mut objective: impl FnMut(&[f64; N]) -> Option<(f64, [f64; N])>,
+    mut objective: impl FnMut(&[f64; N], bool) -> Option<(f64, Option<[f64; N]>)>,
     start: [f64; N],
 ) -> Option<Minimum<N>> {
-    const MAX_ITERATIONS: usize = 500;
     const GRADIENT_TOLERANCE: f64 = 1e-10;
     const MAX_STEP: f64 = 3.0;
+    let finite = |g: &[f64; N]| g.iter().all(|v| v.is_finite());
     let mut x = start;
-    let (mut fx, mut g) = objective(&x).filter(|(f, g)| f.is_finite() && g.iter().all(|v| v.is_finite()))?;
+    let (mut fx, start_gradient) = objective(&x, true).filter(|(f, _)| f.is_finite())?;
+    let mut g = start_gradient.filter(finite)?;
     let mut evaluations = 1;
     let mut h = identity::<N>();
     let mut iterations = 0;
@@ -251,13 +265,21 @@ fn minimize<const N: usize>(
         for _ in 0..60 {
             let trial: [f64; N] = std::array::from_fn(|i| x[i] + step * d[i]);
             evaluations += 1;
-            if let Some((ft, gt)) = objective(&trial)
+            if let Some((ft, gt)) = objective(&trial, false)
                 && ft.is_finite()
-                && gt.iter().all(|v| v.is_finite())
                 && ft <= fx + 1e-4 * step * slope
             {
-                accepted = Some((trial, ft, gt));
-                break;
+                let gt = match gt {
+                    Some(gt) => Some(gt),
+                    None => {
+                        evaluations += 1;
+                        objective(&trial, true).and_then(|(_, gt)| gt)
+                    }
+                };
+                if let Some(gt) = gt.filter(finite) {
+                    accepted = Some((trial, ft, gt));
+                    break;
+                }
             }
             step *= 0.5;
         }
@@ -268,6 +290,13 @@ fn minimize<const N: usize>(
             h = identity::<N>();
             continue;
         };
+        // A parameter far past the identification limit will not come back:
+        // stop early and let the caller report it.
+        if xn.iter().any(|v| v.abs() > LOG_PARAM_LIMIT + 1.0) {
+            x = xn;
+            g = gn;
+            break;
+        }
         let s: [f64; N] = std::array::from_fn(|i| xn[i] - x[i]);
         let y: [f64; N] = std::array::from_fn(|i| gn[i] - g[i]);
         let sy = dot(&s, &y);
@@ -286,7 +315,8 @@ fn minimize<const N: usize>(
             break;
         }
     }
-    Some(Minimum { point: x, iterations, evaluations })
+    let gradient = g.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+    Some(Minimum { point: x, iterations, evaluations, gradient })
 }
 
 fn identity<const N: usize>() -> [[f64; N]; N] {
@@ -325,32 +355,49 @@ fn numeric_gradient<const N: usize>(f: &impl Fn(&[f64; N]) -> Option<f64>, theta
     Some(g)
 }
 
-/// Largest |ln θ| a fitted parameter may reach before the model is declared
-/// unidentified by the data (θ beyond about 1e-9 … 1e9 in scaled units).
-const LOG_PARAM_LIMIT: f64 = 20.0;
+/// Largest |ln θ| a fitted parameter may reach (in scaled units, where the
+/// data span 0…10) before the model is declared unidentified: beyond about
+/// 6e-6 … 1.6e5 the likelihood has flattened into a limiting model (e.g. r, α → ∞
+/// is a plain Poisson process) that the data cannot tell apart.
+const LOG_PARAM_LIMIT: f64 = 12.0;
 
-fn check_identified(model: &'static str, names: &[&'static str], theta: &[f64]) -> Result<()> {
-    for (name, value) in names.iter().zip(theta) {
+fn check_identified<const N: usize>(model: &'static str, names: &[&'static str], found: &Minimum<N>) -> Result<()> {
+    for (name, value) in names.iter().zip(&found.point) {
         if !value.is_finite() || value.abs() > LOG_PARAM_LIMIT {
             return Err(ScoreError::NotIdentified {
                 model,
-                detail: format!("parameter {name} ran off to {:.3e}; the data cannot pin it down", value.exp()),
+                detail: format!(
+                    "parameter {name} ran off to {:.3e}; the data cannot pin it down (too few customers, or no sign of dropout)",
+                    value.exp()
+                ),
             });
         }
+    }
+    if found.gradient > CONVERGED_GRADIENT {
+        return Err(ScoreError::NotConverged {
+            function: model,
+            detail: format!(
+                "no optimum after {} iterations (largest gradient component {:.2e})",
+                found.iterations, found.gradient
+            ),
+        });
     }
     Ok(())
 }
 
 /// Fits one purchase model by maximum likelihood over all customers.
 ///
+/// Data that cannot identify the model is a clear error, never NaN or a
+/// parameter at infinity:
+///
 /// ```
 /// use patron_score::{fit_purchase_model, History, PurchaseModel};
-/// let histories: Vec<History> = (0..400u32)
-///     .map(|i| History::new(i % 5, f64::from(i % 5) * 7.0, 60.0 + f64::from(i % 13)))
-///     .collect();
-/// let fit = fit_purchase_model(PurchaseModel::BgNbd, &histories).unwrap();
-/// assert!(fit.log_likelihood.is_finite() && fit.customers == 400);
+/// let one_time_buyers: Vec<History> = (0..100).map(|i| History::new(0, 0.0, 30.0 + f64::from(i))).collect();
+/// let err = fit_purchase_model(PurchaseModel::BgNbd, &one_time_buyers).unwrap_err();
+/// assert!(err.to_string().contains("no customer has a repeat purchase"));
 /// ```
+///
+/// (`tests/reference.rs` fits the CDNOW sample and compares with lifetimes.)
 pub fn fit_purchase_model(model: PurchaseModel, histories: &[History]) -> Result<FitReport<PurchaseParams>> {
     let started = Instant::now();
     let data = CompressedHistories::new(histories)?;
@@ -402,15 +449,17 @@ fn fit_compressed(
     let mean_negative_ll = |theta: &[f64; 4]| -> Option<f64> {
         purchase_log_likelihood(&build(theta), &scaled).ok().map(|ll| -ll / n).filter(|v| v.is_finite())
     };
-    let objective = |theta: &[f64; 4]| -> Option<(f64, [f64; 4])> {
+    let objective = |theta: &[f64; 4], want_gradient: bool| -> Option<(f64, Option<[f64; 4]>)> {
         match build(theta) {
             PurchaseParams::BgNbd(p) | PurchaseParams::MbgNbd(p) => {
                 let (ll, g) = beta_geo_objective(&scaled, &p, model == PurchaseModel::MbgNbd);
                 let params = [p.r, p.alpha, p.a, p.b];
-                Some((-ll / n, std::array::from_fn(|i| -g[i] * params[i] / n)))
+                Some((-ll / n, Some(std::array::from_fn(|i| -g[i] * params[i] / n))))
             }
             PurchaseParams::ParetoNbd(_) => {
-                Some((mean_negative_ll(theta)?, numeric_gradient(&mean_negative_ll, theta)?))
+                let value = mean_negative_ll(theta)?;
+                let gradient = if want_gradient { Some(numeric_gradient(&mean_negative_ll, theta)?) } else { None };
+                Some((value, gradient))
             }
         }
     };
@@ -421,7 +470,8 @@ fn fit_compressed(
         if let Some(found) = minimize(objective, start) {
             evaluations += found.evaluations;
             let value = mean_negative_ll(&found.point).unwrap_or(f64::INFINITY);
-            let identified = found.point.iter().all(|v| v.abs() <= LOG_PARAM_LIMIT);
+            let identified =
+                found.point.iter().all(|v| v.abs() <= LOG_PARAM_LIMIT) && found.gradient <= CONVERGED_GRADIENT;
             if best.as_ref().is_none_or(|(_, b)| value < *b) {
                 best = Some((found, value));
             }
@@ -436,7 +486,7 @@ fn fit_compressed(
             detail: "the log-likelihood is not finite at any starting point".into(),
         });
     };
-    check_identified(model.name(), &names, &found.point)?;
+    check_identified(model.name(), &names, &found)?;
     let params = build(&found.point).rescale_time(1.0 / time_scale);
     let log_likelihood = purchase_log_likelihood(&params, data)?;
     if !log_likelihood.is_finite() {
@@ -486,7 +536,7 @@ pub fn fit_gamma_gamma(spends: &[SpendHistory]) -> Result<FitReport<GammaGammaPa
         .iter()
         .map(|(s, w)| (SpendHistory { mean_repeat_value: s.mean_repeat_value / spend_scale, ..*s }, *w))
         .collect();
-    let objective = |theta: &[f64; 3]| -> Option<(f64, [f64; 3])> {
+    let objective = |theta: &[f64; 3], _want_gradient: bool| -> Option<(f64, Option<[f64; 3]>)> {
         let [p, q, gamma] = theta.map(f64::exp);
         let (psi_q, ln_gamma_param) = (digamma(q), gamma.ln());
         let [ll, gp, gq, gg] = chunked_sum(scaled.len(), |range| {
@@ -504,13 +554,13 @@ pub fn fit_gamma_gamma(spends: &[SpendHistory]) -> Result<FitReport<GammaGammaPa
             acc
         });
         let grad = [-gp * p / n, -gq * q / n, -gg * gamma / n];
-        Some((-ll / n, grad))
+        Some((-ll / n, Some(grad)))
     };
     let found = minimize(objective, [0.0; 3]).ok_or_else(|| ScoreError::NotIdentified {
         model: "gamma_gamma",
         detail: "the log-likelihood is not finite at the starting point".into(),
     })?;
-    check_identified("gamma_gamma", &["p", "q", "gamma"], &found.point)?;
+    check_identified("gamma_gamma", &["p", "q", "gamma"], &found)?;
     let [p, q, gamma_scaled] = found.point.map(f64::exp);
     let params = GammaGammaParams { p, q, gamma: gamma_scaled * spend_scale };
     let log_likelihood: f64 = rows.iter().map(|(s, w)| w * params.log_likelihood(*s)).sum();
@@ -586,6 +636,18 @@ mod tests {
                 Err(ScoreError::NotIdentified { detail, .. }) => assert!(detail.contains("repeat")),
                 other => panic!("{model}: expected NotIdentified, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn three_customers_do_not_make_a_fit() {
+        let hs = [History::new(1, 31.0, 60.0), History::new(1, 59.0, 59.0), History::new(0, 0.0, 45.0)];
+        for model in PurchaseModel::ALL {
+            let err = fit_purchase_model(model, &hs).expect_err("three customers cannot identify four parameters");
+            assert!(
+                matches!(err, ScoreError::NotIdentified { .. } | ScoreError::NotConverged { .. }),
+                "{model}: {err}"
+            );
         }
     }
 

@@ -259,7 +259,7 @@ fn beta_geo_expected_if_alive(p: &BetaGeoParams, t: f64, frequency: u32, tenure:
     let z = t / (alpha + tenure + t);
     let ln_one_minus_z = (alpha + tenure).ln() - (alpha + tenure + t).ln();
     let first_term = first_param * z / c;
-    let tail = series_tail(first_param, a - 1.0, c, z, first_term, 1)?;
+    let tail = series_tail(first_param, a - 1.0, c, z, first_term, 1, crate::special::MAX_TERMS)?;
     let g = first_term + tail;
     let k = c * (expm1_ratio(a - 1.0, ln_one_minus_z) - ((a - 1.0) * ln_one_minus_z).exp() * g);
     if k.is_finite() {
@@ -272,6 +272,11 @@ fn beta_geo_expected_if_alive(p: &BetaGeoParams, t: f64, frequency: u32, tenure:
     }
 }
 
+/// Series terms allowed in the Pareto/NBD ₂F₁: enough for its argument up to
+/// 0.998 (β at least 1/500 of α + t), which real fits stay far below; beyond it
+/// the fit is degenerate and a clear error beats grinding through millions of terms.
+const PARETO_SERIES_TERMS: usize = 20_000;
+
 /// ln A₀ of the Pareto/NBD likelihood (Fader & Hardie 2005, "A note on deriving
 /// the Pareto/NBD model"), or −∞ when t_x = T.
 fn pareto_ln_a0(p: &ParetoParams, h: History) -> Result<f64> {
@@ -280,7 +285,7 @@ fn pareto_ln_a0(p: &ParetoParams, h: History) -> Result<f64> {
     let rsx = r + s + x;
     let (hi, lo, second) = if alpha >= beta { (alpha, beta, s + 1.0) } else { (beta, alpha, r + x) };
     let at = |t: f64| -> Result<f64> {
-        let f = crate::special::hyp2f1(rsx, second, rsx + 1.0, (hi - lo) / (hi + t))?;
+        let f = crate::special::hyp2f1_bounded(rsx, second, rsx + 1.0, (hi - lo) / (hi + t), PARETO_SERIES_TERMS)?;
         Ok(f.ln() - rsx * (hi + t).ln())
     };
     let at_recency = at(h.recency)?;

@@ -57,7 +57,7 @@ pub fn log_add_exp(a: f64, b: f64) -> f64 {
 /// Upper bound on series terms before ₂F₁ gives up. At z = 0.999 the series
 /// needs about 40,000 terms; the models stay far below this bound for any
 /// horizon shorter than a century.
-const MAX_TERMS: usize = 5_000_000;
+pub(crate) const MAX_TERMS: usize = 5_000_000;
 
 /// The Gaussian hypergeometric function ₂F₁(a, b; c; z) for real parameters and
 /// `0 ≤ z < 1`.
@@ -74,6 +74,12 @@ const MAX_TERMS: usize = 5_000_000;
 /// assert!((hyp2f1(1.0, 1.0, 2.0, z).unwrap() - exact).abs() < 1e-14);
 /// ```
 pub fn hyp2f1(a: f64, b: f64, c: f64, z: f64) -> Result<f64> {
+    hyp2f1_bounded(a, b, c, z, MAX_TERMS)
+}
+
+/// [`hyp2f1`] that gives up after `max_terms` series terms (z ≤ 1 − 20/max_terms
+/// always converges within the bound).
+pub fn hyp2f1_bounded(a: f64, b: f64, c: f64, z: f64, max_terms: usize) -> Result<f64> {
     if !(0.0..1.0).contains(&z) || !a.is_finite() || !b.is_finite() || !c.is_finite() {
         return Err(ScoreError::Domain {
             function: "hyp2f1",
@@ -83,17 +89,17 @@ pub fn hyp2f1(a: f64, b: f64, c: f64, z: f64) -> Result<f64> {
     if c <= 0.0 && c == c.floor() {
         return Err(ScoreError::Domain { function: "hyp2f1", detail: format!("c = {c} is a non-positive integer") });
     }
-    series_tail(a, b, c, z, 1.0, 0).map(|tail| 1.0 + tail)
+    series_tail(a, b, c, z, 1.0, 0, max_terms).map(|tail| 1.0 + tail)
 }
 
 /// Σ_{n≥1} tₙ where t₀ = `first` and t_{n+1} = tₙ · (a + n + offset)(b + n + offset) z
 /// / ((c + n + offset)(n + offset + 1)), i.e. the ₂F₁ series without its leading 1
 /// when `first = 1` and `offset = 0`. Stops once the terms are monotonically
 /// shrinking and below 1e-17 of the sum.
-pub(crate) fn series_tail(a: f64, b: f64, c: f64, z: f64, first: f64, offset: usize) -> Result<f64> {
+pub(crate) fn series_tail(a: f64, b: f64, c: f64, z: f64, first: f64, offset: usize, max_terms: usize) -> Result<f64> {
     let mut term = first;
     let mut sum = 0.0_f64;
-    for n in offset..offset + MAX_TERMS {
+    for n in offset..offset + max_terms {
         let k = n as f64;
         let ratio = (a + k) * (b + k) / ((c + k) * (k + 1.0)) * z;
         term *= ratio;
@@ -116,7 +122,7 @@ pub(crate) fn series_tail(a: f64, b: f64, c: f64, z: f64, first: f64, offset: us
     }
     Err(ScoreError::NotConverged {
         function: "hyp2f1",
-        detail: format!("series did not converge for a={a} b={b} c={c} z={z}"),
+        detail: format!("series did not converge within {max_terms} terms for a={a} b={b} c={c} z={z}"),
     })
 }
 

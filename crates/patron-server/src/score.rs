@@ -93,7 +93,10 @@ pub(crate) fn run(args: &ScoreArgs) -> Result<()> {
     spinner.finish_and_clear();
     print_fits(&fits, config.model.name(), fit_seconds);
 
-    let scored = score_book(&book, &fits, &config, now, base).context("scoring failed")?;
+    let (scored, failure) = match score_book(&book, &fits, &config, now, base) {
+        Ok(scored) => (scored, None),
+        Err(e) => (ScoredBook::unscored(&book, now, base), Some(e)),
+    };
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let batch = customers_batch(&book, &scored, base)?;
     let customers_path = args.out.join("customers.parquet");
@@ -101,6 +104,14 @@ pub(crate) fn run(args: &ScoreArgs) -> Result<()> {
     let params_path = args.out.join("model_params.json");
     output::write_model_params(&params_path, &fits)?;
 
+    if let Some(e) = failure {
+        bail!(
+            "{e}\n{} holds the {} customers' summaries without scores; {} lists the fits",
+            customers_path.display(),
+            book.len(),
+            params_path.display()
+        );
+    }
     print_top(&book, &scored, args.top, base);
     println!(
         "\nScored {} customers as of {} in {:.2}s ({} model). Wrote {} and {}.",

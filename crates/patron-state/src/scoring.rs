@@ -153,6 +153,24 @@ pub struct ScoredBook {
     pub scored_at: Timestamp,
 }
 
+impl ScoredBook {
+    /// Summaries without scores, for when no model could be fitted: labels that
+    /// need a model are null, lifecycle is `prospect`, `first_time` or `repeat`.
+    pub fn unscored(book: &CustomerBook, now: Timestamp, currency: Currency) -> Self {
+        let minor = 10f64.powi(currency.exponent() as i32);
+        let inputs: Vec<Option<ScoreInput>> = book.records().iter().map(|r| r.score_input(now.day(), minor)).collect();
+        let lifecycle = inputs
+            .iter()
+            .map(|i| match i {
+                None => LifecycleStage::Prospect,
+                Some(i) if i.frequency == 0 => LifecycleStage::FirstTime,
+                Some(_) => LifecycleStage::Repeat,
+            })
+            .collect();
+        Self { scores: vec![None; inputs.len()], segments: vec![None; inputs.len()], inputs, lifecycle, scored_at: now }
+    }
+}
+
 /// Scores every customer with the configured model.
 pub fn score_book(
     book: &CustomerBook,

@@ -1,0 +1,158 @@
+//! `patron score` on the CDNOW sample must recover the published estimates
+//! (Fader, Hardie & Lee 2005) and lifetimes' per-customer values.
+
+use std::collections::HashMap;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Float64Type, Int64Type};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use patron_tests::{fixture, patron, transcript};
+use serde_json::Value;
+
+pub(crate) fn read_parquet(path: &std::path::Path) -> RecordBatch {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+struct Run {
+    params: Value,
+    customers: RecordBatch,
+}
+
+fn score_cdnow(model: &str) -> Run {
+    let out = tempfile::tempdir().unwrap();
+    let input = fixture("cdnow/cdnow_transactions.csv");
+    let output = patron(&[
+        "score",
+        "--input",
+        input.to_str().unwrap(),
+        "--observation-end",
+        "1997-09-30",
+        "--time-unit",
+        "weeks",
+        "--currency",
+        "USD",
+        "--model",
+        model,
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", transcript(&output));
+    let params = serde_json::from_slice(&std::fs::read(out.path().join("model_params.json")).unwrap()).unwrap();
+    Run { params, customers: read_parquet(&out.path().join("customers.parquet")) }
+}
+
+fn model<'a>(params: &'a Value, name: &str) -> &'a Value {
+    params["models"].as_array().unwrap().iter().find(|m| m["model"] == name).unwrap_or_else(|| panic!("{name} missing"))
+}
+
+/// `value` printed with `decimals` decimals must read `published`.
+fn assert_printed(value: f64, published: f64, decimals: i32, what: &str) {
+    let scale = 10f64.powi(decimals);
+    assert_eq!((value * scale).round() / scale, published, "{what}: fitted {value}, published {published}");
+}
+
+#[test]
+fn cdnow_recovers_the_published_bgnbd_and_gamma_gamma_estimates() {
+    let run = score_cdnow("bgnbd");
+    let bg = model(&run.params, "bgnbd");
+    assert_eq!(bg["time_unit"], "weeks");
+    assert_eq!(bg["customers"], 2357);
+    let p = &bg["params"];
+    assert_printed(p["r"].as_f64().unwrap(), 0.243, 3, "r");
+    assert_printed(p["alpha"].as_f64().unwrap(), 4.414, 3, "alpha");
+    assert_printed(p["a"].as_f64().unwrap(), 0.793, 3, "a");
+    assert_printed(p["b"].as_f64().unwrap(), 2.426, 3, "b");
+    assert_printed(bg["log_likelihood"].as_f64().unwrap(), -9582.4, 1, "log-likelihood");
+    let gg = model(&run.params, "gamma_gamma");
+    assert_eq!(gg["customers"], 946);
+    assert_printed(gg["params"]["p"].as_f64().unwrap(), 6.25, 2, "p");
+    assert_printed(gg["params"]["q"].as_f64().unwrap(), 3.74, 2, "q");
+    assert_printed(gg["params"]["gamma"].as_f64().unwrap(), 15.44, 2, "gamma");
+    // The other published fit on this sample (../shared/data/README.md).
+    let pareto = model(&run.params, "pareto_nbd");
+    assert_printed(pareto["params"]["r"].as_f64().unwrap(), 0.553, 3, "pareto r");
+    assert_printed(pareto["params"]["s"].as_f64().unwrap(), 0.606, 3, "pareto s");
+    assert_printed(pareto["log_likelihood"].as_f64().unwrap(), -9595.0, 1, "pareto LL");
+    let names: Vec<&str> =
+        run.params["models"].as_array().unwrap().iter().map(|m| m["model"].as_str().unwrap()).collect();
+    assert_eq!(names, ["bgnbd", "mbgnbd", "pareto_nbd", "gamma_gamma"]);
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> &'a dyn Array {
+    batch.column_by_name(name).unwrap_or_else(|| panic!("column {name}")).as_ref()
+}
+
+fn by_customer(batch: &RecordBatch) -> HashMap<String, usize> {
+    let ids = column(batch, "customer_id").as_string::<i32>();
+    (0..ids.len()).map(|i| (ids.value(i).to_owned(), i)).collect()
+}
+
+fn csv_rows(path: &str) -> Vec<HashMap<String, String>> {
+    let mut reader = csv::Reader::from_path(fixture(path)).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    reader
+        .records()
+        .map(|r| headers.iter().zip(r.unwrap().iter()).map(|(h, v)| (h.into(), v.into())).collect())
+        .collect()
+}
+
+#[test]
+fn cdnow_summaries_equal_the_published_summary_file() {
+    let run = score_cdnow("mbgnbd");
+    let index = by_customer(&run.customers);
+    let frequency = column(&run.customers, "frequency").as_primitive::<Int64Type>();
+    let recency = column(&run.customers, "recency_days").as_primitive::<Float64Type>();
+    let tenure = column(&run.customers, "tenure_days").as_primitive::<Float64Type>();
+    let summary = csv_rows("cdnow/cdnow_customers_summary_with_transactions.csv");
+    assert_eq!(summary.len(), 2357);
+    assert_eq!(run.customers.num_rows(), 2357);
+    for row in &summary {
+        let i = index[&row["ID"]];
+        let weeks = |days: f64| ((days / 7.0) * 100.0).round() / 100.0;
+        assert_eq!(frequency.value(i).to_string(), row["x"], "customer {} x", row["ID"]);
+        assert_eq!(weeks(recency.value(i)), row["t_x"].parse::<f64>().unwrap(), "customer {} t_x", row["ID"]);
+        assert_eq!(weeks(tenure.value(i)), row["T"].parse::<f64>().unwrap(), "customer {} T", row["ID"]);
+    }
+}
+
+#[test]
+fn cdnow_p_alive_matches_lifetimes_for_the_first_twenty_customers() {
+    // lifetimes' values use its own fit, which differs from ours in the 5th digit.
+    let run = score_cdnow("bgnbd");
+    let index = by_customer(&run.customers);
+    let p_alive = column(&run.customers, "p_alive").as_primitive::<Float64Type>();
+    let churn = column(&run.customers, "churn_risk").as_primitive::<Float64Type>();
+    for row in csv_rows("cdnow/reference/cdnow_first20_fitted_params.csv") {
+        let i = index[&row["customer_id"]];
+        let want: f64 = row["bgnbd_p_alive"].parse().unwrap();
+        assert!(
+            (p_alive.value(i) - want).abs() < 1e-3,
+            "customer {}: {} vs {want}",
+            row["customer_id"],
+            p_alive.value(i)
+        );
+        assert!((churn.value(i) - (1.0 - p_alive.value(i))).abs() < 1e-15);
+    }
+}
+
+#[test]
+fn customers_parquet_has_every_contract_column_and_sane_values() {
+    let run = score_cdnow("mbgnbd");
+    let names: Vec<&str> = run.customers.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names.len(), 25);
+    for (name, nulls_allowed) in
+        [("consent_email", true), ("clv", false), ("rfm_segment", false), ("value_tier", false)]
+    {
+        let nulls = column(&run.customers, name).null_count();
+        assert_eq!(nulls == run.customers.num_rows(), nulls_allowed, "{name}: {nulls} nulls");
+    }
+    let clv = column(&run.customers, "clv").as_primitive::<Float64Type>();
+    assert!(clv.values().iter().all(|v| v.is_finite() && *v >= 0.0));
+    let tiers = column(&run.customers, "value_tier").as_string::<i32>();
+    let most = (0..tiers.len()).filter(|&i| tiers.value(i) == "most_valuable").count();
+    assert!((most as f64 / tiers.len() as f64 - 0.2).abs() < 0.01, "{most} most valuable");
+}

@@ -1,0 +1,191 @@
+//! `patron score` on broken, NDJSON and Parquet inputs.
+
+use patron_tests::{fixture, patron, transcript};
+
+use crate::batch_cdnow::read_parquet;
+
+#[test]
+fn broken_csv_reports_line_numbered_reasons_and_scores_the_good_rows() {
+    let out = tempfile::tempdir().unwrap();
+    let input = fixture("broken/transactions_broken.csv");
+    let output =
+        patron(&["score", "--input", input.to_str().unwrap(), "--out", out.path().to_str().unwrap(), "--top", "0"]);
+    let text = transcript(&output);
+    assert!(output.status.success(), "{text}");
+    for expected in [
+        "rejected line 4: date: \"1997-13-45\" does not match",
+        "rejected line 6: cds: \"abc\" is not a decimal number",
+        "rejected line 7: amount: \"twelve\" is not a decimal number",
+        "rejected line 8: customer_id: empty customer id",
+        "rejected line 9: (row): has 3 fields, the header has 4",
+        "rejected line 10: cds: quantity is 0",
+        "rejected line 12: timestamp: 1989-01-01T00:00:00.000Z is before 1990-01-01",
+        "rejected line 15: amount: \"NaN\" is not a decimal number",
+        "8 records rejected",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    // Line 5 (amount -5.00) is a refund, not an error.
+    assert!(!text.contains("line 5:"), "{text}");
+    assert!(text.contains("6926 events accepted"), "6919 CDNOW rows and 7 good hand-written ones: {text}");
+    let customers = read_parquet(&out.path().join("customers.parquet"));
+    assert_eq!(customers.num_rows(), 2357 + 5, "b1-b5 all have a good row");
+}
+
+#[test]
+fn missing_columns_are_fatal_with_the_flag_to_fix_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("no_amount.csv");
+    std::fs::write(&input, "customer_id,date\n1,2020-01-01\n").unwrap();
+    let output = patron(&["score", "--input", input.to_str().unwrap(), "--out", dir.path().to_str().unwrap()]);
+    assert!(!output.status.success());
+    let text = transcript(&output);
+    assert!(text.contains("no amount or unit price column found; name it with --amount-col or --price-col"), "{text}");
+    let output = patron(&["score", "--input", input.to_str().unwrap(), "--customer-col", "cust"]);
+    assert!(transcript(&output).contains("--customer-col \"cust\" is not a column (columns: customer_id, date)"));
+}
+
+#[test]
+fn nothing_readable_is_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bad.csv");
+    std::fs::write(&input, "customer_id,date,amount\n,2020-01-01,3\n").unwrap();
+    let output = patron(&["score", "--input", input.to_str().unwrap(), "--out", dir.path().to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(transcript(&output).contains("nothing could be read"), "{}", transcript(&output));
+}
+
+/// Online-Retail-shaped rows: invoices as baskets, unit prices, a cancellation.
+const RETAIL: &str = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country
+536365,85123A,HEART HOLDER,6,12/1/2010 8:26,2.55,17850,United Kingdom
+536365,71053,LANTERN,6,12/1/2010 8:26,3.39,17850,United Kingdom
+536366,22633,HAND WARMER,6,12/1/2010 8:28,1.85,17850,United Kingdom
+C536379,D,Discount,-1,12/1/2010 9:41,27.50,14527,United Kingdom
+536400,22633,HAND WARMER,2,12/8/2010 10:00,1.85,14527,United Kingdom
+536401,22633,HAND WARMER,1,12/9/2010 10:00,1.85,14527,United Kingdom
+";
+
+#[test]
+fn orders_are_baskets_unit_prices_multiply_and_negative_rows_are_refunds() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("retail.csv");
+    std::fs::write(&input, RETAIL).unwrap();
+    let output = patron(&[
+        "score",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--currency",
+        "GBP",
+    ]);
+    let text = transcript(&output);
+    assert!(text.contains("order=InvoiceNo product=StockCode quantity=Quantity price=UnitPrice"), "{text}");
+    assert!(text.contains("5 events accepted"), "4 invoices and 1 cancellation: {text}");
+    let customers = read_parquet(&dir.path().join("customers.parquet"));
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float64Type, Int64Type};
+    let ids = customers.column_by_name("customer_id").unwrap().as_string::<i32>();
+    let orders = customers.column_by_name("orders").unwrap().as_primitive::<Int64Type>();
+    let frequency = customers.column_by_name("frequency").unwrap().as_primitive::<Int64Type>();
+    let revenue = customers.column_by_name("revenue").unwrap().as_primitive::<Float64Type>();
+    let row = |id: &str| (0..ids.len()).find(|&i| ids.value(i) == id).unwrap();
+    let a = row("17850");
+    assert_eq!((orders.value(a), frequency.value(a)), (2, 0), "two invoices on one day are one occasion");
+    assert!((revenue.value(a) - (6.0 * 2.55 + 6.0 * 3.39 + 6.0 * 1.85)).abs() < 1e-9);
+    let b = row("14527");
+    assert_eq!((orders.value(b), frequency.value(b)), (2, 1));
+    assert!((revenue.value(b) - (3.70 + 1.85 - 27.50)).abs() < 1e-9, "the cancellation is refunded");
+}
+
+/// Scores `input` with the CDNOW calibration settings; returns (model_params.json, transcript).
+fn score_cdnow_file(input: &std::path::Path, out: &std::path::Path) -> (serde_json::Value, String) {
+    let output = patron(&[
+        "score",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--observation-end",
+        "1997-09-30",
+        "--time-unit",
+        "weeks",
+        "--currency",
+        "USD",
+        "--top",
+        "0",
+    ]);
+    let text = transcript(&output);
+    assert!(output.status.success(), "{text}");
+    (serde_json::from_slice(&std::fs::read(out.join("model_params.json")).unwrap()).unwrap(), text)
+}
+
+#[test]
+fn ndjson_events_and_parquet_transactions_score_exactly_like_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv_input = fixture("cdnow/cdnow_transactions.csv");
+    let (from_csv, _) = score_cdnow_file(&csv_input, &dir.path().join("csv"));
+
+    // The same transactions as producer events, plus a duplicate delivery,
+    // a consent-only customer and two bad records.
+    let mut lines = Vec::new();
+    let mut reader = csv::Reader::from_path(&csv_input).unwrap();
+    for (i, row) in reader.records().enumerate() {
+        let row = row.unwrap();
+        let d = &row[1];
+        lines.push(format!(
+            r#"{{"type":"purchase","event_id":"line-{}","userId":"{}","timestamp":"{}-{}-{}T00:00:00Z","currency":"USD","revenue":{}}}"#,
+            i + 2, &row[0], &d[..4], &d[4..6], &d[6..], &row[3]
+        ));
+    }
+    lines.push(lines[0].clone());
+    lines.push(r#"{"type":"consent","event_id":"k1","customer_id":"prospect-1","timestamp":"1997-03-01T10:00:00Z","channels":{"email":true}}"#.into());
+    lines.push(
+        r#"{"type":"purchase","event_id":"bad","customer_id":"1","timestamp":"1997-02-01T10:00:00Z","revenue":"-3"}"#
+            .into(),
+    );
+    lines.push("{this is not json".into());
+    let ndjson = dir.path().join("cdnow.ndjson");
+    std::fs::write(&ndjson, lines.join("\n")).unwrap();
+    let (from_ndjson, text) = score_cdnow_file(&ndjson, &dir.path().join("ndjson"));
+    assert!(text.contains("4961 events accepted, 1 duplicates"), "{text}");
+    assert!(text.contains("rejected line 6922: revenue: must not be negative"), "{text}");
+    assert!(text.contains("rejected line 6923: invalid JSON"), "{text}");
+    assert_eq!(from_ndjson["models"], from_csv["models"], "same events, same summaries, same fits");
+    let customers = read_parquet(&dir.path().join("ndjson/customers.parquet"));
+    assert_eq!(customers.num_rows(), 2358, "the consent-only customer is a prospect row");
+    use arrow::array::{Array, AsArray};
+    let ids = customers.column_by_name("customer_id").unwrap().as_string::<i32>();
+    let row = (0..ids.len()).find(|&i| ids.value(i) == "prospect-1").unwrap();
+    assert_eq!(customers.column_by_name("lifecycle_stage").unwrap().as_string::<i32>().value(row), "prospect");
+    assert!(customers.column_by_name("consent_email").unwrap().as_boolean().value(row));
+    assert!(customers.column_by_name("clv").unwrap().is_null(row));
+
+    let parquet = dir.path().join("cdnow.parquet");
+    write_csv_as_parquet(&csv_input, &parquet);
+    let (from_parquet, text) = score_cdnow_file(&parquet, &dir.path().join("parquet"));
+    assert!(text.contains("Read 6919 parquet records"), "{text}");
+    assert_eq!(from_parquet["models"], from_csv["models"]);
+}
+
+fn write_csv_as_parquet(csv_path: &std::path::Path, parquet_path: &std::path::Path) {
+    use std::sync::Arc;
+    let mut reader = csv::Reader::from_path(csv_path).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let col = |i: usize| -> arrow::array::ArrayRef {
+        Arc::new(arrow::array::StringArray::from(rows.iter().map(|r| r[i].to_owned()).collect::<Vec<_>>()))
+    };
+    let amount: arrow::array::ArrayRef = Arc::new(arrow::array::Float64Array::from(
+        rows.iter().map(|r| r[3].parse::<f64>().unwrap()).collect::<Vec<_>>(),
+    ));
+    let batch = arrow::record_batch::RecordBatch::try_from_iter([
+        ("customer_id", col(0)),
+        ("date", col(1)),
+        ("amount", amount),
+    ])
+    .unwrap();
+    let file = std::fs::File::create(parquet_path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
