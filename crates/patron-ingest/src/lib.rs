@@ -299,7 +299,7 @@ pub fn ingest_file(
     let tick = || progress(read.load(Ordering::Relaxed), total);
     let report = match format {
         FileFormat::Ndjson => {
-            let mut records = 0;
+            let mut records: u64 = 0;
             for (i, line) in BufReader::new(reader).split(b'\n').enumerate() {
                 let line = line.map_err(io)?;
                 let position = i as u64 + 1;
@@ -312,7 +312,7 @@ pub fn ingest_file(
                     Ok(event) => batcher.push(event)?,
                     Err(e) => log.reject(position, e, String::from_utf8_lossy(trimmed).into_owned()),
                 }
-                if records % 65_536 == 0 {
+                if records.is_multiple_of(65_536) {
                     tick();
                 }
             }
@@ -354,7 +354,7 @@ pub fn ingest_file(
                                 String::from_utf8_lossy(record.as_slice()).into_owned(),
                             ),
                         }
-                        if assembler.rows % 65_536 == 0 {
+                        if assembler.rows.is_multiple_of(65_536) {
                             tick();
                         }
                     }

@@ -324,7 +324,7 @@ impl Assembler {
                 "type": "purchase", "event_id": id, "customer_id": order.customer,
                 "timestamp": order.time.millis(), "currency": currency, "items": items,
             });
-            if !(all_priced && !items.is_empty()) {
+            if !all_priced || items.is_empty() {
                 event["revenue"] = order.total.to_text().into();
             }
             out.push(decoded(validator, order, &event));

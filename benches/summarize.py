@@ -1,0 +1,69 @@
+"""Collects criterion's estimates into a results folder: raw JSON plus summary.md.
+
+Usage: python3 benches/summarize.py <criterion dir> <results dir>
+"""
+import json
+import pathlib
+import shutil
+import sys
+
+# DESIGN.md §6 targets, in seconds per iteration: (milestone, goal).
+TARGETS = {
+    "fit/bgnbd_1m": (2.0, 0.3),
+    "fit/mbgnbd_1m": (2.0, 0.3),
+    "rescore/mbgnbd_10m": (1.0, 1.0),
+    "rescore/bgnbd_10m": (1.0, 1.0),
+}
+
+
+def fmt(seconds):
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def main(criterion_dir, results_dir):
+    criterion_dir, results_dir = pathlib.Path(criterion_dir), pathlib.Path(results_dir)
+    raw = results_dir / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for estimates in sorted(criterion_dir.glob("**/new/estimates.json")):
+        bench_dir = estimates.parent
+        meta = json.loads((bench_dir / "benchmark.json").read_text())
+        bench_id = meta["full_id"]
+        est = json.loads(estimates.read_text())
+        shutil.copy(estimates, raw / (bench_id.replace("/", "__") + ".estimates.json"))
+        shutil.copy(bench_dir / "benchmark.json", raw / (bench_id.replace("/", "__") + ".benchmark.json"))
+        sample = bench_dir / "sample.json"
+        if sample.exists():
+            shutil.copy(sample, raw / (bench_id.replace("/", "__") + ".sample.json"))
+        mean = est["mean"]["point_estimate"] * 1e-9
+        low = est["mean"]["confidence_interval"]["lower_bound"] * 1e-9
+        high = est["mean"]["confidence_interval"]["upper_bound"] * 1e-9
+        median = est["median"]["point_estimate"] * 1e-9
+        target = TARGETS.get(bench_id)
+        if target:
+            milestone, goal = target
+            status = "meets goal" if mean <= goal else ("meets milestone" if mean <= milestone else "MISSES")
+            target_text = f"≤ {fmt(milestone)}" + (f" (goal {fmt(goal)})" if goal != milestone else "")
+        else:
+            status, target_text = "", ""
+        rows.append((bench_id, mean, low, high, median, target_text, status))
+    lines = [
+        "| bench | mean | 95% CI of mean | median | target (DESIGN.md §6) | status |",
+        "|---|---|---|---|---|---|",
+    ]
+    for bench_id, mean, low, high, median, target_text, status in rows:
+        lines.append(f"| `{bench_id}` | {fmt(mean)} | {fmt(low)} – {fmt(high)} | {fmt(median)} | {target_text} | {status} |")
+    machine = (results_dir / "machine.txt").read_text() if (results_dir / "machine.txt").exists() else ""
+    command = (results_dir / "command.txt").read_text() if (results_dir / "command.txt").exists() else ""
+    (results_dir / "summary.md").write_text(
+        "# Bench run\n\nCommand(s):\n\n```\n" + command + "```\n\nMachine:\n\n```\n" + machine + "```\n\n"
+        + "\n".join(lines) + "\n\nRaw criterion estimates (nanoseconds) are in `raw/`.\n"
+    )
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
