@@ -63,6 +63,29 @@ def main(criterion_dir, results_dir):
         + "\n".join(lines) + "\n\nRaw criterion estimates (nanoseconds) are in `raw/`.\n"
     )
     print("\n".join(lines))
+    write_index(results_dir.parent, results_dir, lines)
+
+
+def write_index(results_root, latest, table_lines):
+    """bench-results/README.md: the latest run's table and every run folder."""
+    runs = sorted((p.name for p in results_root.iterdir() if p.is_dir()), reverse=True)
+    text = [
+        "# Benchmark results",
+        "",
+        "Each folder is one run of `benches/record.sh`: `command.txt`, `machine.txt`, the criterion log,",
+        "criterion's raw estimates (`raw/`, nanoseconds) and `summary.md`. Numbers are wall-clock on the",
+        "machine named in `machine.txt`; rerun with `benches/record.sh` on an idle machine.",
+        "",
+        f"## Latest: `{latest.name}`",
+        "",
+        *table_lines,
+        "",
+        "## All runs",
+        "",
+        *[f"- [`{r}`]({r}/summary.md)" for r in runs],
+        "",
+    ]
+    (results_root / "README.md").write_text("\n".join(text))
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ pub struct Rejection {
     pub raw: String,
 }
 
-/// Rejections: the first [`KEPT_REJECTIONS`] verbatim, all counted by field.
+/// Rejections: the first 1,000 verbatim, all counted by field.
 #[derive(Clone, Debug, Default)]
 pub struct RejectionLog {
     kept: Vec<Rejection>,

@@ -7,7 +7,7 @@
 //! event a producer would send and validated by the same [`Validator`], so a
 //! file and a stream of the same purchases build the same state.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use patron_model::{Decimal, Event, EventError, Timestamp, Validator};
 use serde_json::{Value, json};
@@ -295,7 +295,7 @@ impl Assembler {
     pub(crate) fn finish(self, validator: &Validator) -> Vec<(u64, String, Result<Event, EventError>)> {
         let currency = self.currency.clone().unwrap_or_else(|| validator.currencies.base.code().to_owned());
         let mut out = Vec::with_capacity(self.purchases.len() + self.refunds.len());
-        let purchase_ids: HashMap<&String, ()> = self.purchase_index.keys().map(|k| (k, ())).collect();
+        let purchase_ids: HashSet<&String> = self.purchase_index.keys().collect();
         let mut refund_ids: Vec<(&String, usize)> = self.refund_index.iter().map(|(k, &v)| (k, v)).collect();
         refund_ids.sort_by_key(|(_, v)| *v);
         let mut purchase_ids_ordered: Vec<(&String, usize)> =
@@ -331,7 +331,7 @@ impl Assembler {
         }
         for (id, slot) in refund_ids {
             let order = &self.refunds[slot];
-            let event_id = if purchase_ids.contains_key(id) { format!("{id}#refund") } else { id.clone() };
+            let event_id = if purchase_ids.contains(id) { format!("{id}#refund") } else { id.clone() };
             let event = json!({
                 "type": "refund", "event_id": event_id, "customer_id": order.customer, "order_id": id,
                 "timestamp": order.time.millis(), "currency": currency, "amount": order.total.to_text(),
@@ -349,4 +349,47 @@ fn decoded(validator: &Validator, order: &Order, event: &Value) -> (u64, String,
 
 fn field_error(field: impl Into<String>, reason: impl Into<String>) -> EventError {
     EventError::Field { field: field.into(), reason: reason.into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &str) -> Vec<String> {
+        list.split(',').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn usual_names_are_found_and_flags_override_them() {
+        let header = names("InvoiceNo,StockCode,Quantity,InvoiceDate,UnitPrice,CustomerID,Category,Total");
+        let auto = Columns::resolve(header.clone(), &ColumnMapping::default()).unwrap();
+        assert_eq!(
+            auto.describe(),
+            "customer=CustomerID time=InvoiceDate order=InvoiceNo product=StockCode category=Category quantity=Quantity amount=Total"
+        );
+        let mapping = ColumnMapping {
+            price: Some("UnitPrice".into()),
+            category: Some("stockcode".into()),
+            ..ColumnMapping::default()
+        };
+        let flagged = Columns::resolve(header, &mapping).unwrap();
+        assert!(
+            flagged.describe().ends_with("category=StockCode quantity=Quantity price=UnitPrice"),
+            "{}",
+            flagged.describe()
+        );
+    }
+
+    #[test]
+    fn contradictory_or_unknown_flags_are_errors() {
+        let header = names("customer,date,amount,price");
+        let both =
+            ColumnMapping { amount: Some("amount".into()), price: Some("price".into()), ..ColumnMapping::default() };
+        assert!(matches!(Columns::resolve(header.clone(), &both), Err(IngestError::Mapping(_))));
+        let unknown = ColumnMapping { category: Some("colour".into()), ..ColumnMapping::default() };
+        assert!(matches!(
+            Columns::resolve(header, &unknown),
+            Err(IngestError::UnknownColumn { flag: "--category-col", .. })
+        ));
+    }
 }

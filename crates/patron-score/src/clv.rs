@@ -2,7 +2,7 @@
 //!
 //! CLV = margin × E[order value] × Σ_m (E[purchases by end of period m] −
 //! E[purchases by end of period m−1]) / (1 + d)^m, with monthly periods by
-//! default (DESIGN.md §3). Because E[purchases] = K(x, T, t) · P(alive)
+//! default (DESIGN.md §3). Because E\[purchases\] = K(x, T, t) · P(alive)
 //! (see [`crate::purchase`]), CLV = margin × E[order value] × P(alive) × D(x, T)
 //! with D(x, T) = Σ_m (K(t_m) − K(t_{m−1})) / (1 + d)^m.
 //!

@@ -167,7 +167,9 @@ pub struct Segments {
     pub lifecycle_stage: LifecycleStage,
 }
 
-/// Sorted copy of the finite values, for rank queries.
+/// Sorted copy of the finite values, for rank queries. Quintiles and shares
+/// compare against a few precomputed order statistics, so labelling a
+/// customer costs a handful of comparisons, not a binary search per metric.
 struct Ranks(Vec<f64>);
 
 impl Ranks {
@@ -176,27 +178,78 @@ impl Ranks {
         v.par_sort_unstable_by(f64::total_cmp);
         Self(v)
     }
-    /// Share of values strictly below `v`.
-    fn share_below(&self, v: f64) -> f64 {
-        self.0.partition_point(|&x| x < v) as f64 / self.0.len().max(1) as f64
+
+    /// Smallest count m with m/n ≥ k/5, i.e. ⌈k·n/5⌉, for k = 1..=4.
+    fn quintile_counts(&self) -> [usize; 4] {
+        let n = self.0.len();
+        std::array::from_fn(|k| ((k + 1) * n).div_ceil(5))
     }
-    /// Share of values strictly above `v`.
-    fn share_above(&self, v: f64) -> f64 {
-        (self.0.len() - self.0.partition_point(|&x| x <= v)) as f64 / self.0.len().max(1) as f64
+
+    /// Scorer where a higher value is better: 1 + ⌊5 · share strictly below⌋.
+    fn higher_better(&self) -> QuintileCuts {
+        // #{x < v} ≥ m  ⟺  sorted[m − 1] < v
+        QuintileCuts {
+            cuts: self.quintile_counts().map(|m| if m == 0 { f64::NEG_INFINITY } else { self.0[m - 1] }),
+            strict_below: true,
+        }
+    }
+
+    /// Scorer where a lower value is better: 1 + ⌊5 · share strictly above⌋.
+    fn lower_better(&self) -> QuintileCuts {
+        // #{x > v} ≥ m  ⟺  #{x ≤ v} ≤ n − m  ⟺  sorted[n − m] > v
+        let n = self.0.len();
+        QuintileCuts {
+            cuts: self.quintile_counts().map(|m| if m == 0 { f64::INFINITY } else { self.0[n - m] }),
+            strict_below: false,
+        }
+    }
+
+    /// Test for "share of values strictly above v is below `share`".
+    fn top_share(&self, share: f64) -> TopShare {
+        // #{x > v} < s·n  ⟺  #{x ≤ v} > n − s·n  ⟺  #{x ≤ v} ≥ m  ⟺  sorted[m − 1] ≤ v
+        let n = self.0.len();
+        let m = (n as f64 - share * n as f64).floor() as usize + 1;
+        TopShare(if m == 0 {
+            f64::NEG_INFINITY
+        } else if m > n {
+            f64::INFINITY
+        } else {
+            self.0[m - 1]
+        })
     }
 }
 
-fn quintile(share_worse: f64) -> u8 {
-    (1.0 + (5.0 * share_worse).floor()).clamp(1.0, 5.0) as u8
+/// Four order statistics that split a population into quintile scores.
+struct QuintileCuts {
+    cuts: [f64; 4],
+    strict_below: bool,
+}
+
+impl QuintileCuts {
+    fn score(&self, v: f64) -> u8 {
+        let passed = if self.strict_below {
+            self.cuts.iter().filter(|&&c| c < v).count()
+        } else {
+            self.cuts.iter().filter(|&&c| c > v).count()
+        };
+        1 + passed as u8
+    }
+}
+
+/// Threshold of a "top share" membership test.
+struct TopShare(f64);
+
+impl TopShare {
+    fn contains(&self, v: f64) -> bool {
+        self.0 <= v
+    }
 }
 
 /// Quintile scores 1–5 of `values` (5 = best); ties share a score.
 pub fn quintile_scores(values: &[f64], higher_is_better: bool) -> Vec<u8> {
     let ranks = Ranks::new(values.par_iter().copied());
-    values
-        .par_iter()
-        .map(|&v| quintile(if higher_is_better { ranks.share_below(v) } else { ranks.share_above(v) }))
-        .collect()
+    let cuts = if higher_is_better { ranks.higher_better() } else { ranks.lower_better() };
+    values.par_iter().map(|&v| cuts.score(v)).collect()
 }
 
 /// The named segment of an (R, F, M) score triple; first matching rule wins.
@@ -234,23 +287,24 @@ pub fn lifecycle_stage(repeat_occasions: u32, p_alive: f64, config: &SegmentConf
 
 /// Labels every buyer relative to the whole population (a rayon kernel).
 pub fn segment_population(inputs: &[SegmentInput], config: &SegmentConfig) -> Vec<Segments> {
-    let recency = Ranks::new(inputs.par_iter().map(|i| i.days_since_last_purchase));
-    let frequency = Ranks::new(inputs.par_iter().map(|i| f64::from(i.occasions)));
-    let monetary = Ranks::new(inputs.par_iter().map(|i| i.revenue));
-    let clv = Ranks::new(inputs.par_iter().map(|i| i.clv));
-    let expected = Ranks::new(inputs.par_iter().map(|i| i.expected_orders_90d));
+    let recency = Ranks::new(inputs.par_iter().map(|i| i.days_since_last_purchase)).lower_better();
+    let frequency = Ranks::new(inputs.par_iter().map(|i| f64::from(i.occasions))).higher_better();
+    let monetary_ranks = Ranks::new(inputs.par_iter().map(|i| i.revenue));
+    let monetary = monetary_ranks.higher_better();
+    let revenue_top_half = monetary_ranks.top_share(0.5);
+    let clv_ranks = Ranks::new(inputs.par_iter().map(|i| i.clv));
+    let (clv_top_half, clv_most_valuable) = (clv_ranks.top_share(0.5), clv_ranks.top_share(config.most_valuable_share));
+    let expected_top = Ranks::new(inputs.par_iter().map(|i| i.expected_orders_90d)).top_share(config.potential_share);
     inputs
         .par_iter()
         .map(|i| {
-            let rfm_r = quintile(recency.share_above(i.days_since_last_purchase));
-            let rfm_f = quintile(frequency.share_below(f64::from(i.occasions)));
-            let rfm_m = quintile(monetary.share_below(i.revenue));
-            let high_value = clv.share_above(i.clv) < 0.5;
-            let value_tier = if clv.share_above(i.clv) < config.most_valuable_share {
+            let rfm_r = recency.score(i.days_since_last_purchase);
+            let rfm_f = frequency.score(f64::from(i.occasions));
+            let rfm_m = monetary.score(i.revenue);
+            let high_value = clv_top_half.contains(i.clv);
+            let value_tier = if clv_most_valuable.contains(i.clv) {
                 ValueTier::MostValuable
-            } else if expected.share_above(i.expected_orders_90d) < config.potential_share
-                && monetary.share_above(i.revenue) >= 0.5
-            {
+            } else if expected_top.contains(i.expected_orders_90d) && !revenue_top_half.contains(i.revenue) {
                 ValueTier::Potential
             } else {
                 ValueTier::LowValue
@@ -289,6 +343,25 @@ mod tests {
         assert_eq!(quintile_scores(&values, false)[0], 5);
         let ties = quintile_scores(&[1.0, 1.0, 1.0, 2.0, 3.0], true);
         assert_eq!(ties, vec![1, 1, 1, 4, 5]);
+    }
+
+    /// The threshold shortcuts agree with the definitions, ties included.
+    #[test]
+    fn cuts_match_the_rank_definitions() {
+        use proptest::prelude::*;
+        proptest!(|(values in proptest::collection::vec(0u8..12, 1..200), share in 0.0f64..1.0)| {
+            let values: Vec<f64> = values.into_iter().map(f64::from).collect();
+            let n = values.len() as f64;
+            let below = |v: f64| values.iter().filter(|&&x| x < v).count() as f64 / n;
+            let above = |v: f64| values.iter().filter(|&&x| x > v).count() as f64 / n;
+            let ranks = Ranks::new(values.par_iter().copied());
+            let (hi, lo, top) = (ranks.higher_better(), ranks.lower_better(), ranks.top_share(share));
+            for &v in &values {
+                prop_assert_eq!(hi.score(v), (1.0 + (5.0 * below(v)).floor()).min(5.0) as u8, "higher v={}", v);
+                prop_assert_eq!(lo.score(v), (1.0 + (5.0 * above(v)).floor()).min(5.0) as u8, "lower v={}", v);
+                prop_assert_eq!(top.contains(v), above(v) < share, "top share {} v={}", share, v);
+            }
+        });
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! Why not a general special-functions crate: the models reach ₂F₁ only on
 //! `0 ≤ z < 1` with real parameters, and the hot paths need a variant of the
 //! series that stays exact where the textbook formula divides by zero
-//! (see [`crate::bgnbd`]). A small, tested implementation is easier to reason
+//! (see [`crate::purchase`]). A small, tested implementation is easier to reason
 //! about than a general one.
 
 use crate::{Result, ScoreError};

@@ -10,8 +10,6 @@
 //!   the occasion values the spend model is fitted on (refunds rarely name the
 //!   occasion they undo).
 
-use std::hash::{BuildHasher, Hasher};
-
 use patron_model::{Consent, CustomerId, Event, EventId, EventKind, Timestamp};
 use patron_score::{ScoreInput, SpendHistory};
 
@@ -53,11 +51,11 @@ pub enum Applied {
     Duplicate,
 }
 
+/// 64-bit FNV-1a of the event id. Fingerprints outlive the process (they will
+/// be in snapshots), so the hash is fixed by definition rather than std's
+/// `DefaultHasher`, whose algorithm may change between Rust releases.
 fn fingerprint(id: &EventId) -> u64 {
-    // Fixed keys: fingerprints must not change across restarts.
-    let mut h = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().build_hasher();
-    h.write(id.as_str().as_bytes());
-    h.finish()
+    id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 impl CustomerRecord {
@@ -226,6 +224,12 @@ mod tests {
             let input = r.score_input(r.first_day().unwrap() + 100, 100.0).unwrap();
             assert_eq!((input.frequency, input.recency_days, input.tenure_days), (2, 59, 100));
         }
+    }
+
+    #[test]
+    fn fingerprint_is_the_published_fnv1a() {
+        // Reference value of FNV-1a 64 for "a" (Fowler/Noll/Vo test vectors).
+        assert_eq!(fingerprint(&EventId::new("a").unwrap()), 0xaf63_dc4c_8601_ec8c);
     }
 
     #[test]

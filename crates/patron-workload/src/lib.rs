@@ -69,7 +69,8 @@ fn one_customer(population: &Population, rng: &mut StdRng) -> ScoreInput {
     let BetaGeoParams { r, alpha, a, b } = population.purchase;
     let rate = Gamma::new(r, 1.0 / alpha).map_or(0.0, |g| g.sample(rng));
     let dropout = Beta::new(a, b).map_or(0.5, |d| d.sample(rng));
-    let tenure_days = rng.random_range(population.min_tenure_days..=population.max_tenure_days.max(population.min_tenure_days));
+    let tenure_days =
+        rng.random_range(population.min_tenure_days..=population.max_tenure_days.max(population.min_tenure_days));
     let GammaGammaParams { p, q, gamma } = population.spend;
     let spend_rate = Gamma::new(q, 1.0 / gamma).map_or(1.0, |g| g.sample(rng));
     let occasion_value = Gamma::new(p, 1.0 / spend_rate).ok();
