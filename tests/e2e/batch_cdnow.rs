@@ -7,7 +7,7 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float64Type, Int64Type};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use patron_tests::{fixture, patron, transcript};
+use patron_tests::{fixture, score_like_cdnow};
 use serde_json::Value;
 
 pub(crate) fn read_parquet(path: &std::path::Path) -> RecordBatch {
@@ -24,24 +24,7 @@ struct Run {
 
 fn score_cdnow(model: &str) -> Run {
     let out = tempfile::tempdir().unwrap();
-    let input = fixture("cdnow/cdnow_transactions.csv");
-    let output = patron(&[
-        "score",
-        "--input",
-        input.to_str().unwrap(),
-        "--observation-end",
-        "1997-09-30",
-        "--time-unit",
-        "weeks",
-        "--currency",
-        "USD",
-        "--model",
-        model,
-        "--out",
-        out.path().to_str().unwrap(),
-    ]);
-    assert!(output.status.success(), "{}", transcript(&output));
-    let params = serde_json::from_slice(&std::fs::read(out.path().join("model_params.json")).unwrap()).unwrap();
+    let (params, _) = score_like_cdnow(&fixture("cdnow/cdnow_transactions.csv"), out.path(), &["--model", model]);
     Run { params, customers: read_parquet(&out.path().join("customers.parquet")) }
 }
 

@@ -1,6 +1,6 @@
 //! `patron score` on broken, NDJSON and Parquet inputs.
 
-use patron_tests::{fixture, patron, transcript};
+use patron_tests::{fixture, patron, score_like_cdnow, transcript};
 
 use crate::batch_cdnow::read_parquet;
 
@@ -98,26 +98,8 @@ fn orders_are_baskets_unit_prices_multiply_and_negative_rows_are_refunds() {
     assert!((revenue.value(b) - (3.70 + 1.85 - 27.50)).abs() < 1e-9, "the cancellation is refunded");
 }
 
-/// Scores `input` with the CDNOW calibration settings; returns (model_params.json, transcript).
 fn score_cdnow_file(input: &std::path::Path, out: &std::path::Path) -> (serde_json::Value, String) {
-    let output = patron(&[
-        "score",
-        "--input",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--observation-end",
-        "1997-09-30",
-        "--time-unit",
-        "weeks",
-        "--currency",
-        "USD",
-        "--top",
-        "0",
-    ]);
-    let text = transcript(&output);
-    assert!(output.status.success(), "{text}");
-    (serde_json::from_slice(&std::fs::read(out.join("model_params.json")).unwrap()).unwrap(), text)
+    score_like_cdnow(input, out, &["--top", "0"])
 }
 
 #[test]

@@ -44,3 +44,28 @@ pub fn patron(args: &[&str]) -> Output {
 pub fn transcript(output: &Output) -> String {
     format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
+
+/// Runs `patron score` on `input` with the CDNOW calibration settings
+/// (observation end 1997-09-30, weeks, USD) and `extra` flags; panics with the
+/// transcript on failure. Returns `model_params.json` and the transcript.
+pub fn score_like_cdnow(input: &Path, out: &Path, extra: &[&str]) -> (serde_json::Value, String) {
+    let mut args = vec![
+        "score",
+        "--input",
+        input.to_str().expect("utf-8 path"),
+        "--out",
+        out.to_str().expect("utf-8 path"),
+        "--observation-end",
+        "1997-09-30",
+        "--time-unit",
+        "weeks",
+        "--currency",
+        "USD",
+    ];
+    args.extend_from_slice(extra);
+    let output = patron(&args);
+    let text = transcript(&output);
+    assert!(output.status.success(), "{text}");
+    let params = std::fs::read(out.join("model_params.json")).expect("model_params.json written");
+    (serde_json::from_slice(&params).expect("valid JSON"), text)
+}
