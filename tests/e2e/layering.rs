@@ -10,7 +10,7 @@ use patron_tests::workspace_root;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("patron-model", &[]),
     ("patron-score", &[]),
-    ("patron-wal", &["patron-model"]),
+    ("patron-wal", &[]),
     ("patron-workload", &["patron-model", "patron-score"]),
     ("patron-state", &["patron-model", "patron-score", "patron-wal"]),
     ("patron-ingest", &["patron-model"]),

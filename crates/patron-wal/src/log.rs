@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender, TrySendError, bounded};
 
@@ -44,11 +44,15 @@ pub struct WalOptions {
     pub max_batch_bytes: usize,
     /// Requests that may wait for the writer.
     pub queue_depth: usize,
+    /// How long to wait for the directory lock. A lock can outlive its holder
+    /// by a moment: a process forked just before the holder closed its file
+    /// keeps the lock until it execs.
+    pub lock_wait: Duration,
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
-        Self { segment_bytes: 64 << 20, max_batch_bytes: 1 << 20, queue_depth: 4096 }
+        Self { segment_bytes: 64 << 20, max_batch_bytes: 1 << 20, queue_depth: 4096, lock_wait: Duration::from_secs(2) }
     }
 }
 
@@ -162,7 +166,13 @@ impl Wal {
             .write(true)
             .open(&lock_path)
             .map_err(io(&lock_path, "open lock"))?;
-        lock.try_lock().map_err(|_| WalError::Locked { dir: dir.to_path_buf() })?;
+        let deadline = Instant::now() + options.lock_wait;
+        while lock.try_lock().is_err() {
+            if Instant::now() >= deadline {
+                return Err(WalError::Locked { dir: dir.to_path_buf() });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
 
         let mut segments: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
             .map_err(io(dir, "list directory"))?
