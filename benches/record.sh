@@ -29,6 +29,7 @@ done
   echo "cores: $(nproc)"
   free -b | awk '/Mem:/{print "memory_bytes: " $2}'
   lscpu | grep -E '^(Model name|CPU\(s\)|Thread\(s\) per core|CPU max MHz|Hypervisor vendor)' || true
+  echo "filesystem of \$TMPDIR (where the WAL bench writes): $(df -T "${TMPDIR:-/tmp}" | awk 'NR==2{print $1, $2}')"
 } > "$out/machine.txt"
 python3 benches/summarize.py "$CARGO_TARGET_DIR/criterion" "$out"
 echo "recorded in $out"
