@@ -29,6 +29,11 @@ impl CustomerBook {
 
     /// Applies one validated event; advances the watermark (largest event time seen).
     pub fn apply(&mut self, event: &Event) -> Applied {
+        self.apply_at(event).1
+    }
+
+    /// [`Self::apply`], also returning the record's slot.
+    pub fn apply_at(&mut self, event: &Event) -> (usize, Applied) {
         let slot = match self.index.get(&event.customer_id) {
             Some(&slot) => slot,
             None => {
@@ -45,7 +50,12 @@ impl CustomerBook {
             }
             Applied::Duplicate => self.duplicates += 1,
         }
-        applied
+        (slot, applied)
+    }
+
+    /// Mutable access to the record in `slot`.
+    pub fn record_mut(&mut self, slot: usize) -> Option<&mut CustomerRecord> {
+        self.records.get_mut(slot)
     }
 
     /// All records, in first-seen order.

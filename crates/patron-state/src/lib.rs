@@ -21,12 +21,16 @@
 #![deny(missing_docs)]
 
 pub mod book;
+pub mod engine;
 pub mod record;
 pub mod scoring;
 
 pub use book::{CustomerBook, SharedBook};
+pub use engine::{Engine, EngineConfig, EngineStats, ModelState, shard_of};
 pub use record::{Applied, CustomerRecord, DEDUP_WINDOW};
-pub use scoring::{ModelFits, ScoredBook, ScoringConfig, TimeUnit, customers_batch, fit_models, score_book};
+pub use scoring::{
+    ModelFits, ScoredBook, ScoringConfig, TimeUnit, customers_batch, fit_models, fit_models_on, score_book, scorer_for,
+};
 
 /// Errors of the state layer.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,12 @@ pub enum StateError {
     /// A scoring kernel failed.
     #[error("scoring failed: {0}")]
     Scoring(#[source] patron_score::ScoreError),
+    /// The write-ahead log failed to open or refused a write.
+    #[error("write-ahead log: {0}")]
+    Log(#[source] patron_wal::WalError),
+    /// A logged event could not be replayed.
+    #[error("cannot replay the log: {0}")]
+    Replay(String),
     /// Building an Arrow batch failed.
     #[error("building the Arrow batch failed: {0}")]
     Arrow(String),

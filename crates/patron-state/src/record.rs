@@ -11,7 +11,7 @@
 //!   occasion they undo).
 
 use patron_model::{Consent, CustomerId, Event, EventId, EventKind, Timestamp};
-use patron_score::{ScoreInput, SpendHistory};
+use patron_score::{ScoreInput, Scores, Segments, SpendHistory};
 
 /// How many recent event ids per customer are remembered for idempotency.
 pub const DEDUP_WINDOW: usize = 8;
@@ -40,6 +40,10 @@ pub struct CustomerRecord {
     recent_event_ids: [u64; DEDUP_WINDOW],
     recent_next: usize,
     recent_len: usize,
+    /// Latest model scores (streaming engine; None until first scored).
+    pub scores: Option<Scores>,
+    /// Labels from the latest population kernel run.
+    pub segments: Option<Segments>,
 }
 
 /// Whether an event changed the record.
@@ -76,6 +80,8 @@ impl CustomerRecord {
             recent_event_ids: [0; DEDUP_WINDOW],
             recent_next: 0,
             recent_len: 0,
+            scores: None,
+            segments: None,
         }
     }
 

@@ -104,9 +104,25 @@ impl ModelFits {
 
 /// Fits BG/NBD, MBG/NBD, Pareto/NBD and Gamma-Gamma on every buyer as of `now`.
 pub fn fit_models(book: &CustomerBook, now: Timestamp, time_unit: TimeUnit, currency: Currency) -> ModelFits {
-    let now_day = now.day();
     let minor = 10f64.powi(currency.exponent() as i32);
-    let inputs: Vec<ScoreInput> = book.records().par_iter().filter_map(|r| r.score_input(now_day, minor)).collect();
+    let inputs: Vec<ScoreInput> = book.records().par_iter().filter_map(|r| r.score_input(now.day(), minor)).collect();
+    let (value_sum, occasions) = book
+        .records()
+        .iter()
+        .filter(|r| r.has_purchased())
+        .fold((0.0, 0u64), |(v, n), r| (v + r.total_occasion_value_minor() as f64, n + u64::from(r.occasions())));
+    let mean_occasion_value = if occasions == 0 { 0.0 } else { value_sum / occasions as f64 / minor };
+    fit_models_on(&inputs, mean_occasion_value, now, time_unit)
+}
+
+/// [`fit_models`] on model inputs already gathered (e.g. from several shards).
+/// `mean_occasion_value` is the fallback order value in major units.
+pub fn fit_models_on(
+    inputs: &[ScoreInput],
+    mean_occasion_value: f64,
+    now: Timestamp,
+    time_unit: TimeUnit,
+) -> ModelFits {
     let days = time_unit.days();
     let histories: Vec<History> = inputs
         .iter()
@@ -124,18 +140,33 @@ pub fn fit_models(book: &CustomerBook, now: Timestamp, time_unit: TimeUnit, curr
         })
         .collect();
     let spends: Vec<SpendHistory> = inputs.iter().map(|i| i.spend).collect();
-    let (value_sum, occasions) = book
-        .records()
-        .iter()
-        .filter(|r| r.has_purchased())
-        .fold((0.0, 0u64), |(v, n), r| (v + r.total_occasion_value_minor() as f64, n + u64::from(r.occasions())));
     ModelFits {
         time_unit,
         purchase,
         gamma_gamma: fit_gamma_gamma(&spends).map_err(|e| e.to_string()),
-        mean_occasion_value: if occasions == 0 { 0.0 } else { value_sum / occasions as f64 / minor },
+        mean_occasion_value,
         fitted_at: now,
     }
+}
+
+/// A scorer (in days) for the configured model of `fits`.
+pub fn scorer_for(fits: &ModelFits, config: &ScoringConfig) -> Result<Scorer> {
+    let fit = fits.params(config.model).ok_or_else(|| StateError::ModelUnavailable {
+        model: config.model,
+        reason: fits
+            .purchase
+            .iter()
+            .find(|(m, _)| *m == config.model)
+            .and_then(|(_, r)| r.as_ref().err().cloned())
+            .unwrap_or_else(|| "not fitted".into()),
+    })?;
+    Ok(Scorer::new(
+        fit.params.rescale_time(1.0 / fits.time_unit.days()),
+        fits.gamma_gamma.as_ref().ok().map(|g| g.params),
+        fits.mean_occasion_value,
+        &config.clv,
+        1.0,
+    ))
 }
 
 /// Scores and labels of every record of a book, aligned with `book.records()`.
@@ -179,24 +210,7 @@ pub fn score_book(
     now: Timestamp,
     currency: Currency,
 ) -> Result<ScoredBook> {
-    let fit = fits.params(config.model).ok_or_else(|| StateError::ModelUnavailable {
-        model: config.model,
-        reason: fits
-            .purchase
-            .iter()
-            .find(|(m, _)| *m == config.model)
-            .and_then(|(_, r)| r.as_ref().err().cloned())
-            .unwrap_or_else(|| "not fitted".into()),
-    })?;
-    // Score in days whatever unit the fit was reported in.
-    let params_in_days = fit.params.rescale_time(1.0 / fits.time_unit.days());
-    let scorer = Scorer::new(
-        params_in_days,
-        fits.gamma_gamma.as_ref().ok().map(|g| g.params),
-        fits.mean_occasion_value,
-        &config.clv,
-        1.0,
-    );
+    let scorer = scorer_for(fits, config)?;
     let minor = 10f64.powi(currency.exponent() as i32);
     let now_day = now.day();
     let inputs: Vec<Option<ScoreInput>> = book.records().par_iter().map(|r| r.score_input(now_day, minor)).collect();

@@ -1,0 +1,512 @@
+//! The streaming engine: sharded customer state behind a write-ahead log.
+//!
+//! Design constraints:
+//! - **Durable, then applied.** A batch is appended to the log; only when the
+//!   log reports it durable are its events routed to the shards and applied.
+//!   Every score a reader sees is backed by durable events, and the producer's
+//!   answer (accepted / duplicates) is sent after apply.
+//! - **One writer per shard.** Events are routed by a hash of the customer id
+//!   to a shard thread over a bounded crossbeam channel; the shard's book is
+//!   behind a lock that its writer takes once per batch and readers share.
+//! - **O(1) per event.** Applying an event touches one record; the customer is
+//!   then rescored with the current model snapshot (provisional defaults until
+//!   the first fit).
+//! - **Kernels off the event path.** [`Engine::refit`] gathers inputs under
+//!   short read locks, fits and scores on the rayon pool, then writes scores
+//!   and segments back shard by shard.
+//! - **Recovery = replay.** Opening the engine replays the log into the shards
+//!   before anything is accepted. (Snapshots and log truncation are not built yet.)
+//!
+//! ```text
+//! submit ─► WAL (group commit, fdatasync) ─► route by hash(customer) ─► shard thread: apply + rescore ─► answer
+//!                                                                         ▲
+//!                                              refit: gather ─► fit ─► score_all ─► segments ─► write back
+//! ```
+
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam::channel::{Receiver, Sender, bounded};
+use patron_model::{CurrencyTable, CustomerId, Event, EventSink, SinkError, SubmitOutcome, Timestamp, Validator};
+use patron_score::{
+    BetaGeoParams, ClvConfig, GammaGammaParams, PurchaseModel, PurchaseParams, ScoreInput, Scorer, SegmentInput,
+    segment_population,
+};
+use patron_wal::{RecoveryReport, Wal, WalError, WalOptions};
+use rayon::prelude::*;
+
+use crate::book::CustomerBook;
+use crate::record::{Applied, CustomerRecord};
+use crate::scoring::{ModelFits, ScoringConfig, fit_models_on, scorer_for};
+use crate::{Result, StateError};
+
+/// How the engine is set up.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Directory of the log (and, later, snapshots).
+    pub data_dir: PathBuf,
+    /// Shard writer threads.
+    pub shards: usize,
+    /// Batches that may wait per shard.
+    pub shard_queue: usize,
+    /// Models, CLV and segment settings.
+    pub scoring: ScoringConfig,
+    /// Base currency and rates.
+    pub currencies: CurrencyTable,
+    /// Log tuning.
+    pub wal: WalOptions,
+}
+
+impl EngineConfig {
+    /// Defaults for `data_dir`: one shard per core.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            shards: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            shard_queue: 256,
+            scoring: ScoringConfig::default(),
+            currencies: CurrencyTable::default(),
+            wal: WalOptions::default(),
+        }
+    }
+}
+
+/// The models in use.
+#[derive(Debug)]
+pub struct ModelState {
+    /// Scores customers.
+    pub scorer: Scorer,
+    /// The fit behind `scorer` (None while provisional).
+    pub fits: Option<ModelFits>,
+    /// Whether the scores come from documented defaults rather than a fit.
+    pub provisional: bool,
+}
+
+/// Provisional models used before the first fit: the published CDNOW
+/// estimates in days (MBG/NBD from lifetimes' fit of the same sample).
+pub fn provisional_models(config: &ScoringConfig) -> ModelState {
+    let bg = BetaGeoParams { r: 0.243, alpha: 4.414 * 7.0, a: 0.793, b: 2.426 };
+    let mbg = BetaGeoParams { r: 0.525, alpha: 6.183 * 7.0, a: 0.891, b: 1.614 };
+    let purchase = match config.model {
+        PurchaseModel::BgNbd => PurchaseParams::BgNbd(bg),
+        PurchaseModel::MbgNbd | PurchaseModel::ParetoNbd => PurchaseParams::MbgNbd(mbg),
+    };
+    let spend = GammaGammaParams { p: 6.25, q: 3.74, gamma: 15.44 };
+    let clv: ClvConfig = config.clv;
+    ModelState { scorer: Scorer::new(purchase, Some(spend), 35.17, &clv, 1.0), fits: None, provisional: true }
+}
+
+/// Counters for `/metrics` and `engine_stats`.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Events applied for the first time.
+    pub accepted: AtomicU64,
+    /// Events ignored as duplicates.
+    pub duplicates: AtomicU64,
+    /// Batches waiting in shard queues.
+    pub queued_batches: AtomicU64,
+    /// Completed refits.
+    pub refits: AtomicU64,
+    /// Duration of the latest refit, microseconds.
+    pub last_refit_micros: AtomicU64,
+}
+
+type Answer = Box<dyn FnOnce(std::result::Result<SubmitOutcome, SinkError>) + Send>;
+
+struct Completion {
+    remaining: AtomicUsize,
+    accepted: AtomicUsize,
+    duplicates: AtomicUsize,
+    answer: Mutex<Option<Answer>>,
+}
+
+impl Completion {
+    fn finish_part(&self, accepted: usize, duplicates: usize) {
+        self.accepted.fetch_add(accepted, Ordering::Relaxed);
+        self.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let answer = self.answer.lock().map(|mut a| a.take()).unwrap_or(None);
+            if let Some(answer) = answer {
+                answer(Ok(SubmitOutcome {
+                    accepted: self.accepted.load(Ordering::Relaxed),
+                    duplicates: self.duplicates.load(Ordering::Relaxed),
+                }));
+            }
+        }
+    }
+}
+
+/// One buyer's inputs to the refit kernel, gathered under a shard's read lock.
+struct Gathered {
+    slot: usize,
+    input: ScoreInput,
+    occasions: u32,
+    revenue: f64,
+    occasion_value_minor: i64,
+}
+
+struct ShardBatch {
+    events: Vec<Event>,
+    completion: Arc<Completion>,
+}
+
+struct Inner {
+    shards: Vec<RwLock<CustomerBook>>,
+    models: RwLock<Arc<ModelState>>,
+    watermark_ms: AtomicI64,
+    stats: EngineStats,
+    config: EngineConfig,
+}
+
+/// The streaming engine. Implements [`EventSink`] (blocking) and offers
+/// [`Engine::submit_with`] for callers that must not block.
+pub struct Engine {
+    inner: Arc<Inner>,
+    wal: Option<Wal>,
+    senders: Vec<Sender<ShardBatch>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("shards", &self.inner.shards.len()).finish_non_exhaustive()
+    }
+}
+
+/// Which shard owns a customer (stable across restarts: FNV-1a of the id).
+pub fn shard_of(customer: &CustomerId, shards: usize) -> usize {
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    customer.as_str().hash(&mut h);
+    (h.finish() % shards.max(1) as u64) as usize
+}
+
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+fn encode_batch(events: &[Event], table: &CurrencyTable) -> Vec<u8> {
+    let mut out = Vec::with_capacity(events.len() * 160);
+    for e in events {
+        out.extend_from_slice(e.to_json(table.base).to_string().as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+impl Engine {
+    /// Opens the engine: replays the log into the shards, then starts the
+    /// shard writers. Returns what recovery found.
+    pub fn open(config: EngineConfig) -> Result<(Self, RecoveryReport)> {
+        let shards = config.shards.max(1);
+        let inner = Arc::new(Inner {
+            shards: (0..shards).map(|_| RwLock::new(CustomerBook::new())).collect(),
+            models: RwLock::new(Arc::new(provisional_models(&config.scoring))),
+            watermark_ms: AtomicI64::new(i64::MIN),
+            stats: EngineStats::default(),
+            config: config.clone(),
+        });
+        // Events in the log were validated when they arrived; only the clock rule is relaxed on replay.
+        let replay_validator = Validator { max_ahead_ms: i64::MAX / 4, ..Validator::new(config.currencies.clone()) };
+        let mut replay_error: Option<String> = None;
+        let (wal, report) = {
+            let mut books: Vec<_> = inner.shards.iter().map(|s| s.write().unwrap_or_else(|p| p.into_inner())).collect();
+            let replay = |seq: u64, _count: u32, payload: &[u8]| {
+                for line in payload.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                    match replay_validator.decode(line) {
+                        Ok(event) => {
+                            inner.watermark_ms.fetch_max(event.timestamp.millis(), Ordering::Relaxed);
+                            let shard = shard_of(&event.customer_id, shards);
+                            if books[shard].apply(&event) == Applied::Accepted {
+                                inner.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(e) => {
+                            replay_error.get_or_insert_with(|| format!("record at sequence {seq}: {e}"));
+                        }
+                    }
+                }
+            };
+            Wal::open(&config.data_dir.join("wal"), config.wal, replay).map_err(StateError::Log)?
+        };
+        if let Some(e) = replay_error {
+            return Err(StateError::Replay(e));
+        }
+        let mut senders = Vec::with_capacity(shards);
+        let mut threads = Vec::with_capacity(shards);
+        for shard in 0..shards {
+            let (tx, rx) = bounded(config.shard_queue);
+            senders.push(tx);
+            let inner = inner.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("patron-shard-{shard}"))
+                .spawn(move || shard_writer(&inner, shard, &rx))
+                .map_err(|e| StateError::Replay(format!("cannot start shard thread: {e}")))?;
+            threads.push(handle);
+        }
+        let engine = Self { inner, wal: Some(wal), senders, threads };
+        engine.rescore_all_provisional();
+        Ok((engine, report))
+    }
+
+    /// Submits validated events without blocking; `answer` runs once they are
+    /// durable and applied (or refused). A full log queue is `Overloaded`.
+    pub fn submit_with(
+        &self,
+        events: Vec<Event>,
+        answer: impl FnOnce(std::result::Result<SubmitOutcome, SinkError>) + Send + 'static,
+    ) {
+        if events.is_empty() {
+            answer(Ok(SubmitOutcome::default()));
+            return;
+        }
+        let Some(wal) = &self.wal else {
+            answer(Err(SinkError::Unavailable("engine is shutting down".into())));
+            return;
+        };
+        let payload = encode_batch(&events, &self.inner.config.currencies);
+        let count = events.len() as u32;
+        let senders = self.senders.clone();
+        let inner = self.inner.clone();
+        let answer: Answer = Box::new(answer);
+        let answer_slot = Arc::new(Mutex::new(Some(answer)));
+        let on_durable = {
+            let answer_slot = answer_slot.clone();
+            move |result: patron_wal::Result<patron_wal::Appended>| {
+                let take = || answer_slot.lock().map(|mut a| a.take()).unwrap_or(None);
+                if let Err(e) = result {
+                    if let Some(answer) = take() {
+                        answer(Err(SinkError::Unavailable(e.to_string())));
+                    }
+                    return;
+                }
+                let shards = senders.len();
+                let mut parts: Vec<Vec<Event>> = (0..shards).map(|_| Vec::new()).collect();
+                for e in events {
+                    parts[shard_of(&e.customer_id, shards)].push(e);
+                }
+                let parts: Vec<(usize, Vec<Event>)> =
+                    parts.into_iter().enumerate().filter(|(_, p)| !p.is_empty()).collect();
+                let completion = Arc::new(Completion {
+                    remaining: AtomicUsize::new(parts.len()),
+                    accepted: AtomicUsize::new(0),
+                    duplicates: AtomicUsize::new(0),
+                    answer: Mutex::new(take()),
+                });
+                for (shard, events) in parts {
+                    inner.stats.queued_batches.fetch_add(1, Ordering::Relaxed);
+                    // Blocking here holds the log writer: backpressure all the way back.
+                    if senders[shard].send(ShardBatch { events, completion: completion.clone() }).is_err() {
+                        completion.finish_part(0, 0);
+                    }
+                }
+            }
+        };
+        if let Err(e) = wal.submit(payload, count, on_durable) {
+            let refusal = match e {
+                WalError::Full => SinkError::Overloaded { retry_after_ms: 100 },
+                other => SinkError::Unavailable(other.to_string()),
+            };
+            if let Some(answer) = answer_slot.lock().map(|mut a| a.take()).unwrap_or(None) {
+                answer(Err(refusal));
+            }
+        }
+    }
+
+    /// A customer's record (with scores), if known.
+    pub fn customer(&self, id: &CustomerId) -> Option<CustomerRecord> {
+        let shard = shard_of(id, self.inner.shards.len());
+        self.inner.shards[shard].read().ok()?.get(id).cloned()
+    }
+
+    /// The models in use.
+    pub fn models(&self) -> Arc<ModelState> {
+        self.inner.models.read().map(|m| m.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// The event-time watermark ("now" under the event clock).
+    pub fn watermark(&self) -> Option<Timestamp> {
+        let ms = self.inner.watermark_ms.load(Ordering::Relaxed);
+        (ms != i64::MIN).then(|| Timestamp::from_millis(ms))
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &EngineStats {
+        &self.inner.stats
+    }
+
+    /// The log's counters.
+    pub fn wal_stats(&self) -> Option<&patron_wal::WalStats> {
+        self.wal.as_ref().map(Wal::stats)
+    }
+
+    /// Customers per shard.
+    pub fn shard_sizes(&self) -> Vec<usize> {
+        self.inner.shards.iter().map(|s| s.read().map_or(0, |b| b.len())).collect()
+    }
+
+    /// Runs `f` over every shard's book under its read lock, in shard order.
+    pub fn with_books<T>(&self, mut f: impl FnMut(&CustomerBook) -> T) -> Vec<T> {
+        self.inner.shards.iter().filter_map(|s| s.read().ok().map(|b| f(&b))).collect()
+    }
+
+    fn rescore_all_provisional(&self) {
+        let models = self.models();
+        let now_day = self.watermark().map_or(0, Timestamp::day);
+        let minor = 10f64.powi(self.inner.config.currencies.base.exponent() as i32);
+        for shard in &self.inner.shards {
+            if let Ok(mut book) = shard.write() {
+                for slot in 0..book.len() {
+                    if let Some(record) = book.record_mut(slot) {
+                        rescore(record, &models.scorer, now_day, minor);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Refits every model on all customers and rescores everyone with the
+    /// configured one (rayon). Keeps the previous models if the fit fails.
+    pub fn refit(&self) -> Result<Arc<ModelState>> {
+        let started = Instant::now();
+        let now = self.watermark().ok_or_else(|| StateError::Replay("no events yet".into()))?;
+        let minor = 10f64.powi(self.inner.config.currencies.base.exponent() as i32);
+        // Phase 1: gather inputs under short read locks.
+        let gathered: Vec<Vec<(usize, ScoreInput, u32, f64, i64)>> = self.with_books(|book| {
+            book.records()
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, r)| {
+                    r.score_input(now.day(), minor).map(|i| {
+                        (slot, i, r.occasions(), r.revenue_minor as f64 / minor, r.total_occasion_value_minor())
+                    })
+                })
+                .collect()
+        });
+        let all: Vec<&(usize, ScoreInput, u32, f64, i64)> = gathered.iter().flatten().collect();
+        let inputs: Vec<ScoreInput> = all.iter().map(|g| g.1).collect();
+        let occasions: u64 = all.iter().map(|g| u64::from(g.2)).sum();
+        let value: f64 = all.iter().map(|g| g.4 as f64).sum();
+        let mean_value = if occasions == 0 { 0.0 } else { value / occasions as f64 / minor };
+        // Phase 2: fit and score off the locks.
+        let config = &self.inner.config.scoring;
+        let fits = fit_models_on(&inputs, mean_value, now, config.time_unit);
+        let scorer = scorer_for(&fits, config)?;
+        let scores = scorer.score_all(&inputs).map_err(StateError::Scoring)?;
+        let segment_inputs: Vec<SegmentInput> = all
+            .par_iter()
+            .zip(scores.par_iter())
+            .map(|(g, s)| SegmentInput {
+                days_since_last_purchase: f64::from(g.input.tenure_days - g.input.recency_days),
+                occasions: g.occasions,
+                revenue: g.revenue,
+                clv: s.clv,
+                expected_orders_90d: s.expected_orders_90d,
+                p_alive: s.p_alive,
+            })
+            .collect();
+        let segments = segment_population(&segment_inputs, &config.segments);
+        // Phase 3: write back shard by shard.
+        let mut offset = 0;
+        for (shard, rows) in gathered.iter().enumerate() {
+            if let Ok(mut book) = self.inner.shards[shard].write() {
+                for (i, row) in rows.iter().enumerate() {
+                    if let Some(record) = book.record_mut(row.slot) {
+                        record.scores = Some(scores[offset + i]);
+                        record.segments = Some(segments[offset + i]);
+                    }
+                }
+            }
+            offset += rows.len();
+        }
+        let state = Arc::new(ModelState { scorer, fits: Some(fits), provisional: false });
+        if let Ok(mut models) = self.inner.models.write() {
+            *models = state.clone();
+        }
+        self.inner.stats.refits.fetch_add(1, Ordering::Relaxed);
+        self.inner.stats.last_refit_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        Ok(state)
+    }
+
+    /// Stops accepting events, lets queued ones finish, and joins the threads.
+    pub fn shutdown(mut self) {
+        self.close();
+    }
+
+    fn close(&mut self) {
+        self.wal.take(); // the log writer finishes queued records and hands them to the shards
+        self.senders.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl EventSink for Engine {
+    fn submit(&self, events: Vec<Event>) -> std::result::Result<SubmitOutcome, SinkError> {
+        let (tx, rx) = bounded(1);
+        self.submit_with(events, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv().map_err(|_| SinkError::Unavailable("engine stopped".into()))?
+    }
+}
+
+fn rescore(record: &mut CustomerRecord, scorer: &Scorer, now_day: i32, minor: f64) {
+    if let Some(input) = record.score_input(now_day, minor) {
+        record.scores = scorer.score(&input).ok();
+    }
+}
+
+fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardBatch>) {
+    let minor = 10f64.powi(inner.config.currencies.base.exponent() as i32);
+    while let Ok(batch) = rx.recv() {
+        inner.stats.queued_batches.fetch_sub(1, Ordering::Relaxed);
+        let models = inner.models.read().map(|m| m.clone()).unwrap_or_else(|p| p.into_inner().clone());
+        let (mut accepted, mut duplicates) = (0, 0);
+        if let Ok(mut book) = inner.shards[shard].write() {
+            let mut touched = Vec::with_capacity(batch.events.len());
+            for event in &batch.events {
+                inner.watermark_ms.fetch_max(event.timestamp.millis(), Ordering::Relaxed);
+                match book.apply_at(event) {
+                    (slot, Applied::Accepted) => {
+                        accepted += 1;
+                        touched.push(slot);
+                    }
+                    (_, Applied::Duplicate) => duplicates += 1,
+                }
+            }
+            let now_day = Timestamp::from_millis(inner.watermark_ms.load(Ordering::Relaxed)).day();
+            touched.sort_unstable();
+            touched.dedup();
+            for slot in touched {
+                if let Some(record) = book.record_mut(slot) {
+                    rescore(record, &models.scorer, now_day, minor);
+                }
+            }
+        }
+        inner.stats.accepted.fetch_add(accepted as u64, Ordering::Relaxed);
+        inner.stats.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
+        batch.completion.finish_part(accepted, duplicates);
+    }
+}

@@ -1,0 +1,93 @@
+//! The streaming engine on real data: CDNOW events through the log and the
+//! shards must give the batch path's summaries and fits, and survive restarts.
+
+use std::path::PathBuf;
+
+use patron_model::{Currency, CurrencyTable, CustomerId, Event, EventSink, Timestamp, Validator};
+use patron_state::{CustomerBook, Engine, EngineConfig, ScoringConfig, TimeUnit, fit_models};
+
+fn cdnow_events() -> Vec<Event> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/cdnow/cdnow_transactions.csv");
+    let validator = Validator::new(CurrencyTable::only(Currency::from_code("USD").unwrap()));
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    reader
+        .records()
+        .enumerate()
+        .map(|(i, row)| {
+            let row = row.unwrap();
+            let d = &row[1];
+            let json = format!(
+                r#"{{"type":"purchase","event_id":"line-{}","customer_id":"{}","timestamp":"{}-{}-{}T00:00:00Z","revenue":"{}"}}"#,
+                i + 2,
+                &row[0],
+                &d[..4],
+                &d[4..6],
+                &d[6..],
+                &row[3]
+            );
+            validator.decode(json.as_bytes()).unwrap()
+        })
+        .filter(|e| e.timestamp <= Timestamp::parse_date_or_rfc3339("1997-09-30").unwrap())
+        .collect()
+}
+
+fn config(dir: &std::path::Path) -> EngineConfig {
+    EngineConfig {
+        shards: 3,
+        currencies: CurrencyTable::only(Currency::from_code("USD").unwrap()),
+        scoring: ScoringConfig { time_unit: TimeUnit::Weeks, ..ScoringConfig::default() },
+        ..EngineConfig::new(dir)
+    }
+}
+
+#[test]
+fn streaming_cdnow_through_the_log_and_shards_equals_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = cdnow_events();
+    let (engine, report) = Engine::open(config(dir.path())).unwrap();
+    assert_eq!(report.events, 0);
+    assert!(engine.models().provisional);
+    for chunk in events.chunks(500) {
+        let outcome = engine.submit(chunk.to_vec()).unwrap();
+        assert_eq!(outcome.accepted, chunk.len());
+    }
+    let customer = engine.customer(&CustomerId::new("1").unwrap()).unwrap();
+    assert!(customer.scores.is_some(), "scored per event with the provisional models");
+    let state = engine.refit().unwrap();
+    assert!(!state.provisional);
+    let streamed = state.fits.as_ref().unwrap();
+
+    let mut book = CustomerBook::new();
+    for e in &events {
+        book.apply(e);
+    }
+    // Under the event clock "now" is the latest event time; batch at the same now.
+    let watermark = engine.watermark().unwrap();
+    let batch = fit_models(&book, watermark, TimeUnit::Weeks, Currency::from_code("USD").unwrap());
+    for ((model, streamed), (_, batch)) in streamed.purchase.iter().zip(&batch.purchase) {
+        assert_eq!(streamed.as_ref().unwrap().params, batch.as_ref().unwrap().params, "{model}");
+    }
+    assert_eq!(streamed.gamma_gamma.as_ref().unwrap().params, batch.gamma_gamma.as_ref().unwrap().params);
+    assert_eq!(engine.shard_sizes().iter().sum::<usize>(), 2357);
+    let labelled = engine.customer(&CustomerId::new("509").unwrap()).unwrap();
+    assert!(labelled.segments.is_some(), "the refit kernel labels everyone");
+}
+
+#[test]
+fn a_restart_replays_the_log_to_the_same_state_and_still_knows_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = cdnow_events();
+    let (engine, _) = Engine::open(config(dir.path())).unwrap();
+    engine.submit(events[..3000].to_vec()).unwrap();
+    let before = engine.customer(&CustomerId::new("7").unwrap()).map(|r| (r.orders, r.revenue_minor, r.occasions()));
+    engine.shutdown();
+
+    let (engine, report) = Engine::open(config(dir.path())).unwrap();
+    assert_eq!((report.records, report.events), (1, 3000));
+    let after = engine.customer(&CustomerId::new("7").unwrap()).map(|r| (r.orders, r.revenue_minor, r.occasions()));
+    assert_eq!(before, after);
+    let again = engine.submit(events[2990..3010].to_vec()).unwrap();
+    assert_eq!((again.accepted, again.duplicates), (10, 10), "the last 10 were already applied before the restart");
+    let total: u64 = engine.with_books(|b| b.counts().0).iter().sum();
+    assert_eq!(total, 3010);
+}
