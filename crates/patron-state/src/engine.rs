@@ -386,21 +386,25 @@ impl Engine {
         let now = self.watermark().ok_or_else(|| StateError::Replay("no events yet".into()))?;
         let minor = 10f64.powi(self.inner.config.currencies.base.exponent() as i32);
         // Phase 1: gather inputs under short read locks.
-        let gathered: Vec<Vec<(usize, ScoreInput, u32, f64, i64)>> = self.with_books(|book| {
+        let gathered: Vec<Vec<Gathered>> = self.with_books(|book| {
             book.records()
                 .iter()
                 .enumerate()
                 .filter_map(|(slot, r)| {
-                    r.score_input(now.day(), minor).map(|i| {
-                        (slot, i, r.occasions(), r.revenue_minor as f64 / minor, r.total_occasion_value_minor())
+                    r.score_input(now.day(), minor).map(|input| Gathered {
+                        slot,
+                        input,
+                        occasions: r.occasions(),
+                        revenue: r.revenue_minor as f64 / minor,
+                        occasion_value_minor: r.total_occasion_value_minor(),
                     })
                 })
                 .collect()
         });
-        let all: Vec<&(usize, ScoreInput, u32, f64, i64)> = gathered.iter().flatten().collect();
-        let inputs: Vec<ScoreInput> = all.iter().map(|g| g.1).collect();
-        let occasions: u64 = all.iter().map(|g| u64::from(g.2)).sum();
-        let value: f64 = all.iter().map(|g| g.4 as f64).sum();
+        let all: Vec<&Gathered> = gathered.iter().flatten().collect();
+        let inputs: Vec<ScoreInput> = all.iter().map(|g| g.input).collect();
+        let occasions: u64 = all.iter().map(|g| u64::from(g.occasions)).sum();
+        let value: f64 = all.iter().map(|g| g.occasion_value_minor as f64).sum();
         let mean_value = if occasions == 0 { 0.0 } else { value / occasions as f64 / minor };
         // Phase 2: fit and score off the locks.
         let config = &self.inner.config.scoring;
