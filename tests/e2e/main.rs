@@ -3,3 +3,4 @@
 mod batch_cdnow;
 mod batch_inputs;
 mod layering;
+mod serve;

@@ -69,3 +69,56 @@ pub fn score_like_cdnow(input: &Path, out: &Path, extra: &[&str]) -> (serde_json
     let params = std::fs::read(out.join("model_params.json")).expect("model_params.json written");
     (serde_json::from_slice(&params).expect("valid JSON"), text)
 }
+
+/// A `patron serve` child process on an ephemeral loopback port.
+pub struct Server {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Server {
+    /// Starts `patron serve` on `data_dir` with `extra` flags and waits until it listens.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        use std::io::BufRead;
+        let mut args = vec!["serve", "--data-dir", data_dir.to_str().expect("utf-8 path"), "--http", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut child = Command::new(patron_binary())
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("patron serve starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("listening on ") {
+                        break url.to_owned();
+                    }
+                }
+                _ => {
+                    let status = child.wait().ok();
+                    panic!("patron serve exited before listening: {status:?}");
+                }
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Server { child, url }
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill_dash_nine(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -19,7 +19,36 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Score a file of transactions in batch: fit the models, score every
     /// customer, write customers.parquet and model_params.json.
-    Score(ScoreArgs),
+    Score(Box<ScoreArgs>),
+    /// Run the streaming engine with its HTTP API (events in, scores out).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  patron serve --data-dir ./patron-data --http 127.0.0.1:8080\n  \
+    curl -s localhost:8080/v1/events -H 'content-type: application/x-ndjson' --data-binary @events.ndjson")]
+pub(crate) struct ServeArgs {
+    /// Directory of the write-ahead log.
+    #[arg(long, value_name = "DIR", default_value = "patron-data")]
+    pub(crate) data_dir: PathBuf,
+    /// HTTP listen address (loopback only until auth tokens exist).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub(crate) http: String,
+    /// Base currency of the engine; events in other currencies are rejected.
+    #[arg(long, value_name = "CODE", default_value = "EUR")]
+    pub(crate) currency: String,
+    /// Purchase model for p_alive, churn_risk, expected_orders_90d and clv.
+    #[arg(long, value_enum, default_value = "mbgnbd")]
+    pub(crate) model: ModelArg,
+    /// Shard writer threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub(crate) shards: Option<usize>,
+    /// Largest request body in bytes (larger ones get 413).
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    pub(crate) body_limit: usize,
+    /// Seconds between automatic refits (only when new events arrived).
+    #[arg(long = "refit-interval", value_name = "SECONDS", default_value_t = 60)]
+    pub(crate) refit_interval_secs: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

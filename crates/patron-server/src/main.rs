@@ -8,6 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod cli;
 mod output;
 mod score;
+mod server;
 
 use clap::Parser;
 
@@ -15,6 +16,7 @@ fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Score(args) => score::run(&args),
+        cli::Command::Serve(args) => server::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

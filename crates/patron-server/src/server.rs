@@ -1,0 +1,454 @@
+//! `patron serve`: the HTTP API over the streaming engine (DESIGN.md §5).
+//!
+//! - `POST /v1/events`: one JSON object, a JSON array, or NDJSON. Decoding and
+//!   validation run off the async workers; valid events are kept even when
+//!   others in the body are rejected; the answer comes after the accepted
+//!   events are durable and applied.
+//! - `GET /v1/customers/{id}`: the `customers` columns, scored on read with the
+//!   current models at the current watermark (O(1)), plus `recommendations`.
+//! - `POST /v1/admin/refit`, `GET /metrics`, `GET /health`, `GET /ready`.
+//! - `GET /v1/admin/rejected?limit=N`: the newest rejected events with their
+//!   reasons (bounded store; the SQL issue will also expose it as `rejected_events`).
+//!
+//! Errors are `{"error":{"code":…,"message":…}}` with a stable code.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use patron_model::{CurrencyTable, CustomerId, Event, MAX_EVENT_DEPTH, SinkError, Timestamp, Validator, check_depth};
+use patron_score::{SegmentConfig, lifecycle_stage};
+use patron_state::{Engine, EngineConfig, ScoringConfig};
+use serde_json::{Value, json};
+
+use crate::cli::ServeArgs;
+
+/// Rejected events kept for inspection (the SQL issue exposes them as `rejected_events`).
+const REJECTED_KEPT: usize = 10_000;
+const RAW_KEPT: usize = 1024;
+
+/// One rejected event.
+#[derive(Clone, Debug)]
+pub(crate) struct RejectedEvent {
+    pub(crate) received_at: Timestamp,
+    pub(crate) source: &'static str,
+    pub(crate) position: u64,
+    pub(crate) error: String,
+    pub(crate) raw: String,
+}
+
+pub(crate) struct AppState {
+    engine: Arc<Engine>,
+    currencies: CurrencyTable,
+    body_limit: usize,
+    rejected: Mutex<VecDeque<RejectedEvent>>,
+    rejected_total: AtomicU64,
+    started: Instant,
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({"error": {"code": code, "message": message.into()}}))).into_response()
+}
+
+fn with_retry_after(mut response: Response, seconds: u64) -> Response {
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .route("/v1/customers/{id}", get(get_customer))
+        .route("/v1/admin/refit", post(post_refit))
+        .route("/v1/admin/rejected", get(get_rejected))
+        .route("/metrics", get(metrics))
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/ready", get(|| async { "ready\n" }))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .with_state(state)
+}
+
+/// A decoded body: valid events, and (index, error, raw) for the rest.
+struct Decoded {
+    events: Vec<Event>,
+    rejected: Vec<(usize, String, String)>,
+}
+
+fn decode_body(body: &[u8], ndjson: bool, validator: &Validator) -> std::result::Result<Decoded, String> {
+    let mut out = Decoded { events: Vec::new(), rejected: Vec::new() };
+    let mut one = |index: usize, raw: &[u8]| match validator.decode(raw) {
+        Ok(e) => out.events.push(e),
+        Err(e) => out.rejected.push((index, e.to_string(), String::from_utf8_lossy(raw).into_owned())),
+    };
+    let trimmed = body.trim_ascii();
+    let lines = trimmed.split(|&b| b == b'\n').filter(|l| !l.trim_ascii().is_empty()).count();
+    if trimmed.first() == Some(&b'[') && !ndjson {
+        check_depth(trimmed, MAX_EVENT_DEPTH + 1).map_err(|e| e.to_string())?;
+        let items: Vec<&serde_json::value::RawValue> =
+            serde_json::from_slice(trimmed).map_err(|e| format!("the body is not a JSON array of events: {e}"))?;
+        for (i, item) in items.iter().enumerate() {
+            one(i, item.get().as_bytes());
+        }
+    } else if ndjson || lines > 1 {
+        for (i, line) in trimmed.split(|&b| b == b'\n').filter(|l| !l.trim_ascii().is_empty()).enumerate() {
+            one(i, line.trim_ascii());
+        }
+    } else {
+        one(0, trimmed);
+    }
+    Ok(out)
+}
+
+async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let bytes = match axum::body::to_bytes(body, state.body_limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body exceeds the limit of {} bytes; split it into several requests", state.body_limit),
+            );
+        }
+    };
+    let ndjson = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-ndjson") || v.starts_with("application/jsonl"));
+    let validator = Validator::new(state.currencies.clone());
+    let decoded = match tokio::task::spawn_blocking(move || decode_body(&bytes, ndjson, &validator)).await {
+        Ok(Ok(d)) => d,
+        Ok(Err(message)) => return error(StatusCode::BAD_REQUEST, "invalid_body", message),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    };
+    if !decoded.rejected.is_empty() {
+        state.rejected_total.fetch_add(decoded.rejected.len() as u64, Ordering::Relaxed);
+        let now = Timestamp::now();
+        if let Ok(mut kept) = state.rejected.lock() {
+            for (index, error, raw) in &decoded.rejected {
+                if kept.len() == REJECTED_KEPT {
+                    kept.pop_front();
+                }
+                let raw = raw.chars().take(RAW_KEPT).collect();
+                kept.push_back(RejectedEvent {
+                    received_at: now,
+                    source: "http",
+                    position: *index as u64,
+                    error: error.clone(),
+                    raw,
+                });
+            }
+        }
+    }
+    let rejected: Vec<Value> = decoded.rejected.iter().map(|(i, e, _)| json!({"index": i, "error": e})).collect();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    state.engine.submit_with(decoded.events, move |r| {
+        let _ = tx.send(r);
+    });
+    match rx.await {
+        Ok(Ok(outcome)) => axum::Json(json!({
+            "accepted": outcome.accepted, "duplicates": outcome.duplicates, "rejected": rejected,
+        }))
+        .into_response(),
+        Ok(Err(SinkError::Overloaded { retry_after_ms })) => with_retry_after(
+            error(StatusCode::TOO_MANY_REQUESTS, "overloaded", "the write-ahead log queue is full; retry later"),
+            retry_after_ms.div_ceil(1000).max(1),
+        ),
+        Ok(Err(SinkError::Unavailable(m))) => {
+            with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m), 5)
+        }
+        Err(_) => with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "engine stopped"), 5),
+    }
+}
+
+fn timestamp_json(t: Option<Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| t.to_rfc3339().into())
+}
+
+async fn get_customer(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let Ok(customer_id) = CustomerId::new(&id) else {
+        return error(StatusCode::BAD_REQUEST, "invalid_customer_id", "customer ids are 1 to 256 bytes");
+    };
+    let Some(record) = state.engine.customer(&customer_id) else {
+        return error(StatusCode::NOT_FOUND, "customer_not_found", format!("no customer {id:?}"));
+    };
+    let models = state.engine.models();
+    let now = state.engine.watermark().unwrap_or_else(Timestamp::now);
+    let minor = 10f64.powi(state.currencies.base.exponent() as i32);
+    let input = record.score_input(now.day(), minor);
+    let scores = input.and_then(|i| models.scorer.score(&i).ok());
+    let score = |f: fn(&patron_score::Scores) -> f64| scores.as_ref().map_or(Value::Null, |s| f(s).into());
+    let segments = record.segments;
+    let label = |f: fn(&patron_score::Segments) -> &'static str| segments.as_ref().map_or(Value::Null, |s| f(s).into());
+    let rfm = |f: fn(&patron_score::Segments) -> u8| segments.as_ref().map_or(Value::Null, |s| f(s).into());
+    let lifecycle = match (&input, &scores) {
+        (Some(i), Some(s)) => lifecycle_stage(i.frequency, s.p_alive, &SegmentConfig::default()).as_str(),
+        _ => "prospect",
+    };
+    let revenue = record.revenue_minor as f64 / minor;
+    axum::Json(json!({
+        "customer_id": record.customer_id.as_str(),
+        "first_purchase_at": timestamp_json(record.first_purchase_at),
+        "last_purchase_at": timestamp_json(record.last_purchase_at),
+        "orders": record.orders,
+        "frequency": record.occasions().saturating_sub(1),
+        "recency_days": input.map_or(Value::Null, |i| f64::from(i.recency_days).into()),
+        "tenure_days": input.map_or(Value::Null, |i| f64::from(i.tenure_days).into()),
+        "revenue": revenue,
+        "avg_order_value": if record.orders > 0 { (revenue / record.orders as f64).into() } else { Value::Null },
+        "p_alive": score(|s| s.p_alive),
+        "churn_risk": score(|s| 1.0 - s.p_alive),
+        "expected_orders_90d": score(|s| s.expected_orders_90d),
+        "expected_order_value": score(|s| s.expected_order_value),
+        "clv": score(|s| s.clv),
+        "rfm_r": rfm(|s| s.rfm_r),
+        "rfm_f": rfm(|s| s.rfm_f),
+        "rfm_m": rfm(|s| s.rfm_m),
+        "rfm_segment": label(|s| s.rfm_segment.as_str()),
+        "value_tier": label(|s| s.value_tier.as_str()),
+        "relationship": label(|s| s.relationship.as_str()),
+        "lifecycle_stage": lifecycle,
+        "consent_email": record.consent.email,
+        "consent_sms": record.consent.sms,
+        "consent_push": record.consent.push,
+        "updated_at": now.to_rfc3339(),
+        "provisional": models.provisional,
+        "recommendations": [],
+    }))
+    .into_response()
+}
+
+/// The newest rejected events (at most `limit`, default 100), newest first.
+async fn get_rejected(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(100);
+    let rows: Vec<Value> = state.rejected.lock().map_or_else(
+        |_| Vec::new(),
+        |kept| {
+            kept.iter()
+                .rev()
+                .take(limit)
+                .map(|r| {
+                    json!({"received_at": r.received_at.to_rfc3339(), "source": r.source, "position": r.position,
+                           "error": r.error, "raw": r.raw})
+                })
+                .collect()
+        },
+    );
+    axum::Json(json!({"rejected": rows, "total": state.rejected_total.load(Ordering::Relaxed)})).into_response()
+}
+
+async fn post_refit(State(state): State<Arc<AppState>>) -> Response {
+    let engine = state.engine.clone();
+    let started = Instant::now();
+    match tokio::task::spawn_blocking(move || engine.refit()).await {
+        Ok(Ok(models)) => {
+            let mut body = models.fits.as_ref().map_or(json!({}), crate::output::model_params_json);
+            body["seconds"] = started.elapsed().as_secs_f64().into();
+            axum::Json(body).into_response()
+        }
+        Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, "fit_failed", e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    use std::fmt::Write;
+    let e = &state.engine;
+    let s = e.stats();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    };
+    metric("patron_events_accepted_total", "counter", "Events applied.", s.accepted.load(Ordering::Relaxed) as f64);
+    metric(
+        "patron_events_duplicate_total",
+        "counter",
+        "Events ignored as duplicates.",
+        s.duplicates.load(Ordering::Relaxed) as f64,
+    );
+    metric(
+        "patron_events_rejected_total",
+        "counter",
+        "Events rejected by validation.",
+        state.rejected_total.load(Ordering::Relaxed) as f64,
+    );
+    metric(
+        "patron_shard_queue_batches",
+        "gauge",
+        "Batches waiting for shard writers.",
+        s.queued_batches.load(Ordering::Relaxed) as f64,
+    );
+    metric("patron_refits_total", "counter", "Completed model refits.", s.refits.load(Ordering::Relaxed) as f64);
+    metric(
+        "patron_last_refit_seconds",
+        "gauge",
+        "Duration of the latest refit.",
+        s.last_refit_micros.load(Ordering::Relaxed) as f64 / 1e6,
+    );
+    metric("patron_uptime_seconds", "gauge", "Seconds since start.", state.started.elapsed().as_secs_f64());
+    if let Some(w) = e.wal_stats() {
+        metric(
+            "patron_wal_syncs_total",
+            "counter",
+            "fdatasync calls of the write-ahead log.",
+            w.syncs.load(Ordering::Relaxed) as f64,
+        );
+        metric(
+            "patron_wal_bytes_total",
+            "counter",
+            "Bytes written to the log.",
+            w.bytes.load(Ordering::Relaxed) as f64,
+        );
+        metric(
+            "patron_wal_sync_seconds_total",
+            "counter",
+            "Time spent in fdatasync.",
+            w.sync_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        );
+        metric(
+            "patron_wal_last_sync_seconds",
+            "gauge",
+            "Latest fdatasync duration.",
+            w.last_sync_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        );
+    }
+    let _ = writeln!(out, "# HELP patron_shard_customers Customers per shard.\n# TYPE patron_shard_customers gauge");
+    for (i, n) in e.shard_sizes().iter().enumerate() {
+        let _ = writeln!(out, "patron_shard_customers{{shard=\"{i}\"}} {n}");
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Opens the engine (recovery first), then listens until Ctrl-C or SIGTERM.
+pub(crate) fn run(args: &ServeArgs) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let addr: SocketAddr = args.http.parse().with_context(|| format!("--http {:?} is not an address", args.http))?;
+    if !addr.ip().is_loopback() {
+        bail!(
+            "refusing to listen on {addr}: auth tokens are not configured (and token auth is not built yet), so Patron only binds loopback addresses"
+        );
+    }
+    let base = patron_model::Currency::from_code(&args.currency)
+        .with_context(|| format!("--currency {:?} is not an ISO 4217 code Patron knows", args.currency))?;
+    let mut config = EngineConfig::new(&args.data_dir);
+    config.currencies = CurrencyTable::only(base);
+    config.scoring = ScoringConfig { model: args.model.into(), ..ScoringConfig::default() };
+    if let Some(shards) = args.shards {
+        config.shards = shards;
+    }
+    let opened = Instant::now();
+    let (engine, report) = Engine::open(config).with_context(|| format!("cannot open {}", args.data_dir.display()))?;
+    tracing::info!(
+        events = report.events,
+        records = report.records,
+        segments = report.segments,
+        seconds = opened.elapsed().as_secs_f64(),
+        "recovered {} events from the write-ahead log",
+        report.events
+    );
+    if let Some(torn) = &report.torn_tail {
+        tracing::warn!(
+            "dropped a torn tail of {} bytes at offset {} of {} ({}); it was never acknowledged",
+            torn.dropped_bytes,
+            torn.offset,
+            torn.segment.display(),
+            torn.reason
+        );
+    }
+    if report.events > 0 {
+        match engine.refit() {
+            Ok(_) => tracing::info!("models fitted on the recovered customers"),
+            Err(e) => tracing::warn!("no fit yet ({e}); scores are provisional"),
+        }
+    }
+    tracing::warn!("no auth tokens configured: accepting every request on loopback {addr}");
+    let state = Arc::new(AppState {
+        engine: Arc::new(engine),
+        currencies: CurrencyTable::only(base),
+        body_limit: args.body_limit,
+        rejected: Mutex::new(VecDeque::new()),
+        rejected_total: AtomicU64::new(0),
+        started: Instant::now(),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+    let refit_every = Duration::from_secs(args.refit_interval_secs.max(1));
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        println!("listening on http://{local}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let engine = state.engine.clone();
+        tokio::spawn(async move {
+            let mut last_seen = u64::MAX;
+            loop {
+                tokio::time::sleep(refit_every).await;
+                let accepted = engine.stats().accepted.load(Ordering::Relaxed);
+                if accepted == last_seen || accepted == 0 {
+                    continue;
+                }
+                last_seen = accepted;
+                let engine = engine.clone();
+                match tokio::task::spawn_blocking(move || engine.refit()).await {
+                    Ok(Ok(_)) => tracing::info!("periodic refit done"),
+                    Ok(Err(e)) => tracing::warn!("periodic refit failed: {e}"),
+                    Err(e) => tracing::warn!("periodic refit panicked: {e}"),
+                }
+            }
+        });
+        axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+        tracing::info!("shutting down: queued events are written and applied before exit");
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = terminate => {} }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use patron_model::Currency;
+
+    fn validator() -> Validator {
+        Validator::new(CurrencyTable::only(Currency::from_code("EUR").unwrap()))
+    }
+
+    const GOOD: &str =
+        r#"{"type":"purchase","event_id":"o1","customer_id":"c1","timestamp":"2025-01-01T00:00:00Z","revenue":"5"}"#;
+
+    #[test]
+    fn bodies_may_be_an_object_an_array_or_ndjson() {
+        let one = decode_body(GOOD.as_bytes(), false, &validator()).unwrap();
+        assert_eq!(one.events.len(), 1);
+        let array = decode_body(format!("[{GOOD}, {{\"type\":\"visit\"}}]").as_bytes(), false, &validator()).unwrap();
+        assert_eq!((array.events.len(), array.rejected[0].0), (1, 1));
+        let lines = decode_body(format!("{GOOD}\n\n{{not json\n{GOOD}\n").as_bytes(), true, &validator()).unwrap();
+        assert_eq!((lines.events.len(), lines.rejected.len(), lines.rejected[0].0), (2, 1, 1));
+        assert!(decode_body(b"[1, 2", false, &validator()).is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! `patron serve` as a real process, driven by a real HTTP client.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use patron_tests::{Server, fixture};
+use serde_json::Value;
+
+fn post(url: &str, content_type: &str, body: &str) -> (u16, Value) {
+    match ureq::post(url).set("Content-Type", content_type).send_string(body) {
+        Ok(r) => (r.status(), r.into_json().unwrap_or(Value::Null)),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or(Value::Null)),
+        Err(e) => panic!("{url}: {e}"),
+    }
+}
+
+fn get(url: &str) -> (u16, Value) {
+    match ureq::get(url).call() {
+        Ok(r) => (r.status(), r.into_json().unwrap_or(Value::Null)),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or(Value::Null)),
+        Err(e) => panic!("{url}: {e}"),
+    }
+}
+
+/// The CDNOW calibration purchases as (CSV rows, NDJSON events).
+fn cdnow_calibration() -> (String, Vec<String>) {
+    let mut csv = String::from("customer_id,date,cds,amount\n");
+    let mut events = Vec::new();
+    let mut reader = csv::Reader::from_path(fixture("cdnow/cdnow_transactions.csv")).unwrap();
+    for (i, row) in reader.records().enumerate() {
+        let row = row.unwrap();
+        let d = &row[1];
+        if d > "19970930" {
+            continue;
+        }
+        csv.push_str(&format!("{},{},{},{}\n", &row[0], d, &row[2], &row[3]));
+        events.push(format!(
+            r#"{{"type":"purchase","event_id":"line-{}","customer_id":"{}","timestamp":"{}-{}-{}T00:00:00Z","currency":"USD","revenue":"{}"}}"#,
+            i + 2, &row[0], &d[..4], &d[4..6], &d[6..], &row[3]
+        ));
+    }
+    (csv, events)
+}
+
+#[test]
+fn streaming_cdnow_over_http_equals_batch_scoring() {
+    let dir = tempfile::tempdir().unwrap();
+    let (csv, events) = cdnow_calibration();
+    let server = Server::start(&dir.path().join("data"), &["--currency", "USD", "--refit-interval", "3600"]);
+    for chunk in events.chunks(700) {
+        let (status, body) = post(&format!("{}/v1/events", server.url), "application/x-ndjson", &chunk.join("\n"));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["accepted"], chunk.len(), "{body}");
+    }
+    let (status, streamed) = post(&format!("{}/v1/admin/refit", server.url), "text/plain", "");
+    assert_eq!(status, 200, "{streamed}");
+
+    let csv_path = dir.path().join("calibration.csv");
+    std::fs::write(&csv_path, csv).unwrap();
+    // Batch scoring at the same "now" (the latest event) and in the same unit (days).
+    let out = dir.path().join("batch");
+    let output = patron_tests::patron(&[
+        "score",
+        "--input",
+        csv_path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--currency",
+        "USD",
+        "--top",
+        "0",
+    ]);
+    assert!(output.status.success(), "{}", patron_tests::transcript(&output));
+    let batch: Value = serde_json::from_slice(&std::fs::read(out.join("model_params.json")).unwrap()).unwrap();
+    assert_eq!(streamed["models"], batch["models"], "same events, same summaries, same fits");
+
+    let (status, customer) = get(&format!("{}/v1/customers/1", server.url));
+    assert_eq!(status, 200);
+    assert_eq!((customer["frequency"].as_u64(), customer["recency_days"].as_f64()), (Some(2), Some(213.0)));
+    assert_eq!(customer["provisional"], false);
+    assert!(customer["clv"].as_f64().unwrap() > 0.0);
+    assert!(customer["rfm_segment"].is_string());
+    let (status, missing) = get(&format!("{}/v1/customers/nobody", server.url));
+    assert_eq!((status, missing["error"]["code"].as_str()), (404, Some("customer_not_found")));
+}
+
+#[test]
+fn bad_input_gets_specific_errors_and_the_good_events_around_it_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--body-limit", "100000"]);
+    let ok = |id: &str, ts: &str| {
+        format!(r#"{{"type":"purchase","event_id":"{id}","customer_id":"c-{id}","timestamp":"{ts}","revenue":"5"}}"#)
+    };
+    let corpus = [
+        (ok("good-1", "2026-01-05T10:00:00Z"), None),
+        ("{not json".to_owned(), Some("invalid JSON")),
+        (format!("{}{}", "[".repeat(40), "]".repeat(40)), Some("nested deeper")),
+        (r#"{"type":"purchase","event_id":"n1","customer_id":"c","timestamp":"2026-01-05T10:00:00Z","items":[{"sku":"a","quantity":1,"price":"NaN"}]}"#.to_owned(), Some("items[0].price")),
+        (r#"{"type":"purchase","event_id":"n2","customer_id":"c","timestamp":"2026-01-05T10:00:00Z","revenue":-4}"#.to_owned(), Some("revenue: must not be negative")),
+        (r#"{"type":"purchase","event_id":"n3","customer_id":"c","timestamp":"2026-01-05T10:00:00Z","items":[{"sku":"a","quantity":0,"price":"1"}]}"#.to_owned(), Some("items[0].quantity: must not be 0")),
+        (ok("future", "2099-01-01T00:00:00Z"), Some("ahead of the server clock")),
+        (ok("ancient", "1980-01-01T00:00:00Z"), Some("before 1990")),
+        (r#"{"type":"purchase","event_id":"n4","customer_id":"c","timestamp":"2026-01-05T10:00:00Z","currency":"XXX","revenue":"1"}"#.to_owned(), Some("currency")),
+        (ok("good-1", "2026-01-05T10:00:00Z"), None), // duplicate
+        (ok("good-2", "2025-06-01T10:00:00Z"), None), // out of order: earlier than good-1
+    ];
+    let body: Vec<&str> = corpus.iter().map(|(line, _)| line.as_str()).collect();
+    let (status, answer) = post(&format!("{}/v1/events", server.url), "application/x-ndjson", &body.join("\n"));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!((answer["accepted"].as_u64(), answer["duplicates"].as_u64()), (Some(2), Some(1)), "{answer}");
+    let rejected = answer["rejected"].as_array().unwrap();
+    let expected: Vec<(usize, &str)> = corpus.iter().enumerate().filter_map(|(i, (_, e))| e.map(|e| (i, e))).collect();
+    assert_eq!(rejected.len(), expected.len(), "{answer}");
+    for (r, (index, needle)) in rejected.iter().zip(&expected) {
+        assert_eq!(r["index"].as_u64(), Some(*index as u64));
+        assert!(r["error"].as_str().unwrap().contains(needle), "index {index}: {r} should mention {needle:?}");
+    }
+    // Invalid UTF-8 inside an event is rejected, not a crash.
+    let bytes: Vec<u8> =
+        [ok("u8", "2026-01-05T10:00:00Z").replace("u8", "u\u{FFFD}8").as_bytes(), b"\n{\"type\":\"purchase\xff\"}"]
+            .concat();
+    let response =
+        ureq::post(&format!("{}/v1/events", server.url)).set("Content-Type", "application/x-ndjson").send_bytes(&bytes);
+    let answer: Value = response.unwrap().into_json().unwrap();
+    assert_eq!((answer["accepted"].as_u64(), answer["rejected"][0]["index"].as_u64()), (Some(1), Some(1)), "{answer}");
+    // A body over the limit is 413 with a JSON error.
+    let huge = ok("x", "2026-01-05T10:00:00Z").repeat(2000);
+    let (status, answer) = post(&format!("{}/v1/events", server.url), "application/x-ndjson", &huge);
+    assert_eq!((status, answer["error"]["code"].as_str()), (413, Some("body_too_large")));
+    // Still serving, with the good events applied.
+    let (status, customer) = get(&format!("{}/v1/customers/c-good-2", server.url));
+    assert_eq!((status, customer["orders"].as_u64()), (200, Some(1)));
+    let metrics = ureq::get(&format!("{}/metrics", server.url)).call().unwrap().into_string().unwrap();
+    assert!(metrics.contains("patron_events_rejected_total 9"), "{metrics}");
+    let (_, kept) = get(&format!("{}/v1/admin/rejected?limit=2", server.url));
+    assert_eq!(kept["total"], 9);
+    let newest = &kept["rejected"][0];
+    assert_eq!((newest["position"].as_u64(), newest["source"].as_str()), (Some(1), Some("http")), "{kept}");
+    assert!(newest["raw"].as_str().unwrap().contains("purchase"), "{kept}");
+}
+
+/// Real crashes under concurrent load: after each SIGKILL and restart, every
+/// acknowledged event is applied exactly once.
+#[test]
+fn kill_dash_nine_under_load_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cycles = if std::env::var("PATRON_FULL_CRASH_TEST").is_ok() { 50 } else { 20 };
+    let mut acked_total: Vec<String> = Vec::new();
+    for cycle in 0..cycles {
+        let server = Server::start(&data, &["--refit-interval", "3600"]);
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..3)
+            .map(|t| {
+                let (url, acked, stop) = (server.url.clone(), acked.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    for i in 0.. {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let id = format!("k{cycle}-{t}-{i}");
+                        let body = format!(
+                            r#"{{"type":"purchase","event_id":"{id}","customer_id":"{id}","timestamp":"2026-01-05T10:00:00Z","revenue":"1"}}"#
+                        );
+                        match ureq::post(&format!("{url}/v1/events")).timeout(Duration::from_secs(5)).send_string(&body) {
+                            Ok(r) if r.status() == 200 => acked.lock().unwrap().push(id),
+                            _ => break, // the server died mid-request: not acknowledged
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(150 + (cycle as u64 * 53) % 250));
+        server.kill_dash_nine();
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            let _ = c.join();
+        }
+        acked_total.extend(acked.lock().unwrap().drain(..));
+    }
+    let server = Server::start(&data, &["--refit-interval", "3600"]);
+    let unique: HashSet<&String> = acked_total.iter().collect();
+    assert_eq!(unique.len(), acked_total.len());
+    assert!(acked_total.len() > 100, "the clients made progress: {}", acked_total.len());
+    for id in &acked_total {
+        let (status, customer) = get(&format!("{}/v1/customers/{id}", server.url));
+        assert_eq!((status, customer["orders"].as_u64()), (200, Some(1)), "acknowledged event {id}");
+    }
+}
