@@ -2,5 +2,6 @@
 
 mod batch_cdnow;
 mod batch_inputs;
+mod demo;
 mod layering;
 mod serve;

@@ -22,6 +22,37 @@ pub(crate) enum Command {
     Score(Box<ScoreArgs>),
     /// Run the streaming engine with its HTTP API (events in, scores out).
     Serve(ServeArgs),
+    /// Zero-setup demo: the engine and API on embedded defaults, fed by a
+    /// synthetic shop at a steady rate, with a live summary.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Directory of the write-ahead log.
+    #[arg(long, value_name = "DIR", default_value = "patron-data")]
+    pub(crate) data_dir: PathBuf,
+    /// HTTP listen address (loopback only).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub(crate) http: String,
+    /// Events per second to stream.
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    pub(crate) rate: u64,
+    /// Customers in the synthetic shop.
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    pub(crate) customers: usize,
+    /// Seconds to stream.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub(crate) duration: u64,
+    /// Keep serving the API after streaming, until Ctrl-C.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub(crate) serve_after: bool,
+    /// Seed of the synthetic shop.
+    #[arg(long, default_value_t = 42)]
+    pub(crate) seed: u64,
+    /// Purchase model for the scores.
+    #[arg(long, value_enum, default_value = "mbgnbd")]
+    pub(crate) model: ModelArg,
 }
 
 #[derive(Debug, Args)]

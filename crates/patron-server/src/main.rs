@@ -6,6 +6,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cli;
+mod demo;
 mod output;
 mod score;
 mod server;
@@ -17,6 +18,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         cli::Command::Score(args) => score::run(&args),
         cli::Command::Serve(args) => server::run(&args),
+        cli::Command::Demo(args) => demo::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -330,26 +330,38 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
-/// Opens the engine (recovery first), then listens until Ctrl-C or SIGTERM.
-pub(crate) fn run(args: &ServeArgs) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+/// Installs the log subscriber (RUST_LOG, default `default`).
+pub(crate) fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
-    let addr: SocketAddr = args.http.parse().with_context(|| format!("--http {:?} is not an address", args.http))?;
+}
+
+/// Parses a listen address and refuses anything but loopback (no auth yet).
+pub(crate) fn loopback_addr(text: &str) -> Result<SocketAddr> {
+    let addr: SocketAddr = text.parse().with_context(|| format!("--http {text:?} is not an address"))?;
     if !addr.ip().is_loopback() {
         bail!(
             "refusing to listen on {addr}: auth tokens are not configured (and token auth is not built yet), so Patron only binds loopback addresses"
         );
     }
-    let base = patron_model::Currency::from_code(&args.currency)
-        .with_context(|| format!("--currency {:?} is not an ISO 4217 code Patron knows", args.currency))?;
-    let mut config = EngineConfig::new(&args.data_dir);
+    Ok(addr)
+}
+
+/// Opens the engine on `data_dir`: recovery first, then a fit if there is data.
+pub(crate) fn open_engine(
+    data_dir: &std::path::Path,
+    base: patron_model::Currency,
+    model: patron_score::PurchaseModel,
+    shards: Option<usize>,
+) -> Result<Engine> {
+    let mut config = EngineConfig::new(data_dir);
     config.currencies = CurrencyTable::only(base);
-    config.scoring = ScoringConfig { model: args.model.into(), ..ScoringConfig::default() };
-    if let Some(shards) = args.shards {
+    config.scoring = ScoringConfig { model, ..ScoringConfig::default() };
+    if let Some(shards) = shards {
         config.shards = shards;
     }
     let opened = Instant::now();
-    let (engine, report) = Engine::open(config).with_context(|| format!("cannot open {}", args.data_dir.display()))?;
+    let (engine, report) = Engine::open(config).with_context(|| format!("cannot open {}", data_dir.display()))?;
     tracing::info!(
         events = report.events,
         records = report.records,
@@ -373,48 +385,83 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
             Err(e) => tracing::warn!("no fit yet ({e}); scores are provisional"),
         }
     }
-    tracing::warn!("no auth tokens configured: accepting every request on loopback {addr}");
-    let state = Arc::new(AppState {
+    Ok(engine)
+}
+
+/// Shared state of the HTTP handlers.
+pub(crate) fn app_state(engine: Engine, base: patron_model::Currency, body_limit: usize) -> Arc<AppState> {
+    Arc::new(AppState {
         engine: Arc::new(engine),
         currencies: CurrencyTable::only(base),
-        body_limit: args.body_limit,
+        body_limit,
         rejected: Mutex::new(VecDeque::new()),
         rejected_total: AtomicU64::new(0),
         started: Instant::now(),
+    })
+}
+
+impl AppState {
+    /// The engine behind the API.
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, refitting every
+/// `refit_every` when new events arrived.
+pub(crate) async fn serve(
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    refit_every: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let engine = state.engine.clone();
+    let refits = tokio::spawn(async move {
+        let mut last_seen = u64::MAX;
+        loop {
+            tokio::time::sleep(refit_every).await;
+            let accepted = engine.stats().accepted.load(Ordering::Relaxed);
+            if accepted == last_seen || accepted == 0 {
+                continue;
+            }
+            last_seen = accepted;
+            let engine = engine.clone();
+            match tokio::task::spawn_blocking(move || engine.refit()).await {
+                Ok(Ok(_)) => tracing::info!("periodic refit done"),
+                Ok(Err(e)) => tracing::warn!("periodic refit failed: {e}"),
+                Err(e) => tracing::warn!("periodic refit panicked: {e}"),
+            }
+        }
     });
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    refits.abort();
+    Ok(())
+}
+
+/// Opens the engine (recovery first), then listens until Ctrl-C or SIGTERM.
+pub(crate) fn run(args: &ServeArgs) -> Result<()> {
+    init_logging("info");
+    let addr = loopback_addr(&args.http)?;
+    let base = patron_model::Currency::from_code(&args.currency)
+        .with_context(|| format!("--currency {:?} is not an ISO 4217 code Patron knows", args.currency))?;
+    let engine = open_engine(&args.data_dir, base, args.model.into(), args.shards)?;
+    tracing::warn!("no auth tokens configured: accepting every request on loopback {addr}");
+    let state = app_state(engine, base, args.body_limit);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     let refit_every = Duration::from_secs(args.refit_interval_secs.max(1));
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-        let local = listener.local_addr()?;
-        println!("listening on http://{local}");
+        println!("listening on http://{}", listener.local_addr()?);
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        let engine = state.engine.clone();
-        tokio::spawn(async move {
-            let mut last_seen = u64::MAX;
-            loop {
-                tokio::time::sleep(refit_every).await;
-                let accepted = engine.stats().accepted.load(Ordering::Relaxed);
-                if accepted == last_seen || accepted == 0 {
-                    continue;
-                }
-                last_seen = accepted;
-                let engine = engine.clone();
-                match tokio::task::spawn_blocking(move || engine.refit()).await {
-                    Ok(Ok(_)) => tracing::info!("periodic refit done"),
-                    Ok(Err(e)) => tracing::warn!("periodic refit failed: {e}"),
-                    Err(e) => tracing::warn!("periodic refit panicked: {e}"),
-                }
-            }
-        });
-        axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
-        tracing::info!("shutting down: queued events are written and applied before exit");
+        serve(state, listener, refit_every, shutdown_signal()).await?;
+        tracing::info!("shut down: queued events were written and applied before exit");
         anyhow::Ok(())
     })
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -18,6 +18,10 @@
 //! ```
 #![deny(missing_docs)]
 
+mod events;
+
+pub use events::{EventStream, ShopConfig};
+
 use patron_score::{BetaGeoParams, GammaGammaParams, ScoreInput, SpendHistory};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -1,0 +1,192 @@
+//! `patron demo`: the zero-setup main job. Starts the engine and its HTTP API
+//! on embedded defaults, streams a realistic synthetic shop (see
+//! `patron_workload::EventStream`) through the same validation and durable
+//! log as real producers, and shows a live one-screen summary.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use patron_model::{Currency, CurrencyTable, EventSink, Validator};
+use patron_state::Engine;
+use patron_workload::{EventStream, ShopConfig};
+
+use crate::cli::DemoArgs;
+use crate::server::{app_state, init_logging, loopback_addr, open_engine, serve, shutdown_signal};
+
+pub(crate) fn run(args: &DemoArgs) -> Result<()> {
+    init_logging("warn");
+    let addr = loopback_addr(&args.http)?;
+    let base = Currency::from_code("EUR").context("EUR is known")?;
+    let engine = open_engine(&args.data_dir, base, args.model.into(), None)?;
+    let state = app_state(engine, base, 16 << 20);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        println!("listening on {url}");
+        let _ = std::io::stdout().flush();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut server_stop = stop_rx.clone();
+        let server = tokio::spawn(serve(state.clone(), listener, Duration::from_secs(10), async move {
+            let _ = server_stop.wait_for(|stop| *stop).await;
+        }));
+        let engine = state.engine().clone();
+        let (rate, customers, duration, seed, data_dir) = (
+            args.rate.max(1),
+            args.customers.max(1),
+            Duration::from_secs(args.duration),
+            args.seed,
+            args.data_dir.clone(),
+        );
+        let url_for_stream = url.clone();
+        let interrupted = stop_rx.clone();
+        let streaming = tokio::task::spawn_blocking(move || {
+            stream(&engine, &url_for_stream, &data_dir.display().to_string(), rate, customers, duration, seed, || {
+                interrupted.has_changed().unwrap_or(true)
+            })
+        });
+        tokio::select! {
+            result = streaming => result.context("demo stream panicked")??,
+            () = shutdown_signal() => {
+                let _ = stop_tx.send(true);
+                let _ = server.await;
+                return anyhow::Ok(());
+            }
+        }
+        if args.serve_after {
+            println!("\nStill serving on {url} — try the lines above. Ctrl-C to stop.");
+            let _ = std::io::stdout().flush();
+            shutdown_signal().await;
+        }
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        anyhow::Ok(())
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stream(
+    engine: &Arc<Engine>,
+    url: &str,
+    data_dir: &str,
+    rate: u64,
+    customers: usize,
+    duration: Duration,
+    seed: u64,
+    interrupted: impl Fn() -> bool,
+) -> Result<()> {
+    let run_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let config = ShopConfig { customers, id_prefix: format!("d{run_id}"), ..ShopConfig::default() };
+    let mut events = EventStream::new(config, seed).peekable();
+    let validator = Validator { max_ahead_ms: i64::MAX / 4, ..Validator::new(CurrencyTable::default()) };
+    let tty = std::io::stdout().is_terminal();
+    let started = Instant::now();
+    let tick = Duration::from_millis(100);
+    let per_tick = (rate / 10).max(1) as usize;
+    let (mut sent, mut last_print, mut last_accepted, mut last_print_at) = (0u64, Instant::now(), 0u64, Instant::now());
+    while started.elapsed() < duration && events.peek().is_some() && !interrupted() {
+        let tick_started = Instant::now();
+        let batch: Vec<_> =
+            events.by_ref().take(per_tick).filter_map(|line| validator.decode(line.as_bytes()).ok()).collect();
+        sent += batch.len() as u64;
+        engine.submit(batch).map_err(|e| anyhow::anyhow!("the engine refused events: {e}"))?;
+        if last_print.elapsed() >= Duration::from_secs(1) {
+            let accepted = engine.stats().accepted.load(Ordering::Relaxed);
+            let per_second = (accepted - last_accepted) as f64 / last_print_at.elapsed().as_secs_f64();
+            print_summary(engine, url, data_dir, per_second, sent, started.elapsed(), tty);
+            (last_print, last_accepted, last_print_at) = (Instant::now(), accepted, Instant::now());
+        }
+        if let Some(rest) = tick.checked_sub(tick_started.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+    let _ = engine.refit();
+    let average = engine.stats().accepted.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    print_summary(engine, url, data_dir, average, sent, started.elapsed(), false);
+    Ok(())
+}
+
+fn print_summary(
+    engine: &Engine,
+    url: &str,
+    data_dir: &str,
+    per_second: f64,
+    sent: u64,
+    elapsed: Duration,
+    clear: bool,
+) {
+    let stats = engine.stats();
+    let mut segments: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut top: Vec<(f64, f64, String)> = Vec::new();
+    let customers: usize = engine
+        .with_books(|book| {
+            for r in book.records() {
+                if let Some(s) = r.segments {
+                    *segments.entry(s.rfm_segment.as_str()).or_default() += 1;
+                }
+                if let Some(s) = r.scores {
+                    top.push((s.clv, s.p_alive, r.customer_id.as_str().to_owned()));
+                }
+            }
+            book.len()
+        })
+        .iter()
+        .sum();
+    top.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut segments: Vec<_> = segments.into_iter().collect();
+    segments.sort_by_key(|s| std::cmp::Reverse(s.1));
+    let models = engine.models();
+    let model_line = match &models.fits {
+        Some(fits) => fits
+            .purchase
+            .iter()
+            .find_map(|(m, f)| f.as_ref().ok().filter(|_| Some(*m) == Some(models.scorer.purchase().model())))
+            .map_or("fitted".to_owned(), |f| {
+                let p: Vec<String> = f.params.named().iter().map(|(k, v)| format!("{k}={v:.3}")).collect();
+                format!("{} {} (days), LL {:.0}", f.params.model(), p.join(" "), f.log_likelihood)
+            }),
+        None => "provisional defaults (first fit after ~10 s)".to_owned(),
+    };
+    let syncs = engine.wal_stats().map_or(0, |w| w.syncs.load(Ordering::Relaxed));
+    let sync_ms =
+        engine.wal_stats().map_or(0.0, |w| w.sync_nanos.load(Ordering::Relaxed) as f64 / 1e6 / syncs.max(1) as f64);
+    let mut out = String::new();
+    if clear {
+        out.push_str("\x1b[H\x1b[2J");
+    }
+    out.push_str(&format!(
+        "Patron demo — a synthetic shop streaming into {data_dir}   ({:.0} s)\n\n",
+        elapsed.as_secs_f64()
+    ));
+    out.push_str(&format!(
+        "  events/s {:>8.0}   sent {:>9}   accepted {:>9}   duplicates {}\n",
+        per_second,
+        sent,
+        stats.accepted.load(Ordering::Relaxed),
+        stats.duplicates.load(Ordering::Relaxed)
+    ));
+    out.push_str(&format!(
+        "  customers {:>7}   event time {}   log syncs {} (avg {:.2} ms)\n",
+        customers,
+        engine.watermark().map_or("-".into(), |w| w.to_rfc3339()[..10].to_owned()),
+        syncs,
+        sync_ms
+    ));
+    out.push_str(&format!("  model     {model_line}\n\n  top segments  "));
+    let seg: Vec<String> = segments.iter().take(5).map(|(s, n)| format!("{s} {n}")).collect();
+    out.push_str(&if seg.is_empty() { "(after the first fit)".to_owned() } else { seg.join(" · ") });
+    out.push_str("\n  top CLV       ");
+    let best: Vec<String> =
+        top.iter().take(3).map(|(clv, p, id)| format!("{id} (clv {clv:.2}, p_alive {p:.2})")).collect();
+    out.push_str(&best.join("  "));
+    let example = top.first().map_or("d0-c0".to_owned(), |t| t.2.clone());
+    out.push_str(&format!(
+        "\n\n  Try:\n    curl -s {url}/v1/customers/{example}\n    curl -s -X POST {url}/v1/admin/refit\n    curl -s {url}/metrics | grep patron_\n"
+    ));
+    print!("{out}");
+    let _ = std::io::stdout().flush();
+}

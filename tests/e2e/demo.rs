@@ -1,0 +1,38 @@
+//! `patron demo`: the README's main command, shortened.
+
+use patron_tests::{Server, patron, transcript};
+
+#[test]
+fn demo_streams_a_synthetic_shop_durably_and_prints_how_to_query_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let output = patron(&[
+        "demo",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--http",
+        "127.0.0.1:0",
+        "--duration",
+        "4",
+        "--rate",
+        "1000",
+        "--customers",
+        "3000",
+        "--serve-after",
+        "false",
+    ]);
+    let text = transcript(&output);
+    assert!(output.status.success(), "{text}");
+    for expected in ["events/s", "customers", "top CLV", "curl -s http://127.0.0.1:", "/v1/customers/"] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    // What the demo streamed is durable: a server on the same directory has it.
+    let server = Server::start(&data, &["--refit-interval", "3600"]);
+    let metrics = ureq::get(&format!("{}/metrics", server.url)).call().unwrap().into_string().unwrap();
+    let accepted: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("patron_events_accepted_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(accepted >= 2000.0, "{accepted} events recovered:\n{metrics}");
+}
