@@ -190,3 +190,83 @@ fn kill_dash_nine_under_load_loses_no_acknowledged_event() {
         assert_eq!((status, customer["orders"].as_u64()), (200, Some(1)), "acknowledged event {id}");
     }
 }
+
+#[test]
+fn replay_pushes_a_file_and_the_server_fits_what_batch_scoring_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--currency", "USD", "--refit-interval", "3600"]);
+    let input = fixture("cdnow/cdnow_transactions.csv");
+    let output = patron_tests::patron(&[
+        "replay",
+        "--input",
+        input.to_str().unwrap(),
+        "--url",
+        &server.url,
+        "--currency",
+        "USD",
+    ]);
+    let text = patron_tests::transcript(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("6919 events accepted, 0 duplicates, 0 rejected here, 0 rejected by the server"), "{text}");
+    let (status, streamed) = post(&format!("{}/v1/admin/refit", server.url), "text/plain", "");
+    assert_eq!(status, 200, "{streamed}");
+    let out = dir.path().join("batch");
+    let batch = patron_tests::patron(&[
+        "score",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--currency",
+        "USD",
+        "--top",
+        "0",
+    ]);
+    assert!(batch.status.success());
+    let batch: Value = serde_json::from_slice(&std::fs::read(out.join("model_params.json")).unwrap()).unwrap();
+    assert_eq!(streamed["models"], batch["models"]);
+
+    // A redelivered tail (a producer retrying its last sends) is recognised:
+    // each customer's last 8 event ids are remembered (README, "Duplicates").
+    // The CSV path named the events line-N; send the last five again as NDJSON.
+    let all = std::fs::read_to_string(&input).unwrap();
+    let rows: Vec<&str> = all.lines().collect();
+    let tail: Vec<String> = (rows.len() - 5..rows.len())
+        .map(|i| {
+            let f: Vec<&str> = rows[i].split(',').collect();
+            let d = f[1];
+            format!(
+                r#"{{"type":"purchase","event_id":"line-{}","customer_id":"{}","timestamp":"{}-{}-{}T00:00:00Z","currency":"USD","revenue":"{}"}}"#,
+                i + 1, f[0], &d[..4], &d[4..6], &d[6..], f[3]
+            )
+        })
+        .collect();
+    let tail_path = dir.path().join("tail.ndjson");
+    std::fs::write(&tail_path, tail.join("\n")).unwrap();
+    let again = patron_tests::patron(&[
+        "replay",
+        "--input",
+        tail_path.to_str().unwrap(),
+        "--url",
+        &server.url,
+        "--currency",
+        "USD",
+        "--rate",
+        "20000",
+    ]);
+    let text = patron_tests::transcript(&again);
+    assert!(text.contains("0 events accepted, 5 duplicates"), "{text}");
+
+    let broken = fixture("broken/transactions_broken.csv");
+    let output = patron_tests::patron(&[
+        "replay",
+        "--input",
+        broken.to_str().unwrap(),
+        "--url",
+        &server.url,
+        "--currency",
+        "USD",
+    ]);
+    let text = patron_tests::transcript(&output);
+    assert!(text.contains("rejected line 4: date:") && text.contains("8 rejected here"), "{text}");
+}

@@ -86,7 +86,11 @@ impl Server {
         let mut child = Command::new(patron_binary())
             .args(&args)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(if std::env::var("PATRON_TEST_SERVER_LOGS").is_ok() {
+                std::process::Stdio::inherit()
+            } else {
+                std::process::Stdio::null()
+            })
             .spawn()
             .expect("patron serve starts");
         let stdout = child.stdout.take().expect("stdout piped");

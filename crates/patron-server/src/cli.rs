@@ -25,6 +25,32 @@ pub(crate) enum Command {
     /// Zero-setup demo: the engine and API on embedded defaults, fed by a
     /// synthetic shop at a steady rate, with a live summary.
     Demo(DemoArgs),
+    /// Push a file of transactions or events to a running server.
+    Replay(Box<ReplayArgs>),
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  patron replay --input fixtures/cdnow/cdnow_transactions.csv --url http://127.0.0.1:8080 --currency USD"
+)]
+pub(crate) struct ReplayArgs {
+    /// File of transactions (CSV, CSV.gz, NDJSON events or Parquet).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) input: PathBuf,
+    /// Base URL of the server.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+    pub(crate) url: String,
+    /// Events per second (0: as fast as the server accepts).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) rate: u64,
+    /// Input format (default: from the file name).
+    #[arg(long, value_enum)]
+    pub(crate) format: Option<FormatArg>,
+    /// Currency of the file's amounts (must be the server's base currency or have a rate there).
+    #[arg(long, value_name = "CODE", default_value = "EUR")]
+    pub(crate) currency: String,
+    #[command(flatten)]
+    pub(crate) mapping: MappingArgs,
 }
 
 #[derive(Debug, Args)]

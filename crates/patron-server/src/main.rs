@@ -8,6 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod cli;
 mod demo;
 mod output;
+mod replay;
 mod score;
 mod server;
 
@@ -19,6 +20,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Score(args) => score::run(&args),
         cli::Command::Serve(args) => server::run(&args),
         cli::Command::Demo(args) => demo::run(&args),
+        cli::Command::Replay(args) => replay::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
