@@ -123,6 +123,22 @@ pub struct Scorer {
     ninety_days: f64,
 }
 
+/// Memo of the (x, T)-only parts of a score for [`Scorer::score_cached`].
+#[derive(Debug, Default)]
+pub struct ScoreCache {
+    values: std::collections::HashMap<(u32, u32), (f64, f64)>,
+}
+
+impl ScoreCache {
+    /// Entries kept before the memo starts over (≈ 40 MB at most).
+    pub const CAPACITY: usize = 1 << 20;
+
+    /// Forgets everything (call when the scorer changes).
+    pub fn clear(&mut self) {
+        self.values.clear();
+    }
+}
+
 /// Dense (x, T) tables beyond this many cells fall back to direct evaluation
 /// for the customers outside them (2 M cells = 32 MB).
 const TABLE_CELL_LIMIT: usize = 2 << 20;
@@ -172,6 +188,30 @@ impl Scorer {
         let p_alive = self.purchase.p_alive(h)?;
         let k90 = self.purchase.expected_if_alive(self.ninety_days, h.frequency, h.tenure)?;
         let d = discounted_purchases_if_alive(&self.purchase, &self.schedule, h.frequency, h.tenure)?;
+        Ok(self.assemble(input, p_alive, k90, d))
+    }
+
+    /// [`Self::score`] with K(90 days) and D(x, T) memoised in `cache`, which
+    /// must only ever be used with this scorer (clear it when models change).
+    /// Repeat (x, T) pairs — most events — then cost one exponential.
+    pub fn score_cached(&self, input: &ScoreInput, cache: &mut ScoreCache) -> Result<Scores> {
+        let h = self.history(input);
+        let p_alive = self.purchase.p_alive(h)?;
+        let key = (input.frequency, input.tenure_days);
+        let (k90, d) = match cache.values.get(&key) {
+            Some(&v) => v,
+            None => {
+                let v = (
+                    self.purchase.expected_if_alive(self.ninety_days, h.frequency, h.tenure)?,
+                    discounted_purchases_if_alive(&self.purchase, &self.schedule, h.frequency, h.tenure)?,
+                );
+                if cache.values.len() >= ScoreCache::CAPACITY {
+                    cache.values.clear();
+                }
+                cache.values.insert(key, v);
+                v
+            }
+        };
         Ok(self.assemble(input, p_alive, k90, d))
     }
 
@@ -333,6 +373,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn cached_scores_equal_direct_scores() {
+        let s = scorer(PurchaseParams::MbgNbd(BetaGeoParams { r: 0.5, alpha: 40.0, a: 0.9, b: 1.6 }));
+        let mut cache = ScoreCache::default();
+        for i in 0..500u32 {
+            let x = i % 6;
+            let input = ScoreInput {
+                frequency: x,
+                recency_days: if x == 0 { 0 } else { i % 50 },
+                tenure_days: 50 + i % 7,
+                spend: SpendHistory { repeat_occasions: x, mean_repeat_value: 20.0 },
+            };
+            assert_eq!(s.score_cached(&input, &mut cache).unwrap(), s.score(&input).unwrap());
+        }
+        assert_eq!(cache.values.len(), 6 * 7);
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub mod purchase;
 pub mod segments;
 pub mod special;
 
-pub use clv::{ClvConfig, DiscountSchedule, ScoreInput, Scorer, Scores, discounted_purchases_if_alive};
+pub use clv::{ClvConfig, DiscountSchedule, ScoreCache, ScoreInput, Scorer, Scores, discounted_purchases_if_alive};
 pub use fit::{
     CompressedHistories, FitReport, fit_gamma_gamma, fit_purchase_model, fit_purchase_model_compressed,
     purchase_log_likelihood,

@@ -33,8 +33,8 @@ use std::time::Instant;
 use crossbeam::channel::{Receiver, Sender, bounded};
 use patron_model::{CurrencyTable, CustomerId, Event, EventSink, SinkError, SubmitOutcome, Timestamp, Validator};
 use patron_score::{
-    BetaGeoParams, ClvConfig, GammaGammaParams, PurchaseModel, PurchaseParams, ScoreInput, Scorer, SegmentInput,
-    segment_population,
+    BetaGeoParams, ClvConfig, GammaGammaParams, PurchaseModel, PurchaseParams, ScoreCache, ScoreInput, Scorer,
+    SegmentInput, segment_population,
 };
 use patron_wal::{RecoveryReport, Wal, WalError, WalOptions};
 use rayon::prelude::*;
@@ -368,11 +368,12 @@ impl Engine {
         let models = self.models();
         let now_day = self.watermark().map_or(0, Timestamp::day);
         let minor = 10f64.powi(self.inner.config.currencies.base.exponent() as i32);
+        let mut cache = ScoreCache::default();
         for shard in &self.inner.shards {
             if let Ok(mut book) = shard.write() {
                 for slot in 0..book.len() {
                     if let Some(record) = book.record_mut(slot) {
-                        rescore(record, &models.scorer, now_day, minor);
+                        rescore(record, &models.scorer, &mut cache, now_day, minor);
                     }
                 }
             }
@@ -476,17 +477,24 @@ impl EventSink for Engine {
     }
 }
 
-fn rescore(record: &mut CustomerRecord, scorer: &Scorer, now_day: i32, minor: f64) {
+fn rescore(record: &mut CustomerRecord, scorer: &Scorer, cache: &mut ScoreCache, now_day: i32, minor: f64) {
     if let Some(input) = record.score_input(now_day, minor) {
-        record.scores = scorer.score(&input).ok();
+        record.scores = scorer.score_cached(&input, cache).ok();
     }
 }
 
 fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardBatch>) {
     let minor = 10f64.powi(inner.config.currencies.base.exponent() as i32);
+    // The memo belongs to one model version: cleared whenever the models change.
+    let mut cache = ScoreCache::default();
+    let mut cached_for: Option<Arc<ModelState>> = None;
     while let Ok(batch) = rx.recv() {
         inner.stats.queued_batches.fetch_sub(1, Ordering::Relaxed);
         let models = inner.models.read().map(|m| m.clone()).unwrap_or_else(|p| p.into_inner().clone());
+        if !cached_for.as_ref().is_some_and(|c| Arc::ptr_eq(c, &models)) {
+            cache.clear();
+            cached_for = Some(models.clone());
+        }
         let (mut accepted, mut duplicates) = (0, 0);
         if let Ok(mut book) = inner.shards[shard].write() {
             let mut touched = Vec::with_capacity(batch.events.len());
@@ -505,7 +513,7 @@ fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardBatch>) {
             touched.dedup();
             for slot in touched {
                 if let Some(record) = book.record_mut(slot) {
-                    rescore(record, &models.scorer, now_day, minor);
+                    rescore(record, &models.scorer, &mut cache, now_day, minor);
                 }
             }
         }

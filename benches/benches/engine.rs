@@ -1,0 +1,77 @@
+//! The in-process event path (DESIGN.md §6 target: ≥ 3,000,000 events/s on the
+//! 2-core reference machine), on a fresh engine and data directory per sample:
+//!
+//! - `engine/decode_100k`: JSON → validated events only.
+//! - `engine/submit_100k`: validated events → durable log (group commit,
+//!   fdatasync) → routed to shards → applied → each touched customer rescored.
+//! - `engine/decode_and_submit_100k`: both, the whole in-process path.
+//!
+//! Events come from the synthetic shop (`patron_workload::EventStream`): 20,000
+//! customers, baskets of 1–4 items, refunds and consent events, submitted in
+//! batches of 10,000.
+//!
+//! Run: `cargo bench -p patron-benches --bench engine` (or `benches/record.sh engine`).
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use patron_model::{CurrencyTable, Event, EventSink, Validator};
+use patron_state::{Engine, EngineConfig};
+use patron_workload::{EventStream, ShopConfig};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const EVENTS: usize = 100_000;
+const BATCH: usize = 10_000;
+
+fn validator() -> Validator {
+    Validator { max_ahead_ms: i64::MAX / 4, ..Validator::new(CurrencyTable::default()) }
+}
+
+fn fresh_engine() -> (tempfile::TempDir, Engine) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (engine, _) = Engine::open(EngineConfig::new(dir.path())).expect("engine opens");
+    (dir, engine)
+}
+
+fn submit_all(engine: &Engine, events: Vec<Event>) {
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        let batch: Vec<Event> = events.by_ref().take(BATCH).collect();
+        engine.submit(batch).expect("accepted");
+    }
+}
+
+fn engine_path(c: &mut Criterion) {
+    let lines: Vec<String> = EventStream::new(ShopConfig::default(), 7).take(EVENTS).collect();
+    let validator = validator();
+    let decoded: Vec<Event> = lines.iter().map(|l| validator.decode(l.as_bytes()).expect("valid")).collect();
+    let mut group = c.benchmark_group("engine");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(EVENTS as u64));
+    group.bench_function("decode_100k", |b| {
+        b.iter(|| lines.iter().map(|l| validator.decode(black_box(l.as_bytes()))).filter(Result::is_ok).count())
+    });
+    group.bench_function("submit_100k", |b| {
+        b.iter_batched(
+            || (fresh_engine(), decoded.clone()),
+            |((_dir, engine), events)| submit_all(&engine, events),
+            BatchSize::PerIteration,
+        )
+    });
+    group.bench_function("decode_and_submit_100k", |b| {
+        b.iter_batched(
+            fresh_engine,
+            |(_dir, engine)| {
+                let events: Vec<Event> = lines.iter().filter_map(|l| validator.decode(l.as_bytes()).ok()).collect();
+                submit_all(&engine, events);
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, engine_path);
+criterion_main!(benches);
