@@ -222,9 +222,14 @@ impl Currency {
         u32::from(self.exponent)
     }
 
+    /// Minor units in one major unit (100 for EUR, 1 for JPY).
+    pub fn minor_per_major(&self) -> f64 {
+        10f64.powi(self.exponent.into())
+    }
+
     /// Minor units as a major-unit float (for reporting in base currency).
     pub fn to_major(&self, minor: i64) -> f64 {
-        minor as f64 / 10f64.powi(self.exponent.into())
+        minor as f64 / self.minor_per_major()
     }
 }
 
@@ -281,7 +286,7 @@ impl CurrencyTable {
         let rate = self.rates.get(&currency).ok_or_else(|| {
             format!("no exchange rate from {currency} to the base currency {}; add one to [currency.rates]", self.base)
         })?;
-        let base = amount.to_f64() * rate * 10f64.powi(self.base.exponent() as i32);
+        let base = amount.to_f64() * rate * self.base.minor_per_major();
         if !base.is_finite() || base.abs() > 9.0e18 {
             return Err("converted amount is out of range".into());
         }

@@ -182,7 +182,7 @@ async fn get_customer(State(state): State<Arc<AppState>>, Path(id): Path<String>
     };
     let models = state.engine.models();
     let now = state.engine.watermark().unwrap_or_else(Timestamp::now);
-    let minor = 10f64.powi(state.currencies.base.exponent() as i32);
+    let minor = state.currencies.base.minor_per_major();
     let input = record.score_input(now.day(), minor);
     let scores = input.and_then(|i| models.scorer.score(&i).ok());
     let score = |f: fn(&patron_score::Scores) -> f64| scores.as_ref().map_or(Value::Null, |s| f(s).into());

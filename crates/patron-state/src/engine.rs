@@ -367,7 +367,7 @@ impl Engine {
     fn rescore_all_provisional(&self) {
         let models = self.models();
         let now_day = self.watermark().map_or(0, Timestamp::day);
-        let minor = 10f64.powi(self.inner.config.currencies.base.exponent() as i32);
+        let minor = self.inner.config.currencies.base.minor_per_major();
         let mut cache = ScoreCache::default();
         for shard in &self.inner.shards {
             if let Ok(mut book) = shard.write() {
@@ -385,7 +385,7 @@ impl Engine {
     pub fn refit(&self) -> Result<Arc<ModelState>> {
         let started = Instant::now();
         let now = self.watermark().ok_or_else(|| StateError::Replay("no events yet".into()))?;
-        let minor = 10f64.powi(self.inner.config.currencies.base.exponent() as i32);
+        let minor = self.inner.config.currencies.base.minor_per_major();
         // Phase 1: gather inputs under short read locks.
         let gathered: Vec<Vec<Gathered>> = self.with_books(|book| {
             book.records()
@@ -484,7 +484,7 @@ fn rescore(record: &mut CustomerRecord, scorer: &Scorer, cache: &mut ScoreCache,
 }
 
 fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardBatch>) {
-    let minor = 10f64.powi(inner.config.currencies.base.exponent() as i32);
+    let minor = inner.config.currencies.base.minor_per_major();
     // The memo belongs to one model version: cleared whenever the models change.
     let mut cache = ScoreCache::default();
     let mut cached_for: Option<Arc<ModelState>> = None;

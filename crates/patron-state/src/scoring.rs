@@ -104,7 +104,7 @@ impl ModelFits {
 
 /// Fits BG/NBD, MBG/NBD, Pareto/NBD and Gamma-Gamma on every buyer as of `now`.
 pub fn fit_models(book: &CustomerBook, now: Timestamp, time_unit: TimeUnit, currency: Currency) -> ModelFits {
-    let minor = 10f64.powi(currency.exponent() as i32);
+    let minor = currency.minor_per_major();
     let inputs: Vec<ScoreInput> = book.records().par_iter().filter_map(|r| r.score_input(now.day(), minor)).collect();
     let (value_sum, occasions) = book
         .records()
@@ -188,7 +188,7 @@ impl ScoredBook {
     /// Summaries without scores, for when no model could be fitted: labels that
     /// need a model are null, lifecycle is `prospect`, `first_time` or `repeat`.
     pub fn unscored(book: &CustomerBook, now: Timestamp, currency: Currency) -> Self {
-        let minor = 10f64.powi(currency.exponent() as i32);
+        let minor = currency.minor_per_major();
         let inputs: Vec<Option<ScoreInput>> = book.records().iter().map(|r| r.score_input(now.day(), minor)).collect();
         let lifecycle = inputs
             .iter()
@@ -211,7 +211,7 @@ pub fn score_book(
     currency: Currency,
 ) -> Result<ScoredBook> {
     let scorer = scorer_for(fits, config)?;
-    let minor = 10f64.powi(currency.exponent() as i32);
+    let minor = currency.minor_per_major();
     let now_day = now.day();
     let inputs: Vec<Option<ScoreInput>> = book.records().par_iter().map(|r| r.score_input(now_day, minor)).collect();
     let buyers: Vec<ScoreInput> = inputs.iter().flatten().copied().collect();
@@ -254,7 +254,7 @@ pub fn score_book(
 pub fn customers_batch(book: &CustomerBook, scored: &ScoredBook, currency: Currency) -> Result<RecordBatch> {
     let records = book.records();
     let n = records.len();
-    let minor = 10f64.powi(currency.exponent() as i32);
+    let minor = currency.minor_per_major();
     let score = |f: fn(&Scores) -> f64| -> ArrayRef {
         Arc::new(scored.scores.iter().map(|s| s.as_ref().map(f)).collect::<Float64Array>())
     };
