@@ -270,3 +270,27 @@ fn replay_pushes_a_file_and_the_server_fits_what_batch_scoring_fits() {
     let text = patron_tests::transcript(&output);
     assert!(text.contains("rejected line 4: date:") && text.contains("8 rejected here"), "{text}");
 }
+
+#[test]
+fn a_public_address_needs_tokens_and_tokens_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused =
+        patron_tests::patron(&["serve", "--data-dir", dir.path().join("a").to_str().unwrap(), "--http", "0.0.0.0:0"]);
+    assert!(!refused.status.success());
+    assert!(patron_tests::transcript(&refused).contains("refusing to listen on 0.0.0.0:0 without auth tokens"));
+
+    let config = dir.path().join("patron.toml");
+    std::fs::write(&config, "[[auth.tokens]]\ntoken = \"producer-secret-0123456789\"\nroles = [\"ingest\"]\n").unwrap();
+    let server = Server::start(&dir.path().join("b"), &["--config", config.to_str().unwrap()]);
+    let event =
+        r#"{"type":"purchase","event_id":"o1","customer_id":"c1","timestamp":"2025-01-01T00:00:00Z","revenue":"5"}"#;
+    let (status, body) = post(&format!("{}/v1/events", server.url), "application/json", event);
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthenticated")));
+    let accepted = ureq::post(&format!("{}/v1/events", server.url))
+        .set("Authorization", "Bearer producer-secret-0123456789")
+        .send_string(event)
+        .unwrap();
+    assert_eq!(accepted.status(), 200);
+    let (status, _) = get(&format!("{}/v1/customers/c1", server.url));
+    assert_eq!(status, 401, "reading needs a query or admin token");
+}

@@ -85,10 +85,13 @@ pub(crate) struct DemoArgs {
 #[command(after_help = "Example:\n  patron serve --data-dir ./patron-data --http 127.0.0.1:8080\n  \
     curl -s localhost:8080/v1/events -H 'content-type: application/x-ndjson' --data-binary @events.ndjson")]
 pub(crate) struct ServeArgs {
+    /// Configuration file (auth tokens); see the README.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
     /// Directory of the write-ahead log.
     #[arg(long, value_name = "DIR", default_value = "patron-data")]
     pub(crate) data_dir: PathBuf,
-    /// HTTP listen address (loopback only until auth tokens exist).
+    /// HTTP listen address (loopback only unless auth tokens are configured).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub(crate) http: String,
     /// Base currency of the engine; events in other currencies are rejected.

@@ -15,14 +15,15 @@ use patron_state::Engine;
 use patron_workload::{EventStream, ShopConfig};
 
 use crate::cli::DemoArgs;
-use crate::server::{app_state, init_logging, loopback_addr, open_engine, serve, shutdown_signal};
+use crate::config::Auth;
+use crate::server::{app_state, init_logging, listen_addr, open_engine, serve, shutdown_signal};
 
 pub(crate) fn run(args: &DemoArgs) -> Result<()> {
     init_logging("warn");
-    let addr = loopback_addr(&args.http)?;
+    let addr = listen_addr(&args.http, &Auth::default())?;
     let base = Currency::from_code("EUR").context("EUR is known")?;
     let engine = open_engine(&args.data_dir, base, args.model.into(), None)?;
-    let state = app_state(engine, base, 16 << 20);
+    let state = app_state(engine, base, 16 << 20, Auth::default());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;

@@ -31,6 +31,7 @@ use patron_state::{Engine, EngineConfig, ScoringConfig};
 use serde_json::{Value, json};
 
 use crate::cli::ServeArgs;
+use crate::config::{Auth, Config, Role, Verdict};
 
 /// Rejected events kept for inspection (the SQL issue exposes them as `rejected_events`).
 const REJECTED_KEPT: usize = 10_000;
@@ -48,6 +49,7 @@ pub(crate) struct RejectedEvent {
 
 pub(crate) struct AppState {
     engine: Arc<Engine>,
+    auth: Auth,
     currencies: CurrencyTable,
     body_limit: usize,
     rejected: Mutex<VecDeque<RejectedEvent>>,
@@ -64,17 +66,46 @@ fn with_retry_after(mut response: Response, seconds: u64) -> Response {
     response
 }
 
+/// Routes, each group behind the role it needs; `/health` and `/ready` are open.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let guarded = |routes: Router<Arc<AppState>>, role: Role| {
+        routes.route_layer(axum::middleware::from_fn_with_state((state.clone(), role), authorize))
+    };
     Router::new()
-        .route("/v1/events", post(post_events))
-        .route("/v1/customers/{id}", get(get_customer))
-        .route("/v1/admin/refit", post(post_refit))
-        .route("/v1/admin/rejected", get(get_rejected))
-        .route("/metrics", get(metrics))
+        .merge(guarded(Router::new().route("/v1/events", post(post_events)), Role::Ingest))
+        .merge(guarded(
+            Router::new().route("/v1/customers/{id}", get(get_customer)).route("/metrics", get(metrics)),
+            Role::Query,
+        ))
+        .merge(guarded(
+            Router::new().route("/v1/admin/refit", post(post_refit)).route("/v1/admin/rejected", get(get_rejected)),
+            Role::Admin,
+        ))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(|| async { "ready\n" }))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)
+}
+
+async fn authorize(
+    State((state, role)): State<(Arc<AppState>, Role)>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match state.auth.check(header, role) {
+        Verdict::Allowed => next.run(request).await,
+        Verdict::Unauthenticated => {
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "send Authorization: Bearer <token> with a configured token",
+            );
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+        Verdict::Forbidden => error(StatusCode::FORBIDDEN, "forbidden", format!("this token lacks the {role:?} role")),
+    }
 }
 
 /// A decoded body: valid events, and (index, error, raw) for the rest.
@@ -336,12 +367,12 @@ pub(crate) fn init_logging(default: &str) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-/// Parses a listen address and refuses anything but loopback (no auth yet).
-pub(crate) fn loopback_addr(text: &str) -> Result<SocketAddr> {
+/// Parses a listen address; without auth tokens only loopback addresses are allowed.
+pub(crate) fn listen_addr(text: &str, auth: &Auth) -> Result<SocketAddr> {
     let addr: SocketAddr = text.parse().with_context(|| format!("--http {text:?} is not an address"))?;
-    if !addr.ip().is_loopback() {
+    if !addr.ip().is_loopback() && !auth.enabled() {
         bail!(
-            "refusing to listen on {addr}: auth tokens are not configured (and token auth is not built yet), so Patron only binds loopback addresses"
+            "refusing to listen on {addr} without auth tokens: anyone who can reach it could write and read customer data; add [[auth.tokens]] to patron.toml (--config) or bind 127.0.0.1"
         );
     }
     Ok(addr)
@@ -389,9 +420,10 @@ pub(crate) fn open_engine(
 }
 
 /// Shared state of the HTTP handlers.
-pub(crate) fn app_state(engine: Engine, base: patron_model::Currency, body_limit: usize) -> Arc<AppState> {
+pub(crate) fn app_state(engine: Engine, base: patron_model::Currency, body_limit: usize, auth: Auth) -> Arc<AppState> {
     Arc::new(AppState {
         engine: Arc::new(engine),
+        auth,
         currencies: CurrencyTable::only(base),
         body_limit,
         rejected: Mutex::new(VecDeque::new()),
@@ -441,12 +473,18 @@ pub(crate) async fn serve(
 /// Opens the engine (recovery first), then listens until Ctrl-C or SIGTERM.
 pub(crate) fn run(args: &ServeArgs) -> Result<()> {
     init_logging("info");
-    let addr = loopback_addr(&args.http)?;
+    let config = args.config.as_deref().map(Config::load).transpose()?.unwrap_or_default();
+    let auth = Auth::new(&config.auth);
+    let addr = listen_addr(&args.http, &auth)?;
     let base = patron_model::Currency::from_code(&args.currency)
         .with_context(|| format!("--currency {:?} is not an ISO 4217 code Patron knows", args.currency))?;
     let engine = open_engine(&args.data_dir, base, args.model.into(), args.shards)?;
-    tracing::warn!("no auth tokens configured: accepting every request on loopback {addr}");
-    let state = app_state(engine, base, args.body_limit);
+    if auth.enabled() {
+        tracing::info!("auth: {} bearer tokens configured", config.auth.tokens.len());
+    } else {
+        tracing::warn!("no auth tokens configured: accepting every request, on loopback {addr} only");
+    }
+    let state = app_state(engine, base, args.body_limit, auth);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     let refit_every = Duration::from_secs(args.refit_interval_secs.max(1));
     runtime.block_on(async move {
@@ -479,7 +517,85 @@ pub(crate) async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::{Method, Request};
     use patron_model::Currency;
+    use tower::ServiceExt;
+
+    const INGEST: &str = "ingest-token-0123456789";
+    const QUERY: &str = "query-token-0123456789";
+    const ADMIN: &str = "admin-token-0123456789";
+
+    fn app_with_tokens(dir: &std::path::Path) -> Router {
+        let config = Config::parse(&format!(
+            "[[auth.tokens]]\ntoken = \"{INGEST}\"\nroles = [\"ingest\"]\n\
+             [[auth.tokens]]\ntoken = \"{QUERY}\"\nroles = [\"query\"]\n\
+             [[auth.tokens]]\ntoken = \"{ADMIN}\"\nroles = [\"admin\"]\n"
+        ))
+        .unwrap();
+        let mut engine_config = EngineConfig::new(dir);
+        engine_config.shards = 1;
+        let (engine, _) = Engine::open(engine_config).unwrap();
+        router(app_state(engine, Currency::from_code("EUR").unwrap(), 1 << 20, Auth::new(&config.auth)))
+    }
+
+    /// Every endpoint × {no token, unknown token, ingest, query, admin}.
+    #[tokio::test]
+    async fn auth_matrix() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_with_tokens(dir.path());
+        let event = r#"{"type":"purchase","event_id":"o1","customer_id":"c1","timestamp":"2025-01-01T00:00:00Z","revenue":"5"}"#;
+        // (method, path, role needed; None = open)
+        let endpoints = [
+            (Method::POST, "/v1/events", Some(Role::Ingest)),
+            (Method::GET, "/v1/customers/c1", Some(Role::Query)),
+            (Method::GET, "/metrics", Some(Role::Query)),
+            (Method::POST, "/v1/admin/refit", Some(Role::Admin)),
+            (Method::GET, "/v1/admin/rejected", Some(Role::Admin)),
+            (Method::GET, "/health", None),
+            (Method::GET, "/ready", None),
+        ];
+        let callers: [(Option<&str>, &[Role]); 5] = [
+            (None, &[]),
+            (Some("not-a-configured-token-at-all"), &[]),
+            (Some(INGEST), &[Role::Ingest]),
+            (Some(QUERY), &[Role::Query]),
+            (Some(ADMIN), &[Role::Ingest, Role::Query, Role::Admin]),
+        ];
+        for (method, path, needed) in &endpoints {
+            for (token, roles) in &callers {
+                let mut request = Request::builder().method(method.clone()).uri(*path);
+                if let Some(t) = token {
+                    request = request.header("Authorization", format!("Bearer {t}"));
+                }
+                let body = if *path == "/v1/events" { Body::from(event) } else { Body::empty() };
+                let response = app.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+                let status = response.status();
+                let what = format!("{method} {path} with {token:?}");
+                match needed {
+                    None => assert_eq!(status, StatusCode::OK, "{what}"),
+                    Some(_) if token.is_none() || roles.is_empty() => {
+                        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}");
+                        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer", "{what}");
+                    }
+                    Some(role) if roles.contains(role) => {
+                        assert!(
+                            status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                            "{what}: {status}"
+                        );
+                    }
+                    Some(_) => assert_eq!(status, StatusCode::FORBIDDEN, "{what}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn non_loopback_needs_tokens() {
+        assert!(listen_addr("0.0.0.0:8080", &Auth::default()).unwrap_err().to_string().contains("without auth tokens"));
+        assert!(listen_addr("127.0.0.1:8080", &Auth::default()).is_ok());
+        let config = Config::parse("[[auth.tokens]]\ntoken = \"0123456789abcdef\"\nroles = [\"admin\"]\n").unwrap();
+        assert!(listen_addr("0.0.0.0:8080", &Auth::new(&config.auth)).is_ok());
+    }
 
     fn validator() -> Validator {
         Validator::new(CurrencyTable::only(Currency::from_code("EUR").unwrap()))

@@ -1,0 +1,136 @@
+//! `patron.toml`: server configuration. Unknown keys are errors, so a typo
+//! never silently disables a setting.
+//!
+//! ```toml
+//! [[auth.tokens]]
+//! token = "a-long-random-secret-for-producers"
+//! roles = ["ingest"]
+//!
+//! [[auth.tokens]]
+//! token = "another-long-random-secret"
+//! roles = ["query", "admin"]
+//! ```
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// What a token may do. `admin` may do everything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Role {
+    /// Post events.
+    Ingest,
+    /// Read customers and metrics.
+    Query,
+    /// Refit, inspect rejections, and everything else.
+    Admin,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenConfig {
+    pub(crate) token: String,
+    pub(crate) roles: Vec<Role>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuthConfig {
+    #[serde(default)]
+    pub(crate) tokens: Vec<TokenConfig>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    #[serde(default)]
+    pub(crate) auth: AuthConfig,
+}
+
+/// Shortest token accepted: shorter secrets are guessable.
+const MIN_TOKEN_LEN: usize = 16;
+
+impl Config {
+    pub(crate) fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid configuration {}", path.display()))
+    }
+
+    pub(crate) fn parse(text: &str) -> Result<Self> {
+        let config: Config = toml::from_str(text)?;
+        for (i, t) in config.auth.tokens.iter().enumerate() {
+            if t.token.len() < MIN_TOKEN_LEN {
+                bail!("auth.tokens[{i}]: tokens must be at least {MIN_TOKEN_LEN} characters");
+            }
+            if t.roles.is_empty() {
+                bail!("auth.tokens[{i}]: give at least one role (ingest, query, admin)");
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// Bearer-token check.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Auth {
+    tokens: Vec<TokenConfig>,
+}
+
+/// The outcome of checking a request.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Allowed,
+    /// No token, or not a known one: 401.
+    Unauthenticated,
+    /// A known token without the role: 403.
+    Forbidden,
+}
+
+impl Auth {
+    pub(crate) fn new(config: &AuthConfig) -> Self {
+        Self { tokens: config.tokens.clone() }
+    }
+
+    /// Whether tokens are configured at all (without them, loopback only and everyone allowed).
+    pub(crate) fn enabled(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
+    pub(crate) fn check(&self, authorization: Option<&str>, needed: Role) -> Verdict {
+        if !self.enabled() {
+            return Verdict::Allowed;
+        }
+        let Some(presented) = authorization.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim) else {
+            return Verdict::Unauthenticated;
+        };
+        // Compare against every token in constant time per token, so timing
+        // does not reveal how much of a token matched.
+        let found = self.tokens.iter().fold(None, |found, t| {
+            let equal = t.token.len() == presented.len()
+                && t.token.bytes().zip(presented.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+            if equal { Some(t) } else { found }
+        });
+        match found {
+            None => Verdict::Unauthenticated,
+            Some(t) if t.roles.contains(&Role::Admin) || t.roles.contains(&needed) => Verdict::Allowed,
+            Some(_) => Verdict::Forbidden,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_is_strict() {
+        let ok = Config::parse("[[auth.tokens]]\ntoken = \"0123456789abcdef\"\nroles = [\"ingest\"]\n").unwrap();
+        assert_eq!(ok.auth.tokens[0].roles, vec![Role::Ingest]);
+        assert!(Config::parse("[auth]\ntokenz = []\n").is_err(), "unknown keys are errors");
+        assert!(Config::parse("[[auth.tokens]]\ntoken = \"short\"\nroles = [\"ingest\"]\n").is_err());
+        assert!(Config::parse("[[auth.tokens]]\ntoken = \"0123456789abcdef\"\nroles = []\n").is_err());
+        assert!(Config::parse("[[auth.tokens]]\ntoken = \"0123456789abcdef\"\nroles = [\"root\"]\n").is_err());
+    }
+}
