@@ -173,7 +173,13 @@ fn kill_dash_nine_under_load_loses_no_acknowledged_event() {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(150 + (cycle as u64 * 53) % 250));
+        // Every other cycle takes a snapshot under load, so crashes also land
+        // during and after snapshots, and recovery starts from one.
+        std::thread::sleep(Duration::from_millis(75 + (cycle as u64 * 53) % 125));
+        if cycle % 2 == 1 {
+            let _ = ureq::post(&format!("{}/v1/admin/snapshot", server.url)).timeout(Duration::from_secs(5)).call();
+        }
+        std::thread::sleep(Duration::from_millis(75 + (cycle as u64 * 31) % 125));
         server.kill_dash_nine();
         stop.store(true, Ordering::Relaxed);
         for c in clients {

@@ -109,6 +109,10 @@ pub(crate) struct ServeArgs {
     /// Seconds between automatic refits (only when new events arrived).
     #[arg(long = "refit-interval", value_name = "SECONDS", default_value_t = 60)]
     pub(crate) refit_interval_secs: u64,
+    /// Seconds between automatic snapshots (only when new events arrived);
+    /// one is also written at shutdown.
+    #[arg(long = "snapshot-interval", value_name = "SECONDS", default_value_t = 300)]
+    pub(crate) snapshot_interval_secs: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -32,9 +32,15 @@ pub(crate) fn run(args: &DemoArgs) -> Result<()> {
         let _ = std::io::stdout().flush();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut server_stop = stop_rx.clone();
-        let server = tokio::spawn(serve(state.clone(), listener, Duration::from_secs(10), async move {
-            let _ = server_stop.wait_for(|stop| *stop).await;
-        }));
+        let server = tokio::spawn(serve(
+            state.clone(),
+            listener,
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+            async move {
+                let _ = server_stop.wait_for(|stop| *stop).await;
+            },
+        ));
         let engine = state.engine().clone();
         let (rate, customers, duration, seed, data_dir) = (
             args.rate.max(1),

@@ -78,7 +78,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             Role::Query,
         ))
         .merge(guarded(
-            Router::new().route("/v1/admin/refit", post(post_refit)).route("/v1/admin/rejected", get(get_rejected)),
+            Router::new()
+                .route("/v1/admin/refit", post(post_refit))
+                .route("/v1/admin/snapshot", post(post_snapshot))
+                .route("/v1/admin/rejected", get(get_rejected)),
             Role::Admin,
         ))
         .route("/health", get(|| async { "ok\n" }))
@@ -279,6 +282,20 @@ async fn get_rejected(
     axum::Json(json!({"rejected": rows, "total": state.rejected_total.load(Ordering::Relaxed)})).into_response()
 }
 
+async fn post_snapshot(State(state): State<Arc<AppState>>) -> Response {
+    let engine = state.engine.clone();
+    let started = Instant::now();
+    match tokio::task::spawn_blocking(move || engine.snapshot()).await {
+        Ok(Ok(report)) => axum::Json(json!({
+            "path": report.path.display().to_string(), "next_seq": report.next_seq, "customers": report.customers,
+            "bytes": report.bytes, "removed_segments": report.removed_segments, "seconds": started.elapsed().as_secs_f64(),
+        }))
+        .into_response(),
+        Ok(Err(e)) => with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "snapshot_failed", e.to_string()), 5),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
 async fn post_refit(State(state): State<Arc<AppState>>) -> Response {
     let engine = state.engine.clone();
     let started = Instant::now();
@@ -440,13 +457,35 @@ impl AppState {
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, refitting every
-/// `refit_every` when new events arrived.
+/// `refit_every` and snapshotting every `snapshot_every` when new events
+/// arrived, and snapshotting once more on the way out.
 pub(crate) async fn serve(
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
     refit_every: Duration,
+    snapshot_every: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let engine = state.engine.clone();
+    let snapshots = tokio::spawn(async move {
+        let mut last_seen = 0;
+        loop {
+            tokio::time::sleep(snapshot_every).await;
+            let accepted = engine.stats().accepted.load(Ordering::Relaxed);
+            if accepted == last_seen {
+                continue;
+            }
+            last_seen = accepted;
+            let engine = engine.clone();
+            match tokio::task::spawn_blocking(move || engine.snapshot()).await {
+                Ok(Ok(r)) => {
+                    tracing::info!(customers = r.customers, removed_segments = r.removed_segments, "snapshot written")
+                }
+                Ok(Err(e)) => tracing::warn!("periodic snapshot failed: {e}"),
+                Err(e) => tracing::warn!("periodic snapshot panicked: {e}"),
+            }
+        }
+    });
     let engine = state.engine.clone();
     let refits = tokio::spawn(async move {
         let mut last_seen = u64::MAX;
@@ -465,8 +504,15 @@ pub(crate) async fn serve(
             }
         }
     });
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown).await?;
     refits.abort();
+    snapshots.abort();
+    let engine = state.engine.clone();
+    match tokio::task::spawn_blocking(move || engine.snapshot()).await {
+        Ok(Ok(r)) => tracing::info!(customers = r.customers, "final snapshot written"),
+        Ok(Err(e)) => tracing::warn!("final snapshot failed (the log still has every event): {e}"),
+        Err(e) => tracing::warn!("final snapshot panicked: {e}"),
+    }
     Ok(())
 }
 
@@ -487,12 +533,13 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
     let state = app_state(engine, base, args.body_limit, auth);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     let refit_every = Duration::from_secs(args.refit_interval_secs.max(1));
+    let snapshot_every = Duration::from_secs(args.snapshot_interval_secs.max(1));
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         println!("listening on http://{}", listener.local_addr()?);
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        serve(state, listener, refit_every, shutdown_signal()).await?;
+        serve(state, listener, refit_every, snapshot_every, shutdown_signal()).await?;
         tracing::info!("shut down: queued events were written and applied before exit");
         anyhow::Ok(())
     })
@@ -551,6 +598,7 @@ mod tests {
             (Method::GET, "/metrics", Some(Role::Query)),
             (Method::POST, "/v1/admin/refit", Some(Role::Admin)),
             (Method::GET, "/v1/admin/rejected", Some(Role::Admin)),
+            (Method::POST, "/v1/admin/snapshot", Some(Role::Admin)),
             (Method::GET, "/health", None),
             (Method::GET, "/ready", None),
         ];

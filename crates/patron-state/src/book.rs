@@ -53,6 +53,12 @@ impl CustomerBook {
         (slot, applied)
     }
 
+    /// Adds a record restored from a snapshot (its id must be new to the book).
+    pub fn insert_record(&mut self, record: CustomerRecord) {
+        self.index.insert(record.customer_id.clone(), self.records.len());
+        self.records.push(record);
+    }
+
     /// Mutable access to the record in `slot`.
     pub fn record_mut(&mut self, slot: usize) -> Option<&mut CustomerRecord> {
         self.records.get_mut(slot)

@@ -14,8 +14,9 @@
 //! - **Kernels off the event path.** [`Engine::refit`] gathers inputs under
 //!   short read locks, fits and scores on the rayon pool, then writes scores
 //!   and segments back shard by shard.
-//! - **Recovery = replay.** Opening the engine replays the log into the shards
-//!   before anything is accepted. (Snapshots and log truncation are not built yet.)
+//! - **Recovery = newest readable snapshot + log tail**, before anything is
+//!   accepted. [`Engine::snapshot`] cuts consistently by logging a checkpoint
+//!   marker: each shard serialises its book when the marker reaches it.
 //!
 //! ```text
 //! submit ─► WAL (group commit, fdatasync) ─► route by hash(customer) ─► shard thread: apply + rescore ─► answer
@@ -42,6 +43,7 @@ use rayon::prelude::*;
 use crate::book::CustomerBook;
 use crate::record::{Applied, CustomerRecord};
 use crate::scoring::{ModelFits, ScoringConfig, fit_models_on, scorer_for};
+use crate::snapshot::{list_snapshots, read_snapshot, write_snapshot};
 use crate::{Result, StateError};
 
 /// How the engine is set up.
@@ -125,6 +127,14 @@ struct Completion {
 }
 
 impl Completion {
+    /// Answers with `error` now (the first failure wins; later parts are ignored).
+    fn fail(&self, error: SinkError) {
+        let answer = self.answer.lock().map(|mut a| a.take()).unwrap_or(None);
+        if let Some(answer) = answer {
+            answer(Err(error));
+        }
+    }
+
     fn finish_part(&self, accepted: usize, duplicates: usize) {
         self.accepted.fetch_add(accepted, Ordering::Relaxed);
         self.duplicates.fetch_add(duplicates, Ordering::Relaxed);
@@ -154,6 +164,33 @@ struct ShardBatch {
     completion: Arc<Completion>,
 }
 
+/// Encoded records of one shard and how many there are.
+type ShardImage = (u64, Vec<u8>);
+
+enum ShardMessage {
+    Events(ShardBatch),
+    /// Serialise the book now: everything logged before the checkpoint marker has been applied.
+    Checkpoint(Sender<ShardImage>),
+}
+
+/// Payload of the log record that marks a snapshot cut (never valid NDJSON).
+const CHECKPOINT_MARKER: &[u8] = b"\0patron-checkpoint";
+
+/// What [`Engine::snapshot`] did.
+#[derive(Clone, Debug)]
+pub struct SnapshotReport {
+    /// The snapshot file.
+    pub path: PathBuf,
+    /// Log sequence numbers below this are covered.
+    pub next_seq: u64,
+    /// Customers written.
+    pub customers: u64,
+    /// File size.
+    pub bytes: u64,
+    /// Whole log segments deleted after it.
+    pub removed_segments: usize,
+}
+
 struct Inner {
     shards: Vec<RwLock<CustomerBook>>,
     models: RwLock<Arc<ModelState>>,
@@ -167,7 +204,7 @@ struct Inner {
 pub struct Engine {
     inner: Arc<Inner>,
     wal: Option<Wal>,
-    senders: Vec<Sender<ShardBatch>>,
+    senders: Vec<Sender<ShardMessage>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -197,13 +234,24 @@ impl Hasher for Fnv {
     }
 }
 
-fn encode_batch(events: &[Event], table: &CurrencyTable) -> Vec<u8> {
-    let mut out = Vec::with_capacity(events.len() * 160);
+/// Encodes events as NDJSON log payloads of at most `max_payload` bytes each
+/// (an event larger than that gets a record of its own, which the log refuses).
+fn split_for_log(events: Vec<Event>, table: &CurrencyTable, max_payload: usize) -> Vec<(Vec<u8>, Vec<Event>)> {
+    let mut records = Vec::new();
+    let (mut payload, mut members) = (Vec::with_capacity(events.len().min(8192) * 160), Vec::new());
     for e in events {
-        out.extend_from_slice(e.to_json(table.base).to_string().as_bytes());
-        out.push(b'\n');
+        let line = e.to_json(table.base).to_string();
+        if !members.is_empty() && payload.len() + line.len() + 1 > max_payload {
+            records.push((std::mem::take(&mut payload), std::mem::take(&mut members)));
+        }
+        payload.extend_from_slice(line.as_bytes());
+        payload.push(b'\n');
+        members.push(e);
     }
-    out
+    if !members.is_empty() {
+        records.push((payload, members));
+    }
+    records
 }
 
 impl Engine {
@@ -218,12 +266,38 @@ impl Engine {
             stats: EngineStats::default(),
             config: config.clone(),
         });
+        // The newest readable snapshot, then the log from where it ends.
+        let snapshot_dir = config.data_dir.join("snapshots");
+        let mut start_seq = 0;
+        let mut snapshot_errors = Vec::new();
+        let snapshots =
+            list_snapshots(&snapshot_dir).map_err(|e| StateError::Replay(format!("cannot list snapshots: {e}")))?;
+        for (_, path) in &snapshots {
+            match read_snapshot(path) {
+                Ok(snapshot) => {
+                    start_seq = snapshot.next_seq;
+                    inner.watermark_ms.store(snapshot.watermark_ms, Ordering::Relaxed);
+                    let mut books: Vec<_> =
+                        inner.shards.iter().map(|s| s.write().unwrap_or_else(|p| p.into_inner())).collect();
+                    for record in snapshot.records {
+                        books[shard_of(&record.customer_id, shards)].insert_record(record);
+                    }
+                    break;
+                }
+                Err(e) => snapshot_errors.push(format!("{}: {e}", path.display())),
+            }
+        }
         // Events in the log were validated when they arrived; only the clock rule is relaxed on replay.
         let replay_validator = Validator { max_ahead_ms: i64::MAX / 4, ..Validator::new(config.currencies.clone()) };
         let mut replay_error: Option<String> = None;
-        let (wal, report) = {
+        let mut first_logged: Option<u64> = None;
+        let (wal, mut report) = {
             let mut books: Vec<_> = inner.shards.iter().map(|s| s.write().unwrap_or_else(|p| p.into_inner())).collect();
             let replay = |seq: u64, _count: u32, payload: &[u8]| {
+                first_logged.get_or_insert(seq);
+                if seq < start_seq || payload == CHECKPOINT_MARKER {
+                    return;
+                }
                 for line in payload.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                     match replay_validator.decode(line) {
                         Ok(event) => {
@@ -246,6 +320,19 @@ impl Engine {
         if let Some(e) = replay_error {
             return Err(StateError::Replay(e));
         }
+        // The log must reach back to where the snapshot ends, or events would be missing.
+        let log_start = first_logged.unwrap_or(report.next_seq);
+        if log_start > start_seq {
+            let detail = if snapshot_errors.is_empty() {
+                String::new()
+            } else {
+                format!(" (unreadable snapshots: {})", snapshot_errors.join("; "))
+            };
+            return Err(StateError::Replay(format!(
+                "the log starts at sequence {log_start} but the state to recover starts at {start_seq}{detail}; refusing to start without those events"
+            )));
+        }
+        report.events = inner.stats.accepted.load(Ordering::Relaxed) + inner.stats.duplicates.load(Ordering::Relaxed);
         let mut senders = Vec::with_capacity(shards);
         let mut threads = Vec::with_capacity(shards);
         for shard in 0..shards {
@@ -278,11 +365,30 @@ impl Engine {
             answer(Err(SinkError::Unavailable("engine is shutting down".into())));
             return;
         };
-        let payload = encode_batch(&events, &self.inner.config.currencies);
+        // A batch larger than a log record may hold becomes several records;
+        // the caller is answered once all of them are durable and applied.
+        let records = split_for_log(events, &self.inner.config.currencies, wal.max_payload());
+        let total = Arc::new(Completion {
+            remaining: AtomicUsize::new(records.len()),
+            accepted: AtomicUsize::new(0),
+            duplicates: AtomicUsize::new(0),
+            answer: Mutex::new(Some(Box::new(answer))),
+        });
+        for (payload, events) in records {
+            let total = total.clone();
+            let part: Answer = Box::new(move |result| match result {
+                Ok(outcome) => total.finish_part(outcome.accepted, outcome.duplicates),
+                Err(e) => total.fail(e),
+            });
+            self.submit_record(wal, payload, events, part);
+        }
+    }
+
+    /// Logs one record and, once durable, routes its events to the shards.
+    fn submit_record(&self, wal: &Wal, payload: Vec<u8>, events: Vec<Event>, answer: Answer) {
         let count = events.len() as u32;
         let senders = self.senders.clone();
         let inner = self.inner.clone();
-        let answer: Answer = Box::new(answer);
         let answer_slot = Arc::new(Mutex::new(Some(answer)));
         let on_durable = {
             let answer_slot = answer_slot.clone();
@@ -310,7 +416,10 @@ impl Engine {
                 for (shard, events) in parts {
                     inner.stats.queued_batches.fetch_add(1, Ordering::Relaxed);
                     // Blocking here holds the log writer: backpressure all the way back.
-                    if senders[shard].send(ShardBatch { events, completion: completion.clone() }).is_err() {
+                    if senders[shard]
+                        .send(ShardMessage::Events(ShardBatch { events, completion: completion.clone() }))
+                        .is_err()
+                    {
                         completion.finish_part(0, 0);
                     }
                 }
@@ -378,6 +487,49 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Writes a snapshot of every customer at a consistent cut of the log, keeps
+    /// the two newest snapshots, and deletes log segments the older one covers.
+    pub fn snapshot(&self) -> Result<SnapshotReport> {
+        let wal = self.wal.as_ref().ok_or_else(|| StateError::Replay("engine is shutting down".into()))?;
+        let (tx, rx) = bounded(1);
+        let senders = self.senders.clone();
+        wal.submit(CHECKPOINT_MARKER.to_vec(), 1, move |result| {
+            let answer = result.map_err(|e| e.to_string()).map(|appended| {
+                // Runs in log order: every earlier record has already been routed to the shards.
+                let replies: Vec<_> = senders
+                    .iter()
+                    .filter_map(|s| {
+                        let (reply, image) = bounded(1);
+                        s.send(ShardMessage::Checkpoint(reply)).ok().map(|_| image)
+                    })
+                    .collect();
+                (appended.first_seq, replies)
+            });
+            let _ = tx.send(answer);
+        })
+        .map_err(StateError::Log)?;
+        let (marker_seq, replies) =
+            rx.recv().map_err(|_| StateError::Replay("log stopped".into()))?.map_err(StateError::Replay)?;
+        let (mut customers, mut encoded) = (0, Vec::new());
+        for reply in replies {
+            let (count, bytes) = reply.recv().map_err(|_| StateError::Replay("a shard stopped".into()))?;
+            customers += count;
+            encoded.extend_from_slice(&bytes);
+        }
+        let dir = self.inner.config.data_dir.join("snapshots");
+        let next_seq = marker_seq + 1;
+        let watermark = self.inner.watermark_ms.load(Ordering::Relaxed);
+        let io = |e: std::io::Error| StateError::Replay(format!("cannot write snapshot: {e}"));
+        let path = write_snapshot(&dir, next_seq, watermark, customers, &encoded).map_err(io)?;
+        let kept = list_snapshots(&dir).map_err(io)?;
+        for (_, old) in kept.iter().skip(2) {
+            std::fs::remove_file(old).map_err(io)?;
+        }
+        let oldest_kept = kept.iter().take(2).map(|k| k.0).min().unwrap_or(next_seq);
+        let removed_segments = wal.truncate_before(oldest_kept).map_err(StateError::Log)?;
+        Ok(SnapshotReport { path, next_seq, customers, bytes: (encoded.len() + 44) as u64, removed_segments })
     }
 
     /// Refits every model on all customers and rescores everyone with the
@@ -483,12 +635,24 @@ fn rescore(record: &mut CustomerRecord, scorer: &Scorer, cache: &mut ScoreCache,
     }
 }
 
-fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardBatch>) {
+fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardMessage>) {
     let minor = inner.config.currencies.base.minor_per_major();
     // The memo belongs to one model version: cleared whenever the models change.
     let mut cache = ScoreCache::default();
     let mut cached_for: Option<Arc<ModelState>> = None;
-    while let Ok(batch) = rx.recv() {
+    while let Ok(message) = rx.recv() {
+        let batch = match message {
+            ShardMessage::Events(batch) => batch,
+            ShardMessage::Checkpoint(reply) => {
+                let image = inner.shards[shard].read().map_or((0, Vec::new()), |book| {
+                    let mut bytes = Vec::with_capacity(book.len() * 96);
+                    book.records().iter().for_each(|r| r.encode(&mut bytes));
+                    (book.len() as u64, bytes)
+                });
+                let _ = reply.send(image);
+                continue;
+            }
+        };
         inner.stats.queued_batches.fetch_sub(1, Ordering::Relaxed);
         let models = inner.models.read().map(|m| m.clone()).unwrap_or_else(|p| p.into_inner().clone());
         if !cached_for.as_ref().is_some_and(|c| Arc::ptr_eq(c, &models)) {

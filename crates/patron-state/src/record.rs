@@ -17,7 +17,7 @@ use patron_score::{ScoreInput, Scores, Segments, SpendHistory};
 pub const DEDUP_WINDOW: usize = 8;
 
 /// A customer's state.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CustomerRecord {
     /// The customer.
     pub customer_id: CustomerId,
@@ -194,6 +194,124 @@ impl CustomerRecord {
     }
 }
 
+/// Bounds-checked little-endian reader for [`CustomerRecord::decode`].
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let slice = self.bytes.get(self.pos..self.pos.checked_add(n)?)?;
+        self.pos += n;
+        Some(slice)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.u64().map(|v| v as i64)
+    }
+    fn time(&mut self) -> Option<Option<Timestamp>> {
+        self.i64().map(|v| (v != i64::MIN).then(|| Timestamp::from_millis(v)))
+    }
+    fn flag(&mut self) -> Option<Option<bool>> {
+        match self.u8()? {
+            0 => Some(None),
+            1 => Some(Some(false)),
+            2 => Some(Some(true)),
+            _ => None,
+        }
+    }
+}
+
+impl CustomerRecord {
+    /// Appends the durable part of the record (everything but scores and
+    /// segments, which are recomputed) in the snapshot layout.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let id = self.customer_id.as_str().as_bytes();
+        out.extend_from_slice(&(id.len() as u16).to_le_bytes());
+        out.extend_from_slice(id);
+        out.extend_from_slice(&(self.occasion_days.len() as u32).to_le_bytes());
+        for d in &self.occasion_days {
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+        for v in [self.first_occasion_value_minor, self.total_occasion_value_minor] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&self.orders.to_le_bytes());
+        for v in [self.revenue_minor, self.refunded_minor] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        let time = |t: Option<Timestamp>| t.map_or(i64::MIN, Timestamp::millis).to_le_bytes();
+        out.extend_from_slice(&time(self.first_purchase_at));
+        out.extend_from_slice(&time(self.last_purchase_at));
+        for c in [self.consent.email, self.consent.sms, self.consent.push] {
+            out.push(match c {
+                None => 0,
+                Some(false) => 1,
+                Some(true) => 2,
+            });
+        }
+        for t in self.consent_at {
+            out.extend_from_slice(&time(t));
+        }
+        for f in self.recent_event_ids {
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        out.push(self.recent_next as u8);
+        out.push(self.recent_len as u8);
+    }
+
+    /// Reads a record written by [`Self::encode`] at `*pos`, advancing it;
+    /// `None` if the bytes are not a valid record.
+    pub fn decode(bytes: &[u8], pos: &mut usize) -> Option<Self> {
+        let mut r = Reader { bytes, pos: *pos };
+        let id_len = usize::from(r.u16()?);
+        let customer_id = CustomerId::new(std::str::from_utf8(r.take(id_len)?).ok()?).ok()?;
+        let days = r.u32()? as usize;
+        let mut occasion_days = Vec::with_capacity(days.min(bytes.len() / 4));
+        for _ in 0..days {
+            occasion_days.push(r.u32()? as i32);
+        }
+        if occasion_days.windows(2).any(|w| w[0] >= w[1]) {
+            return None;
+        }
+        let mut record = CustomerRecord::new(customer_id);
+        record.occasion_days = occasion_days;
+        record.first_occasion_value_minor = r.i64()?;
+        record.total_occasion_value_minor = r.i64()?;
+        record.orders = r.u64()?;
+        record.revenue_minor = r.i64()?;
+        record.refunded_minor = r.i64()?;
+        record.first_purchase_at = r.time()?;
+        record.last_purchase_at = r.time()?;
+        record.consent = Consent { email: r.flag()?, sms: r.flag()?, push: r.flag()? };
+        for slot in &mut record.consent_at {
+            *slot = r.time()?;
+        }
+        for f in &mut record.recent_event_ids {
+            *f = r.u64()?;
+        }
+        record.recent_next = usize::from(r.u8()?);
+        record.recent_len = usize::from(r.u8()?);
+        if record.recent_next >= DEDUP_WINDOW || record.recent_len > DEDUP_WINDOW {
+            return None;
+        }
+        *pos = r.pos;
+        Some(record)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +348,43 @@ mod tests {
             let input = r.score_input(r.first_day().unwrap() + 100, 100.0).unwrap();
             assert_eq!((input.frequency, input.recency_days, input.tenure_days), (2, 59, 100));
         }
+    }
+
+    #[test]
+    fn records_round_trip_through_the_snapshot_codec_and_truncation_is_caught() {
+        let mut r = CustomerRecord::new(CustomerId::new("c-42").unwrap());
+        for (i, day) in [
+            "1997-01-01",
+            "1997-02-01",
+            "1997-01-01",
+            "1997-03-09",
+            "1997-04-01",
+            "1997-05-01",
+            "1997-06-01",
+            "1997-07-01",
+            "1997-08-01",
+            "1997-09-01",
+        ]
+        .iter()
+        .enumerate()
+        {
+            r.apply(&purchase(&format!("e{i}"), day, "12.34"));
+        }
+        let consent = Validator::new(CurrencyTable::default())
+            .decode(br#"{"type":"consent","event_id":"k","customer_id":"c","timestamp":"1997-02-02T00:00:00Z","channels":{"email":true,"sms":false}}"#)
+            .unwrap();
+        r.apply(&consent);
+        let mut bytes = Vec::new();
+        r.encode(&mut bytes);
+        let mut pos = 0;
+        assert_eq!(CustomerRecord::decode(&bytes, &mut pos), Some(r.clone()));
+        assert_eq!(pos, bytes.len());
+        for cut in 0..bytes.len() {
+            assert!(CustomerRecord::decode(&bytes[..cut], &mut 0).is_none(), "cut at {cut}");
+        }
+        // The ring is restored exactly: a recent id is still a duplicate.
+        let mut back = CustomerRecord::decode(&bytes, &mut 0).unwrap();
+        assert_eq!(back.apply(&purchase("e9", "1997-09-01", "12.34")), Applied::Duplicate);
     }
 
     #[test]

@@ -91,3 +91,81 @@ fn a_restart_replays_the_log_to_the_same_state_and_still_knows_duplicates() {
     let total: u64 = engine.with_books(|b| b.counts().0).iter().sum();
     assert_eq!(total, 3010);
 }
+
+fn small_segments(dir: &std::path::Path) -> EngineConfig {
+    EngineConfig {
+        wal: patron_wal::WalOptions { segment_bytes: 64 << 10, ..patron_wal::WalOptions::default() },
+        ..config(dir)
+    }
+}
+
+fn state_of(engine: &Engine) -> Vec<(String, u64, i64, u32)> {
+    let mut all: Vec<_> = engine
+        .with_books(|b| {
+            b.records()
+                .iter()
+                .map(|r| (r.customer_id.to_string(), r.orders, r.revenue_minor, r.occasions()))
+                .collect::<Vec<_>>()
+        })
+        .into_iter()
+        .flatten()
+        .collect();
+    all.sort();
+    all
+}
+
+#[test]
+fn restart_from_a_snapshot_replays_only_the_tail_and_old_segments_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = cdnow_events();
+    let (engine, _) = Engine::open(small_segments(dir.path())).unwrap();
+    for chunk in events[..2000].chunks(200) {
+        engine.submit(chunk.to_vec()).unwrap();
+    }
+    let first = engine.snapshot().unwrap();
+    assert_eq!(first.customers, engine.shard_sizes().iter().sum::<usize>() as u64);
+    for chunk in events[2000..4000].chunks(200) {
+        engine.submit(chunk.to_vec()).unwrap();
+    }
+    let second = engine.snapshot().unwrap();
+    assert!(second.removed_segments > 0, "segments before the older snapshot are deleted");
+    engine.submit(events[4000..4500].to_vec()).unwrap();
+    let before = state_of(&engine);
+    engine.shutdown();
+
+    let (engine, report) = Engine::open(small_segments(dir.path())).unwrap();
+    assert_eq!(report.events, 500, "only the events after the newest snapshot are replayed");
+    assert_eq!(state_of(&engine), before);
+    let again = engine.submit(events[4490..4510].to_vec()).unwrap();
+    assert_eq!((again.accepted, again.duplicates), (10, 10), "dedup state survives the snapshot");
+}
+
+#[test]
+fn a_damaged_newest_snapshot_falls_back_to_the_older_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = cdnow_events();
+    let (engine, _) = Engine::open(small_segments(dir.path())).unwrap();
+    engine.submit(events[..1500].to_vec()).unwrap();
+    engine.snapshot().unwrap();
+    engine.submit(events[1500..3000].to_vec()).unwrap();
+    let newest = engine.snapshot().unwrap();
+    engine.submit(events[3000..3100].to_vec()).unwrap();
+    let before = state_of(&engine);
+    engine.shutdown();
+    let mut bytes = std::fs::read(&newest.path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xFF;
+    std::fs::write(&newest.path, bytes).unwrap();
+
+    let (engine, report) = Engine::open(small_segments(dir.path())).unwrap();
+    assert_eq!(report.events, 1600, "the older snapshot plus the longer tail");
+    assert_eq!(state_of(&engine), before);
+    engine.shutdown();
+
+    // With every snapshot damaged and the log already truncated, refuse.
+    for entry in std::fs::read_dir(dir.path().join("snapshots")).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
+    }
+    let err = Engine::open(small_segments(dir.path())).unwrap_err().to_string();
+    assert!(err.contains("refusing to start") && err.contains("unreadable snapshots"), "{err}");
+}
