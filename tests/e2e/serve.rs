@@ -300,3 +300,58 @@ fn a_public_address_needs_tokens_and_tokens_are_enforced() {
     let (status, _) = get(&format!("{}/v1/customers/c1", server.url));
     assert_eq!(status, 401, "reading needs a query or admin token");
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() { out.extend(files_under(&path)) } else { out.push(path) }
+    }
+    out
+}
+
+#[test]
+fn erasure_leaves_no_byte_of_the_customer_in_the_data_directory_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--refit-interval", "3600"]);
+    let event = |id: &str, customer: &str, day: u32| {
+        format!(
+            r#"{{"type":"purchase","event_id":"{id}","customer_id":"{customer}","timestamp":"2025-01-{day:02}T10:00:00Z","revenue":"9.50"}}"#
+        )
+    };
+    let secret = "erase-me-4711-jane.doe";
+    let mut batch: Vec<String> = (1..=5).map(|d| event(&format!("s{d}"), secret, d)).collect();
+    batch.extend((1..=50).map(|i| event(&format!("o{i}"), &format!("other-{i}"), 1 + i % 20)));
+    let (status, _) = post(&format!("{}/v1/events", server.url), "application/x-ndjson", &batch.join("\n"));
+    assert_eq!(status, 200);
+    // The customer is now in a snapshot and in the log; add more after the snapshot.
+    let (status, _) = post(&format!("{}/v1/admin/snapshot", server.url), "text/plain", "");
+    assert_eq!(status, 200);
+    let later = [event("s6", secret, 6), event("o99", "other-99", 7)].join("\n");
+    post(&format!("{}/v1/events", server.url), "application/x-ndjson", &later);
+    let holds_secret = || {
+        files_under(&data)
+            .into_iter()
+            .filter(|f| std::fs::read(f).unwrap().windows(secret.len()).any(|w| w == secret.as_bytes()))
+            .collect::<Vec<_>>()
+    };
+    assert!(!holds_secret().is_empty(), "before erasure the customer is on disk");
+
+    let response = ureq::delete(&format!("{}/v1/customers/{secret}", server.url)).call().unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(get(&format!("{}/v1/customers/{secret}", server.url)).0, 404);
+    assert!(holds_secret().is_empty(), "still on disk: {:?}", holds_secret());
+    assert_eq!(get(&format!("{}/v1/customers/other-99", server.url)).0, 200, "others are kept");
+
+    server.kill_dash_nine();
+    let server = Server::start(&data, &["--refit-interval", "3600"]);
+    assert_eq!(get(&format!("{}/v1/customers/{secret}", server.url)).0, 404, "a restart does not bring them back");
+    assert_eq!(get(&format!("{}/v1/customers/other-7", server.url)).0, 200);
+    let gone = match ureq::delete(&format!("{}/v1/customers/{secret}", server.url)).call() {
+        Err(ureq::Error::Status(code, _)) => code,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(gone, 404);
+}

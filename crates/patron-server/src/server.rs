@@ -79,6 +79,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         ))
         .merge(guarded(
             Router::new()
+                .route("/v1/customers/{id}", axum::routing::delete(delete_customer))
                 .route("/v1/admin/refit", post(post_refit))
                 .route("/v1/admin/snapshot", post(post_snapshot))
                 .route("/v1/admin/rejected", get(get_rejected)),
@@ -280,6 +281,34 @@ async fn get_rejected(
         },
     );
     axum::Json(json!({"rejected": rows, "total": state.rejected_total.load(Ordering::Relaxed)})).into_response()
+}
+
+/// Erasure (admin): the customer leaves memory, every snapshot and every log
+/// segment; rejected events that mention them are dropped from memory too.
+async fn delete_customer(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let Ok(customer_id) = CustomerId::new(&id) else {
+        return error(StatusCode::BAD_REQUEST, "invalid_customer_id", "customer ids are 1 to 256 bytes");
+    };
+    let engine = state.engine.clone();
+    let target = customer_id.clone();
+    match tokio::task::spawn_blocking(move || engine.erase(&target)).await {
+        Ok(Ok(existed)) => {
+            if let Ok(mut kept) = state.rejected.lock() {
+                kept.retain(|r| !r.raw.contains(customer_id.as_str()));
+            }
+            if existed {
+                axum::Json(json!({"erased": true, "customer_id": customer_id.as_str()})).into_response()
+            } else {
+                error(
+                    StatusCode::NOT_FOUND,
+                    "customer_not_found",
+                    format!("no customer {id:?} (nothing left to erase)"),
+                )
+            }
+        }
+        Ok(Err(e)) => with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "erase_failed", e.to_string()), 5),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
 }
 
 async fn post_snapshot(State(state): State<Arc<AppState>>) -> Response {
@@ -599,6 +628,7 @@ mod tests {
             (Method::POST, "/v1/admin/refit", Some(Role::Admin)),
             (Method::GET, "/v1/admin/rejected", Some(Role::Admin)),
             (Method::POST, "/v1/admin/snapshot", Some(Role::Admin)),
+            (Method::DELETE, "/v1/customers/c1", Some(Role::Admin)),
             (Method::GET, "/health", None),
             (Method::GET, "/ready", None),
         ];

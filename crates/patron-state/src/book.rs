@@ -53,6 +53,17 @@ impl CustomerBook {
         (slot, applied)
     }
 
+    /// Removes a customer entirely (erasure); returns whether they existed.
+    /// The last record moves into the freed slot.
+    pub fn remove(&mut self, customer_id: &CustomerId) -> bool {
+        let Some(slot) = self.index.remove(customer_id) else { return false };
+        self.records.swap_remove(slot);
+        if let Some(moved) = self.records.get(slot) {
+            self.index.insert(moved.customer_id.clone(), slot);
+        }
+        true
+    }
+
     /// Adds a record restored from a snapshot (its id must be new to the book).
     pub fn insert_record(&mut self, record: CustomerRecord) {
         self.index.insert(record.customer_id.clone(), self.records.len());

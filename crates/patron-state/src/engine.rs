@@ -153,6 +153,7 @@ impl Completion {
 /// One buyer's inputs to the refit kernel, gathered under a shard's read lock.
 struct Gathered {
     slot: usize,
+    customer_id: CustomerId,
     input: ScoreInput,
     occasions: u32,
     revenue: f64,
@@ -169,12 +170,17 @@ type ShardImage = (u64, Vec<u8>);
 
 enum ShardMessage {
     Events(ShardBatch),
+    /// Remove a customer; answers whether they existed.
+    Erase(CustomerId, Sender<bool>),
     /// Serialise the book now: everything logged before the checkpoint marker has been applied.
     Checkpoint(Sender<ShardImage>),
 }
 
 /// Payload of the log record that marks a snapshot cut (never valid NDJSON).
 const CHECKPOINT_MARKER: &[u8] = b"\0patron-checkpoint";
+
+/// Prefix of the log record that erases a customer (followed by the id).
+const ERASE_PREFIX: &[u8] = b"\0patron-erase:";
 
 /// What [`Engine::snapshot`] did.
 #[derive(Clone, Debug)]
@@ -296,6 +302,12 @@ impl Engine {
             let replay = |seq: u64, _count: u32, payload: &[u8]| {
                 first_logged.get_or_insert(seq);
                 if seq < start_seq || payload == CHECKPOINT_MARKER {
+                    return;
+                }
+                if let Some(id) = payload.strip_prefix(ERASE_PREFIX) {
+                    if let Some(customer) = std::str::from_utf8(id).ok().and_then(|id| CustomerId::new(id).ok()) {
+                        books[shard_of(&customer, shards)].remove(&customer);
+                    }
                     return;
                 }
                 for line in payload.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
@@ -492,6 +504,43 @@ impl Engine {
     /// Writes a snapshot of every customer at a consistent cut of the log, keeps
     /// the two newest snapshots, and deletes log segments the older one covers.
     pub fn snapshot(&self) -> Result<SnapshotReport> {
+        self.snapshot_keeping(2)
+    }
+
+    /// Erases a customer: a tombstone is logged (so a crash cannot bring them
+    /// back), they are removed from memory, then a new segment and snapshot
+    /// are started and every older snapshot and log segment is deleted, so no
+    /// file in the data directory holds them any more. Returns whether they existed.
+    pub fn erase(&self, customer: &CustomerId) -> Result<bool> {
+        let wal = self.wal.as_ref().ok_or_else(|| StateError::Replay("engine is shutting down".into()))?;
+        let (tx, rx) = bounded(1);
+        let sender = self.senders[shard_of(customer, self.senders.len())].clone();
+        let target = customer.clone();
+        let payload = [ERASE_PREFIX, customer.as_str().as_bytes()].concat();
+        wal.submit(payload, 1, move |result| {
+            // In log order: the customer's earlier events reach the shard first.
+            let answer = result.map_err(|e| e.to_string()).and_then(|_| {
+                let (reply, existed) = bounded(1);
+                sender.send(ShardMessage::Erase(target, reply)).map_err(|_| "shard stopped".to_owned())?;
+                Ok(existed)
+            });
+            let _ = tx.send(answer);
+        })
+        .map_err(StateError::Log)?;
+        let existed = rx
+            .recv()
+            .map_err(|_| StateError::Replay("log stopped".into()))?
+            .map_err(StateError::Replay)?
+            .recv()
+            .map_err(|_| StateError::Replay("shard stopped".into()))?;
+        wal.roll().map_err(StateError::Log)?;
+        self.snapshot_keeping(1)?;
+        Ok(existed)
+    }
+
+    /// [`Self::snapshot`], keeping the `keep` newest snapshots and truncating
+    /// the log before the oldest kept one.
+    fn snapshot_keeping(&self, keep: usize) -> Result<SnapshotReport> {
         let wal = self.wal.as_ref().ok_or_else(|| StateError::Replay("engine is shutting down".into()))?;
         let (tx, rx) = bounded(1);
         let senders = self.senders.clone();
@@ -524,10 +573,10 @@ impl Engine {
         let io = |e: std::io::Error| StateError::Replay(format!("cannot write snapshot: {e}"));
         let path = write_snapshot(&dir, next_seq, watermark, customers, &encoded).map_err(io)?;
         let kept = list_snapshots(&dir).map_err(io)?;
-        for (_, old) in kept.iter().skip(2) {
+        for (_, old) in kept.iter().skip(keep) {
             std::fs::remove_file(old).map_err(io)?;
         }
-        let oldest_kept = kept.iter().take(2).map(|k| k.0).min().unwrap_or(next_seq);
+        let oldest_kept = kept.iter().take(keep).map(|k| k.0).min().unwrap_or(next_seq);
         let removed_segments = wal.truncate_before(oldest_kept).map_err(StateError::Log)?;
         Ok(SnapshotReport { path, next_seq, customers, bytes: (encoded.len() + 44) as u64, removed_segments })
     }
@@ -546,6 +595,7 @@ impl Engine {
                 .filter_map(|(slot, r)| {
                     r.score_input(now.day(), minor).map(|input| Gathered {
                         slot,
+                        customer_id: r.customer_id.clone(),
                         input,
                         occasions: r.occasions(),
                         revenue: r.revenue_minor as f64 / minor,
@@ -582,7 +632,8 @@ impl Engine {
         for (shard, rows) in gathered.iter().enumerate() {
             if let Ok(mut book) = self.inner.shards[shard].write() {
                 for (i, row) in rows.iter().enumerate() {
-                    if let Some(record) = book.record_mut(row.slot) {
+                    // An erasure may have moved records since they were gathered.
+                    if let Some(record) = book.record_mut(row.slot).filter(|r| r.customer_id == row.customer_id) {
                         record.scores = Some(scores[offset + i]);
                         record.segments = Some(segments[offset + i]);
                     }
@@ -643,6 +694,11 @@ fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardMessage>) {
     while let Ok(message) = rx.recv() {
         let batch = match message {
             ShardMessage::Events(batch) => batch,
+            ShardMessage::Erase(customer, reply) => {
+                let existed = inner.shards[shard].write().is_ok_and(|mut book| book.remove(&customer));
+                let _ = reply.send(existed);
+                continue;
+            }
             ShardMessage::Checkpoint(reply) => {
                 let image = inner.shards[shard].read().map_or((0, Vec::new()), |book| {
                     let mut bytes = Vec::with_capacity(book.len() * 96);

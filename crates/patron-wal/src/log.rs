@@ -113,6 +113,7 @@ type Completion = Box<dyn FnOnce(Result<Appended>) + Send>;
 enum Request {
     Append { payload: Vec<u8>, count: u32, done: Completion },
     TruncateBefore { seq: u64, done: Box<dyn FnOnce(Result<usize>) + Send> },
+    Roll { done: Box<dyn FnOnce(Result<u64>) + Send> },
 }
 
 /// The write-ahead log of one data directory.
@@ -303,6 +304,20 @@ impl Wal {
         rx.recv().map_err(|_| WalError::Closed)?
     }
 
+    /// Starts a new segment now: records appended after this call never share
+    /// a segment file with records appended before it. Returns the new
+    /// segment's first sequence number. (Erasure uses it so that truncation can
+    /// remove every file that held an erased customer.)
+    pub fn roll(&self) -> Result<u64> {
+        let (tx, rx) = bounded(1);
+        let queue = self.queue.as_ref().ok_or(WalError::Closed)?;
+        let done = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        queue.send(Request::Roll { done }).map_err(|_| WalError::Closed)?;
+        rx.recv().map_err(|_| WalError::Closed)?
+    }
+
     /// Counters for metrics.
     pub fn stats(&self) -> &WalStats {
         &self.stats
@@ -360,6 +375,7 @@ impl Writer {
         for request in batch {
             match request {
                 Request::TruncateBefore { seq, done: reply } => reply(self.truncate_before(seq)),
+                Request::Roll { done: reply } => reply(self.roll()),
                 Request::Append { payload, count, done: reply } => {
                     if let Some(cause) = &self.failed {
                         reply(Err(WalError::FailStopped { cause: cause.clone() }));
@@ -428,6 +444,19 @@ impl Writer {
         Ok(())
     }
 
+    fn roll(&mut self) -> Result<u64> {
+        if let Some(cause) = &self.failed {
+            return Err(WalError::FailStopped { cause: cause.clone() });
+        }
+        self.flush_and_sync()?;
+        if self.offset > SEGMENT_HEADER_LEN as u64 {
+            self.file = create_segment(&self.dir, self.next_seq, self.options.segment_bytes)?;
+            self.segments.push(self.next_seq);
+            self.offset = SEGMENT_HEADER_LEN as u64;
+        }
+        Ok(self.next_seq)
+    }
+
     fn truncate_before(&mut self, seq: u64) -> Result<usize> {
         // Segment i holds [segments[i], segments[i + 1]); the last one is current.
         let removable = self.segments.windows(2).take_while(|w| w[1] <= seq).count();
@@ -445,6 +474,6 @@ impl Writer {
 fn batch_bytes(r: &Request) -> usize {
     match r {
         Request::Append { payload, .. } => record_len(payload.len()),
-        Request::TruncateBefore { .. } => 0,
+        Request::TruncateBefore { .. } | Request::Roll { .. } => 0,
     }
 }

@@ -81,6 +81,25 @@ fn segments_roll_and_covered_ones_are_truncated() {
 }
 
 #[test]
+fn roll_starts_a_new_segment_so_truncation_can_remove_everything_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _, _) = replay_all(dir.path(), WalOptions::default());
+    wal.append(b"secret-customer-7".to_vec(), 1).unwrap();
+    let next = wal.roll().unwrap();
+    assert_eq!(next, 1);
+    assert_eq!(wal.roll().unwrap(), 1, "rolling an empty segment is a no-op");
+    wal.append(b"later".to_vec(), 1).unwrap();
+    assert_eq!(wal.truncate_before(next).unwrap(), 1);
+    for file in segment_files(dir.path()) {
+        let bytes = std::fs::read(file).unwrap();
+        assert!(!bytes.windows(17).any(|w| w == b"secret-customer-7"));
+    }
+    drop(wal);
+    let (_, records, _) = replay_all(dir.path(), WalOptions::default());
+    assert_eq!(records.iter().map(|r| r.2.clone()).collect::<Vec<_>>(), vec![b"later".to_vec()]);
+}
+
+#[test]
 fn a_second_opener_cannot_take_the_same_directory() {
     let dir = tempfile::tempdir().unwrap();
     let (_wal, _, _) = replay_all(dir.path(), WalOptions::default());
