@@ -355,3 +355,79 @@ fn erasure_leaves_no_byte_of_the_customer_in_the_data_directory_and_survives_res
     };
     assert_eq!(gone, 404);
 }
+
+fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().unwrap_or(0))
+            })
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Offered load far above what a small configuration admits: refusals are fast
+/// 429/503 with Retry-After, every acknowledged event is applied, RSS stays bounded.
+#[test]
+fn overload_is_refused_quickly_without_losing_acknowledged_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--refit-interval", "3600", "--max-inflight-bytes", "400000", "--log-queue", "2"],
+    );
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let refused = Arc::new(Mutex::new(Vec::<(u16, Duration, bool)>::new()));
+    let clients: Vec<_> = (0..16)
+        .map(|t| {
+            let (url, acked, refused) = (server.url.clone(), acked.clone(), refused.clone());
+            std::thread::spawn(move || {
+                for round in 0..12 {
+                    let ids: Vec<String> = (0..400).map(|i| format!("ov-{t}-{round}-{i}")).collect();
+                    let body: Vec<String> = ids
+                        .iter()
+                        .map(|id| format!(r#"{{"type":"purchase","event_id":"{id}","customer_id":"{id}","timestamp":"2026-01-05T10:00:00Z","revenue":"1"}}"#))
+                        .collect();
+                    let started = std::time::Instant::now();
+                    match ureq::post(&format!("{url}/v1/events")).set("Content-Type", "application/x-ndjson").send_string(&body.join("\n")) {
+                        Ok(r) if r.status() == 200 => acked.lock().unwrap().extend(ids),
+                        Err(ureq::Error::Status(code, r)) => {
+                            refused.lock().unwrap().push((code, started.elapsed(), r.header("Retry-After").is_some()))
+                        }
+                        other => panic!("unexpected answer: {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut peak_rss = 0;
+    while clients.iter().any(|c| !c.is_finished()) {
+        peak_rss = peak_rss.max(rss_bytes(server.pid()));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for c in clients {
+        c.join().unwrap();
+    }
+    let refused = refused.lock().unwrap();
+    assert!(!refused.is_empty(), "the load exceeded the configured caps");
+    for (code, took, retry_after) in refused.iter() {
+        assert!(*code == 429 || *code == 503, "{code}");
+        assert!(*retry_after, "{code} without Retry-After");
+        assert!(*took < Duration::from_secs(2), "refusal took {took:?}");
+    }
+    assert!(peak_rss < 200 << 20, "server RSS reached {} MiB", peak_rss >> 20);
+    let acked = acked.lock().unwrap();
+    assert!(!acked.is_empty());
+    let metrics = ureq::get(&format!("{}/metrics", server.url)).call().unwrap().into_string().unwrap();
+    let accepted: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("patron_events_accepted_total "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0) as usize;
+    assert_eq!(accepted, acked.len(), "exactly the acknowledged events were applied");
+    for id in acked.iter().step_by(97) {
+        assert_eq!(get(&format!("{}/v1/customers/{id}", server.url)).0, 200, "{id}");
+    }
+    eprintln!("overload: {} acknowledged, {} refused, peak RSS {} MiB", acked.len(), refused.len(), peak_rss >> 20);
+}

@@ -113,6 +113,11 @@ impl Server {
         Server { child, url }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, as a crash.
     pub fn kill_dash_nine(mut self) {
         let _ = self.child.kill();

@@ -106,6 +106,13 @@ pub(crate) struct ServeArgs {
     /// Largest request body in bytes (larger ones get 413).
     #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
     pub(crate) body_limit: usize,
+    /// Cap on request bytes being decoded or made durable at once; above it,
+    /// new requests get 503 with Retry-After (the ingest path's memory bound).
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    pub(crate) max_inflight_bytes: u64,
+    /// Log records that may wait for the writer; beyond it, 429 with Retry-After.
+    #[arg(long, value_name = "N")]
+    pub(crate) log_queue: Option<usize>,
     /// Seconds between automatic refits (only when new events arrived).
     #[arg(long = "refit-interval", value_name = "SECONDS", default_value_t = 60)]
     pub(crate) refit_interval_secs: u64,

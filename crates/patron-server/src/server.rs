@@ -52,6 +52,9 @@ pub(crate) struct AppState {
     auth: Auth,
     currencies: CurrencyTable,
     body_limit: usize,
+    /// Request bytes being decoded or waiting to be durable, and the cap on them.
+    inflight_bytes: AtomicU64,
+    max_inflight_bytes: u64,
     rejected: Mutex<VecDeque<RejectedEvent>>,
     rejected_total: AtomicU64,
     started: Instant,
@@ -143,7 +146,32 @@ fn decode_body(body: &[u8], ndjson: bool, validator: &Validator) -> std::result:
     Ok(out)
 }
 
+/// Releases reserved in-flight bytes when the request is done.
+struct InflightGuard<'a>(&'a AtomicU64, u64);
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::AcqRel);
+    }
+}
+
 async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    // Reserve memory before reading: the declared length, or the body limit if undeclared.
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let reserve = declared.unwrap_or(state.body_limit as u64).min(state.body_limit as u64).max(1);
+    let before = state.inflight_bytes.fetch_add(reserve, Ordering::AcqRel);
+    let _guard = InflightGuard(&state.inflight_bytes, reserve);
+    if before + reserve > state.max_inflight_bytes {
+        return with_retry_after(
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                format!("{} bytes of requests are in flight (cap {}); retry later", before, state.max_inflight_bytes),
+            ),
+            1,
+        );
+    }
     let bytes = match axum::body::to_bytes(body, state.body_limit).await {
         Ok(b) => b,
         Err(_) => {
@@ -374,6 +402,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         s.last_refit_micros.load(Ordering::Relaxed) as f64 / 1e6,
     );
     metric("patron_uptime_seconds", "gauge", "Seconds since start.", state.started.elapsed().as_secs_f64());
+    metric(
+        "patron_inflight_request_bytes",
+        "gauge",
+        "Request bytes being decoded or made durable.",
+        state.inflight_bytes.load(Ordering::Relaxed) as f64,
+    );
     if let Some(w) = e.wal_stats() {
         metric(
             "patron_wal_syncs_total",
@@ -430,8 +464,12 @@ pub(crate) fn open_engine(
     base: patron_model::Currency,
     model: patron_score::PurchaseModel,
     shards: Option<usize>,
+    log_queue: Option<usize>,
 ) -> Result<Engine> {
     let mut config = EngineConfig::new(data_dir);
+    if let Some(depth) = log_queue {
+        config.wal.queue_depth = depth.max(1);
+    }
     config.currencies = CurrencyTable::only(base);
     config.scoring = ScoringConfig { model, ..ScoringConfig::default() };
     if let Some(shards) = shards {
@@ -466,12 +504,20 @@ pub(crate) fn open_engine(
 }
 
 /// Shared state of the HTTP handlers.
-pub(crate) fn app_state(engine: Engine, base: patron_model::Currency, body_limit: usize, auth: Auth) -> Arc<AppState> {
+pub(crate) fn app_state(
+    engine: Engine,
+    base: patron_model::Currency,
+    body_limit: usize,
+    max_inflight_bytes: u64,
+    auth: Auth,
+) -> Arc<AppState> {
     Arc::new(AppState {
         engine: Arc::new(engine),
         auth,
         currencies: CurrencyTable::only(base),
         body_limit,
+        inflight_bytes: AtomicU64::new(0),
+        max_inflight_bytes,
         rejected: Mutex::new(VecDeque::new()),
         rejected_total: AtomicU64::new(0),
         started: Instant::now(),
@@ -553,13 +599,13 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
     let addr = listen_addr(&args.http, &auth)?;
     let base = patron_model::Currency::from_code(&args.currency)
         .with_context(|| format!("--currency {:?} is not an ISO 4217 code Patron knows", args.currency))?;
-    let engine = open_engine(&args.data_dir, base, args.model.into(), args.shards)?;
+    let engine = open_engine(&args.data_dir, base, args.model.into(), args.shards, args.log_queue)?;
     if auth.enabled() {
         tracing::info!("auth: {} bearer tokens configured", config.auth.tokens.len());
     } else {
         tracing::warn!("no auth tokens configured: accepting every request, on loopback {addr} only");
     }
-    let state = app_state(engine, base, args.body_limit, auth);
+    let state = app_state(engine, base, args.body_limit, args.max_inflight_bytes, auth);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     let refit_every = Duration::from_secs(args.refit_interval_secs.max(1));
     let snapshot_every = Duration::from_secs(args.snapshot_interval_secs.max(1));
@@ -611,7 +657,7 @@ mod tests {
         let mut engine_config = EngineConfig::new(dir);
         engine_config.shards = 1;
         let (engine, _) = Engine::open(engine_config).unwrap();
-        router(app_state(engine, Currency::from_code("EUR").unwrap(), 1 << 20, Auth::new(&config.auth)))
+        router(app_state(engine, Currency::from_code("EUR").unwrap(), 1 << 20, 1 << 30, Auth::new(&config.auth)))
     }
 
     /// Every endpoint × {no token, unknown token, ingest, query, admin}.
