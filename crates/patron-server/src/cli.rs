@@ -113,6 +113,9 @@ pub(crate) struct ServeArgs {
     /// Log records that may wait for the writer; beyond it, 429 with Retry-After.
     #[arg(long, value_name = "N")]
     pub(crate) log_queue: Option<usize>,
+    /// "Now" for scoring: the latest event time (event) or the system clock (wall).
+    #[arg(long, value_enum, default_value = "event")]
+    pub(crate) clock: ClockArg,
     /// Seconds between automatic refits (only when new events arrived).
     #[arg(long = "refit-interval", value_name = "SECONDS", default_value_t = 60)]
     pub(crate) refit_interval_secs: u64,
@@ -150,6 +153,21 @@ impl From<TimeUnitArg> for TimeUnit {
         match t {
             TimeUnitArg::Days => TimeUnit::Days,
             TimeUnitArg::Weeks => TimeUnit::Weeks,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum ClockArg {
+    Event,
+    Wall,
+}
+
+impl From<ClockArg> for patron_state::Clock {
+    fn from(c: ClockArg) -> Self {
+        match c {
+            ClockArg::Event => patron_state::Clock::Event,
+            ClockArg::Wall => patron_state::Clock::Wall,
         }
     }
 }

@@ -22,7 +22,7 @@ pub(crate) fn run(args: &DemoArgs) -> Result<()> {
     init_logging("warn");
     let addr = listen_addr(&args.http, &Auth::default())?;
     let base = Currency::from_code("EUR").context("EUR is known")?;
-    let engine = open_engine(&args.data_dir, base, args.model.into(), None, None)?;
+    let engine = open_engine(&args.data_dir, base, args.model.into(), None, None, patron_state::Clock::Event)?;
     let state = app_state(engine, base, 16 << 20, 256 << 20, Auth::default());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     runtime.block_on(async {

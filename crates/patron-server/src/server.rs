@@ -244,7 +244,7 @@ async fn get_customer(State(state): State<Arc<AppState>>, Path(id): Path<String>
         return error(StatusCode::NOT_FOUND, "customer_not_found", format!("no customer {id:?}"));
     };
     let models = state.engine.models();
-    let now = state.engine.watermark().unwrap_or_else(Timestamp::now);
+    let now = state.engine.now().unwrap_or_else(Timestamp::now);
     let minor = state.currencies.base.minor_per_major();
     let input = record.score_input(now.day(), minor);
     let scores = input.and_then(|i| models.scorer.score(&i).ok());
@@ -465,8 +465,10 @@ pub(crate) fn open_engine(
     model: patron_score::PurchaseModel,
     shards: Option<usize>,
     log_queue: Option<usize>,
+    clock: patron_state::Clock,
 ) -> Result<Engine> {
     let mut config = EngineConfig::new(data_dir);
+    config.clock = clock;
     if let Some(depth) = log_queue {
         config.wal.queue_depth = depth.max(1);
     }
@@ -599,7 +601,7 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
     let addr = listen_addr(&args.http, &auth)?;
     let base = patron_model::Currency::from_code(&args.currency)
         .with_context(|| format!("--currency {:?} is not an ISO 4217 code Patron knows", args.currency))?;
-    let engine = open_engine(&args.data_dir, base, args.model.into(), args.shards, args.log_queue)?;
+    let engine = open_engine(&args.data_dir, base, args.model.into(), args.shards, args.log_queue, args.clock.into())?;
     if auth.enabled() {
         tracing::info!("auth: {} bearer tokens configured", config.auth.tokens.len());
     } else {

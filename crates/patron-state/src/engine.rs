@@ -46,9 +46,21 @@ use crate::scoring::{ModelFits, ScoringConfig, fit_models_on, scorer_for};
 use crate::snapshot::{list_snapshots, read_snapshot, write_snapshot};
 use crate::{Result, StateError};
 
+/// What "now" is for scoring.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Clock {
+    /// The latest event time applied (default): replaying history gives the same scores as running live.
+    #[default]
+    Event,
+    /// The system clock.
+    Wall,
+}
+
 /// How the engine is set up.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
+    /// What "now" is for scoring.
+    pub clock: Clock,
     /// Directory of the log (and, later, snapshots).
     pub data_dir: PathBuf,
     /// Shard writer threads.
@@ -67,6 +79,7 @@ impl EngineConfig {
     /// Defaults for `data_dir`: one shard per core.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
+            clock: Clock::Event,
             data_dir: data_dir.into(),
             shards: std::thread::available_parallelism().map_or(2, |n| n.get()),
             shard_queue: 256,
@@ -195,6 +208,18 @@ pub struct SnapshotReport {
     pub bytes: u64,
     /// Whole log segments deleted after it.
     pub removed_segments: usize,
+}
+
+impl Inner {
+    fn now(&self) -> Option<Timestamp> {
+        match self.config.clock {
+            Clock::Wall => Some(Timestamp::now()),
+            Clock::Event => {
+                let ms = self.watermark_ms.load(Ordering::Relaxed);
+                (ms != i64::MIN).then(|| Timestamp::from_millis(ms))
+            }
+        }
+    }
 }
 
 struct Inner {
@@ -465,6 +490,12 @@ impl Engine {
         (ms != i64::MIN).then(|| Timestamp::from_millis(ms))
     }
 
+    /// "Now" for scoring: the watermark (event clock) or the system clock.
+    /// `None` under the event clock before any event.
+    pub fn now(&self) -> Option<Timestamp> {
+        self.inner.now()
+    }
+
     /// Counters.
     pub fn stats(&self) -> &EngineStats {
         &self.inner.stats
@@ -487,7 +518,7 @@ impl Engine {
 
     fn rescore_all_provisional(&self) {
         let models = self.models();
-        let now_day = self.watermark().map_or(0, Timestamp::day);
+        let now_day = self.now().map_or(0, Timestamp::day);
         let minor = self.inner.config.currencies.base.minor_per_major();
         let mut cache = ScoreCache::default();
         for shard in &self.inner.shards {
@@ -585,7 +616,7 @@ impl Engine {
     /// configured one (rayon). Keeps the previous models if the fit fails.
     pub fn refit(&self) -> Result<Arc<ModelState>> {
         let started = Instant::now();
-        let now = self.watermark().ok_or_else(|| StateError::Replay("no events yet".into()))?;
+        let now = self.now().ok_or_else(|| StateError::Replay("no events yet".into()))?;
         let minor = self.inner.config.currencies.base.minor_per_major();
         // Phase 1: gather inputs under short read locks.
         let gathered: Vec<Vec<Gathered>> = self.with_books(|book| {
@@ -728,7 +759,7 @@ fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardMessage>) {
                     (_, Applied::Duplicate) => duplicates += 1,
                 }
             }
-            let now_day = Timestamp::from_millis(inner.watermark_ms.load(Ordering::Relaxed)).day();
+            let now_day = inner.now().map_or(0, Timestamp::day);
             touched.sort_unstable();
             touched.dedup();
             for slot in touched {

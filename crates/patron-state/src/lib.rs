@@ -27,7 +27,7 @@ pub mod scoring;
 pub mod snapshot;
 
 pub use book::{CustomerBook, SharedBook};
-pub use engine::{Engine, EngineConfig, EngineStats, ModelState, SnapshotReport, shard_of};
+pub use engine::{Clock, Engine, EngineConfig, EngineStats, ModelState, SnapshotReport, shard_of};
 pub use record::{Applied, CustomerRecord, DEDUP_WINDOW};
 pub use scoring::{
     ModelFits, ScoredBook, ScoringConfig, TimeUnit, customers_batch, fit_models, fit_models_on, score_book, scorer_for,

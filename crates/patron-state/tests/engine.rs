@@ -169,3 +169,21 @@ fn a_damaged_newest_snapshot_falls_back_to_the_older_one() {
     let err = Engine::open(small_segments(dir.path())).unwrap_err().to_string();
     assert!(err.contains("refusing to start") && err.contains("unreadable snapshots"), "{err}");
 }
+
+#[test]
+fn the_wall_clock_ages_customers_to_today_the_event_clock_to_the_last_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = cdnow_events();
+    let (event_clock, _) = Engine::open(config(&dir.path().join("event"))).unwrap();
+    event_clock.submit(events[..200].to_vec()).unwrap();
+    let wall = EngineConfig { clock: patron_state::Clock::Wall, ..config(&dir.path().join("wall")) };
+    let (wall_clock, _) = Engine::open(wall).unwrap();
+    wall_clock.submit(events[..200].to_vec()).unwrap();
+    assert_eq!(event_clock.now(), event_clock.watermark());
+    let today = Timestamp::now().day();
+    assert!((wall_clock.now().unwrap().day() - today).abs() <= 1);
+    // A 1997 customer observed until today is far less likely alive than at the 1997 watermark.
+    let id = CustomerId::new("1").unwrap();
+    let (a, b) = (event_clock.customer(&id).unwrap(), wall_clock.customer(&id).unwrap());
+    assert!(b.scores.unwrap().p_alive < a.scores.unwrap().p_alive);
+}
