@@ -16,12 +16,14 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod codec;
 pub mod event;
 pub mod money;
 pub mod schema;
 pub mod sink;
 pub mod time;
 
+pub use codec::{decode_event, encode_event};
 pub use event::{
     Consent, CustomerId, Event, EventError, EventId, EventKind, LineItem, MAX_EVENT_DEPTH, MAX_ID_BYTES, ProductId,
     Purchase, Refund, Validator, check_depth,

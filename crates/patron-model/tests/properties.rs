@@ -70,6 +70,23 @@ proptest! {
     }
 
     #[test]
+    fn the_log_codec_round_trips_and_rejects_every_truncation(e in event()) {
+        let mut bytes = Vec::new();
+        patron_model::encode_event(&e, &mut bytes);
+        let mut pos = 0;
+        prop_assert_eq!(patron_model::decode_event(&bytes, &mut pos), Some(e));
+        prop_assert_eq!(pos, bytes.len());
+        for cut in 0..bytes.len() {
+            prop_assert!(patron_model::decode_event(&bytes[..cut], &mut 0).is_none());
+        }
+    }
+
+    #[test]
+    fn the_log_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = patron_model::decode_event(&bytes, &mut 0);
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
         let _ = validator().decode(&bytes);
     }

@@ -32,7 +32,10 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam::channel::{Receiver, Sender, bounded};
-use patron_model::{CurrencyTable, CustomerId, Event, EventSink, SinkError, SubmitOutcome, Timestamp, Validator};
+use patron_model::{
+    CurrencyTable, CustomerId, Event, EventSink, SinkError, SubmitOutcome, Timestamp, Validator, decode_event,
+    encode_event,
+};
 use patron_score::{
     BetaGeoParams, ClvConfig, GammaGammaParams, PurchaseModel, PurchaseParams, ScoreCache, ScoreInput, Scorer,
     SegmentInput, segment_population,
@@ -265,24 +268,51 @@ impl Hasher for Fnv {
     }
 }
 
-/// Encodes events as NDJSON log payloads of at most `max_payload` bytes each
-/// (an event larger than that gets a record of its own, which the log refuses).
-fn split_for_log(events: Vec<Event>, table: &CurrencyTable, max_payload: usize) -> Vec<(Vec<u8>, Vec<Event>)> {
+/// First byte of a log payload of binary-encoded events ([`patron_model::encode_event`]).
+/// Payloads starting with `{` are NDJSON (the first log format), still replayed.
+const BINARY_EVENTS: u8 = 1;
+
+/// Encodes events as log payloads of at most `max_payload` bytes each (an
+/// event larger than that gets a record of its own, which the log refuses).
+fn split_for_log(events: Vec<Event>, max_payload: usize) -> Vec<(Vec<u8>, Vec<Event>)> {
     let mut records = Vec::new();
-    let (mut payload, mut members) = (Vec::with_capacity(events.len().min(8192) * 160), Vec::new());
+    let new_payload = || {
+        let mut p = Vec::with_capacity(64 << 10);
+        p.push(BINARY_EVENTS);
+        p
+    };
+    let (mut payload, mut members, mut one) = (new_payload(), Vec::new(), Vec::with_capacity(256));
     for e in events {
-        let line = e.to_json(table.base).to_string();
-        if !members.is_empty() && payload.len() + line.len() + 1 > max_payload {
-            records.push((std::mem::take(&mut payload), std::mem::take(&mut members)));
+        one.clear();
+        encode_event(&e, &mut one);
+        if !members.is_empty() && payload.len() + one.len() > max_payload {
+            records.push((std::mem::replace(&mut payload, new_payload()), std::mem::take(&mut members)));
         }
-        payload.extend_from_slice(line.as_bytes());
-        payload.push(b'\n');
+        payload.extend_from_slice(&one);
         members.push(e);
     }
     if !members.is_empty() {
         records.push((payload, members));
     }
     records
+}
+
+/// The events of one log payload (binary, or NDJSON from the first log format).
+fn decode_payload(payload: &[u8], validator: &Validator) -> std::result::Result<Vec<Event>, String> {
+    match payload.first() {
+        Some(&BINARY_EVENTS) => {
+            let (mut events, mut pos) = (Vec::new(), 1);
+            while pos < payload.len() {
+                events.push(decode_event(payload, &mut pos).ok_or_else(|| format!("undecodable event at byte {pos}"))?);
+            }
+            Ok(events)
+        }
+        _ => payload
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|line| validator.decode(line).map_err(|e| e.to_string()))
+            .collect(),
+    }
 }
 
 impl Engine {
@@ -335,9 +365,9 @@ impl Engine {
                     }
                     return;
                 }
-                for line in payload.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                    match replay_validator.decode(line) {
-                        Ok(event) => {
+                match decode_payload(payload, &replay_validator) {
+                    Ok(events) => {
+                        for event in events {
                             inner.watermark_ms.fetch_max(event.timestamp.millis(), Ordering::Relaxed);
                             let shard = shard_of(&event.customer_id, shards);
                             if books[shard].apply(&event) == Applied::Accepted {
@@ -346,9 +376,9 @@ impl Engine {
                                 inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                             }
                         }
-                        Err(e) => {
-                            replay_error.get_or_insert_with(|| format!("record at sequence {seq}: {e}"));
-                        }
+                    }
+                    Err(e) => {
+                        replay_error.get_or_insert_with(|| format!("record at sequence {seq}: {e}"));
                     }
                 }
             };
@@ -404,7 +434,7 @@ impl Engine {
         };
         // A batch larger than a log record may hold becomes several records;
         // the caller is answered once all of them are durable and applied.
-        let records = split_for_log(events, &self.inner.config.currencies, wal.max_payload());
+        let records = split_for_log(events, wal.max_payload());
         let total = Arc::new(Completion {
             remaining: AtomicUsize::new(records.len()),
             accepted: AtomicUsize::new(0),
@@ -771,5 +801,41 @@ fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardMessage>) {
         inner.stats.accepted.fetch_add(accepted as u64, Ordering::Relaxed);
         inner.stats.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
         batch.completion.finish_part(accepted, duplicates);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events() -> Vec<Event> {
+        let v = Validator::new(CurrencyTable::default());
+        (0..50)
+            .map(|i| {
+                let json = format!(
+                    r#"{{"type":"purchase","event_id":"e{i}","customer_id":"c{}","timestamp":"2025-01-01T00:00:00Z","items":[{{"sku":"s{i}","quantity":2,"price":"1.25"}}]}}"#,
+                    i % 7
+                );
+                v.decode(json.as_bytes()).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_split_into_records_that_fit_and_decode_back() {
+        let events = events();
+        let records = split_for_log(events.clone(), 400);
+        assert!(records.len() > 1 && records.iter().all(|(p, _)| p.len() <= 400));
+        let validator = Validator::new(CurrencyTable::default());
+        let back: Vec<Event> = records.iter().flat_map(|(p, _)| decode_payload(p, &validator).unwrap()).collect();
+        assert_eq!(back, events);
+    }
+
+    #[test]
+    fn ndjson_payloads_of_the_first_log_format_still_replay() {
+        let events = events();
+        let table = CurrencyTable::default();
+        let ndjson: Vec<u8> = events.iter().flat_map(|e| format!("{}\n", e.to_json(table.base)).into_bytes()).collect();
+        assert_eq!(decode_payload(&ndjson, &Validator::new(table)).unwrap(), events);
     }
 }

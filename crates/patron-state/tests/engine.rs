@@ -94,7 +94,7 @@ fn a_restart_replays_the_log_to_the_same_state_and_still_knows_duplicates() {
 
 fn small_segments(dir: &std::path::Path) -> EngineConfig {
     EngineConfig {
-        wal: patron_wal::WalOptions { segment_bytes: 64 << 10, ..patron_wal::WalOptions::default() },
+        wal: patron_wal::WalOptions { segment_bytes: 16 << 10, ..patron_wal::WalOptions::default() },
         ..config(dir)
     }
 }
