@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# First HTTP capacity run: a release `patron serve` on a fresh data directory
+# (ext4 or whatever $TMPDIR is on), fed by `patron replay` at full speed with
+# NDJSON batches of 8,192 synthetic events, durable acks on. Files the result
+# under bench-results/<date>-<host>-<commit>-http/.
+#
+#   benches/http_capacity.sh [events=1000000] [customers=200000]
+set -euo pipefail
+cd "$(git rev-parse --show-toplevel)"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/patron-target}
+events=${1:-1000000}
+customers=${2:-200000}
+cargo build --release -q -p patron-server -p patron-workload --examples --bins
+bin="$CARGO_TARGET_DIR/release"
+work=$(mktemp -d)
+trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+"$bin/examples/shop_events" "$events" "$customers" 7 > "$work/events.ndjson"
+"$bin/patron" serve --data-dir "$work/data" --http 127.0.0.1:0 --refit-interval 3600 --snapshot-interval 3600 \
+  > "$work/server.out" 2> "$work/server.err" &
+server=$!
+for _ in $(seq 100); do grep -q "listening on" "$work/server.out" 2>/dev/null && break; sleep 0.1; done
+url=$(sed -n 's/^listening on //p' "$work/server.out")
+commit=$(git rev-parse --short HEAD)
+out="bench-results/$(date -u +%Y-%m-%d)-$(hostname -s)-$commit-http"
+mkdir -p "$out"
+cmd="patron replay --input events.ndjson --url $url   # $events events, $customers customers, shop_events seed 7"
+echo "$cmd" > "$out/command.txt"
+/usr/bin/time -v "$bin/patron" replay --input "$work/events.ndjson" --url "$url" 2> "$work/replay.err" | tee "$out/replay.txt"
+grep -E "Maximum resident|Elapsed" "$work/replay.err" > "$out/replay-time.txt" || true
+curl -s "$url/metrics" > "$out/metrics.txt"
+server_rss_kb=$(awk '/VmHWM/{print $2}' "/proc/$server/status")
+{
+  echo "commit: $commit"; echo "date: $(date -u +%FT%TZ)"; rustc -V; echo "cores: $(nproc)"
+  lscpu | grep -E '^(Model name|Hypervisor vendor)' || true
+  echo "filesystem of the data directory: $(df -T "$work" | awk 'NR==2{print $1, $2}')"
+  echo "server peak RSS (VmHWM): ${server_rss_kb} kB"
+} > "$out/machine.txt"
+echo "recorded in $out"
