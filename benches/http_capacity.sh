@@ -27,6 +27,7 @@ cmd="patron replay --input events.ndjson --url $url   # $events events, $custome
 echo "$cmd" > "$out/command.txt"
 /usr/bin/time -v "$bin/patron" replay --input "$work/events.ndjson" --url "$url" 2> "$work/replay.err" | tee "$out/replay.txt"
 grep -E "Maximum resident|Elapsed" "$work/replay.err" > "$out/replay-time.txt" || true
+grep -E "rejected" "$work/replay.err" | head -20 > "$out/rejections.txt" || true
 curl -s "$url/metrics" > "$out/metrics.txt"
 server_rss_kb=$(awk '/VmHWM/{print $2}' "/proc/$server/status")
 {
