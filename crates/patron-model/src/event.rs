@@ -159,6 +159,14 @@ impl EventError {
         Self::Field { field: field.into(), reason: reason.into() }
     }
 
+    /// The same error about a field of `items[index]`.
+    fn in_item(self, index: usize) -> Self {
+        match self {
+            Self::Field { field, reason } => Self::Field { field: format!("items[{index}].{field}"), reason },
+            other => other,
+        }
+    }
+
     /// The offending field, if the error is about one.
     pub fn field_name(&self) -> Option<&str> {
         match self {
@@ -168,11 +176,23 @@ impl EventError {
     }
 }
 
-/// A JSON string or number, kept as text so amounts stay exact.
+/// A JSON string or number. Integers are kept as integers (timestamps and
+/// quantities need no formatting round trip); other numbers are kept as the
+/// shortest text that reads back as the same f64, so amounts stay exact.
 #[derive(Debug)]
 pub(crate) struct Scalar<'a> {
     text: Cow<'a, str>,
     is_string: bool,
+    int: Option<i128>,
+}
+
+impl Scalar<'_> {
+    fn text(&self) -> Cow<'_, str> {
+        match self.int {
+            Some(i) => Cow::Owned(i.to_string()),
+            None => Cow::Borrowed(self.text.as_ref()),
+        }
+    }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
@@ -184,24 +204,24 @@ impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
                 f.write_str("a string or a number")
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Scalar { text: Cow::Borrowed(v), is_string: true })
+                Ok(Scalar { text: Cow::Borrowed(v), is_string: true, int: None })
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Scalar { text: Cow::Owned(v.to_owned()), is_string: true })
+                Ok(Scalar { text: Cow::Owned(v.to_owned()), is_string: true, int: None })
             }
             fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Scalar { text: Cow::Owned(v), is_string: true })
+                Ok(Scalar { text: Cow::Owned(v), is_string: true, int: None })
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(Scalar { text: Cow::Owned(v.to_string()), is_string: false })
+                Ok(Scalar { text: Cow::Borrowed(""), is_string: false, int: Some(i128::from(v)) })
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(Scalar { text: Cow::Owned(v.to_string()), is_string: false })
+                Ok(Scalar { text: Cow::Borrowed(""), is_string: false, int: Some(i128::from(v)) })
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
                 // Rust prints the shortest text that reads back as the same f64,
                 // which is the decimal the sender wrote for any sane amount.
-                Ok(Scalar { text: Cow::Owned(format!("{v}")), is_string: false })
+                Ok(Scalar { text: Cow::Owned(format!("{v}")), is_string: false, int: None })
             }
         }
         deserializer.deserialize_any(ScalarVisitor)
@@ -296,9 +316,11 @@ impl Validator {
     }
 
     fn validate(&self, raw: RawEvent<'_>) -> Result<Event, EventError> {
-        let kind_text = required(&raw.kind, "type")?;
+        let kind_cow = required(&raw.kind, "type")?;
+        let kind_text: &str = &kind_cow;
         let customer_id = id(&raw.customer_id, "customer_id", CustomerId::new)?;
-        let order_id = raw.order_id.as_ref().map(|s| s.text.as_ref());
+        let order_id_text = raw.order_id.as_ref().map(Scalar::text);
+        let order_id = order_id_text.as_deref();
         if let Some(order) = order_id {
             check_id_text(order, "order_id")?;
         }
@@ -309,8 +331,8 @@ impl Validator {
         let timestamp = self.timestamp(&raw.timestamp)?;
         let currency = match &raw.currency {
             None => self.currencies.base,
-            Some(s) => Currency::from_code(&s.text).ok_or_else(|| {
-                EventError::field("currency", format!("{:?} is not an ISO 4217 code Patron knows", s.text))
+            Some(s) => Currency::from_code(&s.text()).ok_or_else(|| {
+                EventError::field("currency", format!("{:?} is not an ISO 4217 code Patron knows", s.text()))
             })?,
         };
         if currency != self.currencies.base && !self.currencies.rates.contains_key(&currency) {
@@ -327,37 +349,14 @@ impl Validator {
                 let mut items = Vec::new();
                 let mut line_total_sum: Option<i64> = Some(0);
                 for (i, item) in raw.items.iter().flatten().enumerate() {
-                    let path = |f: &str| format!("items[{i}].{f}");
-                    let product_id = id(&item.product_id, &path("product_id"), ProductId::new)?;
-                    let category = match &item.category {
-                        Some(c) if !c.text.trim().is_empty() => {
-                            check_id_text(&c.text, &path("category"))?;
-                            Some(c.text.as_ref().into())
-                        }
-                        _ => None,
-                    };
-                    let quantity = match &item.quantity {
-                        None => Decimal { mantissa: 1, scale: 0 },
-                        Some(q) => non_negative(q, &path("quantity"))?,
-                    };
-                    if quantity.is_zero() {
-                        return Err(EventError::field(path("quantity"), "must not be 0"));
-                    }
-                    let (unit_price_minor, line_total) = match &item.price {
-                        None => (None, None),
-                        Some(p) => {
-                            let price = non_negative(p, &path("price"))?;
-                            let total = price
-                                .checked_mul(&quantity)
-                                .ok_or_else(|| EventError::field(path("price"), "price × quantity is out of range"))?;
-                            (Some(to_base(&price, &path("price"))?), Some(to_base(&total, &path("price"))?))
-                        }
-                    };
+                    // Field names get their `items[i].` prefix only when there is an error.
+                    let item = Self::line_item(item, &to_base).map_err(|e| e.in_item(i))?;
+                    let (item, line_total) = item;
                     line_total_sum = match (line_total_sum, line_total) {
                         (Some(sum), Some(t)) => sum.checked_add(t),
                         _ => None,
                     };
-                    items.push(LineItem { product_id, category, quantity, unit_price_minor });
+                    items.push(item);
                 }
                 let revenue_minor = match (&raw.revenue, line_total_sum) {
                     (Some(r), _) => to_base(&non_negative(r, "revenue")?, "revenue")?,
@@ -406,14 +405,47 @@ impl Validator {
         Ok(Event { event_id, customer_id, timestamp, kind })
     }
 
+    /// One line of a purchase and its total in base minor units (if priced).
+    fn line_item(
+        item: &RawItem<'_>,
+        to_base: &impl Fn(&Decimal, &str) -> Result<i64, EventError>,
+    ) -> Result<(LineItem, Option<i64>), EventError> {
+        let product_id = id(&item.product_id, "product_id", ProductId::new)?;
+        let category = match &item.category {
+            Some(c) if !c.text().trim().is_empty() => {
+                check_id_text(&c.text(), "category")?;
+                Some(c.text().as_ref().into())
+            }
+            _ => None,
+        };
+        let quantity = match &item.quantity {
+            None => Decimal { mantissa: 1, scale: 0 },
+            Some(q) => non_negative(q, "quantity")?,
+        };
+        if quantity.is_zero() {
+            return Err(EventError::field("quantity", "must not be 0"));
+        }
+        let (unit_price_minor, line_total) = match &item.price {
+            None => (None, None),
+            Some(p) => {
+                let price = non_negative(p, "price")?;
+                let total = price
+                    .checked_mul(&quantity)
+                    .ok_or_else(|| EventError::field("price", "price × quantity is out of range"))?;
+                (Some(to_base(&price, "price")?), Some(to_base(&total, "price")?))
+            }
+        };
+        Ok((LineItem { product_id, category, quantity, unit_price_minor }, line_total))
+    }
+
     fn timestamp(&self, raw: &Option<Scalar<'_>>) -> Result<Timestamp, EventError> {
         let s = raw.as_ref().ok_or_else(|| EventError::field("timestamp", "missing"))?;
         let parsed = if s.is_string {
             Timestamp::parse_rfc3339(&s.text)
                 .ok_or_else(|| EventError::field("timestamp", format!("{:?} is not RFC 3339", s.text)))?
         } else {
-            Timestamp::from_millis(s.text.parse::<i64>().map_err(|_| {
-                EventError::field("timestamp", format!("{} is not a whole number of epoch milliseconds", s.text))
+            Timestamp::from_millis(s.int.and_then(|i| i64::try_from(i).ok()).ok_or_else(|| {
+                EventError::field("timestamp", format!("{} is not a whole number of epoch milliseconds", s.text()))
             })?)
         };
         if parsed.millis() < EARLIEST_MS {
@@ -433,8 +465,8 @@ impl Validator {
     }
 }
 
-fn required<'s>(raw: &'s Option<Scalar<'_>>, field: &str) -> Result<&'s str, EventError> {
-    raw.as_ref().map(|s| s.text.as_ref()).ok_or_else(|| EventError::field(field, "missing"))
+fn required<'s>(raw: &'s Option<Scalar<'_>>, field: &str) -> Result<Cow<'s, str>, EventError> {
+    raw.as_ref().map(Scalar::text).ok_or_else(|| EventError::field(field, "missing"))
 }
 
 fn check_id_text(text: &str, field: &str) -> Result<(), EventError> {
@@ -445,13 +477,16 @@ fn check_id_text(text: &str, field: &str) -> Result<(), EventError> {
 }
 
 fn id<T>(raw: &Option<Scalar<'_>>, field: &str, make: impl Fn(&str) -> Result<T, String>) -> Result<T, EventError> {
-    make(required(raw, field)?).map_err(|r| EventError::field(field, r))
+    make(&required(raw, field)?).map_err(|r| EventError::field(field, r))
 }
 
 fn non_negative(raw: &Scalar<'_>, field: &str) -> Result<Decimal, EventError> {
-    let d = Decimal::parse(&raw.text).map_err(|e| EventError::field(field, e.to_string()))?;
+    let d = match raw.int {
+        Some(mantissa) => Decimal { mantissa, scale: 0 },
+        None => Decimal::parse(&raw.text).map_err(|e| EventError::field(field, e.to_string()))?,
+    };
     if d.is_negative() {
-        return Err(EventError::field(field, format!("must not be negative, got {:?}", raw.text)));
+        return Err(EventError::field(field, format!("must not be negative, got {:?}", raw.text())));
     }
     Ok(d)
 }

@@ -52,15 +52,21 @@ impl Decimal {
         if int_part.is_empty() && frac_part.is_empty() {
             return Err(bad());
         }
-        if !int_part.bytes().chain(frac_part.bytes()).all(|b| b.is_ascii_digit()) {
-            return Err(bad());
+        // Accumulate the digits without allocating; more than 30 significant
+        // digits cannot be held exactly.
+        let (mut mantissa, mut significant) = (0i128, 0usize);
+        for b in int_part.bytes().chain(frac_part.bytes()) {
+            if !b.is_ascii_digit() {
+                return Err(bad());
+            }
+            if significant > 0 || b != b'0' {
+                significant += 1;
+                if significant > 30 {
+                    return Err(range());
+                }
+                mantissa = mantissa * 10 + i128::from(b - b'0');
+            }
         }
-        let digits = format!("{int_part}{frac_part}");
-        let significant = digits.trim_start_matches('0');
-        if significant.len() > 30 {
-            return Err(range());
-        }
-        let mut mantissa: i128 = if significant.is_empty() { 0 } else { significant.parse().map_err(|_| range())? };
         let mut scale = frac_part.len() as i64 - i64::from(exponent);
         while scale < 0 {
             mantissa = mantissa.checked_mul(10).ok_or_else(range)?;
