@@ -60,20 +60,7 @@ fn streaming_cdnow_over_http_equals_batch_scoring() {
     let csv_path = dir.path().join("calibration.csv");
     std::fs::write(&csv_path, csv).unwrap();
     // Batch scoring at the same "now" (the latest event) and in the same unit (days).
-    let out = dir.path().join("batch");
-    let output = patron_tests::patron(&[
-        "score",
-        "--input",
-        csv_path.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--currency",
-        "USD",
-        "--top",
-        "0",
-    ]);
-    assert!(output.status.success(), "{}", patron_tests::transcript(&output));
-    let batch: Value = serde_json::from_slice(&std::fs::read(out.join("model_params.json")).unwrap()).unwrap();
+    let batch = patron_tests::score_in_days(&csv_path, &dir.path().join("batch"));
     assert_eq!(streamed["models"], batch["models"], "same events, same summaries, same fits");
 
     let (status, customer) = get(&format!("{}/v1/customers/1", server.url));
@@ -216,20 +203,7 @@ fn replay_pushes_a_file_and_the_server_fits_what_batch_scoring_fits() {
     assert!(text.contains("6919 events accepted, 0 duplicates, 0 rejected here, 0 rejected by the server"), "{text}");
     let (status, streamed) = post(&format!("{}/v1/admin/refit", server.url), "text/plain", "");
     assert_eq!(status, 200, "{streamed}");
-    let out = dir.path().join("batch");
-    let batch = patron_tests::patron(&[
-        "score",
-        "--input",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--currency",
-        "USD",
-        "--top",
-        "0",
-    ]);
-    assert!(batch.status.success());
-    let batch: Value = serde_json::from_slice(&std::fs::read(out.join("model_params.json")).unwrap()).unwrap();
+    let batch = patron_tests::score_in_days(&input, &dir.path().join("batch"));
     assert_eq!(streamed["models"], batch["models"]);
 
     // A redelivered tail (a producer retrying its last sends) is recognised:

@@ -131,3 +131,22 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `patron score` on `input` in days with USD as the base currency and
+/// "now" = the latest event (what a streaming server sees), and returns its
+/// `model_params.json`.
+pub fn score_in_days(input: &Path, out: &Path) -> serde_json::Value {
+    let output = patron(&[
+        "score",
+        "--input",
+        input.to_str().expect("utf-8 path"),
+        "--out",
+        out.to_str().expect("utf-8 path"),
+        "--currency",
+        "USD",
+        "--top",
+        "0",
+    ]);
+    assert!(output.status.success(), "{}", transcript(&output));
+    serde_json::from_slice(&std::fs::read(out.join("model_params.json")).expect("written")).expect("valid JSON")
+}

@@ -17,12 +17,14 @@ use crate::event::{Consent, CustomerId, Event, EventId, EventKind, LineItem, Pro
 use crate::money::Decimal;
 use crate::time::Timestamp;
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+/// Appends a length-prefixed (u16) UTF-8 string.
+pub fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u16).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
 }
 
-fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+/// Appends an optional string: a flag byte, then the string if present.
+pub fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => {
             out.push(1);
@@ -32,7 +34,8 @@ fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
-fn flag(b: Option<bool>) -> u8 {
+/// An optional boolean as one byte: 0 unset, 1 false, 2 true.
+pub fn flag(b: Option<bool>) -> u8 {
     match b {
         None => 0,
         Some(false) => 1,
@@ -77,38 +80,74 @@ pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
     }
 }
 
-struct Reader<'a> {
+/// Bounds-checked little-endian reader shared by Patron's binary formats
+/// (log events here, customer records in snapshots). Every read returns
+/// `None` past the end instead of panicking.
+#[derive(Debug)]
+pub struct ByteReader<'a> {
     bytes: &'a [u8],
     pos: usize,
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+impl<'a> ByteReader<'a> {
+    /// A reader over `bytes` starting at `pos`.
+    pub fn new(bytes: &'a [u8], pos: usize) -> Self {
+        Self { bytes, pos }
+    }
+
+    /// The position after the last read.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// The next `n` bytes.
+    pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let s = self.bytes.get(self.pos..self.pos.checked_add(n)?)?;
         self.pos += n;
         Some(s)
     }
-    fn u8(&mut self) -> Option<u8> {
+    /// One byte.
+    pub fn u8(&mut self) -> Option<u8> {
         self.take(1).map(|b| b[0])
     }
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+    /// The next `N` bytes as an array.
+    pub fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         self.take(N).and_then(|b| b.try_into().ok())
     }
-    fn i64(&mut self) -> Option<i64> {
+    /// A little-endian u16.
+    pub fn u16(&mut self) -> Option<u16> {
+        self.array().map(u16::from_le_bytes)
+    }
+
+    /// A little-endian u32.
+    pub fn u32(&mut self) -> Option<u32> {
+        self.array().map(u32::from_le_bytes)
+    }
+
+    /// A little-endian u64.
+    pub fn u64(&mut self) -> Option<u64> {
+        self.array().map(u64::from_le_bytes)
+    }
+
+    /// A little-endian i64.
+    pub fn i64(&mut self) -> Option<i64> {
         self.array().map(i64::from_le_bytes)
     }
-    fn str(&mut self) -> Option<&'a str> {
+    /// A string written by [`put_str`].
+    pub fn str(&mut self) -> Option<&'a str> {
         let len = u16::from_le_bytes(self.array()?) as usize;
         std::str::from_utf8(self.take(len)?).ok()
     }
-    fn opt_str(&mut self) -> Option<Option<&'a str>> {
+    /// A string written by [`put_opt_str`].
+    pub fn opt_str(&mut self) -> Option<Option<&'a str>> {
         match self.u8()? {
             0 => Some(None),
             1 => self.str().map(Some),
             _ => None,
         }
     }
-    fn flag(&mut self) -> Option<Option<bool>> {
+    /// An optional boolean written by [`flag`].
+    pub fn flag(&mut self) -> Option<Option<bool>> {
         match self.u8()? {
             0 => Some(None),
             1 => Some(Some(false)),
@@ -120,7 +159,7 @@ impl<'a> Reader<'a> {
 
 /// Reads one event at `*pos`, advancing it; `None` if the bytes are not a valid event.
 pub fn decode_event(bytes: &[u8], pos: &mut usize) -> Option<Event> {
-    let mut r = Reader { bytes, pos: *pos };
+    let mut r = ByteReader::new(bytes, *pos);
     let kind = r.u8()?;
     let event_id = EventId::new(r.str()?).ok()?;
     let customer_id = CustomerId::new(r.str()?).ok()?;

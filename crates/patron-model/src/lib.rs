@@ -23,7 +23,7 @@ pub mod schema;
 pub mod sink;
 pub mod time;
 
-pub use codec::{decode_event, encode_event};
+pub use codec::{ByteReader, decode_event, encode_event};
 pub use event::{
     Consent, CustomerId, Event, EventError, EventId, EventKind, LineItem, MAX_EVENT_DEPTH, MAX_ID_BYTES, ProductId,
     Purchase, Refund, Validator, check_depth,

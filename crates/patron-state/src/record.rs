@@ -10,6 +10,7 @@
 //!   the occasion values the spend model is fitted on (refunds rarely name the
 //!   occasion they undo).
 
+use patron_model::codec::{self, ByteReader};
 use patron_model::{Consent, CustomerId, Event, EventId, EventKind, Timestamp};
 use patron_score::{ScoreInput, Scores, Segments, SpendHistory};
 
@@ -194,53 +195,11 @@ impl CustomerRecord {
     }
 }
 
-/// Bounds-checked little-endian reader for [`CustomerRecord::decode`].
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        let slice = self.bytes.get(self.pos..self.pos.checked_add(n)?)?;
-        self.pos += n;
-        Some(slice)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.take(4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes)
-    }
-    fn u64(&mut self) -> Option<u64> {
-        self.take(8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)
-    }
-    fn i64(&mut self) -> Option<i64> {
-        self.u64().map(|v| v as i64)
-    }
-    fn time(&mut self) -> Option<Option<Timestamp>> {
-        self.i64().map(|v| (v != i64::MIN).then(|| Timestamp::from_millis(v)))
-    }
-    fn flag(&mut self) -> Option<Option<bool>> {
-        match self.u8()? {
-            0 => Some(None),
-            1 => Some(Some(false)),
-            2 => Some(Some(true)),
-            _ => None,
-        }
-    }
-}
-
 impl CustomerRecord {
     /// Appends the durable part of the record (everything but scores and
     /// segments, which are recomputed) in the snapshot layout.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let id = self.customer_id.as_str().as_bytes();
-        out.extend_from_slice(&(id.len() as u16).to_le_bytes());
-        out.extend_from_slice(id);
+        codec::put_str(out, self.customer_id.as_str());
         out.extend_from_slice(&(self.occasion_days.len() as u32).to_le_bytes());
         for d in &self.occasion_days {
             out.extend_from_slice(&d.to_le_bytes());
@@ -256,11 +215,7 @@ impl CustomerRecord {
         out.extend_from_slice(&time(self.first_purchase_at));
         out.extend_from_slice(&time(self.last_purchase_at));
         for c in [self.consent.email, self.consent.sms, self.consent.push] {
-            out.push(match c {
-                None => 0,
-                Some(false) => 1,
-                Some(true) => 2,
-            });
+            out.push(codec::flag(c));
         }
         for t in self.consent_at {
             out.extend_from_slice(&time(t));
@@ -275,9 +230,9 @@ impl CustomerRecord {
     /// Reads a record written by [`Self::encode`] at `*pos`, advancing it;
     /// `None` if the bytes are not a valid record.
     pub fn decode(bytes: &[u8], pos: &mut usize) -> Option<Self> {
-        let mut r = Reader { bytes, pos: *pos };
-        let id_len = usize::from(r.u16()?);
-        let customer_id = CustomerId::new(std::str::from_utf8(r.take(id_len)?).ok()?).ok()?;
+        let mut r = ByteReader::new(bytes, *pos);
+        let customer_id = CustomerId::new(r.str()?).ok()?;
+        let time = |r: &mut ByteReader<'_>| r.i64().map(|v| (v != i64::MIN).then(|| Timestamp::from_millis(v)));
         let days = r.u32()? as usize;
         let mut occasion_days = Vec::with_capacity(days.min(bytes.len() / 4));
         for _ in 0..days {
@@ -293,11 +248,11 @@ impl CustomerRecord {
         record.orders = r.u64()?;
         record.revenue_minor = r.i64()?;
         record.refunded_minor = r.i64()?;
-        record.first_purchase_at = r.time()?;
-        record.last_purchase_at = r.time()?;
+        record.first_purchase_at = time(&mut r)?;
+        record.last_purchase_at = time(&mut r)?;
         record.consent = Consent { email: r.flag()?, sms: r.flag()?, push: r.flag()? };
         for slot in &mut record.consent_at {
-            *slot = r.time()?;
+            *slot = time(&mut r)?;
         }
         for f in &mut record.recent_event_ids {
             *f = r.u64()?;
@@ -307,7 +262,7 @@ impl CustomerRecord {
         if record.recent_next >= DEDUP_WINDOW || record.recent_len > DEDUP_WINDOW {
             return None;
         }
-        *pos = r.pos;
+        *pos = r.position();
         Some(record)
     }
 }
