@@ -9,11 +9,14 @@ use std::sync::Mutex;
 
 use patron_model::{CustomerId, Event, EventSink, SinkError, SubmitOutcome, Timestamp};
 
-use crate::record::{Applied, CustomerRecord};
+use crate::catalog::ProductCatalog;
+use crate::record::{Applied, CustomerRecord, DEFAULT_HISTORY};
 
 /// Every known customer.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CustomerBook {
+    catalog: std::sync::Arc<ProductCatalog>,
+    history_limit: usize,
     index: HashMap<CustomerId, usize>,
     records: Vec<CustomerRecord>,
     watermark: Option<Timestamp>,
@@ -21,10 +24,35 @@ pub struct CustomerBook {
     duplicates: u64,
 }
 
+impl Default for CustomerBook {
+    fn default() -> Self {
+        Self::with_catalog(std::sync::Arc::new(ProductCatalog::default()), DEFAULT_HISTORY)
+    }
+}
+
 impl CustomerBook {
-    /// An empty book.
+    /// An empty book with its own catalogue and the default history limit.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty book interning products in `catalog` (shared with other
+    /// shards) and keeping `history_limit` recent items per customer.
+    pub fn with_catalog(catalog: std::sync::Arc<ProductCatalog>, history_limit: usize) -> Self {
+        Self {
+            catalog,
+            history_limit,
+            index: HashMap::new(),
+            records: Vec::new(),
+            watermark: None,
+            accepted: 0,
+            duplicates: 0,
+        }
+    }
+
+    /// The product catalogue.
+    pub fn catalog(&self) -> &ProductCatalog {
+        &self.catalog
     }
 
     /// Applies one validated event; advances the watermark (largest event time seen).
@@ -42,7 +70,7 @@ impl CustomerBook {
                 self.records.len() - 1
             }
         };
-        let applied = self.records[slot].apply(event);
+        let applied = self.records[slot].apply_tracking(event, Some(&self.catalog), self.history_limit);
         match applied {
             Applied::Accepted => {
                 self.accepted += 1;

@@ -44,6 +44,7 @@ use patron_wal::{RecoveryReport, Wal, WalError, WalOptions};
 use rayon::prelude::*;
 
 use crate::book::CustomerBook;
+use crate::catalog::ProductCatalog;
 use crate::record::{Applied, CustomerRecord};
 use crate::scoring::{ModelFits, ScoringConfig, fit_models_on, scorer_for};
 use crate::snapshot::{list_snapshots, read_snapshot, write_snapshot};
@@ -76,6 +77,8 @@ pub struct EngineConfig {
     pub currencies: CurrencyTable,
     /// Log tuning.
     pub wal: WalOptions,
+    /// Recent purchased items kept per customer (for recommendations).
+    pub history_limit: usize,
 }
 
 impl EngineConfig {
@@ -89,6 +92,7 @@ impl EngineConfig {
             scoring: ScoringConfig::default(),
             currencies: CurrencyTable::default(),
             wal: WalOptions::default(),
+            history_limit: crate::record::DEFAULT_HISTORY,
         }
     }
 }
@@ -226,6 +230,7 @@ impl Inner {
 }
 
 struct Inner {
+    catalog: Arc<ProductCatalog>,
     shards: Vec<RwLock<CustomerBook>>,
     models: RwLock<Arc<ModelState>>,
     watermark_ms: AtomicI64,
@@ -320,32 +325,43 @@ impl Engine {
     /// shard writers. Returns what recovery found.
     pub fn open(config: EngineConfig) -> Result<(Self, RecoveryReport)> {
         let shards = config.shards.max(1);
+        // The newest readable snapshot, then the log from where it ends.
+        let snapshot_dir = config.data_dir.join("snapshots");
+        let mut snapshot_errors = Vec::new();
+        let snapshots =
+            list_snapshots(&snapshot_dir).map_err(|e| StateError::Replay(format!("cannot list snapshots: {e}")))?;
+        let mut loaded = None;
+        for (_, path) in &snapshots {
+            match read_snapshot(path) {
+                Ok(snapshot) => {
+                    loaded = Some(snapshot);
+                    break;
+                }
+                Err(e) => snapshot_errors.push(format!("{}: {e}", path.display())),
+            }
+        }
+        let catalog = Arc::new(
+            loaded
+                .as_mut()
+                .map_or_else(ProductCatalog::default, |s| ProductCatalog::from_names(std::mem::take(&mut s.products))),
+        );
         let inner = Arc::new(Inner {
-            shards: (0..shards).map(|_| RwLock::new(CustomerBook::new())).collect(),
+            shards: (0..shards)
+                .map(|_| RwLock::new(CustomerBook::with_catalog(catalog.clone(), config.history_limit)))
+                .collect(),
+            catalog,
             models: RwLock::new(Arc::new(provisional_models(&config.scoring))),
             watermark_ms: AtomicI64::new(i64::MIN),
             stats: EngineStats::default(),
             config: config.clone(),
         });
-        // The newest readable snapshot, then the log from where it ends.
-        let snapshot_dir = config.data_dir.join("snapshots");
         let mut start_seq = 0;
-        let mut snapshot_errors = Vec::new();
-        let snapshots =
-            list_snapshots(&snapshot_dir).map_err(|e| StateError::Replay(format!("cannot list snapshots: {e}")))?;
-        for (_, path) in &snapshots {
-            match read_snapshot(path) {
-                Ok(snapshot) => {
-                    start_seq = snapshot.next_seq;
-                    inner.watermark_ms.store(snapshot.watermark_ms, Ordering::Relaxed);
-                    let mut books: Vec<_> =
-                        inner.shards.iter().map(|s| s.write().unwrap_or_else(|p| p.into_inner())).collect();
-                    for record in snapshot.records {
-                        books[shard_of(&record.customer_id, shards)].insert_record(record);
-                    }
-                    break;
-                }
-                Err(e) => snapshot_errors.push(format!("{}: {e}", path.display())),
+        if let Some(snapshot) = loaded {
+            start_seq = snapshot.next_seq;
+            inner.watermark_ms.store(snapshot.watermark_ms, Ordering::Relaxed);
+            let mut books: Vec<_> = inner.shards.iter().map(|s| s.write().unwrap_or_else(|p| p.into_inner())).collect();
+            for record in snapshot.records {
+                books[shard_of(&record.customer_id, shards)].insert_record(record);
             }
         }
         // Events in the log were validated when they arrived; only the clock rule is relaxed on replay.
@@ -536,6 +552,11 @@ impl Engine {
         self.wal.as_ref().map(Wal::stats)
     }
 
+    /// The shared product catalogue (names of the indices in `recent_products`).
+    pub fn catalog(&self) -> &ProductCatalog {
+        &self.inner.catalog
+    }
+
     /// Customers per shard.
     pub fn shard_sizes(&self) -> Vec<usize> {
         self.inner.shards.iter().map(|s| s.read().map_or(0, |b| b.len())).collect()
@@ -632,7 +653,9 @@ impl Engine {
         let next_seq = marker_seq + 1;
         let watermark = self.inner.watermark_ms.load(Ordering::Relaxed);
         let io = |e: std::io::Error| StateError::Replay(format!("cannot write snapshot: {e}"));
-        let path = write_snapshot(&dir, next_seq, watermark, customers, &encoded).map_err(io)?;
+        // Taken after the shards answered, so it covers every product their records name.
+        let products = self.inner.catalog.names();
+        let path = write_snapshot(&dir, next_seq, watermark, customers, &encoded, &products).map_err(io)?;
         let kept = list_snapshots(&dir).map_err(io)?;
         for (_, old) in kept.iter().skip(keep) {
             std::fs::remove_file(old).map_err(io)?;

@@ -21,12 +21,14 @@
 #![deny(missing_docs)]
 
 pub mod book;
+pub mod catalog;
 pub mod engine;
 pub mod record;
 pub mod scoring;
 pub mod snapshot;
 
 pub use book::{CustomerBook, SharedBook};
+pub use catalog::ProductCatalog;
 pub use engine::{Clock, Engine, EngineConfig, EngineStats, ModelState, SnapshotReport, shard_of};
 pub use record::{Applied, CustomerRecord, DEDUP_WINDOW};
 pub use scoring::{

@@ -14,8 +14,22 @@ use patron_model::codec::{self, ByteReader};
 use patron_model::{Consent, CustomerId, Event, EventId, EventKind, Timestamp};
 use patron_score::{ScoreInput, Scores, Segments, SpendHistory};
 
+use crate::catalog::ProductCatalog;
+
 /// How many recent event ids per customer are remembered for idempotency.
 pub const DEDUP_WINDOW: usize = 8;
+
+/// Default number of recent purchased items kept per customer.
+pub const DEFAULT_HISTORY: usize = 16;
+
+/// One recently bought product (index in the [`ProductCatalog`]) and the UTC day.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecentPurchase {
+    /// Product index in the catalogue.
+    pub product: u32,
+    /// UTC day of the purchase.
+    pub day: i32,
+}
 
 /// A customer's state.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,6 +59,8 @@ pub struct CustomerRecord {
     pub scores: Option<Scores>,
     /// Labels from the latest population kernel run.
     pub segments: Option<Segments>,
+    /// The most recently bought items, oldest first, at most the book's history limit.
+    pub recent_products: std::collections::VecDeque<RecentPurchase>,
 }
 
 /// Whether an event changed the record.
@@ -83,11 +99,18 @@ impl CustomerRecord {
             recent_len: 0,
             scores: None,
             segments: None,
+            recent_products: std::collections::VecDeque::new(),
         }
     }
 
-    /// Applies one event of this customer.
+    /// Applies one event of this customer (without product history).
     pub fn apply(&mut self, event: &Event) -> Applied {
+        self.apply_tracking(event, None, 0)
+    }
+
+    /// Applies one event, recording up to `history_limit` recent purchased
+    /// items with products interned in `catalog`.
+    pub fn apply_tracking(&mut self, event: &Event, catalog: Option<&ProductCatalog>, history_limit: usize) -> Applied {
         let fp = fingerprint(&event.event_id);
         if self.recent_event_ids[..self.recent_len].contains(&fp) {
             return Applied::Duplicate;
@@ -96,7 +119,19 @@ impl CustomerRecord {
         self.recent_next = (self.recent_next + 1) % DEDUP_WINDOW;
         self.recent_len = (self.recent_len + 1).min(DEDUP_WINDOW);
         match &event.kind {
-            EventKind::Purchase(p) => self.purchase(event.timestamp, p.revenue_minor),
+            EventKind::Purchase(p) => {
+                self.purchase(event.timestamp, p.revenue_minor);
+                if let Some(catalog) = catalog.filter(|_| history_limit > 0) {
+                    let day = event.timestamp.day();
+                    for item in &p.items {
+                        self.recent_products
+                            .push_back(RecentPurchase { product: catalog.intern(&item.product_id), day });
+                    }
+                    while self.recent_products.len() > history_limit {
+                        self.recent_products.pop_front();
+                    }
+                }
+            }
             EventKind::Refund(r) => {
                 self.revenue_minor -= r.amount_minor;
                 self.refunded_minor += r.amount_minor;
@@ -225,6 +260,11 @@ impl CustomerRecord {
         }
         out.push(self.recent_next as u8);
         out.push(self.recent_len as u8);
+        out.extend_from_slice(&(self.recent_products.len() as u16).to_le_bytes());
+        for p in &self.recent_products {
+            out.extend_from_slice(&p.product.to_le_bytes());
+            out.extend_from_slice(&p.day.to_le_bytes());
+        }
     }
 
     /// Reads a record written by [`Self::encode`] at `*pos`, advancing it;
@@ -261,6 +301,11 @@ impl CustomerRecord {
         record.recent_len = usize::from(r.u8()?);
         if record.recent_next >= DEDUP_WINDOW || record.recent_len > DEDUP_WINDOW {
             return None;
+        }
+        for _ in 0..r.u16()? {
+            let product = r.u32()?;
+            let day = r.u32()? as i32;
+            record.recent_products.push_back(RecentPurchase { product, day });
         }
         *pos = r.position();
         Some(record)
@@ -340,6 +385,28 @@ mod tests {
         // The ring is restored exactly: a recent id is still a duplicate.
         let mut back = CustomerRecord::decode(&bytes, &mut 0).unwrap();
         assert_eq!(back.apply(&purchase("e9", "1997-09-01", "12.34")), Applied::Duplicate);
+    }
+
+    #[test]
+    fn recent_products_are_bounded_newest_kept_and_interned() {
+        let catalog = ProductCatalog::default();
+        let validator = Validator::new(CurrencyTable::default());
+        let mut r = CustomerRecord::new(CustomerId::new("c").unwrap());
+        for i in 0..10 {
+            let json = format!(
+                r#"{{"type":"purchase","event_id":"o{i}","customer_id":"c","timestamp":"2025-01-{:02}T10:00:00Z","items":[{{"sku":"a{i}","price":"1"}},{{"sku":"shared","price":"2"}}]}}"#,
+                i + 1
+            );
+            r.apply_tracking(&validator.decode(json.as_bytes()).unwrap(), Some(&catalog), 5);
+        }
+        assert_eq!(r.recent_products.len(), 5);
+        let names: Vec<String> =
+            r.recent_products.iter().map(|p| catalog.name(p.product).unwrap().to_string()).collect();
+        assert_eq!(names, ["shared", "a8", "shared", "a9", "shared"]);
+        assert_eq!(catalog.len(), 11, "ten distinct products plus the shared one");
+        let mut bytes = Vec::new();
+        r.encode(&mut bytes);
+        assert_eq!(CustomerRecord::decode(&bytes, &mut 0), Some(r));
     }
 
     #[test]

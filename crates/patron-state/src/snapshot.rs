@@ -12,17 +12,20 @@
 //!   plus a longer log tail.
 //!
 //! ```text
-//! magic "PATRSNAP" │ version u32 │ next_seq u64 │ watermark_ms i64 │ records u64 │ records… │ crc32c u32
+//! magic "PATRSNAP" │ version u32 │ next_seq u64 │ watermark_ms i64 │ records u64 │
+//! products u32 │ product ids (u16 length + UTF-8)… │ records… │ crc32c u32
 //! ```
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use patron_model::ProductId;
+
 use crate::record::CustomerRecord;
 
 const MAGIC: &[u8; 8] = b"PATRSNAP";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8;
 
 /// A snapshot read back.
@@ -34,6 +37,8 @@ pub struct Snapshot {
     pub watermark_ms: i64,
     /// Every customer.
     pub records: Vec<CustomerRecord>,
+    /// The product catalogue the records' histories refer to, in index order.
+    pub products: Vec<ProductId>,
 }
 
 /// The file name of the snapshot covering sequence numbers below `next_seq`.
@@ -66,6 +71,7 @@ pub fn write_snapshot(
     watermark_ms: i64,
     records: u64,
     encoded: &[u8],
+    products: &[ProductId],
 ) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let mut bytes = Vec::with_capacity(HEADER_LEN + encoded.len() + 4);
@@ -74,6 +80,10 @@ pub fn write_snapshot(
     bytes.extend_from_slice(&next_seq.to_le_bytes());
     bytes.extend_from_slice(&watermark_ms.to_le_bytes());
     bytes.extend_from_slice(&records.to_le_bytes());
+    bytes.extend_from_slice(&(products.len() as u32).to_le_bytes());
+    for p in products {
+        patron_model::codec::put_str(&mut bytes, p.as_str());
+    }
     bytes.extend_from_slice(encoded);
     let crc = crc32c::crc32c(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
@@ -103,15 +113,26 @@ pub fn read_snapshot(path: &Path) -> Result<Snapshot, String> {
         return Err("unsupported snapshot version".into());
     }
     let (next_seq, watermark_ms, count) = (u64_at(12), u64_at(20) as i64, u64_at(28));
-    let mut pos = HEADER_LEN;
+    let mut reader = patron_model::ByteReader::new(body, HEADER_LEN);
+    let product_count = reader.u32().ok_or("catalogue cut short")?;
+    let mut products = Vec::with_capacity((product_count as usize).min(body.len()));
+    for i in 0..product_count {
+        let name = reader.str().ok_or_else(|| format!("product {i} is invalid"))?;
+        products.push(ProductId::new(name).map_err(|e| format!("product {i}: {e}"))?);
+    }
+    let mut pos = reader.position();
     let mut records = Vec::with_capacity((count as usize).min(body.len() / 64));
     for i in 0..count {
-        records.push(CustomerRecord::decode(body, &mut pos).ok_or_else(|| format!("record {i} is invalid"))?);
+        let record = CustomerRecord::decode(body, &mut pos).ok_or_else(|| format!("record {i} is invalid"))?;
+        if record.recent_products.iter().any(|p| p.product as usize >= products.len()) {
+            return Err(format!("record {i} refers to a product outside the catalogue"));
+        }
+        records.push(record);
     }
     if pos != body.len() {
         return Err(format!("{} unexpected bytes after the records", body.len() - pos));
     }
-    Ok(Snapshot { next_seq, watermark_ms, records })
+    Ok(Snapshot { next_seq, watermark_ms, records, products })
 }
 
 #[cfg(test)]
@@ -126,14 +147,15 @@ mod tests {
             (0..50).map(|i| CustomerRecord::new(CustomerId::new(&format!("c{i}")).unwrap())).collect();
         let mut encoded = Vec::new();
         records.iter().for_each(|r| r.encode(&mut encoded));
-        let path = write_snapshot(dir.path(), 42, 1_000, records.len() as u64, &encoded).unwrap();
+        let products = vec![ProductId::new("sku-1").unwrap(), ProductId::new("sku-2").unwrap()];
+        let path = write_snapshot(dir.path(), 42, 1_000, records.len() as u64, &encoded, &products).unwrap();
         let back = read_snapshot(&path).unwrap();
-        assert_eq!((back.next_seq, back.watermark_ms, back.records), (42, 1_000, records));
+        assert_eq!((back.next_seq, back.watermark_ms, back.records, back.products), (42, 1_000, records, products));
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[40] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(read_snapshot(&path).unwrap_err(), "checksum mismatch");
-        write_snapshot(dir.path(), 7, 0, 0, &[]).unwrap();
+        write_snapshot(dir.path(), 7, 0, 0, &[], &[]).unwrap();
         std::fs::write(dir.path().join("snapshot-00000000000000000099.tmp"), b"half written").unwrap();
         let listed: Vec<u64> = list_snapshots(dir.path()).unwrap().iter().map(|s| s.0).collect();
         assert_eq!(listed, vec![42, 7], "newest first; temporary files ignored");

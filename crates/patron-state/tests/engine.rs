@@ -187,3 +187,31 @@ fn the_wall_clock_ages_customers_to_today_the_event_clock_to_the_last_event() {
     let (a, b) = (event_clock.customer(&id).unwrap(), wall_clock.customer(&id).unwrap());
     assert!(b.scores.unwrap().p_alive < a.scores.unwrap().p_alive);
 }
+
+#[test]
+fn recent_product_history_survives_snapshot_and_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let validator = Validator::new(CurrencyTable::only(Currency::from_code("USD").unwrap()));
+    let basket = |i: u32, customer: &str| {
+        let json = format!(
+            r#"{{"type":"purchase","event_id":"b{i}","customer_id":"{customer}","timestamp":"2025-02-{:02}T10:00:00Z","currency":"USD","items":[{{"sku":"sku-{i}","price":"3"}},{{"sku":"milk","price":"1"}}]}}"#,
+            1 + i % 27
+        );
+        validator.decode(json.as_bytes()).unwrap()
+    };
+    let cfg = || EngineConfig { history_limit: 6, ..config(dir.path()) };
+    let (engine, _) = Engine::open(cfg()).unwrap();
+    engine.submit((0..5).map(|i| basket(i, "alice")).collect()).unwrap();
+    engine.snapshot().unwrap();
+    engine.submit((5..8).map(|i| basket(i, "alice")).chain((0..3).map(|i| basket(100 + i, "bob"))).collect()).unwrap();
+    let names = |engine: &Engine, who: &str| -> Vec<String> {
+        let record = engine.customer(&CustomerId::new(who).unwrap()).unwrap();
+        record.recent_products.iter().map(|p| engine.catalog().name(p.product).unwrap().to_string()).collect()
+    };
+    let before = (names(&engine, "alice"), names(&engine, "bob"));
+    assert_eq!(before.0, ["sku-5", "milk", "sku-6", "milk", "sku-7", "milk"], "the newest 6 items");
+    engine.shutdown();
+    let (engine, _) = Engine::open(cfg()).unwrap();
+    assert_eq!((names(&engine, "alice"), names(&engine, "bob")), before);
+    assert_eq!(engine.catalog().len(), 12, "sku-0..7, sku-100..102 and milk");
+}
