@@ -28,6 +28,19 @@ echo "$cmd" > "$out/command.txt"
 /usr/bin/time -v "$bin/patron" replay --input "$work/events.ndjson" --url "$url" 2> "$work/replay.err" | tee "$out/replay.txt"
 grep -E "Maximum resident|Elapsed" "$work/replay.err" > "$out/replay-time.txt" || true
 grep -E "rejected" "$work/replay.err" | head -20 > "$out/rejections.txt" || true
+# Freshness: at half the measured rate, with 1,000-event requests, each answer
+# comes after its events are durable, applied and rescored, so request latency
+# bounds event -> score visibility (a fresh data directory, so nothing is a duplicate).
+rate=$(sed -n 's/.*(\([0-9]*\) events\/s).*/\1/p' "$out/replay.txt")
+half=$(( ${rate:-100000} / 2 ))
+kill "$server"; wait "$server" 2>/dev/null || true
+"$bin/patron" serve --data-dir "$work/data2" --http 127.0.0.1:0 --refit-interval 3600 --snapshot-interval 3600 \
+  > "$work/server2.out" 2> "$work/server2.err" &
+server=$!
+for _ in $(seq 100); do grep -q "listening on" "$work/server2.out" 2>/dev/null && break; sleep 0.1; done
+url=$(sed -n 's/^listening on //p' "$work/server2.out")
+echo "patron replay --input events.ndjson --url URL --rate $half --batch 1000   # half of the measured peak" >> "$out/command.txt"
+"$bin/patron" replay --input "$work/events.ndjson" --url "$url" --rate "$half" --batch 1000 2>/dev/null | tee "$out/replay-half-rate.txt"
 curl -s "$url/metrics" > "$out/metrics.txt"
 server_rss_kb=$(awk '/VmHWM/{print $2}' "/proc/$server/status")
 {

@@ -43,6 +43,9 @@ pub(crate) struct ReplayArgs {
     /// Events per second (0: as fast as the server accepts).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(crate) rate: u64,
+    /// Events per request.
+    #[arg(long, value_name = "N", default_value_t = 8192)]
+    pub(crate) batch: usize,
     /// Input format (default: from the file name).
     #[arg(long, value_enum)]
     pub(crate) format: Option<FormatArg>,

@@ -30,10 +30,26 @@ struct HttpSink {
     retries: AtomicU64,
     first_server_rejection: Mutex<Option<String>>,
     bar: ProgressBar,
+    /// Events per request.
+    batch: usize,
+    /// Seconds from sending each request to its answer.
+    latencies: Mutex<Vec<f64>>,
 }
 
 impl EventSink for HttpSink {
     fn submit(&self, events: Vec<Event>) -> std::result::Result<SubmitOutcome, SinkError> {
+        let mut total = SubmitOutcome::default();
+        for chunk in events.chunks(self.batch.max(1)) {
+            let outcome = self.post(chunk)?;
+            total.accepted += outcome.accepted;
+            total.duplicates += outcome.duplicates;
+        }
+        Ok(total)
+    }
+}
+
+impl HttpSink {
+    fn post(&self, events: &[Event]) -> std::result::Result<SubmitOutcome, SinkError> {
         let count = events.len() as u64;
         if let Some(rate) = self.rate {
             // Pace: the batch may start once the previous events' share of time has passed.
@@ -43,13 +59,19 @@ impl EventSink for HttpSink {
             }
         }
         let mut body = String::with_capacity(events.len() * 200);
-        for e in &events {
+        for e in events {
             body.push_str(&e.to_json(self.base).to_string());
             body.push('\n');
         }
         for _ in 0..MAX_ATTEMPTS {
+            let sent_at = Instant::now();
             let response =
                 self.agent.post(&self.endpoint).set("Content-Type", "application/x-ndjson").send_string(&body);
+            if response.is_ok()
+                && let Ok(mut l) = self.latencies.lock()
+            {
+                l.push(sent_at.elapsed().as_secs_f64());
+            }
             match response {
                 Ok(r) => {
                     let answer: Value =
@@ -107,6 +129,8 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<()> {
         retries: AtomicU64::new(0),
         first_server_rejection: Mutex::new(None),
         bar: bar.clone(),
+        batch: args.batch,
+        latencies: Mutex::new(Vec::new()),
     };
     let validator = Validator::new(CurrencyTable::only(base));
     let options = ReadOptions { format: args.format.map(Into::into), mapping: args.mapping.to_mapping(base.code()) };
@@ -136,6 +160,21 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<()> {
         sink.retries.load(Ordering::Relaxed),
         report.events as f64 / seconds
     );
+    if let Ok(mut l) = sink.latencies.lock()
+        && !l.is_empty()
+    {
+        l.sort_by(f64::total_cmp);
+        let at = |q: f64| l[((l.len() as f64 * q).ceil() as usize).clamp(1, l.len()) - 1] * 1000.0;
+        println!(
+            "Request latency (send to durable, applied, rescored answer) over {} requests of up to {} events: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms.",
+            l.len(),
+            args.batch,
+            at(0.5),
+            at(0.9),
+            at(0.99),
+            at(1.0)
+        );
+    }
     if report.events == 0 {
         bail!("nothing could be read from {}", args.input.display());
     }
