@@ -155,6 +155,19 @@ impl Drop for InflightGuard<'_> {
     }
 }
 
+/// Reads and drops up to `limit` bytes of a body without buffering it.
+async fn discard(body: Body, limit: usize) {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len();
+        if seen > limit {
+            break;
+        }
+    }
+}
+
 async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     // Reserve memory before reading: the declared length, or the body limit if undeclared.
     let declared =
@@ -163,6 +176,9 @@ async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
     let before = state.inflight_bytes.fetch_add(reserve, Ordering::AcqRel);
     let _guard = InflightGuard(&state.inflight_bytes, reserve);
     if before + reserve > state.max_inflight_bytes {
+        // Read and drop the body chunk by chunk (never buffered): a client that
+        // is still sending then reads this answer instead of a broken pipe.
+        discard(body, state.body_limit).await;
         return with_retry_after(
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
