@@ -45,29 +45,25 @@ pub fn transcript(output: &Output) -> String {
     format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 
-/// Runs `patron score` on `input` with the CDNOW calibration settings
-/// (observation end 1997-09-30, weeks, USD) and `extra` flags; panics with the
+/// Runs `patron score` on `input` into `out` with `flags`; panics with the
 /// transcript on failure. Returns `model_params.json` and the transcript.
-pub fn score_like_cdnow(input: &Path, out: &Path, extra: &[&str]) -> (serde_json::Value, String) {
-    let mut args = vec![
-        "score",
-        "--input",
-        input.to_str().expect("utf-8 path"),
-        "--out",
-        out.to_str().expect("utf-8 path"),
-        "--observation-end",
-        "1997-09-30",
-        "--time-unit",
-        "weeks",
-        "--currency",
-        "USD",
-    ];
-    args.extend_from_slice(extra);
+pub fn run_score(input: &Path, out: &Path, flags: &[&str]) -> (serde_json::Value, String) {
+    let mut args =
+        vec!["score", "--input", input.to_str().expect("utf-8 path"), "--out", out.to_str().expect("utf-8 path")];
+    args.extend_from_slice(flags);
     let output = patron(&args);
     let text = transcript(&output);
     assert!(output.status.success(), "{text}");
     let params = std::fs::read(out.join("model_params.json")).expect("model_params.json written");
     (serde_json::from_slice(&params).expect("valid JSON"), text)
+}
+
+/// `patron score` with the CDNOW calibration settings (observation end
+/// 1997-09-30, weeks, USD) plus `extra` flags.
+pub fn score_like_cdnow(input: &Path, out: &Path, extra: &[&str]) -> (serde_json::Value, String) {
+    let mut flags = vec!["--observation-end", "1997-09-30", "--time-unit", "weeks", "--currency", "USD"];
+    flags.extend_from_slice(extra);
+    run_score(input, out, &flags)
 }
 
 /// A `patron serve` child process on an ephemeral loopback port.
@@ -132,21 +128,8 @@ impl Drop for Server {
     }
 }
 
-/// Runs `patron score` on `input` in days with USD as the base currency and
-/// "now" = the latest event (what a streaming server sees), and returns its
-/// `model_params.json`.
+/// `patron score` in days with USD as the base currency and "now" = the latest
+/// event (what a streaming server sees); returns its `model_params.json`.
 pub fn score_in_days(input: &Path, out: &Path) -> serde_json::Value {
-    let output = patron(&[
-        "score",
-        "--input",
-        input.to_str().expect("utf-8 path"),
-        "--out",
-        out.to_str().expect("utf-8 path"),
-        "--currency",
-        "USD",
-        "--top",
-        "0",
-    ]);
-    assert!(output.status.success(), "{}", transcript(&output));
-    serde_json::from_slice(&std::fs::read(out.join("model_params.json")).expect("written")).expect("valid JSON")
+    run_score(input, out, &["--currency", "USD", "--top", "0"]).0
 }
