@@ -23,9 +23,10 @@ url=$(sed -n 's/^listening on //p' "$work/server.out")
 commit=$(git rev-parse --short HEAD)
 out="bench-results/$(date -u +%Y-%m-%d)-$(hostname -s)-$commit-http"
 mkdir -p "$out"
-cmd="patron replay --input events.ndjson --url $url   # $events events, $customers customers, shop_events seed 7"
+cmd="patron replay --input events.ndjson --url $url --batch 2048 --connections 4   # $events events, $customers customers, shop_events seed 7"
 echo "$cmd" > "$out/command.txt"
-/usr/bin/time -v "$bin/patron" replay --input "$work/events.ndjson" --url "$url" 2> "$work/replay.err" | tee "$out/replay.txt"
+/usr/bin/time -v "$bin/patron" replay --input "$work/events.ndjson" --url "$url" --batch 2048 --connections 4 \
+  2> "$work/replay.err" | tee "$out/replay.txt"
 grep -E "Maximum resident|Elapsed" "$work/replay.err" > "$out/replay-time.txt" || true
 grep -E "rejected" "$work/replay.err" | head -20 > "$out/rejections.txt" || true
 # Freshness: at half the measured rate, with 1,000-event requests, each answer

@@ -46,6 +46,9 @@ pub(crate) struct ReplayArgs {
     /// Events per request.
     #[arg(long, value_name = "N", default_value_t = 8192)]
     pub(crate) batch: usize,
+    /// Requests in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub(crate) connections: usize,
     /// Input format (default: from the file name).
     #[arg(long, value_enum)]
     pub(crate) format: Option<FormatArg>,

@@ -32,17 +32,30 @@ struct HttpSink {
     bar: ProgressBar,
     /// Events per request.
     batch: usize,
+    /// Requests in flight at once.
+    connections: usize,
     /// Seconds from sending each request to its answer.
     latencies: Mutex<Vec<f64>>,
 }
 
 impl EventSink for HttpSink {
     fn submit(&self, events: Vec<Event>) -> std::result::Result<SubmitOutcome, SinkError> {
+        // Requests of `batch` events, `connections` of them in flight at once.
+        let chunks: Vec<&[Event]> = events.chunks(self.batch.max(1)).collect();
         let mut total = SubmitOutcome::default();
-        for chunk in events.chunks(self.batch.max(1)) {
-            let outcome = self.post(chunk)?;
-            total.accepted += outcome.accepted;
-            total.duplicates += outcome.duplicates;
+        for wave in chunks.chunks(self.connections.max(1)) {
+            let outcomes: Vec<_> = std::thread::scope(|scope| {
+                let handles: Vec<_> = wave.iter().map(|chunk| scope.spawn(|| self.post(chunk))).collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err(SinkError::Unavailable("request thread panicked".into()))))
+                    .collect()
+            });
+            for outcome in outcomes {
+                let outcome = outcome?;
+                total.accepted += outcome.accepted;
+                total.duplicates += outcome.duplicates;
+            }
         }
         Ok(total)
     }
@@ -130,6 +143,7 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<()> {
         first_server_rejection: Mutex::new(None),
         bar: bar.clone(),
         batch: args.batch,
+        connections: args.connections,
         latencies: Mutex::new(Vec::new()),
     };
     let validator = Validator::new(CurrencyTable::only(base));
@@ -166,9 +180,10 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<()> {
         l.sort_by(f64::total_cmp);
         let at = |q: f64| l[((l.len() as f64 * q).ceil() as usize).clamp(1, l.len()) - 1] * 1000.0;
         println!(
-            "Request latency (send to durable, applied, rescored answer) over {} requests of up to {} events: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms.",
+            "Request latency (send to durable, applied, rescored answer) over {} requests of up to {} events, {} in flight: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms.",
             l.len(),
             args.batch,
+            args.connections,
             at(0.5),
             at(0.9),
             at(0.99),
