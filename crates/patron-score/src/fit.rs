@@ -11,7 +11,7 @@
 //! - Time (and spend) is rescaled so the data lie in a unit range while
 //!   optimising; parameters and the log-likelihood are reported unscaled.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -219,7 +219,15 @@ struct Minimum<const N: usize> {
     evaluations: usize,
     /// Largest gradient component at `point`.
     gradient: f64,
+    /// Whether the search stopped at its deadline.
+    timed_out: bool,
 }
+
+/// Wall-time budget of one model's fit (all starting points together). A fit
+/// on a million customers takes about 0.3 s; degenerate data can make a
+/// Pareto/NBD likelihood evaluation take seconds, and a refit must not stall
+/// the engine for minutes.
+pub const FIT_TIME_BUDGET: Duration = Duration::from_secs(20);
 
 /// A fit has converged when no gradient component (of the mean per-customer
 /// log-likelihood, in log-parameters) exceeds this.
@@ -237,6 +245,7 @@ const MAX_ITERATIONS: usize = 200;
 fn minimize<const N: usize>(
     mut objective: impl FnMut(&[f64; N], bool) -> Option<(f64, Option<[f64; N]>)>,
     start: [f64; N],
+    deadline: Instant,
 ) -> Option<Minimum<N>> {
     const GRADIENT_TOLERANCE: f64 = 1e-10;
     const MAX_STEP: f64 = 3.0;
@@ -247,8 +256,13 @@ fn minimize<const N: usize>(
     let mut evaluations = 1;
     let mut h = identity::<N>();
     let mut iterations = 0;
+    let mut timed_out = false;
     while iterations < MAX_ITERATIONS {
         if g.iter().all(|v| v.abs() < GRADIENT_TOLERANCE) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
             break;
         }
         iterations += 1;
@@ -316,7 +330,7 @@ fn minimize<const N: usize>(
         }
     }
     let gradient = g.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
-    Some(Minimum { point: x, iterations, evaluations, gradient })
+    Some(Minimum { point: x, iterations, evaluations, gradient, timed_out })
 }
 
 fn identity<const N: usize>() -> [[f64; N]; N] {
@@ -373,6 +387,15 @@ fn check_identified<const N: usize>(model: &'static str, names: &[&'static str],
             });
         }
     }
+    if found.timed_out {
+        return Err(ScoreError::NotConverged {
+            function: model,
+            detail: format!(
+                "no optimum within its time budget ({} iterations, largest gradient component {:.2e})",
+                found.iterations, found.gradient
+            ),
+        });
+    }
     if found.gradient > CONVERGED_GRADIENT {
         return Err(ScoreError::NotConverged {
             function: model,
@@ -401,7 +424,7 @@ fn check_identified<const N: usize>(model: &'static str, names: &[&'static str],
 pub fn fit_purchase_model(model: PurchaseModel, histories: &[History]) -> Result<FitReport<PurchaseParams>> {
     let started = Instant::now();
     let data = CompressedHistories::new(histories)?;
-    fit_compressed(model, &data, started)
+    fit_compressed(model, &data, started, FIT_TIME_BUDGET)
 }
 
 /// [`fit_purchase_model`] on histories already compressed (lets several models
@@ -410,14 +433,26 @@ pub fn fit_purchase_model_compressed(
     model: PurchaseModel,
     data: &CompressedHistories,
 ) -> Result<FitReport<PurchaseParams>> {
-    fit_compressed(model, data, Instant::now())
+    fit_purchase_model_within(model, data, FIT_TIME_BUDGET)
+}
+
+/// [`fit_purchase_model_compressed`] with its own wall-time budget (models
+/// that are only reported, not used for scores, get a shorter one).
+pub fn fit_purchase_model_within(
+    model: PurchaseModel,
+    data: &CompressedHistories,
+    budget: Duration,
+) -> Result<FitReport<PurchaseParams>> {
+    fit_compressed(model, data, Instant::now(), budget)
 }
 
 fn fit_compressed(
     model: PurchaseModel,
     data: &CompressedHistories,
     started: Instant,
+    budget: Duration,
 ) -> Result<FitReport<PurchaseParams>> {
+    let deadline = started + budget;
     if data.is_empty() {
         return Err(ScoreError::NotIdentified { model: model.name(), detail: "no customers to fit".into() });
     }
@@ -467,7 +502,7 @@ fn fit_compressed(
     let mut best: Option<(Minimum<4>, f64)> = None;
     let mut evaluations = 0;
     for start in starts {
-        if let Some(found) = minimize(objective, start) {
+        if let Some(found) = minimize(objective, start, deadline) {
             evaluations += found.evaluations;
             let value = mean_negative_ll(&found.point).unwrap_or(f64::INFINITY);
             let identified =
@@ -556,7 +591,7 @@ pub fn fit_gamma_gamma(spends: &[SpendHistory]) -> Result<FitReport<GammaGammaPa
         let grad = [-gp * p / n, -gq * q / n, -gg * gamma / n];
         Some((-ll / n, Some(grad)))
     };
-    let found = minimize(objective, [0.0; 3]).ok_or_else(|| ScoreError::NotIdentified {
+    let found = minimize(objective, [0.0; 3], started + FIT_TIME_BUDGET).ok_or_else(|| ScoreError::NotIdentified {
         model: "gamma_gamma",
         detail: "the log-likelihood is not finite at the starting point".into(),
     })?;
@@ -649,6 +684,15 @@ mod tests {
                 "{model}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn a_fit_out_of_time_fails_clearly() {
+        let histories: Vec<History> =
+            (0..200u32).map(|i| History::new(i % 4, f64::from(i % 4) * 5.0, 30.0 + f64::from(i % 9))).collect();
+        let data = CompressedHistories::new(&histories).unwrap();
+        let err = fit_compressed(PurchaseModel::ParetoNbd, &data, Instant::now(), Duration::ZERO).unwrap_err();
+        assert!(err.to_string().contains("time budget"), "{err}");
     }
 
     #[test]

@@ -29,8 +29,8 @@ pub mod special;
 
 pub use clv::{ClvConfig, DiscountSchedule, ScoreCache, ScoreInput, Scorer, Scores, discounted_purchases_if_alive};
 pub use fit::{
-    CompressedHistories, FitReport, fit_gamma_gamma, fit_purchase_model, fit_purchase_model_compressed,
-    purchase_log_likelihood,
+    CompressedHistories, FIT_TIME_BUDGET, FitReport, fit_gamma_gamma, fit_purchase_model,
+    fit_purchase_model_compressed, fit_purchase_model_within, purchase_log_likelihood,
 };
 pub use gamma_gamma::{GammaGammaParams, SpendHistory};
 pub use purchase::{BetaGeoParams, History, ParetoParams, PurchaseModel, PurchaseParams};

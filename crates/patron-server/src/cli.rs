@@ -76,9 +76,10 @@ pub(crate) struct DemoArgs {
     /// Seconds to stream.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub(crate) duration: u64,
-    /// Keep serving the API after streaming, until Ctrl-C.
-    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
-    pub(crate) serve_after: bool,
+    /// Keep serving the API after streaming, until Ctrl-C (default: only when
+    /// run in a terminal, so scripts and CI get a command that ends).
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub(crate) serve_after: Option<bool>,
     /// Seed of the synthetic shop.
     #[arg(long, default_value_t = 42)]
     pub(crate) seed: u64,

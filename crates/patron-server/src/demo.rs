@@ -64,7 +64,7 @@ pub(crate) fn run(args: &DemoArgs) -> Result<()> {
                 return anyhow::Ok(());
             }
         }
-        if args.serve_after {
+        if args.serve_after.unwrap_or_else(|| std::io::stdout().is_terminal()) {
             println!("\nStill serving on {url} — try the lines above. Ctrl-C to stop.");
             let _ = std::io::stdout().flush();
             shutdown_signal().await;

@@ -695,7 +695,7 @@ impl Engine {
         let mean_value = if occasions == 0 { 0.0 } else { value / occasions as f64 / minor };
         // Phase 2: fit and score off the locks.
         let config = &self.inner.config.scoring;
-        let fits = fit_models_on(&inputs, mean_value, now, config.time_unit);
+        let fits = fit_models_on(&inputs, mean_value, now, config.time_unit, Some(config.model));
         let scorer = scorer_for(&fits, config)?;
         let scores = scorer.score_all(&inputs).map_err(StateError::Scoring)?;
         let segment_inputs: Vec<SegmentInput> = all

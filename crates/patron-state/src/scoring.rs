@@ -16,7 +16,7 @@ use arrow::record_batch::RecordBatch;
 use patron_model::{Currency, Timestamp, customers_schema};
 use patron_score::{
     ClvConfig, FitReport, GammaGammaParams, History, LifecycleStage, PurchaseModel, PurchaseParams, ScoreInput, Scorer,
-    Scores, SegmentConfig, SegmentInput, Segments, SpendHistory, fit_gamma_gamma, fit_purchase_model_compressed,
+    Scores, SegmentConfig, SegmentInput, Segments, SpendHistory, fit_gamma_gamma, fit_purchase_model_within,
     segment_population,
 };
 use rayon::prelude::*;
@@ -112,16 +112,23 @@ pub fn fit_models(book: &CustomerBook, now: Timestamp, time_unit: TimeUnit, curr
         .filter(|r| r.has_purchased())
         .fold((0.0, 0u64), |(v, n), r| (v + r.total_occasion_value_minor() as f64, n + u64::from(r.occasions())));
     let mean_occasion_value = if occasions == 0 { 0.0 } else { value_sum / occasions as f64 / minor };
-    fit_models_on(&inputs, mean_occasion_value, now, time_unit)
+    fit_models_on(&inputs, mean_occasion_value, now, time_unit, None)
 }
 
+/// Wall-time budget of the purchase models that are fitted only to be reported.
+const REPORTED_MODEL_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// [`fit_models`] on model inputs already gathered (e.g. from several shards).
-/// `mean_occasion_value` is the fallback order value in major units.
+/// `mean_occasion_value` is the fallback order value in major units. Every
+/// model gets the full fit budget, except when `primary` names the one that
+/// scores customers: the others then get a shorter one, so a slow reported
+/// model (typically Pareto/NBD on young data) cannot stall a refit.
 pub fn fit_models_on(
     inputs: &[ScoreInput],
     mean_occasion_value: f64,
     now: Timestamp,
     time_unit: TimeUnit,
+    primary: Option<PurchaseModel>,
 ) -> ModelFits {
     let days = time_unit.days();
     let histories: Vec<History> = inputs
@@ -132,8 +139,12 @@ pub fn fit_models_on(
     let purchase = PurchaseModel::ALL
         .iter()
         .map(|&model| {
+            let budget = match primary {
+                Some(p) if p != model => REPORTED_MODEL_BUDGET,
+                _ => patron_score::FIT_TIME_BUDGET,
+            };
             let fit = match &compressed {
-                Ok(data) => fit_purchase_model_compressed(model, data).map_err(|e| e.to_string()),
+                Ok(data) => fit_purchase_model_within(model, data, budget).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             (model, fit)
