@@ -50,4 +50,5 @@ server_rss_kb=$(awk '/VmHWM/{print $2}' "/proc/$server/status")
   echo "filesystem of the data directory: $(df -T "$work" | awk 'NR==2{print $1, $2}')"
   echo "server peak RSS (VmHWM): ${server_rss_kb} kB"
 } > "$out/machine.txt"
+python3 benches/summarize.py --index bench-results
 echo "recorded in $out"

@@ -1,6 +1,7 @@
 """Collects criterion's estimates into a results folder: raw JSON plus summary.md.
 
 Usage: python3 benches/summarize.py <criterion dir> <results dir>
+       python3 benches/summarize.py --index bench-results    (only the index)
 """
 import json
 import pathlib
@@ -67,26 +68,58 @@ def main(criterion_dir, results_dir):
 
 
 def write_index(results_root, latest, table_lines):
-    """bench-results/README.md: the latest run's table and every run folder."""
-    runs = sorted((p.name for p in results_root.iterdir() if p.is_dir()), reverse=True)
+    """bench-results/README.md: the newest figure of every bench across all
+    runs, the HTTP capacity runs, and every run folder."""
+    def recorded_at(run):
+        # machine.txt records the run's UTC time; file times change with every checkout.
+        machine = run / "machine.txt"
+        if machine.exists():
+            for line in machine.read_text().splitlines():
+                if line.startswith("date:"):
+                    return line.split(":", 1)[1].strip()
+        return run.name
+
+    runs = sorted((p for p in results_root.iterdir() if p.is_dir()), key=recorded_at)
+    newest = {}
+    for run in runs:
+        summary = run / "summary.md"
+        if not summary.exists():
+            continue
+        for line in summary.read_text().splitlines():
+            if line.startswith("| `"):
+                bench = line.split("`")[1]
+                newest[bench] = line.rstrip() + f" [{run.name}]({run.name}/summary.md) |"
+    http = [r for r in runs if (r / "replay.txt").exists()]
     text = [
         "# Benchmark results",
         "",
-        "Each folder is one run of `benches/record.sh`: `command.txt`, `machine.txt`, the criterion log,",
-        "criterion's raw estimates (`raw/`, nanoseconds) and `summary.md`. Numbers are wall-clock on the",
-        "machine named in `machine.txt`; rerun with `benches/record.sh` on an idle machine.",
+        "Each folder is one run, with `command.txt` and `machine.txt` (CPU, cores, filesystem, commit):",
+        "- `benches/record.sh` folders hold the criterion log, raw estimates (`raw/`, nanoseconds) and `summary.md`;",
+        "- `benches/http_capacity.sh` folders (`-http`) hold the replay output, server metrics and peak RSS.",
         "",
-        f"## Latest: `{latest.name}`",
+        "Numbers are wall-clock on the machine in `machine.txt`; rerun the scripts on an idle machine.",
         "",
-        *table_lines,
+        "## Newest figure per bench",
+        "",
+        "| bench | mean | 95% CI of mean | median | target (DESIGN.md §6) | status | run |",
+        "|---|---|---|---|---|---|---|",
+        *[newest[k] for k in sorted(newest)],
+        "",
+        "## HTTP capacity runs",
+        "",
+        *[f"- [`{r.name}`]({r.name}/replay.txt): " + " ".join((r / "replay.txt").read_text().split())[:400] for r in reversed(http)],
         "",
         "## All runs",
         "",
-        *[f"- [`{r}`]({r}/summary.md)" for r in runs],
+        *[f"- [`{r.name}`]({r.name}/)" for r in reversed(runs)],
         "",
     ]
     (results_root / "README.md").write_text("\n".join(text))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    if sys.argv[1:2] == ["--index"]:
+        # Only regenerate bench-results/README.md (used after HTTP capacity runs).
+        write_index(pathlib.Path(sys.argv[2]), None, [])
+    else:
+        main(*sys.argv[1:])
