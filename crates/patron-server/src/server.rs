@@ -327,59 +327,68 @@ async fn get_rejected(
     axum::Json(json!({"rejected": rows, "total": state.rejected_total.load(Ordering::Relaxed)})).into_response()
 }
 
+/// Runs an engine operation on the blocking pool (it may fsync or fit for a
+/// while). An engine error becomes `failure` (a 503 carries Retry-After); a
+/// panicked task becomes 500.
+async fn on_engine<T: Send + 'static>(
+    state: &AppState,
+    operation: impl FnOnce(&Engine) -> patron_state::Result<T> + Send + 'static,
+    failure: (StatusCode, &'static str),
+) -> Result<T, Response> {
+    let engine = state.engine.clone();
+    match tokio::task::spawn_blocking(move || operation(&engine)).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => {
+            let response = error(failure.0, failure.1, e.to_string());
+            Err(if failure.0 == StatusCode::SERVICE_UNAVAILABLE { with_retry_after(response, 5) } else { response })
+        }
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())),
+    }
+}
+
 /// Erasure (admin): the customer leaves memory, every snapshot and every log
 /// segment; rejected events that mention them are dropped from memory too.
 async fn delete_customer(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     let Ok(customer_id) = CustomerId::new(&id) else {
         return error(StatusCode::BAD_REQUEST, "invalid_customer_id", "customer ids are 1 to 256 bytes");
     };
-    let engine = state.engine.clone();
     let target = customer_id.clone();
-    match tokio::task::spawn_blocking(move || engine.erase(&target)).await {
-        Ok(Ok(existed)) => {
-            if let Ok(mut kept) = state.rejected.lock() {
-                kept.retain(|r| !r.raw.contains(customer_id.as_str()));
-            }
-            if existed {
-                axum::Json(json!({"erased": true, "customer_id": customer_id.as_str()})).into_response()
-            } else {
-                error(
-                    StatusCode::NOT_FOUND,
-                    "customer_not_found",
-                    format!("no customer {id:?} (nothing left to erase)"),
-                )
-            }
-        }
-        Ok(Err(e)) => with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "erase_failed", e.to_string()), 5),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    let existed =
+        match on_engine(&state, move |e| e.erase(&target), (StatusCode::SERVICE_UNAVAILABLE, "erase_failed")).await {
+            Ok(existed) => existed,
+            Err(response) => return response,
+        };
+    if let Ok(mut kept) = state.rejected.lock() {
+        kept.retain(|r| !r.raw.contains(customer_id.as_str()));
+    }
+    if existed {
+        axum::Json(json!({"erased": true, "customer_id": customer_id.as_str()})).into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, "customer_not_found", format!("no customer {id:?} (nothing left to erase)"))
     }
 }
 
 async fn post_snapshot(State(state): State<Arc<AppState>>) -> Response {
-    let engine = state.engine.clone();
     let started = Instant::now();
-    match tokio::task::spawn_blocking(move || engine.snapshot()).await {
-        Ok(Ok(report)) => axum::Json(json!({
+    match on_engine(&state, Engine::snapshot, (StatusCode::SERVICE_UNAVAILABLE, "snapshot_failed")).await {
+        Ok(report) => axum::Json(json!({
             "path": report.path.display().to_string(), "next_seq": report.next_seq, "customers": report.customers,
             "bytes": report.bytes, "removed_segments": report.removed_segments, "seconds": started.elapsed().as_secs_f64(),
         }))
         .into_response(),
-        Ok(Err(e)) => with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "snapshot_failed", e.to_string()), 5),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        Err(response) => response,
     }
 }
 
 async fn post_refit(State(state): State<Arc<AppState>>) -> Response {
-    let engine = state.engine.clone();
     let started = Instant::now();
-    match tokio::task::spawn_blocking(move || engine.refit()).await {
-        Ok(Ok(models)) => {
+    match on_engine(&state, Engine::refit, (StatusCode::UNPROCESSABLE_ENTITY, "fit_failed")).await {
+        Ok(models) => {
             let mut body = models.fits.as_ref().map_or(json!({}), crate::output::model_params_json);
             body["seconds"] = started.elapsed().as_secs_f64().into();
             axum::Json(body).into_response()
         }
-        Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, "fit_failed", e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        Err(response) => response,
     }
 }
 
