@@ -12,6 +12,10 @@ fn demo_streams_a_synthetic_shop_durably_and_prints_how_to_query_it() {
         data.to_str().unwrap(),
         "--http",
         "127.0.0.1:0",
+        "--pg",
+        "127.0.0.1:0",
+        "--flight",
+        "127.0.0.1:0",
         "--duration",
         "4",
         "--rate",
@@ -23,7 +27,15 @@ fn demo_streams_a_synthetic_shop_durably_and_prints_how_to_query_it() {
     ]);
     let text = transcript(&output);
     assert!(output.status.success(), "{text}");
-    for expected in ["events/s", "customers", "top CLV", "curl -s http://127.0.0.1:", "/v1/customers/"] {
+    for expected in [
+        "events/s",
+        "customers",
+        "top CLV",
+        "curl -s http://127.0.0.1:",
+        "/v1/customers/",
+        "/v1/sql",
+        "psql -h 127.0.0.1 -p ",
+    ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
     // What the demo streamed is durable: a server on the same directory has it.

@@ -5,3 +5,4 @@ mod batch_inputs;
 mod demo;
 mod layering;
 mod serve;
+mod sql;

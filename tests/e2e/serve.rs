@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use patron_tests::{Server, fixture};
+use patron_tests::{Server, cdnow_calibration, fixture};
 use serde_json::Value;
 
 fn post(url: &str, content_type: &str, body: &str) -> (u16, Value) {
@@ -22,26 +22,6 @@ fn get(url: &str) -> (u16, Value) {
         Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or(Value::Null)),
         Err(e) => panic!("{url}: {e}"),
     }
-}
-
-/// The CDNOW calibration purchases as (CSV rows, NDJSON events).
-fn cdnow_calibration() -> (String, Vec<String>) {
-    let mut csv = String::from("customer_id,date,cds,amount\n");
-    let mut events = Vec::new();
-    let mut reader = csv::Reader::from_path(fixture("cdnow/cdnow_transactions.csv")).unwrap();
-    for (i, row) in reader.records().enumerate() {
-        let row = row.unwrap();
-        let d = &row[1];
-        if d > "19970930" {
-            continue;
-        }
-        csv.push_str(&format!("{},{},{},{}\n", &row[0], d, &row[2], &row[3]));
-        events.push(format!(
-            r#"{{"type":"purchase","event_id":"line-{}","customer_id":"{}","timestamp":"{}-{}-{}T00:00:00Z","currency":"USD","revenue":"{}"}}"#,
-            i + 2, &row[0], &d[..4], &d[4..6], &d[6..], &row[3]
-        ));
-    }
-    (csv, events)
 }
 
 #[test]

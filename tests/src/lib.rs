@@ -71,13 +71,27 @@ pub struct Server {
     child: std::process::Child,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The pgwire listener, `127.0.0.1:PORT`.
+    pub pg: std::net::SocketAddr,
+    /// The Flight SQL listener, `127.0.0.1:PORT`.
+    pub flight: std::net::SocketAddr,
 }
 
 impl Server {
     /// Starts `patron serve` on `data_dir` with `extra` flags and waits until it listens.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
         use std::io::BufRead;
-        let mut args = vec!["serve", "--data-dir", data_dir.to_str().expect("utf-8 path"), "--http", "127.0.0.1:0"];
+        let mut args = vec![
+            "serve",
+            "--data-dir",
+            data_dir.to_str().expect("utf-8 path"),
+            "--http",
+            "127.0.0.1:0",
+            "--pg",
+            "127.0.0.1:0",
+            "--flight",
+            "127.0.0.1:0",
+        ];
         args.extend_from_slice(extra);
         let mut child = Command::new(patron_binary())
             .args(&args)
@@ -91,9 +105,16 @@ impl Server {
             .expect("patron serve starts");
         let stdout = child.stdout.take().expect("stdout piped");
         let mut lines = std::io::BufReader::new(stdout).lines();
+        let (mut pg, mut flight) = (None, None);
         let url = loop {
             match lines.next() {
                 Some(Ok(line)) => {
+                    if let Some(rest) = line.strip_prefix("pgwire on ") {
+                        pg = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+                    }
+                    if let Some(rest) = line.strip_prefix("flight-sql on ") {
+                        flight = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+                    }
                     if let Some(url) = line.strip_prefix("listening on ") {
                         break url.to_owned();
                     }
@@ -106,7 +127,9 @@ impl Server {
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        Server { child, url }
+        let pg = pg.expect("patron serve prints its pgwire address before the HTTP one");
+        let flight = flight.expect("patron serve prints its Flight SQL address before the HTTP one");
+        Server { child, url, pg, flight }
     }
 
     /// The server's process id.
@@ -132,4 +155,45 @@ impl Drop for Server {
 /// event (what a streaming server sees); returns its `model_params.json`.
 pub fn score_in_days(input: &Path, out: &Path) -> serde_json::Value {
     run_score(input, out, &["--currency", "USD", "--top", "0"]).0
+}
+
+/// The CDNOW calibration purchases as (CSV rows, NDJSON events).
+pub fn cdnow_calibration() -> (String, Vec<String>) {
+    let mut csv = String::from("customer_id,date,cds,amount\n");
+    let mut events = Vec::new();
+    let mut reader = csv::Reader::from_path(fixture("cdnow/cdnow_transactions.csv")).unwrap();
+    for (i, row) in reader.records().enumerate() {
+        let row = row.unwrap();
+        let d = &row[1];
+        if d > "19970930" {
+            continue;
+        }
+        csv.push_str(&format!("{},{},{},{}\n", &row[0], d, &row[2], &row[3]));
+        events.push(format!(
+            r#"{{"type":"purchase","event_id":"line-{}","customer_id":"{}","timestamp":"{}-{}-{}T00:00:00Z","currency":"USD","revenue":"{}"}}"#,
+            i + 2, &row[0], &d[..4], &d[4..6], &d[6..], &row[3]
+        ));
+    }
+    (csv, events)
+}
+
+/// POSTs `body` and returns the status and the JSON answer (Null if not JSON).
+pub fn post_json(url: &str, content_type: &str, body: &str) -> (u16, serde_json::Value) {
+    match ureq::post(url).set("Content-Type", content_type).send_string(body) {
+        Ok(r) => (r.status(), r.into_json().unwrap_or(serde_json::Value::Null)),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or(serde_json::Value::Null)),
+        Err(e) => panic!("{url}: {e}"),
+    }
+}
+
+/// Streams the CDNOW calibration purchases into `server` and refits, so its
+/// state is what `patron score` computes for the same file in days.
+pub fn load_cdnow(server: &Server) {
+    let (_, events) = cdnow_calibration();
+    for chunk in events.chunks(1000) {
+        let (status, body) = post_json(&format!("{}/v1/events", server.url), "application/x-ndjson", &chunk.join("\n"));
+        assert_eq!((status, body["accepted"].as_u64()), (200, Some(chunk.len() as u64)), "{body}");
+    }
+    let (status, body) = post_json(&format!("{}/v1/admin/refit", server.url), "text/plain", "");
+    assert_eq!(status, 200, "{body}");
 }

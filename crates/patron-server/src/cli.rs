@@ -27,6 +27,44 @@ pub(crate) enum Command {
     Demo(DemoArgs),
     /// Push a file of transactions or events to a running server.
     Replay(Box<ReplayArgs>),
+    /// Run one read-only SQL query against a server (or a data directory
+    /// offline) and print the result.
+    Query(QueryArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  patron query \"SELECT rfm_segment, count(*), avg(clv) FROM customers GROUP BY 1\"\n  \
+    patron query --format csv \"SELECT * FROM customers WHERE customer_id = '42'\"\n  \
+    patron query --data-dir ./patron-data \"SELECT * FROM model_params\""
+)]
+pub(crate) struct QueryArgs {
+    /// The SQL statement (one; read-only). Tables: customers, recommendations,
+    /// similar_products, products, model_params, rejected_events, engine_stats.
+    #[arg(value_name = "SQL")]
+    pub(crate) sql: String,
+    /// Base URL of a running server.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080", conflicts_with = "data_dir")]
+    pub(crate) url: String,
+    /// Query a data directory offline instead (recovers it; fails while a server holds it).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub(crate) format: QueryFormatArg,
+    /// Bearer token with the query role (default: $PATRON_TOKEN).
+    #[arg(long, value_name = "TOKEN", env = "PATRON_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// Base currency of the data directory (offline only).
+    #[arg(long, value_name = "CODE", default_value = "EUR")]
+    pub(crate) currency: String,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum QueryFormatArg {
+    Table,
+    Csv,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +105,12 @@ pub(crate) struct DemoArgs {
     /// HTTP listen address (loopback only).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub(crate) http: String,
+    /// PostgreSQL wire protocol listen address (loopback only).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5433")]
+    pub(crate) pg: String,
+    /// Arrow Flight SQL listen address (loopback only).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
+    pub(crate) flight: String,
     /// Events per second to stream.
     #[arg(long, value_name = "N", default_value_t = 2000)]
     pub(crate) rate: u64,
@@ -101,6 +145,26 @@ pub(crate) struct ServeArgs {
     /// HTTP listen address (loopback only unless auth tokens are configured).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub(crate) http: String,
+    /// PostgreSQL wire protocol listen address (psql, psycopg, BI tools); the
+    /// password is a token with the query role when tokens are configured.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5433")]
+    pub(crate) pg: String,
+    /// Arrow Flight SQL listen address (ADBC, pyarrow); bearer token with the
+    /// query role when tokens are configured.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
+    pub(crate) flight: String,
+    /// Wall-clock limit of one SQL query, seconds.
+    #[arg(long = "sql-timeout", value_name = "SECONDS", default_value_t = 30.0)]
+    pub(crate) sql_timeout_secs: f64,
+    /// Memory SQL operators may reserve (sorts, joins, aggregates), bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
+    pub(crate) sql_memory: usize,
+    /// Most rows one SQL result may have (larger results are refused, not cut).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub(crate) sql_max_rows: usize,
+    /// SQL queries running at once (more wait up to 5 s, then get an error).
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub(crate) sql_concurrency: usize,
     /// Base currency of the engine; events in other currencies are rejected.
     #[arg(long, value_name = "CODE", default_value = "EUR")]
     pub(crate) currency: String,

@@ -98,6 +98,12 @@ impl Auth {
         !self.tokens.is_empty()
     }
 
+    /// Whether `token` is a configured token with the `needed` role (for
+    /// protocols without headers: the pgwire password).
+    pub(crate) fn allows_token(&self, token: &str, needed: Role) -> bool {
+        self.check(Some(&format!("Bearer {token}")), needed) == Verdict::Allowed
+    }
+
     pub(crate) fn check(&self, authorization: Option<&str>, needed: Role) -> Verdict {
         if !self.enabled() {
             return Verdict::Allowed;

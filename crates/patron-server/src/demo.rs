@@ -16,18 +16,24 @@ use patron_workload::{EventStream, ShopConfig};
 
 use crate::cli::DemoArgs;
 use crate::config::Auth;
-use crate::server::{app_state, init_logging, listen_addr, open_engine, serve, shutdown_signal};
+use crate::server::{SqlListeners, app_state, init_logging, listen_addr, open_engine, serve, shutdown_signal};
+use patron_sql::SqlLimits;
 
 pub(crate) fn run(args: &DemoArgs) -> Result<()> {
     init_logging("warn");
     let addr = listen_addr(&args.http, &Auth::default())?;
+    let pg_addr = listen_addr(&args.pg, &Auth::default())?;
+    let flight_addr = listen_addr(&args.flight, &Auth::default())?;
     let base = Currency::from_code("EUR").context("EUR is known")?;
     let engine = open_engine(&args.data_dir, base, args.model.into(), None, None, patron_state::Clock::Event)?;
-    let state = app_state(engine, base, 16 << 20, 256 << 20, Auth::default());
+    let state = app_state(engine, base, 16 << 20, 256 << 20, Auth::default(), SqlLimits::default())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     runtime.block_on(async {
+        let pg = SqlListeners::bind(pg_addr, flight_addr, &state, None).await?;
+        let pg_at = pg.pg_addr()?;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let url = format!("http://{}", listener.local_addr()?);
+        println!("{}", pg.banner());
         println!("listening on {url}");
         let _ = std::io::stdout().flush();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -35,6 +41,7 @@ pub(crate) fn run(args: &DemoArgs) -> Result<()> {
         let server = tokio::spawn(serve(
             state.clone(),
             listener,
+            Some(pg),
             Duration::from_secs(10),
             Duration::from_secs(60),
             async move {
@@ -52,7 +59,8 @@ pub(crate) fn run(args: &DemoArgs) -> Result<()> {
         let url_for_stream = url.clone();
         let interrupted = stop_rx.clone();
         let streaming = tokio::task::spawn_blocking(move || {
-            stream(&engine, &url_for_stream, &data_dir.display().to_string(), rate, customers, duration, seed, || {
+            let links = Links { url: url_for_stream, pg: pg_at };
+            stream(&engine, &links, &data_dir.display().to_string(), rate, customers, duration, seed, || {
                 interrupted.has_changed().unwrap_or(true)
             })
         });
@@ -75,10 +83,16 @@ pub(crate) fn run(args: &DemoArgs) -> Result<()> {
     })
 }
 
+/// Where the demo's API listens, for the "Try:" lines.
+struct Links {
+    url: String,
+    pg: std::net::SocketAddr,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn stream(
     engine: &Arc<Engine>,
-    url: &str,
+    links: &Links,
     data_dir: &str,
     rate: u64,
     customers: usize,
@@ -104,7 +118,7 @@ fn stream(
         if last_print.elapsed() >= Duration::from_secs(1) {
             let accepted = engine.stats().accepted.load(Ordering::Relaxed);
             let per_second = (accepted - last_accepted) as f64 / last_print_at.elapsed().as_secs_f64();
-            print_summary(engine, url, data_dir, per_second, sent, started.elapsed(), tty);
+            print_summary(engine, links, data_dir, per_second, sent, started.elapsed(), tty);
             (last_print, last_accepted, last_print_at) = (Instant::now(), accepted, Instant::now());
         }
         if let Some(rest) = tick.checked_sub(tick_started.elapsed()) {
@@ -113,13 +127,13 @@ fn stream(
     }
     let _ = engine.refit();
     let average = engine.stats().accepted.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    print_summary(engine, url, data_dir, average, sent, started.elapsed(), false);
+    print_summary(engine, links, data_dir, average, sent, started.elapsed(), false);
     Ok(())
 }
 
 fn print_summary(
     engine: &Engine,
-    url: &str,
+    links: &Links,
     data_dir: &str,
     per_second: f64,
     sent: u64,
@@ -191,8 +205,12 @@ fn print_summary(
         top.iter().take(3).map(|(clv, p, id)| format!("{id} (clv {clv:.2}, p_alive {p:.2})")).collect();
     out.push_str(&best.join("  "));
     let example = top.first().map_or("d0-c0".to_owned(), |t| t.2.clone());
+    let (url, host, port) = (&links.url, links.pg.ip(), links.pg.port());
     out.push_str(&format!(
-        "\n\n  Try:\n    curl -s {url}/v1/customers/{example}\n    curl -s -X POST {url}/v1/admin/refit\n    curl -s {url}/metrics | grep patron_\n"
+        "\n\n  Try:\n    curl -s {url}/v1/customers/{example}\n    \
+         curl -s {url}/v1/sql -d 'SELECT rfm_segment, count(*), avg(clv) FROM customers GROUP BY 1 ORDER BY 2 DESC'\n    \
+         psql -h {host} -p {port} -U patron -c 'SELECT * FROM customers ORDER BY clv DESC LIMIT 5'\n    \
+         curl -s -X POST {url}/v1/admin/refit\n    curl -s {url}/metrics | grep patron_\n"
     ));
     print!("{out}");
     let _ = std::io::stdout().flush();

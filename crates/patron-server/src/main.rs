@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod demo;
 mod output;
+mod query;
 mod replay;
 mod score;
 mod server;
@@ -22,6 +23,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Serve(args) => server::run(&args),
         cli::Command::Demo(args) => demo::run(&args),
         cli::Command::Replay(args) => replay::run(&args),
+        cli::Command::Query(args) => query::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -27,6 +27,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use patron_model::{CurrencyTable, CustomerId, Event, MAX_EVENT_DEPTH, SinkError, Timestamp, Validator, check_depth};
 use patron_score::{SegmentConfig, lifecycle_stage};
+use patron_sql::pg::{PasswordCheck, PgHandlers};
+use patron_sql::{LiveSource, RejectedRow, ResultFormat, SqlEngine, SqlError, SqlLimits};
 use patron_state::{Engine, EngineConfig, ScoringConfig};
 use serde_json::{Value, json};
 
@@ -55,9 +57,61 @@ pub(crate) struct AppState {
     /// Request bytes being decoded or waiting to be durable, and the cap on them.
     inflight_bytes: AtomicU64,
     max_inflight_bytes: u64,
-    rejected: Mutex<VecDeque<RejectedEvent>>,
-    rejected_total: AtomicU64,
+    rejected: Arc<RejectedStore>,
+    sql: Arc<SqlEngine>,
     started: Instant,
+}
+
+/// The newest rejected events (bounded) and how many there were in all.
+#[derive(Default)]
+pub(crate) struct RejectedStore {
+    kept: Mutex<VecDeque<RejectedEvent>>,
+    total: AtomicU64,
+}
+
+/// What the SQL tables read: the engine and the rejected-event store.
+pub(crate) struct LiveView {
+    engine: Arc<Engine>,
+    rejected: Arc<RejectedStore>,
+    base: patron_model::Currency,
+}
+
+impl LiveView {
+    /// A view of an engine with no rejected events (offline queries).
+    pub(crate) fn new(engine: Arc<Engine>, base: patron_model::Currency) -> Self {
+        Self { engine, rejected: Arc::new(RejectedStore::default()), base }
+    }
+}
+
+impl LiveSource for LiveView {
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn base_currency(&self) -> patron_model::Currency {
+        self.base
+    }
+
+    fn rejected(&self) -> Vec<RejectedRow> {
+        self.rejected.kept.lock().map_or_else(
+            |_| Vec::new(),
+            |kept| {
+                kept.iter()
+                    .map(|r| RejectedRow {
+                        received_at: r.received_at,
+                        source: r.source.to_owned(),
+                        position: r.position,
+                        error: r.error.clone(),
+                        raw: r.raw.clone(),
+                    })
+                    .collect()
+            },
+        )
+    }
+
+    fn extra_stats(&self) -> Vec<(String, f64)> {
+        vec![("events_rejected".to_owned(), self.rejected.total.load(Ordering::Relaxed) as f64)]
+    }
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -77,7 +131,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(guarded(Router::new().route("/v1/events", post(post_events)), Role::Ingest))
         .merge(guarded(
-            Router::new().route("/v1/customers/{id}", get(get_customer)).route("/metrics", get(metrics)),
+            Router::new()
+                .route("/v1/customers/{id}", get(get_customer))
+                .route("/v1/sql", post(post_sql))
+                .route("/metrics", get(metrics)),
             Role::Query,
         ))
         .merge(guarded(
@@ -209,9 +266,9 @@ async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap, bod
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     };
     if !decoded.rejected.is_empty() {
-        state.rejected_total.fetch_add(decoded.rejected.len() as u64, Ordering::Relaxed);
+        state.rejected.total.fetch_add(decoded.rejected.len() as u64, Ordering::Relaxed);
         let now = Timestamp::now();
-        if let Ok(mut kept) = state.rejected.lock() {
+        if let Ok(mut kept) = state.rejected.kept.lock() {
             for (index, error, raw) in &decoded.rejected {
                 if kept.len() == REJECTED_KEPT {
                     kept.pop_front();
@@ -305,13 +362,66 @@ async fn get_customer(State(state): State<Arc<AppState>>, Path(id): Path<String>
     .into_response()
 }
 
+/// Longest SQL text accepted.
+const MAX_SQL_BYTES: usize = 1 << 20;
+
+/// `POST /v1/sql`: the body is one SQL statement (read-only, bounded; see
+/// `patron_sql`); the answer is JSON, CSV, Arrow IPC or a text table by `Accept`.
+async fn post_sql(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let Ok(body) = axum::body::to_bytes(body, MAX_SQL_BYTES).await else {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "sql_too_long",
+            format!("SQL statements are limited to {} MiB", MAX_SQL_BYTES >> 20),
+        );
+    };
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let Some(format) = ResultFormat::from_accept(accept) else {
+        return error(
+            StatusCode::NOT_ACCEPTABLE,
+            "not_acceptable",
+            "Accept one of application/json, text/csv, application/vnd.apache.arrow.stream, text/plain",
+        );
+    };
+    let Ok(sql) = std::str::from_utf8(&body) else {
+        return error(StatusCode::BAD_REQUEST, "invalid_utf8", "the SQL body must be UTF-8 text");
+    };
+    let encoded = match state.sql.run(sql).await {
+        Ok(result) => patron_sql::encode(&result, format),
+        Err(e) => Err(e),
+    };
+    match encoded {
+        Ok(bytes) => ([(header::CONTENT_TYPE, format.content_type())], bytes).into_response(),
+        Err(e) => sql_error(&e),
+    }
+}
+
+/// The HTTP answer to a failed query.
+fn sql_error(e: &SqlError) -> Response {
+    let (status, code) = match e {
+        SqlError::Refused(_) => (StatusCode::FORBIDDEN, "read_only"),
+        SqlError::Empty | SqlError::SeveralStatements(_) | SqlError::Syntax(_) => {
+            (StatusCode::BAD_REQUEST, "sql_syntax")
+        }
+        SqlError::Plan(_) => (StatusCode::BAD_REQUEST, "sql_invalid"),
+        SqlError::Timeout(_) => (StatusCode::UNPROCESSABLE_ENTITY, "query_timeout"),
+        SqlError::TooManyRows(_) => (StatusCode::UNPROCESSABLE_ENTITY, "too_many_rows"),
+        SqlError::Memory(_) => (StatusCode::UNPROCESSABLE_ENTITY, "query_memory"),
+        SqlError::Busy(_) => {
+            return with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "sql_busy", e.to_string()), 1);
+        }
+        SqlError::Execution(_) => (StatusCode::INTERNAL_SERVER_ERROR, "sql_failed"),
+    };
+    error(status, code, e.to_string())
+}
+
 /// The newest rejected events (at most `limit`, default 100), newest first.
 async fn get_rejected(
     State(state): State<Arc<AppState>>,
     axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Response {
     let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(100);
-    let rows: Vec<Value> = state.rejected.lock().map_or_else(
+    let rows: Vec<Value> = state.rejected.kept.lock().map_or_else(
         |_| Vec::new(),
         |kept| {
             kept.iter()
@@ -324,7 +434,7 @@ async fn get_rejected(
                 .collect()
         },
     );
-    axum::Json(json!({"rejected": rows, "total": state.rejected_total.load(Ordering::Relaxed)})).into_response()
+    axum::Json(json!({"rejected": rows, "total": state.rejected.total.load(Ordering::Relaxed)})).into_response()
 }
 
 /// Runs an engine operation on the blocking pool (it may fsync or fit for a
@@ -358,7 +468,7 @@ async fn delete_customer(State(state): State<Arc<AppState>>, Path(id): Path<Stri
             Ok(existed) => existed,
             Err(response) => return response,
         };
-    if let Ok(mut kept) = state.rejected.lock() {
+    if let Ok(mut kept) = state.rejected.kept.lock() {
         kept.retain(|r| !r.raw.contains(customer_id.as_str()));
     }
     if existed {
@@ -411,7 +521,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         "patron_events_rejected_total",
         "counter",
         "Events rejected by validation.",
-        state.rejected_total.load(Ordering::Relaxed) as f64,
+        state.rejected.total.load(Ordering::Relaxed) as f64,
     );
     metric(
         "patron_shard_queue_batches",
@@ -459,6 +569,22 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             w.last_sync_nanos.load(Ordering::Relaxed) as f64 / 1e9,
         );
     }
+    let (queries, failed) = state.sql.query_counts();
+    metric("patron_sql_queries_total", "counter", "SQL queries run (all front ends).", queries as f64);
+    metric("patron_sql_queries_failed_total", "counter", "SQL queries refused or failed.", failed as f64);
+    let scans = state.sql.counters();
+    metric(
+        "patron_sql_rows_read_total",
+        "counter",
+        "Customer and product records read by SQL scans.",
+        scans.rows_read.load(Ordering::Relaxed) as f64,
+    );
+    metric(
+        "patron_sql_max_shard_lock_seconds",
+        "gauge",
+        "Longest time one SQL scan held a shard's read lock (ingestion into that shard waits meanwhile).",
+        scans.max_lock_micros.load(Ordering::Relaxed) as f64 / 1e6,
+    );
     let _ = writeln!(out, "# HELP patron_shard_customers Customers per shard.\n# TYPE patron_shard_customers gauge");
     for (i, n) in e.shard_sizes().iter().enumerate() {
         let _ = writeln!(out, "patron_shard_customers{{shard=\"{i}\"}} {n}");
@@ -537,21 +663,31 @@ pub(crate) fn app_state(
     body_limit: usize,
     max_inflight_bytes: u64,
     auth: Auth,
-) -> Arc<AppState> {
-    Arc::new(AppState {
-        engine: Arc::new(engine),
+    sql_limits: SqlLimits,
+) -> Result<Arc<AppState>> {
+    let engine = Arc::new(engine);
+    let rejected = Arc::new(RejectedStore::default());
+    let view = LiveView { engine: engine.clone(), rejected: rejected.clone(), base };
+    let sql = Arc::new(SqlEngine::new(Arc::new(view), sql_limits).context("cannot set up the SQL session")?);
+    Ok(Arc::new(AppState {
+        engine,
         auth,
         currencies: CurrencyTable::only(base),
         body_limit,
         inflight_bytes: AtomicU64::new(0),
         max_inflight_bytes,
-        rejected: Mutex::new(VecDeque::new()),
-        rejected_total: AtomicU64::new(0),
+        rejected,
+        sql,
         started: Instant::now(),
-    })
+    }))
 }
 
 impl AppState {
+    /// The SQL session over the engine.
+    pub(crate) fn sql(&self) -> &Arc<SqlEngine> {
+        &self.sql
+    }
+
     /// The engine behind the API.
     pub(crate) fn engine(&self) -> &Arc<Engine> {
         &self.engine
@@ -564,10 +700,28 @@ impl AppState {
 pub(crate) async fn serve(
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
+    sql_listeners: Option<SqlListeners>,
     refit_every: Duration,
     snapshot_every: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let (sql_stop, sql_stopped) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut stopped = sql_stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+    let mut sql_tasks = Vec::new();
+    if let Some(l) = sql_listeners {
+        sql_tasks.push(tokio::spawn(patron_sql::pg::serve(l.pg, l.pg_handlers, stopped())));
+        let flight = patron_sql::flight::serve(l.flight, l.flight_service, stopped());
+        sql_tasks.push(tokio::spawn(async move {
+            if let Err(e) = flight.await {
+                tracing::warn!("Flight SQL stopped: {e}");
+            }
+        }));
+    }
     let engine = state.engine.clone();
     let snapshots = tokio::spawn(async move {
         let mut last_seen = 0;
@@ -607,6 +761,10 @@ pub(crate) async fn serve(
         }
     });
     axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown).await?;
+    let _ = sql_stop.send(true);
+    for task in sql_tasks {
+        let _ = task.await;
+    }
     refits.abort();
     snapshots.abort();
     let engine = state.engine.clone();
@@ -624,6 +782,8 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
     let config = args.config.as_deref().map(Config::load).transpose()?.unwrap_or_default();
     let auth = Auth::new(&config.auth);
     let addr = listen_addr(&args.http, &auth)?;
+    let pg_addr = listen_addr(&args.pg, &auth)?;
+    let flight_addr = listen_addr(&args.flight, &auth)?;
     let base = patron_model::Currency::from_code(&args.currency)
         .with_context(|| format!("--currency {:?} is not an ISO 4217 code Patron knows", args.currency))?;
     let engine = open_engine(&args.data_dir, base, args.model.into(), args.shards, args.log_queue, args.clock.into())?;
@@ -632,19 +792,85 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
     } else {
         tracing::warn!("no auth tokens configured: accepting every request, on loopback {addr} only");
     }
-    let state = app_state(engine, base, args.body_limit, args.max_inflight_bytes, auth);
+    let password_check = pg_password_check(&auth);
+    let limits = SqlLimits {
+        memory_bytes: args.sql_memory,
+        timeout: Duration::from_secs_f64(args.sql_timeout_secs.max(0.001)),
+        max_rows: args.sql_max_rows,
+        max_concurrent: args.sql_concurrency.max(1),
+        ..SqlLimits::default()
+    };
+    let state = app_state(engine, base, args.body_limit, args.max_inflight_bytes, auth, limits)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     let refit_every = Duration::from_secs(args.refit_interval_secs.max(1));
     let snapshot_every = Duration::from_secs(args.snapshot_interval_secs.max(1));
     runtime.block_on(async move {
+        let pg = SqlListeners::bind(pg_addr, flight_addr, &state, password_check).await?;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        println!("{}", pg.banner());
         println!("listening on http://{}", listener.local_addr()?);
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        serve(state, listener, refit_every, snapshot_every, shutdown_signal()).await?;
+        serve(state, listener, Some(pg), refit_every, snapshot_every, shutdown_signal()).await?;
         tracing::info!("shut down: queued events were written and applied before exit");
         anyhow::Ok(())
     })
+}
+
+/// The pgwire password rule: a token with the `query` role (any user name);
+/// `None` (no password asked) when no tokens are configured.
+pub(crate) fn pg_password_check(auth: &Auth) -> Option<PasswordCheck> {
+    auth.enabled().then(|| {
+        let auth = auth.clone();
+        Arc::new(move |password: &str| auth.allows_token(password, Role::Query)) as PasswordCheck
+    })
+}
+
+/// The SQL listeners of a server: PostgreSQL wire protocol and Flight SQL.
+pub(crate) struct SqlListeners {
+    pg: tokio::net::TcpListener,
+    pg_handlers: Arc<PgHandlers>,
+    flight: tokio::net::TcpListener,
+    flight_service: patron_sql::flight::PatronFlightSql,
+}
+
+impl SqlListeners {
+    /// Binds both addresses and prepares the front ends over the state's SQL session.
+    pub(crate) async fn bind(
+        pg_addr: SocketAddr,
+        flight_addr: SocketAddr,
+        state: &AppState,
+        check: Option<PasswordCheck>,
+    ) -> Result<Self> {
+        let pg_handlers =
+            Arc::new(PgHandlers::new(state.sql().clone(), check.clone()).context("cannot set up pgwire")?);
+        let flight_service = patron_sql::flight::PatronFlightSql::new(state.sql().clone(), check);
+        let pg = tokio::net::TcpListener::bind(pg_addr)
+            .await
+            .with_context(|| format!("cannot listen for pgwire on {pg_addr}"))?;
+        let flight = tokio::net::TcpListener::bind(flight_addr)
+            .await
+            .with_context(|| format!("cannot listen for Flight SQL on {flight_addr}"))?;
+        Ok(Self { pg, pg_handlers, flight, flight_service })
+    }
+
+    /// The bound pgwire address.
+    pub(crate) fn pg_addr(&self) -> Result<SocketAddr> {
+        Ok(self.pg.local_addr()?)
+    }
+
+    /// The lines printed at startup: where SQL clients connect.
+    pub(crate) fn banner(&self) -> String {
+        let pg = match self.pg.local_addr() {
+            Ok(a) => format!("pgwire on {a} (psql -h {} -p {} -U patron)", a.ip(), a.port()),
+            Err(e) => format!("pgwire address unknown: {e}"),
+        };
+        let flight = match self.flight.local_addr() {
+            Ok(a) => format!("flight-sql on {a} (grpc://{a})"),
+            Err(e) => format!("flight-sql address unknown: {e}"),
+        };
+        format!("{pg}\n{flight}")
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -684,7 +910,17 @@ mod tests {
         let mut engine_config = EngineConfig::new(dir);
         engine_config.shards = 1;
         let (engine, _) = Engine::open(engine_config).unwrap();
-        router(app_state(engine, Currency::from_code("EUR").unwrap(), 1 << 20, 1 << 30, Auth::new(&config.auth)))
+        router(
+            app_state(
+                engine,
+                Currency::from_code("EUR").unwrap(),
+                1 << 20,
+                1 << 30,
+                Auth::new(&config.auth),
+                SqlLimits::default(),
+            )
+            .unwrap(),
+        )
     }
 
     /// Every endpoint × {no token, unknown token, ingest, query, admin}.

@@ -40,6 +40,11 @@ impl ProductCatalog {
         }
     }
 
+    /// Whether `product` is known (no allocation when the id is invalid).
+    pub fn contains(&self, product: &str) -> bool {
+        ProductId::new(product).is_ok_and(|p| self.index.contains_key(&p))
+    }
+
     /// The product with index `i`.
     pub fn name(&self, i: u32) -> Option<ProductId> {
         self.names.read().ok()?.get(i as usize).cloned()

@@ -562,6 +562,17 @@ impl Engine {
         self.inner.shards.iter().map(|s| s.read().map_or(0, |b| b.len())).collect()
     }
 
+    /// How many shards the customers are spread over.
+    pub fn shard_count(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    /// Runs `f` on one shard's book under its read lock (the shard's writer
+    /// waits meanwhile). `None` for an unknown shard or a poisoned lock.
+    pub fn with_shard<T>(&self, shard: usize, f: impl FnOnce(&CustomerBook) -> T) -> Option<T> {
+        self.inner.shards.get(shard)?.read().ok().map(|book| f(&book))
+    }
+
     /// Runs `f` over every shard's book under its read lock, in shard order.
     pub fn with_books<T>(&self, mut f: impl FnMut(&CustomerBook) -> T) -> Vec<T> {
         self.inner.shards.iter().filter_map(|s| s.read().ok().map(|b| f(&b))).collect()

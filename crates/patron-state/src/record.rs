@@ -12,7 +12,7 @@
 
 use patron_model::codec::{self, ByteReader};
 use patron_model::{Consent, CustomerId, Event, EventId, EventKind, Timestamp};
-use patron_score::{ScoreInput, Scores, Segments, SpendHistory};
+use patron_score::{LifecycleStage, ScoreInput, Scores, SegmentConfig, Segments, SpendHistory, lifecycle_stage};
 
 use crate::catalog::ProductCatalog;
 
@@ -177,7 +177,19 @@ impl CustomerRecord {
         }
     }
 
-    /// Whether the customer has bought anything.
+    /// Lifecycle stage from the latest scores: `prospect` before any purchase;
+    /// without scores yet, `first_time` or `repeat`.
+    pub fn lifecycle(&self, config: &SegmentConfig) -> LifecycleStage {
+        let repeats = self.occasions().saturating_sub(1);
+        match (&self.scores, self.has_purchased()) {
+            (_, false) => LifecycleStage::Prospect,
+            (Some(scores), true) => lifecycle_stage(repeats, scores.p_alive, config),
+            (None, true) if repeats == 0 => LifecycleStage::FirstTime,
+            (None, true) => LifecycleStage::Repeat,
+        }
+    }
+
+    /// Whether the customer ever bought.
     pub fn has_purchased(&self) -> bool {
         !self.occasion_days.is_empty()
     }

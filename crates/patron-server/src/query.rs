@@ -1,0 +1,71 @@
+//! `patron query "SQL"`: one read-only query against a running server's
+//! `POST /v1/sql`, or offline against a data directory through the same
+//! `patron_sql` session the server uses; prints a table, CSV or JSON.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use patron_sql::{ResultFormat, SqlEngine, SqlLimits};
+
+use crate::cli::{QueryArgs, QueryFormatArg};
+use crate::server::{LiveView, open_engine};
+
+impl From<QueryFormatArg> for ResultFormat {
+    fn from(f: QueryFormatArg) -> Self {
+        match f {
+            QueryFormatArg::Table => ResultFormat::Table,
+            QueryFormatArg::Csv => ResultFormat::Csv,
+            QueryFormatArg::Json => ResultFormat::Json,
+        }
+    }
+}
+
+pub(crate) fn run(args: &QueryArgs) -> Result<()> {
+    let format = ResultFormat::from(args.format);
+    let bytes = match &args.data_dir {
+        Some(dir) => offline(args, dir, format)?,
+        None => online(args, format)?,
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(&bytes)?;
+    if !bytes.ends_with(b"\n") {
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+fn online(args: &QueryArgs, format: ResultFormat) -> Result<Vec<u8>> {
+    let url = format!("{}/v1/sql", args.url.trim_end_matches('/'));
+    let mut request = ureq::post(&url).set("accept", format.content_type()).set("content-type", "text/plain");
+    if let Some(token) = &args.token {
+        request = request.set("authorization", &format!("Bearer {token}"));
+    }
+    match request.send_string(&args.sql) {
+        Ok(response) => {
+            let mut body = Vec::new();
+            response.into_reader().read_to_end(&mut body).context("reading the answer")?;
+            Ok(body)
+        }
+        Err(ureq::Error::Status(status, response)) => {
+            let text = response.into_string().unwrap_or_default();
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            bail!("the server answered {status}: {message}")
+        }
+        Err(e) => bail!("cannot reach {url}: {e} (is `patron serve` running? use --url or --data-dir)"),
+    }
+}
+
+fn offline(args: &QueryArgs, dir: &std::path::Path, format: ResultFormat) -> Result<Vec<u8>> {
+    let base = patron_model::Currency::from_code(&args.currency)
+        .with_context(|| format!("--currency {:?} is not an ISO 4217 code Patron knows", args.currency))?;
+    let engine = open_engine(dir, base, patron_score::PurchaseModel::MbgNbd, None, None, patron_state::Clock::Event)?;
+    let view = LiveView::new(Arc::new(engine), base);
+    let sql = SqlEngine::new(Arc::new(view), SqlLimits::default())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+    let result = runtime.block_on(sql.run(&args.sql))?;
+    Ok(patron_sql::encode(&result, format)?)
+}

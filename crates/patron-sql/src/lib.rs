@@ -1,0 +1,18 @@
+//! Patron's SQL layer (DESIGN.md §4): DataFusion tables over the live engine
+//! state, one read-only and bounded session shared by every front end, the
+//! PostgreSQL wire protocol, and result encoders for HTTP and the CLI.
+//!
+//! Data flows one way: the engine is only read, under per-shard read locks
+//! held while a shard's batch is built (the time is measured in
+//! [`ScanCounters::max_lock_micros`]).
+
+mod exec;
+pub mod flight;
+pub mod format;
+pub mod pg;
+mod session;
+mod tables;
+
+pub use format::{ResultFormat, encode};
+pub use session::{QueryResult, SqlEngine, SqlError, SqlLimits};
+pub use tables::{LiveSource, RejectedRow, ScanCounters, products_schema, similar_products_schema};

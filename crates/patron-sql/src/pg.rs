@@ -1,0 +1,289 @@
+//! The PostgreSQL wire protocol front end (psql, psycopg, JDBC, BI tools).
+//!
+//! Built on `datafusion-postgres` for the protocol plumbing and its
+//! `pg_catalog` emulation (what `\d` and BI tools query at connect time), but
+//! never on its default execution path, which is not safe (DESIGN.md §8):
+//! - a guard hook runs first on every simple-protocol statement: queries are
+//!   planned and run by [`SqlEngine`] (read-only, bounded), the harmless
+//!   session statements drivers send (`SET application_name`, `BEGIN`, `SHOW`)
+//!   go to the library's hooks, everything else is refused with SQLSTATE 25006;
+//! - the extended protocol (prepared statements) is parsed by the library,
+//!   vetted by the same hook at parse time, and executed here by
+//!   [`SqlEngine::execute`] with the portal's result formats;
+//! - with tokens configured, the password is a token with the `query` role
+//!   (any user name); without tokens every connection is accepted.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
+use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::hooks::{HookClient, QueryHook};
+use datafusion_postgres::pgwire;
+use datafusion_postgres::{DfSessionService, Parser};
+use futures_util::Sink;
+use pgwire::api::auth::{
+    DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
+};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{QueryResponse, Response};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::startup::Authentication;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::types::format::FormatOptions;
+
+use crate::session::{QueryResult, SqlEngine, SqlError, Verdict, classify};
+
+/// Decides whether a pgwire password is a token with the `query` role.
+pub type PasswordCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+fn user_error(error: &SqlError) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), error.sqlstate().into(), error.to_string())))
+}
+
+fn respond(result: QueryResult, format: &Format, options: Arc<FormatOptions>) -> PgWireResult<Response> {
+    let fields = Arc::new(arrow_schema_to_pg_fields(&result.schema, format, Some(options))?);
+    let row_fields = fields.clone();
+    let rows = result.batches.into_iter().flat_map(move |batch| encode_recordbatch(row_fields.clone(), batch));
+    Ok(Response::Query(QueryResponse::new(fields, futures_util::stream::iter(rows))))
+}
+
+/// Runs queries through [`SqlEngine`] and refuses what is not read-only.
+struct GuardHook {
+    sql: Arc<SqlEngine>,
+}
+
+#[async_trait]
+impl QueryHook for GuardHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _session_context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        match classify(statement) {
+            Verdict::Cosmetic => None,
+            Verdict::Refused(what) => Some(Err(user_error(&SqlError::Refused(what)))),
+            Verdict::Query => {
+                let result = match self.sql.plan(statement).await {
+                    Ok(plan) => self.sql.execute(plan).await,
+                    Err(e) => Err(e),
+                };
+                let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+                Some(match result {
+                    Ok(result) => respond(result, &Format::UnifiedText, options),
+                    Err(e) => Err(user_error(&e)),
+                })
+            }
+        }
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _session_context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        match classify(statement) {
+            Verdict::Cosmetic => None,
+            Verdict::Refused(what) => Some(Err(user_error(&SqlError::Refused(what)))),
+            Verdict::Query => Some(self.sql.plan(statement).await.map_err(|e| user_error(&e))),
+        }
+    }
+
+    async fn handle_extended_query(
+        &self,
+        _statement: &Statement,
+        _logical_plan: &LogicalPlan,
+        _params: &ParamValues,
+        _session_context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        None
+    }
+}
+
+/// Prepared statements: parsed by the library, executed by [`SqlEngine`].
+struct ExtendedHandler {
+    inner: Arc<DfSessionService>,
+    sql: Arc<SqlEngine>,
+}
+
+/// Parameter ids (`$1`, `$2`…) in numeric order with their inferred types.
+fn ordered_parameters(plan: &LogicalPlan) -> PgWireResult<Vec<Option<datafusion::arrow::datatypes::DataType>>> {
+    let types = plan.get_parameter_types().map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    let mut entries: Vec<(usize, Option<datafusion::arrow::datatypes::DataType>)> = types
+        .into_iter()
+        .map(|(id, ty)| (id.trim_start_matches('$').parse::<usize>().unwrap_or(usize::MAX), ty))
+        .collect();
+    entries.sort_by_key(|(n, _)| *n);
+    Ok(entries.into_iter().map(|(_, ty)| ty).collect())
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for ExtendedHandler {
+    type Statement = (String, Option<(Statement, LogicalPlan)>);
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.inner.query_parser()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some((statement, plan)) = &portal.statement.statement.1 else {
+            return Ok(Response::EmptyQuery);
+        };
+        if !matches!(classify(statement), Verdict::Query) {
+            // Session statements (SET, SHOW, BEGIN): the library's hooks answer them.
+            return ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows).await;
+        }
+        let inferred = ordered_parameters(plan)?;
+        let wire: Vec<Type> =
+            inferred.iter().map(|t| t.as_ref().map_or(Ok(Type::UNKNOWN), into_pg_type)).collect::<PgWireResult<_>>()?;
+        let inferred_refs: Vec<_> = inferred.iter().map(Option::as_ref).collect();
+        let wire_refs: Vec<Option<&Type>> = wire.iter().map(Some).collect();
+        let params = deserialize_parameters_with_server_types(portal, &inferred_refs, &wire_refs)?;
+        let plan = plan.clone().replace_params_with_values(&params).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        let result = self.sql.execute(plan).await.map_err(|e| user_error(&e))?;
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        respond(result, &portal.result_column_format, options)
+    }
+}
+
+/// Password (token) or open startup.
+struct Startup {
+    check: Option<PasswordCheck>,
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures_util::SinkExt;
+        match message {
+            PgWireFrontendMessage::Startup(ref startup) => {
+                protocol_negotiation(client, startup).await?;
+                save_startup_parameters_to_metadata(client, startup);
+                if self.check.is_some() {
+                    client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                    client.send(PgWireBackendMessage::Authentication(Authentication::CleartextPassword)).await?;
+                } else {
+                    finish_authentication(client, &DefaultServerParameterProvider::default()).await?;
+                }
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(password) => {
+                let password = password.into_password()?;
+                let allowed = self.check.as_ref().is_some_and(|check| check(&password.password));
+                if allowed {
+                    finish_authentication(client, &DefaultServerParameterProvider::default()).await?;
+                } else {
+                    let user = client.metadata().get("user").cloned().unwrap_or_default();
+                    return Err(PgWireError::InvalidPassword(user));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The handlers of one pgwire server.
+pub struct PgHandlers {
+    simple: Arc<DfSessionService>,
+    extended: Arc<ExtendedHandler>,
+    startup: Arc<Startup>,
+}
+
+impl std::fmt::Debug for PgHandlers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgHandlers").field("password", &self.startup.check.is_some()).finish()
+    }
+}
+
+impl PgHandlers {
+    /// Handlers over `sql`; `check` decides passwords (`None`: no authentication).
+    /// Registers the `pg_catalog` emulation in the SQL context.
+    pub fn new(sql: Arc<SqlEngine>, check: Option<PasswordCheck>) -> Result<Self, SqlError> {
+        let ctx = sql.context().clone();
+        setup_pg_catalog(&ctx, "datafusion", EmptyContextProvider)
+            .map_err(|e| SqlError::Execution(format!("cannot set up pg_catalog: {e}")))?;
+        let hooks: Vec<Arc<dyn QueryHook>> =
+            vec![Arc::new(GuardHook { sql: sql.clone() }), Arc::new(SetShowHook), Arc::new(TransactionStatementHook)];
+        let service = Arc::new(DfSessionService::new_with_hooks(ctx, hooks));
+        Ok(Self {
+            extended: Arc::new(ExtendedHandler { inner: service.clone(), sql }),
+            simple: service,
+            startup: Arc::new(Startup { check }),
+        })
+    }
+}
+
+impl PgWireServerHandlers for PgHandlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.simple.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.extended.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.startup.clone()
+    }
+}
+
+/// Accepts pgwire connections on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    handlers: Arc<PgHandlers>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let handlers = handlers.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                            tracing::debug!(%peer, "pgwire connection ended: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("pgwire accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The read-only, bounded SQL session every front end shares (HTTP, pgwire,
+//! Flight SQL, `patron query`).
+//!
+//! Safety is layered, because `SessionContext::sql` alone would run DDL, DML,
+//! `COPY … TO` and `CREATE EXTERNAL TABLE` (DESIGN.md §8):
+//! 1. the parsed statement must be a query (`SELECT`, `WITH`, `VALUES`,
+//!    `EXPLAIN` of one); anything else is refused by name before planning;
+//! 2. the plan is verified again with DDL, DML and statements disallowed
+//!    (this catches `SELECT … INTO`);
+//! 3. the runtime has no object store and no spill directory, so even a plan
+//!    that reached a file reader or a spilling operator could not touch a file;
+//! 4. execution is bounded: a memory pool, a wall-clock timeout, a row cap on
+//!    results and a cap on concurrent queries, each failing with its own error.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::common::DataFusionError;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::object_store::ObjectStoreRegistry;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::{self, Statement};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use futures_util::StreamExt;
+use tokio::sync::Semaphore;
+
+use crate::tables::{self, LiveSource, ScanCounters, Shared};
+
+/// Limits of every SQL query.
+#[derive(Clone, Copy, Debug)]
+pub struct SqlLimits {
+    /// Memory DataFusion operators may reserve, across running queries.
+    pub memory_bytes: usize,
+    /// Wall-clock limit of one query's execution.
+    pub timeout: Duration,
+    /// Most rows one result may have (a larger result is refused, never cut).
+    pub max_rows: usize,
+    /// Queries running at once; more wait up to `queue_wait`, then are refused.
+    pub max_concurrent: usize,
+    /// How long a query waits for a free slot.
+    pub queue_wait: Duration,
+}
+
+impl Default for SqlLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 1 << 30,
+            timeout: Duration::from_secs(30),
+            max_rows: 1_000_000,
+            max_concurrent: 4,
+            queue_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a query did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    /// Not a read-only query.
+    #[error("{0} is not allowed: Patron's SQL endpoint is read-only (SELECT, WITH, VALUES, EXPLAIN, SHOW)")]
+    Refused(String),
+    /// Empty input.
+    #[error("no SQL statement was given")]
+    Empty,
+    /// More than one statement in one request.
+    #[error("one statement per request, got {0}")]
+    SeveralStatements(usize),
+    /// Did not parse.
+    #[error("SQL syntax error: {0}")]
+    Syntax(String),
+    /// Parsed but could not be planned (unknown table, column, type error…).
+    #[error("{0}")]
+    Plan(String),
+    /// Ran longer than the limit.
+    #[error("query cancelled after {0:?} (the per-query time limit); narrow it with WHERE or LIMIT")]
+    Timeout(Duration),
+    /// The result has too many rows.
+    #[error("result exceeds {0} rows (the per-query row cap); add a LIMIT or aggregate")]
+    TooManyRows(usize),
+    /// The memory pool is exhausted.
+    #[error("query needs more memory than the per-query budget: {0}")]
+    Memory(String),
+    /// Every query slot stayed busy.
+    #[error("too many concurrent queries ({0} running); retry shortly")]
+    Busy(usize),
+    /// Failed while running.
+    #[error("query failed: {0}")]
+    Execution(String),
+}
+
+impl SqlError {
+    /// SQLSTATE for the PostgreSQL wire protocol.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Self::Refused(_) => "25006", // read_only_sql_transaction
+            Self::Empty | Self::SeveralStatements(_) | Self::Syntax(_) => "42601",
+            Self::Plan(_) => "42P01",
+            Self::Timeout(_) => "57014",
+            Self::TooManyRows(_) | Self::Memory(_) => "53200",
+            Self::Busy(_) => "53300",
+            Self::Execution(_) => "XX000",
+        }
+    }
+
+    /// Whether the client's request was at fault (4xx) rather than the server (5xx).
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self, Self::Busy(_) | Self::Execution(_))
+    }
+
+    fn from_datafusion(error: DataFusionError) -> Self {
+        match error.find_root() {
+            DataFusionError::ResourcesExhausted(m) => Self::Memory(m.clone()),
+            DataFusionError::SQL(e, _) => Self::Syntax(e.to_string()),
+            DataFusionError::Plan(_) | DataFusionError::SchemaError(..) | DataFusionError::NotImplemented(_) => {
+                Self::Plan(error.find_root().to_string())
+            }
+            other => Self::Execution(other.to_string()),
+        }
+    }
+}
+
+/// A query's answer.
+#[derive(Debug)]
+pub struct QueryResult {
+    /// Columns.
+    pub schema: SchemaRef,
+    /// Rows.
+    pub batches: Vec<RecordBatch>,
+}
+
+impl QueryResult {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// A runtime object store registry with no store at all: no file, no URL.
+#[derive(Debug)]
+struct NoObjectStores;
+
+impl ObjectStoreRegistry for NoObjectStores {
+    fn register_store(
+        &self,
+        _url: &url::Url,
+        _store: Arc<dyn object_store::ObjectStore>,
+    ) -> Option<Arc<dyn object_store::ObjectStore>> {
+        None
+    }
+
+    fn get_store(&self, url: &url::Url) -> datafusion::error::Result<Arc<dyn object_store::ObjectStore>> {
+        Err(DataFusionError::Plan(format!("{url} is not readable: Patron's SQL endpoint reads no files or URLs")))
+    }
+}
+
+/// What statements a read-only session accepts.
+pub(crate) enum Verdict {
+    /// Plan and run it.
+    Query,
+    /// A harmless session statement drivers send (`SET application_name`,
+    /// `BEGIN`, `SHOW …`): the wire layer answers it without touching the engine.
+    Cosmetic,
+    /// Refused, with what it was.
+    Refused(String),
+}
+
+/// Session variables clients set at connect time; setting them changes nothing here.
+const COSMETIC_SETTINGS: &[&str] = &[
+    "extra_float_digits",
+    "application_name",
+    "datestyle",
+    "client_encoding",
+    "search_path",
+    "timezone",
+    "time zone",
+    "intervalstyle",
+    "client_min_messages",
+    "bytea_output",
+    "standard_conforming_strings",
+    "statement_timeout",
+];
+
+fn statement_kind(statement: &Statement) -> String {
+    let text = statement.to_string().to_uppercase();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    match words.as_slice() {
+        [verb @ ("CREATE" | "DROP" | "ALTER" | "TRUNCATE"), object, ..] => format!("{verb} {object}"),
+        [verb, ..] => (*verb).to_owned(),
+        [] => "an empty statement".to_owned(),
+    }
+}
+
+/// Classifies a parsed statement.
+pub(crate) fn classify(statement: &Statement) -> Verdict {
+    match statement {
+        Statement::Query(_) | Statement::ShowTables { .. } | Statement::ShowColumns { .. } => Verdict::Query,
+        Statement::Explain { statement: inner, .. } => match classify(inner) {
+            Verdict::Query => Verdict::Query,
+            Verdict::Cosmetic => Verdict::Refused("EXPLAIN of a session statement".into()),
+            refused => refused,
+        },
+        Statement::StartTransaction { .. } | Statement::Commit { .. } | Statement::Rollback { .. } => Verdict::Cosmetic,
+        Statement::ShowVariable { .. } | Statement::ShowStatus { .. } => Verdict::Cosmetic,
+        Statement::Set(set) => match set {
+            ast::Set::SingleAssignment { variable, .. } => {
+                let name = variable.to_string().to_lowercase();
+                if COSMETIC_SETTINGS.contains(&name.as_str()) {
+                    Verdict::Cosmetic
+                } else {
+                    Verdict::Refused(format!("SET {name}"))
+                }
+            }
+            ast::Set::SetTimeZone { .. } | ast::Set::SetNames { .. } => Verdict::Cosmetic,
+            _ => Verdict::Refused("this SET".into()),
+        },
+        other => Verdict::Refused(statement_kind(other)),
+    }
+}
+
+/// The shared SQL engine: one DataFusion context over the live tables.
+pub struct SqlEngine {
+    ctx: Arc<SessionContext>,
+    limits: SqlLimits,
+    slots: Semaphore,
+    counters: Arc<ScanCounters>,
+    queries: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl std::fmt::Debug for SqlEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlEngine").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+impl SqlEngine {
+    /// A session over `source` with `limits`.
+    pub fn new(source: Arc<dyn LiveSource>, limits: SqlLimits) -> Result<Self, SqlError> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(limits.memory_bytes, 1.0)
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .with_object_store_registry(Arc::new(NoObjectStores))
+            .build_arc()
+            .map_err(SqlError::from_datafusion)?;
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .set_bool("datafusion.execution.enable_recursive_ctes", false)
+            .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let counters = Arc::new(ScanCounters::default());
+        let shared = Shared { source, counters: counters.clone() };
+        let register = |name: &str, table: Arc<dyn datafusion::catalog::TableProvider>| {
+            ctx.register_table(name, table).map(|_| ()).map_err(SqlError::from_datafusion)
+        };
+        register("customers", Arc::new(tables::CustomersTable(shared.clone())))?;
+        register("recommendations", Arc::new(tables::RecommendationsTable))?;
+        register("similar_products", Arc::new(tables::SimilarProductsTable))?;
+        register("products", Arc::new(tables::ProductsTable(shared.clone())))?;
+        register("model_params", Arc::new(tables::model_params_table(shared.clone())))?;
+        register("rejected_events", Arc::new(tables::rejected_events_table(shared.clone())))?;
+        register("engine_stats", Arc::new(tables::engine_stats_table(shared)))?;
+        Ok(Self {
+            ctx: Arc::new(ctx),
+            slots: Semaphore::new(limits.max_concurrent.max(1)),
+            limits,
+            counters,
+            queries: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        })
+    }
+
+    /// The DataFusion context (the wire front ends add their catalogs to it).
+    pub fn context(&self) -> &Arc<SessionContext> {
+        &self.ctx
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> SqlLimits {
+        self.limits
+    }
+
+    /// What scans did so far.
+    pub fn counters(&self) -> &ScanCounters {
+        &self.counters
+    }
+
+    /// Queries run, and how many of them failed.
+    pub fn query_counts(&self) -> (u64, u64) {
+        (self.queries.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+    }
+
+    /// Parses one statement (PostgreSQL dialect).
+    pub fn parse(sql: &str) -> Result<Statement, SqlError> {
+        let mut statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})
+            .map_err(|e| SqlError::Syntax(e.to_string()))?;
+        match statements.len() {
+            0 => Err(SqlError::Empty),
+            1 => match statements.pop_front() {
+                Some(DfStatement::Statement(statement)) => Ok(*statement),
+                Some(DfStatement::CreateExternalTable(_)) => Err(SqlError::Refused("CREATE EXTERNAL TABLE".into())),
+                Some(DfStatement::CopyTo(_)) => Err(SqlError::Refused("COPY".into())),
+                Some(DfStatement::Explain(_)) => Err(SqlError::Refused("EXPLAIN of a DataFusion statement".into())),
+                Some(_) => Err(SqlError::Refused("this statement".into())),
+                None => Err(SqlError::Empty),
+            },
+            n => Err(SqlError::SeveralStatements(n)),
+        }
+    }
+
+    /// Plans a statement that [`classify`] called a query, re-verifying the plan.
+    pub async fn plan(&self, statement: &Statement) -> Result<LogicalPlan, SqlError> {
+        match classify(statement) {
+            Verdict::Query => {}
+            Verdict::Cosmetic => return Err(SqlError::Refused(statement_kind(statement))),
+            Verdict::Refused(what) => return Err(SqlError::Refused(what)),
+        }
+        let plan = self
+            .ctx
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
+            .await
+            .map_err(SqlError::from_datafusion)?;
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(|e| SqlError::Refused(e.find_root().to_string()))?;
+        Ok(plan)
+    }
+
+    /// Parses, checks, plans and runs `sql` within the limits.
+    pub async fn run(&self, sql: &str) -> Result<QueryResult, SqlError> {
+        let result = async {
+            let statement = Self::parse(sql)?;
+            let plan = self.plan(&statement).await?;
+            self.execute_unchecked(plan).await
+        }
+        .await;
+        self.count(&result);
+        result
+    }
+
+    /// Runs a plan made by [`SqlEngine::plan`] (possibly with parameters bound since).
+    pub async fn execute(&self, plan: LogicalPlan) -> Result<QueryResult, SqlError> {
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(|e| SqlError::Refused(e.find_root().to_string()))?;
+        let result = self.execute_unchecked(plan).await;
+        self.count(&result);
+        result
+    }
+
+    fn count(&self, result: &Result<QueryResult, SqlError>) {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        if result.is_err() {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn execute_unchecked(&self, plan: LogicalPlan) -> Result<QueryResult, SqlError> {
+        let _slot = tokio::time::timeout(self.limits.queue_wait, self.slots.acquire())
+            .await
+            .map_err(|_| SqlError::Busy(self.limits.max_concurrent))?
+            .map_err(|_| SqlError::Busy(self.limits.max_concurrent))?;
+        let ctx = self.ctx.clone();
+        let max_rows = self.limits.max_rows;
+        let started = Instant::now();
+        // Run in its own task so the timeout below fires even while an operator
+        // is busy; aborting the task drops the stream, which cancels the plan.
+        let task = tokio::spawn(async move {
+            let frame = ctx.execute_logical_plan(plan).await.map_err(SqlError::from_datafusion)?;
+            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+            let mut stream = frame.execute_stream().await.map_err(SqlError::from_datafusion)?;
+            let mut batches = Vec::new();
+            let mut rows = 0usize;
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(SqlError::from_datafusion)?;
+                rows += batch.num_rows();
+                if rows > max_rows {
+                    return Err(SqlError::TooManyRows(max_rows));
+                }
+                batches.push(batch);
+            }
+            Ok(QueryResult { schema, batches })
+        });
+        let abort = task.abort_handle();
+        match tokio::time::timeout(self.limits.timeout, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(SqlError::Execution(format!("query task failed: {join}"))),
+            Err(_) => {
+                abort.abort();
+                tracing::warn!(elapsed = ?started.elapsed(), "SQL query cancelled by the time limit");
+                Err(SqlError::Timeout(self.limits.timeout))
+            }
+        }
+    }
+}

@@ -1,0 +1,717 @@
+//! The SQL tables of DESIGN.md §4 as DataFusion table providers over the live
+//! engine. Nothing is copied ahead of a query: each scan builds Arrow batches
+//! from the sharded state when it executes, one partition per shard (so
+//! DataFusion builds shards in parallel), each shard read under its own read
+//! lock so a shard's rows are one consistent cut while ingestion continues on
+//! the other shards.
+//!
+//! Only the projected columns are built. `customer_id = '…'` and
+//! `customer_id IN (…)` (and `product_id` on the product tables) are answered
+//! `Exact` to DataFusion and looked up in the shard index, so a point query
+//! reads one record, never the table; [`ScanCounters::rows_read`] proves it.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::expr::InList;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use patron_model::schema::{customers_schema, recommendations_schema};
+use patron_model::{Currency, CustomerId, Timestamp};
+use patron_score::{Scores, SegmentConfig, Segments};
+use patron_state::{CustomerBook, CustomerRecord, Engine, shard_of};
+
+use crate::exec::{LazyScanExec, PartitionFn};
+
+/// Rows per Arrow batch produced by a scan.
+const BATCH_ROWS: usize = 8192;
+
+/// One rejected event, as kept by the ingest front end.
+#[derive(Clone, Debug)]
+pub struct RejectedRow {
+    /// When it arrived.
+    pub received_at: Timestamp,
+    /// Where it came from (`http`, a file name…).
+    pub source: String,
+    /// Index within its request or line in its file.
+    pub position: u64,
+    /// Why it was rejected.
+    pub error: String,
+    /// The raw record (truncated).
+    pub raw: String,
+}
+
+/// What the SQL tables read: the engine plus what the front end keeps beside it.
+pub trait LiveSource: Send + Sync + 'static {
+    /// The engine whose state the tables show.
+    fn engine(&self) -> &Engine;
+    /// Base currency (money columns are in it).
+    fn base_currency(&self) -> Currency;
+    /// The newest rejected events, oldest first.
+    fn rejected(&self) -> Vec<RejectedRow> {
+        Vec::new()
+    }
+    /// Extra `engine_stats` rows from the front end (e.g. `events_rejected`).
+    fn extra_stats(&self) -> Vec<(String, f64)> {
+        Vec::new()
+    }
+}
+
+/// Work done by scans, for `engine_stats`, `/metrics` and the pushdown test.
+#[derive(Debug, Default)]
+pub struct ScanCounters {
+    /// Table scans executed (partitions).
+    pub scans: AtomicU64,
+    /// Customer or product records read by scans.
+    pub rows_read: AtomicU64,
+    /// Longest time one scan held a shard's read lock, microseconds.
+    pub max_lock_micros: AtomicU64,
+    /// Total time scans held shard read locks, microseconds.
+    pub total_lock_micros: AtomicU64,
+}
+
+impl ScanCounters {
+    fn record(&self, rows: usize, held: std::time::Duration) {
+        let micros = u64::try_from(held.as_micros()).unwrap_or(u64::MAX);
+        self.scans.fetch_add(1, Ordering::Relaxed);
+        self.rows_read.fetch_add(rows as u64, Ordering::Relaxed);
+        self.total_lock_micros.fetch_add(micros, Ordering::Relaxed);
+        self.max_lock_micros.fetch_max(micros, Ordering::Relaxed);
+    }
+}
+
+/// Shared by every table of one SQL catalog.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) source: Arc<dyn LiveSource>,
+    pub(crate) counters: Arc<ScanCounters>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, None)
+}
+
+fn project(schema: &SchemaRef, projection: Option<&Vec<usize>>) -> Result<SchemaRef> {
+    match projection {
+        None => Ok(schema.clone()),
+        Some(p) => Ok(Arc::new(schema.project(p)?)),
+    }
+}
+
+fn string_literal(value: &ScalarValue) -> Option<String> {
+    match value {
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
+            Some(s.clone())
+        }
+        _ => None,
+    }
+}
+
+/// The keys an `=` or `IN` filter on `column` allows, if `expr` is one.
+fn key_values(expr: &Expr, column: &str) -> Option<Vec<String>> {
+    match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => match (left.as_ref(), right.as_ref()) {
+            (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c)) if c.name == column => {
+                string_literal(v).map(|s| vec![s])
+            }
+            _ => None,
+        },
+        Expr::InList(InList { expr, list, negated: false }) => match expr.as_ref() {
+            Expr::Column(c) if c.name == column => list
+                .iter()
+                .map(|e| match e {
+                    Expr::Literal(v, _) => string_literal(v),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn pushdown_for(filters: &[&Expr], column: &str) -> Vec<TableProviderFilterPushDown> {
+    filters
+        .iter()
+        .map(|f| {
+            if key_values(f, column).is_some() {
+                TableProviderFilterPushDown::Exact
+            } else {
+                TableProviderFilterPushDown::Unsupported
+            }
+        })
+        .collect()
+}
+
+/// The keys every pushed filter allows (their intersection), or `None` for a full scan.
+fn key_set(filters: &[Expr], column: &str) -> Option<BTreeSet<String>> {
+    let mut keys: Option<BTreeSet<String>> = None;
+    for filter in filters {
+        if let Some(values) = key_values(filter, column) {
+            let values: BTreeSet<String> = values.into_iter().collect();
+            keys = Some(match keys {
+                None => values,
+                Some(k) => k.intersection(&values).cloned().collect(),
+            });
+        }
+    }
+    keys
+}
+
+fn describe(keys: &Option<BTreeSet<String>>, column: &str, limit: Option<usize>) -> String {
+    let lookup = match keys {
+        Some(k) => format!("lookup {column} ({} keys)", k.len()),
+        None => "full scan".to_owned(),
+    };
+    match limit {
+        Some(l) => format!("{lookup}, limit={l}"),
+        None => lookup,
+    }
+}
+
+fn batches(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<Vec<RecordBatch>> {
+    if schema.fields().is_empty() {
+        let rows = columns.first().map_or(0, |c| c.len());
+        let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows));
+        return Ok(vec![RecordBatch::try_new_with_options(schema.clone(), columns, &options)?]);
+    }
+    Ok(vec![RecordBatch::try_new(schema.clone(), columns)?])
+}
+
+// ---------------------------------------------------------------- customers
+
+/// What a customer row needs beyond the record.
+struct RowContext {
+    now_day: i32,
+    now_micros: i64,
+    minor: f64,
+    segments: SegmentConfig,
+}
+
+fn customer_column(name: &str, rows: &[&CustomerRecord], ctx: &RowContext) -> Result<ArrayRef> {
+    let score = |f: fn(&Scores) -> f64| -> ArrayRef {
+        Arc::new(rows.iter().map(|r| r.scores.as_ref().map(f)).collect::<Float64Array>())
+    };
+    let label = |f: fn(&Segments) -> &'static str| -> ArrayRef {
+        Arc::new(rows.iter().map(|r| r.segments.as_ref().map(f)).collect::<StringArray>())
+    };
+    let rfm = |f: fn(&Segments) -> u8| -> ArrayRef {
+        Arc::new(rows.iter().map(|r| r.segments.as_ref().map(|s| i32::from(f(s)))).collect::<Int32Array>())
+    };
+    let input_days = |recency: bool| -> ArrayRef {
+        Arc::new(
+            rows.iter()
+                .map(|r| {
+                    r.score_input(ctx.now_day, ctx.minor)
+                        .map(|i| f64::from(if recency { i.recency_days } else { i.tenure_days }))
+                })
+                .collect::<Float64Array>(),
+        )
+    };
+    let minor = ctx.minor;
+    Ok(match name {
+        "customer_id" => Arc::new(rows.iter().map(|r| Some(r.customer_id.as_str())).collect::<StringArray>()),
+        "first_purchase_at" => Arc::new(
+            rows.iter().map(|r| r.first_purchase_at.map(Timestamp::micros)).collect::<TimestampMicrosecondArray>(),
+        ),
+        "last_purchase_at" => Arc::new(
+            rows.iter().map(|r| r.last_purchase_at.map(Timestamp::micros)).collect::<TimestampMicrosecondArray>(),
+        ),
+        "orders" => Arc::new(rows.iter().map(|r| Some(r.orders as i64)).collect::<Int64Array>()),
+        "frequency" => {
+            Arc::new(rows.iter().map(|r| Some(i64::from(r.occasions().saturating_sub(1)))).collect::<Int64Array>())
+        }
+        "recency_days" => input_days(true),
+        "tenure_days" => input_days(false),
+        "revenue" => Arc::new(rows.iter().map(|r| Some(r.revenue_minor as f64 / minor)).collect::<Float64Array>()),
+        "avg_order_value" => Arc::new(
+            rows.iter()
+                .map(|r| (r.orders > 0).then(|| r.revenue_minor as f64 / minor / r.orders as f64))
+                .collect::<Float64Array>(),
+        ),
+        "p_alive" => score(|s| s.p_alive),
+        "churn_risk" => score(|s| 1.0 - s.p_alive),
+        "expected_orders_90d" => score(|s| s.expected_orders_90d),
+        "expected_order_value" => score(|s| s.expected_order_value),
+        "clv" => score(|s| s.clv),
+        "rfm_r" => rfm(|s| s.rfm_r),
+        "rfm_f" => rfm(|s| s.rfm_f),
+        "rfm_m" => rfm(|s| s.rfm_m),
+        "rfm_segment" => label(|s| s.rfm_segment.as_str()),
+        "value_tier" => label(|s| s.value_tier.as_str()),
+        "relationship" => label(|s| s.relationship.as_str()),
+        "lifecycle_stage" => {
+            Arc::new(rows.iter().map(|r| Some(r.lifecycle(&ctx.segments).as_str())).collect::<StringArray>())
+        }
+        "consent_email" => Arc::new(rows.iter().map(|r| r.consent.email).collect::<BooleanArray>()),
+        "consent_sms" => Arc::new(rows.iter().map(|r| r.consent.sms).collect::<BooleanArray>()),
+        "consent_push" => Arc::new(rows.iter().map(|r| r.consent.push).collect::<BooleanArray>()),
+        "updated_at" => Arc::new(TimestampMicrosecondArray::from(vec![ctx.now_micros; rows.len()])),
+        other => return Err(DataFusionError::Internal(format!("customers has no column {other}"))),
+    })
+}
+
+fn customer_batches(schema: &SchemaRef, rows: &[&CustomerRecord], ctx: &RowContext) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::with_capacity(rows.len().div_ceil(BATCH_ROWS));
+    for chunk in rows.chunks(BATCH_ROWS) {
+        let columns =
+            schema.fields().iter().map(|f| customer_column(f.name(), chunk, ctx)).collect::<Result<Vec<_>>>()?;
+        out.extend(batches(schema, columns)?);
+        if schema.fields().is_empty() {
+            // A count(*) needs only row counts: one batch per chunk is enough.
+            continue;
+        }
+    }
+    Ok(out)
+}
+
+/// `customers` (DESIGN.md §4): scores as last computed by the engine (at the
+/// customer's latest event or the latest refit), `updated_at` = query time.
+#[derive(Debug)]
+pub(crate) struct CustomersTable(pub(crate) Shared);
+
+#[async_trait]
+impl TableProvider for CustomersTable {
+    fn schema(&self) -> SchemaRef {
+        customers_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(pushdown_for(filters, "customer_id"))
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = project(&customers_schema(), projection)?;
+        let keys = key_set(filters, "customer_id");
+        let detail = describe(&keys, "customer_id", limit);
+        let engine = self.0.source.engine();
+        let shards = engine.shard_count();
+        // Each partition: (shard, the customers to look up there, or all).
+        let plan: Vec<(usize, Option<Vec<CustomerId>>)> = match &keys {
+            None => (0..shards).map(|s| (s, None)).collect(),
+            Some(keys) => {
+                let mut by_shard: Vec<Vec<CustomerId>> = vec![Vec::new(); shards];
+                for key in keys {
+                    if let Ok(id) = CustomerId::new(key) {
+                        by_shard[shard_of(&id, shards)].push(id);
+                    }
+                }
+                by_shard.into_iter().enumerate().filter(|(_, ids)| !ids.is_empty()).map(|(s, i)| (s, Some(i))).collect()
+            }
+        };
+        let partitions = plan.len();
+        let shared = self.0.clone();
+        let out_schema = schema.clone();
+        let build: PartitionFn = Arc::new(move |partition| {
+            let Some((shard, ids)) = plan.get(partition) else {
+                return Ok(Vec::new());
+            };
+            let engine = shared.source.engine();
+            let now = engine.now().unwrap_or_else(Timestamp::now);
+            let ctx = RowContext {
+                now_day: now.day(),
+                now_micros: now.micros(),
+                minor: shared.source.base_currency().minor_per_major(),
+                segments: SegmentConfig::default(),
+            };
+            let read = |book: &CustomerBook| -> Result<(usize, Vec<RecordBatch>)> {
+                let rows: Vec<&CustomerRecord> = match ids {
+                    Some(ids) => ids.iter().filter_map(|id| book.get(id)).collect(),
+                    None => book.records().iter().take(limit.unwrap_or(usize::MAX)).collect(),
+                };
+                Ok((rows.len(), customer_batches(&out_schema, &rows, &ctx)?))
+            };
+            let started = Instant::now();
+            let (rows, out) = engine
+                .with_shard(*shard, read)
+                .ok_or_else(|| DataFusionError::Execution(format!("shard {shard} is unavailable")))??;
+            shared.counters.record(rows, started.elapsed());
+            Ok(out)
+        });
+        Ok(Arc::new(LazyScanExec::new("customers", detail, schema, partitions, build)))
+    }
+}
+
+// ---------------------------------------------------------- recommendations
+
+/// `recommendations`: the schema of DESIGN.md §4; rows arrive with the
+/// recommendation kernel (issue 5). A `customer_id` lookup is already a lookup.
+#[derive(Debug)]
+pub(crate) struct RecommendationsTable;
+
+#[async_trait]
+impl TableProvider for RecommendationsTable {
+    fn schema(&self) -> SchemaRef {
+        recommendations_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(pushdown_for(filters, "customer_id"))
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = project(&recommendations_schema(), projection)?;
+        let detail = describe(&key_set(filters, "customer_id"), "customer_id", limit);
+        let build: PartitionFn = Arc::new(|_| Ok(Vec::new()));
+        Ok(Arc::new(LazyScanExec::new("recommendations", detail, schema, 1, build)))
+    }
+}
+
+/// Schema of `similar_products`.
+pub fn similar_products_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("product_id", DataType::Utf8, false),
+        Field::new("similar_product_id", DataType::Utf8, false),
+        Field::new("rank", DataType::Int32, false),
+        Field::new("score", DataType::Float64, false),
+        Field::new("co_purchases", DataType::Int64, false),
+    ]))
+}
+
+/// `similar_products`: the schema of DESIGN.md §4; rows arrive with the
+/// neighbour kernel (issue 5).
+#[derive(Debug)]
+pub(crate) struct SimilarProductsTable;
+
+#[async_trait]
+impl TableProvider for SimilarProductsTable {
+    fn schema(&self) -> SchemaRef {
+        similar_products_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(pushdown_for(filters, "product_id"))
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = project(&similar_products_schema(), projection)?;
+        let detail = describe(&key_set(filters, "product_id"), "product_id", limit);
+        let build: PartitionFn = Arc::new(|_| Ok(Vec::new()));
+        Ok(Arc::new(LazyScanExec::new("similar_products", detail, schema, 1, build)))
+    }
+}
+
+// ------------------------------------------------------------------ products
+
+/// Schema of `products`.
+pub fn products_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("product_id", DataType::Utf8, false),
+        Field::new("category", DataType::Utf8, true),
+        Field::new("orders", DataType::Int64, true),
+        Field::new("customers", DataType::Int64, true),
+        Field::new("units", DataType::Int64, true),
+        Field::new("revenue", DataType::Float64, true),
+    ]))
+}
+
+/// `products`: every product the engine has seen. The per-product counters
+/// (category, orders, customers, units, revenue) are NULL until the item
+/// statistics of issue 5 exist; they are never estimated from the bounded
+/// per-customer history, which would undercount silently.
+#[derive(Debug)]
+pub(crate) struct ProductsTable(pub(crate) Shared);
+
+#[async_trait]
+impl TableProvider for ProductsTable {
+    fn schema(&self) -> SchemaRef {
+        products_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(pushdown_for(filters, "product_id"))
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = project(&products_schema(), projection)?;
+        let keys = key_set(filters, "product_id");
+        let detail = describe(&keys, "product_id", limit);
+        let shared = self.0.clone();
+        let out_schema = schema.clone();
+        let build: PartitionFn = Arc::new(move |_| {
+            let catalog = shared.source.engine().catalog();
+            let names: Vec<String> = match &keys {
+                Some(keys) => keys.iter().filter(|k| catalog.contains(k)).cloned().collect(),
+                None => {
+                    catalog.names().iter().take(limit.unwrap_or(usize::MAX)).map(|p| p.as_str().to_owned()).collect()
+                }
+            };
+            shared.counters.record(names.len(), std::time::Duration::ZERO);
+            let n = names.len();
+            let columns = out_schema
+                .fields()
+                .iter()
+                .map(|f| -> ArrayRef {
+                    match f.name().as_str() {
+                        "product_id" => Arc::new(StringArray::from(names.clone())),
+                        _ => arrow::array::new_null_array(f.data_type(), n),
+                    }
+                })
+                .collect();
+            batches(&out_schema, columns)
+        });
+        Ok(Arc::new(LazyScanExec::new("products", detail, schema, 1, build)))
+    }
+}
+
+// ------------------------------------------------- small tables built whole
+
+/// A table whose rows are computed whole on each scan (they are small).
+pub(crate) struct ComputedTable {
+    name: &'static str,
+    schema: SchemaRef,
+    rows: Arc<dyn Fn() -> Result<Vec<ArrayRef>> + Send + Sync>,
+}
+
+impl fmt::Debug for ComputedTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ComputedTable").field("name", &self.name).finish()
+    }
+}
+
+#[async_trait]
+impl TableProvider for ComputedTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = project(&self.schema, projection)?;
+        let full = self.schema.clone();
+        let rows = self.rows.clone();
+        let projection = projection.cloned();
+        let build: PartitionFn = Arc::new(move |_| {
+            let batch = RecordBatch::try_new(full.clone(), rows()?)?;
+            Ok(vec![match &projection {
+                Some(p) => batch.project(p)?,
+                None => batch,
+            }])
+        });
+        Ok(Arc::new(LazyScanExec::new(self.name, "computed".into(), schema, 1, build)))
+    }
+}
+
+/// `model_params`: one row per fitted parameter of every model.
+pub(crate) fn model_params_table(shared: Shared) -> ComputedTable {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("model", DataType::Utf8, false),
+        Field::new("param", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, false),
+        Field::new("log_likelihood", DataType::Float64, true),
+        Field::new("customers", DataType::Int64, true),
+        Field::new("fitted_at", timestamp_type(), true),
+    ]));
+    let rows = Arc::new(move || -> Result<Vec<ArrayRef>> {
+        let models = shared.source.engine().models();
+        let mut out: Vec<(String, String, f64, Option<f64>, Option<i64>, Option<i64>)> = Vec::new();
+        if let Some(fits) = &models.fits {
+            let at = Some(fits.fitted_at.micros());
+            for (model, fit) in &fits.purchase {
+                if let Ok(f) = fit {
+                    for (param, value) in f.params.named() {
+                        out.push((
+                            model.name().to_owned(),
+                            (*param).to_owned(),
+                            value,
+                            Some(f.log_likelihood),
+                            Some(f.customers as i64),
+                            at,
+                        ));
+                    }
+                }
+            }
+            if let Ok(f) = &fits.gamma_gamma {
+                for (param, value) in f.params.named() {
+                    out.push((
+                        "gamma_gamma".into(),
+                        (*param).to_owned(),
+                        value,
+                        Some(f.log_likelihood),
+                        Some(f.customers as i64),
+                        at,
+                    ));
+                }
+            }
+        }
+        Ok(vec![
+            Arc::new(out.iter().map(|r| Some(r.0.as_str())).collect::<StringArray>()),
+            Arc::new(out.iter().map(|r| Some(r.1.as_str())).collect::<StringArray>()),
+            Arc::new(out.iter().map(|r| Some(r.2)).collect::<Float64Array>()),
+            Arc::new(out.iter().map(|r| r.3).collect::<Float64Array>()),
+            Arc::new(out.iter().map(|r| r.4).collect::<Int64Array>()),
+            Arc::new(out.iter().map(|r| r.5).collect::<TimestampMicrosecondArray>()),
+        ])
+    });
+    ComputedTable { name: "model_params", schema, rows }
+}
+
+/// `rejected_events`: the bounded store of the newest rejections.
+pub(crate) fn rejected_events_table(shared: Shared) -> ComputedTable {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("received_at", timestamp_type(), false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("position", DataType::Int64, false),
+        Field::new("error", DataType::Utf8, false),
+        Field::new("raw", DataType::Utf8, false),
+    ]));
+    let rows = Arc::new(move || -> Result<Vec<ArrayRef>> {
+        let rejected = shared.source.rejected();
+        Ok(vec![
+            Arc::new(rejected.iter().map(|r| Some(r.received_at.micros())).collect::<TimestampMicrosecondArray>()),
+            Arc::new(rejected.iter().map(|r| Some(r.source.as_str())).collect::<StringArray>()),
+            Arc::new(rejected.iter().map(|r| Some(r.position as i64)).collect::<Int64Array>()),
+            Arc::new(rejected.iter().map(|r| Some(r.error.as_str())).collect::<StringArray>()),
+            Arc::new(rejected.iter().map(|r| Some(r.raw.as_str())).collect::<StringArray>()),
+        ])
+    });
+    ComputedTable { name: "rejected_events", schema, rows }
+}
+
+/// Every `engine_stats` row, in a stable order.
+pub(crate) fn engine_stats_rows(shared: &Shared) -> Vec<(String, f64)> {
+    let engine = shared.source.engine();
+    let stats = engine.stats();
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+    let customers: usize = engine.shard_sizes().iter().sum();
+    let models = engine.models();
+    let seconds = |t: Option<Timestamp>| t.map_or(f64::NAN, |t| t.micros() as f64 / 1e6);
+    let mut rows = vec![
+        ("events_accepted".to_owned(), load(&stats.accepted)),
+        ("events_duplicate".to_owned(), load(&stats.duplicates)),
+        ("customers".to_owned(), customers as f64),
+        ("products".to_owned(), engine.catalog().len() as f64),
+        ("shards".to_owned(), engine.shard_count() as f64),
+        ("queued_batches".to_owned(), load(&stats.queued_batches)),
+        ("watermark_epoch_s".to_owned(), seconds(engine.watermark())),
+        ("models_provisional".to_owned(), if models.provisional { 1.0 } else { 0.0 }),
+        ("last_fit_epoch_s".to_owned(), seconds(models.fits.as_ref().map(|f| f.fitted_at))),
+        ("refits".to_owned(), load(&stats.refits)),
+        ("last_refit_ms".to_owned(), load(&stats.last_refit_micros) / 1e3),
+    ];
+    if let Some(wal) = engine.wal_stats() {
+        rows.push(("log_bytes".to_owned(), load(&wal.bytes)));
+        rows.push(("log_records".to_owned(), load(&wal.records)));
+        rows.push(("log_syncs".to_owned(), load(&wal.syncs)));
+    }
+    let c = &shared.counters;
+    rows.push(("sql_scans".to_owned(), load(&c.scans)));
+    rows.push(("sql_rows_read".to_owned(), load(&c.rows_read)));
+    rows.push(("sql_max_shard_lock_ms".to_owned(), load(&c.max_lock_micros) / 1e3));
+    rows.extend(shared.source.extra_stats());
+    rows
+}
+
+/// `engine_stats(name, value)`.
+pub(crate) fn engine_stats_table(shared: Shared) -> ComputedTable {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, true),
+    ]));
+    let rows = Arc::new(move || -> Result<Vec<ArrayRef>> {
+        let rows = engine_stats_rows(&shared);
+        Ok(vec![
+            Arc::new(rows.iter().map(|r| Some(r.0.as_str())).collect::<StringArray>()),
+            Arc::new(rows.iter().map(|r| (!r.1.is_nan()).then_some(r.1)).collect::<Float64Array>()),
+        ])
+    });
+    ComputedTable { name: "engine_stats", schema, rows }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::{col, lit};
+
+    #[test]
+    fn equality_and_in_on_the_key_are_pushed_down_and_nothing_else() {
+        let eq = col("customer_id").eq(lit("c1"));
+        let flipped = lit("c2").eq(col("customer_id"));
+        let within = col("customer_id").in_list(vec![lit("a"), lit("b")], false);
+        let not_in = col("customer_id").in_list(vec![lit("a")], true);
+        let other = col("clv").gt(lit(1.0));
+        let numeric = col("customer_id").eq(lit(5));
+        assert_eq!(key_values(&eq, "customer_id"), Some(vec!["c1".to_owned()]));
+        assert_eq!(key_values(&flipped, "customer_id"), Some(vec!["c2".to_owned()]));
+        assert_eq!(key_values(&within, "customer_id"), Some(vec!["a".to_owned(), "b".to_owned()]));
+        assert_eq!(key_values(&not_in, "customer_id"), None);
+        assert_eq!(key_values(&other, "customer_id"), None);
+        assert_eq!(key_values(&numeric, "customer_id"), None);
+        assert_eq!(key_values(&eq, "product_id"), None);
+    }
+
+    #[test]
+    fn several_key_filters_intersect() {
+        let filters =
+            vec![col("customer_id").in_list(vec![lit("a"), lit("b")], false), col("customer_id").eq(lit("b"))];
+        assert_eq!(key_set(&filters, "customer_id"), Some(BTreeSet::from(["b".to_owned()])));
+        assert_eq!(key_set(&[col("clv").gt(lit(1.0))], "customer_id"), None);
+    }
+}

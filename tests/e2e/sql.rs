@@ -1,0 +1,433 @@
+//! The SQL endpoint of a real `patron serve`: the `.slt` files under
+//! `tests/slt/` run over `POST /v1/sql` (Arrow IPC answers, so column types
+//! are checked too), the real `psql` and a Python client read the same rows
+//! over the PostgreSQL wire protocol, and a hostile corpus is refused or
+//! bounded without touching a file.
+
+use std::path::Path;
+use std::process::Command;
+
+use arrow::array::{Array, Float32Array, Float64Array, StringArray};
+use arrow::datatypes::DataType;
+use patron_tests::{Server, load_cdnow, post_json, workspace_root};
+use sqllogictest::{DBOutput, DefaultColumnType};
+
+#[derive(Debug)]
+struct SqlFailure(String);
+
+impl std::fmt::Display for SqlFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SqlFailure {}
+
+/// A sqllogictest connection: `POST /v1/sql`, answers as Arrow IPC.
+struct HttpSql {
+    url: String,
+}
+
+/// Floats to at most 6 decimals without trailing zeros (`213`, `0.2426`).
+fn float_text(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    let text = format!("{v:.6}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" { "0".to_owned() } else { text.to_owned() }
+}
+
+fn cell(array: &dyn Array, row: usize) -> String {
+    if array.is_null(row) {
+        return "NULL".to_owned();
+    }
+    match array.data_type() {
+        DataType::Float64 => float_text(array.as_any().downcast_ref::<Float64Array>().unwrap().value(row)),
+        DataType::Float32 => float_text(f64::from(array.as_any().downcast_ref::<Float32Array>().unwrap().value(row))),
+        DataType::Utf8 => match array.as_any().downcast_ref::<StringArray>().unwrap().value(row) {
+            "" => "(empty)".to_owned(),
+            s => s.to_owned(),
+        },
+        _ => arrow::util::display::array_value_to_string(array, row).unwrap(),
+    }
+}
+
+fn column_type(ty: &DataType) -> DefaultColumnType {
+    match ty {
+        t if t.is_integer() => DefaultColumnType::Integer,
+        t if t.is_floating() => DefaultColumnType::FloatingPoint,
+        _ => DefaultColumnType::Text,
+    }
+}
+
+impl sqllogictest::DB for HttpSql {
+    type Error = SqlFailure;
+    type ColumnType = DefaultColumnType;
+
+    fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlFailure> {
+        let response = ureq::post(&format!("{}/v1/sql", self.url))
+            .set("Accept", "application/vnd.apache.arrow.stream")
+            .send_string(sql);
+        let response = match response {
+            Ok(r) => r,
+            Err(ureq::Error::Status(code, r)) => {
+                let body: serde_json::Value = r.into_json().unwrap_or_default();
+                return Err(SqlFailure(format!(
+                    "{code} {}: {}",
+                    body["error"]["code"].as_str().unwrap_or("?"),
+                    body["error"]["message"].as_str().unwrap_or("?")
+                )));
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let mut bytes = Vec::new();
+        response.into_reader().read_to_end(&mut bytes).unwrap();
+        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+        let schema = reader.schema();
+        let types = schema.fields().iter().map(|f| column_type(f.data_type())).collect();
+        let mut rows = Vec::new();
+        for batch in reader {
+            let batch = batch.unwrap();
+            for row in 0..batch.num_rows() {
+                rows.push(batch.columns().iter().map(|c| cell(c.as_ref(), row)).collect());
+            }
+        }
+        Ok(DBOutput::Rows { types, rows })
+    }
+}
+
+use std::io::Read;
+
+fn run_slt_dir(dir: &Path, url: &str) {
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.retain(|p| p.extension().is_some_and(|e| e == "slt"));
+    files.sort();
+    assert!(!files.is_empty(), "no .slt files in {}", dir.display());
+    for file in files {
+        let url = url.to_owned();
+        let mut runner = sqllogictest::Runner::new(move || {
+            let url = url.clone();
+            async move { Ok::<_, SqlFailure>(HttpSql { url }) }
+        });
+        runner.with_column_validator(sqllogictest::strict_column_validator);
+        if let Err(e) = runner.run_file(&file) {
+            panic!("{}:\n{}", file.display(), e.display(false));
+        }
+    }
+}
+
+fn shop_server(dir: &Path) -> Server {
+    let server = Server::start(&dir.join("data"), &["--currency", "USD", "--refit-interval", "3600"]);
+    let events = std::fs::read_to_string(workspace_root().join("fixtures/shop/events.ndjson")).unwrap();
+    let (status, body) = post_json(&format!("{}/v1/events", server.url), "application/x-ndjson", &events);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["accepted"].as_u64(), body["rejected"].as_array().map(Vec::len)), (Some(8), Some(2)), "{body}");
+    server
+}
+
+#[test]
+fn slt_files_over_cdnow() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--currency", "USD", "--refit-interval", "3600"]);
+    load_cdnow(&server);
+    run_slt_dir(&workspace_root().join("tests/slt/cdnow"), &server.url);
+}
+
+#[test]
+fn slt_files_over_a_small_shop() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = shop_server(dir.path());
+    run_slt_dir(&workspace_root().join("tests/slt/shop"), &server.url);
+}
+
+/// `POST /v1/sql` as CSV.
+fn http_csv(url: &str, sql: &str) -> String {
+    ureq::post(&format!("{url}/v1/sql")).set("Accept", "text/csv").send_string(sql).unwrap().into_string().unwrap()
+}
+
+fn psql(server: &Server, password: Option<&str>, sql: &str) -> std::process::Output {
+    let mut command = Command::new("psql");
+    command
+        .args(["-h", &server.pg.ip().to_string(), "-p", &server.pg.port().to_string(), "-U", "analyst", "-d", "patron"])
+        .args(["-X", "-w", "--csv", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env_remove("PGPASSWORD");
+    if let Some(p) = password {
+        command.env("PGPASSWORD", p);
+    }
+    command.output().expect("psql is installed (.ci/run installs postgresql-client)")
+}
+
+#[test]
+fn psql_reads_the_same_rows_as_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--currency", "USD", "--refit-interval", "3600"]);
+    load_cdnow(&server);
+    for sql in [
+        "SELECT customer_id, orders, frequency, recency_days, tenure_days, revenue, rfm_segment, lifecycle_stage \
+         FROM customers WHERE customer_id IN ('1', '2', '1000') ORDER BY customer_id",
+        "SELECT rfm_segment, count(*) AS customers, round(avg(clv), 4) AS avg_clv FROM customers GROUP BY 1 ORDER BY 1",
+        "SELECT model, param, round(value, 6) AS value FROM model_params ORDER BY model, param",
+        "SELECT count(*) AS n, sum(orders) AS orders FROM customers",
+    ] {
+        let output = psql(&server, None, sql);
+        assert!(output.status.success(), "psql failed on {sql}: {}", String::from_utf8_lossy(&output.stderr));
+        let from_psql = String::from_utf8(output.stdout).unwrap();
+        let from_http = http_csv(&server.url, sql);
+        assert_eq!(from_psql.trim(), from_http.trim(), "{sql}");
+        assert!(from_psql.lines().count() > 1, "{sql} returned no rows");
+    }
+    // psql's own catalog queries: \dt lists the tables, \d describes one.
+    let output = psql(&server, None, "\\dt");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for table in ["customers", "recommendations", "similar_products", "products", "model_params", "engine_stats"] {
+        assert!(text.contains(table), "\\dt lacks {table}:\n{text}");
+    }
+    let output = psql(&server, None, "\\d customers");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(text.contains("rfm_segment") && text.contains("double precision"), "{text}");
+    // Read-only: refused with SQLSTATE 25006 and a clear message, server alive.
+    let output = psql(&server, None, "DROP TABLE customers");
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && error.contains("read-only"), "{error}");
+    assert!(psql(&server, None, "SELECT 1").status.success());
+}
+
+#[test]
+fn pgwire_passwords_are_query_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("patron.toml");
+    std::fs::write(
+        &config,
+        "[[auth.tokens]]\ntoken = \"ingest-only-token-123456\"\nroles = [\"ingest\"]\n\
+         [[auth.tokens]]\ntoken = \"query-token-1234567890\"\nroles = [\"query\"]\n",
+    )
+    .unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let ok = psql(&server, Some("query-token-1234567890"), "SELECT count(*) FROM customers");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    for wrong in [None, Some("ingest-only-token-123456"), Some("nope")] {
+        let output = psql(&server, wrong, "SELECT 1");
+        assert!(!output.status.success(), "{wrong:?} was let in");
+    }
+}
+
+/// Rows of an HTTP JSON answer as arrays in `columns` order.
+fn http_rows(url: &str, sql: &str, columns: &[String]) -> Vec<Vec<serde_json::Value>> {
+    let (status, body) = post_json(&format!("{url}/v1/sql"), "text/plain", sql);
+    assert_eq!(status, 200, "{sql}: {body}");
+    body.as_array()
+        .unwrap()
+        .iter()
+        .map(|row| columns.iter().map(|c| row.get(c).cloned().unwrap_or(serde_json::Value::Null)).collect())
+        .collect()
+}
+
+fn same_value(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+        _ => a == b,
+    }
+}
+
+#[test]
+fn psycopg_reads_the_same_rows_as_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--currency", "USD", "--refit-interval", "3600"]);
+    load_cdnow(&server);
+    let statements = [
+        (
+            "SELECT customer_id, frequency, recency_days, clv, p_alive, rfm_segment FROM customers WHERE customer_id = %s",
+            Some("1"),
+        ),
+        ("SELECT rfm_segment, count(*) AS customers, avg(clv) AS avg_clv FROM customers GROUP BY 1 ORDER BY 1", None),
+        ("SELECT model, param, value, customers FROM model_params ORDER BY model, param", None),
+        ("SELECT customer_id, revenue, orders FROM customers WHERE revenue > 1000 ORDER BY customer_id", None),
+    ];
+    let input: String = statements
+        .iter()
+        .map(|(sql, param)| match param {
+            Some(p) => format!("{sql}\t{p}\n"),
+            None => format!("{sql}\n"),
+        })
+        .collect();
+    let args = [server.pg.ip().to_string(), server.pg.port().to_string()];
+    let answers = python_client("psycopg_rows.py", &args, &input);
+    assert_eq!(answers.len(), statements.len());
+    for ((sql, param), answer) in statements.iter().zip(&answers) {
+        let columns: Vec<String> =
+            answer["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();
+        let http_sql = match param {
+            Some(p) => sql.replace("%s", &format!("'{p}'")),
+            None => (*sql).to_owned(),
+        };
+        let expected = http_rows(&server.url, &http_sql, &columns);
+        let got: Vec<Vec<serde_json::Value>> =
+            answer["rows"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().clone()).collect();
+        assert!(!expected.is_empty(), "{sql} returned no rows");
+        assert_eq!(got.len(), expected.len(), "{sql}");
+        for (g, e) in got.iter().zip(&expected) {
+            assert!(g.iter().zip(e).all(|(a, b)| same_value(a, b)), "{sql}: psycopg {g:?} vs HTTP {e:?}");
+        }
+    }
+}
+
+#[test]
+fn hostile_sql_is_refused_or_bounded_and_touches_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--currency", "USD", "--refit-interval", "3600", "--sql-timeout", "2", "--sql-max-rows", "100000"],
+    );
+    load_cdnow(&server);
+    let leak = dir.path().join("leak.csv");
+    let leak_path = leak.to_str().unwrap();
+    let deep = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));
+    let corpus: Vec<(String, u16, &str)> = vec![
+        ("CREATE EXTERNAL TABLE pw (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd'".into(), 403, "read_only"),
+        (format!("COPY (SELECT * FROM customers) TO '{leak_path}'"), 403, "read_only"),
+        (format!("COPY customers TO '{leak_path}' STORED AS CSV"), 403, "read_only"),
+        ("INSERT INTO customers (customer_id) VALUES ('x')".into(), 403, "read_only"),
+        ("DELETE FROM customers".into(), 403, "read_only"),
+        ("UPDATE customers SET clv = 0".into(), 403, "read_only"),
+        ("DROP TABLE customers".into(), 403, "read_only"),
+        ("CREATE TABLE t AS SELECT 1".into(), 403, "read_only"),
+        ("CREATE VIEW v AS SELECT * FROM customers".into(), 403, "read_only"),
+        ("SELECT * INTO stolen FROM customers".into(), 403, "read_only"),
+        ("SET datafusion.execution.target_partitions = 1".into(), 403, "read_only"),
+        ("SELECT * FROM read_csv('/etc/passwd')".into(), 400, "sql_invalid"),
+        (
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r".into(),
+            400,
+            "sql_invalid",
+        ),
+        (deep, 400, "sql_syntax"),
+        ("SELEC 1".into(), 400, "sql_syntax"),
+        ("SELECT nope FROM customers".into(), 400, "sql_invalid"),
+        ("SELECT * FROM nowhere".into(), 400, "sql_invalid"),
+        ("SELECT 1; DROP TABLE customers".into(), 400, "sql_syntax"),
+        ("".into(), 400, "sql_syntax"),
+        ("SELECT count(*) FROM customers a, customers b, customers c".into(), 422, "query_timeout"),
+        ("SELECT a.customer_id, b.customer_id FROM customers a, customers b".into(), 422, "too_many_rows"),
+        (format!("SELECT '{}' AS s", "x".repeat(2 << 20)), 413, "sql_too_long"),
+    ];
+    for (sql, status, code) in &corpus {
+        let started = std::time::Instant::now();
+        let (got, body) = post_json(&format!("{}/v1/sql", server.url), "text/plain", sql);
+        let shown: String = sql.chars().take(80).collect();
+        assert_eq!((got, body["error"]["code"].as_str()), (*status, Some(*code)), "{shown}: {body}");
+        assert!(!body["error"]["message"].as_str().unwrap_or("").is_empty(), "{shown}: no message");
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{shown} was not bounded");
+        assert!(!body.to_string().contains("root:x:0:0"), "{shown} leaked /etc/passwd");
+    }
+    // The same refusals over pgwire, with the read-only SQLSTATE.
+    for sql in [
+        "CREATE EXTERNAL TABLE pw (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd'".to_owned(),
+        format!("COPY (SELECT 1) TO '{leak_path}'"),
+        "SET datafusion.execution.batch_size = 1".to_owned(),
+    ] {
+        let output = psql(&server, None, &sql);
+        let error = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && error.contains("read-only"), "{sql}: {error}");
+    }
+    assert!(!leak.exists(), "a COPY wrote {}", leak.display());
+    // Still alive and unchanged.
+    let (status, body) =
+        post_json(&format!("{}/v1/sql", server.url), "text/plain", "SELECT count(*) AS n FROM customers");
+    assert_eq!((status, body[0]["n"].as_u64()), (200, Some(2357)), "{body}");
+}
+
+#[test]
+fn a_point_query_reads_one_record_not_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--currency", "USD", "--refit-interval", "3600"]);
+    load_cdnow(&server);
+    let rows_read = || -> f64 {
+        let (_, body) = post_json(
+            &format!("{}/v1/sql", server.url),
+            "text/plain",
+            "SELECT value FROM engine_stats WHERE name = 'sql_rows_read'",
+        );
+        body[0]["value"].as_f64().unwrap()
+    };
+    let before = rows_read();
+    let (status, body) = post_json(
+        &format!("{}/v1/sql", server.url),
+        "text/plain",
+        "SELECT customer_id, clv FROM customers WHERE customer_id = '1000'",
+    );
+    assert_eq!((status, body.as_array().map(Vec::len)), (200, Some(1)), "{body}");
+    assert_eq!(rows_read() - before, 1.0, "a point query must read exactly one record");
+    let before = rows_read();
+    post_json(&format!("{}/v1/sql", server.url), "text/plain", "SELECT count(*) FROM customers WHERE clv > 0");
+    assert_eq!(rows_read() - before, 2357.0, "a filter on another column scans every record");
+    // EXPLAIN shows the lookup in the plan.
+    let (_, plan) = post_json(
+        &format!("{}/v1/sql", server.url),
+        "text/plain",
+        "EXPLAIN SELECT * FROM customers WHERE customer_id IN ('1', '2')",
+    );
+    assert!(plan.to_string().contains("lookup customer_id (2 keys)"), "{plan}");
+}
+
+/// Runs a Python client script with `statements` on stdin; its JSON lines.
+fn python_client(script: &str, args: &[String], statements: &str) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    let mut child = Command::new("python3")
+        .arg(workspace_root().join("tests/clients").join(script))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child.stdin.take().unwrap().write_all(statements.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{script} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn adbc_flight_sql_reads_the_same_rows_as_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--currency", "USD", "--refit-interval", "3600"]);
+    load_cdnow(&server);
+    let statements = [
+        "SELECT customer_id, frequency, recency_days, clv, rfm_segment FROM customers WHERE customer_id IN ('1', '7') ORDER BY 1",
+        "SELECT rfm_segment, count(*) AS customers, avg(clv) AS avg_clv FROM customers GROUP BY 1 ORDER BY 1",
+        "SELECT model, param, value FROM model_params ORDER BY model, param",
+    ];
+    let args = [server.flight.ip().to_string(), server.flight.port().to_string()];
+    let answers = python_client("adbc_rows.py", &args, &statements.join("\n"));
+    assert_eq!(answers.len(), statements.len());
+    for (sql, answer) in statements.iter().zip(&answers) {
+        let columns: Vec<String> =
+            answer["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();
+        let expected = http_rows(&server.url, sql, &columns);
+        let got: Vec<Vec<serde_json::Value>> =
+            answer["rows"].as_array().unwrap().iter().map(|r| r.as_array().unwrap().clone()).collect();
+        assert!(!expected.is_empty(), "{sql} returned no rows");
+        assert_eq!(got.len(), expected.len(), "{sql}");
+        for (g, e) in got.iter().zip(&expected) {
+            assert!(g.iter().zip(e).all(|(a, b)| same_value(a, b)), "{sql}: ADBC {g:?} vs HTTP {e:?}");
+        }
+    }
+    // Refusals reach the client as errors.
+    let refused = Command::new("python3")
+        .arg(workspace_root().join("tests/clients/adbc_rows.py"))
+        .args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"DROP TABLE customers\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && error.contains("read-only"), "{error}");
+}
