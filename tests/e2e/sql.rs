@@ -47,7 +47,7 @@ fn cell(array: &dyn Array, row: usize) -> String {
         DataType::Float32 => float_text(f64::from(array.as_any().downcast_ref::<Float32Array>().unwrap().value(row))),
         DataType::Utf8 => match array.as_any().downcast_ref::<StringArray>().unwrap().value(row) {
             "" => "(empty)".to_owned(),
-            s => s.to_owned(),
+            s => s.trim_end().to_owned(),
         },
         _ => arrow::util::display::array_value_to_string(array, row).unwrap(),
     }
@@ -322,10 +322,13 @@ fn hostile_sql_is_refused_or_bounded_and_touches_no_file() {
         assert!(started.elapsed() < std::time::Duration::from_secs(20), "{shown} was not bounded");
         assert!(!body.to_string().contains("root:x:0:0"), "{shown} leaked /etc/passwd");
     }
-    // The same refusals over pgwire, with the read-only SQLSTATE.
+    // The same refusals over pgwire. (Its PostgreSQL parser already rejects
+    // DataFusion's `STORED AS CSV` syntax, with a syntax error.)
+    let output = psql(&server, None, "CREATE EXTERNAL TABLE pw (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd'");
+    assert!(!output.status.success(), "CREATE EXTERNAL TABLE ran over pgwire");
     for sql in [
-        "CREATE EXTERNAL TABLE pw (line VARCHAR) STORED AS CSV LOCATION '/etc/passwd'".to_owned(),
         format!("COPY (SELECT 1) TO '{leak_path}'"),
+        "DROP TABLE customers".to_owned(),
         "SET datafusion.execution.batch_size = 1".to_owned(),
     ] {
         let output = psql(&server, None, &sql);
@@ -430,4 +433,39 @@ fn adbc_flight_sql_reads_the_same_rows_as_http() {
         .unwrap();
     let error = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && error.contains("read-only"), "{error}");
+}
+
+#[test]
+fn patron_query_prints_tables_csv_and_json_online_and_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--currency", "USD", "--refit-interval", "3600"]);
+    load_cdnow(&server);
+    let sql = "SELECT customer_id, frequency, recency_days FROM customers WHERE customer_id IN ('1', '2') ORDER BY 1";
+    let table = patron_tests::patron(&["query", "--url", &server.url, sql]);
+    let text = patron_tests::transcript(&table);
+    assert!(table.status.success(), "{text}");
+    assert!(text.contains("| customer_id | frequency | recency_days |") && text.contains("(2 rows)"), "{text}");
+    let csv = patron_tests::patron(&["query", "--url", &server.url, "--format", "csv", sql]);
+    assert_eq!(String::from_utf8_lossy(&csv.stdout), "customer_id,frequency,recency_days\n1,2,213.0\n2,1,12.0\n");
+    let json = patron_tests::patron(&["query", "--url", &server.url, "--format", "json", sql]);
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(rows[0]["recency_days"], 213.0, "{rows}");
+    // A refused statement: a clear message and a failing exit status.
+    let refused = patron_tests::patron(&["query", "--url", &server.url, "DELETE FROM customers"]);
+    let text = patron_tests::transcript(&refused);
+    assert!(!refused.status.success() && text.contains("403") && text.contains("read-only"), "{text}");
+    // Offline on the same data directory once the server is gone.
+    server.kill_dash_nine();
+    let offline = patron_tests::patron(&[
+        "query",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--currency",
+        "USD",
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM customers",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&offline.stdout), "n\n2357\n", "{}", patron_tests::transcript(&offline));
 }

@@ -100,7 +100,7 @@ impl PatronFlightSql {
 
     async fn schema_of(&self, sql: &str) -> Result<Schema, Status> {
         let statement = SqlEngine::parse(sql).map_err(|e| status(&e))?;
-        let plan = self.sql.plan(&statement).await.map_err(|e| status(&e))?;
+        let plan = self.sql.plan_parsed(statement).await.map_err(|e| status(&e))?;
         Ok(plan.schema().as_arrow().clone())
     }
 

@@ -296,36 +296,35 @@ impl SqlEngine {
     }
 
     /// Parses one statement (PostgreSQL dialect).
-    pub fn parse(sql: &str) -> Result<Statement, SqlError> {
+    pub fn parse(sql: &str) -> Result<DfStatement, SqlError> {
         let mut statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})
             .map_err(|e| SqlError::Syntax(e.to_string()))?;
         match statements.len() {
             0 => Err(SqlError::Empty),
-            1 => match statements.pop_front() {
-                Some(DfStatement::Statement(statement)) => Ok(*statement),
-                Some(DfStatement::CreateExternalTable(_)) => Err(SqlError::Refused("CREATE EXTERNAL TABLE".into())),
-                Some(DfStatement::CopyTo(_)) => Err(SqlError::Refused("COPY".into())),
-                Some(DfStatement::Explain(_)) => Err(SqlError::Refused("EXPLAIN of a DataFusion statement".into())),
-                Some(_) => Err(SqlError::Refused("this statement".into())),
-                None => Err(SqlError::Empty),
-            },
+            1 => statements.pop_front().ok_or(SqlError::Empty),
             n => Err(SqlError::SeveralStatements(n)),
         }
     }
 
-    /// Plans a statement that [`classify`] called a query, re-verifying the plan.
-    pub async fn plan(&self, statement: &Statement) -> Result<LogicalPlan, SqlError> {
-        match classify(statement) {
-            Verdict::Query => {}
-            Verdict::Cosmetic => return Err(SqlError::Refused(statement_kind(statement))),
-            Verdict::Refused(what) => return Err(SqlError::Refused(what)),
+    /// Refuses anything but a query (or `EXPLAIN` of one).
+    fn check(statement: &DfStatement) -> Result<(), SqlError> {
+        match statement {
+            DfStatement::Statement(s) => match classify(s) {
+                Verdict::Query => Ok(()),
+                Verdict::Cosmetic => Err(SqlError::Refused(statement_kind(s))),
+                Verdict::Refused(what) => Err(SqlError::Refused(what)),
+            },
+            DfStatement::Explain(explain) => Self::check(&explain.statement),
+            DfStatement::CreateExternalTable(_) => Err(SqlError::Refused("CREATE EXTERNAL TABLE".into())),
+            DfStatement::CopyTo(_) => Err(SqlError::Refused("COPY".into())),
+            _ => Err(SqlError::Refused("this statement".into())),
         }
-        let plan = self
-            .ctx
-            .state()
-            .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
-            .await
-            .map_err(SqlError::from_datafusion)?;
+    }
+
+    /// Plans a parsed statement that is a query, re-verifying the plan.
+    pub async fn plan_parsed(&self, statement: DfStatement) -> Result<LogicalPlan, SqlError> {
+        Self::check(&statement)?;
+        let plan = self.ctx.state().statement_to_plan(statement).await.map_err(SqlError::from_datafusion)?;
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -335,11 +334,16 @@ impl SqlEngine {
         Ok(plan)
     }
 
+    /// Plans a statement from the PostgreSQL front end's parser.
+    pub async fn plan(&self, statement: &Statement) -> Result<LogicalPlan, SqlError> {
+        self.plan_parsed(DfStatement::Statement(Box::new(statement.clone()))).await
+    }
+
     /// Parses, checks, plans and runs `sql` within the limits.
     pub async fn run(&self, sql: &str) -> Result<QueryResult, SqlError> {
         let result = async {
             let statement = Self::parse(sql)?;
-            let plan = self.plan(&statement).await?;
+            let plan = self.plan_parsed(statement).await?;
             self.execute_unchecked(plan).await
         }
         .await;

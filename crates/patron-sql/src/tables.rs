@@ -134,6 +134,12 @@ fn key_values(expr: &Expr, column: &str) -> Option<Vec<String>> {
             }
             _ => None,
         },
+        // The optimiser rewrites a short `IN` list into a chain of `OR`s.
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+            let mut keys = key_values(left, column)?;
+            keys.extend(key_values(right, column)?);
+            Some(keys)
+        }
         Expr::InList(InList { expr, list, negated: false }) => match expr.as_ref() {
             Expr::Column(c) if c.name == column => list
                 .iter()
@@ -187,9 +193,9 @@ fn describe(keys: &Option<BTreeSet<String>>, column: &str, limit: Option<usize>)
     }
 }
 
-fn batches(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<Vec<RecordBatch>> {
+/// One batch of `rows` rows (the count matters when no column is projected, as in `count(*)`).
+fn batches(schema: &SchemaRef, columns: Vec<ArrayRef>, rows: usize) -> Result<Vec<RecordBatch>> {
     if schema.fields().is_empty() {
-        let rows = columns.first().map_or(0, |c| c.len());
         let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows));
         return Ok(vec![RecordBatch::try_new_with_options(schema.clone(), columns, &options)?]);
     }
@@ -274,11 +280,7 @@ fn customer_batches(schema: &SchemaRef, rows: &[&CustomerRecord], ctx: &RowConte
     for chunk in rows.chunks(BATCH_ROWS) {
         let columns =
             schema.fields().iter().map(|f| customer_column(f.name(), chunk, ctx)).collect::<Result<Vec<_>>>()?;
-        out.extend(batches(schema, columns)?);
-        if schema.fields().is_empty() {
-            // A count(*) needs only row counts: one batch per chunk is enough.
-            continue;
-        }
+        out.extend(batches(schema, columns, chunk.len())?);
     }
     Ok(out)
 }
@@ -506,7 +508,7 @@ impl TableProvider for ProductsTable {
                     }
                 })
                 .collect();
-            batches(&out_schema, columns)
+            batches(&out_schema, columns, n)
         });
         Ok(Arc::new(LazyScanExec::new("products", detail, schema, 1, build)))
     }
@@ -696,11 +698,15 @@ mod tests {
         let flipped = lit("c2").eq(col("customer_id"));
         let within = col("customer_id").in_list(vec![lit("a"), lit("b")], false);
         let not_in = col("customer_id").in_list(vec![lit("a")], true);
+        let either = col("customer_id").eq(lit("a")).or(col("customer_id").eq(lit("b")));
+        let mixed = col("customer_id").eq(lit("a")).or(col("clv").gt(lit(1.0)));
         let other = col("clv").gt(lit(1.0));
         let numeric = col("customer_id").eq(lit(5));
         assert_eq!(key_values(&eq, "customer_id"), Some(vec!["c1".to_owned()]));
         assert_eq!(key_values(&flipped, "customer_id"), Some(vec!["c2".to_owned()]));
         assert_eq!(key_values(&within, "customer_id"), Some(vec!["a".to_owned(), "b".to_owned()]));
+        assert_eq!(key_values(&either, "customer_id"), Some(vec!["a".to_owned(), "b".to_owned()]));
+        assert_eq!(key_values(&mixed, "customer_id"), None);
         assert_eq!(key_values(&not_in, "customer_id"), None);
         assert_eq!(key_values(&other, "customer_id"), None);
         assert_eq!(key_values(&numeric, "customer_id"), None);

@@ -1,0 +1,204 @@
+//! SQL at scale (DESIGN.md §6): with N customers (default 10,000,000) in a
+//! real engine, in one run,
+//! - `SELECT rfm_segment, count(*), avg(clv) FROM customers GROUP BY 1`
+//!   in process through the same `SqlEngine` every front end uses;
+//! - the same aggregate and a point lookup by `customer_id` over the
+//!   PostgreSQL wire protocol from psycopg 3 (prepared, a bound parameter),
+//!   with p50/p99 per statement measured by the client;
+//! - the same aggregate in DuckDB over the same rows exported to Parquet;
+//! - how long a query held a shard's read lock (ingestion into that shard
+//!   waits meanwhile).
+//!
+//! Targets: aggregate ≤ 200 ms and within 1.5× of DuckDB; point lookup p99
+//! ≤ 2 ms. The state comes from the BG/NBD synthetic population
+//! (`patron_workload::synthetic_customers`): every customer's purchases are
+//! submitted as events through the durable log, then the models are fitted.
+//!
+//! Run (needs `pip install 'psycopg[binary]' duckdb pyarrow`):
+//! `cargo run -p patron-benches --example sql_capacity -- [customers] [out.json]`
+//! (dev profile: dependencies and the SQL/state crates at opt-level 2).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use patron_model::{Currency, CustomerId, Event, EventId, EventKind, EventSink, Timestamp};
+use patron_sql::pg::PgHandlers;
+use patron_sql::{LiveSource, SqlEngine, SqlLimits};
+use patron_state::{Engine, EngineConfig};
+use patron_workload::{Population, synthetic_customers};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const AGGREGATE: &str = "SELECT rfm_segment, count(*), avg(clv) FROM customers GROUP BY 1";
+
+struct View {
+    engine: Arc<Engine>,
+}
+
+impl LiveSource for View {
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn base_currency(&self) -> Currency {
+        Currency::from_code("EUR").expect("EUR is known")
+    }
+}
+
+/// The population's purchases as events: first purchase, repeats spread over
+/// the recency window, all ending at one common "now".
+fn events_of(index: usize, input: &patron_score::ScoreInput, now_day: i32) -> Vec<Event> {
+    let first = now_day - input.tenure_days as i32;
+    let customer = CustomerId::new(&format!("c{index}")).expect("valid id");
+    let occasions = input.frequency + 1;
+    (0..occasions)
+        .map(|k| {
+            let day = if input.frequency == 0 {
+                first
+            } else {
+                first + (i64::from(input.recency_days) * i64::from(k) / i64::from(input.frequency)) as i32
+            };
+            let value = if k == 0 { 25.0 } else { input.spend.mean_repeat_value };
+            Event {
+                event_id: EventId::new(&format!("e{index}-{k}")).expect("valid id"),
+                customer_id: customer.clone(),
+                timestamp: Timestamp::from_millis(i64::from(day) * 86_400_000 + 3_600_000),
+                kind: EventKind::Purchase(patron_model::Purchase {
+                    order_id: None,
+                    items: Vec::new(),
+                    revenue_minor: (value * 100.0).round() as i64,
+                }),
+            }
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let customers: usize = args.get(1).map_or(Ok(10_000_000), |a| a.parse()).context("customers must be a number")?;
+    let out = args.get(2).cloned();
+    let dir = tempfile::tempdir()?;
+    let (engine, _) = Engine::open(EngineConfig::new(dir.path()))?;
+    let engine = Arc::new(engine);
+
+    let started = Instant::now();
+    let population = synthetic_customers(&Population::default(), customers, patron_benches::SEED);
+    let now_day = 20_000;
+    let mut events_total = 0usize;
+    let mut batch = Vec::with_capacity(50_000);
+    for (i, input) in population.iter().enumerate() {
+        batch.extend(events_of(i, input, now_day));
+        if batch.len() >= 50_000 {
+            events_total += batch.len();
+            engine.submit(std::mem::take(&mut batch)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        if i % 1_000_000 == 0 && i > 0 {
+            eprintln!("  {i} customers, {events_total} events, {:.0} s", started.elapsed().as_secs_f64());
+        }
+    }
+    events_total += batch.len();
+    engine.submit(batch).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    eprintln!("loaded {customers} customers ({events_total} events) in {load_seconds:.1} s; refitting");
+    let fit_started = Instant::now();
+    engine.refit()?;
+    let refit_seconds = fit_started.elapsed().as_secs_f64();
+    eprintln!("refit and rescore in {refit_seconds:.1} s; RSS {} MiB", rss_bytes() >> 20);
+
+    let view: Arc<dyn LiveSource> = Arc::new(View { engine: engine.clone() });
+    let limits =
+        SqlLimits { max_rows: usize::MAX, timeout: std::time::Duration::from_secs(600), ..SqlLimits::default() };
+    let sql = Arc::new(SqlEngine::new(view, limits)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+
+    // In-process aggregate: one warm-up, then 10 timed runs.
+    let mut aggregate_ms = Vec::new();
+    for run in 0..11 {
+        let t = Instant::now();
+        let result = runtime.block_on(sql.run(AGGREGATE))?;
+        if run > 0 {
+            aggregate_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        assert!(result.rows() > 0);
+    }
+    aggregate_ms.sort_by(f64::total_cmp);
+    let max_lock_ms = sql.counters().max_lock_micros.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e3;
+    eprintln!("aggregate in process: median {:.1} ms; longest shard lock {max_lock_ms:.1} ms", aggregate_ms[5]);
+
+    // Export the rows DuckDB will aggregate: the columns the query reads.
+    let parquet_path = dir.path().join("customers.parquet");
+    let export = runtime.block_on(sql.run("SELECT customer_id, rfm_segment, clv FROM customers"))?;
+    {
+        let file = std::fs::File::create(&parquet_path)?;
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, export.schema.clone(), None)?;
+        for batch in &export.batches {
+            writer.write(batch)?;
+        }
+        writer.close()?;
+    }
+    drop(export);
+
+    // pgwire on loopback, measured from psycopg together with DuckDB.
+    let handlers = Arc::new(PgHandlers::new(sql.clone(), None)?);
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let pg_addr = listener.local_addr()?;
+    let _pg = runtime.spawn(patron_sql::pg::serve(listener, handlers, std::future::pending()));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/compare/sql_vs_duckdb.py");
+    let output = std::process::Command::new("python3")
+        .args([script, &pg_addr.ip().to_string(), &pg_addr.port().to_string()])
+        .arg(&parquet_path)
+        .arg(customers.to_string())
+        .output()
+        .context("python3 runs")?;
+    anyhow::ensure!(output.status.success(), "the client script failed: {}", String::from_utf8_lossy(&output.stderr));
+    let clients: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let duckdb_ms = clients["duckdb_aggregate_ms"]["p50"].as_f64().unwrap_or(f64::NAN);
+    let machine = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| {
+        c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+    });
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let report = serde_json::json!({
+        "bench": "sql_capacity",
+        "when": Timestamp::now().to_rfc3339(),
+        "commit": commit,
+        "command": args.join(" "),
+        "profile": "dev (dependencies, patron-sql, patron-state and patron-score at opt-level 2)",
+        "machine": {"cpu": machine, "cores": std::thread::available_parallelism().map_or(0, |n| n.get())},
+        "customers": customers,
+        "events": events_total,
+        "shards": engine.shard_count(),
+        "load_seconds": load_seconds,
+        "refit_seconds": refit_seconds,
+        "rss_bytes_after_load": rss_bytes(),
+        "aggregate_sql": AGGREGATE,
+        "aggregate_in_process_ms": {"p50": aggregate_ms[5], "min": aggregate_ms[0], "max": aggregate_ms[9]},
+        "max_shard_lock_ms": max_lock_ms,
+        "pgwire": clients,
+        "ratio_to_duckdb": aggregate_ms[5] / duckdb_ms,
+        "targets": {"aggregate_ms": 200.0, "ratio_to_duckdb": 1.5, "point_lookup_p99_ms": 2.0},
+    });
+    let text = serde_json::to_string_pretty(&report)?;
+    println!("{text}");
+    if let Some(out) = out {
+        std::fs::write(&out, format!("{text}\n")).with_context(|| format!("cannot write {out}"))?;
+    }
+    Ok(())
+}
