@@ -75,10 +75,6 @@ fn events_of(index: usize, input: &patron_score::ScoreInput, now_day: i32) -> Ve
         .collect()
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()

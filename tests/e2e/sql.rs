@@ -212,6 +212,46 @@ fn pgwire_passwords_are_query_tokens() {
         let output = psql(&server, wrong, "SELECT 1");
         assert!(!output.status.success(), "{wrong:?} was let in");
     }
+    // Flight SQL: the same token as a bearer header.
+    let args = |token: &str| {
+        let mut a = vec![server.flight.ip().to_string(), server.flight.port().to_string()];
+        a.push(token.to_owned());
+        a
+    };
+    let answers =
+        python_client("adbc_rows.py", &args("query-token-1234567890"), "SELECT count(*) AS n FROM customers\n");
+    assert_eq!(answers[0]["rows"][0][0], 0);
+    let refused = Command::new("python3")
+        .arg(workspace_root().join("tests/clients/adbc_rows.py"))
+        .args(args("ingest-only-token-123456"))
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"SELECT 1\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && error.to_lowercase().contains("unauthenticated"), "{error}");
+}
+
+#[test]
+fn the_memory_pool_bounds_a_query_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--currency", "USD", "--refit-interval", "3600", "--sql-memory", "200000"],
+    );
+    load_cdnow(&server);
+    let sql = "SELECT a.customer_id, count(*) AS n FROM customers a JOIN customers b ON a.frequency = b.frequency \
+               GROUP BY a.customer_id ORDER BY n DESC";
+    let (status, body) = post_json(&format!("{}/v1/sql", server.url), "text/plain", sql);
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("query_memory")), "{body}");
+    let (status, _) = post_json(&format!("{}/v1/sql", server.url), "text/plain", "SELECT count(*) FROM customers");
+    assert_eq!(status, 200, "a small query still runs");
 }
 
 /// Rows of an HTTP JSON answer as arrays in `columns` order.

@@ -561,6 +561,16 @@ impl TableProvider for ComputedTable {
     }
 }
 
+/// One `model_params` row.
+struct ParamRow {
+    model: String,
+    param: &'static str,
+    value: f64,
+    log_likelihood: f64,
+    customers: i64,
+    fitted_at: i64,
+}
+
 /// `model_params`: one row per fitted parameter of every model.
 pub(crate) fn model_params_table(shared: Shared) -> ComputedTable {
     let schema = Arc::new(Schema::new(vec![
@@ -573,43 +583,37 @@ pub(crate) fn model_params_table(shared: Shared) -> ComputedTable {
     ]));
     let rows = Arc::new(move || -> Result<Vec<ArrayRef>> {
         let models = shared.source.engine().models();
-        let mut out: Vec<(String, String, f64, Option<f64>, Option<i64>, Option<i64>)> = Vec::new();
+        let mut out: Vec<ParamRow> = Vec::new();
         if let Some(fits) = &models.fits {
-            let at = Some(fits.fitted_at.micros());
+            let at = fits.fitted_at.micros();
+            let mut push = |model: &str, named: &[(&'static str, f64)], log_likelihood: f64, customers: u64| {
+                for &(param, value) in named {
+                    out.push(ParamRow {
+                        model: model.to_owned(),
+                        param,
+                        value,
+                        log_likelihood,
+                        customers: customers as i64,
+                        fitted_at: at,
+                    });
+                }
+            };
             for (model, fit) in &fits.purchase {
                 if let Ok(f) = fit {
-                    for (param, value) in f.params.named() {
-                        out.push((
-                            model.name().to_owned(),
-                            (*param).to_owned(),
-                            value,
-                            Some(f.log_likelihood),
-                            Some(f.customers as i64),
-                            at,
-                        ));
-                    }
+                    push(model.name(), &f.params.named(), f.log_likelihood, f.customers);
                 }
             }
             if let Ok(f) = &fits.gamma_gamma {
-                for (param, value) in f.params.named() {
-                    out.push((
-                        "gamma_gamma".into(),
-                        (*param).to_owned(),
-                        value,
-                        Some(f.log_likelihood),
-                        Some(f.customers as i64),
-                        at,
-                    ));
-                }
+                push("gamma_gamma", &f.params.named(), f.log_likelihood, f.customers);
             }
         }
         Ok(vec![
-            Arc::new(out.iter().map(|r| Some(r.0.as_str())).collect::<StringArray>()),
-            Arc::new(out.iter().map(|r| Some(r.1.as_str())).collect::<StringArray>()),
-            Arc::new(out.iter().map(|r| Some(r.2)).collect::<Float64Array>()),
-            Arc::new(out.iter().map(|r| r.3).collect::<Float64Array>()),
-            Arc::new(out.iter().map(|r| r.4).collect::<Int64Array>()),
-            Arc::new(out.iter().map(|r| r.5).collect::<TimestampMicrosecondArray>()),
+            Arc::new(out.iter().map(|r| Some(r.model.as_str())).collect::<StringArray>()),
+            Arc::new(out.iter().map(|r| Some(r.param)).collect::<StringArray>()),
+            Arc::new(out.iter().map(|r| Some(r.value)).collect::<Float64Array>()),
+            Arc::new(out.iter().map(|r| Some(r.log_likelihood)).collect::<Float64Array>()),
+            Arc::new(out.iter().map(|r| Some(r.customers)).collect::<Int64Array>()),
+            Arc::new(out.iter().map(|r| Some(r.fitted_at)).collect::<TimestampMicrosecondArray>()),
         ])
     });
     ComputedTable { name: "model_params", schema, rows }
