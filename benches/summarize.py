@@ -90,6 +90,23 @@ def write_index(results_root, latest, table_lines):
                 bench = line.split("`")[1]
                 newest[bench] = line.rstrip() + f" [{run.name}]({run.name}/summary.md) |"
     http = [r for r in runs if (r / "replay.txt").exists()]
+    sql_dir = results_root / "sql"
+    sql_runs = sorted(sql_dir.glob("*.json")) if sql_dir.is_dir() else []
+
+    def sql_line(path):
+        r = json.loads(path.read_text())
+        pg = r.get("pgwire", {})
+        agg, look = r["aggregate_in_process_ms"]["p50"], pg.get("point_lookup_over_pgwire_ms", {})
+        duck = pg.get("duckdb_aggregate_ms", {}).get("p50", float("nan"))
+        verdict = lambda ok: "met" if ok else "**missed**"
+        return (
+            f"| [`{path.name}`](sql/{path.name}) | {r['customers']:,} | {agg:.0f} ms ({verdict(agg <= 200)}, ≤ 200 ms) "
+            f"| {pg.get('aggregate_over_pgwire_ms', {}).get('p50', float('nan')):.0f} ms | {duck:.0f} ms "
+            f"| {agg / duck:.1f}× ({verdict(agg / duck <= 1.5)}, ≤ 1.5×) "
+            f"| {look.get('p50', float('nan')):.2f} / {look.get('p99', float('nan')):.2f} ms ({verdict(look.get('p99', 99) <= 2)}, p99 ≤ 2 ms) "
+            f"| {r.get('max_shard_lock_ms', float('nan')):.0f} ms | {r.get('profile', '')} |"
+        )
+
     text = [
         "# Benchmark results",
         "",
@@ -108,6 +125,12 @@ def write_index(results_root, latest, table_lines):
         "## HTTP capacity runs",
         "",
         *[f"- [`{r.name}`]({r.name}/replay.txt): " + " ".join((r / "replay.txt").read_text().split())[:400] for r in reversed(http)],
+        "",
+        "## SQL capacity runs (`benches/examples/sql_capacity.rs`)",
+        "",
+        "| run | customers | aggregate in process (p50) | aggregate over pgwire (p50) | DuckDB, same rows as Parquet (p50) | ratio to DuckDB | point lookup over pgwire p50 / p99 | longest shard read lock | build profile |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *[sql_line(p) for p in reversed(sql_runs)],
         "",
         "## All runs",
         "",
