@@ -223,6 +223,16 @@ pub(crate) fn classify(statement: &Statement) -> Verdict {
     }
 }
 
+/// The second line of defence: the plan itself holds no DDL, DML or statement.
+fn verify_read_only(plan: &LogicalPlan) -> Result<(), SqlError> {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+        .verify_plan(plan)
+        .map_err(|e| SqlError::Refused(e.find_root().to_string()))
+}
+
 /// The shared SQL engine: one DataFusion context over the live tables.
 pub struct SqlEngine {
     ctx: Arc<SessionContext>,
@@ -259,8 +269,22 @@ impl SqlEngine {
             ctx.register_table(name, table).map(|_| ()).map_err(SqlError::from_datafusion)
         };
         register("customers", Arc::new(tables::CustomersTable(shared.clone())))?;
-        register("recommendations", Arc::new(tables::RecommendationsTable))?;
-        register("similar_products", Arc::new(tables::SimilarProductsTable))?;
+        register(
+            "recommendations",
+            Arc::new(tables::PendingTable {
+                name: "recommendations",
+                schema: patron_model::schema::recommendations_schema(),
+                key: "customer_id",
+            }),
+        )?;
+        register(
+            "similar_products",
+            Arc::new(tables::PendingTable {
+                name: "similar_products",
+                schema: tables::similar_products_schema(),
+                key: "product_id",
+            }),
+        )?;
         register("products", Arc::new(tables::ProductsTable(shared.clone())))?;
         register("model_params", Arc::new(tables::model_params_table(shared.clone())))?;
         register("rejected_events", Arc::new(tables::rejected_events_table(shared.clone())))?;
@@ -325,12 +349,7 @@ impl SqlEngine {
     pub async fn plan_parsed(&self, statement: DfStatement) -> Result<LogicalPlan, SqlError> {
         Self::check(&statement)?;
         let plan = self.ctx.state().statement_to_plan(statement).await.map_err(SqlError::from_datafusion)?;
-        SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false)
-            .verify_plan(&plan)
-            .map_err(|e| SqlError::Refused(e.find_root().to_string()))?;
+        verify_read_only(&plan)?;
         Ok(plan)
     }
 
@@ -353,12 +372,7 @@ impl SqlEngine {
 
     /// Runs a plan made by [`SqlEngine::plan`] (possibly with parameters bound since).
     pub async fn execute(&self, plan: LogicalPlan) -> Result<QueryResult, SqlError> {
-        SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false)
-            .verify_plan(&plan)
-            .map_err(|e| SqlError::Refused(e.find_root().to_string()))?;
+        verify_read_only(&plan)?;
         let result = self.execute_unchecked(plan).await;
         self.count(&result);
         result

@@ -28,7 +28,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::expr::InList;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
-use patron_model::schema::{customers_schema, recommendations_schema};
+use patron_model::schema::customers_schema;
 use patron_model::{Currency, CustomerId, Timestamp};
 use patron_score::{Scores, SegmentConfig, Segments};
 use patron_state::{CustomerBook, CustomerRecord, Engine, shard_of};
@@ -364,39 +364,6 @@ impl TableProvider for CustomersTable {
 
 // ---------------------------------------------------------- recommendations
 
-/// `recommendations`: the schema of DESIGN.md §4; rows arrive with the
-/// recommendation kernel (issue 5). A `customer_id` lookup is already a lookup.
-#[derive(Debug)]
-pub(crate) struct RecommendationsTable;
-
-#[async_trait]
-impl TableProvider for RecommendationsTable {
-    fn schema(&self) -> SchemaRef {
-        recommendations_schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(pushdown_for(filters, "customer_id"))
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = project(&recommendations_schema(), projection)?;
-        let detail = describe(&key_set(filters, "customer_id"), "customer_id", limit);
-        let build: PartitionFn = Arc::new(|_| Ok(Vec::new()));
-        Ok(Arc::new(LazyScanExec::new("recommendations", detail, schema, 1, build)))
-    }
-}
-
 /// Schema of `similar_products`.
 pub fn similar_products_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -408,15 +375,20 @@ pub fn similar_products_schema() -> SchemaRef {
     ]))
 }
 
-/// `similar_products`: the schema of DESIGN.md §4; rows arrive with the
-/// neighbour kernel (issue 5).
+/// A table with its contract schema whose rows arrive with a later kernel
+/// (`recommendations`, `similar_products`: the recommendations issue). A
+/// lookup on its key is already a lookup, so the plans stay as they will be.
 #[derive(Debug)]
-pub(crate) struct SimilarProductsTable;
+pub(crate) struct PendingTable {
+    pub(crate) name: &'static str,
+    pub(crate) schema: SchemaRef,
+    pub(crate) key: &'static str,
+}
 
 #[async_trait]
-impl TableProvider for SimilarProductsTable {
+impl TableProvider for PendingTable {
     fn schema(&self) -> SchemaRef {
-        similar_products_schema()
+        self.schema.clone()
     }
 
     fn table_type(&self) -> TableType {
@@ -424,7 +396,7 @@ impl TableProvider for SimilarProductsTable {
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(pushdown_for(filters, "product_id"))
+        Ok(pushdown_for(filters, self.key))
     }
 
     async fn scan(
@@ -434,10 +406,10 @@ impl TableProvider for SimilarProductsTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = project(&similar_products_schema(), projection)?;
-        let detail = describe(&key_set(filters, "product_id"), "product_id", limit);
+        let schema = project(&self.schema, projection)?;
+        let detail = describe(&key_set(filters, self.key), self.key, limit);
         let build: PartitionFn = Arc::new(|_| Ok(Vec::new()));
-        Ok(Arc::new(LazyScanExec::new("similar_products", detail, schema, 1, build)))
+        Ok(Arc::new(LazyScanExec::new(self.name, detail, schema, 1, build)))
     }
 }
 
