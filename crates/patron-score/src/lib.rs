@@ -24,6 +24,7 @@ pub mod clv;
 pub mod fit;
 pub mod gamma_gamma;
 pub mod purchase;
+pub mod ranking;
 pub mod segments;
 pub mod special;
 
@@ -34,6 +35,7 @@ pub use fit::{
 };
 pub use gamma_gamma::{GammaGammaParams, SpendHistory};
 pub use purchase::{BetaGeoParams, History, ParetoParams, PurchaseModel, PurchaseParams};
+pub use ranking::{Similarity, average_precision, hit_rate, ndcg, recall};
 pub use segments::{
     LifecycleStage, Relationship, RfmSegment, SegmentConfig, SegmentInput, Segments, ValueTier, lifecycle_stage,
     quintile_scores, rfm_segment, segment_population,

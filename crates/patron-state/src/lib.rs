@@ -23,12 +23,18 @@
 pub mod book;
 pub mod catalog;
 pub mod engine;
+pub mod items;
+pub mod profile;
+pub mod recommend;
 pub mod record;
 pub mod scoring;
 pub mod snapshot;
 
 pub use book::{CustomerBook, SharedBook};
 pub use catalog::ProductCatalog;
+pub use items::{ItemConfig, ItemStats, RecsModel};
+pub use profile::PurchaseProfile;
+pub use recommend::{BlendConfig, Reason, Recommendation, recommend};
 pub use engine::{Clock, Engine, EngineConfig, EngineStats, ModelState, SnapshotReport, shard_of};
 pub use record::{Applied, CustomerRecord, DEDUP_WINDOW};
 pub use scoring::{

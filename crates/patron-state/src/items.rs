@@ -1,0 +1,696 @@
+//! Product statistics updated per purchase, and the kernel that turns them
+//! into each product's nearest neighbours (the "bought with" signal).
+//!
+//! Design constraints:
+//! - **Per event, bounded work.** A basket of `k` distinct products (at most
+//!   [`ItemConfig::max_basket_products`] take part in pairs) and `r` recent
+//!   products of the same customer cost `O(k · (k + r) · C)`, with `C` the
+//!   counters per product. Nothing scans the catalogue on the event path.
+//! - **Bounded memory per product.** Co-purchases are kept in a weighted
+//!   Space-Saving summary (Metwally, Agrawal & El Abbadi 2005) of at most `C`
+//!   counters (default 64, 16 bytes each). Any product whose true co-purchase
+//!   weight with `i` exceeds `W_i / C` (`W_i` = all of `i`'s co-purchase
+//!   weight) is held, and every held weight overestimates the truth by at most
+//!   its recorded `error ≤ W_i / C`. The neighbour kernel ranks by the lower
+//!   bound `weight − error`, so an evicted-and-returned rare product cannot
+//!   ride on the weight it inherited.
+//! - **Time decay without rewriting.** Weights are forward-decayed (Cormode et
+//!   al. 2009): an event on `day` adds `2^((day − landmark)/half_life)`; the
+//!   ratio of two such sums is the ratio of the decayed sums as of any "now",
+//!   so similarities need no periodic decay pass. The landmark is fixed
+//!   (2020-01-01) and the exponent is clamped to ±120, which with the default
+//!   half-lives represents events from 1900 to 2140 without overflow.
+//! - **Concurrent writers.** Shard writers update products of any shard:
+//!   products live in [`SEGMENTS`] segments (`index % SEGMENTS`), each behind
+//!   its own lock, taken once per product per basket.
+//! - **Refresh off the event path.** [`ItemStats::refresh`] runs on the rayon
+//!   pool and holds one segment's read lock at a time; the result is an
+//!   immutable [`RecsModel`] that readers share.
+//!
+//! ```text
+//! purchase ─► profile (buy again) ─► product counters + co-purchase summaries ─► refresh (rayon) ─► RecsModel
+//! ```
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use patron_model::codec::{self, ByteReader};
+use patron_score::Similarity;
+use rayon::prelude::*;
+
+use crate::profile::{ProfileChange, PurchaseProfile};
+
+/// Segments the product statistics are split into (one lock each).
+pub const SEGMENTS: usize = 64;
+
+/// Day number of 2020-01-01, the forward-decay landmark.
+const LANDMARK_DAY: i32 = 18_262;
+
+/// Exponential time decay expressed as forward-decay weights.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Decay {
+    /// Days after which an event counts half.
+    pub half_life_days: f64,
+}
+
+impl Decay {
+    /// The weight of an event on `day`, relative to the fixed landmark.
+    pub fn weight(self, day: i32) -> f32 {
+        self.factor(day) as f32
+    }
+
+    /// `2^((day − landmark)/half_life)`, clamped to keep `f32` finite.
+    pub fn factor(self, day: i32) -> f64 {
+        let exponent = (i64::from(day) - i64::from(LANDMARK_DAY)) as f64 / self.half_life_days.max(1.0);
+        exponent.clamp(-120.0, 120.0).exp2()
+    }
+
+    /// A forward-decayed sum expressed as the decayed count as of `now_day`.
+    pub fn as_of(self, weight: f32, now_day: i32) -> f64 {
+        f64::from(weight) / self.factor(now_day)
+    }
+}
+
+/// Tuning of the product statistics.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ItemConfig {
+    /// Co-purchase counters kept per product.
+    pub counters_per_product: usize,
+    /// Products of one basket that form pairs (the rest still count as orders).
+    pub max_basket_products: usize,
+    /// A product bought within this many days before a basket pairs with it.
+    pub cross_basket_days: i32,
+    /// Recent products (per customer) that pair with a new basket.
+    pub cross_basket_products: usize,
+    /// Weight of a cross-basket pair relative to a same-basket pair.
+    pub cross_basket_weight: f32,
+    /// Decay of co-purchase and order weights.
+    pub co_purchase_decay: Decay,
+    /// Decay of a customer's own purchase counts (buy again).
+    pub repeat_decay: Decay,
+    /// Neighbours kept per product by the refresh kernel.
+    pub neighbours: usize,
+    /// Similarity measure of the refresh kernel.
+    pub similarity: Similarity,
+    /// Popular products kept per category (and overall).
+    pub popular_per_category: usize,
+}
+
+impl Default for ItemConfig {
+    fn default() -> Self {
+        Self {
+            counters_per_product: 64,
+            max_basket_products: 50,
+            cross_basket_days: 30,
+            cross_basket_products: 8,
+            cross_basket_weight: 0.5,
+            co_purchase_decay: Decay { half_life_days: 365.0 },
+            repeat_decay: Decay { half_life_days: 180.0 },
+            neighbours: 20,
+            similarity: Similarity::default(),
+            popular_per_category: 20,
+        }
+    }
+}
+
+/// One co-purchase counter of the Space-Saving summary.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CoCounter {
+    /// The other product.
+    pub product: u32,
+    /// Orders (or order pairs) counted, including any inherited on eviction.
+    pub count: u32,
+    /// Forward-decayed co-purchase weight (an overestimate by at most `error`).
+    pub weight: f32,
+    /// Weight inherited from the evicted counter this one replaced.
+    pub error: f32,
+}
+
+impl CoCounter {
+    /// The guaranteed part of the weight.
+    pub fn lower_bound(&self) -> f32 {
+        (self.weight - self.error).max(0.0)
+    }
+}
+
+/// A weighted Space-Saving summary of at most `capacity` counters.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TopCounters {
+    counters: Vec<CoCounter>,
+}
+
+impl TopCounters {
+    /// Adds `weight` for `product`, replacing the smallest counter when full.
+    pub fn add(&mut self, product: u32, weight: f32, capacity: usize) {
+        if let Some(c) = self.counters.iter_mut().find(|c| c.product == product) {
+            c.weight += weight;
+            c.count = c.count.saturating_add(1);
+            return;
+        }
+        if capacity == 0 {
+            return;
+        }
+        if self.counters.len() < capacity {
+            self.counters.push(CoCounter { product, count: 1, weight, error: 0.0 });
+            return;
+        }
+        if let Some(min) = self.counters.iter_mut().min_by(|a, b| a.weight.total_cmp(&b.weight)) {
+            *min = CoCounter { product, count: min.count.saturating_add(1), weight: min.weight + weight, error: min.weight };
+        }
+    }
+
+    /// The counters, in no particular order.
+    pub fn counters(&self) -> &[CoCounter] {
+        &self.counters
+    }
+}
+
+/// Running statistics of one product.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProductStats {
+    /// Orders containing it.
+    pub orders: u64,
+    /// Distinct buyers (exact while each buyer's bounded profile holds it).
+    pub customers: u64,
+    /// Buyers who bought it on at least two days.
+    pub repeat_customers: u64,
+    /// Units sold (quantities rounded to whole units).
+    pub units: i64,
+    /// Revenue, base-currency minor units.
+    pub revenue_minor: i64,
+    /// Forward-decayed orders.
+    pub order_weight: f64,
+    /// Category index + 1 (0: none stated).
+    pub category: u32,
+    /// Products bought with it.
+    pub co_purchases: TopCounters,
+}
+
+impl ProductStats {
+    /// Share of buyers who re-bought it, shrunk towards `prior` by `strength` pseudo-buyers.
+    pub fn repurchase_rate(&self, prior: f64, strength: f64) -> f64 {
+        (self.repeat_customers as f64 + prior * strength) / (self.customers as f64 + strength)
+    }
+}
+
+/// One line of a basket as the statistics see it.
+#[derive(Clone, Copy, Debug)]
+pub struct BasketLine<'a> {
+    /// Product index in the catalogue.
+    pub product: u32,
+    /// Category, if the shop sent one.
+    pub category: Option<&'a str>,
+    /// Units bought.
+    pub units: i64,
+    /// Line revenue, base-currency minor units.
+    pub revenue_minor: i64,
+}
+
+#[derive(Debug, Default)]
+struct Categories {
+    names: Vec<Box<str>>,
+    index: HashMap<Box<str>, u32>,
+}
+
+/// Statistics of every product, shared by all shard writers.
+#[derive(Debug)]
+pub struct ItemStats {
+    config: ItemConfig,
+    segments: Box<[RwLock<Vec<ProductStats>>]>,
+    categories: RwLock<Categories>,
+}
+
+impl Default for ItemStats {
+    fn default() -> Self {
+        Self::new(ItemConfig::default())
+    }
+}
+
+fn locate(product: u32) -> (usize, usize) {
+    (product as usize % SEGMENTS, product as usize / SEGMENTS)
+}
+
+impl ItemStats {
+    /// Empty statistics.
+    pub fn new(config: ItemConfig) -> Self {
+        Self {
+            config,
+            segments: (0..SEGMENTS).map(|_| RwLock::new(Vec::new())).collect(),
+            categories: RwLock::new(Categories::default()),
+        }
+    }
+
+    /// The tuning in use.
+    pub fn config(&self) -> &ItemConfig {
+        &self.config
+    }
+
+    fn category_index(&self, name: &str) -> u32 {
+        if let Some(&i) = self.categories.read().ok().and_then(|c| c.index.get(name).copied()).as_ref() {
+            return i;
+        }
+        let mut c = self.categories.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(&i) = c.index.get(name) {
+            return i;
+        }
+        let i = c.names.len() as u32 + 1;
+        c.names.push(name.into());
+        c.index.insert(name.into(), i);
+        i
+    }
+
+    /// Category names; index `c − 1` is category `c` of [`ProductStats::category`].
+    pub fn category_names(&self) -> Vec<Box<str>> {
+        self.categories.read().map(|c| c.names.clone()).unwrap_or_default()
+    }
+
+    /// Applies `f` to `product`'s statistics (created if new).
+    fn update(&self, product: u32, f: impl FnOnce(&mut ProductStats)) {
+        let (segment, slot) = locate(product);
+        let mut products = self.segments[segment].write().unwrap_or_else(|p| p.into_inner());
+        if products.len() <= slot {
+            products.resize_with(slot + 1, ProductStats::default);
+        }
+        f(&mut products[slot]);
+    }
+
+    /// A copy of `product`'s statistics (without its co-purchase counters).
+    pub fn product(&self, product: u32) -> Option<ProductStats> {
+        let (segment, slot) = locate(product);
+        let products = self.segments[segment].read().ok()?;
+        products.get(slot).map(|p| ProductStats { co_purchases: TopCounters::default(), ..p.clone() })
+    }
+
+    /// Records one purchase of a customer whose history is `profile` (updated
+    /// too, keeping at most `profile_limit` products).
+    pub fn observe(&self, profile: &mut PurchaseProfile, day: i32, basket: &[BasketLine<'_>], profile_limit: usize) {
+        let config = &self.config;
+        // Distinct products in first-seen order, their lines merged.
+        let mut distinct: Vec<BasketLine<'_>> = Vec::with_capacity(basket.len());
+        for line in basket {
+            match distinct.iter_mut().find(|d| d.product == line.product) {
+                Some(d) => {
+                    d.units += line.units;
+                    d.revenue_minor += line.revenue_minor;
+                    d.category = d.category.or(line.category);
+                }
+                None => distinct.push(*line),
+            }
+        }
+        let recent = profile.recent(day - config.cross_basket_days, day, config.cross_basket_products);
+        let recent: Vec<u32> = recent.into_iter().filter(|r| !distinct.iter().any(|d| d.product == *r)).collect();
+        let co_weight = config.co_purchase_decay.weight(day);
+        let repeat_weight = config.repeat_decay.weight(day);
+        let paired = &distinct[..distinct.len().min(config.max_basket_products)];
+        for line in &distinct {
+            let change = profile.record(line.product, day, repeat_weight, profile_limit);
+            let category = line.category.map(|c| self.category_index(c));
+            let in_pairs = paired.iter().any(|p| p.product == line.product);
+            self.update(line.product, |stats| {
+                stats.orders += 1;
+                stats.units += line.units;
+                stats.revenue_minor += line.revenue_minor;
+                stats.order_weight += f64::from(co_weight);
+                if let Some(c) = category {
+                    stats.category = c;
+                }
+                match change {
+                    ProfileChange::NewProduct => stats.customers += 1,
+                    ProfileChange::FirstRepeat => stats.repeat_customers += 1,
+                    ProfileChange::LaterRepeat | ProfileChange::SameOccasion => {}
+                }
+                if in_pairs {
+                    let capacity = config.counters_per_product;
+                    for other in paired.iter().filter(|o| o.product != line.product) {
+                        stats.co_purchases.add(other.product, co_weight, capacity);
+                    }
+                    for &other in &recent {
+                        stats.co_purchases.add(other, co_weight * config.cross_basket_weight, capacity);
+                    }
+                }
+            });
+        }
+        // The recent products pair back with the new basket.
+        let cross = co_weight * config.cross_basket_weight;
+        for &earlier in &recent {
+            self.update(earlier, |stats| {
+                for line in paired {
+                    stats.co_purchases.add(line.product, cross, config.counters_per_product);
+                }
+            });
+        }
+    }
+
+    /// Number of products with statistics.
+    pub fn len(&self) -> usize {
+        self.segments
+            .iter()
+            .enumerate()
+            .map(|(s, seg)| seg.read().map_or(0, |p| if p.is_empty() { 0 } else { (p.len() - 1) * SEGMENTS + s + 1 }))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Whether no product was seen.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes held by the statistics (counters at their allocated capacity).
+    pub fn memory_bytes(&self) -> usize {
+        self.segments
+            .iter()
+            .map(|seg| {
+                seg.read().map_or(0, |p| {
+                    p.capacity() * size_of::<ProductStats>()
+                        + p.iter().map(|s| s.co_purchases.counters.capacity() * size_of::<CoCounter>()).sum::<usize>()
+                })
+            })
+            .sum()
+    }
+
+    /// Computes every product's top neighbours, repurchase rate and the
+    /// popular products per category (rayon; one segment lock at a time).
+    pub fn refresh(&self) -> RecsModel {
+        let config = &self.config;
+        let products = self.len();
+        // Pass 1: per-product order weights and rates, the denominators of every similarity.
+        let mut order_weight = vec![0.0f64; products];
+        let mut customers = vec![0u64; products];
+        let mut repeat_customers = vec![0u64; products];
+        let mut category = vec![0u32; products];
+        let firsts: Vec<Vec<(usize, f64, u64, u64, u32)>> = self
+            .segments
+            .par_iter()
+            .enumerate()
+            .map(|(s, seg)| {
+                seg.read().map_or_else(
+                    |_| Vec::new(),
+                    |p| {
+                        p.iter()
+                            .enumerate()
+                            .map(|(slot, st)| {
+                                (slot * SEGMENTS + s, st.order_weight, st.customers, st.repeat_customers, st.category)
+                            })
+                            .collect()
+                    },
+                )
+            })
+            .collect();
+        for (p, w, c, r, cat) in firsts.into_iter().flatten() {
+            if p < products {
+                (order_weight[p], customers[p], repeat_customers[p], category[p]) = (w, c, r, cat);
+            }
+        }
+        let total_customers: u64 = customers.iter().sum();
+        let prior =
+            if total_customers == 0 { 0.0 } else { repeat_customers.iter().sum::<u64>() as f64 / total_customers as f64 };
+        let repurchase: Vec<f32> = customers
+            .iter()
+            .zip(&repeat_customers)
+            .map(|(&c, &r)| ((r as f64 + prior * REPURCHASE_PRIOR_BUYERS) / (c as f64 + REPURCHASE_PRIOR_BUYERS)) as f32)
+            .collect();
+        // Pass 2: neighbours, segment by segment.
+        let k = config.neighbours;
+        let lists: Vec<Vec<(usize, Vec<Neighbour>)>> = self
+            .segments
+            .par_iter()
+            .enumerate()
+            .map(|(s, seg)| {
+                let Ok(p) = seg.read() else { return Vec::new() };
+                p.iter()
+                    .enumerate()
+                    .filter(|(_, st)| !st.co_purchases.counters.is_empty())
+                    .map(|(slot, st)| {
+                        let product = slot * SEGMENTS + s;
+                        let mut list: Vec<Neighbour> = st
+                            .co_purchases
+                            .counters
+                            .iter()
+                            .filter_map(|c| {
+                                let other = order_weight.get(c.product as usize).copied().unwrap_or(0.0);
+                                let score = config.similarity.score(
+                                    f64::from(c.lower_bound()),
+                                    c.count,
+                                    st.order_weight,
+                                    other,
+                                );
+                                (score > 0.0).then_some(Neighbour {
+                                    product: c.product,
+                                    score: score as f32,
+                                    co_purchases: c.count,
+                                })
+                            })
+                            .collect();
+                        list.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.product.cmp(&b.product)));
+                        list.truncate(k);
+                        (product, list)
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut per_product: Vec<Vec<Neighbour>> = vec![Vec::new(); products];
+        for (p, list) in lists.into_iter().flatten() {
+            if p < products {
+                per_product[p] = list;
+            }
+        }
+        let mut offsets = Vec::with_capacity(products + 1);
+        let mut neighbours = Vec::with_capacity(per_product.iter().map(Vec::len).sum());
+        offsets.push(0u32);
+        for list in per_product {
+            neighbours.extend(list);
+            offsets.push(neighbours.len() as u32);
+        }
+        let popular = popular_by_category(&order_weight, &category, config.popular_per_category);
+        RecsModel {
+            offsets,
+            neighbours,
+            repurchase,
+            repurchase_prior: prior as f32,
+            category,
+            popular,
+            category_names: self.category_names(),
+        }
+    }
+
+    /// Appends the snapshot layout of every product's statistics.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let names = self.category_names();
+        out.extend_from_slice(&(names.len() as u32).to_le_bytes());
+        for n in &names {
+            codec::put_str(out, n);
+        }
+        let products = self.len();
+        out.extend_from_slice(&(products as u32).to_le_bytes());
+        for p in 0..products as u32 {
+            let (segment, slot) = locate(p);
+            let guard = self.segments[segment].read().unwrap_or_else(|e| e.into_inner());
+            let empty = ProductStats::default();
+            let st = guard.get(slot).unwrap_or(&empty);
+            for v in [st.orders, st.customers, st.repeat_customers] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&st.units.to_le_bytes());
+            out.extend_from_slice(&st.revenue_minor.to_le_bytes());
+            out.extend_from_slice(&st.order_weight.to_le_bytes());
+            out.extend_from_slice(&st.category.to_le_bytes());
+            out.extend_from_slice(&(st.co_purchases.counters.len() as u16).to_le_bytes());
+            for c in &st.co_purchases.counters {
+                out.extend_from_slice(&c.product.to_le_bytes());
+                out.extend_from_slice(&c.count.to_le_bytes());
+                out.extend_from_slice(&c.weight.to_le_bytes());
+                out.extend_from_slice(&c.error.to_le_bytes());
+            }
+        }
+    }
+
+    /// Reads what [`Self::encode`] wrote into empty statistics with `config`.
+    pub fn decode(reader: &mut ByteReader<'_>, config: ItemConfig) -> Option<Self> {
+        let stats = Self::new(config);
+        for _ in 0..reader.u32()? {
+            stats.category_index(reader.str()?);
+        }
+        let f32_of = |r: &mut ByteReader<'_>| r.array().map(f32::from_le_bytes).filter(|v| v.is_finite());
+        for p in 0..reader.u32()? {
+            let mut st = ProductStats {
+                orders: reader.u64()?,
+                customers: reader.u64()?,
+                repeat_customers: reader.u64()?,
+                units: reader.i64()?,
+                revenue_minor: reader.i64()?,
+                order_weight: f64::from_le_bytes(reader.array()?),
+                category: reader.u32()?,
+                co_purchases: TopCounters::default(),
+            };
+            for _ in 0..reader.u16()? {
+                let (product, count) = (reader.u32()?, reader.u32()?);
+                let (weight, error) = (f32_of(reader)?, f32_of(reader)?);
+                st.co_purchases.counters.push(CoCounter { product, count, weight, error });
+            }
+            stats.update(p, |slot| *slot = st);
+        }
+        Some(stats)
+    }
+}
+
+/// Pseudo-buyers pulling a product's repurchase rate towards the catalogue's.
+const REPURCHASE_PRIOR_BUYERS: f64 = 5.0;
+
+/// One neighbour of a product.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Neighbour {
+    /// The similar product.
+    pub product: u32,
+    /// Similarity under the configured measure.
+    pub score: f32,
+    /// Orders behind the pair (from the co-purchase counter).
+    pub co_purchases: u32,
+}
+
+/// What the recommenders read: an immutable result of [`ItemStats::refresh`].
+#[derive(Clone, Debug, Default)]
+pub struct RecsModel {
+    offsets: Vec<u32>,
+    neighbours: Vec<Neighbour>,
+    repurchase: Vec<f32>,
+    repurchase_prior: f32,
+    category: Vec<u32>,
+    /// `popular[0]`: the most ordered products overall; `popular[c]`: in category `c`.
+    popular: Vec<Vec<(u32, f32)>>,
+    category_names: Vec<Box<str>>,
+}
+
+impl RecsModel {
+    /// Products covered.
+    pub fn products(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    /// The neighbours of `product`, best first (empty if unknown).
+    pub fn neighbours(&self, product: u32) -> &[Neighbour] {
+        let p = product as usize;
+        match (self.offsets.get(p), self.offsets.get(p + 1)) {
+            (Some(&from), Some(&to)) => &self.neighbours[from as usize..to as usize],
+            _ => &[],
+        }
+    }
+
+    /// Share of a product's buyers who re-bought it (the catalogue's share for unknown products).
+    pub fn repurchase_rate(&self, product: u32) -> f32 {
+        self.repurchase.get(product as usize).copied().unwrap_or(self.repurchase_prior)
+    }
+
+    /// Category index + 1 of `product` (0: none).
+    pub fn category(&self, product: u32) -> u32 {
+        self.category.get(product as usize).copied().unwrap_or(0)
+    }
+
+    /// Name of category `c` (index + 1), if any.
+    pub fn category_name(&self, c: u32) -> Option<&str> {
+        c.checked_sub(1).and_then(|i| self.category_names.get(i as usize)).map(|n| &**n)
+    }
+
+    /// The most ordered products of category `c` (0: overall), with their decayed order weight.
+    pub fn popular(&self, c: u32) -> &[(u32, f32)] {
+        self.popular.get(c as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// Neighbour entries held (for memory reports).
+    pub fn neighbour_entries(&self) -> usize {
+        self.neighbours.len()
+    }
+}
+
+fn popular_by_category(order_weight: &[f64], category: &[u32], keep: usize) -> Vec<Vec<(u32, f32)>> {
+    let categories = category.iter().copied().max().unwrap_or(0) as usize;
+    let mut by: Vec<Vec<(u32, f32)>> = vec![Vec::new(); categories + 1];
+    let push = |list: &mut Vec<(u32, f32)>, p: u32, w: f32| {
+        list.push((p, w));
+        if list.len() > keep * 4 {
+            list.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            list.truncate(keep);
+        }
+    };
+    for (p, (&w, &c)) in order_weight.iter().zip(category).enumerate() {
+        if w > 0.0 {
+            push(&mut by[0], p as u32, w as f32);
+            if c > 0 {
+                push(&mut by[c as usize], p as u32, w as f32);
+            }
+        }
+    }
+    for list in &mut by {
+        list.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        list.truncate(keep);
+    }
+    by
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(product: u32) -> BasketLine<'static> {
+        BasketLine { product, category: Some("mugs"), units: 1, revenue_minor: 100 }
+    }
+
+    #[test]
+    fn space_saving_keeps_heavy_hitters_and_bounds_the_error() {
+        let mut t = TopCounters::default();
+        // Item 0 is heavy (weight 50); 200 singletons churn through 8 counters.
+        for i in 0..200u32 {
+            if i % 4 == 0 {
+                t.add(0, 1.0, 8);
+            }
+            t.add(1000 + i, 0.25, 8);
+        }
+        let heavy = t.counters().iter().find(|c| c.product == 0).copied().unwrap();
+        let total = 50.0 + 200.0 * 0.25;
+        assert!(heavy.lower_bound() <= 50.0 && heavy.weight >= 50.0);
+        assert!(t.counters().iter().all(|c| c.error <= total / 8.0));
+        assert_eq!(t.counters().len(), 8);
+    }
+
+    #[test]
+    fn baskets_update_orders_buyers_repeats_and_pairs() {
+        let stats = ItemStats::default();
+        let (mut alice, mut bob) = (PurchaseProfile::default(), PurchaseProfile::default());
+        stats.observe(&mut alice, 20_000, &[line(0), line(1), line(1)], 32);
+        stats.observe(&mut alice, 20_001, &[line(0)], 32);
+        stats.observe(&mut bob, 20_000, &[line(0), line(2)], 32);
+        let p0 = stats.product(0).unwrap();
+        assert_eq!((p0.orders, p0.customers, p0.repeat_customers), (3, 2, 1));
+        let p1 = stats.product(1).unwrap();
+        assert_eq!((p1.orders, p1.units, p1.revenue_minor), (1, 2, 200), "one order, two lines merged");
+        assert_eq!(p1.category, 1);
+        assert_eq!(stats.category_names(), vec![Box::<str>::from("mugs")]);
+        assert_eq!(stats.len(), 3);
+        let model = stats.refresh();
+        // 0 was bought with 1 (once) and with 2 (once); alice's second basket
+        // re-bought 0 a day after 1, but 0 itself is in that basket, so only 1 pairs across.
+        let n0: Vec<u32> = model.neighbours(0).iter().map(|n| n.product).collect();
+        assert_eq!(n0.len(), 2);
+        assert!(n0.contains(&1) && n0.contains(&2));
+        assert_eq!(model.neighbours(2)[0].product, 0);
+        assert_eq!(model.popular(0)[0].0, 0, "product 0 is the most ordered");
+        assert_eq!(model.popular(1).len(), 3);
+        assert!(model.repurchase_rate(0) > model.repurchase_rate(2));
+        // Round trip through the snapshot layout.
+        let mut bytes = Vec::new();
+        stats.encode(&mut bytes);
+        let back = ItemStats::decode(&mut ByteReader::new(&bytes, 0), ItemConfig::default()).unwrap();
+        let mut again = Vec::new();
+        back.encode(&mut again);
+        assert_eq!(bytes, again);
+        assert!(ItemStats::decode(&mut ByteReader::new(&bytes[..bytes.len() - 3], 0), ItemConfig::default()).is_none());
+    }
+
+    #[test]
+    fn forward_decay_halves_per_half_life() {
+        let d = Decay { half_life_days: 100.0 };
+        assert!((d.factor(LANDMARK_DAY + 100) / d.factor(LANDMARK_DAY) - 2.0).abs() < 1e-12);
+        assert!((d.as_of(d.weight(LANDMARK_DAY + 300), LANDMARK_DAY + 400) - 0.5).abs() < 1e-6);
+        assert!(d.factor(i32::MAX).is_finite() && d.factor(i32::MIN) > 0.0);
+    }
+}

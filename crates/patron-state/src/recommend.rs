@@ -1,0 +1,226 @@
+//! A customer's recommendations: a blend of "buy again", "bought with" and
+//! "popular in", computed from their bounded profile and the shared
+//! [`RecsModel`] in `O(history · neighbours)`; no other customer is read.
+//!
+//! - **Buy again**: each product in the profile scores its decayed occasion
+//!   count as of now times `repurchase_bias + rate`, where `rate` is the share
+//!   of the product's buyers who re-bought it. A product bought once whose
+//!   rate is below `min_repurchase_rate` is left out: it was a one-off.
+//! - **Bought with**: the customer's strongest products (by decayed count)
+//!   are anchors; each neighbour of an anchor gains `anchor weight ×
+//!   similarity × bought_with_weight`, and the reason names the anchor that
+//!   contributed most.
+//! - **Popular in**: fills the list with the most ordered products of the
+//!   customer's main category (or overall), with scores below any
+//!   personal signal.
+//!
+//! Ties are broken by product index, so a list is deterministic.
+
+use std::collections::HashMap;
+
+use crate::items::{Decay, RecsModel};
+use crate::profile::PurchaseProfile;
+
+/// Why a product is recommended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// The customer bought it before and such products are re-bought.
+    BuyAgain,
+    /// Bought together with this product of the customer's.
+    BoughtWith(u32),
+    /// Popular in this category (index + 1; 0 = overall).
+    PopularIn(u32),
+}
+
+/// One recommended product.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Recommendation {
+    /// Product index in the catalogue.
+    pub product: u32,
+    /// Blend score (comparable within one list).
+    pub score: f64,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// Weights of the blend.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlendConfig {
+    /// Added to a product's repurchase rate in the buy-again score.
+    pub repurchase_bias: f64,
+    /// A product bought once is recommended again only if at least this share
+    /// of its buyers re-bought it.
+    pub min_repurchase_rate: f64,
+    /// Scale of the bought-with score relative to buy again.
+    pub bought_with_weight: f64,
+    /// Products of the profile used as bought-with anchors.
+    pub anchors: usize,
+    /// Scale of the popular fill-in (kept below personal signals).
+    pub popular_weight: f64,
+}
+
+impl Default for BlendConfig {
+    fn default() -> Self {
+        Self {
+            repurchase_bias: 0.5,
+            min_repurchase_rate: 0.05,
+            bought_with_weight: 1.0,
+            anchors: 10,
+            popular_weight: 0.01,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Candidate {
+    buy_again: f64,
+    bought_with: f64,
+    best_anchor: Option<(u32, f64)>,
+}
+
+/// The top `k` recommendations for a customer with `profile` as of `now_day`;
+/// with `new_only`, only products the profile does not hold.
+pub fn recommend(
+    profile: &PurchaseProfile,
+    model: &RecsModel,
+    repeat_decay: Decay,
+    blend: &BlendConfig,
+    now_day: i32,
+    k: usize,
+    new_only: bool,
+) -> Vec<Recommendation> {
+    if k == 0 {
+        return Vec::new();
+    }
+    let mut owned: Vec<(u32, u16, f64)> =
+        profile.entries().iter().map(|e| (e.product, e.occasions, repeat_decay.as_of(e.weight, now_day))).collect();
+    owned.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+    let strongest = owned.first().map_or(1.0, |o| o.2).max(f64::MIN_POSITIVE);
+    let mut candidates: HashMap<u32, Candidate> = HashMap::new();
+    if !new_only {
+        for &(product, occasions, decayed) in &owned {
+            let rate = f64::from(model.repurchase_rate(product));
+            if occasions < 2 && rate < blend.min_repurchase_rate {
+                continue;
+            }
+            candidates.entry(product).or_default().buy_again = decayed * (blend.repurchase_bias + rate);
+        }
+    }
+    for &(anchor, _, decayed) in owned.iter().take(blend.anchors) {
+        let anchor_weight = decayed / strongest;
+        for n in model.neighbours(anchor) {
+            if new_only && profile.contains(n.product) {
+                continue;
+            }
+            let gain = anchor_weight * f64::from(n.score) * blend.bought_with_weight;
+            let c = candidates.entry(n.product).or_default();
+            c.bought_with += gain;
+            if c.best_anchor.is_none_or(|(_, g)| gain > g) {
+                c.best_anchor = Some((anchor, gain));
+            }
+        }
+    }
+    let mut ranked: Vec<Recommendation> = candidates
+        .into_iter()
+        .filter(|(_, c)| c.buy_again + c.bought_with > 0.0)
+        .map(|(product, c)| {
+            let reason = match c.best_anchor {
+                Some((anchor, _)) if c.bought_with > c.buy_again => Reason::BoughtWith(anchor),
+                _ => Reason::BuyAgain,
+            };
+            Recommendation { product, score: c.buy_again + c.bought_with, reason }
+        })
+        .collect();
+    if ranked.len() < k {
+        fill_with_popular(&mut ranked, profile, &owned, model, blend, k, new_only);
+    }
+    ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.product.cmp(&b.product)));
+    ranked.truncate(k);
+    ranked
+}
+
+fn fill_with_popular(
+    ranked: &mut Vec<Recommendation>,
+    profile: &PurchaseProfile,
+    owned: &[(u32, u16, f64)],
+    model: &RecsModel,
+    blend: &BlendConfig,
+    k: usize,
+    new_only: bool,
+) {
+    // The customer's main category by decayed purchases; overall without one.
+    let mut weight_by_category: Vec<(u32, f64)> = Vec::new();
+    for &(product, _, decayed) in owned {
+        let c = model.category(product);
+        if c == 0 {
+            continue;
+        }
+        match weight_by_category.iter_mut().find(|(cat, _)| *cat == c) {
+            Some(entry) => entry.1 += decayed,
+            None => weight_by_category.push((c, decayed)),
+        }
+    }
+    weight_by_category.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut sources: Vec<u32> = weight_by_category.iter().map(|(c, _)| *c).take(2).collect();
+    sources.push(0);
+    for category in sources {
+        let list = model.popular(category);
+        let top = list.first().map_or(1.0, |p| f64::from(p.1)).max(f64::MIN_POSITIVE);
+        for &(product, weight) in list {
+            if ranked.len() >= k {
+                return;
+            }
+            if ranked.iter().any(|r| r.product == product) || (new_only && profile.contains(product)) {
+                continue;
+            }
+            let score = blend.popular_weight * f64::from(weight) / top * 1e-3;
+            ranked.push(Recommendation { product, score, reason: Reason::PopularIn(category) });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::items::{BasketLine, ItemStats};
+
+    fn basket(products: &[u32]) -> Vec<BasketLine<'static>> {
+        products.iter().map(|&product| BasketLine { product, category: Some("tea"), units: 1, revenue_minor: 1 }).collect()
+    }
+
+    #[test]
+    fn blend_ranks_rebought_products_then_neighbours_then_popular() {
+        let stats = ItemStats::default();
+        let decay = stats.config().repeat_decay;
+        let mut others: Vec<PurchaseProfile> = vec![PurchaseProfile::default(); 6];
+        // Product 1 (tea) is re-bought by everyone; 2 (a kettle) is bought once with tea;
+        // 3 (milk) always comes with 2; 4 is a popular product in the same category.
+        for (i, p) in others.iter_mut().enumerate() {
+            let day = 20_000 + i as i32;
+            stats.observe(p, day, &basket(&[1, 2, 3]), 32);
+            stats.observe(p, day + 10, &basket(&[1, 4]), 32);
+        }
+        let mut me = PurchaseProfile::default();
+        stats.observe(&mut me, 20_100, &basket(&[1]), 32);
+        stats.observe(&mut me, 20_110, &basket(&[1, 2]), 32);
+        let model = stats.refresh();
+        let blend = BlendConfig::default();
+        let list = recommend(&me, &model, decay, &blend, 20_120, 5, false);
+        let products: Vec<u32> = list.iter().map(|r| r.product).collect();
+        assert_eq!(products[0], 1, "re-bought tea first: {list:?}");
+        assert_eq!(list[0].reason, Reason::BuyAgain);
+        assert!(products.contains(&3) && products.contains(&4));
+        let milk = list.iter().find(|r| r.product == 3).unwrap();
+        assert!(matches!(milk.reason, Reason::BoughtWith(1 | 2)), "milk comes with tea and the kettle: {milk:?}");
+        // The discover list never holds what the customer bought.
+        let discover = recommend(&me, &model, decay, &blend, 20_120, 5, true);
+        assert!(discover.iter().all(|r| !me.contains(r.product)), "{discover:?}");
+        assert!(!discover.is_empty());
+        // A new customer gets popular products.
+        let newcomer = recommend(&PurchaseProfile::default(), &model, decay, &blend, 20_120, 2, false);
+        assert_eq!(newcomer.len(), 2);
+        assert!(newcomer.iter().all(|r| r.reason == Reason::PopularIn(0)));
+        assert_eq!(newcomer[0].product, 1);
+        assert!(recommend(&me, &model, decay, &blend, 20_120, 0, false).is_empty());
+    }
+}
