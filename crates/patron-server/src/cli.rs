@@ -30,6 +30,81 @@ pub(crate) enum Command {
     /// Run one read-only SQL query against a server (or a data directory
     /// offline) and print the result.
     Query(QueryArgs),
+    /// Evaluate recommendations offline on a transactions file: temporal
+    /// leave-last-basket-out split, Patron against popularity, buy again and
+    /// item-kNN; prints the metrics and writes them as JSON.
+    EvalRecs(Box<EvalRecsArgs>),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example (UCI Online Retail):\n  \
+    patron eval-recs --input online_retail.csv.gz --currency GBP --customer-col CustomerID --time-col InvoiceDate \\\n    \
+    --order-col InvoiceNo --product-col StockCode --quantity-col Quantity --price-col UnitPrice")]
+pub(crate) struct EvalRecsArgs {
+    /// File of transactions (CSV, CSV.gz, NDJSON events or Parquet).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) input: PathBuf,
+    /// Input format (default: from the file name).
+    #[arg(long, value_enum)]
+    pub(crate) format: Option<FormatArg>,
+    /// Currency of the file's amounts.
+    #[arg(long, value_name = "CODE", default_value = "EUR")]
+    pub(crate) currency: String,
+    /// Length of each recommendation list (the K of HitRate@K …).
+    #[arg(long, value_name = "K", default_value_t = 10)]
+    pub(crate) k: usize,
+    /// Where to write the JSON result.
+    #[arg(long, value_name = "FILE", default_value = "eval-recs.json")]
+    pub(crate) out: PathBuf,
+    /// Similarity of the neighbour kernel.
+    #[arg(long, value_enum, default_value = "shrunk-cosine")]
+    pub(crate) similarity: SimilarityArg,
+    /// Pseudo-count of the shrunk cosine.
+    #[arg(long, value_name = "ORDERS", default_value_t = 5.0)]
+    pub(crate) shrinkage: f64,
+    /// Products kept per customer profile.
+    #[arg(long, value_name = "N", default_value_t = patron_state::record::DEFAULT_HISTORY)]
+    pub(crate) history: usize,
+    /// Days between refreshes of the shared models during the replay.
+    #[arg(long, value_name = "DAYS", default_value_t = 1)]
+    pub(crate) refresh_days: i32,
+    /// Half-life of a customer's own purchases in the buy-again score, in
+    /// that customer's purchase occasions.
+    #[arg(long, value_name = "OCCASIONS", default_value_t = 8.0)]
+    pub(crate) repeat_half_life: f64,
+    /// Scale of the bought-with score relative to buy again.
+    #[arg(long, value_name = "W", default_value_t = 0.05)]
+    pub(crate) bought_with_weight: f64,
+    /// Added to each product's repurchase rate in the buy-again score.
+    #[arg(long, value_name = "B", default_value_t = 0.5)]
+    pub(crate) repurchase_bias: f64,
+    /// Weight of cross-basket co-purchases (0 counts only same-basket pairs).
+    #[arg(long, value_name = "W", default_value_t = 0.5)]
+    pub(crate) cross_basket_weight: f32,
+    /// Products of a customer's history whose neighbours are candidates.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub(crate) anchors: usize,
+    /// Co-purchase counters kept per product.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub(crate) counters: usize,
+    /// Neighbours kept per product.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub(crate) neighbours: usize,
+    /// Exponent of the product's sales trend in the buy-again score (0: ignore the trend).
+    #[arg(long, value_name = "E", default_value_t = 0.5)]
+    pub(crate) trend_exponent: f64,
+    /// Minimum repurchase rate for recommending a product bought once again.
+    #[arg(long, value_name = "RATE", default_value_t = 0.05)]
+    pub(crate) min_repurchase_rate: f64,
+    #[command(flatten)]
+    pub(crate) mapping: MappingArgs,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum SimilarityArg {
+    Cosine,
+    ShrunkCosine,
+    Jaccard,
 }
 
 #[derive(Debug, Args)]

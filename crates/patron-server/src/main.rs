@@ -8,6 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod cli;
 mod config;
 mod demo;
+mod eval_recs;
 mod output;
 mod query;
 mod replay;
@@ -24,6 +25,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Demo(args) => demo::run(&args),
         cli::Command::Replay(args) => replay::run(&args),
         cli::Command::Query(args) => query::run(&args),
+        cli::Command::EvalRecs(args) => eval_recs::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

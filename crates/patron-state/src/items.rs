@@ -8,7 +8,7 @@
 //!   counters per product. Nothing scans the catalogue on the event path.
 //! - **Bounded memory per product.** Co-purchases are kept in a weighted
 //!   Space-Saving summary (Metwally, Agrawal & El Abbadi 2005) of at most `C`
-//!   counters (default 64, 16 bytes each). Any product whose true co-purchase
+//!   counters (default 128, 16 bytes each: at most 2 KiB per product). Any product whose true co-purchase
 //!   weight with `i` exceeds `W_i / C` (`W_i` = all of `i`'s co-purchase
 //!   weight) is held, and every held weight overestimates the truth by at most
 //!   its recorded `error ≤ W_i / C`. The neighbour kernel ranks by the lower
@@ -34,10 +34,12 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
+use patron_model::Purchase;
 use patron_model::codec::{self, ByteReader};
 use patron_score::Similarity;
 use rayon::prelude::*;
 
+use crate::catalog::ProductCatalog;
 use crate::profile::{ProfileChange, PurchaseProfile};
 
 /// Segments the product statistics are split into (one lock each).
@@ -86,29 +88,35 @@ pub struct ItemConfig {
     pub cross_basket_weight: f32,
     /// Decay of co-purchase and order weights.
     pub co_purchase_decay: Decay,
-    /// Decay of a customer's own purchase counts (buy again).
-    pub repeat_decay: Decay,
+    /// Half-life of a customer's own purchase counts (buy again), in that
+    /// customer's purchase occasions.
+    pub repeat_half_life_occasions: f64,
     /// Neighbours kept per product by the refresh kernel.
     pub neighbours: usize,
     /// Similarity measure of the refresh kernel.
     pub similarity: Similarity,
     /// Popular products kept per category (and overall).
     pub popular_per_category: usize,
+    /// Short decay of the product's orders, against which the long one
+    /// tells a product still selling from one that stopped (seasonal,
+    /// discontinued): see [`RecsModel::trend`].
+    pub trend_decay: Decay,
 }
 
 impl Default for ItemConfig {
     fn default() -> Self {
         Self {
-            counters_per_product: 64,
+            counters_per_product: 128,
             max_basket_products: 50,
             cross_basket_days: 30,
             cross_basket_products: 8,
             cross_basket_weight: 0.5,
             co_purchase_decay: Decay { half_life_days: 365.0 },
-            repeat_decay: Decay { half_life_days: 180.0 },
-            neighbours: 20,
+            repeat_half_life_occasions: 8.0,
+            neighbours: 50,
             similarity: Similarity::default(),
             popular_per_category: 20,
+            trend_decay: Decay { half_life_days: 30.0 },
         }
     }
 }
@@ -178,8 +186,10 @@ pub struct ProductStats {
     pub units: i64,
     /// Revenue, base-currency minor units.
     pub revenue_minor: i64,
-    /// Forward-decayed orders.
+    /// Forward-decayed orders ([`ItemConfig::co_purchase_decay`]).
     pub order_weight: f64,
+    /// Forward-decayed orders with the short [`ItemConfig::trend_decay`].
+    pub recent_order_weight: f64,
     /// Category index + 1 (0: none stated).
     pub category: u32,
     /// Products bought with it.
@@ -204,6 +214,26 @@ pub struct BasketLine<'a> {
     pub units: i64,
     /// Line revenue, base-currency minor units.
     pub revenue_minor: i64,
+}
+
+/// The lines of a purchase with products interned in `catalog`; revenue is
+/// the unit price times quantity, or an even share of the order's revenue
+/// when the shop sent no prices.
+pub fn basket_lines<'a>(purchase: &'a Purchase, catalog: &ProductCatalog) -> Vec<BasketLine<'a>> {
+    let share = purchase.revenue_minor / purchase.items.len().max(1) as i64;
+    purchase
+        .items
+        .iter()
+        .map(|item| {
+            let units = item.quantity.to_f64();
+            BasketLine {
+                product: catalog.intern(&item.product_id),
+                category: item.category.as_deref(),
+                units: units.round() as i64,
+                revenue_minor: item.unit_price_minor.map_or(share, |p| (p as f64 * units).round() as i64),
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Default)]
@@ -300,7 +330,8 @@ impl ItemStats {
         let recent = profile.recent(day - config.cross_basket_days, day, config.cross_basket_products);
         let recent: Vec<u32> = recent.into_iter().filter(|r| !distinct.iter().any(|d| d.product == *r)).collect();
         let co_weight = config.co_purchase_decay.weight(day);
-        let repeat_weight = config.repeat_decay.weight(day);
+        let trend_weight = f64::from(config.trend_decay.weight(day));
+        let repeat_weight = profile.begin_basket(day, config.repeat_half_life_occasions);
         let paired = &distinct[..distinct.len().min(config.max_basket_products)];
         for line in &distinct {
             let change = profile.record(line.product, day, repeat_weight, profile_limit);
@@ -311,6 +342,7 @@ impl ItemStats {
                 stats.units += line.units;
                 stats.revenue_minor += line.revenue_minor;
                 stats.order_weight += f64::from(co_weight);
+                stats.recent_order_weight += trend_weight;
                 if let Some(c) = category {
                     stats.category = c;
                 }
@@ -369,17 +401,19 @@ impl ItemStats {
             .sum()
     }
 
-    /// Computes every product's top neighbours, repurchase rate and the
-    /// popular products per category (rayon; one segment lock at a time).
-    pub fn refresh(&self) -> RecsModel {
+    /// Computes every product's top neighbours, repurchase rate, trend as of
+    /// `now_day` and the popular products per category (rayon; one segment
+    /// lock at a time).
+    pub fn refresh(&self, now_day: i32) -> RecsModel {
         let config = &self.config;
         let products = self.len();
         // Pass 1: per-product order weights and rates, the denominators of every similarity.
         let mut order_weight = vec![0.0f64; products];
+        let mut recent_weight = vec![0.0f64; products];
         let mut customers = vec![0u64; products];
         let mut repeat_customers = vec![0u64; products];
         let mut category = vec![0u32; products];
-        let firsts: Vec<Vec<(usize, f64, u64, u64, u32)>> = self
+        let firsts: Vec<Vec<(usize, [f64; 2], u64, u64, u32)>> = self
             .segments
             .par_iter()
             .enumerate()
@@ -390,18 +424,37 @@ impl ItemStats {
                         p.iter()
                             .enumerate()
                             .map(|(slot, st)| {
-                                (slot * SEGMENTS + s, st.order_weight, st.customers, st.repeat_customers, st.category)
+                                let weights = [st.order_weight, st.recent_order_weight];
+                                (slot * SEGMENTS + s, weights, st.customers, st.repeat_customers, st.category)
                             })
                             .collect()
                     },
                 )
             })
             .collect();
-        for (p, w, c, r, cat) in firsts.into_iter().flatten() {
+        for (p, [w, recent], c, r, cat) in firsts.into_iter().flatten() {
             if p < products {
-                (order_weight[p], customers[p], repeat_customers[p], category[p]) = (w, c, r, cat);
+                (order_weight[p], recent_weight[p], customers[p], repeat_customers[p], category[p]) =
+                    (w, recent, c, r, cat);
             }
         }
+        // Trend: the product's share of recent orders over its share of all
+        // (decayed) orders; 1 for a product selling as it always did.
+        let long_now = config.co_purchase_decay.factor(now_day);
+        let short_now = config.trend_decay.factor(now_day);
+        let (long_total, short_total) = (order_weight.iter().sum::<f64>(), recent_weight.iter().sum::<f64>());
+        let trend: Vec<f32> = order_weight
+            .iter()
+            .zip(&recent_weight)
+            .map(|(&long, &short)| {
+                if long <= 0.0 || short_total <= 0.0 {
+                    return 1.0;
+                }
+                let ratio = (short / short_now) / (long / long_now);
+                let typical = (short_total / short_now) / (long_total / long_now);
+                (ratio / typical) as f32
+            })
+            .collect();
         let total_customers: u64 = customers.iter().sum();
         let prior =
             if total_customers == 0 { 0.0 } else { repeat_customers.iter().sum::<u64>() as f64 / total_customers as f64 };
@@ -464,6 +517,7 @@ impl ItemStats {
         }
         let popular = popular_by_category(&order_weight, &category, config.popular_per_category);
         RecsModel {
+            trend,
             offsets,
             neighbours,
             repurchase,
@@ -494,6 +548,7 @@ impl ItemStats {
             out.extend_from_slice(&st.units.to_le_bytes());
             out.extend_from_slice(&st.revenue_minor.to_le_bytes());
             out.extend_from_slice(&st.order_weight.to_le_bytes());
+            out.extend_from_slice(&st.recent_order_weight.to_le_bytes());
             out.extend_from_slice(&st.category.to_le_bytes());
             out.extend_from_slice(&(st.co_purchases.counters.len() as u16).to_le_bytes());
             for c in &st.co_purchases.counters {
@@ -520,6 +575,7 @@ impl ItemStats {
                 units: reader.i64()?,
                 revenue_minor: reader.i64()?,
                 order_weight: f64::from_le_bytes(reader.array()?),
+                recent_order_weight: f64::from_le_bytes(reader.array()?),
                 category: reader.u32()?,
                 co_purchases: TopCounters::default(),
             };
@@ -551,6 +607,7 @@ pub struct Neighbour {
 /// What the recommenders read: an immutable result of [`ItemStats::refresh`].
 #[derive(Clone, Debug, Default)]
 pub struct RecsModel {
+    trend: Vec<f32>,
     offsets: Vec<u32>,
     neighbours: Vec<Neighbour>,
     repurchase: Vec<f32>,
@@ -579,6 +636,12 @@ impl RecsModel {
     /// Share of a product's buyers who re-bought it (the catalogue's share for unknown products).
     pub fn repurchase_rate(&self, product: u32) -> f32 {
         self.repurchase.get(product as usize).copied().unwrap_or(self.repurchase_prior)
+    }
+
+    /// How the product sells lately compared with its history, relative to
+    /// the whole catalogue (1: as usual; near 0: it stopped selling).
+    pub fn trend(&self, product: u32) -> f32 {
+        self.trend.get(product as usize).copied().unwrap_or(1.0)
     }
 
     /// Category index + 1 of `product` (0: none).
@@ -666,7 +729,7 @@ mod tests {
         assert_eq!(p1.category, 1);
         assert_eq!(stats.category_names(), vec![Box::<str>::from("mugs")]);
         assert_eq!(stats.len(), 3);
-        let model = stats.refresh();
+        let model = stats.refresh(20_001);
         // 0 was bought with 1 (once) and with 2 (once); alice's second basket
         // re-bought 0 a day after 1, but 0 itself is in that basket, so only 1 pairs across.
         let n0: Vec<u32> = model.neighbours(0).iter().map(|n| n.product).collect();

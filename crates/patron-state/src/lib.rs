@@ -23,6 +23,7 @@
 pub mod book;
 pub mod catalog;
 pub mod engine;
+pub mod evaluate;
 pub mod items;
 pub mod profile;
 pub mod recommend;

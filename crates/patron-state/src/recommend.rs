@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 
-use crate::items::{Decay, RecsModel};
+use crate::items::RecsModel;
 use crate::profile::PurchaseProfile;
 
 /// Why a product is recommended.
@@ -57,6 +57,9 @@ pub struct BlendConfig {
     pub anchors: usize,
     /// Scale of the popular fill-in (kept below personal signals).
     pub popular_weight: f64,
+    /// Exponent of the product's trend in the buy-again score: products that
+    /// stopped selling (out of season, discontinued) are rarely re-bought.
+    pub trend_exponent: f64,
 }
 
 impl Default for BlendConfig {
@@ -64,9 +67,10 @@ impl Default for BlendConfig {
         Self {
             repurchase_bias: 0.5,
             min_repurchase_rate: 0.05,
-            bought_with_weight: 1.0,
-            anchors: 10,
+            bought_with_weight: 0.05,
+            anchors: 64,
             popular_weight: 0.01,
+            trend_exponent: 0.5,
         }
     }
 }
@@ -78,14 +82,12 @@ struct Candidate {
     best_anchor: Option<(u32, f64)>,
 }
 
-/// The top `k` recommendations for a customer with `profile` as of `now_day`;
+/// The top `k` recommendations for a customer with `profile`;
 /// with `new_only`, only products the profile does not hold.
 pub fn recommend(
     profile: &PurchaseProfile,
     model: &RecsModel,
-    repeat_decay: Decay,
     blend: &BlendConfig,
-    now_day: i32,
     k: usize,
     new_only: bool,
 ) -> Vec<Recommendation> {
@@ -93,7 +95,7 @@ pub fn recommend(
         return Vec::new();
     }
     let mut owned: Vec<(u32, u16, f64)> =
-        profile.entries().iter().map(|e| (e.product, e.occasions, repeat_decay.as_of(e.weight, now_day))).collect();
+        profile.entries().iter().map(|e| (e.product, e.occasions, profile.decayed(e.weight))).collect();
     owned.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
     let strongest = owned.first().map_or(1.0, |o| o.2).max(f64::MIN_POSITIVE);
     let mut candidates: HashMap<u32, Candidate> = HashMap::new();
@@ -103,7 +105,8 @@ pub fn recommend(
             if occasions < 2 && rate < blend.min_repurchase_rate {
                 continue;
             }
-            candidates.entry(product).or_default().buy_again = decayed * (blend.repurchase_bias + rate);
+            let trend = f64::from(model.trend(product)).clamp(0.01, 100.0).powf(blend.trend_exponent);
+            candidates.entry(product).or_default().buy_again = decayed * (blend.repurchase_bias + rate) * trend;
         }
     }
     for &(anchor, _, decayed) in owned.iter().take(blend.anchors) {
@@ -112,7 +115,8 @@ pub fn recommend(
             if new_only && profile.contains(n.product) {
                 continue;
             }
-            let gain = anchor_weight * f64::from(n.score) * blend.bought_with_weight;
+            let trend = f64::from(model.trend(n.product)).clamp(0.01, 100.0).powf(blend.trend_exponent);
+            let gain = anchor_weight * f64::from(n.score) * blend.bought_with_weight * trend;
             let c = candidates.entry(n.product).or_default();
             c.bought_with += gain;
             if c.best_anchor.is_none_or(|(_, g)| gain > g) {
@@ -191,7 +195,6 @@ mod tests {
     #[test]
     fn blend_ranks_rebought_products_then_neighbours_then_popular() {
         let stats = ItemStats::default();
-        let decay = stats.config().repeat_decay;
         let mut others: Vec<PurchaseProfile> = vec![PurchaseProfile::default(); 6];
         // Product 1 (tea) is re-bought by everyone; 2 (a kettle) is bought once with tea;
         // 3 (milk) always comes with 2; 4 is a popular product in the same category.
@@ -203,9 +206,9 @@ mod tests {
         let mut me = PurchaseProfile::default();
         stats.observe(&mut me, 20_100, &basket(&[1]), 32);
         stats.observe(&mut me, 20_110, &basket(&[1, 2]), 32);
-        let model = stats.refresh();
+        let model = stats.refresh(20_120);
         let blend = BlendConfig::default();
-        let list = recommend(&me, &model, decay, &blend, 20_120, 5, false);
+        let list = recommend(&me, &model, &blend, 5, false);
         let products: Vec<u32> = list.iter().map(|r| r.product).collect();
         assert_eq!(products[0], 1, "re-bought tea first: {list:?}");
         assert_eq!(list[0].reason, Reason::BuyAgain);
@@ -213,14 +216,14 @@ mod tests {
         let milk = list.iter().find(|r| r.product == 3).unwrap();
         assert!(matches!(milk.reason, Reason::BoughtWith(1 | 2)), "milk comes with tea and the kettle: {milk:?}");
         // The discover list never holds what the customer bought.
-        let discover = recommend(&me, &model, decay, &blend, 20_120, 5, true);
+        let discover = recommend(&me, &model, &blend, 5, true);
         assert!(discover.iter().all(|r| !me.contains(r.product)), "{discover:?}");
         assert!(!discover.is_empty());
         // A new customer gets popular products.
-        let newcomer = recommend(&PurchaseProfile::default(), &model, decay, &blend, 20_120, 2, false);
+        let newcomer = recommend(&PurchaseProfile::default(), &model, &blend, 2, false);
         assert_eq!(newcomer.len(), 2);
         assert!(newcomer.iter().all(|r| r.reason == Reason::PopularIn(0)));
         assert_eq!(newcomer[0].product, 1);
-        assert!(recommend(&me, &model, decay, &blend, 20_120, 0, false).is_empty());
+        assert!(recommend(&me, &model, &blend, 0, false).is_empty());
     }
 }

@@ -20,7 +20,7 @@ use crate::catalog::ProductCatalog;
 pub const DEDUP_WINDOW: usize = 8;
 
 /// Default number of recent purchased items kept per customer.
-pub const DEFAULT_HISTORY: usize = 16;
+pub const DEFAULT_HISTORY: usize = 64;
 
 /// One recently bought product (index in the [`ProductCatalog`]) and the UTC day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
