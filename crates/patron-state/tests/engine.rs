@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use patron_model::{Currency, CurrencyTable, CustomerId, Event, EventSink, Timestamp, Validator};
+use patron_model::{Currency, CurrencyTable, CustomerId, Event, EventSink, ProductId, Timestamp, Validator};
 use patron_state::{CustomerBook, Engine, EngineConfig, ScoringConfig, TimeUnit, fit_models};
 
 fn cdnow_events() -> Vec<Event> {
@@ -189,7 +189,7 @@ fn the_wall_clock_ages_customers_to_today_the_event_clock_to_the_last_event() {
 }
 
 #[test]
-fn recent_product_history_survives_snapshot_and_replay() {
+fn purchase_profiles_and_product_statistics_survive_snapshot_and_replay_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let validator = Validator::new(CurrencyTable::only(Currency::from_code("USD").unwrap()));
     let basket = |i: u32, customer: &str| {
@@ -204,14 +204,38 @@ fn recent_product_history_survives_snapshot_and_replay() {
     engine.submit((0..5).map(|i| basket(i, "alice")).collect()).unwrap();
     engine.snapshot().unwrap();
     engine.submit((5..8).map(|i| basket(i, "alice")).chain((0..3).map(|i| basket(100 + i, "bob"))).collect()).unwrap();
-    let names = |engine: &Engine, who: &str| -> Vec<String> {
-        let record = engine.customer(&CustomerId::new(who).unwrap()).unwrap();
-        record.recent_products.iter().map(|p| engine.catalog().name(p.product).unwrap().to_string()).collect()
+    let state = |engine: &Engine| {
+        let profile = |who: &str| {
+            let record = engine.customer(&CustomerId::new(who).unwrap()).unwrap();
+            let mut names: Vec<(String, u16)> = record
+                .purchases
+                .entries()
+                .iter()
+                .map(|e| (engine.catalog().name(e.product).unwrap().to_string(), e.occasions))
+                .collect();
+            names.sort();
+            names
+        };
+        let milk = engine.catalog().intern(&ProductId::new("milk").unwrap());
+        let stats = engine.item_stats().product(milk).unwrap();
+        (profile("alice"), profile("bob"), (stats.orders, stats.customers, stats.repeat_customers))
     };
-    let before = (names(&engine, "alice"), names(&engine, "bob"));
-    assert_eq!(before.0, ["sku-5", "milk", "sku-6", "milk", "sku-7", "milk"], "the newest 6 items");
+    let before = state(&engine);
+    assert_eq!(before.0.len(), 6, "bounded by the history limit");
+    assert!(before.0.contains(&("milk".to_string(), 8)), "{:?}", before.0);
+    assert_eq!(before.2, (11, 2, 2), "milk: 11 orders by 2 buyers, both re-bought it");
+    engine.refresh_recommendations();
+    let named = |engine: &Engine| -> Vec<(String, String)> {
+        let list = engine.recommendations(&CustomerId::new("bob").unwrap(), 3, false).unwrap();
+        list.iter().map(|r| (engine.catalog().name(r.product).unwrap().to_string(), format!("{:.9}", r.score))).collect()
+    };
+    let recs = named(&engine);
+    assert_eq!(recs.len(), 3);
     engine.shutdown();
+    // Snapshot + log tail: the statistics count each event once.
     let (engine, _) = Engine::open(cfg()).unwrap();
-    assert_eq!((names(&engine, "alice"), names(&engine, "bob")), before);
+    assert_eq!(state(&engine), before);
     assert_eq!(engine.catalog().len(), 12, "sku-0..7, sku-100..102 and milk");
+    assert_eq!(named(&engine), recs, "product indices may differ after replay; names and scores do not");
+    assert!(engine.recommendations(&CustomerId::new("nobody").unwrap(), 3, false).is_none());
 }
