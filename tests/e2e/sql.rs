@@ -123,6 +123,8 @@ fn shop_server(dir: &Path) -> Server {
     let (status, body) = post_json(&format!("{}/v1/events", server.url), "application/x-ndjson", &events);
     assert_eq!(status, 200, "{body}");
     assert_eq!((body["accepted"].as_u64(), body["rejected"].as_array().map(Vec::len)), (Some(8), Some(2)), "{body}");
+    let (status, body) = post_json(&format!("{}/v1/admin/recommendations/refresh", server.url), "application/json", "");
+    assert_eq!((status, body["products"].as_u64()), (200, Some(4)), "{body}");
     server
 }
 

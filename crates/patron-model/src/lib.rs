@@ -29,6 +29,6 @@ pub use event::{
     Purchase, Refund, Validator, check_depth,
 };
 pub use money::{Currency, CurrencyTable, Decimal, DecimalError};
-pub use schema::{customers_schema, recommendations_schema};
+pub use schema::{customers_schema, products_schema, recommendations_schema, similar_products_schema};
 pub use sink::{EventSink, SinkError, SubmitOutcome};
 pub use time::{MS_PER_DAY, Timestamp};

@@ -61,6 +61,35 @@ pub fn recommendations_schema() -> SchemaRef {
     SCHEMA.clone()
 }
 
+/// Schema of the `similar_products` table.
+pub fn similar_products_schema() -> SchemaRef {
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        Arc::new(Schema::new(vec![
+            Field::new("product_id", DataType::Utf8, false),
+            Field::new("similar_product_id", DataType::Utf8, false),
+            Field::new("rank", DataType::Int32, false),
+            Field::new("score", DataType::Float64, false),
+            Field::new("co_purchases", DataType::Int64, false),
+        ]))
+    });
+    SCHEMA.clone()
+}
+
+/// Schema of the `products` table.
+pub fn products_schema() -> SchemaRef {
+    static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+        Arc::new(Schema::new(vec![
+            Field::new("product_id", DataType::Utf8, false),
+            Field::new("category", DataType::Utf8, true),
+            Field::new("orders", DataType::Int64, true),
+            Field::new("customers", DataType::Int64, true),
+            Field::new("units", DataType::Int64, true),
+            Field::new("revenue", DataType::Float64, true),
+        ]))
+    });
+    SCHEMA.clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

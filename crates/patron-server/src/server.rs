@@ -6,7 +6,9 @@
 //!   events are durable and applied.
 //! - `GET /v1/customers/{id}`: the `customers` columns, scored on read with the
 //!   current models at the current watermark (O(1)), plus `recommendations`.
-//! - `POST /v1/admin/refit`, `GET /metrics`, `GET /health`, `GET /ready`.
+//! - `GET /v1/customers/{id}/recommendations?k=10&new_only=false`.
+//! - `POST /v1/admin/refit`, `POST /v1/admin/recommendations/refresh`,
+//!   `GET /metrics`, `GET /health`, `GET /ready`.
 //! - `GET /v1/admin/rejected?limit=N`: the newest rejected events with their
 //!   reasons (bounded store; the SQL issue will also expose it as `rejected_events`).
 //!
@@ -133,6 +135,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .merge(guarded(
             Router::new()
                 .route("/v1/customers/{id}", get(get_customer))
+                .route("/v1/customers/{id}/recommendations", get(get_recommendations))
                 .route("/v1/sql", post(post_sql))
                 .route("/metrics", get(metrics)),
             Role::Query,
@@ -141,6 +144,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             Router::new()
                 .route("/v1/customers/{id}", axum::routing::delete(delete_customer))
                 .route("/v1/admin/refit", post(post_refit))
+                .route("/v1/admin/recommendations/refresh", post(post_refresh_recommendations))
                 .route("/v1/admin/snapshot", post(post_snapshot))
                 .route("/v1/admin/rejected", get(get_rejected)),
             Role::Admin,
@@ -357,9 +361,72 @@ async fn get_customer(State(state): State<Arc<AppState>>, Path(id): Path<String>
         "consent_push": record.consent.push,
         "updated_at": now.to_rfc3339(),
         "provisional": models.provisional,
-        "recommendations": [],
+        "recommendations": recommendation_rows(&state.engine, &customer_id, CUSTOMER_VIEW_RECOMMENDATIONS, false),
     }))
     .into_response()
+}
+
+/// Recommendations shown inside `GET /v1/customers/{id}`.
+const CUSTOMER_VIEW_RECOMMENDATIONS: usize = 5;
+
+/// Longest recommendation list served.
+const MAX_RECOMMENDATIONS: usize = 100;
+
+/// A customer's top `k` as rows of the `recommendations` table (empty for an unknown customer).
+fn recommendation_rows(engine: &Engine, customer: &CustomerId, k: usize, new_only: bool) -> Vec<Value> {
+    let Some(list) = engine.recommendations(customer, k, new_only) else { return Vec::new() };
+    let model = engine.recs_model();
+    list.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            json!({
+                "customer_id": customer.as_str(),
+                "rank": i + 1,
+                "product_id": engine.catalog().name(r.product).map(|p| p.as_str().to_owned()),
+                "score": r.score,
+                "reason": r.reason.label(engine.catalog(), &model),
+            })
+        })
+        .collect()
+}
+
+/// `GET /v1/customers/{id}/recommendations?k=10&new_only=false`.
+async fn get_recommendations(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let Ok(customer_id) = CustomerId::new(&id) else {
+        return error(StatusCode::BAD_REQUEST, "invalid_customer_id", "customer ids are 1 to 256 bytes");
+    };
+    let k = match query.get("k").map(|k| k.parse::<usize>()) {
+        None => 10,
+        Some(Ok(k)) if (1..=MAX_RECOMMENDATIONS).contains(&k) => k,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_k",
+                format!("k must be a whole number from 1 to {MAX_RECOMMENDATIONS}"),
+            );
+        }
+    };
+    let new_only = match query.get("new_only").map(String::as_str) {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_new_only",
+                format!("new_only must be true or false, got {other:?}"),
+            );
+        }
+    };
+    if state.engine.customer(&customer_id).is_none() {
+        return error(StatusCode::NOT_FOUND, "customer_not_found", format!("no customer {id:?}"));
+    }
+    let rows = recommendation_rows(&state.engine, &customer_id, k, new_only);
+    axum::Json(json!({"customer_id": customer_id.as_str(), "k": k, "new_only": new_only, "recommendations": rows}))
+        .into_response()
 }
 
 /// Longest SQL text accepted.
@@ -490,6 +557,21 @@ async fn post_snapshot(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// Recomputes every product's neighbours now (the periodic refit does it too).
+async fn post_refresh_recommendations(State(state): State<Arc<AppState>>) -> Response {
+    let started = Instant::now();
+    let refreshed = on_engine(&state, |e| Ok(e.refresh_recommendations()), (StatusCode::INTERNAL_SERVER_ERROR, "internal"));
+    match refreshed.await {
+        Ok(model) => axum::Json(json!({
+            "products": model.products(),
+            "neighbour_entries": model.neighbour_entries(),
+            "seconds": started.elapsed().as_secs_f64(),
+        }))
+        .into_response(),
+        Err(response) => response,
+    }
+}
+
 async fn post_refit(State(state): State<Arc<AppState>>) -> Response {
     let started = Instant::now();
     match on_engine(&state, Engine::refit, (StatusCode::UNPROCESSABLE_ENTITY, "fit_failed")).await {
@@ -535,6 +617,24 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         "gauge",
         "Duration of the latest refit.",
         s.last_refit_micros.load(Ordering::Relaxed) as f64 / 1e6,
+    );
+    metric(
+        "patron_recommendation_refreshes_total",
+        "counter",
+        "Completed refreshes of the product neighbours.",
+        s.recs_refreshes.load(Ordering::Relaxed) as f64,
+    );
+    metric(
+        "patron_last_recommendation_refresh_seconds",
+        "gauge",
+        "Duration of the latest neighbour refresh.",
+        s.last_recs_refresh_micros.load(Ordering::Relaxed) as f64 / 1e6,
+    );
+    metric(
+        "patron_product_stats_bytes",
+        "gauge",
+        "Memory held by the product statistics (co-purchase counters included).",
+        state.engine.item_stats().memory_bytes() as f64,
     );
     metric("patron_uptime_seconds", "gauge", "Seconds since start.", state.started.elapsed().as_secs_f64());
     metric(
@@ -935,6 +1035,8 @@ mod tests {
             (Method::GET, "/v1/customers/c1", Some(Role::Query)),
             (Method::GET, "/metrics", Some(Role::Query)),
             (Method::POST, "/v1/admin/refit", Some(Role::Admin)),
+            (Method::GET, "/v1/customers/c1/recommendations", Some(Role::Query)),
+            (Method::POST, "/v1/admin/recommendations/refresh", Some(Role::Admin)),
             (Method::GET, "/v1/admin/rejected", Some(Role::Admin)),
             (Method::POST, "/v1/admin/snapshot", Some(Role::Admin)),
             (Method::DELETE, "/v1/customers/c1", Some(Role::Admin)),

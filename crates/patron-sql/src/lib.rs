@@ -15,4 +15,4 @@ mod tables;
 
 pub use format::{ResultFormat, encode};
 pub use session::{QueryResult, SqlEngine, SqlError, SqlLimits};
-pub use tables::{LiveSource, RejectedRow, ScanCounters, products_schema, similar_products_schema};
+pub use tables::{LiveSource, RECOMMENDATIONS_PER_CUSTOMER, RejectedRow, ScanCounters};

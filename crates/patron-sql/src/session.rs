@@ -269,22 +269,8 @@ impl SqlEngine {
             ctx.register_table(name, table).map(|_| ()).map_err(SqlError::from_datafusion)
         };
         register("customers", Arc::new(tables::CustomersTable(shared.clone())))?;
-        register(
-            "recommendations",
-            Arc::new(tables::PendingTable {
-                name: "recommendations",
-                schema: patron_model::schema::recommendations_schema(),
-                key: "customer_id",
-            }),
-        )?;
-        register(
-            "similar_products",
-            Arc::new(tables::PendingTable {
-                name: "similar_products",
-                schema: tables::similar_products_schema(),
-                key: "product_id",
-            }),
-        )?;
+        register("recommendations", Arc::new(tables::RecommendationsTable(shared.clone())))?;
+        register("similar_products", Arc::new(tables::SimilarProductsTable(shared.clone())))?;
         register("products", Arc::new(tables::ProductsTable(shared.clone())))?;
         register("model_params", Arc::new(tables::model_params_table(shared.clone())))?;
         register("rejected_events", Arc::new(tables::rejected_events_table(shared.clone())))?;

@@ -28,10 +28,15 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::expr::InList;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
-use patron_model::schema::customers_schema;
-use patron_model::{Currency, CustomerId, Timestamp};
+use patron_model::{
+    Currency, CustomerId, Timestamp, customers_schema, products_schema, recommendations_schema,
+    similar_products_schema,
+};
 use patron_score::{Scores, SegmentConfig, Segments};
-use patron_state::{CustomerBook, CustomerRecord, Engine, shard_of};
+use patron_state::{
+    CustomerBook, CustomerRecord, Engine, products_batch, recommend_all, recommendations_batch, shard_of,
+    similar_products_batch,
+};
 
 use crate::exec::{LazyScanExec, PartitionFn};
 
@@ -364,31 +369,24 @@ impl TableProvider for CustomersTable {
 
 // ---------------------------------------------------------- recommendations
 
-/// Schema of `similar_products`.
-pub fn similar_products_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("product_id", DataType::Utf8, false),
-        Field::new("similar_product_id", DataType::Utf8, false),
-        Field::new("rank", DataType::Int32, false),
-        Field::new("score", DataType::Float64, false),
-        Field::new("co_purchases", DataType::Int64, false),
-    ]))
+/// Recommendations per customer in the `recommendations` table.
+pub const RECOMMENDATIONS_PER_CUSTOMER: usize = 10;
+
+fn state_error(e: patron_state::StateError) -> DataFusionError {
+    DataFusionError::Execution(e.to_string())
 }
 
-/// A table with its contract schema whose rows arrive with a later kernel
-/// (`recommendations`, `similar_products`: the recommendations issue). A
-/// lookup on its key is already a lookup, so the plans stay as they will be.
+/// `recommendations`: computed on demand from each customer's profile and
+/// the latest neighbour model. `customer_id = …` / `IN (…)` compute only
+/// those customers; a full scan computes every customer of a shard under its
+/// read lock (rayon), stopping at `LIMIT` customers.
 #[derive(Debug)]
-pub(crate) struct PendingTable {
-    pub(crate) name: &'static str,
-    pub(crate) schema: SchemaRef,
-    pub(crate) key: &'static str,
-}
+pub(crate) struct RecommendationsTable(pub(crate) Shared);
 
 #[async_trait]
-impl TableProvider for PendingTable {
+impl TableProvider for RecommendationsTable {
     fn schema(&self) -> SchemaRef {
-        self.schema.clone()
+        recommendations_schema()
     }
 
     fn table_type(&self) -> TableType {
@@ -396,7 +394,7 @@ impl TableProvider for PendingTable {
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(pushdown_for(filters, self.key))
+        Ok(pushdown_for(filters, "customer_id"))
     }
 
     async fn scan(
@@ -406,31 +404,105 @@ impl TableProvider for PendingTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = project(&self.schema, projection)?;
-        let detail = describe(&key_set(filters, self.key), self.key, limit);
-        let build: PartitionFn = Arc::new(|_| Ok(Vec::new()));
-        Ok(Arc::new(LazyScanExec::new(self.name, detail, schema, 1, build)))
+        let schema = project(&recommendations_schema(), projection)?;
+        let keys = key_set(filters, "customer_id");
+        let detail = describe(&keys, "customer_id", limit);
+        let shards = self.0.source.engine().shard_count();
+        let partitions = if keys.is_some() { 1 } else { shards };
+        let shared = self.0.clone();
+        let projection: Option<Vec<usize>> = projection.cloned();
+        let k = RECOMMENDATIONS_PER_CUSTOMER;
+        let build: PartitionFn = Arc::new(move |partition| {
+            let engine = shared.source.engine();
+            let model = engine.recs_model();
+            let started = Instant::now();
+            let batch = match &keys {
+                Some(keys) => {
+                    let ids: Vec<CustomerId> = keys.iter().filter_map(|k| CustomerId::new(k).ok()).collect();
+                    let lists: Vec<(&CustomerId, Vec<patron_state::Recommendation>)> = ids
+                        .iter()
+                        .filter_map(|id| engine.recommendations(id, k, false).map(|list| (id, list)))
+                        .collect();
+                    shared.counters.record(lists.len(), started.elapsed());
+                    recommendations_batch(&lists, engine.catalog(), &model, projection.as_deref())
+                }
+                None => {
+                    let read = |book: &CustomerBook| {
+                        let max = limit.map_or(usize::MAX, |l| l.div_ceil(k).max(1));
+                        let lists = recommend_all(book.records(), &model, engine.blend(), k, false, max);
+                        (lists.len(), recommendations_batch(&lists, engine.catalog(), &model, projection.as_deref()))
+                    };
+                    let (rows, batch) = engine
+                        .with_shard(partition, read)
+                        .ok_or_else(|| DataFusionError::Execution(format!("shard {partition} is unavailable")))?;
+                    shared.counters.record(rows, started.elapsed());
+                    batch
+                }
+            };
+            Ok(vec![batch.map_err(state_error)?])
+        });
+        Ok(Arc::new(LazyScanExec::new("recommendations", detail, schema, partitions, build)))
+    }
+}
+
+/// Product indices for a scan of a product table: the keys that exist, or
+/// every product up to `limit`.
+fn product_indices(catalog: &patron_state::ProductCatalog, keys: &Option<BTreeSet<String>>, limit: Option<usize>) -> Vec<u32> {
+    match keys {
+        Some(keys) => keys.iter().filter_map(|k| catalog.index_of(k)).collect(),
+        None => (0..catalog.len().min(limit.unwrap_or(usize::MAX)) as u32).collect(),
+    }
+}
+
+/// `similar_products`: each product's neighbours from the latest refresh of
+/// the neighbour kernel; `product_id = …` / `IN (…)` read only those products.
+#[derive(Debug)]
+pub(crate) struct SimilarProductsTable(pub(crate) Shared);
+
+#[async_trait]
+impl TableProvider for SimilarProductsTable {
+    fn schema(&self) -> SchemaRef {
+        similar_products_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(pushdown_for(filters, "product_id"))
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = project(&similar_products_schema(), projection)?;
+        let keys = key_set(filters, "product_id");
+        let detail = describe(&keys, "product_id", limit);
+        let shared = self.0.clone();
+        let projection: Option<Vec<usize>> = projection.cloned();
+        let build: PartitionFn = Arc::new(move |_| {
+            let engine = shared.source.engine();
+            let model = engine.recs_model();
+            // LIMIT counts rows; each product has up to the configured neighbours.
+            let products = product_indices(engine.catalog(), &keys, limit);
+            shared.counters.record(products.len(), std::time::Duration::ZERO);
+            let batch = similar_products_batch(&products, engine.catalog(), &model, projection.as_deref());
+            Ok(vec![batch.map_err(state_error)?])
+        });
+        Ok(Arc::new(LazyScanExec::new("similar_products", detail, schema, 1, build)))
     }
 }
 
 // ------------------------------------------------------------------ products
 
-/// Schema of `products`.
-pub fn products_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("product_id", DataType::Utf8, false),
-        Field::new("category", DataType::Utf8, true),
-        Field::new("orders", DataType::Int64, true),
-        Field::new("customers", DataType::Int64, true),
-        Field::new("units", DataType::Int64, true),
-        Field::new("revenue", DataType::Float64, true),
-    ]))
-}
-
-/// `products`: every product the engine has seen. The per-product counters
-/// (category, orders, customers, units, revenue) are NULL until the item
-/// statistics of issue 5 exist; they are never estimated from the bounded
-/// per-customer history, which would undercount silently.
+/// `products`: every product the engine has seen, with its counters from
+/// the product statistics (orders, distinct buyers, units, revenue in the
+/// base currency, the latest category sent).
 #[derive(Debug)]
 pub(crate) struct ProductsTable(pub(crate) Shared);
 
@@ -459,28 +531,14 @@ impl TableProvider for ProductsTable {
         let keys = key_set(filters, "product_id");
         let detail = describe(&keys, "product_id", limit);
         let shared = self.0.clone();
-        let out_schema = schema.clone();
+        let projection: Option<Vec<usize>> = projection.cloned();
         let build: PartitionFn = Arc::new(move |_| {
-            let catalog = shared.source.engine().catalog();
-            let names: Vec<String> = match &keys {
-                Some(keys) => keys.iter().filter(|k| catalog.contains(k)).cloned().collect(),
-                None => {
-                    catalog.names().iter().take(limit.unwrap_or(usize::MAX)).map(|p| p.as_str().to_owned()).collect()
-                }
-            };
-            shared.counters.record(names.len(), std::time::Duration::ZERO);
-            let n = names.len();
-            let columns = out_schema
-                .fields()
-                .iter()
-                .map(|f| -> ArrayRef {
-                    match f.name().as_str() {
-                        "product_id" => Arc::new(StringArray::from(names.clone())),
-                        _ => arrow::array::new_null_array(f.data_type(), n),
-                    }
-                })
-                .collect();
-            batches(&out_schema, columns, n)
+            let engine = shared.source.engine();
+            let products = product_indices(engine.catalog(), &keys, limit);
+            shared.counters.record(products.len(), std::time::Duration::ZERO);
+            let minor = shared.source.base_currency().minor_per_major();
+            let batch = products_batch(&products, engine.catalog(), engine.item_stats(), minor, projection.as_deref());
+            Ok(vec![batch.map_err(state_error)?])
         });
         Ok(Arc::new(LazyScanExec::new("products", detail, schema, 1, build)))
     }
@@ -633,6 +691,9 @@ pub(crate) fn engine_stats_rows(shared: &Shared) -> Vec<(String, f64)> {
         ("last_fit_epoch_s".to_owned(), seconds(models.fits.as_ref().map(|f| f.fitted_at))),
         ("refits".to_owned(), load(&stats.refits)),
         ("last_refit_ms".to_owned(), load(&stats.last_refit_micros) / 1e3),
+        ("recommendation_refreshes".to_owned(), load(&stats.recs_refreshes)),
+        ("last_recommendation_refresh_ms".to_owned(), load(&stats.last_recs_refresh_micros) / 1e3),
+        ("product_stats_bytes".to_owned(), engine.item_stats().memory_bytes() as f64),
     ];
     if let Some(wal) = engine.wal_stats() {
         rows.push(("log_bytes".to_owned(), load(&wal.bytes)));

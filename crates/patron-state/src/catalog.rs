@@ -45,6 +45,12 @@ impl ProductCatalog {
         ProductId::new(product).is_ok_and(|p| self.index.contains_key(&p))
     }
 
+    /// The index of `product`, if known (never adds it).
+    pub fn index_of(&self, product: &str) -> Option<u32> {
+        let id = ProductId::new(product).ok()?;
+        self.index.get(&id).map(|i| *i)
+    }
+
     /// The product with index `i`.
     pub fn name(&self, i: u32) -> Option<ProductId> {
         self.names.read().ok()?.get(i as usize).cloned()

@@ -787,8 +787,15 @@ impl Engine {
     }
 
     /// Refits every model on all customers and rescores everyone with the
-    /// configured one (rayon). Keeps the previous models if the fit fails.
+    /// configured one (rayon), then refreshes the recommendation model (also
+    /// when the fit fails, which keeps the previous models).
     pub fn refit(&self) -> Result<Arc<ModelState>> {
+        let refitted = self.refit_models();
+        self.refresh_recommendations();
+        refitted
+    }
+
+    fn refit_models(&self) -> Result<Arc<ModelState>> {
         let started = Instant::now();
         let now = self.now().ok_or_else(|| StateError::Replay("no events yet".into()))?;
         let minor = self.inner.config.currencies.base.minor_per_major();
@@ -852,7 +859,6 @@ impl Engine {
         }
         self.inner.stats.refits.fetch_add(1, Ordering::Relaxed);
         self.inner.stats.last_refit_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        self.refresh_recommendations();
         Ok(state)
     }
 

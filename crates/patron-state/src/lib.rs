@@ -27,6 +27,7 @@ pub mod evaluate;
 pub mod items;
 pub mod profile;
 pub mod recommend;
+pub mod recs_tables;
 pub mod record;
 pub mod scoring;
 pub mod snapshot;
@@ -36,6 +37,7 @@ pub use catalog::ProductCatalog;
 pub use items::{ItemConfig, ItemStats, RecsModel};
 pub use profile::PurchaseProfile;
 pub use recommend::{BlendConfig, Reason, Recommendation, recommend};
+pub use recs_tables::{products_batch, recommend_all, recommendations_batch, similar_products_batch};
 pub use engine::{Clock, Engine, EngineConfig, EngineStats, ModelState, SnapshotReport, shard_of};
 pub use record::{Applied, CustomerRecord, DEDUP_WINDOW};
 pub use scoring::{

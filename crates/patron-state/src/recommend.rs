@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 
+use crate::catalog::ProductCatalog;
 use crate::items::RecsModel;
 use crate::profile::PurchaseProfile;
 
@@ -30,6 +31,20 @@ pub enum Reason {
     BoughtWith(u32),
     /// Popular in this category (index + 1; 0 = overall).
     PopularIn(u32),
+}
+
+impl Reason {
+    /// The contract's text: `buy_again`, `bought_with:<product>` or
+    /// `popular_in:<category>` (`popular_in:all` for products without one).
+    pub fn label(self, catalog: &ProductCatalog, model: &RecsModel) -> String {
+        match self {
+            Self::BuyAgain => "buy_again".to_owned(),
+            Self::BoughtWith(p) => {
+                format!("bought_with:{}", catalog.name(p).map_or_else(|| format!("#{p}"), |n| n.as_str().to_owned()))
+            }
+            Self::PopularIn(c) => format!("popular_in:{}", model.category_name(c).unwrap_or("all")),
+        }
+    }
 }
 
 /// One recommended product.
