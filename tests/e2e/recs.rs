@@ -1,7 +1,7 @@
 //! Recommendations end to end: the offline evaluation on a hand-worked
 //! example and on UCI Online Retail, batch output, HTTP.
 
-use patron_tests::{fixture, patron, transcript};
+use patron_tests::{fixture, get_json, patron, post_json, shop_server, transcript};
 use serde_json::Value;
 
 fn eval(input: &str, flags: &[&str]) -> Value {
@@ -128,4 +128,132 @@ fn on_uci_online_retail_patron_beats_the_baselines() {
     let knn = method(&result, "item_knn");
     assert!(metric(patron, "explore", "hit_rate") > metric(knn, "explore", "hit_rate"), "{knn} vs {patron}");
     assert!(metric(patron, "explore", "ndcg") > metric(knn, "explore", "ndcg"), "{knn} vs {patron}");
+}
+
+fn products_of(rows: &Value) -> Vec<(String, String)> {
+    rows.as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| (r["product_id"].as_str().unwrap_or("?").to_owned(), r["reason"].as_str().unwrap_or("?").to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(p, r)| ((*p).to_owned(), (*r).to_owned())).collect()
+}
+
+/// The HTTP contract: `?k=`, `?new_only=`, the list inside the customer view,
+/// errors by name, consent objections, and a SQL lookup that computes one customer.
+#[test]
+fn recommendations_over_http_follow_the_contract() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = shop_server(dir.path());
+    let url = |path: &str| format!("{}{path}", server.url);
+    let (status, body) = get_json(&url("/v1/customers/ann/recommendations?k=2"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["k"].as_u64(), body["new_only"].as_bool()), (Some(2), Some(false)));
+    assert_eq!(
+        products_of(&body["recommendations"]),
+        pairs(&[("sku-filter", "buy_again"), ("sku-espresso", "buy_again")])
+    );
+    assert_eq!(body["recommendations"][1]["rank"].as_u64(), Some(2));
+    // The discover list: only products ann never bought.
+    let (_, body) = get_json(&url("/v1/customers/ann/recommendations?new_only=true"));
+    assert_eq!(
+        products_of(&body["recommendations"]),
+        pairs(&[("sku-grinder", "bought_with:sku-espresso"), ("sku-mug", "popular_in:all")])
+    );
+    // The customer view carries the top ones, as rows of the recommendations table.
+    let (_, view) = get_json(&url("/v1/customers/ann"));
+    let rows = view["recommendations"].as_array().expect("recommendations in the view");
+    assert_eq!(rows.len(), 4, "{view}");
+    assert_eq!(rows[0]["customer_id"], "ann");
+    for key in ["customer_id", "rank", "product_id", "score", "reason"] {
+        assert!(rows.iter().all(|r| !r[key].is_null()), "{key} in {view}");
+    }
+    // Errors by name.
+    for (path, status, code) in [
+        ("/v1/customers/ann/recommendations?k=0", 400, "invalid_k"),
+        ("/v1/customers/ann/recommendations?k=101", 400, "invalid_k"),
+        ("/v1/customers/ann/recommendations?k=ten", 400, "invalid_k"),
+        ("/v1/customers/ann/recommendations?new_only=maybe", 400, "invalid_new_only"),
+        ("/v1/customers/zed/recommendations", 404, "customer_not_found"),
+    ] {
+        let (got, body) = get_json(&url(path));
+        assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{path}: {body}");
+    }
+    // cem objects to every channel: no targeting view shows him any more.
+    let objection = r#"{"type":"consent","event_id":"k-9","customer_id":"cem","timestamp":"2026-03-09T12:00:00Z","channels":{"email":false,"sms":false,"push":false}}"#;
+    let (status, _) = post_json(&url("/v1/events"), "application/json", objection);
+    assert_eq!(status, 200);
+    let (_, body) = get_json(&url("/v1/customers/cem/recommendations"));
+    assert_eq!(body["recommendations"].as_array().map(Vec::len), Some(0), "{body}");
+    let sql = |q: &str| post_json(&url("/v1/sql"), "text/plain", q).1;
+    assert_eq!(sql("SELECT count(*) AS n FROM recommendations WHERE customer_id = 'cem'")[0]["n"], 0);
+    assert_eq!(sql("SELECT count(DISTINCT customer_id) AS n FROM recommendations")[0]["n"], 3);
+    // A lookup computes only the customer asked for.
+    let rows_read = || sql("SELECT value FROM engine_stats WHERE name = 'sql_rows_read'")[0]["value"].as_f64();
+    let before = rows_read().expect("counter");
+    let ann = sql("SELECT product_id FROM recommendations WHERE customer_id = 'ann' ORDER BY rank");
+    assert_eq!(ann.as_array().map(Vec::len), Some(4), "{ann}");
+    assert_eq!(rows_read().expect("counter") - before, 1.0);
+}
+
+/// `patron score --recommendations K [--new-only]` writes the same lists the
+/// server serves for the same events. Four customers are too few to fit the
+/// purchase models, so `score` exits with an error, but the recommendations
+/// need no fit and are written (the error says where).
+#[test]
+fn batch_recommendations_match_the_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = fixture("shop/events.ndjson");
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args =
+            vec!["score", "--input", input.to_str().expect("utf-8"), "--currency", "USD", "--out", out.to_str().expect("utf-8")];
+        args.extend_from_slice(extra);
+        let output = patron(&args);
+        assert!(transcript(&output).contains("holds the recommendations (they need no fit)"), "{}", transcript(&output));
+        let batch = crate::batch_cdnow::read_parquet(&out.join("recommendations.parquet"));
+        let column = |name: &str| {
+            let array = batch.column_by_name(name).unwrap_or_else(|| panic!("{name} column"));
+            arrow::compute::cast(array, &arrow::datatypes::DataType::Utf8).expect("castable")
+        };
+        let (customer, rank, product, reason) = (column("customer_id"), column("rank"), column("product_id"), column("reason"));
+        let text = |a: &arrow::array::ArrayRef, i: usize| {
+            a.as_any().downcast_ref::<arrow::array::StringArray>().map(|s| s.value(i).to_owned()).unwrap_or_default()
+        };
+        (0..batch.num_rows())
+            .filter(|&i| text(&customer, i) == "ann")
+            .map(|i| (text(&rank, i), text(&product, i), text(&reason, i)))
+            .collect::<Vec<_>>()
+    };
+    let mixed = run("mixed", &["--recommendations", "3"]);
+    let expected = [
+        ("1", "sku-filter", "buy_again"),
+        ("2", "sku-espresso", "buy_again"),
+        ("3", "sku-grinder", "bought_with:sku-espresso"),
+    ];
+    let as_owned = |l: &[(&str, &str, &str)]| -> Vec<(String, String, String)> {
+        l.iter().map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned())).collect()
+    };
+    assert_eq!(mixed, as_owned(&expected));
+    let discover = run("discover", &["--new-only"]);
+    assert_eq!(discover, as_owned(&[("1", "sku-grinder", "bought_with:sku-espresso"), ("2", "sku-mug", "popular_in:all")]));
+    let none = dir.path().join("none");
+    let output = patron(&[
+        "score",
+        "--input",
+        input.to_str().expect("utf-8"),
+        "--currency",
+        "USD",
+        "--out",
+        none.to_str().expect("utf-8"),
+        "--recommendations",
+        "0",
+    ]);
+    assert!(none.join("customers.parquet").exists(), "{}", transcript(&output));
+    assert!(!none.join("recommendations.parquet").exists());
 }

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use arrow::array::{Array, Float32Array, Float64Array, StringArray};
 use arrow::datatypes::DataType;
-use patron_tests::{Server, load_cdnow, post_json, workspace_root};
+use patron_tests::{Server, load_cdnow, post_json, shop_server, workspace_root};
 use sqllogictest::{DBOutput, DefaultColumnType};
 
 #[derive(Debug)]
@@ -117,16 +117,6 @@ fn run_slt_dir(dir: &Path, url: &str) {
     }
 }
 
-fn shop_server(dir: &Path) -> Server {
-    let server = Server::start(&dir.join("data"), &["--currency", "USD", "--refit-interval", "3600"]);
-    let events = std::fs::read_to_string(workspace_root().join("fixtures/shop/events.ndjson")).unwrap();
-    let (status, body) = post_json(&format!("{}/v1/events", server.url), "application/x-ndjson", &events);
-    assert_eq!(status, 200, "{body}");
-    assert_eq!((body["accepted"].as_u64(), body["rejected"].as_array().map(Vec::len)), (Some(8), Some(2)), "{body}");
-    let (status, body) = post_json(&format!("{}/v1/admin/recommendations/refresh", server.url), "application/json", "");
-    assert_eq!((status, body["products"].as_u64()), (200, Some(4)), "{body}");
-    server
-}
 
 #[test]
 fn slt_files_over_cdnow() {

@@ -186,6 +186,28 @@ pub fn post_json(url: &str, content_type: &str, body: &str) -> (u16, serde_json:
     }
 }
 
+/// A GET returning JSON (also for error statuses).
+pub fn get_json(url: &str) -> (u16, serde_json::Value) {
+    match ureq::get(url).call() {
+        Ok(r) => (r.status(), r.into_json().unwrap_or(serde_json::Value::Null)),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or(serde_json::Value::Null)),
+        Err(e) => panic!("{url}: {e}"),
+    }
+}
+
+/// A server holding `fixtures/shop/events.ndjson` (8 events accepted, 2
+/// rejected) with its recommendation model refreshed.
+pub fn shop_server(dir: &Path) -> Server {
+    let server = Server::start(&dir.join("data"), &["--currency", "USD", "--refit-interval", "3600"]);
+    let events = std::fs::read_to_string(fixture("shop/events.ndjson")).expect("shop fixture");
+    let (status, body) = post_json(&format!("{}/v1/events", server.url), "application/x-ndjson", &events);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["accepted"].as_u64(), body["rejected"].as_array().map(Vec::len)), (Some(8), Some(2)), "{body}");
+    let (status, body) = post_json(&format!("{}/v1/admin/recommendations/refresh", server.url), "application/json", "");
+    assert_eq!((status, body["products"].as_u64()), (200, Some(4)), "{body}");
+    server
+}
+
 /// Streams the CDNOW calibration purchases into `server` and refits, so its
 /// state is what `patron score` computes for the same file in days.
 pub fn load_cdnow(server: &Server) {

@@ -396,7 +396,7 @@ pub(crate) struct ScoreArgs {
     /// Input format (default: from the file name).
     #[arg(long, value_enum)]
     pub(crate) format: Option<FormatArg>,
-    /// Directory for customers.parquet and model_params.json.
+    /// Directory for customers.parquet, recommendations.parquet and model_params.json.
     #[arg(long, value_name = "DIR", default_value = "patron-out")]
     pub(crate) out: PathBuf,
     /// "Now": a date (00:00 UTC) or RFC 3339 time; later events are ignored.
@@ -424,6 +424,12 @@ pub(crate) struct ScoreArgs {
     /// How many top customers by CLV to print.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub(crate) top: usize,
+    /// Recommendations per customer in recommendations.parquet (0: do not write it).
+    #[arg(long, value_name = "K", default_value_t = 10)]
+    pub(crate) recommendations: usize,
+    /// Recommend only products each customer never bought (the "discover" list).
+    #[arg(long)]
+    pub(crate) new_only: bool,
     #[command(flatten)]
     pub(crate) mapping: MappingArgs,
 }

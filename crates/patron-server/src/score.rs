@@ -10,7 +10,8 @@ use patron_ingest::{FileReport, ReadOptions, ingest_file};
 use patron_model::{Currency, CurrencyTable, Event, EventSink, SinkError, SubmitOutcome, Timestamp, Validator};
 use patron_score::ClvConfig;
 use patron_state::{
-    CustomerBook, ModelFits, ScoredBook, ScoringConfig, SharedBook, customers_batch, fit_models, score_book,
+    BlendConfig, CustomerBook, ModelFits, ScoredBook, ScoringConfig, SharedBook, customers_batch, fit_models,
+    recommend_all, recommendations_batch, score_book,
 };
 
 use crate::cli::ScoreArgs;
@@ -103,16 +104,25 @@ pub(crate) fn run(args: &ScoreArgs) -> Result<()> {
     output::write_parquet(&customers_path, &batch)?;
     let params_path = args.out.join("model_params.json");
     output::write_model_params(&params_path, &fits)?;
+    let recommendations = write_recommendations(&book, now, args)?;
 
     if let Some(e) = failure {
+        let recs_note = recommendations
+            .as_ref()
+            .map(|(path, _)| format!("; {} holds the recommendations (they need no fit)", path.display()))
+            .unwrap_or_default();
         bail!(
-            "{e}\n{} holds the {} customers' summaries without scores; {} lists the fits",
+            "{e}\n{} holds the {} customers' summaries without scores; {} lists the fits{recs_note}",
             customers_path.display(),
             book.len(),
             params_path.display()
         );
     }
     print_top(&book, &scored, args.top, base);
+    if let Some((path, rows)) = recommendations {
+        let kind = if args.new_only { "discover (never bought)" } else { "mixed" };
+        println!("\nWrote {rows} {kind} recommendations (top {} per customer) to {}.", args.recommendations, path.display());
+    }
     println!(
         "\nScored {} customers as of {} in {:.2}s ({} model). Wrote {} and {}.",
         book.len(),
@@ -123,6 +133,26 @@ pub(crate) fn run(args: &ScoreArgs) -> Result<()> {
         params_path.display()
     );
     Ok(())
+}
+
+/// `recommendations.parquet`: the top `--recommendations` products of every
+/// customer, from the same product statistics, neighbour kernel and blend
+/// the server uses. Skipped with `--recommendations 0`.
+fn write_recommendations(
+    book: &CustomerBook,
+    now: Timestamp,
+    args: &ScoreArgs,
+) -> Result<Option<(std::path::PathBuf, usize)>> {
+    if args.recommendations == 0 {
+        return Ok(None);
+    }
+    let model = book.items().refresh(now.day());
+    let lists =
+        recommend_all(book.records(), &model, &BlendConfig::default(), args.recommendations, args.new_only, usize::MAX);
+    let batch = recommendations_batch(&lists, book.catalog(), &model, None)?;
+    let path = args.out.join("recommendations.parquet");
+    output::write_parquet(&path, &batch)?;
+    Ok(Some((path, batch.num_rows())))
 }
 
 fn print_read_report(report: &FileReport, ignored_after_end: u64) {
