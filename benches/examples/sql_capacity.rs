@@ -15,7 +15,7 @@
 //! submitted as events through the durable log, then the models are fitted.
 //!
 //! Run (needs `pip install 'psycopg[binary]' duckdb pyarrow`):
-//! `cargo run -p patron-benches --example sql_capacity -- [customers] [out.json]`
+//! `cargo run -p patron-benches --features sql --example sql_capacity -- [customers] [out.json]`
 //! (dev profile: dependencies and the SQL/state crates at opt-level 2).
 
 use std::sync::Arc;

@@ -72,7 +72,11 @@ fn evaluation_metrics_match_the_hand_worked_example() {
     assert_metrics(method(&result, "buy_again"), "all", [0.5, 0.25, ndcg_a / 2.0, 0.25, 2.0 / 3.0]);
     assert_metrics(method(&result, "popularity"), "all", [0.5, 0.25, ndcg_a / 2.0, 0.25, 1.0]);
     assert_metrics(method(&result, "item_knn"), "all", [1.0, 0.75, (ndcg_a + 1.0) / 2.0, 0.75, 1.0]);
-    assert_metrics(method(&result, "popularity"), "explore", [1.0, 1.0, (1.0 + 1.0 / 3f64.log2()) / 2.0, 0.75, 2.0 / 3.0]);
+    assert_metrics(
+        method(&result, "popularity"),
+        "explore",
+        [1.0, 1.0, (1.0 + 1.0 / 3f64.log2()) / 2.0, 0.75, 2.0 / 3.0],
+    );
     assert_metrics(method(&result, "item_knn"), "explore", [0.5, 0.5, 0.5, 0.5, 2.0 / 3.0]);
     assert_metrics(method(&result, "buy_again"), "explore", [0.0, 0.0, 0.0, 0.0, 2.0 / 3.0]);
     let patron = method(&result, "patron");
@@ -134,7 +138,9 @@ fn products_of(rows: &Value) -> Vec<(String, String)> {
     rows.as_array()
         .map(|rows| {
             rows.iter()
-                .map(|r| (r["product_id"].as_str().unwrap_or("?").to_owned(), r["reason"].as_str().unwrap_or("?").to_owned()))
+                .map(|r| {
+                    (r["product_id"].as_str().unwrap_or("?").to_owned(), r["reason"].as_str().unwrap_or("?").to_owned())
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -211,17 +217,29 @@ fn batch_recommendations_match_the_server() {
     let input = fixture("shop/events.ndjson");
     let run = |name: &str, extra: &[&str]| {
         let out = dir.path().join(name);
-        let mut args =
-            vec!["score", "--input", input.to_str().expect("utf-8"), "--currency", "USD", "--out", out.to_str().expect("utf-8")];
+        let mut args = vec![
+            "score",
+            "--input",
+            input.to_str().expect("utf-8"),
+            "--currency",
+            "USD",
+            "--out",
+            out.to_str().expect("utf-8"),
+        ];
         args.extend_from_slice(extra);
         let output = patron(&args);
-        assert!(transcript(&output).contains("holds the recommendations (they need no fit)"), "{}", transcript(&output));
+        assert!(
+            transcript(&output).contains("holds the recommendations (they need no fit)"),
+            "{}",
+            transcript(&output)
+        );
         let batch = crate::batch_cdnow::read_parquet(&out.join("recommendations.parquet"));
         let column = |name: &str| {
             let array = batch.column_by_name(name).unwrap_or_else(|| panic!("{name} column"));
             arrow::compute::cast(array, &arrow::datatypes::DataType::Utf8).expect("castable")
         };
-        let (customer, rank, product, reason) = (column("customer_id"), column("rank"), column("product_id"), column("reason"));
+        let (customer, rank, product, reason) =
+            (column("customer_id"), column("rank"), column("product_id"), column("reason"));
         let text = |a: &arrow::array::ArrayRef, i: usize| {
             a.as_any().downcast_ref::<arrow::array::StringArray>().map(|s| s.value(i).to_owned()).unwrap_or_default()
         };
@@ -241,7 +259,10 @@ fn batch_recommendations_match_the_server() {
     };
     assert_eq!(mixed, as_owned(&expected));
     let discover = run("discover", &["--new-only"]);
-    assert_eq!(discover, as_owned(&[("1", "sku-grinder", "bought_with:sku-espresso"), ("2", "sku-mug", "popular_in:all")]));
+    assert_eq!(
+        discover,
+        as_owned(&[("1", "sku-grinder", "bought_with:sku-espresso"), ("2", "sku-mug", "popular_in:all")])
+    );
     let none = dir.path().join("none");
     let output = patron(&[
         "score",

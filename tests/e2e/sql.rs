@@ -117,7 +117,6 @@ fn run_slt_dir(dir: &Path, url: &str) {
     }
 }
 
-
 #[test]
 fn slt_files_over_cdnow() {
     let dir = tempfile::tempdir().unwrap();

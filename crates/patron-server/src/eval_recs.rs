@@ -9,9 +9,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use patron_ingest::{ReadOptions, ingest_file};
 use patron_model::{Currency, CurrencyTable, Event, EventSink, SinkError, SubmitOutcome, Validator};
 use patron_score::Similarity;
+use patron_state::BlendConfig;
 use patron_state::evaluate::{EvalConfig, EvalReport, evaluate};
 use patron_state::items::ItemConfig;
-use patron_state::BlendConfig;
 use serde_json::json;
 
 use crate::cli::{EvalRecsArgs, SimilarityArg};

@@ -121,7 +121,11 @@ pub(crate) fn run(args: &ScoreArgs) -> Result<()> {
     print_top(&book, &scored, args.top, base);
     if let Some((path, rows)) = recommendations {
         let kind = if args.new_only { "discover (never bought)" } else { "mixed" };
-        println!("\nWrote {rows} {kind} recommendations (top {} per customer) to {}.", args.recommendations, path.display());
+        println!(
+            "\nWrote {rows} {kind} recommendations (top {} per customer) to {}.",
+            args.recommendations,
+            path.display()
+        );
     }
     println!(
         "\nScored {} customers as of {} in {:.2}s ({} model). Wrote {} and {}.",

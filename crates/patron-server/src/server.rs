@@ -560,7 +560,8 @@ async fn post_snapshot(State(state): State<Arc<AppState>>) -> Response {
 /// Recomputes every product's neighbours now (the periodic refit does it too).
 async fn post_refresh_recommendations(State(state): State<Arc<AppState>>) -> Response {
     let started = Instant::now();
-    let refreshed = on_engine(&state, |e| Ok(e.refresh_recommendations()), (StatusCode::INTERNAL_SERVER_ERROR, "internal"));
+    let refreshed =
+        on_engine(&state, |e| Ok(e.refresh_recommendations()), (StatusCode::INTERNAL_SERVER_ERROR, "internal"));
     match refreshed.await {
         Ok(model) => axum::Json(json!({
             "products": model.products(),

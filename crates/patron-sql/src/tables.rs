@@ -29,8 +29,7 @@ use datafusion::logical_expr::expr::InList;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use patron_model::{
-    Currency, CustomerId, Timestamp, customers_schema, products_schema, recommendations_schema,
-    similar_products_schema,
+    Currency, CustomerId, Timestamp, customers_schema, products_schema, recommendations_schema, similar_products_schema,
 };
 use patron_score::{Scores, SegmentConfig, Segments};
 use patron_state::{
@@ -447,7 +446,11 @@ impl TableProvider for RecommendationsTable {
 
 /// Product indices for a scan of a product table: the keys that exist, or
 /// every product up to `limit`.
-fn product_indices(catalog: &patron_state::ProductCatalog, keys: &Option<BTreeSet<String>>, limit: Option<usize>) -> Vec<u32> {
+fn product_indices(
+    catalog: &patron_state::ProductCatalog,
+    keys: &Option<BTreeSet<String>>,
+    limit: Option<usize>,
+) -> Vec<u32> {
     match keys {
         Some(keys) => keys.iter().filter_map(|k| catalog.index_of(k)).collect(),
         None => (0..catalog.len().min(limit.unwrap_or(usize::MAX)) as u32).collect(),

@@ -376,11 +376,10 @@ impl Engine {
                 .as_mut()
                 .map_or_else(ProductCatalog::default, |s| ProductCatalog::from_names(std::mem::take(&mut s.products))),
         );
-        let items = Arc::new(
-            loaded
-                .as_mut()
-                .map_or_else(|| ItemStats::new(config.items), |s| std::mem::replace(&mut s.items, ItemStats::new(config.items))),
-        );
+        let items = Arc::new(loaded.as_mut().map_or_else(
+            || ItemStats::new(config.items),
+            |s| std::mem::replace(&mut s.items, ItemStats::new(config.items)),
+        ));
         let inner = Arc::new(Inner {
             shards: (0..shards)
                 .map(|_| RwLock::new(CustomerBook::with_catalog(catalog.clone(), items.clone(), config.history_limit)))

@@ -163,7 +163,12 @@ impl TopCounters {
             return;
         }
         if let Some(min) = self.counters.iter_mut().min_by(|a, b| a.weight.total_cmp(&b.weight)) {
-            *min = CoCounter { product, count: min.count.saturating_add(1), weight: min.weight + weight, error: min.weight };
+            *min = CoCounter {
+                product,
+                count: min.count.saturating_add(1),
+                weight: min.weight + weight,
+                error: min.weight,
+            };
         }
     }
 
@@ -456,12 +461,17 @@ impl ItemStats {
             })
             .collect();
         let total_customers: u64 = customers.iter().sum();
-        let prior =
-            if total_customers == 0 { 0.0 } else { repeat_customers.iter().sum::<u64>() as f64 / total_customers as f64 };
+        let prior = if total_customers == 0 {
+            0.0
+        } else {
+            repeat_customers.iter().sum::<u64>() as f64 / total_customers as f64
+        };
         let repurchase: Vec<f32> = customers
             .iter()
             .zip(&repeat_customers)
-            .map(|(&c, &r)| ((r as f64 + prior * REPURCHASE_PRIOR_BUYERS) / (c as f64 + REPURCHASE_PRIOR_BUYERS)) as f32)
+            .map(|(&c, &r)| {
+                ((r as f64 + prior * REPURCHASE_PRIOR_BUYERS) / (c as f64 + REPURCHASE_PRIOR_BUYERS)) as f32
+            })
             .collect();
         // Pass 2: neighbours, segment by segment.
         let k = config.neighbours;

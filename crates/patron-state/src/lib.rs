@@ -27,19 +27,19 @@ pub mod evaluate;
 pub mod items;
 pub mod profile;
 pub mod recommend;
-pub mod recs_tables;
 pub mod record;
+pub mod recs_tables;
 pub mod scoring;
 pub mod snapshot;
 
 pub use book::{CustomerBook, SharedBook};
 pub use catalog::ProductCatalog;
+pub use engine::{Clock, Engine, EngineConfig, EngineStats, ModelState, SnapshotReport, shard_of};
 pub use items::{ItemConfig, ItemStats, RecsModel};
 pub use profile::PurchaseProfile;
 pub use recommend::{BlendConfig, Reason, Recommendation, recommend};
-pub use recs_tables::{products_batch, recommend_all, recommendations_batch, similar_products_batch};
-pub use engine::{Clock, Engine, EngineConfig, EngineStats, ModelState, SnapshotReport, shard_of};
 pub use record::{Applied, CustomerRecord, DEDUP_WINDOW};
+pub use recs_tables::{products_batch, recommend_all, recommendations_batch, similar_products_batch};
 pub use scoring::{
     ModelFits, ScoredBook, ScoringConfig, TimeUnit, customers_batch, fit_models, fit_models_on, score_book, scorer_for,
 };

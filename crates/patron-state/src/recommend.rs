@@ -204,7 +204,10 @@ mod tests {
     use crate::items::{BasketLine, ItemStats};
 
     fn basket(products: &[u32]) -> Vec<BasketLine<'static>> {
-        products.iter().map(|&product| BasketLine { product, category: Some("tea"), units: 1, revenue_minor: 1 }).collect()
+        products
+            .iter()
+            .map(|&product| BasketLine { product, category: Some("tea"), units: 1, revenue_minor: 1 })
+            .collect()
     }
 
     #[test]

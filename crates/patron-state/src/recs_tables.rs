@@ -12,8 +12,8 @@ use rayon::prelude::*;
 
 use crate::catalog::ProductCatalog;
 use crate::items::{ItemStats, RecsModel};
-use crate::record::CustomerRecord;
 use crate::recommend::{BlendConfig, Recommendation, recommend};
+use crate::record::CustomerRecord;
 use crate::{Result, StateError};
 
 /// The top `k` of every customer in `records` (at most `max_customers`),
@@ -84,7 +84,8 @@ pub fn similar_products_batch(
     model: &RecsModel,
     projection: Option<&[usize]>,
 ) -> Result<RecordBatch> {
-    let (mut product, mut similar, mut rank, mut score, mut co) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut product, mut similar, mut rank, mut score, mut co) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let name = |p: u32| catalog.name(p).map_or_else(|| format!("#{p}"), |n| n.as_str().to_owned());
     for &p in products {
         let neighbours = model.neighbours(p);

@@ -227,7 +227,9 @@ fn purchase_profiles_and_product_statistics_survive_snapshot_and_replay_exactly_
     engine.refresh_recommendations();
     let named = |engine: &Engine| -> Vec<(String, String)> {
         let list = engine.recommendations(&CustomerId::new("bob").unwrap(), 3, false).unwrap();
-        list.iter().map(|r| (engine.catalog().name(r.product).unwrap().to_string(), format!("{:.9}", r.score))).collect()
+        list.iter()
+            .map(|r| (engine.catalog().name(r.product).unwrap().to_string(), format!("{:.9}", r.score)))
+            .collect()
     };
     let recs = named(&engine);
     assert_eq!(recs.len(), 3);
