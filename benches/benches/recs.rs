@@ -6,8 +6,9 @@
 //!   customers' worth of purchases over 1,000,000 products.
 //! - `recs/refresh_1m_products`: the rayon kernel that recomputes every
 //!   product's top neighbours, repurchase rate, trend and popular lists.
-//! - `recs/recommend_one`: one customer's top 10 from a full (64-product)
-//!   profile: the work behind `GET /v1/customers/{id}/recommendations`.
+//! - `recs/recommend_one`: one customer's top 10 from the largest profile
+//!   among the sampled customers (its size is printed): the work behind
+//!   `GET /v1/customers/{id}/recommendations`.
 //!
 //! The setup prints the memory the statistics hold per product and the
 //! profiles per customer (the bounds of DESIGN.md §6).

@@ -85,11 +85,13 @@ pub(crate) fn run(args: &EvalRecsArgs) -> Result<()> {
     if events.is_empty() {
         bail!("nothing could be read from {}: no valid events", args.input.display());
     }
+    let by_field: Vec<String> = report.rejections.by_field().iter().map(|(f, n)| format!("{f}: {n}")).collect();
     eprintln!(
-        "read {} events ({} rows rejected) from {}",
+        "read {} events from {}; {} rows rejected{}",
         events.len(),
+        args.input.display(),
         report.rejections.total(),
-        args.input.display()
+        if by_field.is_empty() { String::new() } else { format!(" ({})", by_field.join(", ")) }
     );
     bar.set_message("replaying and evaluating");
     let result = evaluate(&events, &config, &|done, total| {
@@ -103,7 +105,8 @@ pub(crate) fn run(args: &EvalRecsArgs) -> Result<()> {
     let json = json!({
         "input": args.input.display().to_string(),
         "command": command.join(" "),
-        "commit": option_env!("PATRON_COMMIT").unwrap_or("unknown"),
+        "commit": commit(),
+        "machine": machine(),
         "seconds": seconds,
         "config": {
             "k": config.k,
@@ -131,6 +134,37 @@ pub(crate) fn run(args: &EvalRecsArgs) -> Result<()> {
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     println!("\nEvaluated in {seconds:.1}s; wrote {}", args.out.display());
     Ok(())
+}
+
+/// The commit being evaluated: `$PATRON_COMMIT`, else `git rev-parse` in the
+/// current directory, else "unknown".
+fn commit() -> String {
+    std::env::var("PATRON_COMMIT").ok().filter(|c| !c.is_empty()).unwrap_or_else(|| {
+        std::process::Command::new("git")
+            .args(["rev-parse", "--short", "HEAD"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map_or_else(|| "unknown".to_owned(), |o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    })
+}
+
+/// Cores, memory and CPU model, for the record.
+fn machine() -> serde_json::Value {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .unwrap_or_default();
+    let memory_kib = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok()))
+        .unwrap_or(0);
+    json!({
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "memory_bytes": memory_kib * 1024,
+        "cpu": cpu,
+    })
 }
 
 fn print_report(r: &EvalReport) {

@@ -22,8 +22,8 @@ use crate::profile::PurchaseProfile;
 pub const DEDUP_WINDOW: usize = 8;
 
 /// Default number of products kept in a customer's purchase profile
-/// (evaluated on UCI Online Retail: 16 products lost 12 points of HitRate@10
-/// against 64; 128 gained 0.1 point more).
+/// (evaluated on UCI Online Retail: 16 products lost 10 points of HitRate@10
+/// against 64; see `bench-results/recs/`).
 pub const DEFAULT_HISTORY: usize = 64;
 
 /// Where purchases feed the recommendation statistics.
