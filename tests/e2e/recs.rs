@@ -215,8 +215,7 @@ fn recommendations_over_http_follow_the_contract() {
 fn batch_recommendations_match_the_server() {
     let dir = tempfile::tempdir().expect("temp dir");
     let input = fixture("shop/events.ndjson");
-    let run = |name: &str, extra: &[&str]| {
-        let out = dir.path().join(name);
+    let score = |out: &std::path::Path, extra: &[&str]| {
         let mut args = vec![
             "score",
             "--input",
@@ -227,7 +226,11 @@ fn batch_recommendations_match_the_server() {
             out.to_str().expect("utf-8"),
         ];
         args.extend_from_slice(extra);
-        let output = patron(&args);
+        patron(&args)
+    };
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let output = score(&out, extra);
         assert!(
             transcript(&output).contains("holds the recommendations (they need no fit)"),
             "{}",
@@ -264,17 +267,7 @@ fn batch_recommendations_match_the_server() {
         as_owned(&[("1", "sku-grinder", "bought_with:sku-espresso"), ("2", "sku-mug", "popular_in:all")])
     );
     let none = dir.path().join("none");
-    let output = patron(&[
-        "score",
-        "--input",
-        input.to_str().expect("utf-8"),
-        "--currency",
-        "USD",
-        "--out",
-        none.to_str().expect("utf-8"),
-        "--recommendations",
-        "0",
-    ]);
+    let output = score(&none, &["--recommendations", "0"]);
     assert!(none.join("customers.parquet").exists(), "{}", transcript(&output));
     assert!(!none.join("recommendations.parquet").exists());
 }

@@ -270,8 +270,8 @@ impl SqlEngine {
         };
         register("customers", Arc::new(tables::CustomersTable(shared.clone())))?;
         register("recommendations", Arc::new(tables::RecommendationsTable(shared.clone())))?;
-        register("similar_products", Arc::new(tables::SimilarProductsTable(shared.clone())))?;
-        register("products", Arc::new(tables::ProductsTable(shared.clone())))?;
+        register("similar_products", Arc::new(tables::ProductTable::similar_products(shared.clone())))?;
+        register("products", Arc::new(tables::ProductTable::products(shared.clone())))?;
         register("model_params", Arc::new(tables::model_params_table(shared.clone())))?;
         register("rejected_events", Arc::new(tables::rejected_events_table(shared.clone())))?;
         register("engine_stats", Arc::new(tables::engine_stats_table(shared)))?;

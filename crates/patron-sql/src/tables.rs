@@ -457,62 +457,51 @@ fn product_indices(
     }
 }
 
-/// `similar_products`: each product's neighbours from the latest refresh of
-/// the neighbour kernel; `product_id = …` / `IN (…)` read only those products.
-#[derive(Debug)]
-pub(crate) struct SimilarProductsTable(pub(crate) Shared);
+/// Builds a product table's batch for the given product indices and projection.
+type ProductRows = fn(&Shared, &[u32], Option<&[usize]>) -> patron_state::Result<RecordBatch>;
 
-#[async_trait]
-impl TableProvider for SimilarProductsTable {
-    fn schema(&self) -> SchemaRef {
-        similar_products_schema()
-    }
+/// A table keyed by `product_id`: `similar_products` (each product's
+/// neighbours from the latest refresh of the neighbour kernel) and `products`
+/// (every product seen, with its counters from the product statistics).
+/// `product_id = …` / `IN (…)` read only those products.
+pub(crate) struct ProductTable {
+    pub(crate) shared: Shared,
+    pub(crate) name: &'static str,
+    pub(crate) schema: SchemaRef,
+    pub(crate) rows: ProductRows,
+}
 
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(pushdown_for(filters, "product_id"))
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = project(&similar_products_schema(), projection)?;
-        let keys = key_set(filters, "product_id");
-        let detail = describe(&keys, "product_id", limit);
-        let shared = self.0.clone();
-        let projection: Option<Vec<usize>> = projection.cloned();
-        let build: PartitionFn = Arc::new(move |_| {
-            let engine = shared.source.engine();
-            let model = engine.recs_model();
-            // LIMIT counts rows; each product has up to the configured neighbours.
-            let products = product_indices(engine.catalog(), &keys, limit);
-            shared.counters.record(products.len(), std::time::Duration::ZERO);
-            let batch = similar_products_batch(&products, engine.catalog(), &model, projection.as_deref());
-            Ok(vec![batch.map_err(state_error)?])
-        });
-        Ok(Arc::new(LazyScanExec::new("similar_products", detail, schema, 1, build)))
+impl fmt::Debug for ProductTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProductTable").field("name", &self.name).finish()
     }
 }
 
-// ------------------------------------------------------------------ products
+impl ProductTable {
+    /// `similar_products`.
+    pub(crate) fn similar_products(shared: Shared) -> Self {
+        let rows: ProductRows = |shared, products, projection| {
+            let engine = shared.source.engine();
+            similar_products_batch(products, engine.catalog(), &engine.recs_model(), projection)
+        };
+        Self { shared, name: "similar_products", schema: similar_products_schema(), rows }
+    }
 
-/// `products`: every product the engine has seen, with its counters from
-/// the product statistics (orders, distinct buyers, units, revenue in the
-/// base currency, the latest category sent).
-#[derive(Debug)]
-pub(crate) struct ProductsTable(pub(crate) Shared);
+    /// `products`: revenue in major units of the base currency.
+    pub(crate) fn products(shared: Shared) -> Self {
+        let rows: ProductRows = |shared, products, projection| {
+            let engine = shared.source.engine();
+            let minor = shared.source.base_currency().minor_per_major();
+            products_batch(products, engine.catalog(), engine.item_stats(), minor, projection)
+        };
+        Self { shared, name: "products", schema: products_schema(), rows }
+    }
+}
 
 #[async_trait]
-impl TableProvider for ProductsTable {
+impl TableProvider for ProductTable {
     fn schema(&self) -> SchemaRef {
-        products_schema()
+        self.schema.clone()
     }
 
     fn table_type(&self) -> TableType {
@@ -530,20 +519,19 @@ impl TableProvider for ProductsTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = project(&products_schema(), projection)?;
+        let schema = project(&self.schema, projection)?;
         let keys = key_set(filters, "product_id");
         let detail = describe(&keys, "product_id", limit);
-        let shared = self.0.clone();
+        let shared = self.shared.clone();
         let projection: Option<Vec<usize>> = projection.cloned();
+        let rows = self.rows;
         let build: PartitionFn = Arc::new(move |_| {
-            let engine = shared.source.engine();
-            let products = product_indices(engine.catalog(), &keys, limit);
+            // LIMIT bounds the products read; a product may give several rows.
+            let products = product_indices(shared.source.engine().catalog(), &keys, limit);
             shared.counters.record(products.len(), std::time::Duration::ZERO);
-            let minor = shared.source.base_currency().minor_per_major();
-            let batch = products_batch(&products, engine.catalog(), engine.item_stats(), minor, projection.as_deref());
-            Ok(vec![batch.map_err(state_error)?])
+            Ok(vec![rows(&shared, &products, projection.as_deref()).map_err(state_error)?])
         });
-        Ok(Arc::new(LazyScanExec::new("products", detail, schema, 1, build)))
+        Ok(Arc::new(LazyScanExec::new(self.name, detail, schema, 1, build)))
     }
 }
 

@@ -201,13 +201,6 @@ pub struct ProductStats {
     pub co_purchases: TopCounters,
 }
 
-impl ProductStats {
-    /// Share of buyers who re-bought it, shrunk towards `prior` by `strength` pseudo-buyers.
-    pub fn repurchase_rate(&self, prior: f64, strength: f64) -> f64 {
-        (self.repeat_customers as f64 + prior * strength) / (self.customers as f64 + strength)
-    }
-}
-
 /// One line of a basket as the statistics see it.
 #[derive(Clone, Copy, Debug)]
 pub struct BasketLine<'a> {
@@ -418,7 +411,7 @@ impl ItemStats {
         let mut customers = vec![0u64; products];
         let mut repeat_customers = vec![0u64; products];
         let mut category = vec![0u32; products];
-        let firsts: Vec<Vec<(usize, [f64; 2], u64, u64, u32)>> = self
+        let firsts: Vec<Vec<ProductTotals>> = self
             .segments
             .par_iter()
             .enumerate()
@@ -428,20 +421,23 @@ impl ItemStats {
                     |p| {
                         p.iter()
                             .enumerate()
-                            .map(|(slot, st)| {
-                                let weights = [st.order_weight, st.recent_order_weight];
-                                (slot * SEGMENTS + s, weights, st.customers, st.repeat_customers, st.category)
+                            .map(|(slot, st)| ProductTotals {
+                                product: slot * SEGMENTS + s,
+                                order_weight: st.order_weight,
+                                recent_order_weight: st.recent_order_weight,
+                                customers: st.customers,
+                                repeat_customers: st.repeat_customers,
+                                category: st.category,
                             })
                             .collect()
                     },
                 )
             })
             .collect();
-        for (p, [w, recent], c, r, cat) in firsts.into_iter().flatten() {
-            if p < products {
-                (order_weight[p], recent_weight[p], customers[p], repeat_customers[p], category[p]) =
-                    (w, recent, c, r, cat);
-            }
+        for t in firsts.into_iter().flatten().filter(|t| t.product < products) {
+            let p = t.product;
+            (order_weight[p], recent_weight[p], customers[p], repeat_customers[p], category[p]) =
+                (t.order_weight, t.recent_order_weight, t.customers, t.repeat_customers, t.category);
         }
         // Trend: the product's share of recent orders over its share of all
         // (decayed) orders; 1 for a product selling as it always did.
@@ -598,6 +594,16 @@ impl ItemStats {
         }
         Some(stats)
     }
+}
+
+/// One product's totals gathered by the first pass of the refresh.
+struct ProductTotals {
+    product: usize,
+    order_weight: f64,
+    recent_order_weight: f64,
+    customers: u64,
+    repeat_customers: u64,
+    category: u32,
 }
 
 /// Pseudo-buyers pulling a product's repurchase rate towards the catalogue's.
