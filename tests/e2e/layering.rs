@@ -15,6 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("patron-state", &["patron-model", "patron-score", "patron-wal"]),
     ("patron-ingest", &["patron-model"]),
     ("patron-sql", &["patron-model", "patron-score", "patron-state"]),
+    ("patron-loadgen", &["patron-workload"]),
     (
         "patron-server",
         &[
@@ -25,6 +26,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "patron-state",
             "patron-ingest",
             "patron-sql",
+            "patron-loadgen",
         ],
     ),
 ];

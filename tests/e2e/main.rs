@@ -4,6 +4,7 @@ mod batch_cdnow;
 mod batch_inputs;
 mod demo;
 mod layering;
+mod loadgen;
 mod recs;
 mod serve;
 mod sql;

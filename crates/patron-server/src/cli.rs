@@ -34,6 +34,59 @@ pub(crate) enum Command {
     /// leave-last-basket-out split, Patron against popularity, buy again and
     /// item-kNN; prints the metrics and writes them as JSON.
     EvalRecs(Box<EvalRecsArgs>),
+    /// Capacity test: drive a running server over HTTP with a realistic
+    /// event stream; report throughput, latency and freshness percentiles,
+    /// server RSS and CPU, and write them as JSON.
+    Loadgen(LoadgenArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    patron loadgen --url http://127.0.0.1:8080 --rate 100000 --duration 30s --server-pid $(pgrep -f 'patron serve')\n  \
+    patron loadgen --rate 0 --duration 1m --connections 8 --batch 2000   # as fast as the server accepts")]
+pub(crate) struct LoadgenArgs {
+    /// Base URL of the server.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+    pub(crate) url: String,
+    /// Target events per second (open loop); 0 sends as fast as the server accepts (closed loop).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) rate: u64,
+    /// How long to send: 10s, 5m, 250ms, 1h.
+    #[arg(long, value_name = "D", default_value = "10s")]
+    pub(crate) duration: String,
+    /// Customers in the synthetic shop.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub(crate) customers: usize,
+    /// Products in its catalogue.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub(crate) products: usize,
+    /// Concurrent connections.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub(crate) connections: usize,
+    /// Events per request.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub(crate) batch: usize,
+    /// Share of extra malformed events (each must be rejected).
+    #[arg(long, value_name = "SHARE", default_value_t = 0.001)]
+    pub(crate) malformed: f64,
+    /// Share of events sent twice (each must come back as a duplicate).
+    #[arg(long, value_name = "SHARE", default_value_t = 0.001)]
+    pub(crate) duplicates: f64,
+    /// Milliseconds between freshness markers.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub(crate) marker_every_ms: u64,
+    /// The server's process id, to report its RSS and CPU.
+    #[arg(long, value_name = "PID")]
+    pub(crate) server_pid: Option<u32>,
+    /// Bearer token with the ingest and query roles (default: $PATRON_TOKEN).
+    #[arg(long, value_name = "TOKEN", env = "PATRON_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// Seed of the synthetic shop.
+    #[arg(long, default_value_t = 42)]
+    pub(crate) seed: u64,
+    /// Where to write the JSON result (default: a new file under bench-results/loadgen/).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

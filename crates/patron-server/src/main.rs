@@ -9,7 +9,9 @@ mod cli;
 mod config;
 mod demo;
 mod eval_recs;
+mod loadgen;
 mod output;
+mod provenance;
 mod query;
 mod replay;
 mod score;
@@ -26,6 +28,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Replay(args) => replay::run(&args),
         cli::Command::Query(args) => query::run(&args),
         cli::Command::EvalRecs(args) => eval_recs::run(&args),
+        cli::Command::Loadgen(args) => loadgen::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,616 @@
+//! Patron's capacity harness: drives a running server over HTTP with a
+//! realistic event stream and measures what a capacity tester needs.
+//!
+//! Design constraints:
+//! - **Realistic input.** Events come from `patron_workload::EventStream`
+//!   (customers arriving over time and buying by the BG/NBD process,
+//!   Zipf-popular products within categories, multi-item baskets, refunds,
+//!   consent changes), moved so the stream ends at the wall clock, plus a
+//!   configurable share of malformed and duplicate events.
+//! - **Open or closed loop.** With a target rate, batches are scheduled at
+//!   fixed times and latency is measured from the *scheduled* time, so a
+//!   slow server cannot hide its queueing (no coordinated omission). With
+//!   rate 0, each connection sends its next batch when the previous answer
+//!   arrives.
+//! - **Freshness by observation.** Marker purchases of new customers ride in
+//!   ordinary batches; a poller asks `GET /v1/customers/{id}` until the
+//!   customer exists, and the time from the batch's send to that answer is
+//!   the event → visible-score freshness.
+//! - **Histograms, not averages.** Latencies go into HDR histograms (3
+//!   significant digits) and are reported as p50/p90/p99/p99.9/max.
+//!
+//! ```text
+//! generator ─► bounded queue ─► N connections (POST /v1/events) ─► latency histograms
+//!     └─ markers ─► poller (GET /v1/customers/{id}) ─► freshness histogram
+//! monitor: server RSS and CPU from /proc/<pid>, accepted events per second
+//! ```
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam::channel::{Receiver, Sender, bounded, unbounded};
+use hdrhistogram::Histogram;
+use patron_workload::{EventStream, ShopConfig};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    /// Base URL of the server.
+    pub url: String,
+    /// Target events per second (0: as fast as the server accepts).
+    pub rate: u64,
+    /// How long to send.
+    pub duration: Duration,
+    /// Customers in the synthetic shop.
+    pub customers: usize,
+    /// Products in its catalogue.
+    pub products: usize,
+    /// Concurrent connections.
+    pub connections: usize,
+    /// Events per request.
+    pub batch: usize,
+    /// Share of extra malformed events (each must be rejected).
+    pub malformed_share: f64,
+    /// Share of events sent a second time (each must count as a duplicate).
+    pub duplicate_share: f64,
+    /// Time between freshness markers.
+    pub marker_every: Duration,
+    /// Bearer token with the ingest and query roles.
+    pub token: Option<String>,
+    /// The server's process id, for RSS and CPU (read from `/proc`).
+    pub server_pid: Option<u32>,
+    /// Seed of the synthetic shop.
+    pub seed: u64,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8080".into(),
+            rate: 0,
+            duration: Duration::from_secs(10),
+            customers: 100_000,
+            products: 10_000,
+            connections: 4,
+            batch: 1_000,
+            malformed_share: 0.001,
+            duplicate_share: 0.001,
+            marker_every: Duration::from_millis(100),
+            token: None,
+            server_pid: None,
+            seed: 42,
+        }
+    }
+}
+
+/// Errors of the harness.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A setting is out of range.
+    #[error("invalid setting: {0}")]
+    Config(String),
+    /// The server did not answer before the run.
+    #[error("cannot reach {url}: {reason}")]
+    Unreachable {
+        /// The URL tried.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Percentiles of a latency histogram, milliseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Values recorded.
+    pub count: u64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Self {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            p50: ms(h.value_at_quantile(0.5)),
+            p90: ms(h.value_at_quantile(0.9)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+            count: h.len(),
+        }
+    }
+}
+
+/// One second of the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Tick {
+    /// Seconds since the start.
+    pub second: f64,
+    /// Events accepted in that second.
+    pub accepted_per_s: f64,
+    /// Server RSS at the end of it, if known.
+    pub rss_bytes: Option<u64>,
+}
+
+/// What a run measured (the JSON result without the provenance).
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadReport {
+    /// Accepted (durable) events per second over the sending period.
+    pub events_per_s: f64,
+    /// Events sent (good, malformed and duplicate).
+    pub sent: u64,
+    /// Events the server accepted.
+    pub accepted: u64,
+    /// Events the server reported as duplicates.
+    pub duplicates: u64,
+    /// Events the server rejected.
+    pub rejected: u64,
+    /// Malformed events sent (all should be rejected).
+    pub malformed_sent: u64,
+    /// Duplicate events sent (all should be reported as duplicates).
+    pub duplicates_sent: u64,
+    /// Requests answered 429/503 and sent again after `Retry-After`.
+    pub overload_retries: u64,
+    /// Requests that failed otherwise (their events are not counted as accepted).
+    pub failed_requests: u64,
+    /// Seconds spent sending.
+    pub seconds: f64,
+    /// Request latency (send, or scheduled send in open loop, to answer).
+    pub http_latency_ms: Percentiles,
+    /// Marker event sent → visible in `GET /v1/customers/{id}`.
+    pub freshness_ms: Percentiles,
+    /// Markers never seen within 10 s.
+    pub markers_lost: u64,
+    /// Largest server RSS seen (needs the server's pid).
+    pub peak_rss_bytes: Option<u64>,
+    /// Server CPU seconds (user + system) during the run.
+    pub server_cpu_seconds: Option<f64>,
+    /// Accepted events per second, second by second.
+    pub timeline: Vec<Tick>,
+}
+
+/// Counters a progress display can read while the run goes on.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Events sent.
+    pub sent: AtomicU64,
+    /// Events accepted.
+    pub accepted: AtomicU64,
+    /// Requests in error.
+    pub failed: AtomicU64,
+}
+
+/// Parses `10s`, `5m`, `1h`, `250ms` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 10s, 5m or 250ms"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit {other:?} in {text:?} (use ms, s, m or h)")),
+    };
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return Err(format!("{text:?} must be positive"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// One request's worth of events.
+struct Batch {
+    body: String,
+    events: u64,
+    scheduled: Instant,
+    markers: Vec<String>,
+}
+
+/// The event source: the synthetic shop, shifted to end at the wall clock,
+/// with malformed and duplicate events mixed in.
+struct Generator {
+    config: LoadConfig,
+    run: String,
+    stream: EventStream,
+    generation: u32,
+    rng: StdRng,
+    recent: Vec<String>,
+    malformed_sent: u64,
+    duplicates_sent: u64,
+    markers: u64,
+}
+
+/// Malformed events of several kinds; every one must be rejected.
+const MALFORMED: [&str; 5] = [
+    r#"{"type":"purchase","event_id":"EID","timestamp":1700000000000,"revenue":"1"}"#,
+    r#"{"type":"purchase","event_id":"EID","customer_id":"c","timestamp":"not a time","revenue":"1"}"#,
+    r#"{"type":"purchase","event_id":"EID","customer_id":"c","timestamp":1700000000000,"items":[{"sku":"s","quantity":0,"price":"1"}]}"#,
+    r#"{"type":"purchase","event_id":"EID","customer_id":"c","timestamp":1700000000000,"currency":"XYZ","revenue":"1"}"#,
+    r#"{"type":"purchase","event_id":"EID","#,
+];
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn event_time(line: &str) -> Option<i64> {
+    line.split("\"timestamp\":").nth(1)?.split([',', '}']).next()?.trim().parse().ok()
+}
+
+impl Generator {
+    fn new(config: &LoadConfig) -> Self {
+        let run = format!("lg{}", now_ms());
+        let mut generator = Self {
+            stream: EventStream::new(ShopConfig::default(), 0),
+            config: config.clone(),
+            generation: 0,
+            rng: StdRng::seed_from_u64(config.seed),
+            recent: Vec::with_capacity(1024),
+            malformed_sent: 0,
+            duplicates_sent: 0,
+            markers: 0,
+            run,
+        };
+        generator.restart();
+        generator
+    }
+
+    /// A fresh shop (new ids) whose history starts three years ago.
+    fn restart(&mut self) {
+        self.generation += 1;
+        let shop = ShopConfig {
+            customers: self.config.customers,
+            products: self.config.products,
+            start_ms: now_ms() - 3 * 365 * 86_400_000,
+            id_prefix: format!("{}-{}", self.run, self.generation),
+            ..ShopConfig::default()
+        };
+        self.stream = EventStream::new(shop, self.config.seed + u64::from(self.generation));
+    }
+
+    fn next_event(&mut self) -> String {
+        loop {
+            match self.stream.next() {
+                // Events after the wall clock would be rejected as from the future: start a new shop.
+                Some(line) if event_time(&line).is_some_and(|t| t <= now_ms()) => return line,
+                _ => self.restart(),
+            }
+        }
+    }
+
+    fn batch(&mut self, scheduled: Instant, marker: bool) -> Batch {
+        let mut body = String::with_capacity(self.config.batch * 220);
+        let mut events = 0u64;
+        let push = |body: &mut String, events: &mut u64, line: &str| {
+            body.push_str(line);
+            body.push('\n');
+            *events += 1;
+        };
+        let mut markers = Vec::new();
+        if marker {
+            self.markers += 1;
+            let customer = format!("{}-marker-{}", self.run, self.markers);
+            let line = format!(
+                r#"{{"type":"purchase","event_id":"{customer}","customer_id":"{customer}","timestamp":{},"revenue":"1.00"}}"#,
+                now_ms()
+            );
+            push(&mut body, &mut events, &line);
+            markers.push(customer);
+        }
+        while events < self.config.batch as u64 {
+            let roll: f64 = self.rng.random();
+            if roll < self.config.malformed_share {
+                let kind = MALFORMED[self.malformed_sent as usize % MALFORMED.len()];
+                let line = kind.replace("EID", &format!("{}-bad{}", self.run, self.malformed_sent));
+                self.malformed_sent += 1;
+                push(&mut body, &mut events, &line);
+            } else if roll < self.config.malformed_share + self.config.duplicate_share && !self.recent.is_empty() {
+                let i = self.rng.random_range(0..self.recent.len());
+                let line = self.recent.swap_remove(i);
+                self.duplicates_sent += 1;
+                push(&mut body, &mut events, &line);
+            } else {
+                let line = self.next_event();
+                push(&mut body, &mut events, &line);
+                if self.recent.len() < 1024 {
+                    self.recent.push(line);
+                } else {
+                    let i = self.rng.random_range(0..self.recent.len());
+                    self.recent[i] = line;
+                }
+            }
+        }
+        Batch { body, events, scheduled, markers }
+    }
+}
+
+#[derive(Default)]
+struct WorkerTotals {
+    accepted: u64,
+    duplicates: u64,
+    rejected: u64,
+    overload_retries: u64,
+    failed: u64,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build()
+}
+
+fn authorised(request: ureq::Request, token: Option<&str>) -> ureq::Request {
+    match token {
+        Some(t) => request.set("Authorization", &format!("Bearer {t}")),
+        None => request,
+    }
+}
+
+/// Sends batches until the queue closes; returns its totals and latency histogram.
+fn connection(
+    config: &LoadConfig,
+    batches: &Receiver<Batch>,
+    sent_markers: &Sender<(String, Instant)>,
+    live: &Live,
+) -> (WorkerTotals, Histogram<u64>) {
+    let agent = agent();
+    let url = format!("{}/v1/events", config.url.trim_end_matches('/'));
+    let mut totals = WorkerTotals::default();
+    let mut latency = histogram();
+    while let Ok(batch) = batches.recv() {
+        let start = if config.rate == 0 { Instant::now() } else { batch.scheduled };
+        loop {
+            let request =
+                authorised(agent.post(&url).set("Content-Type", "application/x-ndjson"), config.token.as_deref());
+            match request.send_string(&batch.body) {
+                Ok(response) => {
+                    let body: serde_json::Value = response.into_json().unwrap_or_default();
+                    let count = |k: &str| body[k].as_u64().unwrap_or(0);
+                    totals.accepted += count("accepted");
+                    totals.duplicates += count("duplicates");
+                    totals.rejected += body["rejected"].as_array().map_or(0, |r| r.len() as u64);
+                    live.accepted.fetch_add(count("accepted"), Ordering::Relaxed);
+                    for m in &batch.markers {
+                        let _ = sent_markers.send((m.clone(), start));
+                    }
+                    break;
+                }
+                Err(ureq::Error::Status(429 | 503, response)) => {
+                    totals.overload_retries += 1;
+                    let wait = response.header("Retry-After").and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.1);
+                    std::thread::sleep(Duration::from_secs_f64(wait.clamp(0.01, 5.0)));
+                }
+                Err(_) => {
+                    totals.failed += 1;
+                    live.failed.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+        let _ = latency.record(start.elapsed().as_micros() as u64);
+    }
+    (totals, latency)
+}
+
+/// An empty latency histogram in microseconds, 3 significant figures.
+fn histogram() -> Histogram<u64> {
+    Histogram::<u64>::new(3).expect("3 significant figures is a valid precision")
+}
+
+/// Polls for markers until `done` and none is pending (or each waited 10 s).
+fn poll_markers(
+    config: &LoadConfig,
+    markers: &Receiver<(String, Instant)>,
+    done: &AtomicBool,
+) -> (Histogram<u64>, u64) {
+    let agent = agent();
+    let base = config.url.trim_end_matches('/').to_owned();
+    let mut freshness = histogram();
+    let (mut pending, mut lost): (Vec<(String, Instant)>, u64) = (Vec::new(), 0);
+    loop {
+        pending.extend(markers.try_iter());
+        if pending.is_empty() && done.load(Ordering::Acquire) {
+            break;
+        }
+        pending.retain(|(customer, sent)| {
+            let url = format!("{base}/v1/customers/{customer}");
+            match authorised(agent.get(&url), config.token.as_deref()).call() {
+                Ok(_) => {
+                    let _ = freshness.record(sent.elapsed().as_micros() as u64);
+                    false
+                }
+                Err(_) if sent.elapsed() > Duration::from_secs(10) => {
+                    lost += 1;
+                    false
+                }
+                Err(_) => true,
+            }
+        });
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    (freshness, lost)
+}
+
+/// RSS bytes and CPU seconds of `pid` (Linux `/proc`; CPU in 100 Hz ticks).
+fn process_usage(pid: u32) -> Option<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some((rss_kib * 1024, ticks as f64 / 100.0))
+}
+
+/// Runs the load described by `config`; `live` is updated as it goes.
+pub fn run(config: &LoadConfig, live: &Live) -> Result<LoadReport, LoadError> {
+    if config.connections == 0 || config.batch == 0 {
+        return Err(LoadError::Config("--connections and --batch must be at least 1".into()));
+    }
+    if !(0.0..0.5).contains(&config.malformed_share) || !(0.0..0.5).contains(&config.duplicate_share) {
+        return Err(LoadError::Config("--malformed and --duplicates are shares below 0.5".into()));
+    }
+    let health = format!("{}/health", config.url.trim_end_matches('/'));
+    agent().get(&health).call().map_err(|e| LoadError::Unreachable { url: health.clone(), reason: e.to_string() })?;
+    let cpu_before = config.server_pid.and_then(process_usage).map(|u| u.1);
+    let (batch_tx, batch_rx) = bounded::<Batch>(config.connections * 2);
+    let (marker_tx, marker_rx) = unbounded();
+    let done_sending = AtomicBool::new(false);
+    let markers_done = AtomicBool::new(false);
+    let timeline = Mutex::new(Vec::new());
+    let peak_rss = AtomicU64::new(0);
+    let mut generator = Generator::new(config);
+    let started = Instant::now();
+    let (worker_results, (freshness, markers_lost), send_seconds) = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..config.connections)
+            .map(|_| {
+                let (rx, markers) = (batch_rx.clone(), marker_tx.clone());
+                scope.spawn(move || connection(config, &rx, &markers, live))
+            })
+            .collect();
+        drop(marker_tx);
+        let poller = scope.spawn(|| poll_markers(config, &marker_rx, &markers_done));
+        let monitor = scope.spawn(|| {
+            let (mut last, mut last_at) = (0u64, Instant::now());
+            while !done_sending.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(250));
+                if last_at.elapsed() < Duration::from_secs(1) {
+                    continue;
+                }
+                let accepted = live.accepted.load(Ordering::Relaxed);
+                let rss = config.server_pid.and_then(process_usage).map(|u| u.0);
+                if let Some(r) = rss {
+                    peak_rss.fetch_max(r, Ordering::Relaxed);
+                }
+                let rate = (accepted - last) as f64 / last_at.elapsed().as_secs_f64();
+                if let Ok(mut t) = timeline.lock() {
+                    t.push(Tick { second: started.elapsed().as_secs_f64(), accepted_per_s: rate, rss_bytes: rss });
+                }
+                (last, last_at) = (accepted, Instant::now());
+            }
+        });
+        // Generator: open loop on a fixed schedule, or as fast as the queue takes batches.
+        let interval = (config.rate > 0).then(|| Duration::from_secs_f64(config.batch as f64 / config.rate as f64));
+        let (mut index, mut next_marker) = (0u32, started);
+        while started.elapsed() < config.duration {
+            let scheduled = interval.map_or_else(Instant::now, |i| started + i * index);
+            if let Some(wait) = scheduled.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let marker = scheduled >= next_marker;
+            if marker {
+                next_marker = scheduled + config.marker_every;
+            }
+            let batch = generator.batch(scheduled, marker);
+            live.sent.fetch_add(batch.events, Ordering::Relaxed);
+            if batch_tx.send(batch).is_err() {
+                break;
+            }
+            index += 1;
+        }
+        drop(batch_tx);
+        let results: Vec<(WorkerTotals, Histogram<u64>)> = workers.into_iter().filter_map(|w| w.join().ok()).collect();
+        let send_seconds = started.elapsed().as_secs_f64();
+        done_sending.store(true, Ordering::Release);
+        markers_done.store(true, Ordering::Release);
+        let _ = monitor.join();
+        let freshness = poller.join().unwrap_or_else(|_| (histogram(), 0));
+        (results, freshness, send_seconds)
+    });
+    let mut latency = histogram();
+    let mut totals = WorkerTotals::default();
+    for (t, h) in &worker_results {
+        let _ = latency.add(h);
+        totals.accepted += t.accepted;
+        totals.duplicates += t.duplicates;
+        totals.rejected += t.rejected;
+        totals.overload_retries += t.overload_retries;
+        totals.failed += t.failed;
+    }
+    let usage_after = config.server_pid.and_then(process_usage);
+    if let Some((rss, _)) = usage_after {
+        peak_rss.fetch_max(rss, Ordering::Relaxed);
+    }
+    let peak = peak_rss.load(Ordering::Relaxed);
+    Ok(LoadReport {
+        events_per_s: totals.accepted as f64 / send_seconds.max(1e-9),
+        sent: live.sent.load(Ordering::Relaxed),
+        accepted: totals.accepted,
+        duplicates: totals.duplicates,
+        rejected: totals.rejected,
+        malformed_sent: generator.malformed_sent,
+        duplicates_sent: generator.duplicates_sent,
+        overload_retries: totals.overload_retries,
+        failed_requests: totals.failed,
+        seconds: send_seconds,
+        http_latency_ms: Percentiles::of(&latency),
+        freshness_ms: Percentiles::of(&freshness),
+        markers_lost,
+        peak_rss_bytes: (peak > 0).then_some(peak),
+        server_cpu_seconds: match (cpu_before, usage_after) {
+            (Some(before), Some((_, after))) => Some(after - before),
+            _ => None,
+        },
+        timeline: timeline.into_inner().unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_the_units_a_tester_types() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn batches_mix_in_the_configured_malformed_and_duplicate_shares() {
+        let config = LoadConfig { batch: 2000, malformed_share: 0.05, duplicate_share: 0.05, ..LoadConfig::default() };
+        let mut generator = Generator::new(&config);
+        let batch = generator.batch(Instant::now(), true);
+        assert_eq!(batch.events, 2000);
+        assert_eq!(batch.body.lines().count(), 2000);
+        assert_eq!(batch.markers.len(), 1);
+        let now = now_ms();
+        let times: Vec<i64> = batch.body.lines().filter_map(event_time).collect();
+        assert!(times.iter().all(|&t| t <= now + 1), "nothing from the future");
+        let (bad, dup) = (generator.malformed_sent, generator.duplicates_sent);
+        assert!((50..=160).contains(&bad) && (40..=160).contains(&dup), "{bad} malformed, {dup} duplicates");
+        assert!(batch.body.contains(r#""currency":"XYZ""#) && batch.body.contains(r#""quantity":0"#));
+    }
+
+    #[test]
+    fn percentiles_read_the_histogram_in_milliseconds() {
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        for micros in 1..=1000u64 {
+            h.record(micros * 1000).unwrap();
+        }
+        let p = Percentiles::of(&h);
+        assert!((p.p50 - 500.0).abs() < 1.0 && (p.p99 - 990.0).abs() < 1.0 && (p.max - 1000.0).abs() < 1.0, "{p:?}");
+        assert_eq!(p.count, 1000);
+    }
+}
