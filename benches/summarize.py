@@ -122,6 +122,20 @@ def write_index(results_root, latest, table_lines):
             f"| {k['explore']['hit_rate']:.4f} / {k['explore']['ndcg']:.4f} |"
         )
 
+    loadgen_dir = results_root / "loadgen"
+    loadgen_runs = sorted(loadgen_dir.glob("*.json")) if loadgen_dir.is_dir() else []
+
+    def loadgen_line(path):
+        r = json.loads(path.read_text())
+        c, h, f = r["config"], r["http_latency_ms"], r["freshness_ms"]
+        rss = r.get("peak_rss_bytes")
+        return (
+            f"| [`{path.name}`](loadgen/{path.name}) | {c['rate'] or 'closed loop'} | {c['connections']} × {c['batch']} "
+            f"| {r['events_per_s']:,.0f} | {h['p50']:.1f} / {h['p99']:.1f} / {h['max']:.1f} ms "
+            f"| {f['p50']:.1f} / {f['p99']:.1f} / {f['max']:.1f} ms | {r['rejected']} "
+            f"| {'' if rss is None else f'{rss / 2**20:,.0f} MiB'} |"
+        )
+
     text = [
         "# Benchmark results",
         "",
@@ -146,6 +160,12 @@ def write_index(results_root, latest, table_lines):
         "| run | customers | aggregate in process (p50) | aggregate over pgwire (p50) | DuckDB, same rows as Parquet (p50) | ratio to DuckDB | point lookup over pgwire p50 / p99 | longest shard read lock | build profile |",
         "|---|---|---|---|---|---|---|---|---|",
         *[sql_line(p) for p in reversed(sql_runs)],
+        "",
+        "## Load generator runs (`patron loadgen`)",
+        "",
+        "| run | target rate | connections × batch | accepted events/s | HTTP p50 / p99 / max | event → visible p50 / p99 / max | rejected | server peak RSS |",
+        "|---|---|---|---|---|---|---|---|",
+        *[loadgen_line(p) for p in reversed(loadgen_runs)],
         "",
         "## Recommendation evaluation runs (`patron eval-recs`, UCI Online Retail)",
         "",

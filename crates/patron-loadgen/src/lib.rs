@@ -459,6 +459,36 @@ fn process_usage(pid: u32) -> Option<(u64, f64)> {
     Some((rss_kib * 1024, ticks as f64 / 100.0))
 }
 
+/// What [`dump`] wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Dumped {
+    /// Lines written.
+    pub events: u64,
+    /// Of which malformed on purpose.
+    pub malformed: u64,
+    /// Of which repeated on purpose.
+    pub duplicates: u64,
+}
+
+/// Writes `events` lines of the generator's stream as NDJSON instead of
+/// sending them (the same events for `patron replay`, `patron score` or
+/// another system's loader in a comparison).
+pub fn dump(config: &LoadConfig, events: u64, out: &mut impl std::io::Write) -> std::io::Result<Dumped> {
+    let mut generator = Generator::new(&LoadConfig { batch: config.batch.clamp(1, 10_000), ..config.clone() });
+    let mut written = 0;
+    while written < events {
+        let batch = generator.batch(Instant::now(), false);
+        let keep = (events - written).min(batch.events) as usize;
+        for line in batch.body.lines().take(keep) {
+            out.write_all(line.as_bytes())?;
+            out.write_all(b"\n")?;
+        }
+        written += keep as u64;
+    }
+    out.flush()?;
+    Ok(Dumped { events: written, malformed: generator.malformed_sent, duplicates: generator.duplicates_sent })
+}
+
 /// Runs the load described by `config`; `live` is updated as it goes.
 pub fn run(config: &LoadConfig, live: &Live) -> Result<LoadReport, LoadError> {
     if config.connections == 0 || config.batch == 0 {
@@ -601,6 +631,17 @@ mod tests {
         let (bad, dup) = (generator.malformed_sent, generator.duplicates_sent);
         assert!((50..=160).contains(&bad) && (40..=160).contains(&dup), "{bad} malformed, {dup} duplicates");
         assert!(batch.body.contains(r#""currency":"XYZ""#) && batch.body.contains(r#""quantity":0"#));
+    }
+
+    #[test]
+    fn dump_writes_exactly_the_events_asked_for() {
+        let config = LoadConfig { batch: 300, malformed_share: 0.0, duplicate_share: 0.0, ..LoadConfig::default() };
+        let mut out = Vec::new();
+        let dumped = dump(&config, 1000, &mut out).unwrap();
+        assert_eq!(dumped, Dumped { events: 1000, malformed: 0, duplicates: 0 });
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 1000);
+        assert!(text.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
     }
 
     #[test]

@@ -87,6 +87,13 @@ pub(crate) struct LoadgenArgs {
     /// Where to write the JSON result (default: a new file under bench-results/loadgen/).
     #[arg(long, value_name = "FILE")]
     pub(crate) out: Option<PathBuf>,
+    /// Write the generated events to this NDJSON file instead of sending them
+    /// (the same events for a comparison with another system).
+    #[arg(long, value_name = "FILE", requires = "events")]
+    pub(crate) dump: Option<PathBuf>,
+    /// Events to write with --dump.
+    #[arg(long, value_name = "N")]
+    pub(crate) events: Option<u64>,
 }
 
 #[derive(Debug, Args)]

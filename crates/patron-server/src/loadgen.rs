@@ -41,6 +41,19 @@ fn default_out(commit: &str) -> std::path::PathBuf {
 
 pub(crate) fn run(args: &LoadgenArgs) -> Result<()> {
     let config = config_of(args)?;
+    if let (Some(path), Some(events)) = (&args.dump, args.events) {
+        let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let dumped = patron_loadgen::dump(&config, events, &mut std::io::BufWriter::new(file))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!(
+            "wrote {} events to {} ({} malformed and {} duplicates on purpose)",
+            dumped.events,
+            path.display(),
+            dumped.malformed,
+            dumped.duplicates
+        );
+        return Ok(());
+    }
     let live = Live::default();
     let bar = ProgressBar::new(config.duration.as_millis() as u64).with_style(
         ProgressStyle::with_template("{spinner} [{bar:30}] {elapsed}/{duration} {msg}")
