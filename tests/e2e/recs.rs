@@ -271,3 +271,32 @@ fn batch_recommendations_match_the_server() {
     assert!(none.join("customers.parquet").exists(), "{}", transcript(&output));
     assert!(!none.join("recommendations.parquet").exists());
 }
+
+/// A full scan of `recommendations` reads every shard in chunks of 1,024
+/// customers under separate locks: 3,000 customers over 2 shards cross chunk
+/// boundaries, and every customer appears once with a full list.
+#[test]
+fn a_full_scan_of_recommendations_covers_every_customer_across_chunks() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server =
+        patron_tests::Server::start(&dir.path().join("data"), &["--currency", "EUR", "--refit-interval", "3600"]);
+    let url = |path: &str| format!("{}{path}", server.url);
+    let events: String = (0..3000)
+        .map(|i| {
+            format!(
+                "{{\"type\":\"purchase\",\"event_id\":\"o{i}\",\"customer_id\":\"c{i}\",\"timestamp\":\"2025-06-01T10:00:00Z\",\"items\":[{{\"sku\":\"p{}\",\"price\":\"5\"}},{{\"sku\":\"p{}\",\"price\":\"7\"}}]}}\n",
+                i % 5,
+                (i + 1) % 5
+            )
+        })
+        .collect();
+    let (status, body) = post_json(&url("/v1/events"), "application/x-ndjson", &events);
+    assert_eq!((status, body["accepted"].as_u64()), (200, Some(3000)), "{body}");
+    let (status, _) = post_json(&url("/v1/admin/recommendations/refresh"), "application/json", "");
+    assert_eq!(status, 200);
+    let sql = |q: &str| post_json(&url("/v1/sql"), "text/plain", q).1;
+    let counts = sql("SELECT count(*) AS n, count(DISTINCT customer_id) AS customers FROM recommendations");
+    assert_eq!((counts[0]["n"].as_u64(), counts[0]["customers"].as_u64()), (Some(15_000), Some(3000)), "{counts}");
+    let limited = sql("SELECT customer_id FROM recommendations LIMIT 25");
+    assert_eq!(limited.as_array().map(Vec::len), Some(25), "{limited}");
+}

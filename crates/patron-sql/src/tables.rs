@@ -371,14 +371,21 @@ impl TableProvider for CustomersTable {
 /// Recommendations per customer in the `recommendations` table.
 pub const RECOMMENDATIONS_PER_CUSTOMER: usize = 10;
 
+/// Customers computed per shard read lock in a full scan of `recommendations`.
+pub const RECOMMENDATION_SCAN_CHUNK: usize = 1024;
+
 fn state_error(e: patron_state::StateError) -> DataFusionError {
     DataFusionError::Execution(e.to_string())
 }
 
 /// `recommendations`: computed on demand from each customer's profile and
 /// the latest neighbour model. `customer_id = …` / `IN (…)` compute only
-/// those customers; a full scan computes every customer of a shard under its
-/// read lock (rayon), stopping at `LIMIT` customers.
+/// those customers. A full scan computes a shard's customers in chunks of
+/// [`RECOMMENDATION_SCAN_CHUNK`], each under its own short read lock (a list
+/// costs tens of microseconds, so one lock over millions of customers would
+/// stall that shard's ingestion for minutes); it stops at `LIMIT` rows. The
+/// chunks are not one consistent cut: a customer erased or added between two
+/// chunks may be missed.
 #[derive(Debug)]
 pub(crate) struct RecommendationsTable(pub(crate) Shared);
 
@@ -426,16 +433,34 @@ impl TableProvider for RecommendationsTable {
                     recommendations_batch(&lists, engine.catalog(), &model, projection.as_deref())
                 }
                 None => {
-                    let read = |book: &CustomerBook| {
-                        let max = limit.map_or(usize::MAX, |l| l.div_ceil(k).max(1));
-                        let lists = recommend_all(book.records(), &model, engine.blend(), k, false, max);
-                        (lists.len(), recommendations_batch(&lists, engine.catalog(), &model, projection.as_deref()))
-                    };
-                    let (rows, batch) = engine
-                        .with_shard(partition, read)
-                        .ok_or_else(|| DataFusionError::Execution(format!("shard {partition} is unavailable")))?;
-                    shared.counters.record(rows, started.elapsed());
-                    batch
+                    let mut out = Vec::new();
+                    let (mut start, mut rows) = (0usize, 0usize);
+                    let wanted = limit.unwrap_or(usize::MAX);
+                    while rows < wanted {
+                        let chunk_started = Instant::now();
+                        let read = |book: &CustomerBook| {
+                            let records = book.records();
+                            if start >= records.len() {
+                                return None;
+                            }
+                            let chunk = &records[start..records.len().min(start + RECOMMENDATION_SCAN_CHUNK)];
+                            let max = (wanted - rows).div_ceil(k).max(1);
+                            let lists = recommend_all(chunk, &model, engine.blend(), k, false, max);
+                            let batch = recommendations_batch(&lists, engine.catalog(), &model, projection.as_deref());
+                            Some((chunk.len(), batch))
+                        };
+                        let Some((read_customers, batch)) = engine
+                            .with_shard(partition, read)
+                            .ok_or_else(|| DataFusionError::Execution(format!("shard {partition} is unavailable")))?
+                        else {
+                            break;
+                        };
+                        let batch = batch.map_err(state_error)?;
+                        shared.counters.record(read_customers, chunk_started.elapsed());
+                        (start, rows) = (start + read_customers, rows + batch.num_rows());
+                        out.push(batch);
+                    }
+                    return Ok(out);
                 }
             };
             Ok(vec![batch.map_err(state_error)?])
