@@ -372,7 +372,7 @@ impl TableProvider for CustomersTable {
 pub const RECOMMENDATIONS_PER_CUSTOMER: usize = 10;
 
 /// Customers computed per shard read lock in a full scan of `recommendations`.
-pub const RECOMMENDATION_SCAN_CHUNK: usize = 1024;
+pub(crate) const RECOMMENDATION_SCAN_CHUNK: usize = 1024;
 
 fn state_error(e: patron_state::StateError) -> DataFusionError {
     DataFusionError::Execution(e.to_string())
