@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Capacity run with `patron loadgen` against a release `patron serve` on a
+# fresh data directory (durable acks on): first closed loop (as fast as the
+# server accepts), then open loop at half the rate measured, for freshness
+# at half of peak (DESIGN.md §6). Each run writes its JSON under
+# bench-results/loadgen/ and the index is regenerated.
+#
+#   benches/loadgen_capacity.sh [duration=30s] [customers=1000000]
+#
+# The load generator shares the machine with the server: on 2 cores the
+# figures are a floor for what a separate client machine would measure.
+set -euo pipefail
+cd "$(git rev-parse --show-toplevel)"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/patron-target}
+duration=${1:-30s}
+customers=${2:-1000000}
+cargo build --release -q -p patron-server
+patron="$CARGO_TARGET_DIR/release/patron"
+work=$(mktemp -d)
+server=""
+trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
+start_server() {
+  "$patron" serve --data-dir "$work/$1" --http 127.0.0.1:0 --pg 127.0.0.1:0 --flight 127.0.0.1:0 \
+    --refit-interval 3600 --snapshot-interval 3600 > "$work/$1.out" 2> "$work/$1.err" &
+  server=$!
+  for _ in $(seq 200); do grep -q "listening on" "$work/$1.out" 2>/dev/null && break; sleep 0.1; done
+  url=$(sed -n 's/^listening on //p' "$work/$1.out")
+}
+stamp=$(date -u +%Y%m%dT%H%M%S)-$(hostname -s)-$(git rev-parse --short HEAD)
+start_server peak
+"$patron" loadgen --url "$url" --rate 0 --duration "$duration" --connections 4 --batch 2000 \
+  --customers "$customers" --server-pid "$server" --out "bench-results/loadgen/$stamp-closed-loop.json"
+peak=$(python3 -c "import json,sys; print(int(json.load(open(sys.argv[1]))['events_per_s']))" "bench-results/loadgen/$stamp-closed-loop.json")
+kill "$server"; wait "$server" 2>/dev/null || true
+start_server half
+"$patron" loadgen --url "$url" --rate $((peak / 2)) --duration "$duration" --connections 4 --batch 1000 \
+  --customers "$customers" --server-pid "$server" --out "bench-results/loadgen/$stamp-half-peak.json"
+kill "$server"; wait "$server" 2>/dev/null || true; server=""
+python3 benches/summarize.py --index bench-results
