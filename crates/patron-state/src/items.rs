@@ -66,11 +66,6 @@ impl Decay {
         let exponent = (i64::from(day) - i64::from(LANDMARK_DAY)) as f64 / self.half_life_days.max(1.0);
         exponent.clamp(-120.0, 120.0).exp2()
     }
-
-    /// A forward-decayed sum expressed as the decayed count as of `now_day`.
-    pub fn as_of(self, weight: f32, now_day: i32) -> f64 {
-        f64::from(weight) / self.factor(now_day)
-    }
 }
 
 /// Tuning of the product statistics.
@@ -306,7 +301,17 @@ impl ItemStats {
     pub fn product(&self, product: u32) -> Option<ProductStats> {
         let (segment, slot) = locate(product);
         let products = self.segments[segment].read().ok()?;
-        products.get(slot).map(|p| ProductStats { co_purchases: TopCounters::default(), ..p.clone() })
+        products.get(slot).map(|p| ProductStats {
+            orders: p.orders,
+            customers: p.customers,
+            repeat_customers: p.repeat_customers,
+            units: p.units,
+            revenue_minor: p.revenue_minor,
+            order_weight: p.order_weight,
+            recent_order_weight: p.recent_order_weight,
+            category: p.category,
+            co_purchases: TopCounters::default(),
+        })
     }
 
     /// Records one purchase of a customer whose history is `profile` (updated
@@ -769,7 +774,7 @@ mod tests {
     fn forward_decay_halves_per_half_life() {
         let d = Decay { half_life_days: 100.0 };
         assert!((d.factor(LANDMARK_DAY + 100) / d.factor(LANDMARK_DAY) - 2.0).abs() < 1e-12);
-        assert!((d.as_of(d.weight(LANDMARK_DAY + 300), LANDMARK_DAY + 400) - 0.5).abs() < 1e-6);
+        assert!((f64::from(d.weight(LANDMARK_DAY + 300)) / d.factor(LANDMARK_DAY + 400) - 0.5).abs() < 1e-6);
         assert!(d.factor(i32::MAX).is_finite() && d.factor(i32::MIN) > 0.0);
     }
 }

@@ -84,7 +84,7 @@ impl Default for BlendConfig {
             min_repurchase_rate: 0.05,
             bought_with_weight: 0.05,
             anchors: 64,
-            popular_weight: 0.01,
+            popular_weight: 1e-5,
             trend_exponent: 0.5,
         }
     }
@@ -192,7 +192,7 @@ fn fill_with_popular(
             if ranked.iter().any(|r| r.product == product) || (new_only && profile.contains(product)) {
                 continue;
             }
-            let score = blend.popular_weight * f64::from(weight) / top * 1e-3;
+            let score = blend.popular_weight * f64::from(weight) / top;
             ranked.push(Recommendation { product, score, reason: Reason::PopularIn(category) });
         }
     }
