@@ -118,7 +118,14 @@ pub struct Percentiles {
     pub max: f64,
     /// Values recorded.
     pub count: u64,
+    /// The distribution for plots: `[quantile, ms]` at [`CDF_QUANTILES`].
+    pub cdf: Vec<[f64; 2]>,
 }
+
+/// Quantiles kept in [`Percentiles::cdf`]: dense in the tail, where latency
+/// distributions differ.
+pub const CDF_QUANTILES: [f64; 19] =
+    [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9995, 0.9999, 1.0];
 
 impl Percentiles {
     fn of(h: &Histogram<u64>) -> Self {
@@ -133,6 +140,7 @@ impl Percentiles {
             p999: ms(h.value_at_quantile(0.999)),
             max: ms(h.max()),
             count: h.len(),
+            cdf: CDF_QUANTILES.iter().map(|&q| [q, ms(h.value_at_quantile(q))]).collect(),
         }
     }
 }
@@ -653,5 +661,8 @@ mod tests {
         let p = Percentiles::of(&h);
         assert!((p.p50 - 500.0).abs() < 1.0 && (p.p99 - 990.0).abs() < 1.0 && (p.max - 1000.0).abs() < 1.0, "{p:?}");
         assert_eq!(p.count, 1000);
+        assert_eq!(p.cdf.len(), CDF_QUANTILES.len());
+        assert!(p.cdf.windows(2).all(|w| w[0][0] < w[1][0] && w[0][1] <= w[1][1]), "{:?}", p.cdf);
+        assert!((p.cdf[0][1] - 1.0).abs() < 0.01 && (p.cdf[CDF_QUANTILES.len() - 1][1] - p.max).abs() < 1e-9);
     }
 }

@@ -439,11 +439,10 @@ impl TableProvider for RecommendationsTable {
                     while rows < wanted {
                         let chunk_started = Instant::now();
                         let read = |book: &CustomerBook| {
-                            let records = book.records();
-                            if start >= records.len() {
+                            let chunk = book.records().run_from(start, RECOMMENDATION_SCAN_CHUNK);
+                            if chunk.is_empty() {
                                 return None;
                             }
-                            let chunk = &records[start..records.len().min(start + RECOMMENDATION_SCAN_CHUNK)];
                             let max = (wanted - rows).div_ceil(k).max(1);
                             let lists = recommend_all(chunk, &model, engine.blend(), k, false, max);
                             let batch = recommendations_batch(&lists, engine.catalog(), &model, projection.as_deref());

@@ -1,11 +1,22 @@
 //! All customers' records, keyed by customer id, and the event-time watermark.
 //!
 //! This is the single-writer core that the batch path drives directly and the
-//! streaming engine will shard: records live in one `Vec`, the index maps ids
-//! to slots, and applying an event touches exactly one record.
+//! streaming engine shards: records live in fixed-size chunks, the index maps
+//! ids to slots, and applying an event touches exactly one record.
+//!
+//! Growth never moves existing data in bulk. A flat `Vec` of records doubles
+//! by copying every record (hundreds of MB at a million customers) while the
+//! shard's write lock is held, which stalled ingestion for 100 ms and more
+//! (bench-results/loadgen/NOTES.md). Chunks of [`CHUNK`] records are allocated
+//! once and never reallocated, and the index is split into [`INDEX_PARTS`]
+//! maps so that one rehash moves a small fraction of the keys.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::ops::{Index, IndexMut};
 use std::sync::Mutex;
+
+use rayon::prelude::*;
 
 use patron_model::{CustomerId, Event, EventSink, SinkError, SubmitOutcome, Timestamp};
 
@@ -13,14 +24,155 @@ use crate::catalog::ProductCatalog;
 use crate::items::ItemStats;
 use crate::record::{Applied, CustomerRecord, DEFAULT_HISTORY, Tracking};
 
+/// Records per chunk of [`Records`] (a power of two).
+pub const CHUNK: usize = 4096;
+
+/// Maps making up a book's id index.
+pub const INDEX_PARTS: usize = 64;
+
+/// Customer records in slot order, stored in chunks that are never reallocated.
+#[derive(Debug, Default)]
+pub struct Records {
+    chunks: Vec<Vec<CustomerRecord>>,
+    len: usize,
+}
+
+impl Records {
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The record in `slot`.
+    pub fn get(&self, slot: usize) -> Option<&CustomerRecord> {
+        self.chunks.get(slot / CHUNK).and_then(|chunk| chunk.get(slot % CHUNK))
+    }
+
+    /// The record in `slot`, mutably.
+    pub fn get_mut(&mut self, slot: usize) -> Option<&mut CustomerRecord> {
+        self.chunks.get_mut(slot / CHUNK).and_then(|chunk| chunk.get_mut(slot % CHUNK))
+    }
+
+    /// All records in slot order.
+    pub fn iter(&self) -> std::iter::Flatten<std::slice::Iter<'_, Vec<CustomerRecord>>> {
+        self.into_iter()
+    }
+
+    /// All records in slot order, in parallel (`collect` keeps the order).
+    pub fn par_iter(&self) -> impl ParallelIterator<Item = &CustomerRecord> {
+        self.chunks.par_iter().flat_map_iter(|chunk| chunk.iter())
+    }
+
+    /// Up to `max` records from `start`, contiguous and within one chunk
+    /// (empty when `start` is past the end).
+    pub fn run_from(&self, start: usize, max: usize) -> &[CustomerRecord] {
+        match self.chunks.get(start / CHUNK) {
+            Some(chunk) => {
+                let from = (start % CHUNK).min(chunk.len());
+                &chunk[from..chunk.len().min(from.saturating_add(max))]
+            }
+            None => &[],
+        }
+    }
+
+    /// Appends a record; returns its slot.
+    fn push(&mut self, record: CustomerRecord) -> usize {
+        if self.len % CHUNK == 0 {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.push(record);
+        }
+        self.len += 1;
+        self.len - 1
+    }
+
+    /// Removes the record in `slot`, moving the last record into it.
+    fn swap_remove(&mut self, slot: usize) -> Option<CustomerRecord> {
+        if slot >= self.len {
+            return None;
+        }
+        let last = self.chunks.last_mut()?.pop()?;
+        if self.chunks.last().is_some_and(Vec::is_empty) {
+            self.chunks.pop();
+        }
+        self.len -= 1;
+        if slot == self.len {
+            return Some(last);
+        }
+        self.get_mut(slot).map(|target| std::mem::replace(target, last))
+    }
+}
+
+impl Index<usize> for Records {
+    type Output = CustomerRecord;
+
+    fn index(&self, slot: usize) -> &CustomerRecord {
+        &self.chunks[slot / CHUNK][slot % CHUNK]
+    }
+}
+
+impl<'a> IntoIterator for &'a Records {
+    type Item = &'a CustomerRecord;
+    type IntoIter = std::iter::Flatten<std::slice::Iter<'a, Vec<CustomerRecord>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.chunks.iter().flatten()
+    }
+}
+
+impl IndexMut<usize> for Records {
+    fn index_mut(&mut self, slot: usize) -> &mut CustomerRecord {
+        &mut self.chunks[slot / CHUNK][slot % CHUNK]
+    }
+}
+
+/// Customer id → slot, split into [`INDEX_PARTS`] maps by hash.
+#[derive(Debug)]
+struct SlotIndex {
+    router: RandomState,
+    parts: Vec<HashMap<CustomerId, usize>>,
+}
+
+impl Default for SlotIndex {
+    fn default() -> Self {
+        Self { router: RandomState::new(), parts: (0..INDEX_PARTS).map(|_| HashMap::new()).collect() }
+    }
+}
+
+impl SlotIndex {
+    fn part(&self, id: &CustomerId) -> usize {
+        (self.router.hash_one(id) % INDEX_PARTS as u64) as usize
+    }
+
+    fn get(&self, id: &CustomerId) -> Option<usize> {
+        self.parts[self.part(id)].get(id).copied()
+    }
+
+    fn insert(&mut self, id: CustomerId, slot: usize) {
+        let part = self.part(&id);
+        self.parts[part].insert(id, slot);
+    }
+
+    fn remove(&mut self, id: &CustomerId) -> Option<usize> {
+        let part = self.part(id);
+        self.parts[part].remove(id)
+    }
+}
+
 /// Every known customer.
 #[derive(Debug)]
 pub struct CustomerBook {
     catalog: std::sync::Arc<ProductCatalog>,
     items: std::sync::Arc<ItemStats>,
     history_limit: usize,
-    index: HashMap<CustomerId, usize>,
-    records: Vec<CustomerRecord>,
+    index: SlotIndex,
+    records: Records,
     watermark: Option<Timestamp>,
     accepted: u64,
     duplicates: u64,
@@ -50,8 +202,8 @@ impl CustomerBook {
             catalog,
             items,
             history_limit,
-            index: HashMap::new(),
-            records: Vec::new(),
+            index: SlotIndex::default(),
+            records: Records::default(),
             watermark: None,
             accepted: 0,
             duplicates: 0,
@@ -76,11 +228,11 @@ impl CustomerBook {
     /// [`Self::apply`], also returning the record's slot.
     pub fn apply_at(&mut self, event: &Event) -> (usize, Applied) {
         let slot = match self.index.get(&event.customer_id) {
-            Some(&slot) => slot,
+            Some(slot) => slot,
             None => {
-                self.records.push(CustomerRecord::new(event.customer_id.clone()));
-                self.index.insert(event.customer_id.clone(), self.records.len() - 1);
-                self.records.len() - 1
+                let slot = self.records.push(CustomerRecord::new(event.customer_id.clone()));
+                self.index.insert(event.customer_id.clone(), slot);
+                slot
             }
         };
         let tracking = Tracking { catalog: &self.catalog, items: &self.items, history_limit: self.history_limit };
@@ -101,15 +253,17 @@ impl CustomerBook {
         let Some(slot) = self.index.remove(customer_id) else { return false };
         self.records.swap_remove(slot);
         if let Some(moved) = self.records.get(slot) {
-            self.index.insert(moved.customer_id.clone(), slot);
+            let moved = moved.customer_id.clone();
+            self.index.insert(moved, slot);
         }
         true
     }
 
     /// Adds a record restored from a snapshot (its id must be new to the book).
     pub fn insert_record(&mut self, record: CustomerRecord) {
-        self.index.insert(record.customer_id.clone(), self.records.len());
-        self.records.push(record);
+        let id = record.customer_id.clone();
+        let slot = self.records.push(record);
+        self.index.insert(id, slot);
     }
 
     /// Mutable access to the record in `slot`.
@@ -117,14 +271,14 @@ impl CustomerBook {
         self.records.get_mut(slot)
     }
 
-    /// All records, in first-seen order.
-    pub fn records(&self) -> &[CustomerRecord] {
+    /// All records, in first-seen order (erasure moves the last into the gap).
+    pub fn records(&self) -> &Records {
         &self.records
     }
 
     /// One customer's record.
     pub fn get(&self, customer_id: &CustomerId) -> Option<&CustomerRecord> {
-        self.index.get(customer_id).map(|&slot| &self.records[slot])
+        self.index.get(customer_id).and_then(|slot| self.records.get(slot))
     }
 
     /// Number of customers.
@@ -175,5 +329,77 @@ impl EventSink for SharedBook {
             }
         }
         Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(i: usize) -> CustomerId {
+        CustomerId::new(&format!("c{i}")).expect("valid id")
+    }
+
+    fn records(n: usize) -> Records {
+        let mut records = Records::default();
+        for i in 0..n {
+            assert_eq!(records.push(CustomerRecord::new(id(i))), i);
+        }
+        records
+    }
+
+    #[test]
+    fn records_span_chunks_in_slot_order() {
+        let records = records(2 * CHUNK + 5);
+        assert_eq!(records.len(), 2 * CHUNK + 5);
+        assert_eq!(records.chunks.len(), 3);
+        assert!(records.chunks.iter().all(|chunk| chunk.capacity() == CHUNK));
+        let ids: Vec<String> = records.iter().map(|r| r.customer_id.as_str().to_owned()).collect();
+        let expected: Vec<String> = (0..records.len()).map(|i| format!("c{i}")).collect();
+        assert_eq!(ids, expected);
+        let parallel: Vec<String> = records.par_iter().map(|r| r.customer_id.as_str().to_owned()).collect();
+        assert_eq!(parallel, expected);
+        assert_eq!(records[CHUNK].customer_id, id(CHUNK));
+        assert!(records.get(records.len()).is_none());
+    }
+
+    #[test]
+    fn run_from_stays_within_one_chunk() {
+        let records = records(CHUNK + 10);
+        assert_eq!(records.run_from(0, 100).len(), 100);
+        assert_eq!(records.run_from(CHUNK - 3, 100).len(), 3);
+        let tail = records.run_from(CHUNK, 100);
+        assert_eq!((tail.len(), &tail[0].customer_id), (10, &id(CHUNK)));
+        assert!(records.run_from(CHUNK + 10, 100).is_empty());
+        assert!(records.run_from(10 * CHUNK, 100).is_empty());
+    }
+
+    #[test]
+    fn swap_remove_moves_the_last_record_across_chunks() {
+        let mut records = records(CHUNK + 1);
+        let removed = records.swap_remove(3).expect("slot 3 exists");
+        assert_eq!(removed.customer_id, id(3));
+        assert_eq!(records[3].customer_id, id(CHUNK));
+        assert_eq!((records.len(), records.chunks.len()), (CHUNK, 1));
+        let last = records.swap_remove(CHUNK - 1).expect("last slot exists");
+        assert_eq!(last.customer_id, id(CHUNK - 1));
+        assert!(records.swap_remove(CHUNK).is_none());
+    }
+
+    #[test]
+    fn book_finds_every_customer_after_removals() {
+        let mut book = CustomerBook::new();
+        for i in 0..CHUNK + 100 {
+            book.insert_record(CustomerRecord::new(id(i)));
+        }
+        for i in (0..CHUNK + 100).step_by(7) {
+            assert!(book.remove(&id(i)));
+            assert!(!book.remove(&id(i)));
+        }
+        for i in 0..CHUNK + 100 {
+            let found = book.get(&id(i)).map(|r| r.customer_id.clone());
+            assert_eq!(found, (i % 7 != 0).then(|| id(i)), "customer {i}");
+        }
+        assert_eq!(book.len(), CHUNK + 100 - (CHUNK + 100).div_ceil(7));
     }
 }

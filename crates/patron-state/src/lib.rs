@@ -32,7 +32,7 @@ pub mod recs_tables;
 pub mod scoring;
 pub mod snapshot;
 
-pub use book::{CustomerBook, SharedBook};
+pub use book::{CustomerBook, Records, SharedBook};
 pub use catalog::ProductCatalog;
 pub use engine::{Clock, Engine, EngineConfig, EngineStats, ModelState, SnapshotReport, shard_of};
 pub use items::{ItemConfig, ItemStats, RecsModel};

@@ -19,7 +19,7 @@ use crate::{Result, StateError};
 /// The top `k` of every customer in `records` (at most `max_customers`),
 /// in record order; customers who objected to every channel are left out.
 pub fn recommend_all<'a>(
-    records: &'a [CustomerRecord],
+    records: impl IntoParallelIterator<Item = &'a CustomerRecord>,
     model: &RecsModel,
     blend: &BlendConfig,
     k: usize,
@@ -27,7 +27,7 @@ pub fn recommend_all<'a>(
     max_customers: usize,
 ) -> Vec<(&'a CustomerId, Vec<Recommendation>)> {
     records
-        .par_iter()
+        .into_par_iter()
         .filter(|r| !r.objects_to_targeting())
         .take_any(max_customers)
         .map(|r| (&r.customer_id, recommend(&r.purchases, model, blend, k, new_only)))

@@ -227,7 +227,7 @@ pub fn score_book(
     let inputs: Vec<Option<ScoreInput>> = book.records().par_iter().map(|r| r.score_input(now_day, minor)).collect();
     let buyers: Vec<ScoreInput> = inputs.iter().flatten().copied().collect();
     let buyer_scores = scorer.score_all(&buyers).map_err(StateError::Scoring)?;
-    let buyer_records: Vec<_> = book.records().iter().filter(|r| r.has_purchased()).collect();
+    let buyer_records: Vec<_> = book.records().par_iter().filter(|r| r.has_purchased()).collect();
     let segment_inputs: Vec<SegmentInput> = buyer_records
         .par_iter()
         .zip(buyers.par_iter())
