@@ -18,6 +18,8 @@ fn loadgen_counts_agree_with_the_server_and_the_result_has_every_key() {
         "5000",
         "--duration",
         "2s",
+        "--warmup",
+        "250ms",
         "--batch",
         "250",
         "--customers",
@@ -45,7 +47,18 @@ fn loadgen_counts_agree_with_the_server_and_the_result_has_every_key() {
         }
         let h = &run[histogram];
         assert!(h["p50"].as_f64() <= h["p99"].as_f64() && h["p99"].as_f64() <= h["max"].as_f64(), "{h}");
+        let cdf: Vec<(f64, f64)> = h["cdf"]
+            .as_array()
+            .expect("a CDF for plots")
+            .iter()
+            .map(|point| (point[0].as_f64().unwrap_or(-1.0), point[1].as_f64().unwrap_or(-1.0)))
+            .collect();
+        assert_eq!((cdf.first().map(|p| p.0), cdf.last().map(|p| p.0)), (Some(0.0), Some(1.0)), "{h}");
+        assert!(cdf.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1), "{h}");
+        assert_eq!(cdf.last().map(|p| p.1), h["max"].as_f64(), "{h}");
     }
+    assert!(run["report"]["shops"].as_u64() >= Some(1), "{run}");
+    assert!(run["report"]["max_send_delay_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{run}");
     assert!(run["machine"]["cores"].as_u64() >= Some(1), "{run}");
     let report = &run["report"];
     let count = |k: &str| report[k].as_u64().unwrap_or(u64::MAX);
@@ -69,10 +82,14 @@ fn loadgen_counts_agree_with_the_server_and_the_result_has_every_key() {
 
 #[test]
 fn loadgen_says_clearly_when_the_server_is_not_there() {
-    let output = patron(&["loadgen", "--url", "http://127.0.0.1:9", "--duration", "1s", "--out", "/dev/null"]);
+    let output =
+        patron(&["loadgen", "--url", "http://127.0.0.1:9", "--duration", "1s", "--warmup", "0s", "--out", "/dev/null"]);
     assert!(!output.status.success());
     let text = transcript(&output);
     assert!(text.contains("cannot reach http://127.0.0.1:9/health"), "{text}");
     let output = patron(&["loadgen", "--duration", "5 parsecs"]);
     assert!(transcript(&output).contains("--duration"), "{}", transcript(&output));
+    let output = patron(&["loadgen", "--duration", "2s", "--warmup", "2s"]);
+    let text = transcript(&output);
+    assert!(!output.status.success() && text.contains("--warmup (2s) must be shorter than --duration (2s)"), "{text}");
 }

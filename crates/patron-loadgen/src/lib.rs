@@ -45,6 +45,10 @@ pub struct LoadConfig {
     pub rate: u64,
     /// How long to send.
     pub duration: Duration,
+    /// Sent first and not measured: latency, freshness markers and the
+    /// timeline's rate start after it (the server's first allocations and
+    /// the client's start-up are not steady state).
+    pub warmup: Duration,
     /// Customers in the synthetic shop.
     pub customers: usize,
     /// Products in its catalogue.
@@ -73,6 +77,7 @@ impl Default for LoadConfig {
             url: "http://127.0.0.1:8080".into(),
             rate: 0,
             duration: Duration::from_secs(10),
+            warmup: Duration::ZERO,
             customers: 100_000,
             products: 10_000,
             connections: 4,
@@ -154,6 +159,11 @@ pub struct Tick {
     pub accepted_per_s: f64,
     /// Server RSS at the end of it, if known.
     pub rss_bytes: Option<u64>,
+    /// Slowest request answered in that second, ms.
+    pub max_http_latency_ms: f64,
+    /// Latest the client handed a batch to a connection after its
+    /// scheduled time in that second, ms (open loop; 0 in closed loop).
+    pub max_send_delay_ms: f64,
 }
 
 /// What a run measured (the JSON result without the provenance).
@@ -191,6 +201,13 @@ pub struct LoadReport {
     pub server_cpu_seconds: Option<f64>,
     /// Accepted events per second, second by second.
     pub timeline: Vec<Tick>,
+    /// Shops the generator went through (a new one starts when a shop's
+    /// history reaches the wall clock).
+    pub shops: u32,
+    /// Latest the client handed a batch to a connection after its
+    /// scheduled time, ms (open loop): the most the client itself adds to
+    /// the measured latency.
+    pub max_send_delay_ms: f64,
 }
 
 /// Counters a progress display can read while the run goes on.
@@ -202,6 +219,11 @@ pub struct Live {
     pub accepted: AtomicU64,
     /// Requests in error.
     pub failed: AtomicU64,
+    /// Slowest request answered since the monitor last looked, µs.
+    pub max_latency_micros: AtomicU64,
+    /// Latest the client handed a batch to a connection after its
+    /// scheduled time, since the monitor last looked, µs (open loop).
+    pub max_send_delay_micros: AtomicU64,
 }
 
 /// Parses `10s`, `5m`, `1h`, `250ms` or a bare number of seconds.
@@ -229,7 +251,29 @@ struct Batch {
     events: u64,
     scheduled: Instant,
     markers: Vec<String>,
+    /// Malformed events in it.
+    malformed: u64,
+    /// Deliberate duplicates in it.
+    duplicates: u64,
 }
+
+impl Batch {
+    /// Puts a marker purchase for a new customer `{run}-marker-{n}` first.
+    fn add_marker(&mut self, run: &str, n: u64) {
+        let customer = format!("{run}-marker-{n}");
+        let line = format!(
+            r#"{{"type":"purchase","event_id":"{customer}","customer_id":"{customer}","timestamp":{},"revenue":"1.00"}}"#,
+            now_ms()
+        );
+        self.body.insert_str(0, &format!("{line}\n"));
+        self.events += 1;
+        self.markers.push(customer);
+    }
+}
+
+/// Batches generated ahead of the schedule, so a slow moment of the
+/// generator (a new shop, a large allocation) does not delay sending.
+const PREPARED_BATCHES: usize = 128;
 
 /// The event source: the synthetic shop, shifted to end at the wall clock,
 /// with malformed and duplicate events mixed in.
@@ -237,6 +281,10 @@ struct Generator {
     config: LoadConfig,
     run: String,
     stream: EventStream,
+    /// The next shop, built on its own thread while this one is sent:
+    /// building a 1M-customer shop takes long enough to stall an open-loop
+    /// schedule, which would be measured as server latency.
+    next: Option<std::thread::JoinHandle<EventStream>>,
     generation: u32,
     rng: StdRng,
     recent: Vec<String>,
@@ -267,6 +315,7 @@ impl Generator {
         let run = format!("lg{}", now_ms());
         let mut generator = Self {
             stream: EventStream::new(ShopConfig::default(), 0),
+            next: None,
             config: config.clone(),
             generation: 0,
             rng: StdRng::seed_from_u64(config.seed),
@@ -280,17 +329,32 @@ impl Generator {
         generator
     }
 
-    /// A fresh shop (new ids) whose history starts three years ago.
-    fn restart(&mut self) {
-        self.generation += 1;
+    /// Shop number `generation` (new ids), its history starting three years ago.
+    fn shop(&self, generation: u32) -> (ShopConfig, u64) {
         let shop = ShopConfig {
             customers: self.config.customers,
             products: self.config.products,
             start_ms: now_ms() - 3 * 365 * 86_400_000,
-            id_prefix: format!("{}-{}", self.run, self.generation),
+            id_prefix: format!("{}-{}", self.run, generation),
             ..ShopConfig::default()
         };
-        self.stream = EventStream::new(shop, self.config.seed + u64::from(self.generation));
+        (shop, self.config.seed + u64::from(generation))
+    }
+
+    /// Switches to the next shop (prepared in the background when possible)
+    /// and starts preparing the one after it.
+    fn restart(&mut self) {
+        self.generation += 1;
+        let prepared = self.next.take().and_then(|handle| handle.join().ok());
+        self.stream = match prepared {
+            Some(stream) => stream,
+            None => {
+                let (shop, seed) = self.shop(self.generation);
+                EventStream::new(shop, seed)
+            }
+        };
+        let (shop, seed) = self.shop(self.generation + 1);
+        self.next = Some(std::thread::spawn(move || EventStream::new(shop, seed)));
     }
 
     fn next_event(&mut self) -> String {
@@ -303,7 +367,18 @@ impl Generator {
         }
     }
 
+    /// A batch with a marker first when `marker`.
     fn batch(&mut self, scheduled: Instant, marker: bool) -> Batch {
+        let mut batch = self.unmarked_batch(scheduled, marker as u64);
+        if marker {
+            self.markers += 1;
+            batch.add_marker(&self.run, self.markers);
+        }
+        batch
+    }
+
+    /// `config.batch` events, less `room` left for markers.
+    fn unmarked_batch(&mut self, scheduled: Instant, room: u64) -> Batch {
         let mut body = String::with_capacity(self.config.batch * 220);
         let mut events = 0u64;
         let push = |body: &mut String, events: &mut u64, line: &str| {
@@ -311,18 +386,8 @@ impl Generator {
             body.push('\n');
             *events += 1;
         };
-        let mut markers = Vec::new();
-        if marker {
-            self.markers += 1;
-            let customer = format!("{}-marker-{}", self.run, self.markers);
-            let line = format!(
-                r#"{{"type":"purchase","event_id":"{customer}","customer_id":"{customer}","timestamp":{},"revenue":"1.00"}}"#,
-                now_ms()
-            );
-            push(&mut body, &mut events, &line);
-            markers.push(customer);
-        }
-        while events < self.config.batch as u64 {
+        let (malformed_before, duplicates_before) = (self.malformed_sent, self.duplicates_sent);
+        while events + room < self.config.batch as u64 {
             let roll: f64 = self.rng.random();
             if roll < self.config.malformed_share {
                 let kind = MALFORMED[self.malformed_sent as usize % MALFORMED.len()];
@@ -345,7 +410,14 @@ impl Generator {
                 }
             }
         }
-        Batch { body, events, scheduled, markers }
+        Batch {
+            body,
+            events,
+            scheduled,
+            markers: Vec::new(),
+            malformed: self.malformed_sent - malformed_before,
+            duplicates: self.duplicates_sent - duplicates_before,
+        }
     }
 }
 
@@ -375,6 +447,7 @@ fn connection(
     batches: &Receiver<Batch>,
     sent_markers: &Sender<(String, Instant)>,
     live: &Live,
+    measure_from: Instant,
 ) -> (WorkerTotals, Histogram<u64>) {
     let agent = agent();
     let url = format!("{}/v1/events", config.url.trim_end_matches('/'));
@@ -410,7 +483,11 @@ fn connection(
                 }
             }
         }
-        let _ = latency.record(start.elapsed().as_micros() as u64);
+        let micros = start.elapsed().as_micros() as u64;
+        live.max_latency_micros.fetch_max(micros, Ordering::Relaxed);
+        if start >= measure_from {
+            let _ = latency.record(micros);
+        }
     }
     (totals, latency)
 }
@@ -515,12 +592,21 @@ pub fn run(config: &LoadConfig, live: &Live) -> Result<LoadReport, LoadError> {
     let timeline = Mutex::new(Vec::new());
     let peak_rss = AtomicU64::new(0);
     let mut generator = Generator::new(config);
+    let run_id = generator.run.clone();
+    let (prepared_tx, prepared_rx) = bounded::<Batch>(PREPARED_BATCHES);
     let started = Instant::now();
-    let (worker_results, (freshness, markers_lost), send_seconds) = std::thread::scope(|scope| {
+    let measure_from = started + config.warmup;
+    let (mut sent_malformed, mut sent_duplicates, mut sent_markers) = (0u64, 0u64, 0u64);
+    let mut max_send_delay = Duration::ZERO;
+    let (worker_results, (freshness, markers_lost), send_seconds, shops) = std::thread::scope(|scope| {
+        let producer = scope.spawn(move || {
+            while prepared_tx.send(generator.unmarked_batch(Instant::now(), 0)).is_ok() {}
+            generator.generation
+        });
         let workers: Vec<_> = (0..config.connections)
             .map(|_| {
                 let (rx, markers) = (batch_rx.clone(), marker_tx.clone());
-                scope.spawn(move || connection(config, &rx, &markers, live))
+                scope.spawn(move || connection(config, &rx, &markers, live, measure_from))
             })
             .collect();
         drop(marker_tx);
@@ -538,15 +624,22 @@ pub fn run(config: &LoadConfig, live: &Live) -> Result<LoadReport, LoadError> {
                     peak_rss.fetch_max(r, Ordering::Relaxed);
                 }
                 let rate = (accepted - last) as f64 / last_at.elapsed().as_secs_f64();
+                let ms = |slowest: &AtomicU64| slowest.swap(0, Ordering::Relaxed) as f64 / 1e3;
                 if let Ok(mut t) = timeline.lock() {
-                    t.push(Tick { second: started.elapsed().as_secs_f64(), accepted_per_s: rate, rss_bytes: rss });
+                    t.push(Tick {
+                        second: started.elapsed().as_secs_f64(),
+                        accepted_per_s: rate,
+                        rss_bytes: rss,
+                        max_http_latency_ms: ms(&live.max_latency_micros),
+                        max_send_delay_ms: ms(&live.max_send_delay_micros),
+                    });
                 }
                 (last, last_at) = (accepted, Instant::now());
             }
         });
         // Generator: open loop on a fixed schedule, or as fast as the queue takes batches.
         let interval = (config.rate > 0).then(|| Duration::from_secs_f64(config.batch as f64 / config.rate as f64));
-        let (mut index, mut next_marker) = (0u32, started);
+        let (mut index, mut next_marker) = (0u32, measure_from);
         while started.elapsed() < config.duration {
             let scheduled = interval.map_or_else(Instant::now, |i| started + i * index);
             if let Some(wait) = scheduled.checked_duration_since(Instant::now()) {
@@ -556,7 +649,18 @@ pub fn run(config: &LoadConfig, live: &Live) -> Result<LoadReport, LoadError> {
             if marker {
                 next_marker = scheduled + config.marker_every;
             }
-            let batch = generator.batch(scheduled, marker);
+            let Ok(mut batch) = prepared_rx.recv() else { break };
+            batch.scheduled = scheduled;
+            if marker {
+                sent_markers += 1;
+                batch.add_marker(&run_id, sent_markers);
+            }
+            if config.rate > 0 {
+                let late = Instant::now().saturating_duration_since(scheduled);
+                live.max_send_delay_micros.fetch_max(late.as_micros() as u64, Ordering::Relaxed);
+                max_send_delay = max_send_delay.max(late);
+            }
+            (sent_malformed, sent_duplicates) = (sent_malformed + batch.malformed, sent_duplicates + batch.duplicates);
             live.sent.fetch_add(batch.events, Ordering::Relaxed);
             if batch_tx.send(batch).is_err() {
                 break;
@@ -564,13 +668,15 @@ pub fn run(config: &LoadConfig, live: &Live) -> Result<LoadReport, LoadError> {
             index += 1;
         }
         drop(batch_tx);
+        drop(prepared_rx);
+        let shops = producer.join().unwrap_or(0);
         let results: Vec<(WorkerTotals, Histogram<u64>)> = workers.into_iter().filter_map(|w| w.join().ok()).collect();
         let send_seconds = started.elapsed().as_secs_f64();
         done_sending.store(true, Ordering::Release);
         markers_done.store(true, Ordering::Release);
         let _ = monitor.join();
         let freshness = poller.join().unwrap_or_else(|_| (histogram(), 0));
-        (results, freshness, send_seconds)
+        (results, freshness, send_seconds, shops)
     });
     let mut latency = histogram();
     let mut totals = WorkerTotals::default();
@@ -593,8 +699,8 @@ pub fn run(config: &LoadConfig, live: &Live) -> Result<LoadReport, LoadError> {
         accepted: totals.accepted,
         duplicates: totals.duplicates,
         rejected: totals.rejected,
-        malformed_sent: generator.malformed_sent,
-        duplicates_sent: generator.duplicates_sent,
+        malformed_sent: sent_malformed,
+        duplicates_sent: sent_duplicates,
         overload_retries: totals.overload_retries,
         failed_requests: totals.failed,
         seconds: send_seconds,
@@ -607,6 +713,8 @@ pub fn run(config: &LoadConfig, live: &Live) -> Result<LoadReport, LoadError> {
             _ => None,
         },
         timeline: timeline.into_inner().unwrap_or_default(),
+        shops,
+        max_send_delay_ms: max_send_delay.as_secs_f64() * 1e3,
     })
 }
 

@@ -54,6 +54,9 @@ pub(crate) struct LoadgenArgs {
     /// How long to send: 10s, 5m, 250ms, 1h.
     #[arg(long, value_name = "D", default_value = "10s")]
     pub(crate) duration: String,
+    /// Sent before measuring (within --duration): latency and freshness count only after it.
+    #[arg(long, value_name = "D", default_value = "2s")]
+    pub(crate) warmup: String,
     /// Customers in the synthetic shop.
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub(crate) customers: usize,

@@ -14,10 +14,15 @@ use crate::cli::LoadgenArgs;
 
 fn config_of(args: &LoadgenArgs) -> Result<LoadConfig> {
     let duration = parse_duration(&args.duration).map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
+    let warmup = parse_duration(&args.warmup).map_err(|e| anyhow::anyhow!("--warmup: {e}"))?;
+    if warmup >= duration {
+        anyhow::bail!("--warmup ({}) must be shorter than --duration ({})", args.warmup, args.duration);
+    }
     Ok(LoadConfig {
         url: args.url.clone(),
         rate: args.rate,
         duration,
+        warmup,
         customers: args.customers.max(1),
         products: args.products.max(1),
         connections: args.connections,
@@ -89,6 +94,7 @@ pub(crate) fn run(args: &LoadgenArgs) -> Result<()> {
         "machine": crate::provenance::machine(),
         "config": {
             "url": config.url, "rate": config.rate, "duration_s": config.duration.as_secs_f64(),
+            "warmup_s": config.warmup.as_secs_f64(),
             "customers": config.customers, "products": config.products, "connections": config.connections,
             "batch": config.batch, "malformed_share": config.malformed_share,
             "duplicate_share": config.duplicate_share, "marker_every_ms": config.marker_every.as_millis() as u64,
@@ -133,6 +139,10 @@ fn print_report(r: &LoadReport) {
     };
     line("HTTP latency", &r.http_latency_ms);
     line("event → visible", &r.freshness_ms);
+    println!(
+        "client: {} shops generated; at worst a batch left {:.1} ms after its scheduled time",
+        r.shops, r.max_send_delay_ms
+    );
     if r.markers_lost > 0 {
         println!("{} freshness markers never became visible within 10 s", r.markers_lost);
     }
