@@ -12,9 +12,10 @@
 //!    durable + applied answer);
 //! 3. the models are refitted and every customer rescored (`refit_s`); a
 //!    snapshot is written (`snapshot_s`);
-//! 4. the engine is dropped and the data directory reopened (`recovery_s`,
-//!    snapshot load + log replay + recommendation refresh), and the process's
-//!    RSS growth over that reopen gives the memory of the recovered state.
+//! 4. the engine is shut down and the data directory reopened in a fresh
+//!    process (`recovery_s`: snapshot load + log replay + recommendation
+//!    refresh); that process's RSS growth is the memory of the recovered
+//!    state (`recovered_bytes_per_customer`, product statistics included).
 //!
 //! `combined_per_s` is what one process doing both decode and submit on the
 //! same cores sustains: 1 / (1/decode + 1/submit).
@@ -121,18 +122,23 @@ fn run_point(customers: usize, shards: usize) -> Result<String, Box<dyn Error>> 
     engine.shutdown();
     drop(stream);
 
-    let rss_before_recovery = rss_bytes();
-    let started = Instant::now();
-    let (recovered, _) = Engine::open(config())?;
-    let recovery_s = started.elapsed().as_secs_f64();
-    let rss_recovered = rss_bytes();
-    let recovered_customers: usize = recovered.shard_sizes().iter().sum();
-    recovered.shutdown();
+    // Recovery in a fresh process, so its RSS is the recovered state alone
+    // (this process's allocator keeps the memory the first engine freed).
+    let recovery = std::process::Command::new(std::env::current_exe()?)
+        .args(["--recover", &dir.path().display().to_string(), &shards.to_string()])
+        .output()?;
+    if !recovery.status.success() {
+        return Err(format!("recovery failed: {}", String::from_utf8_lossy(&recovery.stderr)).into());
+    }
+    let recovered = String::from_utf8(recovery.stdout)?;
+    let field = |i: usize| -> Result<f64, Box<dyn Error>> {
+        Ok(recovered.split_whitespace().nth(i).ok_or("short recovery answer")?.parse::<f64>()?)
+    };
+    let (recovery_s, recovered_customers, state_bytes) = (field(0)?, field(1)? as usize, field(2)? as u64);
 
     latencies.sort_by(f64::total_cmp);
     let decode_per_s = events as f64 / decode_s;
     let submit_per_s = events as f64 / submit_s;
-    let state_bytes = rss_recovered.saturating_sub(rss_before_recovery);
     Ok(format!(
         "{{\"customers\": {loaded_customers}, \"shop_customers\": {customers}, \"shards\": {shards}, \
          \"events\": {events}, \"accepted\": {accepted}, \
@@ -162,9 +168,26 @@ fn list(arg: Option<String>, default: &[usize]) -> Result<Vec<usize>, Box<dyn Er
     }
 }
 
+/// `--recover DIR SHARDS`: opens the engine on DIR and prints the seconds it
+/// took, the customers recovered and the RSS growth in bytes.
+fn recover(dir: &str, shards: &str) -> Result<(), Box<dyn Error>> {
+    let before = rss_bytes();
+    let started = Instant::now();
+    let (engine, _) = Engine::open(EngineConfig { shards: shards.parse()?, ..EngineConfig::new(dir) })?;
+    let seconds = started.elapsed().as_secs_f64();
+    let customers: usize = engine.shard_sizes().iter().sum();
+    println!("{seconds} {customers} {}", rss_bytes().saturating_sub(before));
+    engine.shutdown();
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
     let out = args.next().ok_or("usage: scaling OUT.json [customers,…] [shards,…]")?;
+    if out == "--recover" {
+        let (dir, shards) = (args.next().ok_or("--recover DIR SHARDS")?, args.next().ok_or("--recover DIR SHARDS")?);
+        return recover(&dir, &shards);
+    }
     let sizes = list(args.next(), &[10_000, 100_000, 1_000_000, 10_000_000])?;
     let shard_counts = list(args.next(), &[1, 4])?;
     let mut points = Vec::new();
@@ -177,7 +200,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         points.push(("shards", run_point(shard_size, shards)?));
         eprintln!("{}", points.last().map_or("", |p| p.1.as_str()));
     }
-    let body: Vec<String> = points.iter().map(|(axis, p)| format!("  {{\"axis\": \"{axis}\", \"point\": {p}}}")).collect();
+    let body: Vec<String> =
+        points.iter().map(|(axis, p)| format!("  {{\"axis\": \"{axis}\", \"point\": {p}}}")).collect();
     let json = format!("[\n{}\n]\n", body.join(",\n"));
     std::fs::write(&out, json)?;
     eprintln!("wrote {out}");

@@ -151,8 +151,14 @@ fn write_recommendations(
         return Ok(None);
     }
     let model = book.items().refresh(now.day());
-    let lists =
-        recommend_all(book.records().par_iter(), &model, &BlendConfig::default(), args.recommendations, args.new_only, usize::MAX);
+    let lists = recommend_all(
+        book.records().par_iter(),
+        &model,
+        &BlendConfig::default(),
+        args.recommendations,
+        args.new_only,
+        usize::MAX,
+    );
     let batch = recommendations_batch(&lists, book.catalog(), &model, None)?;
     let path = args.out.join("recommendations.parquet");
     output::write_parquet(&path, &batch)?;
