@@ -8,6 +8,8 @@ import pathlib
 import shutil
 import sys
 
+from capacity_report import capacity_section
+
 # DESIGN.md §6 targets, in seconds per iteration: (milestone, goal).
 TARGETS = {
     "fit/bgnbd_1m": (2.0, 0.3),
@@ -145,6 +147,7 @@ def write_index(results_root, latest, table_lines):
         "",
         "Numbers are wall-clock on the machine in `machine.txt`; rerun the scripts on an idle machine.",
         "",
+        *capacity_section(results_root),
         "## Newest figure per bench",
         "",
         "| bench | mean | 95% CI of mean | median | target (DESIGN.md §6) | status | run |",

@@ -163,7 +163,7 @@ fn run_point(customers: usize, shards: usize) -> Result<String, Box<dyn Error>> 
 
 fn list(arg: Option<String>, default: &[usize]) -> Result<Vec<usize>, Box<dyn Error>> {
     match arg {
-        Some(s) => Ok(s.split(',').map(|v| v.trim().parse()).collect::<Result<_, _>>()?),
+        Some(s) => Ok(s.split(',').filter(|v| !v.trim().is_empty()).map(|v| v.trim().parse()).collect::<Result<_, _>>()?),
         None => Ok(default.to_vec()),
     }
 }

@@ -47,34 +47,6 @@ impl LiveSource for View {
     }
 }
 
-/// The population's purchases as events: first purchase, repeats spread over
-/// the recency window, all ending at one common "now".
-fn events_of(index: usize, input: &patron_score::ScoreInput, now_day: i32) -> Vec<Event> {
-    let first = now_day - input.tenure_days as i32;
-    let customer = CustomerId::new(&format!("c{index}")).expect("valid id");
-    let occasions = input.frequency + 1;
-    (0..occasions)
-        .map(|k| {
-            let day = if input.frequency == 0 {
-                first
-            } else {
-                first + (i64::from(input.recency_days) * i64::from(k) / i64::from(input.frequency)) as i32
-            };
-            let value = if k == 0 { 25.0 } else { input.spend.mean_repeat_value };
-            Event {
-                event_id: EventId::new(&format!("e{index}-{k}")).expect("valid id"),
-                customer_id: customer.clone(),
-                timestamp: Timestamp::from_millis(i64::from(day) * 86_400_000 + 3_600_000),
-                kind: EventKind::Purchase(patron_model::Purchase {
-                    order_id: None,
-                    items: Vec::new(),
-                    revenue_minor: (value * 100.0).round() as i64,
-                }),
-            }
-        })
-        .collect()
-}
-
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -97,7 +69,7 @@ fn main() -> Result<()> {
     let mut events_total = 0usize;
     let mut batch = Vec::with_capacity(50_000);
     for (i, input) in population.iter().enumerate() {
-        batch.extend(events_of(i, input, now_day));
+        batch.extend(patron_benches::purchase_events(i, input, now_day));
         if batch.len() >= 50_000 {
             events_total += batch.len();
             engine.submit(std::mem::take(&mut batch)).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -176,7 +148,11 @@ fn main() -> Result<()> {
         "when": Timestamp::now().to_rfc3339(),
         "commit": commit,
         "command": args.join(" "),
-        "profile": "dev (dependencies, patron-sql, patron-state and patron-score at opt-level 2)",
+        "profile": if cfg!(debug_assertions) {
+            "dev (dependencies, patron-sql, patron-state and patron-score at opt-level 2)"
+        } else {
+            "release"
+        },
         "machine": {"cpu": machine, "cores": std::thread::available_parallelism().map_or(0, |n| n.get())},
         "customers": customers,
         "events": events_total,

@@ -1,0 +1,209 @@
+"""The capacity report at the top of bench-results/README.md: every DESIGN.md §6
+target with its newest measured value, by how much it is met or missed and
+what limits it; the ratios against the tools users would pick instead; the
+scaling study; the plots (drawn by benches/examples/plots.rs).
+
+Called by benches/summarize.py --index (benches/report.sh runs both).
+The "what limits it" texts are findings from profiles (bench-results/loadgen/
+NOTES.md, bench-results/scaling/NOTES.md): update them with the evidence when
+a change moves a number.
+"""
+import json
+import pathlib
+
+
+def newest(directory, pattern):
+    files = sorted(p for p in directory.glob(pattern) if not p.name.endswith(".meta.json")) if directory.is_dir() else []
+    return files[-1] if files else None
+
+
+def load(path):
+    return json.loads(path.read_text()) if path else None
+
+
+def criterion_mean(results_root, bench):
+    """Newest criterion mean (seconds) of `bench` and its run folder."""
+    def recorded_at(run):
+        machine = run / "machine.txt"
+        lines = machine.read_text().splitlines() if machine.exists() else []
+        return next((l.split(":", 1)[1].strip() for l in lines if l.startswith("date:")), run.name)
+
+    best = None
+    for run in sorted((p for p in results_root.iterdir() if p.is_dir()), key=recorded_at):
+        summary = run / "raw" / (bench.replace("/", "__") + ".estimates.json")
+        if summary.exists():
+            best = (json.loads(summary.read_text())["mean"]["point_estimate"] / 1e9, run.name)
+    return best
+
+
+def status(measured, target, higher_is_better):
+    if measured is None:
+        return "not measured"
+    ok = measured >= target if higher_is_better else measured <= target
+    if ok:
+        return "**met**"
+    factor = target / measured if higher_is_better else measured / target
+    return f"**missed** ({factor:.2f}×)"
+
+
+LIMITS = {
+    "http_ingest": "Two cores shared by the server and the load generator. Per event the server spends about 1 µs "
+    "decoding and validating JSON (criterion `engine/decode_100k`: 1.2 µs per event on one core), plus the log, "
+    "apply, rescore and recommendation update; the closed-loop server uses 1.3 of the 2 cores. At 1M events/s the "
+    "budget is 2 µs of CPU per event for everything, client included. perf profile: bench-results/loadgen/NOTES.md.",
+    "inproc_ingest": "Decode + validate runs at about 1M events/s on 2 cores and the submit path (group-committed log, "
+    "routing, apply, O(1) rescore, product statistics) at 0.4–0.6M events/s; sharing 2 cores, the two give about "
+    "0.4M events/s. 3M events/s would need about 0.7 µs of CPU per event for all of it. The biggest single costs "
+    "are JSON decoding and the recommendation statistics (co-purchase counters scanned linearly); see "
+    "bench-results/scaling/NOTES.md.",
+    "freshness": "Steady state is met (the slowest request of each second is 8–30 ms). The p99 of a whole run "
+    "depends on rare stalls of 150–350 ms, one in some runs and none in others. Not log syncs (strace: slowest "
+    "fdatasync 8 ms), not record-vector growth (fixed: chunked records), not the generator (batches are built "
+    "ahead). Left: scheduling on 2 cores shared with the generator; see bench-results/loadgen/NOTES.md.",
+    "rescore": "",
+    "fit": "",
+    "fit_ratio": "lifetimes took 8.5 s here, not the 14–16 s DESIGN.md assumed, so 50× means 0.17 s. Our fit is "
+    "0.28 s: about 40 likelihood-and-gradient passes over the compressed (x, t_x, T) table plus the compression of "
+    "1M histories (`loglik/compress_1m`: 43 ms).",
+    "clv": "`score_all` also computes P(alive) and expected orders in 90 days for each customer; the criterion "
+    "`rescore/bgnbd_10m` bench (60 ms per million in a warm loop) shows the kernel itself is within target.",
+    "sql_aggregate": "The customer state is row-oriented (one record per customer), so every scan builds Arrow "
+    "columns from the records under the shard's read lock (the longest lock held is most of the query). DuckDB "
+    "reads columns that already exist. DESIGN.md §1's columnar per-shard arrays would remove the transposition.",
+    "sql_duckdb": "As above: the time is the record → Arrow transposition, not DataFusion's aggregation.",
+    "point_lookup": "",
+    "memory": "Scores and summaries are stored in the record (336 bytes inline: ids, counters, scores, segments, a "
+    "16-entry idempotency ring of 128 bytes) plus the purchase days and the bounded purchase profile on the heap. "
+    "The ring and profile are the 'extra' DESIGN.md allows; the rest still exceeds 150 bytes. A columnar layout "
+    "with the ring outside the record would meet it.",
+    "recovery": "Loading the snapshot decodes every record and rebuilds the id index on one thread per snapshot, "
+    "then replays the log and refreshes recommendations.",
+}
+
+
+def target_rows(root):
+    loadgen = root / "loadgen"
+    closed, half = load(newest(loadgen, "*-closed-loop.json")), load(newest(loadgen, "*-half-peak.json"))
+    scaling = load(newest(root / "scaling", "*.json")) or []
+    points = {(p["axis"], p["point"]["shop_customers"], p["point"]["shards"]): p["point"] for p in scaling}
+    at_1m = points.get(("customers", 1_000_000, 2))
+    at_10m = points.get(("customers", 10_000_000, 2))
+    lifetimes = load(newest(root / "compare", "*-fit-vs-lifetimes.json"))
+    sql = load(newest(root / "sql", "*.json"))
+    rescore = criterion_mean(root, "rescore/bgnbd_10m")
+    rows = []
+
+    def row(target, measured_text, verdict, source, limit):
+        rows.append(f"| {target} | {measured_text} | {verdict} | {source} | {LIMITS.get(limit, '')} |")
+
+    v = closed and closed["events_per_s"]
+    row("HTTP ingest, durable acks ≥ 1,000,000 events/s", f"{v:,.0f} events/s" if v else "—",
+        status(v, 1e6, True), "loadgen closed loop", "http_ingest")
+    v = at_1m and at_1m["combined_per_s"]
+    row("In-process ingest ≥ 3,000,000 events/s",
+        f"{v:,.0f} events/s decode + submit ({at_1m['submit_per_s']:,.0f} submit only), 1M customers" if v else "—",
+        status(v, 3e6, True), "scaling study", "inproc_ingest")
+    v = half and half["freshness_ms"]["p99"]
+    row("Event → visible p99 ≤ 50 ms at half of peak",
+        f"p99 {v:.1f} ms at {half['config']['rate']:,} events/s (p50 {half['freshness_ms']['p50']:.1f} ms)" if v else "—",
+        status(v, 50, False), "loadgen half peak", "freshness")
+    row("Full rescore of 10M customers ≤ 1 s", f"{rescore[0] * 1e3:.0f} ms" if rescore else "—",
+        status(rescore and rescore[0], 1.0, False), f"criterion `rescore/bgnbd_10m` ({rescore[1]})" if rescore else "", "rescore")
+    if lifetimes:
+        p, r = lifetimes["patron"], lifetimes["ratio"]
+        row("BG/NBD fit on 1M customers ≤ 0.3 s", f"{p['bgnbd']['seconds']:.3f} s",
+            status(p["bgnbd"]["seconds"], 0.3, False), "fit vs lifetimes", "fit")
+        row("… 50× faster than lifetimes", f"{r['bgnbd_fit']:.1f}× (lifetimes {lifetimes['lifetimes']['bgnbd']['seconds']:.2f} s)",
+            status(r["bgnbd_fit"], 50, True), "fit vs lifetimes", "fit_ratio")
+        row("… same parameters to 1e-3 relative", f"largest difference {lifetimes['max_relative_param_diff']:.1e}",
+            status(lifetimes["max_relative_param_diff"], 1e-3, False), "fit vs lifetimes", "")
+        row("12-month CLV for 1M customers ≤ 0.1 s", f"{p['clv_12_months']['seconds']:.3f} s ({r['clv_12_months']:.0f}× lifetimes)",
+            status(p["clv_12_months"]["seconds"], 0.1, False), "fit vs lifetimes", "clv")
+    if sql:
+        agg = sql["aggregate_in_process_ms"]["p50"]
+        duck = sql["pgwire"]["duckdb_aggregate_ms"]["p50"]
+        look = sql["pgwire"]["point_lookup_over_pgwire_ms"]["p99"]
+        profile = "dev profile" if sql.get("profile", "").startswith("dev") else "release"
+        row("SQL `GROUP BY rfm_segment` over 10M ≤ 200 ms", f"{agg:.0f} ms ({profile})", status(agg, 200, False),
+            "sql_capacity", "sql_aggregate")
+        row("… within 1.5× of DuckDB", f"{agg / duck:.1f}× (DuckDB {duck:.0f} ms)", status(agg / duck, 1.5, False),
+            "sql_capacity", "sql_duckdb")
+        row("Point lookup over pgwire p99 ≤ 2 ms", f"{look:.2f} ms", status(look, 2, False), "sql_capacity", "point_lookup")
+    if at_10m:
+        b = at_10m["recovered_bytes_per_customer"]
+        row("Memory ≤ 150 bytes per customer (item history extra)",
+            f"{b:,.0f} bytes per customer in all at 10M (record {at_10m['record_inline_bytes']} bytes inline)",
+            status(b, 150, False), "scaling study (RSS of a recovered process)", "memory")
+        row("Restart with 10M customers ≤ 10 s", f"{at_10m['recovery_s']:.1f} s", status(at_10m["recovery_s"], 10, False),
+            "scaling study", "recovery")
+    return rows
+
+
+def comparison_rows(root):
+    rows = []
+    lifetimes = load(newest(root / "compare", "*-fit-vs-lifetimes.json"))
+    if lifetimes:
+        r, p, t = lifetimes["ratio"], lifetimes["patron"], lifetimes["lifetimes"]
+        rows += [
+            f"| Python lifetimes {lifetimes['versions']['lifetimes']}: BG/NBD fit, 1M customers | {p['bgnbd']['seconds']:.3f} s | {t['bgnbd']['seconds']:.2f} s | **{r['bgnbd_fit']:.1f}×** | parameters agree to {lifetimes['max_relative_param_diff']:.1e} |",
+            f"| lifetimes: Gamma-Gamma fit ({p['gamma_gamma']['customers']:,} repeat buyers) | {p['gamma_gamma']['seconds']:.3f} s | {t['gamma_gamma']['seconds']:.2f} s | **{r['gamma_gamma_fit']:.1f}×** | |",
+            f"| lifetimes: 12-month CLV, 1M customers | {p['clv_12_months']['seconds']:.3f} s | {t['clv_12_months']['seconds']:.2f} s | **{r['clv_12_months']:.0f}×** | per-customer CLV agrees to {lifetimes['clv_relative_diff']['max']:.1e} |",
+        ]
+    sql = load(newest(root / "sql", "*.json"))
+    if sql:
+        agg, duck = sql["aggregate_in_process_ms"]["p50"], sql["pgwire"]["duckdb_aggregate_ms"]["p50"]
+        rows.append(f"| DuckDB {sql['pgwire'].get('duckdb_version', '')}: `GROUP BY rfm_segment`, 10M rows (Parquet) | {agg:.0f} ms | {duck:.0f} ms | **{duck / agg:.2f}×** (DuckDB faster) | Patron computes the columns from live state per query |")
+    pg = load(newest(root / "compare", "*-ingest-vs-postgres.json"))
+    if pg:
+        rows.append(f"| {pg['postgres_version'].split('(Debian')[0].replace('postgres (PostgreSQL)', 'PostgreSQL')}: durable ingest + per-customer aggregates, {pg['events']:,} events | {pg['patron_events_per_s']:,} events/s | {pg['postgres_events_per_s']:,} events/s | **{pg['ratio']:.1f}×** | COPY in 50k chunks + upserts in the same transaction |")
+    return rows
+
+
+def scaling_rows(root):
+    path = newest(root / "scaling", "*.json")
+    rows = []
+    for entry in (load(path) or []):
+        p = entry["point"]
+        rows.append(
+            f"| {p['customers']:,} | {p['shards']} | {p['submit_per_s']:,} | {p['decode_per_s']:,} | {p['combined_per_s']:,} "
+            f"| {p['batch_latency_ms']['p50']:.1f} / {p['batch_latency_ms']['p99']:.1f} ms | {p['refit_s']:.2f} s | {p['snapshot_s']:.2f} s "
+            f"| {p['recovery_s']:.2f} s | {p['recovered_bytes_per_customer']:,.0f} |"
+        )
+    return path, rows
+
+
+def capacity_section(root):
+    root = pathlib.Path(root)
+    scaling_path, scaling = scaling_rows(root)
+    plots = [p for p in ("throughput_over_time", "latency_cdf", "scaling_customers", "scaling_memory", "scaling_shards")
+             if (root / "plots" / f"{p}.svg").exists()]
+    return [
+        "## Capacity report (DESIGN.md §6)",
+        "",
+        "Regenerate with `benches/report.sh`; rerun everything with `benches/capacity.sh` (see the main README). "
+        "Each row names the newest result it comes from; the result files hold the machine, commit and command.",
+        "",
+        "| target | measured | status | source | what limits it |",
+        "|---|---|---|---|---|",
+        *target_rows(root),
+        "",
+        "### Against the tools users would pick instead",
+        "",
+        "| comparison | Patron | other | ratio | note |",
+        "|---|---|---|---|---|",
+        *comparison_rows(root),
+        "",
+        f"### Scaling study ([`{scaling_path.name if scaling_path else '—'}`](scaling/{scaling_path.name if scaling_path else ''}), `benches/scaling.sh`)",
+        "",
+        "In process, durable log on ext4, batches of 2,000 with 8 in flight; about 3 events per customer of the shop. "
+        "Bytes per customer are the RSS of a process that recovered the state (product statistics included).",
+        "",
+        "| customers | shards | submit events/s | decode events/s | both on 2 cores | batch latency p50 / p99 | refit (4 models + rescore) | snapshot | recovery | bytes per customer |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *scaling,
+        "",
+        "### Plots",
+        "",
+        *[f"![{p}](plots/{p}.svg)" for p in plots],
+        "",
+    ]
