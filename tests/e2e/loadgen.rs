@@ -58,6 +58,7 @@ fn loadgen_counts_agree_with_the_server_and_the_result_has_every_key() {
         assert_eq!(cdf.last().map(|p| p.1), h["max"].as_f64(), "{h}");
     }
     assert!(run["report"]["shops"].as_u64() >= Some(1), "{run}");
+    assert!(run["report"]["server_max_sync_ms"].as_f64().is_some_and(|ms| ms > 0.0), "read from /metrics: {run}");
     assert!(run["report"]["max_send_delay_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{run}");
     assert!(run["machine"]["cores"].as_u64() >= Some(1), "{run}");
     let report = &run["report"];

@@ -208,6 +208,9 @@ pub struct LoadReport {
     /// scheduled time, ms (open loop): the most the client itself adds to
     /// the measured latency.
     pub max_send_delay_ms: f64,
+    /// The server's slowest log fdatasync since it started, ms (from its
+    /// `/metrics`): a slow sync holds back every acknowledgement behind it.
+    pub server_max_sync_ms: Option<f64>,
 }
 
 /// Counters a progress display can read while the run goes on.
@@ -531,6 +534,13 @@ fn poll_markers(
     (freshness, lost)
 }
 
+/// One unlabelled value from the server's Prometheus `/metrics`, if it has it.
+fn server_metric(config: &LoadConfig, name: &str) -> Option<f64> {
+    let url = format!("{}/metrics", config.url.trim_end_matches('/'));
+    let text = authorised(agent().get(&url), config.token.as_deref()).call().ok()?.into_string().ok()?;
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// RSS bytes and CPU seconds of `pid` (Linux `/proc`; CPU in 100 Hz ticks).
 fn process_usage(pid: u32) -> Option<(u64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -689,6 +699,7 @@ pub fn run(config: &LoadConfig, live: &Live) -> Result<LoadReport, LoadError> {
         totals.failed += t.failed;
     }
     let usage_after = config.server_pid.and_then(process_usage);
+    let server_max_sync_ms = server_metric(config, "patron_wal_max_sync_seconds").map(|s| s * 1e3);
     if let Some((rss, _)) = usage_after {
         peak_rss.fetch_max(rss, Ordering::Relaxed);
     }
@@ -715,6 +726,7 @@ pub fn run(config: &LoadConfig, live: &Live) -> Result<LoadReport, LoadError> {
         timeline: timeline.into_inner().unwrap_or_default(),
         shops,
         max_send_delay_ms: max_send_delay.as_secs_f64() * 1e3,
+        server_max_sync_ms,
     })
 }
 

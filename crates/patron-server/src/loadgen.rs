@@ -143,6 +143,9 @@ fn print_report(r: &LoadReport) {
         "client: {} shops generated; at worst a batch left {:.1} ms after its scheduled time",
         r.shops, r.max_send_delay_ms
     );
+    if let Some(ms) = r.server_max_sync_ms {
+        println!("server: slowest log fdatasync since start {ms:.1} ms");
+    }
     if r.markers_lost > 0 {
         println!("{} freshness markers never became visible within 10 s", r.markers_lost);
     }

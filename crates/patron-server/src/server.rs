@@ -669,6 +669,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             "Latest fdatasync duration.",
             w.last_sync_nanos.load(Ordering::Relaxed) as f64 / 1e9,
         );
+        metric(
+            "patron_wal_max_sync_seconds",
+            "gauge",
+            "Slowest fdatasync since start (a log sync holds back every acknowledgement).",
+            w.max_sync_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        );
     }
     let (queries, failed) = state.sql.query_counts();
     metric("patron_sql_queries_total", "counter", "SQL queries run (all front ends).", queries as f64);

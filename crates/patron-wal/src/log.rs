@@ -106,6 +106,8 @@ pub struct WalStats {
     pub sync_nanos: AtomicU64,
     /// The latest fdatasync, nanoseconds.
     pub last_sync_nanos: AtomicU64,
+    /// The slowest fdatasync since start, nanoseconds.
+    pub max_sync_nanos: AtomicU64,
 }
 
 type Completion = Box<dyn FnOnce(Result<Appended>) + Send>;
@@ -438,6 +440,7 @@ impl Writer {
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
         self.stats.sync_nanos.fetch_add(nanos, Ordering::Relaxed);
         self.stats.last_sync_nanos.store(nanos, Ordering::Relaxed);
+        self.stats.max_sync_nanos.fetch_max(nanos, Ordering::Relaxed);
         self.stats.bytes.fetch_add(self.buf.len() as u64, Ordering::Relaxed);
         self.offset += self.buf.len() as u64;
         self.buf.clear();
