@@ -52,32 +52,37 @@ LIMITS = {
     "apply, rescore and recommendation update; the closed-loop server uses 1.3 of the 2 cores. At 1M events/s the "
     "budget is 2 µs of CPU per event for everything, client included. perf profile: bench-results/loadgen/NOTES.md.",
     "inproc_ingest": "Decode + validate runs at about 1M events/s on 2 cores and the submit path (group-committed log, "
-    "routing, apply, O(1) rescore, product statistics) at 0.4–0.6M events/s; sharing 2 cores, the two give about "
-    "0.4M events/s. 3M events/s would need about 0.7 µs of CPU per event for all of it. The biggest single costs "
-    "are JSON decoding and the recommendation statistics (co-purchase counters scanned linearly); see "
+    "routing, apply, O(1) rescore, product statistics) at 0.4–0.8M events/s, falling as the state outgrows the "
+    "caches (peak at 100k customers); sharing 2 cores, the two give about 0.4M events/s. 3M events/s would need "
+    "about 0.7 µs of CPU per event for all of it. Largest costs: JSON decoding, the recommendation statistics "
+    "(co-purchase counters scanned linearly), the id index (SipHash + compare), page zeroing of new state; see "
     "bench-results/scaling/NOTES.md.",
-    "freshness": "Steady state is met (the slowest request of each second is 8–30 ms). The p99 of a whole run "
-    "depends on rare stalls of 150–350 ms, one in some runs and none in others. Not log syncs (strace: slowest "
-    "fdatasync 8 ms), not record-vector growth (fixed: chunked records), not the generator (batches are built "
-    "ahead). Left: scheduling on 2 cores shared with the generator; see bench-results/loadgen/NOTES.md.",
+    "freshness": "Met in 5 of 7 runs (p99 15–21 ms). The other runs hold one 300–400 ms stall: acknowledgements "
+    "wait for the log's fdatasync, and the VM's disk occasionally takes 100+ ms for one (127 ms in the one run "
+    "measured with a stall, 8–23 ms in the others; `server_max_sync_ms`). Fixed along the way: record-vector "
+    "growth under the shard lock, and the load generator's own pauses. See bench-results/loadgen/NOTES.md.",
     "rescore": "",
     "fit": "",
     "fit_ratio": "lifetimes took 8.5 s here, not the 14–16 s DESIGN.md assumed, so 50× means 0.17 s. Our fit is "
     "0.28 s: about 40 likelihood-and-gradient passes over the compressed (x, t_x, T) table plus the compression of "
     "1M histories (`loglik/compress_1m`: 43 ms).",
-    "clv": "`score_all` also computes P(alive) and expected orders in 90 days for each customer; the criterion "
-    "`rescore/bgnbd_10m` bench (60 ms per million in a warm loop) shows the kernel itself is within target.",
+    "clv": "A nearly fixed cost per call: `score_all` first fills a table of the distinct (x, T) cells (each a "
+    "hypergeometric series), and their number hardly grows with customers. Fitting t = F + n·c to 127 ms at 1M "
+    "(here) and 601 ms at 10M (criterion `rescore/bgnbd_10m`) gives F ≈ 74 ms and c ≈ 53 ns per customer. It also "
+    "computes P(alive) and expected orders in 90 days. Caching the table between calls with the same parameters "
+    "would meet the target.",
     "sql_aggregate": "The customer state is row-oriented (one record per customer), so every scan builds Arrow "
     "columns from the records under the shard's read lock (the longest lock held is most of the query). DuckDB "
     "reads columns that already exist. DESIGN.md §1's columnar per-shard arrays would remove the transposition.",
     "sql_duckdb": "As above: the time is the record → Arrow transposition, not DataFusion's aggregation.",
     "point_lookup": "",
-    "memory": "Scores and summaries are stored in the record (336 bytes inline: ids, counters, scores, segments, a "
-    "16-entry idempotency ring of 128 bytes) plus the purchase days and the bounded purchase profile on the heap. "
-    "The ring and profile are the 'extra' DESIGN.md allows; the rest still exceeds 150 bytes. A columnar layout "
-    "with the ring outside the record would meet it.",
-    "recovery": "Loading the snapshot decodes every record and rebuilds the id index on one thread per snapshot, "
-    "then replays the log and refreshes recommendations.",
+    "memory": "Marginal cost about 535 bytes per customer (1M → 10M). Row records: 336 bytes inline (of which a "
+    "128-byte idempotency ring), about 56 bytes of index entry, the id string twice, purchase days and the bounded "
+    "purchase profile. Without the ring and profile it is still about 2.5× the target. Fix: the columnar per-shard "
+    "arrays of DESIGN.md §1 (bench-results/scaling/NOTES.md).",
+    "recovery": "The snapshot is decoded and the id index rebuilt on one thread, record by record; at 10M every "
+    "insert misses the cache (1M recovers in 1.0 s, 10M in 18 s). Parallel decode by shard is the next step "
+    "(bench-results/scaling/NOTES.md).",
 }
 
 
@@ -103,10 +108,16 @@ def target_rows(root):
     row("In-process ingest ≥ 3,000,000 events/s",
         f"{v:,.0f} events/s decode + submit ({at_1m['submit_per_s']:,.0f} submit only), 1M customers" if v else "—",
         status(v, 3e6, True), "scaling study", "inproc_ingest")
-    v = half and half["freshness_ms"]["p99"]
-    row("Event → visible p99 ≤ 50 ms at half of peak",
-        f"p99 {v:.1f} ms at {half['config']['rate']:,} events/s (p50 {half['freshness_ms']['p50']:.1f} ms)" if v else "—",
-        status(v, 50, False), "loadgen half peak", "freshness")
+    half_runs = [load(p) for p in sorted(loadgen.glob("*-half-peak.json"))] if loadgen.is_dir() else []
+    recent = [r for r in half_runs if "server_max_sync_ms" in r.get("report", {})] or half_runs[-1:]
+    if recent:
+        p99s = sorted(r["freshness_ms"]["p99"] for r in recent)
+        met = sum(v <= 50 for v in p99s)
+        verdict = "**met**" if met == len(p99s) else ("**met in most runs**" if met * 2 > len(p99s) else "**missed**")
+        row("Event → visible p99 ≤ 50 ms at half of peak",
+            f"p99 per run: {', '.join(f'{v:.0f}' for v in p99s)} ms ({met} of {len(p99s)} runs ≤ 50 ms; "
+            f"about {recent[-1]['config']['rate']:,} events/s)",
+            f"{verdict} ({met}/{len(p99s)})", "loadgen half peak, runs that record the server's slowest sync", "freshness")
     row("Full rescore of 10M customers ≤ 1 s", f"{rescore[0] * 1e3:.0f} ms" if rescore else "—",
         status(rescore and rescore[0], 1.0, False), f"criterion `rescore/bgnbd_10m` ({rescore[1]})" if rescore else "", "rescore")
     if lifetimes:

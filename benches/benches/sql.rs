@@ -46,8 +46,11 @@ impl LiveSource for View {
 
 fn sql(c: &mut Criterion) {
     let population = synthetic_customers(&Population::default(), CUSTOMERS, patron_benches::SEED);
-    let events: Vec<_> =
-        population.iter().enumerate().flat_map(|(i, input)| patron_benches::purchase_events(i, input, NOW_DAY)).collect();
+    let events: Vec<_> = population
+        .iter()
+        .enumerate()
+        .flat_map(|(i, input)| patron_benches::purchase_events(i, input, NOW_DAY))
+        .collect();
 
     // The batch path: one book, scored, turned into the customers table.
     let mut book = CustomerBook::new();
@@ -73,13 +76,15 @@ fn sql(c: &mut Criterion) {
     }
     engine.refit().expect("models fit");
     let engine = Arc::new(engine);
-    let limits = SqlLimits { max_rows: usize::MAX, timeout: std::time::Duration::from_secs(600), ..SqlLimits::default() };
+    let limits =
+        SqlLimits { max_rows: usize::MAX, timeout: std::time::Duration::from_secs(600), ..SqlLimits::default() };
     let sql = SqlEngine::new(Arc::new(View(engine.clone())), limits).expect("SQL engine");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let run = |query: &str| runtime.block_on(sql.run(query)).expect("query runs").rows();
     let mut group = c.benchmark_group("sql");
     group.sample_size(10);
-    group.bench_function("scan_two_columns_1m", |b| b.iter(|| run(black_box("SELECT rfm_segment, clv FROM customers"))));
+    group
+        .bench_function("scan_two_columns_1m", |b| b.iter(|| run(black_box("SELECT rfm_segment, clv FROM customers"))));
     group.bench_function("aggregate_1m", |b| {
         b.iter(|| run(black_box("SELECT rfm_segment, count(*), avg(clv) FROM customers GROUP BY 1")))
     });

@@ -43,6 +43,17 @@ fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
+/// 1.2M, 250k, 37, 0.5: axis labels a reader takes in at a glance.
+fn human(v: f64) -> String {
+    let trim = |s: String| if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_owned() } else { s };
+    match v.abs() {
+        a if a >= 1e6 => format!("{}M", trim(format!("{:.1}", v / 1e6))),
+        a if a >= 1e3 => format!("{}k", trim(format!("{:.1}", v / 1e3))),
+        a if a >= 10.0 || a == 0.0 => format!("{v:.0}"),
+        _ => trim(format!("{v:.2}")),
+    }
+}
+
 /// One named line.
 struct Line {
     name: String,
@@ -70,7 +81,13 @@ fn chart(path: &Path, title: &str, x_desc: &str, y_desc: &str, log_x: bool, line
     macro_rules! draw {
         ($chart:expr) => {{
             let mut chart = $chart;
-            chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw()?;
+            chart
+                .configure_mesh()
+                .x_desc(x_desc)
+                .y_desc(y_desc)
+                .x_label_formatter(&|x| human(*x))
+                .y_label_formatter(&|y| human(*y))
+                .draw()?;
             for (i, line) in lines.iter().enumerate() {
                 let colour = COLOURS[i % COLOURS.len()];
                 chart

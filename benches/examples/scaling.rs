@@ -41,14 +41,6 @@ const CHUNK_EVENTS: usize = 500_000;
 const BATCH: usize = 2_000;
 const IN_FLIGHT: usize = 8;
 
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
-        .map_or(0, |kb| kb * 1024)
-}
-
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -111,7 +103,7 @@ fn run_point(customers: usize, shards: usize) -> Result<String, Box<dyn Error>> 
     eprintln!();
     let loaded_customers: usize = engine.shard_sizes().iter().sum();
     let accepted = engine.stats().accepted.load(std::sync::atomic::Ordering::Relaxed);
-    let rss_loaded = rss_bytes();
+    let rss_loaded = patron_benches::rss_bytes();
     let started = Instant::now();
     engine.refit()?;
     let refit_s = started.elapsed().as_secs_f64();
@@ -163,7 +155,9 @@ fn run_point(customers: usize, shards: usize) -> Result<String, Box<dyn Error>> 
 
 fn list(arg: Option<String>, default: &[usize]) -> Result<Vec<usize>, Box<dyn Error>> {
     match arg {
-        Some(s) => Ok(s.split(',').filter(|v| !v.trim().is_empty()).map(|v| v.trim().parse()).collect::<Result<_, _>>()?),
+        Some(s) => {
+            Ok(s.split(',').filter(|v| !v.trim().is_empty()).map(|v| v.trim().parse()).collect::<Result<_, _>>()?)
+        }
         None => Ok(default.to_vec()),
     }
 }
@@ -171,12 +165,12 @@ fn list(arg: Option<String>, default: &[usize]) -> Result<Vec<usize>, Box<dyn Er
 /// `--recover DIR SHARDS`: opens the engine on DIR and prints the seconds it
 /// took, the customers recovered and the RSS growth in bytes.
 fn recover(dir: &str, shards: &str) -> Result<(), Box<dyn Error>> {
-    let before = rss_bytes();
+    let before = patron_benches::rss_bytes();
     let started = Instant::now();
     let (engine, _) = Engine::open(EngineConfig { shards: shards.parse()?, ..EngineConfig::new(dir) })?;
     let seconds = started.elapsed().as_secs_f64();
     let customers: usize = engine.shard_sizes().iter().sum();
-    println!("{seconds} {customers} {}", rss_bytes().saturating_sub(before));
+    println!("{seconds} {customers} {}", patron_benches::rss_bytes().saturating_sub(before));
     engine.shutdown();
     Ok(())
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use patron_model::{Currency, CustomerId, Event, EventId, EventKind, EventSink, Timestamp};
+use patron_model::{Currency, EventSink, Timestamp};
 use patron_sql::pg::PgHandlers;
 use patron_sql::{LiveSource, SqlEngine, SqlLimits};
 use patron_state::{Engine, EngineConfig};
@@ -45,14 +45,6 @@ impl LiveSource for View {
     fn base_currency(&self) -> Currency {
         Currency::from_code("EUR").expect("EUR is known")
     }
-}
-
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
-        .map_or(0, |kb| kb * 1024)
 }
 
 fn main() -> Result<()> {
@@ -85,7 +77,7 @@ fn main() -> Result<()> {
     let fit_started = Instant::now();
     engine.refit()?;
     let refit_seconds = fit_started.elapsed().as_secs_f64();
-    eprintln!("refit and rescore in {refit_seconds:.1} s; RSS {} MiB", rss_bytes() >> 20);
+    eprintln!("refit and rescore in {refit_seconds:.1} s; RSS {} MiB", patron_benches::rss_bytes() >> 20);
 
     let view: Arc<dyn LiveSource> = Arc::new(View { engine: engine.clone() });
     let limits =
@@ -159,7 +151,7 @@ fn main() -> Result<()> {
         "shards": engine.shard_count(),
         "load_seconds": load_seconds,
         "refit_seconds": refit_seconds,
-        "rss_bytes_after_load": rss_bytes(),
+        "rss_bytes_after_load": patron_benches::rss_bytes(),
         "aggregate_sql": AGGREGATE,
         "aggregate_in_process_ms": {"p50": aggregate_ms[5], "min": aggregate_ms[0], "max": aggregate_ms[9]},
         "max_shard_lock_ms": max_lock_ms,

@@ -53,3 +53,12 @@ pub fn purchase_events(index: usize, input: &ScoreInput, now_day: i32) -> Vec<Ev
         })
         .collect()
 }
+
+/// This process's resident set size (Linux `/proc/self/status`; 0 elsewhere).
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+        .map_or(0, |kb| kb * 1024)
+}
