@@ -7,7 +7,7 @@
 #   5. plots and tables (benches/report.sh).
 #
 #   benches/capacity.sh            # everything: about 75 minutes on 2 cores, 12 GiB RAM
-#   benches/capacity.sh quick      # smaller sizes, about 15 minutes: a smoke run, not for sizing
+#   benches/capacity.sh quick      # smaller sizes, about 15 minutes, in a scratch clone: a smoke run, not for sizing
 #
 # Needs the Rust toolchain, python3 with venv, and for the comparisons network
 # access to PyPI and Debian (lifetimes, duckdb, psycopg, PostgreSQL 15). The
@@ -17,6 +17,14 @@ set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/patron-target}
 if [ "${1:-}" = quick ]; then
+  # Smoke run in a scratch clone of HEAD, so its small-size results never
+  # replace the recorded ones; the report it writes stays in the clone.
+  if [ -z "${PATRON_CAPACITY_SCRATCH:-}" ]; then
+    scratch=$(mktemp -d)
+    git clone -q . "$scratch"
+    echo "quick run in $scratch (report: $scratch/bench-results/README.md)"
+    cd "$scratch" && PATRON_CAPACITY_SCRATCH=1 exec benches/capacity.sh quick
+  fi
   duration=10s; customers=100000; sizes=10000,100000,1000000; fit_customers=100000; sql_customers=1000000; pg_events=200000
 else
   duration=30s; customers=1000000; sizes=10000,100000,1000000,10000000; fit_customers=1000000; sql_customers=10000000; pg_events=1000000

@@ -210,6 +210,12 @@ impl CustomerBook {
         }
     }
 
+    /// Switches to the catalogue and statistics shared with the other shards
+    /// (a book restored on its own thread before they were known).
+    pub fn share(&mut self, catalog: std::sync::Arc<ProductCatalog>, items: std::sync::Arc<ItemStats>) {
+        (self.catalog, self.items) = (catalog, items);
+    }
+
     /// The product catalogue.
     pub fn catalog(&self) -> &ProductCatalog {
         &self.catalog

@@ -25,7 +25,7 @@
 //! ```
 
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -49,7 +49,7 @@ use crate::items::{ItemConfig, ItemStats, RecsModel};
 use crate::recommend::{BlendConfig, Recommendation, recommend};
 use crate::record::{Applied, CustomerRecord};
 use crate::scoring::{ModelFits, ScoringConfig, fit_models_on, scorer_for};
-use crate::snapshot::{list_snapshots, read_snapshot, write_snapshot};
+use crate::snapshot::{Snapshot, list_snapshots, read_snapshot_with, write_snapshot};
 use crate::{Result, StateError};
 
 /// What "now" is for scoring.
@@ -195,6 +195,54 @@ struct Gathered {
 struct ShardBatch {
     events: Vec<Event>,
     completion: Arc<Completion>,
+}
+
+/// Records handed to a restoring shard thread at a time.
+const RESTORE_BATCH: usize = 4096;
+
+/// Reads the snapshot at `path` into one book per shard. The file is decoded
+/// on this thread while one thread per shard inserts the records it routes
+/// there, so decoding and index building overlap (recovery of 10M customers
+/// was 18 s with both on one thread; bench-results/scaling/NOTES.md). The
+/// books still need [`CustomerBook::share`] once the catalogue is known.
+fn restore_snapshot(
+    path: &Path,
+    config: &EngineConfig,
+    shards: usize,
+) -> std::result::Result<(Snapshot, Vec<CustomerBook>), String> {
+    std::thread::scope(|scope| {
+        let (senders, workers): (Vec<_>, Vec<_>) = (0..shards)
+            .map(|_| {
+                let (tx, rx) = bounded::<Vec<CustomerRecord>>(8);
+                let worker = scope.spawn(move || {
+                    let mut book =
+                        CustomerBook::with_catalog(Default::default(), Default::default(), config.history_limit);
+                    rx.iter().flatten().for_each(|record| book.insert_record(record));
+                    book
+                });
+                (tx, worker)
+            })
+            .unzip();
+        let mut pending: Vec<Vec<CustomerRecord>> = (0..shards).map(|_| Vec::with_capacity(RESTORE_BATCH)).collect();
+        let read = read_snapshot_with(path, config.items, |record| {
+            let shard = shard_of(&record.customer_id, shards);
+            pending[shard].push(record);
+            if pending[shard].len() == RESTORE_BATCH {
+                let full = std::mem::replace(&mut pending[shard], Vec::with_capacity(RESTORE_BATCH));
+                // A worker only stops when its sender is dropped, so this cannot fail.
+                let _ = senders[shard].send(full);
+            }
+        });
+        for (sender, rest) in senders.iter().zip(pending) {
+            let _ = sender.send(rest);
+        }
+        drop(senders);
+        let books = workers
+            .into_iter()
+            .map(|worker| worker.join().map_err(|_| "a restoring thread panicked".to_owned()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        read.map(|snapshot| (snapshot, books))
+    })
 }
 
 /// Encoded records of one shard and how many there are.
@@ -361,11 +409,11 @@ impl Engine {
         let mut snapshot_errors = Vec::new();
         let snapshots =
             list_snapshots(&snapshot_dir).map_err(|e| StateError::Replay(format!("cannot list snapshots: {e}")))?;
-        let mut loaded = None;
+        let (mut loaded, mut restored) = (None, None);
         for (_, path) in &snapshots {
-            match read_snapshot(path, config.items) {
-                Ok(snapshot) => {
-                    loaded = Some(snapshot);
+            match restore_snapshot(path, &config, shards) {
+                Ok((snapshot, books)) => {
+                    (loaded, restored) = (Some(snapshot), Some(books));
                     break;
                 }
                 Err(e) => snapshot_errors.push(format!("{}: {e}", path.display())),
@@ -380,10 +428,20 @@ impl Engine {
             || ItemStats::new(config.items),
             |s| std::mem::replace(&mut s.items, ItemStats::new(config.items)),
         ));
-        let inner = Arc::new(Inner {
-            shards: (0..shards)
-                .map(|_| RwLock::new(CustomerBook::with_catalog(catalog.clone(), items.clone(), config.history_limit)))
+        let books: Vec<CustomerBook> = match restored {
+            Some(books) => books
+                .into_iter()
+                .map(|mut book| {
+                    book.share(catalog.clone(), items.clone());
+                    book
+                })
                 .collect(),
+            None => (0..shards)
+                .map(|_| CustomerBook::with_catalog(catalog.clone(), items.clone(), config.history_limit))
+                .collect(),
+        };
+        let inner = Arc::new(Inner {
+            shards: books.into_iter().map(RwLock::new).collect(),
             catalog,
             items,
             recs: RwLock::new(Arc::new(RecsModel::default())),
@@ -396,10 +454,6 @@ impl Engine {
         if let Some(snapshot) = loaded {
             start_seq = snapshot.next_seq;
             inner.watermark_ms.store(snapshot.watermark_ms, Ordering::Relaxed);
-            let mut books: Vec<_> = inner.shards.iter().map(|s| s.write().unwrap_or_else(|p| p.into_inner())).collect();
-            for record in snapshot.records {
-                books[shard_of(&record.customer_id, shards)].insert_record(record);
-            }
         }
         // Events in the log were validated when they arrived; only the clock rule is relaxed on replay.
         let replay_validator = Validator { max_ahead_ms: i64::MAX / 4, ..Validator::new(config.currencies.clone()) };

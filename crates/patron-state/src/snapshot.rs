@@ -113,6 +113,21 @@ pub fn write_snapshot(
 /// Reads and verifies a snapshot, restoring product statistics with
 /// `item_config`; the error says what is wrong.
 pub fn read_snapshot(path: &Path, item_config: ItemConfig) -> Result<Snapshot, String> {
+    let mut records = Vec::new();
+    let mut snapshot = read_snapshot_with(path, item_config, |record| records.push(record))?;
+    snapshot.records = records;
+    Ok(snapshot)
+}
+
+/// [`read_snapshot`], handing each record to `each` as soon as it is decoded
+/// (the returned `records` is empty), so the caller can place records while
+/// the rest is decoded. The checksum is verified first; on a later error some
+/// records may already have been handed over, and the caller must discard them.
+pub fn read_snapshot_with(
+    path: &Path,
+    item_config: ItemConfig,
+    mut each: impl FnMut(CustomerRecord),
+) -> Result<Snapshot, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
     if bytes.len() < HEADER_LEN + 4 || &bytes[..8] != MAGIC {
         return Err("not a Patron snapshot".into());
@@ -134,13 +149,12 @@ pub fn read_snapshot(path: &Path, item_config: ItemConfig) -> Result<Snapshot, S
         products.push(ProductId::new(name).map_err(|e| format!("product {i}: {e}"))?);
     }
     let mut pos = reader.position();
-    let mut records = Vec::with_capacity((count as usize).min(body.len() / 64));
     for i in 0..count {
         let record = CustomerRecord::decode(body, &mut pos).ok_or_else(|| format!("record {i} is invalid"))?;
         if record.purchases.entries().iter().any(|p| p.product as usize >= products.len()) {
             return Err(format!("record {i} refers to a product outside the catalogue"));
         }
-        records.push(record);
+        each(record);
     }
     let mut reader = patron_model::ByteReader::new(body, pos);
     let items = ItemStats::decode(&mut reader, item_config).ok_or("product statistics are invalid")?;
@@ -150,7 +164,7 @@ pub fn read_snapshot(path: &Path, item_config: ItemConfig) -> Result<Snapshot, S
     if items.len() > products.len() {
         return Err("product statistics refer to products outside the catalogue".into());
     }
-    Ok(Snapshot { next_seq, watermark_ms, records, products, items })
+    Ok(Snapshot { next_seq, watermark_ms, records: Vec::new(), products, items })
 }
 
 #[cfg(test)]

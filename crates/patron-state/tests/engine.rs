@@ -241,3 +241,41 @@ fn purchase_profiles_and_product_statistics_survive_snapshot_and_replay_exactly_
     assert_eq!(named(&engine), recs, "product indices may differ after replay; names and scores do not");
     assert!(engine.recommendations(&CustomerId::new("nobody").unwrap(), 3, false).is_none());
 }
+
+#[test]
+fn a_large_snapshot_is_restored_by_one_thread_per_shard_into_the_right_shards() {
+    // 20,000 customers over 3 shards: several restore batches per shard.
+    let dir = tempfile::tempdir().unwrap();
+    let validator = Validator::new(CurrencyTable::only(Currency::from_code("USD").unwrap()));
+    let events: Vec<Event> = (0..20_000)
+        .map(|i| {
+            let json = format!(
+                r#"{{"type":"purchase","event_id":"e{i}","customer_id":"c{i}","timestamp":"1997-0{}-15T00:00:00Z","revenue":"{}.50"}}"#,
+                1 + i % 9,
+                10 + i % 90
+            );
+            validator.decode(json.as_bytes()).unwrap()
+        })
+        .collect();
+    let (engine, _) = Engine::open(config(dir.path())).unwrap();
+    for chunk in events.chunks(5_000) {
+        engine.submit(chunk.to_vec()).unwrap();
+    }
+    let report = engine.snapshot().unwrap();
+    assert_eq!(report.customers, 20_000);
+    let before = state_of(&engine);
+    engine.shutdown();
+
+    let (engine, recovery) = Engine::open(config(dir.path())).unwrap();
+    assert_eq!(recovery.events, 0, "everything came from the snapshot");
+    assert_eq!(state_of(&engine), before);
+    let sizes = engine.shard_sizes();
+    assert!(sizes.iter().all(|&n| n > 4_096), "each shard got several batches: {sizes:?}");
+    for i in (0..20_000).step_by(997) {
+        let id = CustomerId::new(&format!("c{i}")).unwrap();
+        let shard = patron_state::shard_of(&id, 3);
+        assert!(engine.with_shard(shard, |book| book.get(&id).is_some()).unwrap(), "c{i} is in shard {shard}");
+    }
+    let again = engine.submit(events[..10].to_vec()).unwrap();
+    assert_eq!(again.duplicates, 10, "idempotency state came back too");
+}
