@@ -31,7 +31,7 @@ else
 fi
 step() { echo; echo "== $* =="; }
 step "criterion benches"
-benches/record.sh scoring engine wal recs
+benches/record.sh scoring engine wal recs sql
 step "HTTP load"
 benches/loadgen_capacity.sh "$duration" "$customers"
 step "scaling study"

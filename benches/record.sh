@@ -5,6 +5,7 @@
 #
 #   benches/record.sh            # the scoring benches
 #   benches/record.sh scoring    # same, explicit
+#   benches/record.sh sql        # Arrow batch build, SQL scan, aggregate, point lookup (DataFusion)
 #
 # Run it on an otherwise idle machine: the numbers are wall-clock.
 set -euo pipefail
@@ -17,7 +18,9 @@ out="bench-results/$(date -u +%Y-%m-%d)-$(hostname -s)-$commit"
 mkdir -p "$out"
 rm -rf "$CARGO_TARGET_DIR/criterion"
 for bench in "${benches[@]}"; do
-  cmd="cargo bench -p patron-benches --bench $bench"
+  features=""
+  [ "$bench" = sql ] && features=" --features sql" # DataFusion: about 20 minutes of release build the first time
+  cmd="cargo bench -p patron-benches$features --bench $bench"
   echo "$cmd" >> "$out/command.txt"
   $cmd 2>&1 | tee "$out/$bench.log"
 done
