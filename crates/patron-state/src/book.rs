@@ -82,7 +82,7 @@ impl Records {
 
     /// Appends a record; returns its slot.
     fn push(&mut self, record: CustomerRecord) -> usize {
-        if self.len % CHUNK == 0 {
+        if self.len.is_multiple_of(CHUNK) {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
         if let Some(chunk) = self.chunks.last_mut() {
