@@ -177,7 +177,7 @@ def comparison_rows(root):
         rows.append(f"| DuckDB {sql['pgwire'].get('duckdb_version', '')}: `GROUP BY rfm_segment`, 10M rows (Parquet) | {agg:.0f} ms | {duck:.0f} ms | **{duck / agg:.2f}×** (DuckDB faster) | Patron computes the columns from live state per query |")
     pg = load(newest(root / "compare", "*-ingest-vs-postgres.json"))
     if pg:
-        rows.append(f"| {pg['postgres_version'].split('(Debian')[0].replace('postgres (PostgreSQL)', 'PostgreSQL')}: durable ingest + per-customer aggregates, {pg['events']:,} events | {pg['patron_events_per_s']:,} events/s | {pg['postgres_events_per_s']:,} events/s | **{pg['ratio']:.1f}×** | COPY in 50k chunks + upserts in the same transaction |")
+        rows.append(f"| {pg['postgres_version'].split('(Debian')[0].replace('postgres (PostgreSQL)', 'PostgreSQL').strip()}: durable ingest + per-customer aggregates, {pg['events']:,} events | {pg['patron_events_per_s']:,} events/s | {pg['postgres_events_per_s']:,} events/s | **{pg['ratio']:.1f}×** | COPY in 50k chunks + upserts in the same transaction |")
     return rows
 
 

@@ -10,9 +10,13 @@ pub fn fixture(path: &str) -> PathBuf {
     workspace_root().join("fixtures").join(path)
 }
 
-/// The repository root.
+/// The repository root. Cargo's run-time `CARGO_MANIFEST_DIR` comes first: a
+/// test binary compiled in another checkout sharing the target directory
+/// would otherwise look for fixtures there.
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("..")
 }
 
 /// Builds (incrementally) and returns the `patron` binary of this workspace.

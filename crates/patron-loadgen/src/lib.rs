@@ -231,6 +231,15 @@ pub struct Live {
 
 /// Parses `10s`, `5m`, `1h`, `250ms` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration_or_zero(text)?;
+    if duration.is_zero() {
+        return Err(format!("{:?} must be positive", text.trim()));
+    }
+    Ok(duration)
+}
+
+/// [`parse_duration`], also accepting zero (`0s`: no warm-up).
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
@@ -242,8 +251,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => value * 3600.0,
         other => return Err(format!("unknown unit {other:?} in {text:?} (use ms, s, m or h)")),
     };
-    if !(seconds.is_finite() && seconds > 0.0) {
-        return Err(format!("{text:?} must be positive"));
+    if !(seconds.is_finite() && seconds >= 0.0) {
+        return Err(format!("{text:?} must be a finite, non-negative duration"));
     }
     Ok(Duration::from_secs_f64(seconds))
 }
@@ -742,6 +751,8 @@ mod tests {
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("0s").is_err());
+        assert_eq!(parse_duration_or_zero("0s"), Ok(Duration::ZERO));
+        assert!(parse_duration_or_zero("-1s").is_err() && parse_duration_or_zero("1 fortnight").is_err());
         assert!(parse_duration("").is_err());
     }
 

@@ -12,7 +12,10 @@ use patron_score::{
 };
 
 fn fixture(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(path)
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("../../fixtures")
+        .join(path)
 }
 
 fn rows(path: &str) -> Vec<HashMap<String, String>> {

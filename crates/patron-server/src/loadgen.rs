@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use patron_loadgen::{Live, LoadConfig, LoadReport, parse_duration};
+use patron_loadgen::{Live, LoadConfig, LoadReport, parse_duration, parse_duration_or_zero};
 use serde_json::json;
 
 use crate::cli::LoadgenArgs;
 
 fn config_of(args: &LoadgenArgs) -> Result<LoadConfig> {
     let duration = parse_duration(&args.duration).map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
-    let warmup = parse_duration(&args.warmup).map_err(|e| anyhow::anyhow!("--warmup: {e}"))?;
+    let warmup = parse_duration_or_zero(&args.warmup).map_err(|e| anyhow::anyhow!("--warmup: {e}"))?;
     if warmup >= duration {
         anyhow::bail!("--warmup ({}) must be shorter than --duration ({})", args.warmup, args.duration);
     }

@@ -7,7 +7,9 @@ use patron_model::{Currency, CurrencyTable, CustomerId, Event, EventSink, Produc
 use patron_state::{CustomerBook, Engine, EngineConfig, ScoringConfig, TimeUnit, fit_models};
 
 fn cdnow_events() -> Vec<Event> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/cdnow/cdnow_transactions.csv");
+    let path = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("../../fixtures/cdnow/cdnow_transactions.csv");
     let validator = Validator::new(CurrencyTable::only(Currency::from_code("USD").unwrap()));
     let mut reader = csv::Reader::from_path(path).unwrap();
     reader
