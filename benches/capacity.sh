@@ -7,7 +7,7 @@
 #   5. plots and tables (benches/report.sh).
 #
 #   benches/capacity.sh            # everything: about 75 minutes on 2 cores, 12 GiB RAM
-#   benches/capacity.sh quick      # smaller sizes, about 15 minutes, in a scratch clone: a smoke run, not for sizing
+#   benches/capacity.sh quick      # smaller sizes in a scratch clone, about 15 minutes: a smoke run, not for sizing
 #
 # Needs the Rust toolchain, python3 with venv, and for the comparisons network
 # access to PyPI and Debian (lifetimes, duckdb, psycopg, PostgreSQL 15). The
@@ -26,12 +26,14 @@ if [ "${1:-}" = quick ]; then
     cd "$scratch" && PATRON_CAPACITY_SCRATCH=1 exec benches/capacity.sh quick
   fi
   duration=10s; customers=100000; sizes=10000,100000,1000000; fit_customers=100000; sql_customers=1000000; pg_events=200000
+  criterion=(engine wal)
 else
   duration=30s; customers=1000000; sizes=10000,100000,1000000,10000000; fit_customers=1000000; sql_customers=10000000; pg_events=1000000
+  criterion=(scoring engine wal recs sql)
 fi
 step() { echo; echo "== $* =="; }
 step "criterion benches"
-benches/record.sh scoring engine wal recs sql
+benches/record.sh "${criterion[@]}"
 step "HTTP load"
 benches/loadgen_capacity.sh "$duration" "$customers"
 step "scaling study"

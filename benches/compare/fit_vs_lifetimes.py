@@ -83,6 +83,7 @@ def main():
         "customers": patron["customers"],
         "machine": machine(),
         "commit": commit,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": command,
         "versions": {
             "lifetimes": lifetimes.__version__,

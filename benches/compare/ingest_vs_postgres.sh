@@ -107,7 +107,7 @@ commit=$(git rev-parse --short HEAD)
 out="bench-results/compare/$(date -u +%Y-%m-%d)-$(hostname -s)-$commit-ingest-vs-postgres.json"
 mkdir -p "$(dirname "$out")"
 cat > "$out" <<JSON
-{"command": "benches/compare/ingest_vs_postgres.sh $events $customers", "commit": "$commit",
+{"command": "benches/compare/ingest_vs_postgres.sh $events $customers", "commit": "$commit", "when": "$(date -u +%FT%TZ)",
  "machine": {"cores": $(nproc), "cpu": "$(lscpu | sed -n 's/^Model name: *//p')", "memory_bytes": $(free -b | awk '/Mem:/{print $2}')},
  "events": $events, "customers": $customers, "postgres_version": "$("$pgbin/postgres" --version)",
  "patron_events_per_s": ${patron_rate:-0}, "postgres_events_per_s": $(printf '%.0f' "$pg_rate"),
