@@ -6,7 +6,7 @@
 #   4. the comparisons: Python lifetimes, PostgreSQL, DuckDB (benches/compare/);
 #   5. plots and tables (benches/report.sh).
 #
-#   benches/capacity.sh            # everything: about 75 minutes on 2 cores, 12 GiB RAM
+#   benches/capacity.sh            # everything: about 25 minutes on 2 cores (sum of the stages), 8 GiB RAM
 #   benches/capacity.sh quick      # smaller sizes in a scratch clone, about 15 minutes: a smoke run, not for sizing
 #
 # Needs the Rust toolchain, python3 with venv, and for the comparisons network
