@@ -13,6 +13,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde_json::{Value, json};
 
 use crate::money::{Currency, CurrencyTable, Decimal};
+use crate::quote::{preview, truncate_message};
 use crate::time::{EARLIEST_MS, MS_PER_DAY, Timestamp};
 
 /// Longest id accepted, in bytes.
@@ -21,13 +22,27 @@ pub const MAX_ID_BYTES: usize = 256;
 /// Deepest JSON nesting accepted inside one event (event → items → item is 3).
 pub const MAX_EVENT_DEPTH: usize = 8;
 
+/// Largest amount accepted (revenue, refund, unit price, line total), in
+/// minor units of the base currency: 10^14, one trillion euros. Bounding each
+/// amount keeps every per-customer and per-product sum far from the 64-bit
+/// limit; those sums also saturate rather than wrap (see `patron-state`).
+pub const MAX_AMOUNT_MINOR: i64 = 100_000_000_000_000;
+
+/// Largest quantity of one line item.
+pub const MAX_QUANTITY: i128 = 1_000_000;
+
+/// Most line items in one purchase.
+pub const MAX_ITEMS_PER_EVENT: usize = 1_000;
+
 macro_rules! id_type {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
         #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(Box<str>);
         impl $name {
-            /// Validates and wraps an id: non-empty, at most [`MAX_ID_BYTES`] bytes.
+            /// Validates and wraps an id: non-empty, at most [`MAX_ID_BYTES`]
+            /// bytes. (The validator also refuses control characters in new
+            /// events; ids already in a log are read back without that rule.)
             pub fn new(text: &str) -> Result<Self, String> {
                 if text.trim().is_empty() {
                     Err("must not be empty".into())
@@ -243,7 +258,7 @@ struct RawEvent<'a> {
     #[serde(borrow)]
     currency: Option<Scalar<'a>>,
     #[serde(borrow, alias = "products")]
-    items: Option<Vec<RawItem<'a>>>,
+    items: Option<BoundedItems<'a>>,
     #[serde(borrow)]
     revenue: Option<Scalar<'a>>,
     #[serde(borrow)]
@@ -261,6 +276,90 @@ struct RawItem<'a> {
     quantity: Option<Scalar<'a>>,
     #[serde(borrow)]
     price: Option<Scalar<'a>>,
+}
+
+/// The items of one purchase, refused while decoding once there are more than
+/// [`MAX_ITEMS_PER_EVENT`], so a hostile body cannot make the decoder allocate
+/// far more than it sent.
+struct BoundedItems<'a>(Vec<RawItem<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for BoundedItems<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ItemsVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for ItemsVisitor<'a> {
+            type Value = BoundedItems<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "an array of at most {MAX_ITEMS_PER_EVENT} items")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+                while let Some(item) = seq.next_element::<RawItem<'a>>()? {
+                    if items.len() == MAX_ITEMS_PER_EVENT {
+                        return Err(de::Error::custom(format_args!(
+                            "items: more than {MAX_ITEMS_PER_EVENT} items in one event (the limit)"
+                        )));
+                    }
+                    items.push(item);
+                }
+                Ok(BoundedItems(items))
+            }
+        }
+        deserializer.deserialize_seq(ItemsVisitor(std::marker::PhantomData))
+    }
+}
+
+/// Longest JSON decoder message kept (serde quotes whole bad values).
+const MAX_JSON_ERROR_BYTES: usize = 512;
+
+/// Checks the bounds every applied event must respect: amounts within
+/// [`MAX_AMOUNT_MINOR`], quantities within [`MAX_QUANTITY`], at most
+/// [`MAX_ITEMS_PER_EVENT`] items. The validator runs it on every new event and
+/// recovery runs it on every logged one, so an event logged by an older
+/// version that allowed more is quarantined instead of corrupting sums.
+pub fn check_bounds(event: &Event) -> Result<(), EventError> {
+    let amount = |value: i64, field: String| {
+        if (0..=MAX_AMOUNT_MINOR).contains(&value) {
+            Ok(())
+        } else {
+            Err(EventError::field(
+                field,
+                format!("{value} minor units is outside 0..={MAX_AMOUNT_MINOR} (the per-amount limit)"),
+            ))
+        }
+    };
+    match &event.kind {
+        EventKind::Purchase(p) => {
+            amount(p.revenue_minor, "revenue".into())?;
+            if p.items.len() > MAX_ITEMS_PER_EVENT {
+                return Err(EventError::field(
+                    "items",
+                    format!("{} items, the limit is {MAX_ITEMS_PER_EVENT} per event", p.items.len()),
+                ));
+            }
+            for (i, item) in p.items.iter().enumerate() {
+                check_quantity(&item.quantity).map_err(|e| e.in_item(i))?;
+                if let Some(price) = item.unit_price_minor {
+                    amount(price, format!("items[{i}].price"))?;
+                }
+            }
+            Ok(())
+        }
+        EventKind::Refund(r) => amount(r.amount_minor, "amount".into()),
+        EventKind::Consent(_) => Ok(()),
+    }
+}
+
+fn check_quantity(quantity: &Decimal) -> Result<(), EventError> {
+    if quantity.is_negative() || quantity.is_zero() {
+        return Err(EventError::field("quantity", "must be positive"));
+    }
+    if quantity.mantissa > MAX_QUANTITY.saturating_mul(10i128.saturating_pow(quantity.scale)) {
+        return Err(EventError::field(
+            "quantity",
+            format!("{} is more than {MAX_QUANTITY} units (the per-line limit)", quantity.to_text()),
+        ));
+    }
+    Ok(())
 }
 
 /// Rejects JSON nested deeper than `limit` (arrays and objects, outside strings).
@@ -311,8 +410,11 @@ impl Validator {
     /// Decodes and validates one JSON event.
     pub fn decode(&self, json: &[u8]) -> Result<Event, EventError> {
         check_depth(json, MAX_EVENT_DEPTH)?;
-        let raw: RawEvent<'_> = serde_json::from_slice(json).map_err(|e| EventError::Json(e.to_string()))?;
-        self.validate(raw)
+        let raw: RawEvent<'_> = serde_json::from_slice(json)
+            .map_err(|e| EventError::Json(truncate_message(e.to_string(), MAX_JSON_ERROR_BYTES)))?;
+        let event = self.validate(raw)?;
+        check_bounds(&event)?;
+        Ok(event)
     }
 
     fn validate(&self, raw: RawEvent<'_>) -> Result<Event, EventError> {
@@ -332,7 +434,7 @@ impl Validator {
         let currency = match &raw.currency {
             None => self.currencies.base,
             Some(s) => Currency::from_code(&s.text()).ok_or_else(|| {
-                EventError::field("currency", format!("{:?} is not an ISO 4217 code Patron knows", s.text()))
+                EventError::field("currency", format!("{} is not an ISO 4217 code Patron knows", preview(&s.text())))
             })?,
         };
         if currency != self.currencies.base && !self.currencies.rates.contains_key(&currency) {
@@ -348,12 +450,21 @@ impl Validator {
             "purchase" => {
                 let mut items = Vec::new();
                 let mut line_total_sum: Option<i64> = Some(0);
-                for (i, item) in raw.items.iter().flatten().enumerate() {
+                for (i, item) in raw.items.iter().flat_map(|items| &items.0).enumerate() {
                     // Field names get their `items[i].` prefix only when there is an error.
                     let item = Self::line_item(item, &to_base).map_err(|e| e.in_item(i))?;
                     let (item, line_total) = item;
                     line_total_sum = match (line_total_sum, line_total) {
-                        (Some(sum), Some(t)) => sum.checked_add(t),
+                        (Some(sum), Some(t)) => Some(sum.checked_add(t).filter(|s| *s <= MAX_AMOUNT_MINOR).ok_or_else(
+                            || {
+                                EventError::field(
+                                    "revenue",
+                                    format!(
+                                        "the sum of the line totals is over {MAX_AMOUNT_MINOR} minor units (the per-amount limit)"
+                                    ),
+                                )
+                            },
+                        )?),
                         _ => None,
                     };
                     items.push(item);
@@ -383,10 +494,14 @@ impl Validator {
                 if amount.is_zero() {
                     return Err(EventError::field("amount", "must be positive"));
                 }
-                EventKind::Refund(Refund {
-                    order_id: order_id.map(Into::into),
-                    amount_minor: to_base(&amount, "amount")?,
-                })
+                let amount_minor = to_base(&amount, "amount")?;
+                if amount_minor == 0 {
+                    return Err(EventError::field(
+                        "amount",
+                        format!("{} rounds to 0 minor units of {}", amount.to_text(), self.currencies.base),
+                    ));
+                }
+                EventKind::Refund(Refund { order_id: order_id.map(Into::into), amount_minor })
             }
             "consent" => {
                 let channels = raw.channels.ok_or_else(|| EventError::field("channels", "missing"))?;
@@ -398,7 +513,7 @@ impl Validator {
             other => {
                 return Err(EventError::field(
                     "type",
-                    format!("unknown event type {other:?} (expected purchase, refund or consent)"),
+                    format!("unknown event type {} (expected purchase, refund or consent)", preview(other)),
                 ));
             }
         };
@@ -425,14 +540,29 @@ impl Validator {
         if quantity.is_zero() {
             return Err(EventError::field("quantity", "must not be 0"));
         }
+        check_quantity(&quantity)?;
         let (unit_price_minor, line_total) = match &item.price {
             None => (None, None),
             Some(p) => {
                 let price = non_negative(p, "price")?;
-                let total = price
-                    .checked_mul(&quantity)
-                    .ok_or_else(|| EventError::field("price", "price × quantity is out of range"))?;
-                (Some(to_base(&price, "price")?), Some(to_base(&total, "price")?))
+                let unit_price = to_base(&price, "price")?;
+                let total = price.checked_mul(&quantity).ok_or_else(|| {
+                    EventError::field("price", "price × quantity has too many digits to compute exactly")
+                })?;
+                let line_total = to_base(&total, "price")
+                    .ok()
+                    .filter(|t| *t <= MAX_AMOUNT_MINOR)
+                    .ok_or_else(|| {
+                        EventError::field(
+                            "price",
+                            format!(
+                                "price × quantity ({} × {}) is over {MAX_AMOUNT_MINOR} minor units (the per-amount limit)",
+                                price.to_text(),
+                                quantity.to_text()
+                            ),
+                        )
+                    })?;
+                (Some(unit_price), Some(line_total))
             }
         };
         Ok((LineItem { product_id, category, quantity, unit_price_minor }, line_total))
@@ -442,10 +572,17 @@ impl Validator {
         let s = raw.as_ref().ok_or_else(|| EventError::field("timestamp", "missing"))?;
         let parsed = if s.is_string {
             Timestamp::parse_rfc3339(&s.text)
-                .ok_or_else(|| EventError::field("timestamp", format!("{:?} is not RFC 3339", s.text)))?
+                .ok_or_else(|| EventError::field("timestamp", format!("{} is not RFC 3339", preview(&s.text))))?
         } else {
-            Timestamp::from_millis(s.int.and_then(|i| i64::try_from(i).ok()).ok_or_else(|| {
-                EventError::field("timestamp", format!("{} is not a whole number of epoch milliseconds", s.text()))
+            // `1.7e12` is a JSON float but a whole number of milliseconds.
+            let whole = s.int.and_then(|i| i64::try_from(i).ok()).or_else(|| {
+                s.text.parse::<f64>().ok().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64)
+            });
+            Timestamp::from_millis(whole.ok_or_else(|| {
+                EventError::field(
+                    "timestamp",
+                    format!("{} is not a whole number of epoch milliseconds", preview(&s.text())),
+                )
             })?)
         };
         if parsed.millis() < EARLIEST_MS {
@@ -473,11 +610,20 @@ fn check_id_text(text: &str, field: &str) -> Result<(), EventError> {
     if text.len() > MAX_ID_BYTES {
         return Err(EventError::field(field, format!("is {} bytes long, the limit is {MAX_ID_BYTES}", text.len())));
     }
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        return Err(EventError::field(
+            field,
+            format!("contains the control character U+{:04X}; ids are printable text", u32::from(c)),
+        ));
+    }
     Ok(())
 }
 
 fn id<T>(raw: &Option<Scalar<'_>>, field: &str, make: impl Fn(&str) -> Result<T, String>) -> Result<T, EventError> {
-    make(&required(raw, field)?).map_err(|r| EventError::field(field, r))
+    let text = required(raw, field)?;
+    let made = make(&text).map_err(|r| EventError::field(field, r))?;
+    check_id_text(&text, field)?;
+    Ok(made)
 }
 
 fn non_negative(raw: &Scalar<'_>, field: &str) -> Result<Decimal, EventError> {
@@ -486,7 +632,7 @@ fn non_negative(raw: &Scalar<'_>, field: &str) -> Result<Decimal, EventError> {
         None => Decimal::parse(&raw.text).map_err(|e| EventError::field(field, e.to_string()))?,
     };
     if d.is_negative() {
-        return Err(EventError::field(field, format!("must not be negative, got {:?}", raw.text())));
+        return Err(EventError::field(field, format!("must not be negative, got {}", preview(&raw.text()))));
     }
     Ok(d)
 }
@@ -648,6 +794,83 @@ mod tests {
             ),
             Err(EventError::Json(_))
         ));
+    }
+
+    /// Issue 12: two purchases of 92233720368547758 summed past 64 bits and
+    /// killed the shard; each amount is now bounded at validation.
+    #[test]
+    fn regression_amounts_that_sum_past_64_bits_are_refused_at_validation() {
+        let with_revenue = |r: &str| PURCHASE.replace(r#""revenue":"59.90""#, &format!(r#""revenue":{r}"#));
+        assert_eq!(field_of(&with_revenue(r#""92233720368547758""#)), "revenue");
+        assert!(decode(&with_revenue(r#""1000000000000""#)).is_ok(), "one trillion euros is the largest amount");
+        assert_eq!(field_of(&with_revenue(r#""1000000000000.01""#)), "revenue");
+        let refund = r#"{"type":"refund","event_id":"r","customer_id":"c","timestamp":"2026-11-22T08:00:00Z","amount":"92233720368547758"}"#;
+        assert_eq!(field_of(refund), "amount");
+        // The line total is bounded too, and blamed on the price.
+        let item = |q: &str, p: &str| {
+            format!(
+                r#"{{"type":"purchase","event_id":"o","customer_id":"c","timestamp":"2026-11-22T08:00:00Z","items":[{{"product_id":"a","quantity":{q},"price":"{p}"}}]}}"#
+            )
+        };
+        assert_eq!(field_of(&item("1000000", "1000000000")), "items[0].price");
+        // An oversized quantity is blamed on the quantity, not the price.
+        assert_eq!(field_of(&item("9000000000000000000", "1")), "items[0].quantity");
+        assert_eq!(field_of(&item("1000001", "1")), "items[0].quantity");
+        assert!(decode(&item("1000000", "1")).is_ok());
+        let many: Vec<String> = (0..2).map(|_| r#"{"product_id":"a","price":"600000000000"}"#.to_owned()).collect();
+        let json = format!(
+            r#"{{"type":"purchase","event_id":"o","customer_id":"c","timestamp":"2026-11-22T08:00:00Z","items":[{}]}}"#,
+            many.join(",")
+        );
+        assert_eq!(field_of(&json), "revenue", "the sum of line totals is an amount too");
+    }
+
+    #[test]
+    fn regression_items_beyond_the_limit_are_refused_while_decoding() {
+        let with_items = |n: usize| {
+            let items = vec![r#"{"product_id":"a"}"#; n].join(",");
+            format!(
+                r#"{{"type":"purchase","event_id":"o","customer_id":"c","timestamp":"2026-11-22T08:00:00Z","revenue":"1","items":[{items}]}}"#
+            )
+        };
+        match decode(&with_items(MAX_ITEMS_PER_EVENT + 1)) {
+            Err(EventError::Json(m)) => assert!(m.contains("more than 1000 items"), "{m}"),
+            other => panic!("expected the items limit, got {other:?}"),
+        }
+        assert!(decode(&with_items(MAX_ITEMS_PER_EVENT)).is_ok());
+    }
+
+    #[test]
+    fn regression_ids_with_control_characters_are_refused() {
+        for bad in [r#""c\u0000x""#, r#""c\nx""#, r#""c\u007f""#] {
+            let json = PURCHASE.replace(r#""c-42""#, bad);
+            assert_eq!(field_of(&json), "customer_id", "{bad}");
+        }
+        assert_eq!(field_of(&PURCHASE.replace(r#""sku-7""#, r#""a\tb""#)), "items[0].product_id");
+        assert!(decode(&PURCHASE.replace(r#""c-42""#, r#""Zoë Ünal""#)).is_ok(), "non-ASCII printable text is fine");
+    }
+
+    #[test]
+    fn regression_a_timestamp_in_exponent_notation_is_a_whole_number() {
+        let e = decode(&PURCHASE.replace(r#""2026-11-23T10:15:00Z""#, "1.7e12")).unwrap();
+        assert_eq!(e.timestamp.millis(), 1_700_000_000_000);
+        assert_eq!(field_of(&PURCHASE.replace(r#""2026-11-23T10:15:00Z""#, "1.7000000000005e12")), "timestamp");
+    }
+
+    #[test]
+    fn regression_huge_bad_values_are_quoted_short() {
+        let huge = "9".repeat(15 << 20);
+        for json in [
+            PURCHASE.replace(r#""revenue":"59.90""#, &format!(r#""revenue":"x{huge}""#)),
+            PURCHASE.replace(r#""revenue":"59.90""#, &format!(r#""revenue":"-{huge}""#)),
+            PURCHASE.replace(r#""2026-11-23T10:15:00Z""#, &format!(r#""{huge}""#)),
+            PURCHASE.replace(r#""purchase""#, &format!(r#""{huge}""#)),
+            PURCHASE.replace(r#""EUR""#, &format!(r#""{huge}""#)),
+            PURCHASE.replace(r#""items":"#, &format!(r#""items":"{huge}","x":"#)),
+        ] {
+            let message = decode(&json).unwrap_err().to_string();
+            assert!(message.len() < 1024, "{} bytes: {}", message.len(), &message[..200]);
+        }
     }
 
     #[test]

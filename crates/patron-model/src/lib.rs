@@ -19,15 +19,17 @@
 pub mod codec;
 pub mod event;
 pub mod money;
+pub mod quote;
 pub mod schema;
 pub mod sink;
 pub mod time;
 
 pub use codec::{ByteReader, decode_event, encode_event};
 pub use event::{
-    Consent, CustomerId, Event, EventError, EventId, EventKind, LineItem, MAX_EVENT_DEPTH, MAX_ID_BYTES, ProductId,
-    Purchase, Refund, Validator, check_depth,
+    Consent, CustomerId, Event, EventError, EventId, EventKind, LineItem, MAX_AMOUNT_MINOR, MAX_EVENT_DEPTH,
+    MAX_ID_BYTES, MAX_ITEMS_PER_EVENT, MAX_QUANTITY, ProductId, Purchase, Refund, Validator, check_bounds, check_depth,
 };
+pub use quote::{preview, truncate_message};
 pub use money::{Currency, CurrencyTable, Decimal, DecimalError};
 pub use schema::{customers_schema, products_schema, recommendations_schema, similar_products_schema};
 pub use sink::{EventSink, SinkError, SubmitOutcome};

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::quote::preview;
+
 /// An exact decimal: `mantissa × 10^(−scale)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decimal {
@@ -22,11 +24,11 @@ pub struct Decimal {
 /// Why a decimal did not parse.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecimalError {
-    /// Empty or not a number.
-    #[error("{0:?} is not a decimal number")]
+    /// Empty or not a number (the text, quoted and shortened).
+    #[error("{0} is not a decimal number")]
     NotANumber(String),
-    /// Too many digits or too large an exponent to hold exactly.
-    #[error("{0:?} is out of range")]
+    /// Too many digits or too large an exponent to hold exactly (the text, quoted and shortened).
+    #[error("{0} is out of range")]
     OutOfRange(String),
 }
 
@@ -36,8 +38,8 @@ impl Decimal {
     /// Parses `[-+]digits[.digits][e[-+]digits]`. `NaN`, `inf` and anything
     /// else non-finite are rejected.
     pub fn parse(text: &str) -> Result<Self, DecimalError> {
-        let bad = || DecimalError::NotANumber(text.to_owned());
-        let range = || DecimalError::OutOfRange(text.to_owned());
+        let bad = || DecimalError::NotANumber(preview(text));
+        let range = || DecimalError::OutOfRange(preview(text));
         let trimmed = text.trim();
         let (negative, body) = match trimmed.as_bytes().first() {
             Some(b'-') => (true, &trimmed[1..]),

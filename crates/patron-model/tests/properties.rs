@@ -15,7 +15,7 @@ fn validator() -> Validator {
 }
 
 fn id_text() -> impl Strategy<Value = String> {
-    "[a-zA-Z0-9_:./-]{1,40}|[^\\u{0}]{1,20}".prop_filter("not blank", |s| !s.trim().is_empty() && s.len() <= 256)
+    "[a-zA-Z0-9_:./-]{1,40}|[^\\p{Cc}]{1,20}".prop_filter("not blank", |s| !s.trim().is_empty() && s.len() <= 256)
 }
 
 fn item() -> impl Strategy<Value = LineItem> {
@@ -99,5 +99,37 @@ proptest! {
         mutated.extend_from_slice(junk.as_bytes());
         mutated.extend_from_slice(&json.as_bytes()[cut..]);
         let _ = validator().decode(&mutated);
+    }
+
+    /// Hostile amounts (huge, tiny, exponents, many digits) never panic the
+    /// validator, and whatever it accepts stays within the documented bounds.
+    #[test]
+    fn accepted_amounts_stay_within_bounds(
+        revenue in "-?[0-9]{1,22}(\\.[0-9]{0,20})?(e-?[0-9]{1,3})?",
+        price in "[0-9]{1,20}(\\.[0-9]{0,4})?(e[0-9]{1,2})?",
+        quantity in "[0-9]{1,20}(\\.[0-9]{0,4})?",
+        items in 0usize..4,
+    ) {
+        let lines: Vec<String> = (0..items)
+            .map(|i| format!(r#"{{"product_id":"p{i}","quantity":"{quantity}","price":"{price}"}}"#))
+            .collect();
+        let json = format!(
+            r#"{{"type":"purchase","event_id":"o","customer_id":"c","timestamp":"2026-11-22T08:00:00Z","revenue":"{revenue}","items":[{}]}}"#,
+            lines.join(",")
+        );
+        if let Ok(event) = validator().decode(json.as_bytes()) {
+            let EventKind::Purchase(p) = &event.kind else { return Err(TestCaseError::fail("not a purchase")) };
+            prop_assert!((0..=patron_model::MAX_AMOUNT_MINOR).contains(&p.revenue_minor));
+            for item in &p.items {
+                prop_assert!(item.unit_price_minor.is_none_or(|m| (0..=patron_model::MAX_AMOUNT_MINOR).contains(&m)));
+                prop_assert!(item.quantity.to_f64() <= patron_model::MAX_QUANTITY as f64);
+            }
+        }
+        let refund = format!(
+            r#"{{"type":"refund","event_id":"r","customer_id":"c","timestamp":"2026-11-22T08:00:00Z","amount":"{revenue}"}}"#
+        );
+        if let Ok(Event { kind: EventKind::Refund(r), .. }) = validator().decode(refund.as_bytes()) {
+            prop_assert!((1..=patron_model::MAX_AMOUNT_MINOR).contains(&r.amount_minor));
+        }
     }
 }
