@@ -27,14 +27,15 @@
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam::channel::{Receiver, Sender, bounded};
 use patron_model::{
-    CurrencyTable, CustomerId, Event, EventSink, SinkError, SubmitOutcome, Timestamp, Validator, decode_event,
-    encode_event,
+    CurrencyTable, CustomerId, Event, EventSink, SinkError, SubmitOutcome, Timestamp, Validator, check_bounds,
+    decode_event, encode_event,
 };
 use patron_score::{
     BetaGeoParams, ClvConfig, GammaGammaParams, PurchaseModel, PurchaseParams, ScoreCache, ScoreInput, Scorer,
@@ -306,7 +307,66 @@ impl Inner {
     }
 }
 
+/// The first shard writer that died, and why. Once set, the engine is
+/// fail-stop: it refuses events instead of answering for part of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardFailure {
+    /// Which shard.
+    pub shard: usize,
+    /// The panic message.
+    pub reason: String,
+}
+
+impl std::fmt::Display for ShardFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "shard {} failed ({}); ingest is stopped, restart the server to recover it from the log",
+            self.shard, self.reason
+        )
+    }
+}
+
+/// A logged event (or a whole log record) that recovery could not apply. It is
+/// reported, copied to `<data dir>/quarantine/`, and skipped, so one bad record
+/// never makes every restart fail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quarantined {
+    /// Sequence number of the log record.
+    pub seq: u64,
+    /// Position of the event in the record (`None`: the record did not decode).
+    pub index: Option<usize>,
+    /// The customer, when the event decoded.
+    pub customer_id: Option<CustomerId>,
+    /// Why it was not applied.
+    pub reason: String,
+    /// The copy in the quarantine directory.
+    pub file: PathBuf,
+}
+
+/// The text of a caught panic.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// Directory of quarantined log contents, under the data directory.
+const QUARANTINE_DIR: &str = "quarantine";
+
+/// Writes one quarantined item to `dir/name` (overwritten when recovery runs
+/// again over the same record, so repeated restarts do not pile up copies).
+fn write_quarantine(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(name);
+    std::fs::write(&path, bytes)?;
+    Ok(path)
+}
+
 struct Inner {
+    failure: OnceLock<ShardFailure>,
     catalog: Arc<ProductCatalog>,
     items: Arc<ItemStats>,
     recs: RwLock<Arc<RecsModel>>,
@@ -321,6 +381,7 @@ struct Inner {
 /// [`Engine::submit_with`] for callers that must not block.
 pub struct Engine {
     inner: Arc<Inner>,
+    quarantined: Mutex<Vec<Quarantined>>,
     wal: Option<Wal>,
     senders: Vec<Sender<ShardMessage>>,
     threads: Vec<JoinHandle<()>>,
@@ -441,6 +502,7 @@ impl Engine {
                 .collect(),
         };
         let inner = Arc::new(Inner {
+            failure: OnceLock::new(),
             shards: books.into_iter().map(RwLock::new).collect(),
             catalog,
             items,
@@ -457,10 +519,30 @@ impl Engine {
         }
         // Events in the log were validated when they arrived; only the clock rule is relaxed on replay.
         let replay_validator = Validator { max_ahead_ms: i64::MAX / 4, ..Validator::new(config.currencies.clone()) };
-        let mut replay_error: Option<String> = None;
+        let quarantine_dir = config.data_dir.join(QUARANTINE_DIR);
+        let mut quarantined: Vec<Quarantined> = Vec::new();
+        let mut quarantine_error: Option<std::io::Error> = None;
         let mut first_logged: Option<u64> = None;
         let (wal, mut report) = {
             let mut books: Vec<_> = inner.shards.iter().map(|s| s.write().unwrap_or_else(|p| p.into_inner())).collect();
+            let mut quarantine = |seq: u64, index: Option<usize>, event: Option<&Event>, reason: String, bytes: &[u8]| {
+                let name = match index {
+                    Some(i) => format!("log-seq-{seq}-event-{i}.json"),
+                    None => format!("log-seq-{seq}.bin"),
+                };
+                match write_quarantine(&quarantine_dir, &name, bytes) {
+                    Ok(file) => quarantined.push(Quarantined {
+                        seq,
+                        index,
+                        customer_id: event.map(|e| e.customer_id.clone()),
+                        reason,
+                        file,
+                    }),
+                    Err(e) => {
+                        quarantine_error.get_or_insert(e);
+                    }
+                }
+            };
             let replay = |seq: u64, _count: u32, payload: &[u8]| {
                 first_logged.get_or_insert(seq);
                 if seq < start_seq || payload == CHECKPOINT_MARKER {
@@ -472,27 +554,42 @@ impl Engine {
                     }
                     return;
                 }
-                match decode_payload(payload, &replay_validator) {
-                    Ok(events) => {
-                        for event in events {
-                            inner.watermark_ms.fetch_max(event.timestamp.millis(), Ordering::Relaxed);
-                            let shard = shard_of(&event.customer_id, shards);
-                            if books[shard].apply(&event) == Applied::Accepted {
-                                inner.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                            } else {
-                                inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    }
+                let events = match decode_payload(payload, &replay_validator) {
+                    Ok(events) => events,
                     Err(e) => {
-                        replay_error.get_or_insert_with(|| format!("record at sequence {seq}: {e}"));
+                        quarantine(seq, None, None, format!("the record does not decode: {e}"), payload);
+                        return;
+                    }
+                };
+                for (index, event) in events.into_iter().enumerate() {
+                    let json = || event.to_json(config.currencies.base).to_string().into_bytes();
+                    // Bounds that an older version did not enforce are enforced here too.
+                    if let Err(e) = check_bounds(&event) {
+                        quarantine(seq, Some(index), Some(&event), e.to_string(), &json());
+                        continue;
+                    }
+                    let shard = shard_of(&event.customer_id, shards);
+                    match catch_unwind(AssertUnwindSafe(|| books[shard].apply(&event))) {
+                        Ok(applied) => {
+                            inner.watermark_ms.fetch_max(event.timestamp.millis(), Ordering::Relaxed);
+                            let counter =
+                                if applied == Applied::Accepted { &inner.stats.accepted } else { &inner.stats.duplicates };
+                            counter.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(panic) => {
+                            let reason = format!("applying it panicked: {}", panic_message(&*panic));
+                            quarantine(seq, Some(index), Some(&event), reason, &json());
+                        }
                     }
                 }
             };
             Wal::open(&config.data_dir.join("wal"), config.wal, replay).map_err(StateError::Log)?
         };
-        if let Some(e) = replay_error {
-            return Err(StateError::Replay(e));
+        if let Some(e) = quarantine_error {
+            return Err(StateError::Replay(format!(
+                "cannot copy an unreadable log record to {}: {e}",
+                quarantine_dir.display()
+            )));
         }
         // The log must reach back to where the snapshot ends, or events would be missing.
         let log_start = first_logged.unwrap_or(report.next_seq);
@@ -519,7 +616,7 @@ impl Engine {
                 .map_err(|e| StateError::Replay(format!("cannot start shard thread: {e}")))?;
             threads.push(handle);
         }
-        let engine = Self { inner, wal: Some(wal), senders, threads };
+        let engine = Self { inner, quarantined: Mutex::new(quarantined), wal: Some(wal), senders, threads };
         engine.rescore_all_provisional();
         engine.refresh_recommendations();
         Ok((engine, report))
@@ -532,6 +629,10 @@ impl Engine {
         events: Vec<Event>,
         answer: impl FnOnce(std::result::Result<SubmitOutcome, SinkError>) + Send + 'static,
     ) {
+        if let Some(failure) = self.failure() {
+            answer(Err(SinkError::Unavailable(failure.to_string())));
+            return;
+        }
         if events.is_empty() {
             answer(Ok(SubmitOutcome::default()));
             return;
@@ -595,7 +696,12 @@ impl Engine {
                         .send(ShardMessage::Events(ShardBatch { events, completion: completion.clone() }))
                         .is_err()
                     {
-                        completion.finish_part(0, 0);
+                        // Durable but not applied: never answer as if it were (a restart applies it from the log).
+                        let reason = inner.failure.get().map_or_else(
+                            || format!("shard {shard} stopped; the events are logged and a restart applies them"),
+                            ToString::to_string,
+                        );
+                        completion.fail(SinkError::Unavailable(reason));
                     }
                 }
             }
@@ -609,6 +715,38 @@ impl Engine {
                 answer(Err(refusal));
             }
         }
+    }
+
+    /// The shard writer that died, if one did: the engine then refuses events,
+    /// erasures and snapshots, and `/ready` turns false.
+    pub fn failure(&self) -> Option<&ShardFailure> {
+        self.inner.failure.get()
+    }
+
+    /// What recovery could not apply and copied to the quarantine directory
+    /// (less what erasures removed since).
+    pub fn quarantined(&self) -> Vec<Quarantined> {
+        self.quarantined.lock().map(|q| q.clone()).unwrap_or_default()
+    }
+
+    /// Deletes the quarantined copies that hold `customer`: events of theirs,
+    /// and undecodable records whose bytes contain their id.
+    fn erase_quarantined(&self, customer: &CustomerId) -> Result<()> {
+        let Ok(mut quarantined) = self.quarantined.lock() else { return Ok(()) };
+        let needle = customer.as_str().as_bytes();
+        let mut failed = None;
+        quarantined.retain(|q| {
+            let holds = match &q.customer_id {
+                Some(id) => id == customer,
+                None => std::fs::read(&q.file).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)),
+            };
+            if holds && let Err(e) = std::fs::remove_file(&q.file) {
+                failed.get_or_insert_with(|| format!("cannot delete {}: {e}", q.file.display()));
+                return true;
+            }
+            !holds
+        });
+        failed.map_or(Ok(()), |e| Err(StateError::Replay(e)))
     }
 
     /// A customer's record (with scores), if known.
@@ -743,6 +881,9 @@ impl Engine {
     /// are started and every older snapshot and log segment is deleted, so no
     /// file in the data directory holds them any more. Returns whether they existed.
     pub fn erase(&self, customer: &CustomerId) -> Result<bool> {
+        if let Some(failure) = self.failure() {
+            return Err(StateError::ShardFailed(failure.clone()));
+        }
         let wal = self.wal.as_ref().ok_or_else(|| StateError::Replay("engine is shutting down".into()))?;
         let (tx, rx) = bounded(1);
         let sender = self.senders[shard_of(customer, self.senders.len())].clone();
@@ -766,12 +907,16 @@ impl Engine {
             .map_err(|_| StateError::Replay("shard stopped".into()))?;
         wal.roll().map_err(StateError::Log)?;
         self.snapshot_keeping(1)?;
+        self.erase_quarantined(customer)?;
         Ok(existed)
     }
 
     /// [`Self::snapshot`], keeping the `keep` newest snapshots and truncating
     /// the log before the oldest kept one.
     fn snapshot_keeping(&self, keep: usize) -> Result<SnapshotReport> {
+        if let Some(failure) = self.failure() {
+            return Err(StateError::ShardFailed(failure.clone()));
+        }
         let wal = self.wal.as_ref().ok_or_else(|| StateError::Replay("engine is shutting down".into()))?;
         let (tx, rx) = bounded(1);
         let senders = self.senders.clone();
@@ -789,10 +934,12 @@ impl Engine {
                         match s.send(ShardMessage::Checkpoint(reply, gate.clone())) {
                             Ok(()) => Some(image),
                             Err(_) => {
-                                // A stopped shard cannot reach the gate: stand in for it.
+                                // A stopped shard cannot reach the gate: stand in for it. Its
+                                // reply channel is dropped, so the snapshot below is refused
+                                // rather than written without that shard's customers.
                                 let gate = gate.clone();
                                 std::thread::spawn(move || gate.hold());
-                                None
+                                Some(image)
                             }
                         }
                     })
@@ -951,8 +1098,59 @@ fn rescore(record: &mut CustomerRecord, scorer: &Scorer, cache: &mut ScoreCache,
     }
 }
 
-fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardMessage>) {
+/// Customer id whose events make a shard writer panic, in this crate's tests only.
+#[cfg(test)]
+const PANIC_IN_TESTS: &str = "\u{1}panic-in-tests";
+
+/// Applies one batch under the shard's write lock and rescores the customers it
+/// touched; returns (accepted, duplicates), or why the shard cannot go on.
+fn apply_batch(
+    inner: &Inner,
+    shard: usize,
+    events: &[Event],
+    models: &ModelState,
+    cache: &mut ScoreCache,
+) -> std::result::Result<(usize, usize), String> {
     let minor = inner.config.currencies.base.minor_per_major();
+    let (mut accepted, mut duplicates) = (0, 0);
+    let mut book = inner.shards[shard]
+        .write()
+        .map_err(|_| "its lock is poisoned (another thread panicked while writing it)".to_owned())?;
+    #[cfg(test)]
+    if events.iter().any(|e| e.customer_id.as_str() == PANIC_IN_TESTS) {
+        panic!("a panic injected by a test");
+    }
+    {
+        let mut touched = Vec::with_capacity(events.len());
+        for event in events {
+            inner.watermark_ms.fetch_max(event.timestamp.millis(), Ordering::Relaxed);
+            match book.apply_at(event) {
+                (slot, Applied::Accepted) => {
+                    accepted += 1;
+                    touched.push(slot);
+                }
+                (_, Applied::Duplicate) => duplicates += 1,
+            }
+        }
+        let now_day = inner.now().map_or(0, Timestamp::day);
+        touched.sort_unstable();
+        touched.dedup();
+        for slot in touched {
+            if let Some(record) = book.record_mut(slot) {
+                rescore(record, &models.scorer, cache, now_day, minor);
+            }
+        }
+    }
+    Ok((accepted, duplicates))
+}
+
+/// The engine has no logger of its own (the server installs one); a dying
+/// shard is printed to stderr so it is never silent.
+fn report_shard_failure(failure: &ShardFailure) {
+    eprintln!("patron: {failure}");
+}
+
+fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardMessage>) {
     // The memo belongs to one model version: cleared whenever the models change.
     let mut cache = ScoreCache::default();
     let mut cached_for: Option<Arc<ModelState>> = None;
@@ -981,28 +1179,19 @@ fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardMessage>) {
             cache.clear();
             cached_for = Some(models.clone());
         }
-        let (mut accepted, mut duplicates) = (0, 0);
-        if let Ok(mut book) = inner.shards[shard].write() {
-            let mut touched = Vec::with_capacity(batch.events.len());
-            for event in &batch.events {
-                inner.watermark_ms.fetch_max(event.timestamp.millis(), Ordering::Relaxed);
-                match book.apply_at(event) {
-                    (slot, Applied::Accepted) => {
-                        accepted += 1;
-                        touched.push(slot);
-                    }
-                    (_, Applied::Duplicate) => duplicates += 1,
-                }
+        let applied = catch_unwind(AssertUnwindSafe(|| apply_batch(inner, shard, &batch.events, &models, &mut cache)))
+            .map_err(|panic| panic_message(&*panic));
+        let (accepted, duplicates) = match applied {
+            Ok(Ok(counts)) => counts,
+            Ok(Err(reason)) | Err(reason) => {
+                // Fail-stop: the book may be half-updated and its lock is poisoned.
+                let failure = ShardFailure { shard, reason };
+                report_shard_failure(&failure);
+                let _ = inner.failure.set(failure.clone());
+                batch.completion.fail(SinkError::Unavailable(failure.to_string()));
+                return;
             }
-            let now_day = inner.now().map_or(0, Timestamp::day);
-            touched.sort_unstable();
-            touched.dedup();
-            for slot in touched {
-                if let Some(record) = book.record_mut(slot) {
-                    rescore(record, &models.scorer, &mut cache, now_day, minor);
-                }
-            }
-        }
+        };
         inner.stats.accepted.fetch_add(accepted as u64, Ordering::Relaxed);
         inner.stats.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
         batch.completion.finish_part(accepted, duplicates);
@@ -1034,6 +1223,91 @@ mod tests {
         let validator = Validator::new(CurrencyTable::default());
         let back: Vec<Event> = records.iter().flat_map(|(p, _)| decode_payload(p, &validator).unwrap()).collect();
         assert_eq!(back, events);
+    }
+
+    fn purchase(event_id: &str, customer_id: &str, revenue_minor: i64) -> Event {
+        Event {
+            event_id: patron_model::EventId::new(event_id).unwrap(),
+            customer_id: CustomerId::new(customer_id).unwrap(),
+            timestamp: Timestamp::parse_rfc3339("2025-01-01T00:00:00Z").unwrap(),
+            kind: patron_model::EventKind::Purchase(patron_model::Purchase {
+                order_id: None,
+                items: Vec::new(),
+                revenue_minor,
+            }),
+        }
+    }
+
+    fn open(dir: &Path, shards: usize) -> Engine {
+        let mut config = EngineConfig::new(dir);
+        config.shards = shards;
+        Engine::open(config).unwrap().0
+    }
+
+    /// Issue 12: a shard that died answered `200 {"accepted":3}` for a 6-event
+    /// batch, and the snapshot at shutdown left its customers out.
+    #[test]
+    fn regression_a_dead_shard_refuses_events_instead_of_answering_for_part_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(dir.path(), 2);
+        let good: Vec<Event> = (0..6).map(|i| purchase(&format!("e{i}"), &format!("c{i}"), 100)).collect();
+        assert_eq!(engine.submit(good.clone()).unwrap().accepted, 6);
+        let error = engine.submit(vec![purchase("boom", PANIC_IN_TESTS, 1)]).unwrap_err();
+        assert!(matches!(&error, SinkError::Unavailable(m) if m.contains("injected")), "{error:?}");
+        let failure = engine.failure().expect("the failure is recorded").clone();
+        assert_eq!(failure.shard, shard_of(&CustomerId::new(PANIC_IN_TESTS).unwrap(), 2));
+        let later: Vec<Event> = (10..16).map(|i| purchase(&format!("e{i}"), &format!("c{i}"), 100)).collect();
+        let error = engine.submit(later).unwrap_err();
+        assert!(matches!(&error, SinkError::Unavailable(m) if m.contains("restart")), "{error:?}");
+        assert!(matches!(engine.snapshot(), Err(StateError::ShardFailed(f)) if f == failure));
+        assert!(matches!(engine.erase(&CustomerId::new("c1").unwrap()), Err(StateError::ShardFailed(_))));
+        drop(engine);
+        // The log still has every acknowledged event; a restart applies them all.
+        let engine = open(dir.path(), 2);
+        assert!(engine.failure().is_none());
+        for i in 0..6 {
+            assert!(engine.customer(&CustomerId::new(&format!("c{i}")).unwrap()).is_some(), "c{i}");
+        }
+    }
+
+    /// Issue 12: two logged purchases of 92233720368547758 EUR (accepted by an
+    /// older version) overflowed on replay, and every restart panicked.
+    #[test]
+    fn regression_an_old_directory_with_overflowing_amounts_starts_and_quarantines_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let huge = 9_223_372_036_854_775_800;
+        {
+            let engine = open(dir.path(), 1);
+            engine.submit(vec![purchase("ok-1", "victim", 500), purchase("big-1", "victim", huge)]).unwrap();
+            engine.submit(vec![purchase("big-2", "victim", huge), purchase("ok-2", "bystander", 700)]).unwrap();
+            // Dropped without a snapshot, as after kill -9: recovery replays the log.
+        }
+        let engine = open(dir.path(), 1);
+        let quarantined = engine.quarantined();
+        assert_eq!(quarantined.len(), 2, "{quarantined:?}");
+        for q in &quarantined {
+            assert_eq!(q.customer_id.as_ref().map(CustomerId::as_str), Some("victim"));
+            assert!(q.reason.contains("revenue"), "{}", q.reason);
+            assert!(std::fs::read_to_string(&q.file).unwrap().contains("big-"), "{}", q.file.display());
+        }
+        assert_eq!((quarantined[0].index, quarantined[1].index), (Some(1), Some(0)));
+        let victim = engine.customer(&CustomerId::new("victim").unwrap()).unwrap();
+        assert_eq!(victim.revenue_minor, 500, "only the in-bounds purchase applies");
+        assert_eq!(engine.customer(&CustomerId::new("bystander").unwrap()).unwrap().revenue_minor, 700);
+        // Erasing the customer removes the quarantined copies too.
+        assert!(engine.erase(&CustomerId::new("victim").unwrap()).unwrap());
+        assert!(quarantined.iter().all(|q| !q.file.exists()));
+        assert!(engine.quarantined().is_empty());
+    }
+
+    #[test]
+    fn sums_saturate_instead_of_wrapping() {
+        let mut record = CustomerRecord::new(CustomerId::new("c").unwrap());
+        for i in 0..3 {
+            record.apply(&purchase(&format!("e{i}"), "c", i64::MAX / 2));
+        }
+        assert_eq!(record.revenue_minor, i64::MAX);
+        assert_eq!(record.total_occasion_value_minor(), i64::MAX);
     }
 
     #[test]

@@ -323,8 +323,8 @@ impl ItemStats {
         for line in basket {
             match distinct.iter_mut().find(|d| d.product == line.product) {
                 Some(d) => {
-                    d.units += line.units;
-                    d.revenue_minor += line.revenue_minor;
+                    d.units = d.units.saturating_add(line.units);
+                    d.revenue_minor = d.revenue_minor.saturating_add(line.revenue_minor);
                     d.category = d.category.or(line.category);
                 }
                 None => distinct.push(*line),
@@ -342,8 +342,8 @@ impl ItemStats {
             let in_pairs = paired.iter().any(|p| p.product == line.product);
             self.update(line.product, |stats| {
                 stats.orders += 1;
-                stats.units += line.units;
-                stats.revenue_minor += line.revenue_minor;
+                stats.units = stats.units.saturating_add(line.units);
+                stats.revenue_minor = stats.revenue_minor.saturating_add(line.revenue_minor);
                 stats.order_weight += f64::from(co_weight);
                 stats.recent_order_weight += trend_weight;
                 if let Some(c) = category {

@@ -34,7 +34,9 @@ pub mod snapshot;
 
 pub use book::{CustomerBook, Records, SharedBook};
 pub use catalog::ProductCatalog;
-pub use engine::{Clock, Engine, EngineConfig, EngineStats, ModelState, SnapshotReport, shard_of};
+pub use engine::{
+    Clock, Engine, EngineConfig, EngineStats, ModelState, Quarantined, ShardFailure, SnapshotReport, shard_of,
+};
 pub use items::{ItemConfig, ItemStats, RecsModel};
 pub use profile::PurchaseProfile;
 pub use recommend::{BlendConfig, Reason, Recommendation, recommend};
@@ -64,6 +66,10 @@ pub enum StateError {
     /// A logged event could not be replayed.
     #[error("cannot replay the log: {0}")]
     Replay(String),
+    /// A shard writer died (a panic while applying events). Ingest, erasure
+    /// and snapshots stop until a restart recovers the shard from the log.
+    #[error("{0}")]
+    ShardFailed(engine::ShardFailure),
     /// Building an Arrow batch failed.
     #[error("building the Arrow batch failed: {0}")]
     Arrow(String),

@@ -9,6 +9,10 @@
 //! - Money is base-currency minor units; refunds reduce `revenue_minor` but not
 //!   the occasion values the spend model is fitted on (refunds rarely name the
 //!   occasion they undo).
+//! - Money sums saturate at the 64-bit limit instead of wrapping or panicking.
+//!   Validation bounds each amount at `patron_model::MAX_AMOUNT_MINOR` (10^14),
+//!   so a sum reaches the limit only after some 92,000 maximal events of one
+//!   customer; it then stays at the limit rather than turning negative.
 
 use patron_model::codec::{self, ByteReader};
 use patron_model::{Consent, CustomerId, Event, EventId, EventKind, Timestamp};
@@ -133,8 +137,8 @@ impl CustomerRecord {
                 }
             }
             EventKind::Refund(r) => {
-                self.revenue_minor -= r.amount_minor;
-                self.refunded_minor += r.amount_minor;
+                self.revenue_minor = self.revenue_minor.saturating_sub(r.amount_minor);
+                self.refunded_minor = self.refunded_minor.saturating_add(r.amount_minor);
             }
             EventKind::Consent(c) => {
                 // Last writer by event time wins, per channel.
@@ -161,12 +165,12 @@ impl CustomerRecord {
     fn purchase(&mut self, at: Timestamp, value_minor: i64) {
         let day = at.day();
         self.orders += 1;
-        self.revenue_minor += value_minor;
-        self.total_occasion_value_minor += value_minor;
+        self.revenue_minor = self.revenue_minor.saturating_add(value_minor);
+        self.total_occasion_value_minor = self.total_occasion_value_minor.saturating_add(value_minor);
         self.first_purchase_at = Some(self.first_purchase_at.map_or(at, |t| t.min(at)));
         self.last_purchase_at = Some(self.last_purchase_at.map_or(at, |t| t.max(at)));
         match self.occasion_days.binary_search(&day) {
-            Ok(0) => self.first_occasion_value_minor += value_minor,
+            Ok(0) => self.first_occasion_value_minor = self.first_occasion_value_minor.saturating_add(value_minor),
             Ok(_) => {}
             Err(pos) => {
                 self.occasion_days.insert(pos, day);
@@ -226,7 +230,7 @@ impl CustomerRecord {
         if x == 0 {
             return 0.0;
         }
-        (self.total_occasion_value_minor - self.first_occasion_value_minor) as f64 / f64::from(x)
+        (self.total_occasion_value_minor.saturating_sub(self.first_occasion_value_minor)) as f64 / f64::from(x)
     }
 
     /// Model inputs as of `now_day`; `None` for customers who never bought.
