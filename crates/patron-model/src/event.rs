@@ -390,6 +390,40 @@ pub fn check_depth(json: &[u8], limit: usize) -> Result<(), EventError> {
     Ok(())
 }
 
+/// Field names that carry the customer id (the contract name and its aliases).
+const CUSTOMER_ID_FIELDS: [&str; 4] = ["customer_id", "userId", "user_id", "customerId"];
+
+/// Every customer id an event names, read with the same field names as
+/// [`Validator::decode`] and with JSON escapes decoded, even when the rest of
+/// the event is invalid or names a customer twice. Erasure uses it to find
+/// rejected events of a customer however their id was spelled.
+pub fn claimed_customer_ids(json: &[u8]) -> Vec<String> {
+    // The visitor pushes into `ids` as it goes, so the ids named before a
+    // syntax error are kept too.
+    struct Claims<'v>(&'v mut Vec<String>);
+    impl<'de> Visitor<'de> for Claims<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                if CUSTOMER_ID_FIELDS.contains(&key.as_ref()) {
+                    let id = map.next_value::<Scalar<'de>>()?;
+                    self.0.push(id.text().into_owned());
+                } else {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut ids = Vec::new();
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    let _ = de::Deserializer::deserialize_map(&mut deserializer, Claims(&mut ids));
+    ids
+}
+
 /// Validation rules that depend on configuration and the clock.
 #[derive(Clone, Debug)]
 pub struct Validator {
@@ -549,19 +583,16 @@ impl Validator {
                 let total = price.checked_mul(&quantity).ok_or_else(|| {
                     EventError::field("price", "price × quantity has too many digits to compute exactly")
                 })?;
-                let line_total = to_base(&total, "price")
-                    .ok()
-                    .filter(|t| *t <= MAX_AMOUNT_MINOR)
-                    .ok_or_else(|| {
-                        EventError::field(
-                            "price",
-                            format!(
-                                "price × quantity ({} × {}) is over {MAX_AMOUNT_MINOR} minor units (the per-amount limit)",
-                                price.to_text(),
-                                quantity.to_text()
-                            ),
-                        )
-                    })?;
+                let line_total = to_base(&total, "price").ok().filter(|t| *t <= MAX_AMOUNT_MINOR).ok_or_else(|| {
+                    EventError::field(
+                        "price",
+                        format!(
+                            "price × quantity ({} × {}) is over {MAX_AMOUNT_MINOR} minor units (the per-amount limit)",
+                            price.to_text(),
+                            quantity.to_text()
+                        ),
+                    )
+                })?;
                 (Some(unit_price), Some(line_total))
             }
         };
@@ -871,6 +902,17 @@ mod tests {
             let message = decode(&json).unwrap_err().to_string();
             assert!(message.len() < 1024, "{} bytes: {}", message.len(), &message[..200]);
         }
+    }
+
+    #[test]
+    fn claimed_customer_ids_are_read_through_escapes_duplicates_and_invalid_fields() {
+        let ids = |json: &[u8]| claimed_customer_ids(json);
+        assert_eq!(ids(br#"{"customer_id":"plain\u0076ictim42","revenue":"x"}"#), ["plainvictim42"]);
+        assert_eq!(ids(br#"{"userId":"a\"b","type":7}"#), ["a\"b"]);
+        assert_eq!(ids(br#"{"customerId":42}"#), ["42"]);
+        assert_eq!(ids(br#"{"customer_id":"x","user_id":"y","customer_id":"z"}"#), ["x", "y", "z"]);
+        assert!(ids(b"{not json").is_empty());
+        assert_eq!(ids(br#"{"customer_id":"v\u0069ctim","revenue":}"#), ["victim"], "kept before a syntax error");
     }
 
     #[test]

@@ -28,9 +28,10 @@ pub use codec::{ByteReader, decode_event, encode_event};
 pub use event::{
     Consent, CustomerId, Event, EventError, EventId, EventKind, LineItem, MAX_AMOUNT_MINOR, MAX_EVENT_DEPTH,
     MAX_ID_BYTES, MAX_ITEMS_PER_EVENT, MAX_QUANTITY, ProductId, Purchase, Refund, Validator, check_bounds, check_depth,
+    claimed_customer_ids,
 };
-pub use quote::{preview, truncate_message};
 pub use money::{Currency, CurrencyTable, Decimal, DecimalError};
+pub use quote::{preview, truncate_message};
 pub use schema::{customers_schema, products_schema, recommendations_schema, similar_products_schema};
 pub use sink::{EventSink, SinkError, SubmitOutcome};
 pub use time::{MS_PER_DAY, Timestamp};

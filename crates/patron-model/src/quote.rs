@@ -26,4 +26,3 @@ pub fn truncate_message(message: String, max_bytes: usize) -> String {
     }
     format!("{}… (message cut, {} bytes in all)", &message[..cut], message.len())
 }
-
