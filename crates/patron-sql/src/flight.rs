@@ -31,6 +31,7 @@ use futures_util::{Stream, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::admission::Access;
 use crate::pg::PasswordCheck;
 use crate::session::{QueryResult, SqlEngine, SqlError};
 
@@ -48,9 +49,9 @@ static SQL_INFO: LazyLock<Option<SqlInfoData>> = LazyLock::new(|| {
 
 fn status(error: &SqlError) -> Status {
     match error {
-        SqlError::Refused(_) => Status::permission_denied(error.to_string()),
+        SqlError::Refused(_) | SqlError::Forbidden(_) => Status::permission_denied(error.to_string()),
         SqlError::Timeout(_) => Status::deadline_exceeded(error.to_string()),
-        SqlError::TooManyRows(_) | SqlError::Memory(_) | SqlError::Busy(_) => {
+        SqlError::TooManyRows(_) | SqlError::TooLarge(_) | SqlError::Memory(_) | SqlError::Busy(_) => {
             Status::resource_exhausted(error.to_string())
         }
         SqlError::Execution(_) => Status::internal(error.to_string()),
@@ -89,23 +90,30 @@ impl PatronFlightSql {
         Self { sql, check }
     }
 
-    fn authorize<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let Some(check) = &self.check else { return Ok(()) };
+    /// What the call's bearer token may read (everything when no tokens are configured).
+    fn authorize<T>(&self, request: &Request<T>) -> Result<Access, Status> {
+        let Some(check) = &self.check else { return Ok(Access::Admin) };
         let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        match header.and_then(|h| h.strip_prefix("Bearer ")) {
-            Some(token) if check(token.trim()) => Ok(()),
-            _ => Err(Status::unauthenticated("send authorization: Bearer <token with the query role>")),
-        }
+        header
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .and_then(|token| check(token.trim()))
+            .ok_or_else(|| Status::unauthenticated("send authorization: Bearer <token with the query role>"))
     }
 
-    async fn schema_of(&self, sql: &str) -> Result<Schema, Status> {
+    async fn schema_of(&self, sql: &str, access: Access) -> Result<Schema, Status> {
         let statement = SqlEngine::parse(sql).map_err(|e| status(&e))?;
-        let plan = self.sql.plan_parsed(statement).await.map_err(|e| status(&e))?;
+        let plan = self.sql.plan_parsed(statement, access).await.map_err(|e| status(&e))?;
         Ok(plan.schema().as_arrow().clone())
     }
 
-    async fn info_for(&self, sql: &str, ticket: Vec<u8>, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
-        let schema = self.schema_of(sql).await?;
+    async fn info_for(
+        &self,
+        sql: &str,
+        access: Access,
+        ticket: Vec<u8>,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
+        let schema = self.schema_of(sql, access).await?;
         let endpoint = FlightEndpoint::new().with_ticket(Ticket { ticket: ticket.into() });
         FlightInfo::new()
             .try_with_schema(&schema)
@@ -113,8 +121,8 @@ impl PatronFlightSql {
             .map(|info| info.with_endpoint(endpoint).with_descriptor(descriptor).with_ordered(true))
     }
 
-    async fn run(&self, sql: &str) -> Result<DoGetStream, Status> {
-        let result = self.sql.run(sql).await.map_err(|e| status(&e))?;
+    async fn run(&self, sql: &str, access: Access) -> Result<DoGetStream, Status> {
+        let result = self.sql.run(sql, access).await.map_err(|e| status(&e))?;
         Ok(stream_of(result))
     }
 }
@@ -145,7 +153,7 @@ impl FlightSqlService for PatronFlightSql {
                 } else {
                     h.strip_prefix("Bearer ").unwrap_or_default().trim().to_owned()
                 };
-                if !check(&token) {
+                if check(&token).is_none() {
                     return Err(Status::unauthenticated("the password must be a token with the query role"));
                 }
                 token
@@ -168,9 +176,9 @@ impl FlightSqlService for PatronFlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.authorize(&request)?;
+        let access = self.authorize(&request)?;
         let ticket = TicketStatementQuery { statement_handle: query.query.clone().into_bytes().into() };
-        let info = self.info_for(&query.query, ticket.as_any().encode_to_vec(), request.into_inner()).await?;
+        let info = self.info_for(&query.query, access, ticket.as_any().encode_to_vec(), request.into_inner()).await?;
         Ok(Response::new(info))
     }
 
@@ -179,9 +187,9 @@ impl FlightSqlService for PatronFlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.authorize(&request)?;
+        let access = self.authorize(&request)?;
         let sql = utf8(&query.prepared_statement_handle)?;
-        let info = self.info_for(&sql, query.as_any().encode_to_vec(), request.into_inner()).await?;
+        let info = self.info_for(&sql, access, query.as_any().encode_to_vec(), request.into_inner()).await?;
         Ok(Response::new(info))
     }
 
@@ -207,9 +215,9 @@ impl FlightSqlService for PatronFlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.authorize(&request)?;
+        let access = self.authorize(&request)?;
         let sql = utf8(&ticket.statement_handle)?;
-        Ok(Response::new(self.run(&sql).await?))
+        Ok(Response::new(self.run(&sql, access).await?))
     }
 
     async fn do_get_prepared_statement(
@@ -217,9 +225,9 @@ impl FlightSqlService for PatronFlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.authorize(&request)?;
+        let access = self.authorize(&request)?;
         let sql = utf8(&query.prepared_statement_handle)?;
-        Ok(Response::new(self.run(&sql).await?))
+        Ok(Response::new(self.run(&sql, access).await?))
     }
 
     async fn do_get_sql_info(
@@ -239,8 +247,8 @@ impl FlightSqlService for PatronFlightSql {
         query: ActionCreatePreparedStatementRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        self.authorize(&request)?;
-        let schema = self.schema_of(&query.query).await?;
+        let access = self.authorize(&request)?;
+        let schema = self.schema_of(&query.query, access).await?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: query.query.into_bytes().into(),
             dataset_schema: schema_bytes(&schema)?,

@@ -6,6 +6,7 @@
 //! held while a shard's batch is built (the time is measured in
 //! [`ScanCounters::max_lock_micros`]).
 
+mod admission;
 mod exec;
 pub mod flight;
 pub mod format;
@@ -13,6 +14,7 @@ pub mod pg;
 mod session;
 mod tables;
 
+pub use admission::{Access, MAX_NESTING, MAX_OPERATORS, SQL_THREAD_STACK_BYTES, check_complexity};
 pub use format::{ResultFormat, encode};
 pub use session::{QueryResult, SqlEngine, SqlError, SqlLimits};
 pub use tables::{LiveSource, RECOMMENDATIONS_PER_CUSTOMER, RejectedRow, ScanCounters};

@@ -11,7 +11,10 @@
 //!   vetted by the same hook at parse time, and executed here by
 //!   [`SqlEngine::execute`] with the portal's result formats;
 //! - with tokens configured, the password is a token with the `query` role
-//!   (any user name); without tokens every connection is accepted.
+//!   (any user name), and its roles decide what the connection may read
+//!   ([`Access`]); without tokens every connection is accepted;
+//! - statement text is vetted by [`check_complexity`] before the library's
+//!   parser sees it (simple and extended protocol alike).
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -37,7 +40,8 @@ use pgwire::api::auth::{
 };
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{QueryResponse, Response};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response};
+use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -45,10 +49,24 @@ use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
 
+use crate::admission::{Access, check_complexity};
 use crate::session::{QueryResult, SqlEngine, SqlError, Verdict, classify};
 
-/// Decides whether a pgwire password is a token with the `query` role.
-pub type PasswordCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+/// Decides what a password (a bearer token) may read: `None` when it is not a
+/// token with the `query` role.
+pub type PasswordCheck = Arc<dyn Fn(&str) -> Option<Access> + Send + Sync>;
+
+/// Connection metadata key holding what the connection may read.
+const ACCESS_KEY: &str = "patron.access";
+
+/// What a connection may read: admin when no tokens are configured (nothing
+/// was checked, as for HTTP), otherwise what its password allowed.
+fn access_of(client: &(impl ClientInfo + ?Sized)) -> Access {
+    match client.metadata().get(ACCESS_KEY).map(String::as_str) {
+        Some("query") => Access::Query,
+        _ => Access::Admin,
+    }
+}
 
 fn user_error(error: &SqlError) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), error.sqlstate().into(), error.to_string())))
@@ -78,7 +96,7 @@ impl QueryHook for GuardHook {
             Verdict::Cosmetic => None,
             Verdict::Refused(what) => Some(Err(user_error(&SqlError::Refused(what)))),
             Verdict::Query => {
-                let result = match self.sql.plan(statement).await {
+                let result = match self.sql.plan(statement, access_of(&*client)).await {
                     Ok(plan) => self.sql.execute(plan).await,
                     Err(e) => Err(e),
                 };
@@ -95,12 +113,12 @@ impl QueryHook for GuardHook {
         &self,
         statement: &Statement,
         _session_context: &SessionContext,
-        _client: &(dyn ClientInfo + Send + Sync),
+        client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
         match classify(statement) {
             Verdict::Cosmetic => None,
             Verdict::Refused(what) => Some(Err(user_error(&SqlError::Refused(what)))),
-            Verdict::Query => Some(self.sql.plan(statement).await.map_err(|e| user_error(&e))),
+            Verdict::Query => Some(self.sql.plan(statement, access_of(client)).await.map_err(|e| user_error(&e))),
         }
     }
 
@@ -116,9 +134,52 @@ impl QueryHook for GuardHook {
     }
 }
 
+/// The library's simple-protocol handler behind a complexity check of the raw
+/// text (its parser would otherwise build an arbitrarily deep tree first).
+struct CheckedSimple(Arc<DfSessionService>);
+
+#[async_trait]
+impl SimpleQueryHandler for CheckedSimple {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        check_complexity(query).map_err(|e| user_error(&e))?;
+        SimpleQueryHandler::do_query(self.0.as_ref(), client, query).await
+    }
+}
+
+/// The library's statement parser behind the same complexity check.
+struct CheckedParser(Arc<Parser>);
+
+#[async_trait]
+impl QueryParser for CheckedParser {
+    type Statement = <Parser as QueryParser>::Statement;
+
+    async fn parse_sql<C>(&self, client: &C, sql: &str, types: &[Option<Type>]) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        check_complexity(sql).map_err(|e| user_error(&e))?;
+        self.0.parse_sql(client, sql, types).await
+    }
+
+    fn get_parameter_types(&self, statement: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        self.0.get_parameter_types(statement)
+    }
+
+    fn get_result_schema(&self, statement: &Self::Statement, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        self.0.get_result_schema(statement, format)
+    }
+}
+
 /// Prepared statements: parsed by the library, executed by [`SqlEngine`].
 struct ExtendedHandler {
     inner: Arc<DfSessionService>,
+    parser: Arc<CheckedParser>,
     sql: Arc<SqlEngine>,
 }
 
@@ -136,10 +197,10 @@ fn ordered_parameters(plan: &LogicalPlan) -> PgWireResult<Vec<Option<datafusion:
 #[async_trait]
 impl ExtendedQueryHandler for ExtendedHandler {
     type Statement = (String, Option<(Statement, LogicalPlan)>);
-    type QueryParser = Parser;
+    type QueryParser = CheckedParser;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
-        self.inner.query_parser()
+        self.parser.clone()
     }
 
     async fn do_query<C>(
@@ -201,8 +262,10 @@ impl StartupHandler for Startup {
             }
             PgWireFrontendMessage::PasswordMessageFamily(password) => {
                 let password = password.into_password()?;
-                let allowed = self.check.as_ref().is_some_and(|check| check(&password.password));
-                if allowed {
+                let access = self.check.as_ref().and_then(|check| check(&password.password));
+                if let Some(access) = access {
+                    let role = if access == Access::Admin { "admin" } else { "query" };
+                    client.metadata_mut().insert(ACCESS_KEY.to_owned(), role.to_owned());
                     finish_authentication(client, &DefaultServerParameterProvider::default()).await?;
                 } else {
                     let user = client.metadata().get("user").cloned().unwrap_or_default();
@@ -217,7 +280,7 @@ impl StartupHandler for Startup {
 
 /// The handlers of one pgwire server.
 pub struct PgHandlers {
-    simple: Arc<DfSessionService>,
+    simple: Arc<CheckedSimple>,
     extended: Arc<ExtendedHandler>,
     startup: Arc<Startup>,
 }
@@ -238,9 +301,10 @@ impl PgHandlers {
         let hooks: Vec<Arc<dyn QueryHook>> =
             vec![Arc::new(GuardHook { sql: sql.clone() }), Arc::new(SetShowHook), Arc::new(TransactionStatementHook)];
         let service = Arc::new(DfSessionService::new_with_hooks(ctx, hooks));
+        let parser = Arc::new(CheckedParser(service.query_parser()));
         Ok(Self {
-            extended: Arc::new(ExtendedHandler { inner: service.clone(), sql }),
-            simple: service,
+            extended: Arc::new(ExtendedHandler { inner: service.clone(), parser, sql }),
+            simple: Arc::new(CheckedSimple(service)),
             startup: Arc::new(Startup { check }),
         })
     }

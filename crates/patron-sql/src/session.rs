@@ -9,8 +9,12 @@
 //!    (this catches `SELECT … INTO`);
 //! 3. the runtime has no object store and no spill directory, so even a plan
 //!    that reached a file reader or a spilling operator could not touch a file;
-//! 4. execution is bounded: a memory pool, a wall-clock timeout, a row cap on
-//!    results and a cap on concurrent queries, each failing with its own error.
+//! 4. execution is bounded: a memory pool, a wall-clock timeout, a row cap and
+//!    a byte cap on results and a cap on concurrent queries, each failing with
+//!    its own error;
+//! 5. admission (see `admission`): statements too complex to parse safely are
+//!    refused before parsing, functions that build huge values are bounded,
+//!    and `rejected_events` needs the admin role.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +34,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 
+use crate::admission::{self, Access};
 use crate::tables::{self, LiveSource, ScanCounters, Shared};
 
 /// Limits of every SQL query.
@@ -41,6 +46,9 @@ pub struct SqlLimits {
     pub timeout: Duration,
     /// Most rows one result may have (a larger result is refused, never cut).
     pub max_rows: usize,
+    /// Most bytes one result may hold in Arrow form; also the most one call of
+    /// `repeat`, `lpad`, `rpad`, `array_repeat` or `range` may build.
+    pub max_result_bytes: usize,
     /// Queries running at once; more wait up to `queue_wait`, then are refused.
     pub max_concurrent: usize,
     /// How long a query waits for a free slot.
@@ -53,6 +61,7 @@ impl Default for SqlLimits {
             memory_bytes: 1 << 30,
             timeout: Duration::from_secs(30),
             max_rows: 1_000_000,
+            max_result_bytes: 256 << 20,
             max_concurrent: 4,
             queue_wait: Duration::from_secs(5),
         }
@@ -83,6 +92,15 @@ pub enum SqlError {
     /// The result has too many rows.
     #[error("result exceeds {0} rows (the per-query row cap); add a LIMIT or aggregate")]
     TooManyRows(usize),
+    /// The result holds too many bytes.
+    #[error("result exceeds {0} bytes (the per-query result-size cap); select fewer or narrower columns")]
+    TooLarge(usize),
+    /// Too long or too deeply nested to parse and plan safely.
+    #[error("statement too complex: {0}")]
+    TooComplex(String),
+    /// The caller's role may not read a table.
+    #[error("permission denied: {0}")]
+    Forbidden(String),
     /// The memory pool is exhausted.
     #[error("query needs more memory than the per-query budget: {0}")]
     Memory(String),
@@ -100,9 +118,11 @@ impl SqlError {
         match self {
             Self::Refused(_) => "25006", // read_only_sql_transaction
             Self::Empty | Self::SeveralStatements(_) | Self::Syntax(_) => "42601",
+            Self::TooComplex(_) => "54001", // statement_too_complex
+            Self::Forbidden(_) => "42501",  // insufficient_privilege
             Self::Plan(_) => "42P01",
             Self::Timeout(_) => "57014",
-            Self::TooManyRows(_) | Self::Memory(_) => "53200",
+            Self::TooManyRows(_) | Self::TooLarge(_) | Self::Memory(_) => "53200",
             Self::Busy(_) => "53300",
             Self::Execution(_) => "XX000",
         }
@@ -238,6 +258,8 @@ pub struct SqlEngine {
     ctx: Arc<SessionContext>,
     limits: SqlLimits,
     slots: Semaphore,
+    /// One more slot that only key lookups may take (see [`tables::is_key_lookup`]).
+    lookup_slot: Semaphore,
     counters: Arc<ScanCounters>,
     queries: AtomicU64,
     failed: AtomicU64,
@@ -263,6 +285,7 @@ impl SqlEngine {
             .set_bool("datafusion.execution.enable_recursive_ctes", false)
             .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        admission::bounded_functions(&ctx, limits.max_result_bytes);
         let counters = Arc::new(ScanCounters::default());
         let shared = Shared { source, counters: counters.clone() };
         let register = |name: &str, table: Arc<dyn datafusion::catalog::TableProvider>| {
@@ -278,6 +301,7 @@ impl SqlEngine {
         Ok(Self {
             ctx: Arc::new(ctx),
             slots: Semaphore::new(limits.max_concurrent.max(1)),
+            lookup_slot: Semaphore::new(1),
             limits,
             counters,
             queries: AtomicU64::new(0),
@@ -305,8 +329,10 @@ impl SqlEngine {
         (self.queries.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
     }
 
-    /// Parses one statement (PostgreSQL dialect).
+    /// Parses one statement (PostgreSQL dialect), after refusing text too
+    /// complex to parse safely.
     pub fn parse(sql: &str) -> Result<DfStatement, SqlError> {
+        admission::check_complexity(sql)?;
         let mut statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})
             .map_err(|e| SqlError::Syntax(e.to_string()))?;
         match statements.len() {
@@ -331,24 +357,29 @@ impl SqlEngine {
         }
     }
 
-    /// Plans a parsed statement that is a query, re-verifying the plan.
-    pub async fn plan_parsed(&self, statement: DfStatement) -> Result<LogicalPlan, SqlError> {
+    /// Plans a parsed statement that is a query and only reads tables
+    /// `access` allows, re-verifying the plan.
+    pub async fn plan_parsed(&self, statement: DfStatement, access: Access) -> Result<LogicalPlan, SqlError> {
         Self::check(&statement)?;
+        let tables = self.ctx.state().resolve_table_references(&statement).map_err(SqlError::from_datafusion)?;
+        for table in &tables {
+            admission::check_table(table.table(), access)?;
+        }
         let plan = self.ctx.state().statement_to_plan(statement).await.map_err(SqlError::from_datafusion)?;
         verify_read_only(&plan)?;
         Ok(plan)
     }
 
     /// Plans a statement from the PostgreSQL front end's parser.
-    pub async fn plan(&self, statement: &Statement) -> Result<LogicalPlan, SqlError> {
-        self.plan_parsed(DfStatement::Statement(Box::new(statement.clone()))).await
+    pub async fn plan(&self, statement: &Statement, access: Access) -> Result<LogicalPlan, SqlError> {
+        self.plan_parsed(DfStatement::Statement(Box::new(statement.clone())), access).await
     }
 
-    /// Parses, checks, plans and runs `sql` within the limits.
-    pub async fn run(&self, sql: &str) -> Result<QueryResult, SqlError> {
+    /// Parses, checks, plans and runs `sql` within the limits, as `access` allows.
+    pub async fn run(&self, sql: &str, access: Access) -> Result<QueryResult, SqlError> {
         let result = async {
             let statement = Self::parse(sql)?;
-            let plan = self.plan_parsed(statement).await?;
+            let plan = self.plan_parsed(statement, access).await?;
             self.execute_unchecked(plan).await
         }
         .await;
@@ -372,12 +403,21 @@ impl SqlEngine {
     }
 
     async fn execute_unchecked(&self, plan: LogicalPlan) -> Result<QueryResult, SqlError> {
-        let _slot = tokio::time::timeout(self.limits.queue_wait, self.slots.acquire())
-            .await
-            .map_err(|_| SqlError::Busy(self.limits.max_concurrent))?
-            .map_err(|_| SqlError::Busy(self.limits.max_concurrent))?;
+        let busy = || SqlError::Busy(self.limits.max_concurrent);
+        // Long scans may hold every ordinary slot; a key lookup then takes the
+        // slot reserved for lookups instead of waiting behind them.
+        let _slot = match self.slots.try_acquire() {
+            Ok(slot) => slot,
+            Err(_) => {
+                let queue = if tables::is_key_lookup(&plan) { &self.lookup_slot } else { &self.slots };
+                tokio::time::timeout(self.limits.queue_wait, queue.acquire())
+                    .await
+                    .map_err(|_| busy())?
+                    .map_err(|_| busy())?
+            }
+        };
         let ctx = self.ctx.clone();
-        let max_rows = self.limits.max_rows;
+        let (max_rows, max_bytes) = (self.limits.max_rows, self.limits.max_result_bytes);
         let started = Instant::now();
         // Run in its own task so the timeout below fires even while an operator
         // is busy; aborting the task drops the stream, which cancels the plan.
@@ -386,12 +426,16 @@ impl SqlEngine {
             let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
             let mut stream = frame.execute_stream().await.map_err(SqlError::from_datafusion)?;
             let mut batches = Vec::new();
-            let mut rows = 0usize;
+            let (mut rows, mut bytes) = (0usize, 0usize);
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(SqlError::from_datafusion)?;
                 rows += batch.num_rows();
+                bytes += batch.get_array_memory_size();
                 if rows > max_rows {
                     return Err(SqlError::TooManyRows(max_rows));
+                }
+                if bytes > max_bytes {
+                    return Err(SqlError::TooLarge(max_bytes));
                 }
                 batches.push(batch);
             }

@@ -158,6 +158,44 @@ fn key_values(expr: &Expr, column: &str) -> Option<Vec<String>> {
     }
 }
 
+/// The index key of each large table (the column whose `=`/`IN` filter is a lookup).
+const KEYED_TABLES: &[(&str, &str)] = &[
+    ("customers", "customer_id"),
+    ("recommendations", "customer_id"),
+    ("products", "product_id"),
+    ("similar_products", "product_id"),
+];
+
+/// Whether a plan only looks rows up by key: every scan of a large table sits
+/// under a filter on its key (`customer_id = …`, `IN (…)`), and the other
+/// scans are of small tables (parameters, statistics, catalogs). Such queries
+/// may use the SQL slot reserved for lookups, so long scans cannot starve them.
+pub(crate) fn is_key_lookup(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::LogicalPlan;
+    use datafusion::logical_expr::utils::split_conjunction;
+    let (mut large_scans, mut keyed) = (Vec::new(), Vec::new());
+    let visited = plan.apply_with_subqueries(|node| {
+        match node {
+            LogicalPlan::TableScan(scan) => {
+                if let Some((table, key)) = KEYED_TABLES.iter().find(|(t, _)| *t == scan.table_name.table()) {
+                    large_scans.push((*table, *key));
+                }
+            }
+            LogicalPlan::Filter(filter) => {
+                for conjunct in split_conjunction(&filter.predicate) {
+                    keyed.extend(
+                        KEYED_TABLES.iter().filter(|(_, key)| key_values(conjunct, key).is_some()).map(|(_, k)| *k),
+                    );
+                }
+            }
+            _ => {}
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    visited.is_ok() && large_scans.iter().all(|(_, key)| keyed.contains(key))
+}
+
 fn pushdown_for(filters: &[&Expr], column: &str) -> Vec<TableProviderFilterPushDown> {
     filters
         .iter()
@@ -763,6 +801,25 @@ mod tests {
         assert_eq!(key_values(&other, "customer_id"), None);
         assert_eq!(key_values(&numeric, "customer_id"), None);
         assert_eq!(key_values(&eq, "product_id"), None);
+    }
+
+    #[test]
+    fn key_lookups_are_told_from_scans() {
+        use datafusion::logical_expr::table_scan;
+        let schema = Schema::new(vec![
+            Field::new("customer_id", DataType::Utf8, false),
+            Field::new("clv", DataType::Float64, true),
+        ]);
+        let scan = |table: &str| table_scan(Some(table), &schema, None).unwrap();
+        let filtered = |table: &str, predicate: Expr| scan(table).filter(predicate).unwrap().build().unwrap();
+        let key = col("customer_id").eq(lit("c1"));
+        assert!(is_key_lookup(&filtered("customers", key.clone())));
+        assert!(is_key_lookup(&filtered("customers", key.clone().and(col("clv").gt(lit(1.0))))));
+        assert!(is_key_lookup(&filtered("recommendations", col("customer_id").in_list(vec![lit("a")], false))));
+        assert!(is_key_lookup(&scan("model_params").build().unwrap()), "small tables are lookups");
+        assert!(!is_key_lookup(&scan("customers").build().unwrap()));
+        assert!(!is_key_lookup(&filtered("customers", col("clv").gt(lit(1.0)))));
+        assert!(!is_key_lookup(&filtered("customers", key.or(col("clv").gt(lit(1.0))))));
     }
 
     #[test]

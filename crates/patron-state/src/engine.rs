@@ -25,9 +25,9 @@
 //! ```
 
 use std::hash::{Hash, Hasher};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -525,24 +525,25 @@ impl Engine {
         let mut first_logged: Option<u64> = None;
         let (wal, mut report) = {
             let mut books: Vec<_> = inner.shards.iter().map(|s| s.write().unwrap_or_else(|p| p.into_inner())).collect();
-            let mut quarantine = |seq: u64, index: Option<usize>, event: Option<&Event>, reason: String, bytes: &[u8]| {
-                let name = match index {
-                    Some(i) => format!("log-seq-{seq}-event-{i}.json"),
-                    None => format!("log-seq-{seq}.bin"),
-                };
-                match write_quarantine(&quarantine_dir, &name, bytes) {
-                    Ok(file) => quarantined.push(Quarantined {
-                        seq,
-                        index,
-                        customer_id: event.map(|e| e.customer_id.clone()),
-                        reason,
-                        file,
-                    }),
-                    Err(e) => {
-                        quarantine_error.get_or_insert(e);
+            let mut quarantine =
+                |seq: u64, index: Option<usize>, event: Option<&Event>, reason: String, bytes: &[u8]| {
+                    let name = match index {
+                        Some(i) => format!("log-seq-{seq}-event-{i}.json"),
+                        None => format!("log-seq-{seq}.bin"),
+                    };
+                    match write_quarantine(&quarantine_dir, &name, bytes) {
+                        Ok(file) => quarantined.push(Quarantined {
+                            seq,
+                            index,
+                            customer_id: event.map(|e| e.customer_id.clone()),
+                            reason,
+                            file,
+                        }),
+                        Err(e) => {
+                            quarantine_error.get_or_insert(e);
+                        }
                     }
-                }
-            };
+                };
             let replay = |seq: u64, _count: u32, payload: &[u8]| {
                 first_logged.get_or_insert(seq);
                 if seq < start_seq || payload == CHECKPOINT_MARKER {
@@ -572,8 +573,11 @@ impl Engine {
                     match catch_unwind(AssertUnwindSafe(|| books[shard].apply(&event))) {
                         Ok(applied) => {
                             inner.watermark_ms.fetch_max(event.timestamp.millis(), Ordering::Relaxed);
-                            let counter =
-                                if applied == Applied::Accepted { &inner.stats.accepted } else { &inner.stats.duplicates };
+                            let counter = if applied == Applied::Accepted {
+                                &inner.stats.accepted
+                            } else {
+                                &inner.stats.duplicates
+                            };
                             counter.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(panic) => {
