@@ -300,6 +300,10 @@ pub(crate) struct ServeArgs {
     /// Most rows one SQL result may have (larger results are refused, not cut).
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     pub(crate) sql_max_rows: usize,
+    /// Most bytes one SQL result may hold (Arrow form), and the most one call of
+    /// repeat/lpad/rpad/array_repeat/range may build.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    pub(crate) sql_max_result_bytes: usize,
     /// SQL queries running at once (more wait up to 5 s, then get an error).
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub(crate) sql_concurrency: usize,
@@ -315,8 +319,8 @@ pub(crate) struct ServeArgs {
     /// Largest request body in bytes (larger ones get 413).
     #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
     pub(crate) body_limit: usize,
-    /// Cap on request bytes being decoded or made durable at once; above it,
-    /// new requests get 503 with Retry-After (the ingest path's memory bound).
+    /// Cap on request bytes being received, decoded or made durable at once
+    /// (counted as they arrive); above it, requests get 503 with Retry-After.
     #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
     pub(crate) max_inflight_bytes: u64,
     /// Log records that may wait for the writer; beyond it, 429 with Retry-After.

@@ -100,8 +100,19 @@ impl Auth {
 
     /// Whether `token` is a configured token with the `needed` role (for
     /// protocols without headers: the pgwire password).
-    pub(crate) fn allows_token(&self, token: &str, needed: Role) -> bool {
-        self.check(Some(&format!("Bearer {token}")), needed) == Verdict::Allowed
+    /// What a caller may read over SQL: everything without tokens, `rejected_events`
+    /// only with the admin role, nothing without the query role.
+    pub(crate) fn sql_access(&self, authorization: Option<&str>) -> Option<patron_sql::Access> {
+        match (self.check(authorization, Role::Admin), self.check(authorization, Role::Query)) {
+            (Verdict::Allowed, _) => Some(patron_sql::Access::Admin),
+            (_, Verdict::Allowed) => Some(patron_sql::Access::Query),
+            _ => None,
+        }
+    }
+
+    /// [`Self::sql_access`] of a bare token (a pgwire password, a Flight SQL bearer).
+    pub(crate) fn sql_access_of_token(&self, token: &str) -> Option<patron_sql::Access> {
+        self.sql_access(Some(&format!("Bearer {token}")))
     }
 
     pub(crate) fn check(&self, authorization: Option<&str>, needed: Role) -> Verdict {

@@ -16,7 +16,9 @@ use patron_workload::{EventStream, ShopConfig};
 
 use crate::cli::DemoArgs;
 use crate::config::Auth;
-use crate::server::{SqlListeners, app_state, init_logging, listen_addr, open_engine, serve, shutdown_signal};
+use crate::server::{
+    IngestLimits, SqlListeners, app_state, init_logging, listen_addr, open_engine, serve, shutdown_signal,
+};
 use patron_sql::SqlLimits;
 
 pub(crate) fn run(args: &DemoArgs) -> Result<()> {
@@ -26,8 +28,14 @@ pub(crate) fn run(args: &DemoArgs) -> Result<()> {
     let flight_addr = listen_addr(&args.flight, &Auth::default())?;
     let base = Currency::from_code("EUR").context("EUR is known")?;
     let engine = open_engine(&args.data_dir, base, args.model.into(), None, None, patron_state::Clock::Event)?;
-    let state = app_state(engine, base, 16 << 20, 256 << 20, Auth::default(), SqlLimits::default())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+    let state = app_state(
+        engine,
+        base,
+        IngestLimits { body_limit: 16 << 20, max_inflight_bytes: 256 << 20 },
+        Auth::default(),
+        SqlLimits::default(),
+    )?;
+    let runtime = crate::server::runtime()?;
     runtime.block_on(async {
         let pg = SqlListeners::bind(pg_addr, flight_addr, &state, None).await?;
         let pg_at = pg.pg_addr()?;

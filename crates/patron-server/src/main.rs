@@ -9,6 +9,8 @@ mod cli;
 mod config;
 mod demo;
 mod eval_recs;
+mod events;
+mod http_listen;
 mod loadgen;
 mod output;
 mod provenance;

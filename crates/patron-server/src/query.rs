@@ -65,7 +65,7 @@ fn offline(args: &QueryArgs, dir: &std::path::Path, format: ResultFormat) -> Res
     let engine = open_engine(dir, base, patron_score::PurchaseModel::MbgNbd, None, None, patron_state::Clock::Event)?;
     let view = LiveView::new(Arc::new(engine), base);
     let sql = SqlEngine::new(Arc::new(view), SqlLimits::default())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
-    let result = runtime.block_on(sql.run(&args.sql))?;
+    let runtime = crate::server::runtime()?;
+    let result = runtime.block_on(sql.run(&args.sql, patron_sql::Access::Admin))?;
     Ok(patron_sql::encode(&result, format)?)
 }

@@ -14,10 +14,9 @@
 //!
 //! Errors are `{"error":{"code":…,"message":…}}` with a stable code.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -27,7 +26,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use patron_model::{CurrencyTable, CustomerId, Event, MAX_EVENT_DEPTH, SinkError, Timestamp, Validator, check_depth};
+use patron_model::{CurrencyTable, CustomerId, Timestamp};
 use patron_score::{SegmentConfig, lifecycle_stage};
 use patron_sql::pg::{PasswordCheck, PgHandlers};
 use patron_sql::{LiveSource, RejectedRow, ResultFormat, SqlEngine, SqlError, SqlLimits};
@@ -36,39 +35,27 @@ use serde_json::{Value, json};
 
 use crate::cli::ServeArgs;
 use crate::config::{Auth, Config, Role, Verdict};
-
-/// Rejected events kept for inspection (the SQL issue exposes them as `rejected_events`).
-const REJECTED_KEPT: usize = 10_000;
-const RAW_KEPT: usize = 1024;
-
-/// One rejected event.
-#[derive(Clone, Debug)]
-pub(crate) struct RejectedEvent {
-    pub(crate) received_at: Timestamp,
-    pub(crate) source: &'static str,
-    pub(crate) position: u64,
-    pub(crate) error: String,
-    pub(crate) raw: String,
-}
+use crate::events::{RejectedEvent, RejectedStore, post_events};
 
 pub(crate) struct AppState {
     engine: Arc<Engine>,
     auth: Auth,
     currencies: CurrencyTable,
-    body_limit: usize,
-    /// Request bytes being decoded or waiting to be durable, and the cap on them.
+    ingest: IngestLimits,
+    /// Request bytes being received, decoded or made durable.
     inflight_bytes: AtomicU64,
-    max_inflight_bytes: u64,
     rejected: Arc<RejectedStore>,
     sql: Arc<SqlEngine>,
     started: Instant,
 }
 
-/// The newest rejected events (bounded) and how many there were in all.
-#[derive(Default)]
-pub(crate) struct RejectedStore {
-    kept: Mutex<VecDeque<RejectedEvent>>,
-    total: AtomicU64,
+/// Bounds of the ingest endpoint.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IngestLimits {
+    /// Largest body, bytes.
+    pub(crate) body_limit: usize,
+    /// Cap on request bytes being received, decoded or made durable.
+    pub(crate) max_inflight_bytes: u64,
 }
 
 /// What the SQL tables read: the engine and the rejected-event store.
@@ -95,32 +82,32 @@ impl LiveSource for LiveView {
     }
 
     fn rejected(&self) -> Vec<RejectedRow> {
-        self.rejected.kept.lock().map_or_else(
-            |_| Vec::new(),
-            |kept| {
-                kept.iter()
-                    .map(|r| RejectedRow {
-                        received_at: r.received_at,
-                        source: r.source.to_owned(),
-                        position: r.position,
-                        error: r.error.clone(),
-                        raw: r.raw.clone(),
-                    })
-                    .collect()
-            },
-        )
+        let mut rows: Vec<RejectedRow> = self
+            .rejected
+            .newest(crate::events::REJECTED_KEPT)
+            .into_iter()
+            .map(|r| RejectedRow {
+                received_at: r.received_at,
+                source: r.source.to_owned(),
+                position: r.position,
+                error: r.error,
+                raw: r.raw,
+            })
+            .collect();
+        rows.reverse();
+        rows
     }
 
     fn extra_stats(&self) -> Vec<(String, f64)> {
-        vec![("events_rejected".to_owned(), self.rejected.total.load(Ordering::Relaxed) as f64)]
+        vec![("events_rejected".to_owned(), self.rejected.total() as f64)]
     }
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({"error": {"code": code, "message": message.into()}}))).into_response()
 }
 
-fn with_retry_after(mut response: Response, seconds: u64) -> Response {
+pub(crate) fn with_retry_after(mut response: Response, seconds: u64) -> Response {
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     response
 }
@@ -150,7 +137,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             Role::Admin,
         ))
         .route("/health", get(|| async { "ok\n" }))
-        .route("/ready", get(|| async { "ready\n" }))
+        .route("/ready", get(ready))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)
 }
@@ -176,136 +163,12 @@ async fn authorize(
     }
 }
 
-/// A decoded body: valid events, and (index, error, raw) for the rest.
-struct Decoded {
-    events: Vec<Event>,
-    rejected: Vec<(usize, String, String)>,
-}
-
-fn decode_body(body: &[u8], ndjson: bool, validator: &Validator) -> std::result::Result<Decoded, String> {
-    let mut out = Decoded { events: Vec::new(), rejected: Vec::new() };
-    let mut one = |index: usize, raw: &[u8]| match validator.decode(raw) {
-        Ok(e) => out.events.push(e),
-        Err(e) => out.rejected.push((index, e.to_string(), String::from_utf8_lossy(raw).into_owned())),
-    };
-    let trimmed = body.trim_ascii();
-    let lines = trimmed.split(|&b| b == b'\n').filter(|l| !l.trim_ascii().is_empty()).count();
-    if trimmed.first() == Some(&b'[') && !ndjson {
-        check_depth(trimmed, MAX_EVENT_DEPTH + 1).map_err(|e| e.to_string())?;
-        let items: Vec<&serde_json::value::RawValue> =
-            serde_json::from_slice(trimmed).map_err(|e| format!("the body is not a JSON array of events: {e}"))?;
-        for (i, item) in items.iter().enumerate() {
-            one(i, item.get().as_bytes());
-        }
-    } else if ndjson || lines > 1 {
-        for (i, line) in trimmed.split(|&b| b == b'\n').filter(|l| !l.trim_ascii().is_empty()).enumerate() {
-            one(i, line.trim_ascii());
-        }
-    } else {
-        one(0, trimmed);
-    }
-    Ok(out)
-}
-
-/// Releases reserved in-flight bytes when the request is done.
-struct InflightGuard<'a>(&'a AtomicU64, u64);
-
-impl Drop for InflightGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(self.1, Ordering::AcqRel);
-    }
-}
-
-/// Reads and drops up to `limit` bytes of a body without buffering it.
-async fn discard(body: Body, limit: usize) {
-    use futures_util::StreamExt;
-    let mut stream = body.into_data_stream();
-    let mut seen = 0;
-    while let Some(Ok(chunk)) = stream.next().await {
-        seen += chunk.len();
-        if seen > limit {
-            break;
-        }
-    }
-}
-
-async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    // Reserve memory before reading: the declared length, or the body limit if undeclared.
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let reserve = declared.unwrap_or(state.body_limit as u64).min(state.body_limit as u64).max(1);
-    let before = state.inflight_bytes.fetch_add(reserve, Ordering::AcqRel);
-    let _guard = InflightGuard(&state.inflight_bytes, reserve);
-    if before + reserve > state.max_inflight_bytes {
-        // Read and drop the body chunk by chunk (never buffered): a client that
-        // is still sending then reads this answer instead of a broken pipe.
-        discard(body, state.body_limit).await;
-        return with_retry_after(
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                format!("{} bytes of requests are in flight (cap {}); retry later", before, state.max_inflight_bytes),
-            ),
-            1,
-        );
-    }
-    let bytes = match axum::body::to_bytes(body, state.body_limit).await {
-        Ok(b) => b,
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the body exceeds the limit of {} bytes; split it into several requests", state.body_limit),
-            );
-        }
-    };
-    let ndjson = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-ndjson") || v.starts_with("application/jsonl"));
-    let validator = Validator::new(state.currencies.clone());
-    let decoded = match tokio::task::spawn_blocking(move || decode_body(&bytes, ndjson, &validator)).await {
-        Ok(Ok(d)) => d,
-        Ok(Err(message)) => return error(StatusCode::BAD_REQUEST, "invalid_body", message),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-    };
-    if !decoded.rejected.is_empty() {
-        state.rejected.total.fetch_add(decoded.rejected.len() as u64, Ordering::Relaxed);
-        let now = Timestamp::now();
-        if let Ok(mut kept) = state.rejected.kept.lock() {
-            for (index, error, raw) in &decoded.rejected {
-                if kept.len() == REJECTED_KEPT {
-                    kept.pop_front();
-                }
-                let raw = raw.chars().take(RAW_KEPT).collect();
-                kept.push_back(RejectedEvent {
-                    received_at: now,
-                    source: "http",
-                    position: *index as u64,
-                    error: error.clone(),
-                    raw,
-                });
-            }
-        }
-    }
-    let rejected: Vec<Value> = decoded.rejected.iter().map(|(i, e, _)| json!({"index": i, "error": e})).collect();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    state.engine.submit_with(decoded.events, move |r| {
-        let _ = tx.send(r);
-    });
-    match rx.await {
-        Ok(Ok(outcome)) => axum::Json(json!({
-            "accepted": outcome.accepted, "duplicates": outcome.duplicates, "rejected": rejected,
-        }))
-        .into_response(),
-        Ok(Err(SinkError::Overloaded { retry_after_ms })) => with_retry_after(
-            error(StatusCode::TOO_MANY_REQUESTS, "overloaded", "the write-ahead log queue is full; retry later"),
-            retry_after_ms.div_ceil(1000).max(1),
-        ),
-        Ok(Err(SinkError::Unavailable(m))) => {
-            with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m), 5)
-        }
-        Err(_) => with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "engine stopped"), 5),
+/// `/ready`: 200 while the engine accepts events; 503 with the reason once a
+/// shard has failed (fail-stop), so a load balancer stops sending traffic.
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    match state.engine.failure() {
+        None => "ready\n".into_response(),
+        Some(failure) => error(StatusCode::SERVICE_UNAVAILABLE, "shard_failed", failure.to_string()),
     }
 }
 
@@ -453,7 +316,8 @@ async fn post_sql(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
     let Ok(sql) = std::str::from_utf8(&body) else {
         return error(StatusCode::BAD_REQUEST, "invalid_utf8", "the SQL body must be UTF-8 text");
     };
-    let encoded = match state.sql.run(sql).await {
+    let access = state.auth.sql_access(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
+    let encoded = match state.sql.run(sql, access.unwrap_or(patron_sql::Access::Query)).await {
         Ok(result) => patron_sql::encode(&result, format),
         Err(e) => Err(e),
     };
@@ -473,6 +337,9 @@ fn sql_error(e: &SqlError) -> Response {
         SqlError::Plan(_) => (StatusCode::BAD_REQUEST, "sql_invalid"),
         SqlError::Timeout(_) => (StatusCode::UNPROCESSABLE_ENTITY, "query_timeout"),
         SqlError::TooManyRows(_) => (StatusCode::UNPROCESSABLE_ENTITY, "too_many_rows"),
+        SqlError::TooLarge(_) => (StatusCode::UNPROCESSABLE_ENTITY, "result_too_large"),
+        SqlError::TooComplex(_) => (StatusCode::BAD_REQUEST, "sql_too_complex"),
+        SqlError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
         SqlError::Memory(_) => (StatusCode::UNPROCESSABLE_ENTITY, "query_memory"),
         SqlError::Busy(_) => {
             return with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "sql_busy", e.to_string()), 1);
@@ -488,20 +355,16 @@ async fn get_rejected(
     axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Response {
     let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(100);
-    let rows: Vec<Value> = state.rejected.kept.lock().map_or_else(
-        |_| Vec::new(),
-        |kept| {
-            kept.iter()
-                .rev()
-                .take(limit)
-                .map(|r| {
-                    json!({"received_at": r.received_at.to_rfc3339(), "source": r.source, "position": r.position,
-                           "error": r.error, "raw": r.raw})
-                })
-                .collect()
-        },
-    );
-    axum::Json(json!({"rejected": rows, "total": state.rejected.total.load(Ordering::Relaxed)})).into_response()
+    let rows: Vec<Value> = state
+        .rejected
+        .newest(limit)
+        .into_iter()
+        .map(|r| {
+            json!({"received_at": r.received_at.to_rfc3339(), "source": r.source, "position": r.position,
+                   "error": r.error, "raw": r.raw})
+        })
+        .collect();
+    axum::Json(json!({"rejected": rows, "total": state.rejected.total()})).into_response()
 }
 
 /// Runs an engine operation on the blocking pool (it may fsync or fit for a
@@ -535,9 +398,7 @@ async fn delete_customer(State(state): State<Arc<AppState>>, Path(id): Path<Stri
             Ok(existed) => existed,
             Err(response) => return response,
         };
-    if let Ok(mut kept) = state.rejected.kept.lock() {
-        kept.retain(|r| !r.raw.contains(customer_id.as_str()));
-    }
+    state.rejected.erase(customer_id.as_str());
     if existed {
         axum::Json(json!({"erased": true, "customer_id": customer_id.as_str()})).into_response()
     } else {
@@ -600,12 +461,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         "Events ignored as duplicates.",
         s.duplicates.load(Ordering::Relaxed) as f64,
     );
-    metric(
-        "patron_events_rejected_total",
-        "counter",
-        "Events rejected by validation.",
-        state.rejected.total.load(Ordering::Relaxed) as f64,
-    );
+    metric("patron_events_rejected_total", "counter", "Events rejected by validation.", state.rejected.total() as f64);
     metric(
         "patron_shard_queue_batches",
         "gauge",
@@ -754,6 +610,16 @@ pub(crate) fn open_engine(
             torn.reason
         );
     }
+    for q in engine.quarantined() {
+        tracing::warn!(
+            seq = q.seq,
+            index = q.index,
+            "a logged {} was not applied and was copied to {}: {}",
+            if q.index.is_some() { "event" } else { "record" },
+            q.file.display(),
+            q.reason
+        );
+    }
     if report.events > 0 {
         match engine.refit() {
             Ok(_) => tracing::info!("models fitted on the recovered customers"),
@@ -767,22 +633,36 @@ pub(crate) fn open_engine(
 pub(crate) fn app_state(
     engine: Engine,
     base: patron_model::Currency,
-    body_limit: usize,
-    max_inflight_bytes: u64,
+    ingest: IngestLimits,
     auth: Auth,
     sql_limits: SqlLimits,
 ) -> Result<Arc<AppState>> {
     let engine = Arc::new(engine);
     let rejected = Arc::new(RejectedStore::default());
+    // What recovery quarantined is shown beside the rejected events, so an
+    // operator finds it where bad input is looked for.
+    rejected.record(
+        engine.quarantined().len() as u64,
+        engine.quarantined().into_iter().map(|q| {
+            let raw = std::fs::read(&q.file).unwrap_or_default();
+            let error = format!(
+                "quarantined at recovery (log record {}{}): {}; copy in {}",
+                q.seq,
+                q.index.map_or_else(String::new, |i| format!(", event {i}")),
+                q.reason,
+                q.file.display()
+            );
+            RejectedEvent::new("recovery", q.seq, error, &raw)
+        }),
+    );
     let view = LiveView { engine: engine.clone(), rejected: rejected.clone(), base };
     let sql = Arc::new(SqlEngine::new(Arc::new(view), sql_limits).context("cannot set up the SQL session")?);
     Ok(Arc::new(AppState {
         engine,
         auth,
         currencies: CurrencyTable::only(base),
-        body_limit,
+        ingest,
         inflight_bytes: AtomicU64::new(0),
-        max_inflight_bytes,
         rejected,
         sql,
         started: Instant::now(),
@@ -798,6 +678,26 @@ impl AppState {
     /// The engine behind the API.
     pub(crate) fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// Bounds of the ingest endpoint.
+    pub(crate) fn ingest_limits(&self) -> IngestLimits {
+        self.ingest
+    }
+
+    /// Request bytes in flight (see [`IngestLimits::max_inflight_bytes`]).
+    pub(crate) fn inflight_bytes(&self) -> &AtomicU64 {
+        &self.inflight_bytes
+    }
+
+    /// The engine's base currency and rates.
+    pub(crate) fn currencies(&self) -> &CurrencyTable {
+        &self.currencies
+    }
+
+    /// Rejected events kept for inspection.
+    pub(crate) fn rejected(&self) -> &RejectedStore {
+        &self.rejected
     }
 }
 
@@ -867,7 +767,7 @@ pub(crate) async fn serve(
             }
         }
     });
-    axum::serve(listener, router(state.clone())).with_graceful_shutdown(shutdown).await?;
+    crate::http_listen::serve_http(listener, router(state.clone()), shutdown).await;
     let _ = sql_stop.send(true);
     for task in sql_tasks {
         let _ = task.await;
@@ -904,11 +804,13 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
         memory_bytes: args.sql_memory,
         timeout: Duration::from_secs_f64(args.sql_timeout_secs.max(0.001)),
         max_rows: args.sql_max_rows,
+        max_result_bytes: args.sql_max_result_bytes,
         max_concurrent: args.sql_concurrency.max(1),
         ..SqlLimits::default()
     };
-    let state = app_state(engine, base, args.body_limit, args.max_inflight_bytes, auth, limits)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+    let ingest = IngestLimits { body_limit: args.body_limit, max_inflight_bytes: args.max_inflight_bytes };
+    let state = app_state(engine, base, ingest, auth, limits)?;
+    let runtime = runtime()?;
     let refit_every = Duration::from_secs(args.refit_interval_secs.max(1));
     let snapshot_every = Duration::from_secs(args.snapshot_interval_secs.max(1));
     runtime.block_on(async move {
@@ -924,12 +826,13 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
     })
 }
 
-/// The pgwire password rule: a token with the `query` role (any user name);
+/// The pgwire password rule: a token with the `query` role (any user name),
+/// whose roles decide whether `rejected_events` is readable;
 /// `None` (no password asked) when no tokens are configured.
 pub(crate) fn pg_password_check(auth: &Auth) -> Option<PasswordCheck> {
     auth.enabled().then(|| {
         let auth = auth.clone();
-        Arc::new(move |password: &str| auth.allows_token(password, Role::Query)) as PasswordCheck
+        Arc::new(move |password: &str| auth.sql_access_of_token(password)) as PasswordCheck
     })
 }
 
@@ -980,6 +883,18 @@ impl SqlListeners {
     }
 }
 
+/// The tokio runtime of every command that runs SQL: its threads get
+/// [`patron_sql::SQL_THREAD_STACK_BYTES`] of stack, because parsing, planning
+/// and evaluating expressions recurse (issue 12: a 1,200-term sum overflowed
+/// the default 2 MiB and aborted the process).
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(patron_sql::SQL_THREAD_STACK_BYTES)
+        .build()
+        .context("cannot start tokio")
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
@@ -1021,8 +936,7 @@ mod tests {
             app_state(
                 engine,
                 Currency::from_code("EUR").unwrap(),
-                1 << 20,
-                1 << 30,
+                IngestLimits { body_limit: 1 << 20, max_inflight_bytes: 1 << 30 },
                 Auth::new(&config.auth),
                 SqlLimits::default(),
             )
@@ -1091,23 +1005,5 @@ mod tests {
         assert!(listen_addr("127.0.0.1:8080", &Auth::default()).is_ok());
         let config = Config::parse("[[auth.tokens]]\ntoken = \"0123456789abcdef\"\nroles = [\"admin\"]\n").unwrap();
         assert!(listen_addr("0.0.0.0:8080", &Auth::new(&config.auth)).is_ok());
-    }
-
-    fn validator() -> Validator {
-        Validator::new(CurrencyTable::only(Currency::from_code("EUR").unwrap()))
-    }
-
-    const GOOD: &str =
-        r#"{"type":"purchase","event_id":"o1","customer_id":"c1","timestamp":"2025-01-01T00:00:00Z","revenue":"5"}"#;
-
-    #[test]
-    fn bodies_may_be_an_object_an_array_or_ndjson() {
-        let one = decode_body(GOOD.as_bytes(), false, &validator()).unwrap();
-        assert_eq!(one.events.len(), 1);
-        let array = decode_body(format!("[{GOOD}, {{\"type\":\"visit\"}}]").as_bytes(), false, &validator()).unwrap();
-        assert_eq!((array.events.len(), array.rejected[0].0), (1, 1));
-        let lines = decode_body(format!("{GOOD}\n\n{{not json\n{GOOD}\n").as_bytes(), true, &validator()).unwrap();
-        assert_eq!((lines.events.len(), lines.rejected.len(), lines.rejected[0].0), (2, 1, 1));
-        assert!(decode_body(b"[1, 2", false, &validator()).is_err());
     }
 }

@@ -1,0 +1,460 @@
+//! `POST /v1/events`: reading a producer's body, decoding it, and keeping the
+//! rejected events for inspection.
+//!
+//! Every input path is bounded, because a producer may be hostile or broken:
+//! - **Bytes in flight** are reserved as they arrive (not as declared), so a
+//!   client that declares 16 MiB and sends one byte holds one byte of the
+//!   budget; decoding reserves as much again for the events it builds.
+//! - **Time**: a body that stalls longer than [`BODY_IDLE_TIMEOUT`], or takes
+//!   longer than [`BODY_TOTAL_TIMEOUT`] in all, is answered `408`.
+//! - **Rejections**: a body gets counts plus the first [`ANSWERED_REJECTIONS`]
+//!   errors; at most [`DETAILED_REJECTIONS`] per body reach the rejected-event
+//!   store, each error and raw text cut to [`KEPT_TEXT_BYTES`] with the
+//!   original size stated.
+//! - **Decoding** streams a JSON array element by element instead of building
+//!   a vector of every element first.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use patron_model::{
+    Event, MAX_EVENT_DEPTH, SinkError, Timestamp, Validator, check_depth, claimed_customer_ids, truncate_message,
+};
+use serde_json::{Value, json};
+
+use crate::server::{AppState, error, with_retry_after};
+
+/// Rejected events kept for inspection (`GET /v1/admin/rejected`, `rejected_events`).
+pub(crate) const REJECTED_KEPT: usize = 10_000;
+
+/// Longest error message or raw text kept per rejected event.
+pub(crate) const KEPT_TEXT_BYTES: usize = 2048;
+
+/// Rejections of one body described in its answer (the rest are counted).
+pub(crate) const ANSWERED_REJECTIONS: usize = 100;
+
+/// Rejections of one body kept with their text (the rest are counted).
+pub(crate) const DETAILED_REJECTIONS: usize = 1_000;
+
+/// Longest pause between two chunks of a body.
+pub(crate) const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest time to receive a whole body.
+pub(crate) const BODY_TOTAL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One rejected event, as kept in the store.
+#[derive(Clone, Debug)]
+pub(crate) struct RejectedEvent {
+    pub(crate) received_at: Timestamp,
+    pub(crate) source: &'static str,
+    pub(crate) position: u64,
+    pub(crate) error: String,
+    /// The raw text, cut to [`KEPT_TEXT_BYTES`].
+    pub(crate) raw: String,
+    /// Every customer id the raw event names, decoded (for erasure).
+    pub(crate) customer_ids: Vec<String>,
+}
+
+impl RejectedEvent {
+    /// A rejection of `raw` at `position`, with its text bounded.
+    pub(crate) fn new(source: &'static str, position: u64, error: String, raw: &[u8]) -> Self {
+        Self {
+            received_at: Timestamp::now(),
+            source,
+            position,
+            error: truncate_message(error, KEPT_TEXT_BYTES),
+            raw: kept_raw(raw),
+            customer_ids: claimed_customer_ids(raw),
+        }
+    }
+
+    /// Whether this rejected event names `customer`, however it was spelled.
+    pub(crate) fn names(&self, customer: &str) -> bool {
+        self.customer_ids.iter().any(|id| id == customer) || self.raw.contains(customer)
+    }
+}
+
+/// The raw text of a rejected event, cut to [`KEPT_TEXT_BYTES`] with its size stated.
+fn kept_raw(raw: &[u8]) -> String {
+    if raw.len() <= KEPT_TEXT_BYTES {
+        return String::from_utf8_lossy(raw).into_owned();
+    }
+    format!("{}… ({} bytes in all)", String::from_utf8_lossy(&raw[..KEPT_TEXT_BYTES]), raw.len())
+}
+
+/// The newest rejected events (bounded) and how many there were in all.
+#[derive(Default)]
+pub(crate) struct RejectedStore {
+    kept: Mutex<VecDeque<RejectedEvent>>,
+    total: AtomicU64,
+}
+
+impl RejectedStore {
+    /// Counts `total` rejections and keeps the described ones, dropping the oldest beyond [`REJECTED_KEPT`].
+    pub(crate) fn record(&self, total: u64, described: impl IntoIterator<Item = RejectedEvent>) {
+        self.total.fetch_add(total, Ordering::Relaxed);
+        if let Ok(mut kept) = self.kept.lock() {
+            for rejected in described {
+                if kept.len() == REJECTED_KEPT {
+                    kept.pop_front();
+                }
+                kept.push_back(rejected);
+            }
+        }
+    }
+
+    /// Rejections so far.
+    pub(crate) fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// The kept rejections, newest first, at most `limit`.
+    pub(crate) fn newest(&self, limit: usize) -> Vec<RejectedEvent> {
+        self.kept.lock().map(|kept| kept.iter().rev().take(limit).cloned().collect()).unwrap_or_default()
+    }
+
+    /// Drops every kept rejection that names `customer` (erasure).
+    pub(crate) fn erase(&self, customer: &str) {
+        if let Ok(mut kept) = self.kept.lock() {
+            kept.retain(|r| !r.names(customer));
+        }
+    }
+}
+
+/// A decoded body: valid events, how many were rejected, and the first rejections described.
+pub(crate) struct Decoded {
+    pub(crate) events: Vec<Event>,
+    pub(crate) rejected_count: usize,
+    pub(crate) rejected: Vec<RejectedEvent>,
+}
+
+impl Decoded {
+    fn one(&mut self, index: usize, raw: &[u8], validator: &Validator) {
+        match validator.decode(raw) {
+            Ok(e) => self.events.push(e),
+            Err(e) => {
+                self.rejected_count += 1;
+                if self.rejected.len() < DETAILED_REJECTIONS {
+                    self.rejected.push(RejectedEvent::new("http", index as u64, e.to_string(), raw));
+                }
+            }
+        }
+    }
+}
+
+/// The UTF-8 byte order mark some producers put in front of a body.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Decodes a body: one JSON object, a JSON array of them, or NDJSON.
+pub(crate) fn decode_body(body: &[u8], ndjson: bool, validator: &Validator) -> Result<Decoded, String> {
+    let mut out = Decoded { events: Vec::new(), rejected_count: 0, rejected: Vec::new() };
+    let trimmed = body.strip_prefix(BOM).unwrap_or(body).trim_ascii();
+    let mut lines = trimmed.split(|&b| b == b'\n').map(<[u8]>::trim_ascii).filter(|l| !l.is_empty()).peekable();
+    if trimmed.first() == Some(&b'[') && !ndjson {
+        check_depth(trimmed, MAX_EVENT_DEPTH + 1).map_err(|e| e.to_string())?;
+        let mut index = 0;
+        for_each_array_element(trimmed, |raw| {
+            out.one(index, raw, validator);
+            index += 1;
+        })
+        .map_err(|e| format!("the body is not a JSON array of events: {}", truncate_message(e.to_string(), 512)))?;
+    } else {
+        let first = lines.next();
+        if ndjson || lines.peek().is_some() {
+            for (i, line) in first.into_iter().chain(lines).enumerate() {
+                out.one(i, line, validator);
+            }
+        } else {
+            out.one(0, trimmed, validator);
+        }
+    }
+    Ok(out)
+}
+
+/// Calls `each` with the raw text of every element of a JSON array, without
+/// collecting the elements first.
+fn for_each_array_element(json: &[u8], each: impl FnMut(&[u8])) -> serde_json::Result<()> {
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+    struct Elements<F>(F);
+    impl<'de, F: FnMut(&[u8])> Visitor<'de> for Elements<F> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON array")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(raw) = seq.next_element::<&'de serde_json::value::RawValue>()? {
+                (self.0)(raw.get().as_bytes());
+            }
+            Ok(())
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    (&mut deserializer).deserialize_seq(Elements(each))?;
+    deserializer.end()
+}
+
+/// Bytes reserved against the in-flight cap, released when dropped.
+pub(crate) struct Inflight<'a> {
+    counter: &'a AtomicU64,
+    cap: u64,
+    held: u64,
+}
+
+impl<'a> Inflight<'a> {
+    pub(crate) fn new(counter: &'a AtomicU64, cap: u64) -> Self {
+        Self { counter, cap, held: 0 }
+    }
+
+    /// Reserves `bytes` more; on refusal returns what was in flight already.
+    pub(crate) fn reserve(&mut self, bytes: u64) -> Result<(), u64> {
+        let before = self.counter.fetch_add(bytes, Ordering::AcqRel);
+        self.held += bytes;
+        if before + bytes > self.cap { Err(before) } else { Ok(()) }
+    }
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.held, Ordering::AcqRel);
+    }
+}
+
+/// Why a body was not read.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// More than the body limit.
+    TooLarge(usize),
+    /// The in-flight cap is reached.
+    Overloaded { in_flight: u64, cap: u64 },
+    /// The client stalled or took too long.
+    TimedOut(Duration),
+    /// The connection broke mid-body (a truncated chunked body, a reset).
+    Incomplete(String),
+}
+
+impl BodyError {
+    pub(crate) fn into_response(self) -> Response {
+        match self {
+            Self::TooLarge(limit) => error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body exceeds the limit of {limit} bytes; split it into several requests"),
+            ),
+            Self::Overloaded { in_flight, cap } => with_retry_after(
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    format!("{in_flight} bytes of requests are in flight (cap {cap}); retry later"),
+                ),
+                1,
+            ),
+            Self::TimedOut(after) => error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the body did not arrive in time (no data for {after:?}, or longer than the total limit)"),
+            ),
+            Self::Incomplete(why) => error(
+                StatusCode::BAD_REQUEST,
+                "body_incomplete",
+                format!("the body ended before it was complete: {why}"),
+            ),
+        }
+    }
+}
+
+/// Reads a body chunk by chunk, reserving each chunk against the in-flight cap
+/// as it arrives, within the idle and total timeouts.
+pub(crate) async fn read_body(
+    body: Body,
+    limit: usize,
+    inflight: &mut Inflight<'_>,
+    idle: Duration,
+    total: Duration,
+) -> Result<Vec<u8>, BodyError> {
+    let deadline = tokio::time::Instant::now() + total;
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    loop {
+        let wait = (tokio::time::Instant::now() + idle).min(deadline);
+        let chunk = match tokio::time::timeout_at(wait, stream.next()).await {
+            Err(_) => return Err(BodyError::TimedOut(idle)),
+            Ok(None) => return Ok(bytes),
+            Ok(Some(Err(e))) => return Err(BodyError::Incomplete(e.to_string())),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        if bytes.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge(limit));
+        }
+        inflight
+            .reserve(chunk.len() as u64)
+            .map_err(|in_flight| BodyError::Overloaded { in_flight, cap: inflight.cap })?;
+        bytes.extend_from_slice(&chunk);
+    }
+}
+
+/// Whether a `Content-Encoding` header asks for anything but the identity.
+fn unsupported_encoding(headers: &HeaderMap) -> Option<String> {
+    let encoding = headers.get(header::CONTENT_ENCODING)?;
+    let text = encoding.to_str().unwrap_or("(not text)").trim();
+    (!text.eq_ignore_ascii_case("identity")).then(|| text.to_owned())
+}
+
+pub(crate) async fn post_events(
+    State(state): State<std::sync::Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Some(failure) = state.engine().failure() {
+        return with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "shard_failed", failure.to_string()), 5);
+    }
+    if let Some(encoding) = unsupported_encoding(&headers) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            format!("Content-Encoding {encoding:?} is not supported; send the body uncompressed"),
+        );
+    }
+    let limits = state.ingest_limits();
+    let mut inflight = Inflight::new(state.inflight_bytes(), limits.max_inflight_bytes);
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|d| d > limits.body_limit as u64) {
+        return BodyError::TooLarge(limits.body_limit).into_response();
+    }
+    let bytes = match read_body(body, limits.body_limit, &mut inflight, BODY_IDLE_TIMEOUT, BODY_TOTAL_TIMEOUT).await {
+        Ok(bytes) => bytes,
+        Err(e) => return e.into_response(),
+    };
+    // Decoded events take about as much memory as their text: reserve that too.
+    if let Err(in_flight) = inflight.reserve(bytes.len() as u64) {
+        return BodyError::Overloaded { in_flight, cap: limits.max_inflight_bytes }.into_response();
+    }
+    let ndjson = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-ndjson") || v.starts_with("application/jsonl"));
+    let validator = Validator::new(state.currencies().clone());
+    let decoded = match tokio::task::spawn_blocking(move || decode_body(&bytes, ndjson, &validator)).await {
+        Ok(Ok(d)) => d,
+        Ok(Err(message)) => return error(StatusCode::BAD_REQUEST, "invalid_body", message),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    };
+    let answered: Vec<Value> = decoded
+        .rejected
+        .iter()
+        .take(ANSWERED_REJECTIONS)
+        .map(|r| json!({"index": r.position, "error": r.error}))
+        .collect();
+    let rejected_count = decoded.rejected_count;
+    if rejected_count > 0 {
+        state.rejected().record(rejected_count as u64, decoded.rejected);
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    state.engine().submit_with(decoded.events, move |r| {
+        let _ = tx.send(r);
+    });
+    match rx.await {
+        Ok(Ok(outcome)) => axum::Json(json!({
+            "accepted": outcome.accepted, "duplicates": outcome.duplicates, "rejected": answered,
+            "rejected_count": rejected_count,
+        }))
+        .into_response(),
+        Ok(Err(SinkError::Overloaded { retry_after_ms })) => with_retry_after(
+            error(StatusCode::TOO_MANY_REQUESTS, "overloaded", "the write-ahead log queue is full; retry later"),
+            retry_after_ms.div_ceil(1000).max(1),
+        ),
+        Ok(Err(SinkError::Unavailable(m))) => {
+            with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m), 5)
+        }
+        Err(_) => with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "engine stopped"), 5),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use patron_model::{Currency, CurrencyTable};
+
+    use super::*;
+
+    fn validator() -> Validator {
+        Validator::new(CurrencyTable::only(Currency::from_code("EUR").unwrap()))
+    }
+
+    const GOOD: &str =
+        r#"{"type":"purchase","event_id":"o1","customer_id":"c1","timestamp":"2025-01-01T00:00:00Z","revenue":"5"}"#;
+
+    #[test]
+    fn bodies_may_be_an_object_an_array_or_ndjson() {
+        let one = decode_body(GOOD.as_bytes(), false, &validator()).unwrap();
+        assert_eq!(one.events.len(), 1);
+        let array = decode_body(format!("[{GOOD}, {{\"type\":\"visit\"}}]").as_bytes(), false, &validator()).unwrap();
+        assert_eq!((array.events.len(), array.rejected[0].position), (1, 1));
+        let lines = decode_body(format!("{GOOD}\n\n{{not json\n{GOOD}\n").as_bytes(), true, &validator()).unwrap();
+        assert_eq!((lines.events.len(), lines.rejected.len(), lines.rejected[0].position), (2, 1, 1));
+        assert!(decode_body(b"[1, 2", false, &validator()).is_err());
+    }
+
+    #[test]
+    fn regression_a_byte_order_mark_does_not_break_the_first_event() {
+        for ndjson in [false, true] {
+            let body = [BOM, GOOD.as_bytes(), b"\n", GOOD.replace("o1", "o2").as_bytes()].concat();
+            let decoded = decode_body(&body, ndjson, &validator()).unwrap();
+            assert_eq!((decoded.events.len(), decoded.rejected_count), (2, 0));
+        }
+        let decoded = decode_body(&[BOM, format!("[{GOOD}]").as_bytes()].concat(), false, &validator()).unwrap();
+        assert_eq!(decoded.events.len(), 1);
+    }
+
+    /// Issue 12: a 2 MB array of a million `1`s peaked at 2.1 GB and answered 111 MB.
+    #[test]
+    fn regression_a_million_rejections_are_counted_not_all_described() {
+        let body = format!("[{}]", vec!["1"; 1_000_000].join(","));
+        let decoded = decode_body(body.as_bytes(), false, &validator()).unwrap();
+        assert_eq!(decoded.rejected_count, 1_000_000);
+        assert_eq!(decoded.rejected.len(), DETAILED_REJECTIONS);
+        assert_eq!(decoded.rejected.last().map(|r| r.position), Some(DETAILED_REJECTIONS as u64 - 1));
+    }
+
+    /// Issue 12: thirty events with a 15 MiB revenue string held 560 MB.
+    #[test]
+    fn regression_kept_rejections_are_cut_with_their_size_stated() {
+        let huge = "7".repeat(15 << 20);
+        let raw = GOOD.replace(r#""revenue":"5""#, &format!(r#""revenue":"x{huge}""#));
+        let decoded = decode_body(raw.as_bytes(), false, &validator()).unwrap();
+        let kept = &decoded.rejected[0];
+        assert!(kept.error.len() <= KEPT_TEXT_BYTES + 64 && kept.error.contains("revenue"), "{}", kept.error);
+        assert!(kept.raw.len() <= KEPT_TEXT_BYTES + 64, "{}", kept.raw.len());
+        assert!(kept.raw.ends_with(&format!("({} bytes in all)", raw.len())), "{}", &kept.raw[kept.raw.len() - 60..]);
+        assert_eq!(kept.customer_ids, ["c1"]);
+    }
+
+    /// Issue 12: `plain\u0076ictim42` survived the erasure of `plainvictim42`.
+    #[test]
+    fn regression_erasure_matches_escaped_spellings_of_the_id() {
+        let store = RejectedStore::default();
+        let spelled = [
+            r#"{"type":"visit","customer_id":"plain\u0076ictim42"}"#,
+            r#"{"type":"visit","userId":"plainvictim42","customer_id":"decoy"}"#,
+            r#"{"type":"visit","customer_id":"plainvictim42","revenue":}"#,
+            r#"{"type":"visit","customer_id":"other"}"#,
+        ];
+        store.record(
+            4,
+            spelled.iter().enumerate().map(|(i, raw)| RejectedEvent::new("http", i as u64, "x".into(), raw.as_bytes())),
+        );
+        store.erase("plainvictim42");
+        let left: Vec<String> = store.newest(10).into_iter().map(|r| r.raw).collect();
+        assert_eq!(left, [spelled[3]]);
+        let quoted = r#"{"customer_id":"say \"hi\""}"#;
+        store.record(1, [RejectedEvent::new("http", 0, "x".into(), quoted.as_bytes())]);
+        store.erase(r#"say "hi""#);
+        assert_eq!(store.newest(10).len(), 1);
+    }
+}
