@@ -3,6 +3,7 @@
 mod batch_cdnow;
 mod batch_inputs;
 mod demo;
+mod hostile;
 mod layering;
 mod loadgen;
 mod recs;

@@ -212,7 +212,7 @@ fn pgwire_passwords_are_query_tokens() {
     let answers =
         python_client("adbc_rows.py", &args("query-token-1234567890"), "SELECT count(*) AS n FROM customers\n");
     assert_eq!(answers[0]["rows"][0][0], 0);
-    let refused = Command::new("python3")
+    let refused = Command::new(patron_tests::python())
         .arg(workspace_root().join("tests/clients/adbc_rows.py"))
         .args(args("ingest-only-token-123456"))
         .stdin(std::process::Stdio::piped())
@@ -334,7 +334,7 @@ fn hostile_sql_is_refused_or_bounded_and_touches_no_file() {
             400,
             "sql_invalid",
         ),
-        (deep, 400, "sql_syntax"),
+        (deep, 400, "sql_too_complex"),
         ("SELEC 1".into(), 400, "sql_syntax"),
         ("SELECT nope FROM customers".into(), 400, "sql_invalid"),
         ("SELECT * FROM nowhere".into(), 400, "sql_invalid"),
@@ -409,7 +409,7 @@ fn a_point_query_reads_one_record_not_the_table() {
 /// Runs a Python client script with `statements` on stdin; its JSON lines.
 fn python_client(script: &str, args: &[String], statements: &str) -> Vec<serde_json::Value> {
     use std::io::Write;
-    let mut child = Command::new("python3")
+    let mut child = Command::new(patron_tests::python())
         .arg(workspace_root().join("tests/clients").join(script))
         .args(args)
         .stdin(std::process::Stdio::piped())
@@ -449,7 +449,7 @@ fn adbc_flight_sql_reads_the_same_rows_as_http() {
         }
     }
     // Refusals reach the client as errors.
-    let refused = Command::new("python3")
+    let refused = Command::new(patron_tests::python())
         .arg(workspace_root().join("tests/clients/adbc_rows.py"))
         .args(&args)
         .stdin(std::process::Stdio::piped())

@@ -19,24 +19,35 @@ pub fn workspace_root() -> PathBuf {
         .join("..")
 }
 
-/// Builds (incrementally) and returns the `patron` binary of this workspace.
+/// The `patron` binary that `cargo test --workspace` built beside this test
+/// executable. It is not built again here: `cargo build -p patron-server`
+/// would unify features differently from the test build and compile DataFusion
+/// a second time (issue 13). `patron-server` has an integration test so that
+/// the test build always includes the binary.
 pub fn patron_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let output = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "patron-server", "--bin", "patron", "--message-format=json"])
-            .current_dir(workspace_root())
-            .output()
-            .expect("cargo runs");
-        assert!(output.status.success(), "building patron failed: {}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .next_back()
-            .expect("cargo reported the patron executable")
+        let test_exe = std::env::current_exe().expect("the test knows its own path");
+        // target/<profile>/deps/<test> → target/<profile>/patron
+        let binary = test_exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|profile| profile.join(format!("patron{}", std::env::consts::EXE_SUFFIX)))
+            .expect("the test executable lives in target/<profile>/deps");
+        assert!(
+            binary.exists(),
+            "{} is missing: run the tests with `tests/run` or `cargo test --workspace`, which build it",
+            binary.display()
+        );
+        binary
     })
+}
+
+/// The Python interpreter with the test clients: the project's `.venv` (made
+/// by `tests/run`) when it exists, else `python3` from `PATH`.
+pub fn python() -> PathBuf {
+    let venv = workspace_root().join(".venv/bin/python3");
+    if venv.exists() { venv } else { PathBuf::from("python3") }
 }
 
 /// Runs `patron` with `args`.
