@@ -76,11 +76,15 @@ fn sql(c: &mut Criterion) {
     }
     engine.refit().expect("models fit");
     let engine = Arc::new(engine);
-    let limits =
-        SqlLimits { max_rows: usize::MAX, timeout: std::time::Duration::from_secs(600), ..SqlLimits::default() };
+    let limits = SqlLimits {
+        max_rows: usize::MAX,
+        max_result_bytes: usize::MAX,
+        timeout: std::time::Duration::from_secs(600),
+        ..SqlLimits::default()
+    };
     let sql = SqlEngine::new(Arc::new(View(engine.clone())), limits).expect("SQL engine");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    let run = |query: &str| runtime.block_on(sql.run(query)).expect("query runs").rows();
+    let run = |query: &str| runtime.block_on(sql.run(query, patron_sql::Access::Admin)).expect("query runs").rows();
     let mut group = c.benchmark_group("sql");
     group.sample_size(10);
     group

@@ -80,8 +80,12 @@ fn main() -> Result<()> {
     eprintln!("refit and rescore in {refit_seconds:.1} s; RSS {} MiB", patron_benches::rss_bytes() >> 20);
 
     let view: Arc<dyn LiveSource> = Arc::new(View { engine: engine.clone() });
-    let limits =
-        SqlLimits { max_rows: usize::MAX, timeout: std::time::Duration::from_secs(600), ..SqlLimits::default() };
+    let limits = SqlLimits {
+        max_rows: usize::MAX,
+        max_result_bytes: usize::MAX,
+        timeout: std::time::Duration::from_secs(600),
+        ..SqlLimits::default()
+    };
     let sql = Arc::new(SqlEngine::new(view, limits)?);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
 
@@ -89,7 +93,7 @@ fn main() -> Result<()> {
     let mut aggregate_ms = Vec::new();
     for run in 0..11 {
         let t = Instant::now();
-        let result = runtime.block_on(sql.run(AGGREGATE))?;
+        let result = runtime.block_on(sql.run(AGGREGATE, patron_sql::Access::Admin))?;
         if run > 0 {
             aggregate_ms.push(t.elapsed().as_secs_f64() * 1e3);
         }
@@ -101,7 +105,8 @@ fn main() -> Result<()> {
 
     // Export the rows DuckDB will aggregate: the columns the query reads.
     let parquet_path = dir.path().join("customers.parquet");
-    let export = runtime.block_on(sql.run("SELECT customer_id, rfm_segment, clv FROM customers"))?;
+    let export =
+        runtime.block_on(sql.run("SELECT customer_id, rfm_segment, clv FROM customers", patron_sql::Access::Admin))?;
     {
         let file = std::fs::File::create(&parquet_path)?;
         let mut writer = parquet::arrow::ArrowWriter::try_new(file, export.schema.clone(), None)?;
