@@ -933,19 +933,16 @@ impl Engine {
                 });
                 let replies: Vec<_> = senders
                     .iter()
-                    .filter_map(|s| {
+                    .map(|s| {
                         let (reply, image) = bounded(1);
-                        match s.send(ShardMessage::Checkpoint(reply, gate.clone())) {
-                            Ok(()) => Some(image),
-                            Err(_) => {
-                                // A stopped shard cannot reach the gate: stand in for it. Its
-                                // reply channel is dropped, so the snapshot below is refused
-                                // rather than written without that shard's customers.
-                                let gate = gate.clone();
-                                std::thread::spawn(move || gate.hold());
-                                Some(image)
-                            }
+                        if s.send(ShardMessage::Checkpoint(reply, gate.clone())).is_err() {
+                            // A stopped shard cannot reach the gate: stand in for it. Its
+                            // reply channel is dropped, so the snapshot below is refused
+                            // rather than written without that shard's customers.
+                            let gate = gate.clone();
+                            std::thread::spawn(move || gate.hold());
                         }
+                        image
                     })
                     .collect();
                 (appended.first_seq, replies, gate)
