@@ -289,12 +289,29 @@ pub(crate) async fn read_body(
             Ok(Some(Err(e))) => return Err(BodyError::Incomplete(e.to_string())),
             Ok(Some(Ok(chunk))) => chunk,
         };
-        if bytes.len() + chunk.len() > limit {
-            return Err(BodyError::TooLarge(limit));
+        let refusal = if bytes.len() + chunk.len() > limit {
+            Some(BodyError::TooLarge(limit))
+        } else {
+            inflight
+                .reserve(chunk.len() as u64)
+                .err()
+                .map(|in_flight| BodyError::Overloaded { in_flight, cap: inflight.cap })
+        };
+        if let Some(refusal) = refusal {
+            // Read and drop the rest (never buffered, up to the limit and within the
+            // same deadline), so a client still sending reads this answer instead of
+            // a broken pipe.
+            let mut seen = bytes.len() + chunk.len();
+            drop(bytes);
+            while seen <= limit {
+                let wait = (tokio::time::Instant::now() + idle).min(deadline);
+                match tokio::time::timeout_at(wait, stream.next()).await {
+                    Ok(Some(Ok(more))) => seen += more.len(),
+                    _ => break,
+                }
+            }
+            return Err(refusal);
         }
-        inflight
-            .reserve(chunk.len() as u64)
-            .map_err(|in_flight| BodyError::Overloaded { in_flight, cap: inflight.cap })?;
         bytes.extend_from_slice(&chunk);
     }
 }
