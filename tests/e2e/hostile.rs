@@ -266,9 +266,23 @@ fn the_hostile_corpus_neither_loses_data_nor_kills_the_server() {
     let nul = purchase("nul", "c\\u0000x", "2");
     assert!(events(&server, &nul).1["rejected"][0]["error"].as_str().unwrap().contains("control character"));
 
+    // pgwire asks for SCRAM-SHA-256, never for a clear-text password (psql logged in above through it).
+    let mut pg = TcpStream::connect(server.pg).unwrap();
+    let params = b"user\0analyst\0database\0patron\0\0";
+    let mut startup = ((8 + params.len()) as i32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&196_608i32.to_be_bytes());
+    startup.extend_from_slice(params);
+    pg.write_all(&startup).unwrap();
+    let mut reply = [0u8; 64];
+    pg.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let n = pg.read(&mut reply).unwrap();
+    assert_eq!((reply[0], i32::from_be_bytes(reply[5..9].try_into().unwrap())), (b'R', 10), "{:?}", &reply[..n]);
+    assert!(String::from_utf8_lossy(&reply[9..n]).contains("SCRAM-SHA-256"));
+
     // After the corpus: alive, ready, bounded, and every acknowledged customer is there.
     assert_alive_and_ready(&server);
     let rss = peak_rss(server.pid());
+    eprintln!("peak RSS over the hostile corpus: {} MiB", rss >> 20);
     assert!(rss < PEAK_RSS_BOUND, "peak RSS {rss} bytes over the corpus");
     let present = |server: &Server| {
         let list = acknowledged.iter().map(|c| format!("'{c}'")).collect::<Vec<_>>().join(",");

@@ -110,6 +110,17 @@ impl Auth {
         }
     }
 
+    /// The tokens that may use SQL, with what each may read (`None` without tokens):
+    /// the passwords pgwire's SCRAM exchange accepts.
+    pub(crate) fn sql_tokens(&self) -> Option<Vec<(String, patron_sql::Access)>> {
+        self.enabled().then(|| {
+            self.tokens
+                .iter()
+                .filter_map(|t| self.sql_access_of_token(&t.token).map(|access| (t.token.clone(), access)))
+                .collect()
+        })
+    }
+
     /// [`Self::sql_access`] of a bare token (a pgwire password, a Flight SQL bearer).
     pub(crate) fn sql_access_of_token(&self, token: &str) -> Option<patron_sql::Access> {
         self.sql_access(Some(&format!("Bearer {token}")))

@@ -46,6 +46,10 @@ pub(crate) const DETAILED_REJECTIONS: usize = 1_000;
 /// Longest pause between two chunks of a body.
 pub(crate) const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Bytes read and dropped after a refused body (beyond its limit), so that a
+/// client still sending reads the answer instead of a broken pipe.
+pub(crate) const DRAINED_AT_MOST: usize = 16 << 20;
+
 /// Longest time to receive a whole body.
 pub(crate) const BODY_TOTAL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -298,12 +302,12 @@ pub(crate) async fn read_body(
                 .map(|in_flight| BodyError::Overloaded { in_flight, cap: inflight.cap })
         };
         if let Some(refusal) = refusal {
-            // Read and drop the rest (never buffered, up to the limit and within the
-            // same deadline), so a client still sending reads this answer instead of
-            // a broken pipe.
+            // Read and drop the rest (never buffered, at most DRAINED_AT_MOST past the
+            // limit, within the same deadline), so a client still sending reads this
+            // answer instead of a broken pipe.
             let mut seen = bytes.len() + chunk.len();
             drop(bytes);
-            while seen <= limit {
+            while seen <= limit.saturating_add(DRAINED_AT_MOST) {
                 let wait = (tokio::time::Instant::now() + idle).min(deadline);
                 match tokio::time::timeout_at(wait, stream.next()).await {
                     Ok(Some(Ok(more))) => seen += more.len(),

@@ -298,12 +298,28 @@ const MAX_SQL_BYTES: usize = 1 << 20;
 /// `POST /v1/sql`: the body is one SQL statement (read-only, bounded; see
 /// `patron_sql`); the answer is JSON, CSV, Arrow IPC or a text table by `Accept`.
 async fn post_sql(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let Ok(body) = axum::body::to_bytes(body, MAX_SQL_BYTES).await else {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "sql_too_long",
-            format!("SQL statements are limited to {} MiB", MAX_SQL_BYTES >> 20),
-        );
+    // SQL text is not counted against the ingest budget; the same reader gives
+    // it the body timeouts and drains an oversized body before answering.
+    let uncounted = AtomicU64::new(0);
+    let mut inflight = crate::events::Inflight::new(&uncounted, u64::MAX);
+    let body = match crate::events::read_body(
+        body,
+        MAX_SQL_BYTES,
+        &mut inflight,
+        crate::events::BODY_IDLE_TIMEOUT,
+        crate::events::BODY_TOTAL_TIMEOUT,
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(crate::events::BodyError::TooLarge(_)) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "sql_too_long",
+                format!("SQL statements are limited to {} MiB", MAX_SQL_BYTES >> 20),
+            );
+        }
+        Err(other) => return other.into_response(),
     };
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let Some(format) = ResultFormat::from_accept(accept) else {
@@ -852,8 +868,9 @@ impl SqlListeners {
         state: &AppState,
         check: Option<PasswordCheck>,
     ) -> Result<Self> {
-        let pg_handlers =
-            Arc::new(PgHandlers::new(state.sql().clone(), check.clone()).context("cannot set up pgwire")?);
+        let pg_handlers = Arc::new(
+            PgHandlers::new(state.sql().clone(), state.auth.sql_tokens().as_deref()).context("cannot set up pgwire")?,
+        );
         let flight_service = patron_sql::flight::PatronFlightSql::new(state.sql().clone(), check);
         let pg = tokio::net::TcpListener::bind(pg_addr)
             .await

@@ -11,6 +11,7 @@ mod exec;
 pub mod flight;
 pub mod format;
 pub mod pg;
+mod scram;
 mod session;
 mod tables;
 

@@ -11,8 +11,9 @@
 //!   vetted by the same hook at parse time, and executed here by
 //!   [`SqlEngine::execute`] with the portal's result formats;
 //! - with tokens configured, the password is a token with the `query` role
-//!   (any user name), and its roles decide what the connection may read
-//!   ([`Access`]); without tokens every connection is accepted;
+//!   (any user name), checked by SCRAM-SHA-256 so it never crosses the wire,
+//!   and its roles decide what the connection may read ([`Access`]); without
+//!   tokens every connection is accepted;
 //! - statement text is vetted by [`check_complexity`] before the library's
 //!   parser sees it (simple and extended protocol alike).
 
@@ -50,6 +51,7 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
 
 use crate::admission::{Access, check_complexity};
+use crate::scram::{ScramVerifier, ServerFirst};
 use crate::session::{QueryResult, SqlEngine, SqlError, Verdict, classify};
 
 /// Decides what a password (a bearer token) may read: `None` when it is not a
@@ -235,9 +237,17 @@ impl ExtendedQueryHandler for ExtendedHandler {
     }
 }
 
-/// Password (token) or open startup.
+/// SCRAM-SHA-256 over the tokens, or an open startup without tokens.
 struct Startup {
-    check: Option<PasswordCheck>,
+    scram: Option<ScramVerifier>,
+}
+
+/// Connection metadata keys of a SCRAM exchange in progress.
+const SCRAM_TRANSCRIPT_KEY: &str = "patron.scram.transcript";
+const SCRAM_NONCE_KEY: &str = "patron.scram.nonce";
+
+fn sasl_text(data: Option<&[u8]>) -> PgWireResult<String> {
+    data.and_then(|d| std::str::from_utf8(d).ok()).map(str::to_owned).ok_or_else(|| PgWireError::InvalidSASLState)
 }
 
 #[async_trait]
@@ -249,33 +259,60 @@ impl StartupHandler for Startup {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         use futures_util::SinkExt;
+        let user = client_user(client);
         match message {
             PgWireFrontendMessage::Startup(ref startup) => {
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
-                if self.check.is_some() {
+                if self.scram.is_some() {
                     client.set_state(PgWireConnectionState::AuthenticationInProgress);
-                    client.send(PgWireBackendMessage::Authentication(Authentication::CleartextPassword)).await?;
+                    let mechanisms = vec!["SCRAM-SHA-256".to_owned()];
+                    client.send(PgWireBackendMessage::Authentication(Authentication::SASL(mechanisms))).await?;
                 } else {
                     finish_authentication(client, &DefaultServerParameterProvider::default()).await?;
                 }
             }
-            PgWireFrontendMessage::PasswordMessageFamily(password) => {
-                let password = password.into_password()?;
-                let access = self.check.as_ref().and_then(|check| check(&password.password));
-                if let Some(access) = access {
-                    let role = if access == Access::Admin { "admin" } else { "query" };
-                    client.metadata_mut().insert(ACCESS_KEY.to_owned(), role.to_owned());
-                    finish_authentication(client, &DefaultServerParameterProvider::default()).await?;
-                } else {
-                    let user = client.metadata().get("user").cloned().unwrap_or_default();
-                    return Err(PgWireError::InvalidPassword(user));
+            PgWireFrontendMessage::PasswordMessageFamily(message) => {
+                let Some(scram) = &self.scram else { return Ok(()) };
+                let pending = client.metadata().get(SCRAM_NONCE_KEY).cloned();
+                match pending {
+                    None => {
+                        let initial = message.into_sasl_initial_response()?;
+                        if initial.auth_method != "SCRAM-SHA-256" {
+                            return Err(PgWireError::UnsupportedSASLAuthMethod(initial.auth_method));
+                        }
+                        let first = scram
+                            .server_first(&sasl_text(initial.data.as_deref())?)
+                            .map_err(|_| PgWireError::InvalidPassword(user.clone()))?;
+                        client.metadata_mut().insert(SCRAM_TRANSCRIPT_KEY.to_owned(), first.transcript);
+                        client.metadata_mut().insert(SCRAM_NONCE_KEY.to_owned(), first.nonce);
+                        let data = first.message.into_bytes().into();
+                        client.send(PgWireBackendMessage::Authentication(Authentication::SASLContinue(data))).await?;
+                    }
+                    Some(nonce) => {
+                        let response = message.into_sasl_response()?;
+                        let transcript = client.metadata_mut().remove(SCRAM_TRANSCRIPT_KEY).unwrap_or_default();
+                        client.metadata_mut().remove(SCRAM_NONCE_KEY);
+                        let first = ServerFirst { message: String::new(), transcript, nonce };
+                        let (server_final, access) = scram
+                            .verify(&first, &sasl_text(Some(&response.data))?)
+                            .map_err(|_| PgWireError::InvalidPassword(user.clone()))?;
+                        let role = if access == Access::Admin { "admin" } else { "query" };
+                        client.metadata_mut().insert(ACCESS_KEY.to_owned(), role.to_owned());
+                        let data = server_final.into_bytes().into();
+                        client.send(PgWireBackendMessage::Authentication(Authentication::SASLFinal(data))).await?;
+                        finish_authentication(client, &DefaultServerParameterProvider::default()).await?;
+                    }
                 }
             }
             _ => {}
         }
         Ok(())
     }
+}
+
+fn client_user(client: &(impl ClientInfo + ?Sized)) -> String {
+    client.metadata().get("user").cloned().unwrap_or_default()
 }
 
 /// The handlers of one pgwire server.
@@ -287,14 +324,19 @@ pub struct PgHandlers {
 
 impl std::fmt::Debug for PgHandlers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgHandlers").field("password", &self.startup.check.is_some()).finish()
+        f.debug_struct("PgHandlers").field("password", &self.startup.scram.is_some()).finish()
     }
 }
 
 impl PgHandlers {
-    /// Handlers over `sql`; `check` decides passwords (`None`: no authentication).
-    /// Registers the `pg_catalog` emulation in the SQL context.
-    pub fn new(sql: Arc<SqlEngine>, check: Option<PasswordCheck>) -> Result<Self, SqlError> {
+    /// Handlers over `sql`; `tokens` are the passwords SCRAM accepts, with what
+    /// each may read (`None`: no authentication). Registers the `pg_catalog`
+    /// emulation in the SQL context.
+    pub fn new(sql: Arc<SqlEngine>, tokens: Option<&[(String, Access)]>) -> Result<Self, SqlError> {
+        let scram = tokens
+            .map(ScramVerifier::new)
+            .transpose()
+            .map_err(|e| SqlError::Execution(format!("cannot set up SCRAM: {e}")))?;
         let ctx = sql.context().clone();
         setup_pg_catalog(&ctx, "datafusion", EmptyContextProvider)
             .map_err(|e| SqlError::Execution(format!("cannot set up pg_catalog: {e}")))?;
@@ -305,7 +347,7 @@ impl PgHandlers {
         Ok(Self {
             extended: Arc::new(ExtendedHandler { inner: service.clone(), parser, sql }),
             simple: Arc::new(CheckedSimple(service)),
-            startup: Arc::new(Startup { check }),
+            startup: Arc::new(Startup { scram }),
         })
     }
 }
