@@ -476,7 +476,10 @@ fn connection(
                     let count = |k: &str| body[k].as_u64().unwrap_or(0);
                     totals.accepted += count("accepted");
                     totals.duplicates += count("duplicates");
-                    totals.rejected += body["rejected"].as_array().map_or(0, |r| r.len() as u64);
+                    // `rejected` describes at most the first 100; `rejected_count` counts them all.
+                    totals.rejected += body["rejected_count"]
+                        .as_u64()
+                        .unwrap_or_else(|| body["rejected"].as_array().map_or(0, |r| r.len() as u64));
                     live.accepted.fetch_add(count("accepted"), Ordering::Relaxed);
                     for m in &batch.markers {
                         let _ = sent_markers.send((m.clone(), start));

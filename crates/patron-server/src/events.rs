@@ -347,6 +347,10 @@ pub(crate) async fn post_events(
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|d| d > limits.body_limit as u64) {
+        // Refused before reading; still read and drop what the client sends (bounded),
+        // so it reads this answer instead of a broken pipe.
+        let mut nothing = Inflight::new(state.inflight_bytes(), limits.max_inflight_bytes);
+        let _ = read_body(body, 0, &mut nothing, BODY_IDLE_TIMEOUT, BODY_TOTAL_TIMEOUT).await;
         return BodyError::TooLarge(limits.body_limit).into_response();
     }
     let bytes = match read_body(body, limits.body_limit, &mut inflight, BODY_IDLE_TIMEOUT, BODY_TOTAL_TIMEOUT).await {

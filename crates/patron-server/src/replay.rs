@@ -90,7 +90,9 @@ impl HttpSink {
                     let answer: Value =
                         r.into_json().map_err(|e| SinkError::Unavailable(format!("bad answer: {e}")))?;
                     if let Some(rejected) = answer["rejected"].as_array().filter(|r| !r.is_empty()) {
-                        self.rejected_by_server.fetch_add(rejected.len() as u64, Ordering::Relaxed);
+                        // `rejected` describes at most the first 100; `rejected_count` counts them all.
+                        let count = answer["rejected_count"].as_u64().unwrap_or(rejected.len() as u64);
+                        self.rejected_by_server.fetch_add(count, Ordering::Relaxed);
                         if let Ok(mut first) = self.first_server_rejection.lock() {
                             first.get_or_insert_with(|| rejected[0].to_string());
                         }
