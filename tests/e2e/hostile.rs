@@ -52,14 +52,13 @@ fn request(method: &str, url: &str, token: &str, headers: &[(&str, &str)], body:
     (status, serde_json::from_str(&text).unwrap_or(Value::Null), text.len())
 }
 
+/// `POST /v1/events` with the ingest token: status, answer and answer size.
+fn post_events(server: &Server, content_type: &str, body: &[u8]) -> (u16, Value, usize) {
+    request("POST", &format!("{}/v1/events", server.url), INGEST, &[("Content-Type", content_type)], body)
+}
+
 fn events(server: &Server, body: &str) -> (u16, Value) {
-    let (status, answer, _) = request(
-        "POST",
-        &format!("{}/v1/events", server.url),
-        INGEST,
-        &[("Content-Type", "application/x-ndjson")],
-        body.as_bytes(),
-    );
+    let (status, answer, _) = post_events(server, "application/x-ndjson", body.as_bytes());
     (status, answer)
 }
 
@@ -168,13 +167,7 @@ fn the_hostile_corpus_neither_loses_data_nor_kills_the_server() {
     }
     // 5. A million rejections in one 2 MB body: counted, a few described.
     let ones = format!("[{}]", vec!["1"; 1_000_000].join(","));
-    let (status, answer, size) = request(
-        "POST",
-        &format!("{}/v1/events", server.url),
-        INGEST,
-        &[("Content-Type", "application/json")],
-        ones.as_bytes(),
-    );
+    let (status, answer, size) = post_events(&server, "application/json", ones.as_bytes());
     assert_eq!((status, answer["rejected_count"].as_u64()), (200, Some(1_000_000)));
     assert!(size < 64 << 10, "the answer to a million rejections is {size} bytes");
 

@@ -44,14 +44,14 @@ pub(crate) const ANSWERED_REJECTIONS: usize = 100;
 pub(crate) const DETAILED_REJECTIONS: usize = 1_000;
 
 /// Longest pause between two chunks of a body.
-pub(crate) const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bytes read and dropped after a refused body (beyond its limit), so that a
 /// client still sending reads the answer instead of a broken pipe.
-pub(crate) const DRAINED_AT_MOST: usize = 16 << 20;
+const DRAINED_AT_MOST: usize = 16 << 20;
 
 /// Longest time to receive a whole body.
-pub(crate) const BODY_TOTAL_TIMEOUT: Duration = Duration::from_secs(60);
+const BODY_TOTAL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One rejected event, as kept in the store.
 #[derive(Clone, Debug)]
@@ -160,7 +160,6 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 pub(crate) fn decode_body(body: &[u8], ndjson: bool, validator: &Validator) -> Result<Decoded, String> {
     let mut out = Decoded { events: Vec::new(), rejected_count: 0, rejected: Vec::new() };
     let trimmed = body.strip_prefix(BOM).unwrap_or(body).trim_ascii();
-    let mut lines = trimmed.split(|&b| b == b'\n').map(<[u8]>::trim_ascii).filter(|l| !l.is_empty()).peekable();
     if trimmed.first() == Some(&b'[') && !ndjson {
         check_depth(trimmed, MAX_EVENT_DEPTH + 1).map_err(|e| e.to_string())?;
         let mut index = 0;
@@ -170,6 +169,7 @@ pub(crate) fn decode_body(body: &[u8], ndjson: bool, validator: &Validator) -> R
         })
         .map_err(|e| format!("the body is not a JSON array of events: {}", truncate_message(e.to_string(), 512)))?;
     } else {
+        let mut lines = trimmed.split(|&b| b == b'\n').map(<[u8]>::trim_ascii).filter(|l| !l.is_empty()).peekable();
         let first = lines.next();
         if ndjson || lines.peek().is_some() {
             for (i, line) in first.into_iter().chain(lines).enumerate() {
@@ -273,51 +273,67 @@ impl BodyError {
     }
 }
 
-/// Reads a body chunk by chunk, reserving each chunk against the in-flight cap
-/// as it arrives, within the idle and total timeouts.
+/// The next chunk of a body, within the idle timeout and the overall deadline.
+async fn next_chunk(
+    stream: &mut axum::body::BodyDataStream,
+    deadline: tokio::time::Instant,
+) -> Result<Option<axum::body::Bytes>, BodyError> {
+    let wait = (tokio::time::Instant::now() + BODY_IDLE_TIMEOUT).min(deadline);
+    match tokio::time::timeout_at(wait, stream.next()).await {
+        Err(_) => Err(BodyError::TimedOut(BODY_IDLE_TIMEOUT)),
+        Ok(None) => Ok(None),
+        Ok(Some(Err(e))) => Err(BodyError::Incomplete(e.to_string())),
+        Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+    }
+}
+
+/// Reads and drops the rest of a refused body, at most [`DRAINED_AT_MOST`]
+/// bytes and within the deadline, so that a client still sending reads the
+/// refusal instead of a broken pipe.
+async fn drain(stream: &mut axum::body::BodyDataStream, deadline: tokio::time::Instant) {
+    let mut seen = 0;
+    while seen <= DRAINED_AT_MOST {
+        match next_chunk(stream, deadline).await {
+            Ok(Some(chunk)) => seen += chunk.len(),
+            _ => break,
+        }
+    }
+}
+
+/// Reads and drops a body refused before reading (see [`drain`]).
+pub(crate) async fn discard(body: Body) {
+    drain(&mut body.into_data_stream(), tokio::time::Instant::now() + BODY_TOTAL_TIMEOUT).await;
+}
+
+/// Reads a body of at most `limit` bytes chunk by chunk, within
+/// [`BODY_IDLE_TIMEOUT`] and [`BODY_TOTAL_TIMEOUT`]. With `inflight`, each
+/// chunk is reserved against the in-flight cap as it arrives. A refused body
+/// is drained before the error is returned.
 pub(crate) async fn read_body(
     body: Body,
     limit: usize,
-    inflight: &mut Inflight<'_>,
-    idle: Duration,
-    total: Duration,
+    mut inflight: Option<&mut Inflight<'_>>,
 ) -> Result<Vec<u8>, BodyError> {
-    let deadline = tokio::time::Instant::now() + total;
+    let deadline = tokio::time::Instant::now() + BODY_TOTAL_TIMEOUT;
     let mut stream = body.into_data_stream();
     let mut bytes = Vec::new();
-    loop {
-        let wait = (tokio::time::Instant::now() + idle).min(deadline);
-        let chunk = match tokio::time::timeout_at(wait, stream.next()).await {
-            Err(_) => return Err(BodyError::TimedOut(idle)),
-            Ok(None) => return Ok(bytes),
-            Ok(Some(Err(e))) => return Err(BodyError::Incomplete(e.to_string())),
-            Ok(Some(Ok(chunk))) => chunk,
-        };
+    while let Some(chunk) = next_chunk(&mut stream, deadline).await? {
         let refusal = if bytes.len() + chunk.len() > limit {
             Some(BodyError::TooLarge(limit))
         } else {
-            inflight
-                .reserve(chunk.len() as u64)
-                .err()
-                .map(|in_flight| BodyError::Overloaded { in_flight, cap: inflight.cap })
+            inflight.as_deref_mut().and_then(|budget| {
+                let cap = budget.cap;
+                budget.reserve(chunk.len() as u64).err().map(|in_flight| BodyError::Overloaded { in_flight, cap })
+            })
         };
         if let Some(refusal) = refusal {
-            // Read and drop the rest (never buffered, at most DRAINED_AT_MOST past the
-            // limit, within the same deadline), so a client still sending reads this
-            // answer instead of a broken pipe.
-            let mut seen = bytes.len() + chunk.len();
             drop(bytes);
-            while seen <= limit.saturating_add(DRAINED_AT_MOST) {
-                let wait = (tokio::time::Instant::now() + idle).min(deadline);
-                match tokio::time::timeout_at(wait, stream.next()).await {
-                    Ok(Some(Ok(more))) => seen += more.len(),
-                    _ => break,
-                }
-            }
+            drain(&mut stream, deadline).await;
             return Err(refusal);
         }
         bytes.extend_from_slice(&chunk);
     }
+    Ok(bytes)
 }
 
 /// Whether a `Content-Encoding` header asks for anything but the identity.
@@ -347,13 +363,10 @@ pub(crate) async fn post_events(
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|d| d > limits.body_limit as u64) {
-        // Refused before reading; still read and drop what the client sends (bounded),
-        // so it reads this answer instead of a broken pipe.
-        let mut nothing = Inflight::new(state.inflight_bytes(), limits.max_inflight_bytes);
-        let _ = read_body(body, 0, &mut nothing, BODY_IDLE_TIMEOUT, BODY_TOTAL_TIMEOUT).await;
+        discard(body).await;
         return BodyError::TooLarge(limits.body_limit).into_response();
     }
-    let bytes = match read_body(body, limits.body_limit, &mut inflight, BODY_IDLE_TIMEOUT, BODY_TOTAL_TIMEOUT).await {
+    let bytes = match read_body(body, limits.body_limit, Some(&mut inflight)).await {
         Ok(bytes) => bytes,
         Err(e) => return e.into_response(),
     };

@@ -300,17 +300,7 @@ const MAX_SQL_BYTES: usize = 1 << 20;
 async fn post_sql(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     // SQL text is not counted against the ingest budget; the same reader gives
     // it the body timeouts and drains an oversized body before answering.
-    let uncounted = AtomicU64::new(0);
-    let mut inflight = crate::events::Inflight::new(&uncounted, u64::MAX);
-    let body = match crate::events::read_body(
-        body,
-        MAX_SQL_BYTES,
-        &mut inflight,
-        crate::events::BODY_IDLE_TIMEOUT,
-        crate::events::BODY_TOTAL_TIMEOUT,
-    )
-    .await
-    {
+    let body = match crate::events::read_body(body, MAX_SQL_BYTES, None).await {
         Ok(body) => body,
         Err(crate::events::BodyError::TooLarge(_)) => {
             return error(
@@ -657,9 +647,10 @@ pub(crate) fn app_state(
     let rejected = Arc::new(RejectedStore::default());
     // What recovery quarantined is shown beside the rejected events, so an
     // operator finds it where bad input is looked for.
+    let quarantined = engine.quarantined();
     rejected.record(
-        engine.quarantined().len() as u64,
-        engine.quarantined().into_iter().map(|q| {
+        quarantined.len() as u64,
+        quarantined.into_iter().map(|q| {
             let raw = std::fs::read(&q.file).unwrap_or_default();
             let error = format!(
                 "quarantined at recovery (log record {}{}): {}; copy in {}",

@@ -61,11 +61,14 @@ pub type PasswordCheck = Arc<dyn Fn(&str) -> Option<Access> + Send + Sync>;
 /// Connection metadata key holding what the connection may read.
 const ACCESS_KEY: &str = "patron.access";
 
+/// The [`ACCESS_KEY`] value of a connection that only has the query role.
+const QUERY_ONLY: &str = "query";
+
 /// What a connection may read: admin when no tokens are configured (nothing
 /// was checked, as for HTTP), otherwise what its password allowed.
 fn access_of(client: &(impl ClientInfo + ?Sized)) -> Access {
     match client.metadata().get(ACCESS_KEY).map(String::as_str) {
-        Some("query") => Access::Query,
+        Some(QUERY_ONLY) => Access::Query,
         _ => Access::Admin,
     }
 }
@@ -297,7 +300,7 @@ impl StartupHandler for Startup {
                         let (server_final, access) = scram
                             .verify(&first, &sasl_text(Some(&response.data))?)
                             .map_err(|_| PgWireError::InvalidPassword(user.clone()))?;
-                        let role = if access == Access::Admin { "admin" } else { "query" };
+                        let role = if access == Access::Admin { "admin" } else { QUERY_ONLY };
                         client.metadata_mut().insert(ACCESS_KEY.to_owned(), role.to_owned());
                         let data = server_final.into_bytes().into();
                         client.send(PgWireBackendMessage::Authentication(Authentication::SASLFinal(data))).await?;

@@ -358,10 +358,16 @@ const QUARANTINE_DIR: &str = "quarantine";
 
 /// Writes one quarantined item to `dir/name` (overwritten when recovery runs
 /// again over the same record, so repeated restarts do not pile up copies).
-fn write_quarantine(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
+/// The copy is fsynced, and so is the directory: the log record it came from
+/// is deleted once a later snapshot covers it, and the copy must outlive that.
+fn write_quarantine(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
     let path = dir.join(name);
-    std::fs::write(&path, bytes)?;
+    let failed = |source| StateError::Quarantine { path: path.clone(), source };
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    let mut file = std::fs::File::create(&path).map_err(failed)?;
+    std::io::Write::write_all(&mut file, bytes).map_err(failed)?;
+    file.sync_all().map_err(failed)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(failed)?;
     Ok(path)
 }
 
@@ -521,7 +527,7 @@ impl Engine {
         let replay_validator = Validator { max_ahead_ms: i64::MAX / 4, ..Validator::new(config.currencies.clone()) };
         let quarantine_dir = config.data_dir.join(QUARANTINE_DIR);
         let mut quarantined: Vec<Quarantined> = Vec::new();
-        let mut quarantine_error: Option<std::io::Error> = None;
+        let mut quarantine_error: Option<StateError> = None;
         let mut first_logged: Option<u64> = None;
         let (wal, mut report) = {
             let mut books: Vec<_> = inner.shards.iter().map(|s| s.write().unwrap_or_else(|p| p.into_inner())).collect();
@@ -590,10 +596,7 @@ impl Engine {
             Wal::open(&config.data_dir.join("wal"), config.wal, replay).map_err(StateError::Log)?
         };
         if let Some(e) = quarantine_error {
-            return Err(StateError::Replay(format!(
-                "cannot copy an unreadable log record to {}: {e}",
-                quarantine_dir.display()
-            )));
+            return Err(e);
         }
         // The log must reach back to where the snapshot ends, or events would be missing.
         let log_start = first_logged.unwrap_or(report.next_seq);
@@ -738,19 +741,19 @@ impl Engine {
     fn erase_quarantined(&self, customer: &CustomerId) -> Result<()> {
         let Ok(mut quarantined) = self.quarantined.lock() else { return Ok(()) };
         let needle = customer.as_str().as_bytes();
-        let mut failed = None;
+        let mut failed: Option<StateError> = None;
         quarantined.retain(|q| {
             let holds = match &q.customer_id {
                 Some(id) => id == customer,
                 None => std::fs::read(&q.file).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)),
             };
-            if holds && let Err(e) = std::fs::remove_file(&q.file) {
-                failed.get_or_insert_with(|| format!("cannot delete {}: {e}", q.file.display()));
+            if holds && let Err(source) = std::fs::remove_file(&q.file) {
+                failed.get_or_insert(StateError::Quarantine { path: q.file.clone(), source });
                 return true;
             }
             !holds
         });
-        failed.map_or(Ok(()), |e| Err(StateError::Replay(e)))
+        failed.map_or(Ok(()), Err)
     }
 
     /// A customer's record (with scores), if known.

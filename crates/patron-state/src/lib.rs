@@ -70,6 +70,15 @@ pub enum StateError {
     /// and snapshots stop until a restart recovers the shard from the log.
     #[error("{0}")]
     ShardFailed(engine::ShardFailure),
+    /// A quarantined copy of a logged record could not be written or deleted.
+    #[error("quarantine file {}: {source}", path.display())]
+    Quarantine {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O failure.
+        #[source]
+        source: std::io::Error,
+    },
     /// Building an Arrow batch failed.
     #[error("building the Arrow batch failed: {0}")]
     Arrow(String),
