@@ -54,7 +54,7 @@ fn status(error: &SqlError) -> Status {
         SqlError::TooManyRows(_) | SqlError::TooLarge(_) | SqlError::Memory(_) | SqlError::Busy(_) => {
             Status::resource_exhausted(error.to_string())
         }
-        SqlError::Execution(_) => Status::internal(error.to_string()),
+        SqlError::Execution(_) | SqlError::Threads(_) => Status::internal(error.to_string()),
         _ => Status::invalid_argument(error.to_string()),
     }
 }

@@ -23,10 +23,13 @@ use std::time::{Duration, Instant};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::DataFusionError;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{self, Statement};
@@ -110,6 +113,9 @@ pub enum SqlError {
     /// Failed while running.
     #[error("query failed: {0}")]
     Execution(String),
+    /// The threads that execute queries could not be started.
+    #[error("cannot start the SQL execution threads: {0}")]
+    Threads(#[source] std::io::Error),
 }
 
 impl SqlError {
@@ -124,13 +130,13 @@ impl SqlError {
             Self::Timeout(_) => "57014",
             Self::TooManyRows(_) | Self::TooLarge(_) | Self::Memory(_) => "53200",
             Self::Busy(_) => "53300",
-            Self::Execution(_) => "XX000",
+            Self::Execution(_) | Self::Threads(_) => "XX000",
         }
     }
 
     /// Whether the client's request was at fault (4xx) rather than the server (5xx).
     pub fn is_client_error(&self) -> bool {
-        !matches!(self, Self::Busy(_) | Self::Execution(_))
+        !matches!(self, Self::Busy(_) | Self::Execution(_) | Self::Threads(_))
     }
 
     fn from_datafusion(error: DataFusionError) -> Self {
@@ -256,6 +262,7 @@ fn verify_read_only(plan: &LogicalPlan) -> Result<(), SqlError> {
 /// The shared SQL engine: one DataFusion context over the live tables.
 pub struct SqlEngine {
     ctx: Arc<SessionContext>,
+    executor: Executor,
     limits: SqlLimits,
     slots: Semaphore,
     /// One more slot that only key lookups may take (see [`tables::is_key_lookup`]).
@@ -268,6 +275,70 @@ pub struct SqlEngine {
 impl std::fmt::Debug for SqlEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqlEngine").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+/// Wraps every join of a physical plan in a [`CooperativeExec`]. A join can
+/// emit millions of batches without polling its inputs (a cross join of three
+/// tables emits each left row × each probe batch), so the operator above it
+/// never returns `Pending` and a cancelled query would keep its thread until it
+/// finished, which may be never. A cooperative stream spends tokio's task
+/// budget on every batch and yields when it runs out: that is where an aborted
+/// query stops.
+fn cooperative_joins(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+    plan.transform_up(|node| {
+        if node.name().contains("Join") {
+            let wrapped: Arc<dyn ExecutionPlan> = Arc::new(CooperativeExec::new(node));
+            Ok(Transformed::yes(wrapped))
+        } else {
+            Ok(Transformed::no(node))
+        }
+    })
+    .map(|transformed| transformed.data)
+}
+
+/// The threads queries execute on: a tokio runtime of their own, apart from the
+/// one that serves HTTP, pgwire and Flight SQL. DataFusion's operators are
+/// CPU-bound and yield only between batches; on shared workers a heavy query
+/// (a cross join, a large aggregate) would delay the timer that should cancel
+/// it, and the ingest requests that should never wait for an analyst.
+struct Executor {
+    /// `Some` until dropped: a runtime must be shut down without blocking,
+    /// because the engine may be dropped inside another runtime.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Executor {
+    fn start() -> Result<Self, SqlError> {
+        let threads = std::thread::available_parallelism().map_or(2, usize::from);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("patron-sql-exec")
+            .thread_stack_size(crate::SQL_THREAD_STACK_BYTES)
+            .enable_time()
+            .build()
+            .map_err(SqlError::Threads)?;
+        Ok(Self { runtime: Some(runtime) })
+    }
+
+    fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.runtime {
+            Some(runtime) => runtime.spawn(future),
+            // Unreachable while the engine is alive; the caller's runtime is a safe fallback.
+            None => tokio::spawn(future),
+        }
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -300,6 +371,7 @@ impl SqlEngine {
         register("engine_stats", Arc::new(tables::engine_stats_table(shared)))?;
         Ok(Self {
             ctx: Arc::new(ctx),
+            executor: Executor::start()?,
             slots: Semaphore::new(limits.max_concurrent.max(1)),
             lookup_slot: Semaphore::new(1),
             limits,
@@ -419,12 +491,17 @@ impl SqlEngine {
         let ctx = self.ctx.clone();
         let (max_rows, max_bytes) = (self.limits.max_rows, self.limits.max_result_bytes);
         let started = Instant::now();
-        // Run in its own task so the timeout below fires even while an operator
-        // is busy; aborting the task drops the stream, which cancels the plan.
-        let task = tokio::spawn(async move {
+        // Run on the execution threads so the timeout below, and every other
+        // connection, is served even while operators keep those threads busy;
+        // aborting the task drops the stream, which cancels the plan.
+        let task = self.executor.spawn(async move {
             let frame = ctx.execute_logical_plan(plan).await.map_err(SqlError::from_datafusion)?;
             let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-            let mut stream = frame.execute_stream().await.map_err(SqlError::from_datafusion)?;
+            let task_context = Arc::new(frame.task_ctx());
+            let physical = frame.create_physical_plan().await.map_err(SqlError::from_datafusion)?;
+            let physical = cooperative_joins(physical).map_err(SqlError::from_datafusion)?;
+            let mut stream =
+                datafusion::physical_plan::execute_stream(physical, task_context).map_err(SqlError::from_datafusion)?;
             let mut batches = Vec::new();
             let (mut rows, mut bytes) = (0usize, 0usize);
             while let Some(batch) = stream.next().await {
@@ -451,5 +528,37 @@ impl SqlEngine {
                 Err(SqlError::Timeout(self.limits.timeout))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 13): a cancelled `SELECT count(*) FROM customers a,
+    /// customers b, customers c` kept its thread, because the cross join
+    /// emitted batches without ever returning `Pending`.
+    #[tokio::test]
+    async fn cancelled_cross_joins_yield_because_every_join_is_cooperative() {
+        let ctx = SessionContext::new();
+        let sql = "SELECT count(*) FROM (VALUES (1), (2)) a(x), (VALUES (3)) b(y), (VALUES (4), (5)) c(z) \
+                   WHERE a.x + b.y + c.z > 0";
+        let frame = ctx.sql(sql).await.unwrap();
+        let task_context = Arc::new(frame.task_ctx());
+        let physical = cooperative_joins(frame.create_physical_plan().await.unwrap()).unwrap();
+        let shown = datafusion::physical_plan::displayable(physical.as_ref()).indent(true).to_string();
+        let lines: Vec<&str> = shown.lines().collect();
+        let joins: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].contains("Join")).collect();
+        assert!(!joins.is_empty(), "{shown}");
+        for i in joins {
+            assert!(
+                i > 0 && lines[i - 1].contains("CooperativeExec"),
+                "a join without a yield point above it:\n{shown}"
+            );
+        }
+        // The wrapped plan still computes the same answer.
+        let batches = datafusion::physical_plan::collect(physical, task_context).await.unwrap();
+        let count = batches[0].column(0).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap().value(0);
+        assert_eq!(count, 4);
     }
 }
