@@ -17,7 +17,7 @@ fn demo_streams_a_synthetic_shop_durably_and_prints_how_to_query_it() {
         "--flight",
         "127.0.0.1:0",
         "--duration",
-        "4",
+        "4s",
         "--rate",
         "1000",
         "--customers",

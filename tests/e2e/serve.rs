@@ -237,7 +237,7 @@ fn a_public_address_needs_tokens_and_tokens_are_enforced() {
     let refused =
         patron_tests::patron(&["serve", "--data-dir", dir.path().join("a").to_str().unwrap(), "--http", "0.0.0.0:0"]);
     assert!(!refused.status.success());
-    assert!(patron_tests::transcript(&refused).contains("refusing to listen on 0.0.0.0:0 without auth tokens"));
+    assert!(patron_tests::transcript(&refused).contains("refusing to listen on --http 0.0.0.0:0 without auth tokens"));
 
     let config = dir.path().join("patron.toml");
     std::fs::write(&config, "[[auth.tokens]]\ntoken = \"producer-secret-0123456789\"\nroles = [\"ingest\"]\n").unwrap();

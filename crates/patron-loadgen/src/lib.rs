@@ -229,34 +229,6 @@ pub struct Live {
     pub max_send_delay_micros: AtomicU64,
 }
 
-/// Parses `10s`, `5m`, `1h`, `250ms` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let duration = parse_duration_or_zero(text)?;
-    if duration.is_zero() {
-        return Err(format!("{:?} must be positive", text.trim()));
-    }
-    Ok(duration)
-}
-
-/// [`parse_duration`], also accepting zero (`0s`: no warm-up).
-pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 10s, 5m or 250ms"))?;
-    let seconds = match unit {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("unknown unit {other:?} in {text:?} (use ms, s, m or h)")),
-    };
-    if !(seconds.is_finite() && seconds >= 0.0) {
-        return Err(format!("{text:?} must be a finite, non-negative duration"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
 /// One request's worth of events.
 struct Batch {
     body: String,
@@ -745,19 +717,6 @@ pub fn run(config: &LoadConfig, live: &Live) -> Result<LoadReport, LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_take_the_units_a_tester_types() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("0s").is_err());
-        assert_eq!(parse_duration_or_zero("0s"), Ok(Duration::ZERO));
-        assert!(parse_duration_or_zero("-1s").is_err() && parse_duration_or_zero("1 fortnight").is_err());
-        assert!(parse_duration("").is_err());
-    }
 
     #[test]
     fn batches_mix_in_the_configured_malformed_and_duplicate_shares() {

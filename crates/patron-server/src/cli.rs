@@ -1,11 +1,15 @@
 //! Command-line interface (DESIGN.md §5). Flag names are a contract.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use patron_ingest::{ColumnMapping, FileFormat};
 use patron_score::PurchaseModel;
 use patron_state::TimeUnit;
+
+use crate::units;
 
 /// Patron: streaming customer scoring (CLV, churn risk, segments).
 #[derive(Debug, Parser)]
@@ -46,17 +50,17 @@ pub(crate) enum Command {
     patron loadgen --rate 0 --duration 1m --connections 8 --batch 2000   # as fast as the server accepts")]
 pub(crate) struct LoadgenArgs {
     /// Base URL of the server.
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080", value_parser = units::server_url)]
     pub(crate) url: String,
     /// Target events per second (open loop); 0 sends as fast as the server accepts (closed loop).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(crate) rate: u64,
-    /// How long to send: 10s, 5m, 250ms, 1h.
-    #[arg(long, value_name = "D", default_value = "10s")]
-    pub(crate) duration: String,
+    /// How long to send: 10s, 5m, 250ms, 1h (a bare number is seconds).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = units::duration)]
+    pub(crate) duration: Duration,
     /// Sent before measuring (within --duration): latency and freshness count only after it.
-    #[arg(long, value_name = "D", default_value = "2s")]
-    pub(crate) warmup: String,
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = units::duration_or_zero)]
+    pub(crate) warmup: Duration,
     /// Customers in the synthetic shop.
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub(crate) customers: usize,
@@ -75,9 +79,9 @@ pub(crate) struct LoadgenArgs {
     /// Share of events sent twice (each must come back as a duplicate).
     #[arg(long, value_name = "SHARE", default_value_t = 0.001)]
     pub(crate) duplicates: f64,
-    /// Milliseconds between freshness markers.
-    #[arg(long, value_name = "MS", default_value_t = 100)]
-    pub(crate) marker_every_ms: u64,
+    /// Time between freshness markers.
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = units::duration)]
+    pub(crate) marker_every: Duration,
     /// The server's process id, to report its RSS and CPU.
     #[arg(long, value_name = "PID")]
     pub(crate) server_pid: Option<u32>,
@@ -182,7 +186,13 @@ pub(crate) struct QueryArgs {
     #[arg(value_name = "SQL")]
     pub(crate) sql: String,
     /// Base URL of a running server.
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080", conflicts_with = "data_dir")]
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8080",
+        value_parser = units::server_url,
+        conflicts_with = "data_dir"
+    )]
     pub(crate) url: String,
     /// Query a data directory offline instead (recovers it; fails while a server holds it).
     #[arg(long, value_name = "DIR")]
@@ -214,7 +224,7 @@ pub(crate) struct ReplayArgs {
     #[arg(long, value_name = "FILE")]
     pub(crate) input: PathBuf,
     /// Base URL of the server.
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080", value_parser = units::server_url)]
     pub(crate) url: String,
     /// Events per second (0: as fast as the server accepts).
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -241,23 +251,23 @@ pub(crate) struct DemoArgs {
     #[arg(long, value_name = "DIR", default_value = "patron-data")]
     pub(crate) data_dir: PathBuf,
     /// HTTP listen address (loopback only).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    pub(crate) http: String,
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080", value_parser = units::listen_address)]
+    pub(crate) http: SocketAddr,
     /// PostgreSQL wire protocol listen address (loopback only).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5433")]
-    pub(crate) pg: String,
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5433", value_parser = units::listen_address)]
+    pub(crate) pg: SocketAddr,
     /// Arrow Flight SQL listen address (loopback only).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
-    pub(crate) flight: String,
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051", value_parser = units::listen_address)]
+    pub(crate) flight: SocketAddr,
     /// Events per second to stream.
     #[arg(long, value_name = "N", default_value_t = 2000)]
     pub(crate) rate: u64,
     /// Customers in the synthetic shop.
     #[arg(long, value_name = "N", default_value_t = 20_000)]
     pub(crate) customers: usize,
-    /// Seconds to stream.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
-    pub(crate) duration: u64,
+    /// How long to stream: 30s, 5m, 1h (a bare number is seconds).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = units::duration)]
+    pub(crate) duration: Duration,
     /// Keep serving the API after streaming, until Ctrl-C (default: only when
     /// run in a terminal, so scripts and CI get a command that ends).
     #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
@@ -281,28 +291,28 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "DIR", default_value = "patron-data")]
     pub(crate) data_dir: PathBuf,
     /// HTTP listen address (loopback only unless auth tokens are configured).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    pub(crate) http: String,
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080", value_parser = units::listen_address)]
+    pub(crate) http: SocketAddr,
     /// PostgreSQL wire protocol listen address (psql, psycopg, BI tools); the
     /// password is a token with the query role when tokens are configured.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5433")]
-    pub(crate) pg: String,
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5433", value_parser = units::listen_address)]
+    pub(crate) pg: SocketAddr,
     /// Arrow Flight SQL listen address (ADBC, pyarrow); bearer token with the
     /// query role when tokens are configured.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
-    pub(crate) flight: String,
-    /// Wall-clock limit of one SQL query, seconds.
-    #[arg(long = "sql-timeout", value_name = "SECONDS", default_value_t = 30.0)]
-    pub(crate) sql_timeout_secs: f64,
-    /// Memory SQL operators may reserve (sorts, joins, aggregates), bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051", value_parser = units::listen_address)]
+    pub(crate) flight: SocketAddr,
+    /// Wall-clock limit of one SQL query.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = units::duration)]
+    pub(crate) sql_timeout: Duration,
+    /// Memory SQL operators may reserve (sorts, joins, aggregates).
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = units::memory_size)]
     pub(crate) sql_memory: usize,
     /// Most rows one SQL result may have (larger results are refused, not cut).
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     pub(crate) sql_max_rows: usize,
     /// Most bytes one SQL result may hold (Arrow form), and the most one call of
     /// repeat/lpad/rpad/array_repeat/range may build.
-    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = units::memory_size)]
     pub(crate) sql_max_result_bytes: usize,
     /// SQL queries running at once (more wait up to 5 s, then get an error).
     #[arg(long, value_name = "N", default_value_t = 4)]
@@ -316,12 +326,12 @@ pub(crate) struct ServeArgs {
     /// Shard writer threads (default: one per core).
     #[arg(long, value_name = "N")]
     pub(crate) shards: Option<usize>,
-    /// Largest request body in bytes (larger ones get 413).
-    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    /// Largest request body (larger ones get 413).
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = units::memory_size)]
     pub(crate) body_limit: usize,
     /// Cap on request bytes being received, decoded or made durable at once
     /// (counted as they arrive); above it, requests get 503 with Retry-After.
-    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = units::size)]
     pub(crate) max_inflight_bytes: u64,
     /// Log records that may wait for the writer; beyond it, 429 with Retry-After.
     #[arg(long, value_name = "N")]
@@ -329,13 +339,13 @@ pub(crate) struct ServeArgs {
     /// "Now" for scoring: the latest event time (event) or the system clock (wall).
     #[arg(long, value_enum, default_value = "event")]
     pub(crate) clock: ClockArg,
-    /// Seconds between automatic refits (only when new events arrived).
-    #[arg(long = "refit-interval", value_name = "SECONDS", default_value_t = 60)]
-    pub(crate) refit_interval_secs: u64,
-    /// Seconds between automatic snapshots (only when new events arrived);
-    /// one is also written at shutdown.
-    #[arg(long = "snapshot-interval", value_name = "SECONDS", default_value_t = 300)]
-    pub(crate) snapshot_interval_secs: u64,
+    /// Time between automatic refits (only when new events arrived).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = units::duration)]
+    pub(crate) refit_interval: Duration,
+    /// Time between automatic snapshots (only when new events arrived); one is
+    /// also written at shutdown.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = units::duration)]
+    pub(crate) snapshot_interval: Duration,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -23,9 +23,9 @@ use patron_sql::SqlLimits;
 
 pub(crate) fn run(args: &DemoArgs) -> Result<()> {
     init_logging("warn");
-    let addr = listen_addr(&args.http, &Auth::default())?;
-    let pg_addr = listen_addr(&args.pg, &Auth::default())?;
-    let flight_addr = listen_addr(&args.flight, &Auth::default())?;
+    let addr = listen_addr(args.http, "--http", &Auth::default())?;
+    let pg_addr = listen_addr(args.pg, "--pg", &Auth::default())?;
+    let flight_addr = listen_addr(args.flight, "--flight", &Auth::default())?;
     let base = Currency::from_code("EUR").context("EUR is known")?;
     let engine = open_engine(&args.data_dir, base, args.model.into(), None, None, patron_state::Clock::Event)?;
     let state = app_state(
@@ -57,17 +57,13 @@ pub(crate) fn run(args: &DemoArgs) -> Result<()> {
             },
         ));
         let engine = state.engine().clone();
-        let (rate, customers, duration, seed, data_dir) = (
-            args.rate.max(1),
-            args.customers.max(1),
-            Duration::from_secs(args.duration),
-            args.seed,
-            args.data_dir.clone(),
-        );
+        let (rate, customers, duration, seed, data_dir) =
+            (args.rate.max(1), args.customers.max(1), args.duration, args.seed, args.data_dir.clone());
+        let serve_after = args.serve_after.unwrap_or_else(|| std::io::stdout().is_terminal());
         let url_for_stream = url.clone();
         let interrupted = stop_rx.clone();
         let streaming = tokio::task::spawn_blocking(move || {
-            let links = Links { url: url_for_stream, pg: pg_at };
+            let links = Links { url: url_for_stream, pg: pg_at, serve_after };
             stream(&engine, &links, &data_dir.display().to_string(), rate, customers, duration, seed, || {
                 interrupted.has_changed().unwrap_or(true)
             })
@@ -80,8 +76,8 @@ pub(crate) fn run(args: &DemoArgs) -> Result<()> {
                 return anyhow::Ok(());
             }
         }
-        if args.serve_after.unwrap_or_else(|| std::io::stdout().is_terminal()) {
-            println!("\nStill serving on {url} — try the lines above. Ctrl-C to stop.");
+        if serve_after {
+            println!("\nStill serving on {url} (status page: {url}/) — try the lines above. Ctrl-C to stop.");
             let _ = std::io::stdout().flush();
             shutdown_signal().await;
         }
@@ -95,6 +91,9 @@ pub(crate) fn run(args: &DemoArgs) -> Result<()> {
 struct Links {
     url: String,
     pg: std::net::SocketAddr,
+    /// Whether the API keeps serving after the stream: the final summary
+    /// offers the "Try:" lines only then, never for a server that has stopped.
+    serve_after: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -126,7 +125,7 @@ fn stream(
         if last_print.elapsed() >= Duration::from_secs(1) {
             let accepted = engine.stats().accepted.load(Ordering::Relaxed);
             let per_second = (accepted - last_accepted) as f64 / last_print_at.elapsed().as_secs_f64();
-            print_summary(engine, links, data_dir, per_second, sent, started.elapsed(), tty);
+            print_summary(engine, links, data_dir, per_second, sent, started.elapsed(), Frame::Live { clear: tty });
             (last_print, last_accepted, last_print_at) = (Instant::now(), accepted, Instant::now());
         }
         if let Some(rest) = tick.checked_sub(tick_started.elapsed()) {
@@ -135,8 +134,17 @@ fn stream(
     }
     let _ = engine.refit();
     let average = engine.stats().accepted.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    print_summary(engine, links, data_dir, average, sent, started.elapsed(), false);
+    print_summary(engine, links, data_dir, average, sent, started.elapsed(), Frame::Last);
     Ok(())
+}
+
+/// Which summary is printed.
+#[derive(Clone, Copy)]
+enum Frame {
+    /// Once a second while streaming; `clear` redraws a terminal in place.
+    Live { clear: bool },
+    /// After the stream, with the averaged rate.
+    Last,
 }
 
 fn print_summary(
@@ -146,7 +154,7 @@ fn print_summary(
     per_second: f64,
     sent: u64,
     elapsed: Duration,
-    clear: bool,
+    frame: Frame,
 ) {
     let stats = engine.stats();
     let mut segments: BTreeMap<&'static str, usize> = BTreeMap::new();
@@ -184,7 +192,7 @@ fn print_summary(
     let sync_ms =
         engine.wal_stats().map_or(0.0, |w| w.sync_nanos.load(Ordering::Relaxed) as f64 / 1e6 / syncs.max(1) as f64);
     let mut out = String::new();
-    if clear {
+    if let Frame::Live { clear: true } = frame {
         out.push_str("\x1b[H\x1b[2J");
     }
     out.push_str(&format!(
@@ -214,8 +222,20 @@ fn print_summary(
     out.push_str(&best.join("  "));
     let example = top.first().map_or("d0-c0".to_owned(), |t| t.2.clone());
     let (url, host, port) = (&links.url, links.pg.ip(), links.pg.port());
+    if let Frame::Last = frame
+        && !links.serve_after
+    {
+        out.push_str(&format!(
+            "\n\n  The demo has stopped; its data stays in {data_dir}. To look again:\n    \
+             patron serve --data-dir {data_dir}        (the API, SQL and the status page again)\n    \
+             patron query --data-dir {data_dir} 'SELECT rfm_segment, count(*) FROM customers GROUP BY 1'\n"
+        ));
+        print!("{out}");
+        let _ = std::io::stdout().flush();
+        return;
+    }
     out.push_str(&format!(
-        "\n\n  Try:\n    curl -s {url}/v1/customers/{example}\n    \
+        "\n\n  Try:\n    open {url}/ in a browser (the status page)\n    curl -s {url}/v1/customers/{example}\n    \
          curl -s {url}/v1/sql -d 'SELECT rfm_segment, count(*), avg(clv) FROM customers GROUP BY 1 ORDER BY 2 DESC'\n    \
          psql -h {host} -p {port} -U patron -c 'SELECT * FROM customers ORDER BY clv DESC LIMIT 5'\n    \
          curl -s -X POST {url}/v1/admin/refit\n    curl -s {url}/metrics | grep patron_\n"

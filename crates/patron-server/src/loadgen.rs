@@ -7,16 +7,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use patron_loadgen::{Live, LoadConfig, LoadReport, parse_duration, parse_duration_or_zero};
+use patron_loadgen::{Live, LoadConfig, LoadReport};
 use serde_json::json;
 
 use crate::cli::LoadgenArgs;
 
 fn config_of(args: &LoadgenArgs) -> Result<LoadConfig> {
-    let duration = parse_duration(&args.duration).map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
-    let warmup = parse_duration_or_zero(&args.warmup).map_err(|e| anyhow::anyhow!("--warmup: {e}"))?;
+    let (duration, warmup) = (args.duration, args.warmup);
     if warmup >= duration {
-        anyhow::bail!("--warmup ({}) must be shorter than --duration ({})", args.warmup, args.duration);
+        anyhow::bail!("--warmup ({warmup:?}) must be shorter than --duration ({duration:?})");
     }
     Ok(LoadConfig {
         url: args.url.clone(),
@@ -29,7 +28,7 @@ fn config_of(args: &LoadgenArgs) -> Result<LoadConfig> {
         batch: args.batch,
         malformed_share: args.malformed,
         duplicate_share: args.duplicates,
-        marker_every: Duration::from_millis(args.marker_every_ms.max(1)),
+        marker_every: args.marker_every,
         token: args.token.clone(),
         server_pid: args.server_pid,
         seed: args.seed,

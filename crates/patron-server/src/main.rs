@@ -18,6 +18,8 @@ mod query;
 mod replay;
 mod score;
 mod server;
+mod status_page;
+mod units;
 
 use clap::Parser;
 

@@ -36,7 +36,7 @@ pub(crate) fn run(args: &QueryArgs) -> Result<()> {
 }
 
 fn online(args: &QueryArgs, format: ResultFormat) -> Result<Vec<u8>> {
-    let url = format!("{}/v1/sql", args.url.trim_end_matches('/'));
+    let url = format!("{}/v1/sql", args.url);
     let mut request = ureq::post(&url).set("accept", format.content_type()).set("content-type", "text/plain");
     if let Some(token) = &args.token {
         request = request.set("authorization", &format!("Bearer {token}"));
@@ -59,7 +59,20 @@ fn online(args: &QueryArgs, format: ResultFormat) -> Result<Vec<u8>> {
     }
 }
 
+/// Refuses a directory that holds no Patron data: opening it would create an
+/// empty store (a 64 MiB log segment) and answer every query with nothing.
+fn check_data_dir(dir: &std::path::Path) -> Result<()> {
+    if !dir.is_dir() {
+        bail!("--data-dir {}: no such directory (the server's --data-dir, default ./patron-data)", dir.display());
+    }
+    if !dir.join("wal").is_dir() && !dir.join("snapshots").is_dir() {
+        bail!("--data-dir {}: not a Patron data directory (it has neither wal/ nor snapshots/)", dir.display());
+    }
+    Ok(())
+}
+
 fn offline(args: &QueryArgs, dir: &std::path::Path, format: ResultFormat) -> Result<Vec<u8>> {
+    check_data_dir(dir)?;
     let base = patron_model::Currency::from_code(&args.currency)
         .with_context(|| format!("--currency {:?} is not an ISO 4217 code Patron knows", args.currency))?;
     let engine = open_engine(dir, base, patron_score::PurchaseModel::MbgNbd, None, None, patron_state::Clock::Event)?;
