@@ -9,3 +9,4 @@ mod loadgen;
 mod recs;
 mod serve;
 mod sql;
+mod status_page;

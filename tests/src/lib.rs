@@ -95,9 +95,19 @@ pub struct Server {
 impl Server {
     /// Starts `patron serve` on `data_dir` with `extra` flags and waits until it listens.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Self::launch("serve", data_dir, extra)
+    }
+
+    /// Starts `patron demo` (the README's main command) on `data_dir` with
+    /// `extra` flags and waits until its API listens; it streams meanwhile.
+    pub fn start_demo(data_dir: &Path, extra: &[&str]) -> Server {
+        Self::launch("demo", data_dir, extra)
+    }
+
+    fn launch(command: &str, data_dir: &Path, extra: &[&str]) -> Server {
         use std::io::BufRead;
         let mut args = vec![
-            "serve",
+            command,
             "--data-dir",
             data_dir.to_str().expect("utf-8 path"),
             "--http",
@@ -117,7 +127,7 @@ impl Server {
                 std::process::Stdio::null()
             })
             .spawn()
-            .expect("patron serve starts");
+            .unwrap_or_else(|e| panic!("patron {command} does not start: {e}"));
         let stdout = child.stdout.take().expect("stdout piped");
         let mut lines = std::io::BufReader::new(stdout).lines();
         let (mut pg, mut flight) = (None, None);
@@ -136,14 +146,14 @@ impl Server {
                 }
                 _ => {
                     let status = child.wait().ok();
-                    panic!("patron serve exited before listening: {status:?}");
+                    panic!("patron {command} exited before listening: {status:?}");
                 }
             }
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        let pg = pg.expect("patron serve prints its pgwire address before the HTTP one");
-        let flight = flight.expect("patron serve prints its Flight SQL address before the HTTP one");
+        let pg = pg.expect("patron prints its pgwire address before the HTTP one");
+        let flight = flight.expect("patron prints its Flight SQL address before the HTTP one");
         Server { child, url, pg, flight }
     }
 

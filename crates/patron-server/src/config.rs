@@ -130,9 +130,10 @@ impl Auth {
         if !self.enabled() {
             return Verdict::Allowed;
         }
-        let Some(presented) = authorization.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim) else {
+        let Some(presented) = authorization.and_then(presented_token) else {
             return Verdict::Unauthenticated;
         };
+        let presented = presented.as_str();
         // Compare against every token in constant time per token, so timing
         // does not reveal how much of a token matched.
         let found = self.tokens.iter().fold(None, |found, t| {
@@ -148,9 +149,44 @@ impl Auth {
     }
 }
 
+/// The token an `Authorization` header carries: `Bearer <token>`, or HTTP Basic
+/// with the token as the password and any user name. Basic is what a browser
+/// sends after its own sign-in prompt, so the status page works with tokens
+/// without a login form of its own.
+fn presented_token(authorization: &str) -> Option<String> {
+    use base64::Engine as _;
+    if let Some(token) = authorization.strip_prefix("Bearer ") {
+        return Some(token.trim().to_owned());
+    }
+    let encoded = authorization.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let credentials = String::from_utf8(decoded).ok()?;
+    credentials.split_once(':').map(|(_user, password)| password.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_is_accepted_as_bearer_or_as_the_basic_password() {
+        let config = Config::parse(
+            "[[auth.tokens]]\ntoken = \"0123456789abcdef\"\nroles = [\"query\"]\n\
+             [[auth.tokens]]\ntoken = \"ingest-only-token-1\"\nroles = [\"ingest\"]\n",
+        )
+        .unwrap();
+        let auth = Auth::new(&config.auth);
+        // "anyone:0123456789abcdef" and "x:ingest-only-token-1" and "x:wrong-token-000000", base64.
+        let basic_query = "Basic YW55b25lOjAxMjM0NTY3ODlhYmNkZWY=";
+        let basic_ingest = "Basic eDppbmdlc3Qtb25seS10b2tlbi0x";
+        let basic_wrong = "Basic eDp3cm9uZy10b2tlbi0wMDAwMDA=";
+        assert_eq!(auth.check(Some("Bearer 0123456789abcdef"), Role::Query), Verdict::Allowed);
+        assert_eq!(auth.check(Some(basic_query), Role::Query), Verdict::Allowed);
+        assert_eq!(auth.check(Some(basic_ingest), Role::Query), Verdict::Forbidden);
+        assert_eq!(auth.check(Some(basic_wrong), Role::Query), Verdict::Unauthenticated);
+        assert_eq!(auth.check(Some("Basic not-base64!"), Role::Query), Verdict::Unauthenticated);
+        assert_eq!(auth.check(None, Role::Query), Verdict::Unauthenticated);
+    }
 
     #[test]
     fn configuration_is_strict() {

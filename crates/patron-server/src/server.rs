@@ -9,6 +9,7 @@
 //! - `GET /v1/customers/{id}/recommendations?k=10&new_only=false`.
 //! - `POST /v1/admin/refit`, `POST /v1/admin/recommendations/refresh`,
 //!   `GET /metrics`, `GET /health`, `GET /ready`.
+//! - `GET /`: the status page (query role), see [`crate::status_page`].
 //! - `GET /v1/admin/rejected?limit=N`: the newest rejected events with their
 //!   reasons (bounded store; the SQL issue will also expose it as `rejected_events`).
 //!
@@ -47,6 +48,8 @@ pub(crate) struct AppState {
     rejected: Arc<RejectedStore>,
     sql: Arc<SqlEngine>,
     started: Instant,
+    /// Where pgwire listens, once bound (the status page's psql line).
+    pg_addr: std::sync::OnceLock<SocketAddr>,
 }
 
 /// Bounds of the ingest endpoint.
@@ -124,7 +127,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
                 .route("/v1/customers/{id}", get(get_customer))
                 .route("/v1/customers/{id}/recommendations", get(get_recommendations))
                 .route("/v1/sql", post(post_sql))
-                .route("/metrics", get(metrics)),
+                .route("/metrics", get(metrics))
+                .route("/", get(crate::status_page::page)),
             Role::Query,
         ))
         .merge(guarded(
@@ -148,6 +152,7 @@ async fn authorize(
     next: axum::middleware::Next,
 ) -> Response {
     let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let request_path = request.uri().path().to_owned();
     match state.auth.check(header, role) {
         Verdict::Allowed => next.run(request).await,
         Verdict::Unauthenticated => {
@@ -156,7 +161,10 @@ async fn authorize(
                 "unauthenticated",
                 "send Authorization: Bearer <token> with a configured token",
             );
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            // A browser asks for credentials only on a Basic challenge: the status
+            // page gets one (the token is the password), the API keeps Bearer.
+            let challenge = if request_path == "/" { crate::status_page::CHALLENGE } else { "Bearer" };
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
             response
         }
         Verdict::Forbidden => error(StatusCode::FORBIDDEN, "forbidden", format!("this token lacks the {role:?} role")),
@@ -350,7 +358,7 @@ fn sql_error(e: &SqlError) -> Response {
         SqlError::Busy(_) => {
             return with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "sql_busy", e.to_string()), 1);
         }
-        SqlError::Execution(_) => (StatusCode::INTERNAL_SERVER_ERROR, "sql_failed"),
+        SqlError::Execution(_) | SqlError::Threads(_) => (StatusCode::INTERNAL_SERVER_ERROR, "sql_failed"),
     };
     error(status, code, e.to_string())
 }
@@ -567,12 +575,12 @@ pub(crate) fn init_logging(default: &str) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-/// Parses a listen address; without auth tokens only loopback addresses are allowed.
-pub(crate) fn listen_addr(text: &str, auth: &Auth) -> Result<SocketAddr> {
-    let addr: SocketAddr = text.parse().with_context(|| format!("--http {text:?} is not an address"))?;
+/// A listen address (`flag` names it in the refusal); without auth tokens only
+/// loopback addresses are allowed.
+pub(crate) fn listen_addr(addr: SocketAddr, flag: &str, auth: &Auth) -> Result<SocketAddr> {
     if !addr.ip().is_loopback() && !auth.enabled() {
         bail!(
-            "refusing to listen on {addr} without auth tokens: anyone who can reach it could write and read customer data; add [[auth.tokens]] to patron.toml (--config) or bind 127.0.0.1"
+            "refusing to listen on {flag} {addr} without auth tokens: anyone who can reach it could write and read customer data; add [[auth.tokens]] to patron.toml (--config) or bind 127.0.0.1"
         );
     }
     Ok(addr)
@@ -673,6 +681,7 @@ pub(crate) fn app_state(
         rejected,
         sql,
         started: Instant::now(),
+        pg_addr: std::sync::OnceLock::new(),
     }))
 }
 
@@ -706,6 +715,11 @@ impl AppState {
     pub(crate) fn rejected(&self) -> &RejectedStore {
         &self.rejected
     }
+
+    /// Where pgwire listens, when it does.
+    pub(crate) fn pg_addr(&self) -> Option<SocketAddr> {
+        self.pg_addr.get().copied()
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, refitting every
@@ -728,6 +742,9 @@ pub(crate) async fn serve(
     };
     let mut sql_tasks = Vec::new();
     if let Some(l) = sql_listeners {
+        if let Ok(addr) = l.pg.local_addr() {
+            let _ = state.pg_addr.set(addr);
+        }
         sql_tasks.push(tokio::spawn(patron_sql::pg::serve(l.pg, l.pg_handlers, stopped())));
         let flight = patron_sql::flight::serve(l.flight, l.flight_service, stopped());
         sql_tasks.push(tokio::spawn(async move {
@@ -795,9 +812,9 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
     init_logging("info");
     let config = args.config.as_deref().map(Config::load).transpose()?.unwrap_or_default();
     let auth = Auth::new(&config.auth);
-    let addr = listen_addr(&args.http, &auth)?;
-    let pg_addr = listen_addr(&args.pg, &auth)?;
-    let flight_addr = listen_addr(&args.flight, &auth)?;
+    let addr = listen_addr(args.http, "--http", &auth)?;
+    let pg_addr = listen_addr(args.pg, "--pg", &auth)?;
+    let flight_addr = listen_addr(args.flight, "--flight", &auth)?;
     let base = patron_model::Currency::from_code(&args.currency)
         .with_context(|| format!("--currency {:?} is not an ISO 4217 code Patron knows", args.currency))?;
     let engine = open_engine(&args.data_dir, base, args.model.into(), args.shards, args.log_queue, args.clock.into())?;
@@ -809,7 +826,7 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
     let password_check = pg_password_check(&auth);
     let limits = SqlLimits {
         memory_bytes: args.sql_memory,
-        timeout: Duration::from_secs_f64(args.sql_timeout_secs.max(0.001)),
+        timeout: args.sql_timeout,
         max_rows: args.sql_max_rows,
         max_result_bytes: args.sql_max_result_bytes,
         max_concurrent: args.sql_concurrency.max(1),
@@ -818,8 +835,7 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
     let ingest = IngestLimits { body_limit: args.body_limit, max_inflight_bytes: args.max_inflight_bytes };
     let state = app_state(engine, base, ingest, auth, limits)?;
     let runtime = runtime()?;
-    let refit_every = Duration::from_secs(args.refit_interval_secs.max(1));
-    let snapshot_every = Duration::from_secs(args.snapshot_interval_secs.max(1));
+    let (refit_every, snapshot_every) = (args.refit_interval, args.snapshot_interval);
     runtime.block_on(async move {
         let pg = SqlListeners::bind(pg_addr, flight_addr, &state, password_check).await?;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
@@ -1009,9 +1025,11 @@ mod tests {
 
     #[test]
     fn non_loopback_needs_tokens() {
-        assert!(listen_addr("0.0.0.0:8080", &Auth::default()).unwrap_err().to_string().contains("without auth tokens"));
-        assert!(listen_addr("127.0.0.1:8080", &Auth::default()).is_ok());
+        let (public, loopback) = ("0.0.0.0:8080".parse().unwrap(), "127.0.0.1:8080".parse().unwrap());
+        let refusal = listen_addr(public, "--pg", &Auth::default()).unwrap_err().to_string();
+        assert!(refusal.contains("without auth tokens") && refusal.contains("--pg 0.0.0.0:8080"), "{refusal}");
+        assert!(listen_addr(loopback, "--http", &Auth::default()).is_ok());
         let config = Config::parse("[[auth.tokens]]\ntoken = \"0123456789abcdef\"\nroles = [\"admin\"]\n").unwrap();
-        assert!(listen_addr("0.0.0.0:8080", &Auth::new(&config.auth)).is_ok());
+        assert!(listen_addr(public, "--http", &Auth::new(&config.auth)).is_ok());
     }
 }
