@@ -4,8 +4,8 @@
 # target directory, nothing else warm. Writes the result with its machine and
 # commit to bench-results/first-build/<date>-<host>-<commit>.txt.
 #
-#   benches/first_build.sh            # both commands
-#   benches/first_build.sh main       # only `cargo run -p patron-server -- demo`
+#   benches/first_build.sh            # both commands, then an incremental build
+#   benches/first_build.sh main       # only `cargo run -p patron-server -- demo` (and the incremental build)
 #
 # Run it on an otherwise idle machine: it is wall-clock, and a concurrent build
 # steals one of the two cores. It takes 30 minutes or more.
@@ -24,13 +24,32 @@ export CARGO_TERM_COLOR=never
 unset RUSTFLAGS
 cd "$work/clone"
 
-seconds() { # run "$@", print the wall-clock seconds it took, fail if it failed
-    local start end
-    start=$(date +%s.%N)
-    "$@" >"$work/$label.log" 2>&1 || { echo "$label failed, log in $work/$label.log" >&2; tail -30 "$work/$label.log" >&2; exit 1; }
-    end=$(date +%s.%N)
-    awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f\n", b - a }'
+# Runs "$@" with every output line stamped with the seconds since the start
+# (into $work/$label.log), prints the total seconds, records the exit status.
+seconds() {
+    local start_us now_us tenths status
+    start_us=${EPOCHREALTIME/./}
+    set +e
+    "$@" 2>&1 | while IFS= read -r line; do
+        now_us=${EPOCHREALTIME/./}
+        tenths=$(( (now_us - start_us) / 100000 ))
+        printf '%6d.%d %s\n' $((tenths / 10)) $((tenths % 10)) "$line"
+    done >"$work/$label.log"
+    status=${PIPESTATUS[0]}
+    set -e
+    tenths=$(( (${EPOCHREALTIME/./} - start_us) / 100000 ))
+    echo "$status" >"$work/$label.status"
+    if [ "$status" -ne 0 ]; then
+        echo "$label failed ($status), log in $work/$label.log" >&2; tail -30 "$work/$label.log" >&2
+    fi
+    printf '%d.%d\n' $((tenths / 10)) $((tenths % 10))
 }
+
+# "passed" or "FAILED (exit N)" for the last run of $label.
+outcome() { local s; s=$(cat "$work/$label.status"); [ "$s" -eq 0 ] && echo passed || echo "FAILED (exit $s)"; }
+
+# Seconds (from the log's stamps) at the first line matching $1.
+stamp_of() { grep -m1 -E "^ *[0-9.]+ .*$1" "$work/$label.log" | awk '{print $1}'; }
 
 {
     echo "# First build from a fresh clone (benches/first_build.sh)"
@@ -42,17 +61,22 @@ seconds() { # run "$@", print the wall-clock seconds it took, fail if it failed
     free -b | awk '/Mem:/{print "memory_bytes: " $2}'
     lscpu | grep -E '^(Model name|Hypervisor vendor)' || true
     echo "cargo home and target directory: empty at the start"
+    for tool in psql chromium; do
+        command -v "$tool" >/dev/null && echo "already installed: $tool (tests/run skips its apt install)"
+    done
 } >"$out.tmp"
 
 label=main
 # The demo run from a script exits after its 30 s stream and final summary.
 main_s=$(seconds cargo run -p patron-server -- demo)
-build_line=$(grep -m1 'Finished' "$work/main.log" || true)
 {
     echo
     echo "command: cargo run -p patron-server -- demo"
-    echo "wall_seconds_to_demo_end: $main_s (the demo itself streams for 30 s)"
-    echo "cargo: $build_line"
+    echo "seconds_to_serving: $(stamp_of 'listening on http') (the demo's API answers from here)"
+    echo "seconds_to_demo_end: $main_s (the demo streams for 30 s after it starts serving)"
+    echo "outcome: $(outcome)"
+    echo "cargo: $(grep -m1 'Finished' "$work/main.log" | sed 's/^ *[0-9.]* *//')"
+    echo "crates downloaded: $(grep -c 'Downloaded ' "$work/main.log")"
 } >>"$out.tmp"
 
 if [ "$which" = both ]; then
@@ -62,10 +86,23 @@ if [ "$which" = both ]; then
         echo
         echo "command: tests/run   (right after the command above, same target directory)"
         echo "wall_seconds: $tests_s"
-        echo "cargo: $(grep -m1 'Finished' "$work/tests.log" || true)"
-        echo "test results: $(grep -E '^test result:' "$work/tests.log" | awk '{p+=$4; f+=$6} END {print p " passed, " f " failed"}')"
+        echo "outcome: $(outcome)"
+        echo "seconds_to_cargo_test: $(stamp_of 'Compiling|Finished') (setup: apt and pip installs before it)"
+        echo "cargo: $(grep -m1 'Finished' "$work/tests.log" | sed 's/^ *[0-9.]* *//')"
+        echo "test results: $(grep -E '^ *[0-9.]+ test result:' "$work/tests.log" | awk '{p+=$5; f+=$7} END {print p " passed, " f " failed"}')"
     } >>"$out.tmp"
 fi
+# A change deep in the stack: everything above patron-state recompiles and relinks.
+label=incremental
+echo "// touched by benches/first_build.sh" >>crates/patron-state/src/lib.rs
+incremental_s=$(seconds cargo build -p patron-server)
+git checkout --quiet crates/patron-state/src/lib.rs
+{
+    echo
+    echo "command: cargo build -p patron-server   (after appending a comment to crates/patron-state/src/lib.rs)"
+    echo "wall_seconds: $incremental_s"
+    echo "outcome: $(outcome)"
+} >>"$out.tmp"
 mv "$out.tmp" "$out"
 cat "$out"
 echo "logs in $work (remove it when done: it holds a full target directory)"

@@ -92,7 +92,7 @@ fn lifetimes_bg() -> BetaGeoParams {
 }
 
 /// The "tight refit" Pareto/NBD parameters that `cdnow_first20_fitted_params.csv`
-/// was computed with (`../shared/data/README.md`; printed to 8 digits there).
+/// was computed with (`fixtures/README.md`; printed to 8 digits there).
 const TIGHT_PARETO: ParetoParams = ParetoParams { r: 0.5532755, alpha: 10.5776126, s: 0.6062136, beta: 11.6679112 };
 
 /// The published BG/NBD estimates (DESIGN.md §3), which the stress file's BG/NBD
