@@ -245,20 +245,30 @@ pub(crate) struct ReplayArgs {
     pub(crate) mapping: MappingArgs,
 }
 
+/// Where a server listens (`serve` and `demo`). A non-loopback address needs
+/// auth tokens, so the demo, which has none, stays on loopback.
+#[derive(Debug, Args)]
+pub(crate) struct ListenArgs {
+    /// HTTP listen address: the API and the status page at `/`.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080", value_parser = units::listen_address)]
+    pub(crate) http: SocketAddr,
+    /// PostgreSQL wire protocol listen address (psql, psycopg, BI tools); the
+    /// password is a token with the query role when tokens are configured.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5433", value_parser = units::listen_address)]
+    pub(crate) pg: SocketAddr,
+    /// Arrow Flight SQL listen address (ADBC, pyarrow); bearer token with the
+    /// query role when tokens are configured.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051", value_parser = units::listen_address)]
+    pub(crate) flight: SocketAddr,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
     /// Directory of the write-ahead log.
     #[arg(long, value_name = "DIR", default_value = "patron-data")]
     pub(crate) data_dir: PathBuf,
-    /// HTTP listen address (loopback only).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080", value_parser = units::listen_address)]
-    pub(crate) http: SocketAddr,
-    /// PostgreSQL wire protocol listen address (loopback only).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5433", value_parser = units::listen_address)]
-    pub(crate) pg: SocketAddr,
-    /// Arrow Flight SQL listen address (loopback only).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051", value_parser = units::listen_address)]
-    pub(crate) flight: SocketAddr,
+    #[command(flatten)]
+    pub(crate) listen: ListenArgs,
     /// Events per second to stream.
     #[arg(long, value_name = "N", default_value_t = 2000)]
     pub(crate) rate: u64,
@@ -290,17 +300,8 @@ pub(crate) struct ServeArgs {
     /// Directory of the write-ahead log.
     #[arg(long, value_name = "DIR", default_value = "patron-data")]
     pub(crate) data_dir: PathBuf,
-    /// HTTP listen address (loopback only unless auth tokens are configured).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080", value_parser = units::listen_address)]
-    pub(crate) http: SocketAddr,
-    /// PostgreSQL wire protocol listen address (psql, psycopg, BI tools); the
-    /// password is a token with the query role when tokens are configured.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5433", value_parser = units::listen_address)]
-    pub(crate) pg: SocketAddr,
-    /// Arrow Flight SQL listen address (ADBC, pyarrow); bearer token with the
-    /// query role when tokens are configured.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051", value_parser = units::listen_address)]
-    pub(crate) flight: SocketAddr,
+    #[command(flatten)]
+    pub(crate) listen: ListenArgs,
     /// Wall-clock limit of one SQL query.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = units::duration)]
     pub(crate) sql_timeout: Duration,

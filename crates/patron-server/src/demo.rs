@@ -17,15 +17,13 @@ use patron_workload::{EventStream, ShopConfig};
 use crate::cli::DemoArgs;
 use crate::config::Auth;
 use crate::server::{
-    IngestLimits, SqlListeners, app_state, init_logging, listen_addr, open_engine, serve, shutdown_signal,
+    IngestLimits, SqlListeners, app_state, init_logging, listen_addrs, open_engine, serve, shutdown_signal,
 };
 use patron_sql::SqlLimits;
 
 pub(crate) fn run(args: &DemoArgs) -> Result<()> {
     init_logging("warn");
-    let addr = listen_addr(args.http, "--http", &Auth::default())?;
-    let pg_addr = listen_addr(args.pg, "--pg", &Auth::default())?;
-    let flight_addr = listen_addr(args.flight, "--flight", &Auth::default())?;
+    let (addr, pg_addr, flight_addr) = listen_addrs(&args.listen, &Auth::default())?;
     let base = Currency::from_code("EUR").context("EUR is known")?;
     let engine = open_engine(&args.data_dir, base, args.model.into(), None, None, patron_state::Clock::Event)?;
     let state = app_state(

@@ -34,7 +34,7 @@ use patron_sql::{LiveSource, RejectedRow, ResultFormat, SqlEngine, SqlError, Sql
 use patron_state::{Engine, EngineConfig, ScoringConfig};
 use serde_json::{Value, json};
 
-use crate::cli::ServeArgs;
+use crate::cli::{ListenArgs, ServeArgs};
 use crate::config::{Auth, Config, Role, Verdict};
 use crate::events::{RejectedEvent, RejectedStore, post_events};
 
@@ -575,6 +575,15 @@ pub(crate) fn init_logging(default: &str) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
+/// The HTTP, pgwire and Flight SQL addresses, each checked by [`listen_addr`].
+pub(crate) fn listen_addrs(listen: &ListenArgs, auth: &Auth) -> Result<(SocketAddr, SocketAddr, SocketAddr)> {
+    Ok((
+        listen_addr(listen.http, "--http", auth)?,
+        listen_addr(listen.pg, "--pg", auth)?,
+        listen_addr(listen.flight, "--flight", auth)?,
+    ))
+}
+
 /// A listen address (`flag` names it in the refusal); without auth tokens only
 /// loopback addresses are allowed.
 pub(crate) fn listen_addr(addr: SocketAddr, flag: &str, auth: &Auth) -> Result<SocketAddr> {
@@ -812,9 +821,7 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
     init_logging("info");
     let config = args.config.as_deref().map(Config::load).transpose()?.unwrap_or_default();
     let auth = Auth::new(&config.auth);
-    let addr = listen_addr(args.http, "--http", &auth)?;
-    let pg_addr = listen_addr(args.pg, "--pg", &auth)?;
-    let flight_addr = listen_addr(args.flight, "--flight", &auth)?;
+    let (addr, pg_addr, flight_addr) = listen_addrs(&args.listen, &auth)?;
     let base = patron_model::Currency::from_code(&args.currency)
         .with_context(|| format!("--currency {:?} is not an ISO 4217 code Patron knows", args.currency))?;
     let engine = open_engine(&args.data_dir, base, args.model.into(), args.shards, args.log_queue, args.clock.into())?;
