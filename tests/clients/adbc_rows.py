@@ -6,8 +6,10 @@ CommandStatementQuery, then DoGet) and as a prepared statement
 (CreatePreparedStatement, GetFlightInfo, DoGet); both results must agree.
 
 usage: adbc_rows.py HOST PORT [TOKEN] < statements (one per line)
+env: PATRON_FLIGHT_TLS_ROOT=cert.pem connects over TLS, trusting that file
 """
 import json
+import os
 import sys
 
 import adbc_driver_flightsql
@@ -20,7 +22,14 @@ def main():
     kwargs = {}
     if token:
         kwargs[adbc_driver_flightsql.DatabaseOptions.AUTHORIZATION_HEADER.value] = f"Bearer {token}"
-    with flightsql.connect(f"grpc://{host}:{port}", db_kwargs=kwargs) as conn:
+    scheme = "grpc"
+    root = os.environ.get("PATRON_FLIGHT_TLS_ROOT")
+    if root:
+        # TLS, trusting only this CA (or self-signed certificate) file.
+        scheme = "grpc+tls"
+        with open(root) as f:
+            kwargs[adbc_driver_flightsql.DatabaseOptions.TLS_ROOT_CERTS.value] = f.read()
+    with flightsql.connect(f"{scheme}://{host}:{port}", db_kwargs=kwargs) as conn:
         for line in sys.stdin:
             sql = line.strip()
             if not sql:

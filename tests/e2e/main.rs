@@ -10,3 +10,4 @@ mod recs;
 mod serve;
 mod sql;
 mod status_page;
+mod tls;

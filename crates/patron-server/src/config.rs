@@ -9,6 +9,10 @@
 //! [[auth.tokens]]
 //! token = "another-long-random-secret"
 //! roles = ["query", "admin"]
+//!
+//! [tls]                      # optional: HTTPS, pgwire TLS, Flight SQL over TLS
+//! cert = "server.crt"
+//! key = "server.key"
 //! ```
 
 use std::path::Path;
@@ -42,11 +46,21 @@ pub(crate) struct AuthConfig {
     pub(crate) tokens: Vec<TokenConfig>,
 }
 
+/// `[tls]`: a PEM certificate chain and private key (see [`crate::tls`]).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsConfig {
+    pub(crate) cert: std::path::PathBuf,
+    pub(crate) key: std::path::PathBuf,
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Config {
     #[serde(default)]
     pub(crate) auth: AuthConfig,
+    #[serde(default)]
+    pub(crate) tls: Option<TlsConfig>,
 }
 
 /// Shortest token accepted: shorter secrets are guessable.

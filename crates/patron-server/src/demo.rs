@@ -50,6 +50,7 @@ pub(crate) fn run(args: &DemoArgs) -> Result<()> {
             Some(pg),
             Duration::from_secs(10),
             Duration::from_secs(60),
+            None,
             async move {
                 let _ = server_stop.wait_for(|stop| *stop).await;
             },

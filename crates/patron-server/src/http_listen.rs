@@ -1,7 +1,8 @@
 //! The HTTP accept loop: hyper's HTTP/1 connection builder with a timer, so a
 //! client that opens connections and never finishes its headers is dropped
 //! after [`HEADER_READ_TIMEOUT`] (`axum::serve` sets no timer, so it never
-//! times out headers). Body timeouts are per endpoint (see `events`).
+//! times out headers). Body timeouts are per endpoint (see `events`). With a
+//! TLS acceptor every connection is HTTPS (see `tls`).
 
 use std::future::Future;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 /// Longest time a client may take to send a request's headers.
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -18,9 +20,17 @@ pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for open connections to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets open
-/// requests finish (up to [`DRAIN_TIMEOUT`]).
-pub(crate) async fn serve_http(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) {
+/// Longest a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `app` on `listener` (over TLS with `tls`) until `shutdown` resolves,
+/// then lets open requests finish (up to [`DRAIN_TIMEOUT`]).
+pub(crate) async fn serve_http(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
@@ -39,11 +49,27 @@ pub(crate) async fn serve_http(listener: TcpListener, app: Router, shutdown: imp
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let connection = graceful.watch(connection);
+        let service = TowerToHyperService::new(app.clone());
+        let Some(acceptor) = tls.clone() else {
+            let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!("HTTP connection ended: {e}");
+                }
+            });
+            continue;
+        };
+        // The handshake runs in the connection's own task, so a client that
+        // stalls it holds nothing but that task, for at most HANDSHAKE_TIMEOUT.
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("HTTP connection ended: {e}");
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return tracing::debug!("HTTPS handshake failed: {e}"),
+                Err(_) => return tracing::debug!("HTTPS handshake timed out"),
+            };
+            if let Err(e) = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await {
+                tracing::debug!("HTTPS connection ended: {e}");
             }
         });
     }

@@ -19,6 +19,7 @@ mod replay;
 mod score;
 mod server;
 mod status_page;
+mod tls;
 mod units;
 
 use clap::Parser;

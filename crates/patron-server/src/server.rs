@@ -740,6 +740,7 @@ pub(crate) async fn serve(
     sql_listeners: Option<SqlListeners>,
     refit_every: Duration,
     snapshot_every: Duration,
+    tls: Option<crate::tls::Tls>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let (sql_stop, sql_stopped) = tokio::sync::watch::channel(false);
@@ -754,8 +755,9 @@ pub(crate) async fn serve(
         if let Ok(addr) = l.pg.local_addr() {
             let _ = state.pg_addr.set(addr);
         }
-        sql_tasks.push(tokio::spawn(patron_sql::pg::serve(l.pg, l.pg_handlers, stopped())));
-        let flight = patron_sql::flight::serve(l.flight, l.flight_service, stopped());
+        let (pg_tls, flight_tls) = (tls.as_ref().map(|t| t.pg.clone()), tls.as_ref().map(|t| t.flight.clone()));
+        sql_tasks.push(tokio::spawn(patron_sql::pg::serve(l.pg, l.pg_handlers, pg_tls, stopped())));
+        let flight = patron_sql::flight::serve(l.flight, l.flight_service, flight_tls, stopped());
         sql_tasks.push(tokio::spawn(async move {
             if let Err(e) = flight.await {
                 tracing::warn!("Flight SQL stopped: {e}");
@@ -800,7 +802,7 @@ pub(crate) async fn serve(
             }
         }
     });
-    crate::http_listen::serve_http(listener, router(state.clone()), shutdown).await;
+    crate::http_listen::serve_http(listener, router(state.clone()), tls.map(|t| t.http), shutdown).await;
     let _ = sql_stop.send(true);
     for task in sql_tasks {
         let _ = task.await;
@@ -822,6 +824,11 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
     let config = args.config.as_deref().map(Config::load).transpose()?.unwrap_or_default();
     let auth = Auth::new(&config.auth);
     let (addr, pg_addr, flight_addr) = listen_addrs(&args.listen, &auth)?;
+    let tls = match &config.tls {
+        Some(t) => Some(crate::tls::Tls::load(&t.cert, &t.key).context("[tls] in the configuration")?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let base = patron_model::Currency::from_code(&args.currency)
         .with_context(|| format!("--currency {:?} is not an ISO 4217 code Patron knows", args.currency))?;
     let engine = open_engine(&args.data_dir, base, args.model.into(), args.shards, args.log_queue, args.clock.into())?;
@@ -847,10 +854,10 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
         let pg = SqlListeners::bind(pg_addr, flight_addr, &state, password_check).await?;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         println!("{}", pg.banner());
-        println!("listening on http://{}", listener.local_addr()?);
+        println!("listening on {scheme}://{}", listener.local_addr()?);
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        serve(state, listener, Some(pg), refit_every, snapshot_every, shutdown_signal()).await?;
+        serve(state, listener, Some(pg), refit_every, snapshot_every, tls, shutdown_signal()).await?;
         tracing::info!("shut down: queued events were written and applied before exit");
         anyhow::Ok(())
     })

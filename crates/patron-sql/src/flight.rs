@@ -272,10 +272,14 @@ impl FlightSqlService for PatronFlightSql {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: PatronFlightSql,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
-        .add_service(FlightServiceServer::new(service))
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
-        .await
+    let server = tonic::transport::Server::builder().add_service(FlightServiceServer::new(service));
+    match tls {
+        None => {
+            server.serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown).await
+        }
+        Some(acceptor) => server.serve_with_incoming_shutdown(crate::tls::incoming(listener, acceptor), shutdown).await,
+    }
 }

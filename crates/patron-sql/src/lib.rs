@@ -14,6 +14,7 @@ pub mod pg;
 mod scram;
 mod session;
 mod tables;
+mod tls;
 
 pub use admission::{Access, MAX_NESTING, MAX_OPERATORS, SQL_THREAD_STACK_BYTES, check_complexity};
 pub use format::{ResultFormat, encode};

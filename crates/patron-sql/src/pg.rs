@@ -373,6 +373,7 @@ impl PgWireServerHandlers for PgHandlers {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     handlers: Arc<PgHandlers>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
     tokio::pin!(shutdown);
@@ -381,9 +382,11 @@ pub async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
-                    let handlers = handlers.clone();
+                    let (handlers, tls) = (handlers.clone(), tls.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                        // With an acceptor, a client's SSLRequest gets TLS
+                        // (sslmode=require or verify-full).
+                        if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                             tracing::debug!(%peer, "pgwire connection ended: {e}");
                         }
                     });
