@@ -121,7 +121,7 @@ fn main() -> Result<()> {
     let handlers = Arc::new(PgHandlers::new(sql.clone(), None)?);
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let pg_addr = listener.local_addr()?;
-    let _pg = runtime.spawn(patron_sql::pg::serve(listener, handlers, std::future::pending()));
+    let _pg = runtime.spawn(patron_sql::pg::serve(listener, handlers, None, std::future::pending()));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/compare/sql_vs_duckdb.py");
     let output = std::process::Command::new("python3")
         .args([script, &pg_addr.ip().to_string(), &pg_addr.port().to_string()])
