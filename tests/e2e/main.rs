@@ -2,6 +2,7 @@
 
 mod batch_cdnow;
 mod batch_inputs;
+mod customer_views;
 mod demo;
 mod hostile;
 mod layering;

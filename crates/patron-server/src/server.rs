@@ -28,7 +28,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use patron_model::{CurrencyTable, CustomerId, Timestamp};
-use patron_score::{SegmentConfig, lifecycle_stage};
 use patron_sql::pg::{PasswordCheck, PgHandlers};
 use patron_sql::{LiveSource, RejectedRow, ResultFormat, SqlEngine, SqlError, SqlLimits};
 use patron_state::{Engine, EngineConfig, ScoringConfig};
@@ -200,10 +199,7 @@ async fn get_customer(State(state): State<Arc<AppState>>, Path(id): Path<String>
     let segments = record.segments;
     let label = |f: fn(&patron_score::Segments) -> &'static str| segments.as_ref().map_or(Value::Null, |s| f(s).into());
     let rfm = |f: fn(&patron_score::Segments) -> u8| segments.as_ref().map_or(Value::Null, |s| f(s).into());
-    let lifecycle = match (&input, &scores) {
-        (Some(i), Some(s)) => lifecycle_stage(i.frequency, s.p_alive, &SegmentConfig::default()).as_str(),
-        _ => "prospect",
-    };
+    let lifecycle = record.lifecycle_with(scores.as_ref(), &state.engine.scoring_config().segments).as_str();
     let revenue = record.revenue_minor as f64 / minor;
     axum::Json(json!({
         "customer_id": record.customer_id.as_str(),

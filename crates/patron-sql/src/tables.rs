@@ -384,7 +384,7 @@ impl TableProvider for CustomersTable {
                 now_day: now.day(),
                 now_micros: now.micros(),
                 minor: shared.source.base_currency().minor_per_major(),
-                segments: SegmentConfig::default(),
+                segments: engine.scoring_config().segments,
             };
             let read = |book: &CustomerBook| -> Result<(usize, Vec<RecordBatch>)> {
                 let rows: Vec<&CustomerRecord> = match ids {

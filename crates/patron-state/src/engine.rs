@@ -835,6 +835,11 @@ impl Engine {
         Some(recommend(&profile, &self.recs_model(), &self.inner.config.blend, k, new_only))
     }
 
+    /// The scoring configuration in use (model, CLV settings, segment thresholds).
+    pub fn scoring_config(&self) -> &ScoringConfig {
+        &self.inner.config.scoring
+    }
+
     /// The recommendation blend in use.
     pub fn blend(&self) -> &BlendConfig {
         &self.inner.config.blend

@@ -184,8 +184,14 @@ impl CustomerRecord {
     /// Lifecycle stage from the latest scores: `prospect` before any purchase;
     /// without scores yet, `first_time` or `repeat`.
     pub fn lifecycle(&self, config: &SegmentConfig) -> LifecycleStage {
+        self.lifecycle_with(self.scores.as_ref(), config)
+    }
+
+    /// [`Self::lifecycle`] with other scores (the HTTP view scores on read):
+    /// the one rule every view of a customer applies.
+    pub fn lifecycle_with(&self, scores: Option<&Scores>, config: &SegmentConfig) -> LifecycleStage {
         let repeats = self.occasions().saturating_sub(1);
-        match (&self.scores, self.has_purchased()) {
+        match (scores, self.has_purchased()) {
             (_, false) => LifecycleStage::Prospect,
             (Some(scores), true) => lifecycle_stage(repeats, scores.p_alive, config),
             (None, true) if repeats == 0 => LifecycleStage::FirstTime,
