@@ -30,6 +30,7 @@ use axum::routing::{get, post};
 use patron_model::{CurrencyTable, CustomerId, Timestamp};
 use patron_sql::pg::{PasswordCheck, PgHandlers};
 use patron_sql::{LiveSource, RejectedRow, ResultFormat, SqlEngine, SqlError, SqlLimits};
+use patron_state::customer_row::{RowClock, RowView, customer_batch};
 use patron_state::{Engine, EngineConfig, ScoringConfig};
 use serde_json::{Value, json};
 
@@ -179,10 +180,37 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-fn timestamp_json(t: Option<Timestamp>) -> Value {
-    t.map_or(Value::Null, |t| t.to_rfc3339().into())
+/// One row of a batch as a JSON object: numbers, strings, booleans, and
+/// timestamps in RFC 3339 (UTC). Non-finite doubles and nulls are `null`.
+fn row_json(batch: &arrow::record_batch::RecordBatch, row: usize) -> serde_json::Map<String, Value> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType};
+    let mut object = serde_json::Map::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let value = if column.is_null(row) {
+            Value::Null
+        } else {
+            match column.data_type() {
+                DataType::Utf8 => column.as_string::<i32>().value(row).into(),
+                DataType::Int64 => column.as_primitive::<Int64Type>().value(row).into(),
+                DataType::Int32 => column.as_primitive::<Int32Type>().value(row).into(),
+                DataType::Float64 => column.as_primitive::<Float64Type>().value(row).into(),
+                DataType::Boolean => column.as_boolean().value(row).into(),
+                DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                    let micros = column.as_primitive::<TimestampMicrosecondType>().value(row);
+                    Timestamp::from_millis(micros.div_euclid(1000)).to_rfc3339().into()
+                }
+                other => format!("unsupported type {other}").into(),
+            }
+        };
+        object.insert(field.name().clone(), value);
+    }
+    object
 }
 
+/// `GET /v1/customers/{id}`: the `customers` row of the one row definition
+/// (`patron_state::customer_row`), scored on read with the current models at
+/// the current watermark, plus `provisional` and the top recommendations.
 async fn get_customer(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     let Ok(customer_id) = CustomerId::new(&id) else {
         return error(StatusCode::BAD_REQUEST, "invalid_customer_id", "customer ids are 1 to 256 bytes");
@@ -195,42 +223,25 @@ async fn get_customer(State(state): State<Arc<AppState>>, Path(id): Path<String>
     let minor = state.currencies.base.minor_per_major();
     let input = record.score_input(now.day(), minor);
     let scores = input.and_then(|i| models.scorer.score(&i).ok());
-    let score = |f: fn(&patron_score::Scores) -> f64| scores.as_ref().map_or(Value::Null, |s| f(s).into());
-    let segments = record.segments;
-    let label = |f: fn(&patron_score::Segments) -> &'static str| segments.as_ref().map_or(Value::Null, |s| f(s).into());
-    let rfm = |f: fn(&patron_score::Segments) -> u8| segments.as_ref().map_or(Value::Null, |s| f(s).into());
-    let lifecycle = record.lifecycle_with(scores.as_ref(), &state.engine.scoring_config().segments).as_str();
-    let revenue = record.revenue_minor as f64 / minor;
-    axum::Json(json!({
-        "customer_id": record.customer_id.as_str(),
-        "first_purchase_at": timestamp_json(record.first_purchase_at),
-        "last_purchase_at": timestamp_json(record.last_purchase_at),
-        "orders": record.orders,
-        "frequency": record.occasions().saturating_sub(1),
-        "recency_days": input.map_or(Value::Null, |i| f64::from(i.recency_days).into()),
-        "tenure_days": input.map_or(Value::Null, |i| f64::from(i.tenure_days).into()),
-        "revenue": revenue,
-        "avg_order_value": if record.orders > 0 { (revenue / record.orders as f64).into() } else { Value::Null },
-        "p_alive": score(|s| s.p_alive),
-        "churn_risk": score(|s| 1.0 - s.p_alive),
-        "expected_orders_90d": score(|s| s.expected_orders_90d),
-        "expected_order_value": score(|s| s.expected_order_value),
-        "clv": score(|s| s.clv),
-        "rfm_r": rfm(|s| s.rfm_r),
-        "rfm_f": rfm(|s| s.rfm_f),
-        "rfm_m": rfm(|s| s.rfm_m),
-        "rfm_segment": label(|s| s.rfm_segment.as_str()),
-        "value_tier": label(|s| s.value_tier.as_str()),
-        "relationship": label(|s| s.relationship.as_str()),
-        "lifecycle_stage": lifecycle,
-        "consent_email": record.consent.email,
-        "consent_sms": record.consent.sms,
-        "consent_push": record.consent.push,
-        "updated_at": now.to_rfc3339(),
-        "provisional": models.provisional,
-        "recommendations": recommendation_rows(&state.engine, &customer_id, CUSTOMER_VIEW_RECOMMENDATIONS, false),
-    }))
-    .into_response()
+    let view = RowView {
+        record: &record,
+        input,
+        scores,
+        segments: record.segments,
+        lifecycle: record.lifecycle_with(scores.as_ref(), &state.engine.scoring_config().segments),
+    };
+    let clock = RowClock { now, minor_per_major: minor };
+    let batch = match customer_batch(patron_model::customers_schema(), &[view], &clock) {
+        Ok(batch) => batch,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    };
+    let mut object = row_json(&batch, 0);
+    object.insert("provisional".to_owned(), models.provisional.into());
+    object.insert(
+        "recommendations".to_owned(),
+        recommendation_rows(&state.engine, &customer_id, CUSTOMER_VIEW_RECOMMENDATIONS, false).into(),
+    );
+    axum::Json(Value::Object(object)).into_response()
 }
 
 /// Recommendations shown inside `GET /v1/customers/{id}`.

@@ -16,9 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
-};
+use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
@@ -31,7 +29,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use patron_model::{
     Currency, CustomerId, Timestamp, customers_schema, products_schema, recommendations_schema, similar_products_schema,
 };
-use patron_score::{Scores, SegmentConfig, Segments};
+use patron_score::SegmentConfig;
+use patron_state::customer_row::{RowClock, RowView, customer_batch};
 use patron_state::{
     CustomerBook, CustomerRecord, Engine, products_batch, recommend_all, recommendations_batch, shard_of,
     similar_products_batch,
@@ -248,81 +247,29 @@ fn batches(schema: &SchemaRef, columns: Vec<ArrayRef>, rows: usize) -> Result<Ve
 
 /// What a customer row needs beyond the record.
 struct RowContext {
-    now_day: i32,
-    now_micros: i64,
+    now: Timestamp,
     minor: f64,
     segments: SegmentConfig,
 }
 
-fn customer_column(name: &str, rows: &[&CustomerRecord], ctx: &RowContext) -> Result<ArrayRef> {
-    let score = |f: fn(&Scores) -> f64| -> ArrayRef {
-        Arc::new(rows.iter().map(|r| r.scores.as_ref().map(f)).collect::<Float64Array>())
-    };
-    let label = |f: fn(&Segments) -> &'static str| -> ArrayRef {
-        Arc::new(rows.iter().map(|r| r.segments.as_ref().map(f)).collect::<StringArray>())
-    };
-    let rfm = |f: fn(&Segments) -> u8| -> ArrayRef {
-        Arc::new(rows.iter().map(|r| r.segments.as_ref().map(|s| i32::from(f(s)))).collect::<Int32Array>())
-    };
-    let input_days = |recency: bool| -> ArrayRef {
-        Arc::new(
-            rows.iter()
-                .map(|r| {
-                    r.score_input(ctx.now_day, ctx.minor)
-                        .map(|i| f64::from(if recency { i.recency_days } else { i.tenure_days }))
-                })
-                .collect::<Float64Array>(),
-        )
-    };
-    let minor = ctx.minor;
-    Ok(match name {
-        "customer_id" => Arc::new(rows.iter().map(|r| Some(r.customer_id.as_str())).collect::<StringArray>()),
-        "first_purchase_at" => Arc::new(
-            rows.iter().map(|r| r.first_purchase_at.map(Timestamp::micros)).collect::<TimestampMicrosecondArray>(),
-        ),
-        "last_purchase_at" => Arc::new(
-            rows.iter().map(|r| r.last_purchase_at.map(Timestamp::micros)).collect::<TimestampMicrosecondArray>(),
-        ),
-        "orders" => Arc::new(rows.iter().map(|r| Some(r.orders as i64)).collect::<Int64Array>()),
-        "frequency" => {
-            Arc::new(rows.iter().map(|r| Some(i64::from(r.occasions().saturating_sub(1)))).collect::<Int64Array>())
-        }
-        "recency_days" => input_days(true),
-        "tenure_days" => input_days(false),
-        "revenue" => Arc::new(rows.iter().map(|r| Some(r.revenue_minor as f64 / minor)).collect::<Float64Array>()),
-        "avg_order_value" => Arc::new(
-            rows.iter()
-                .map(|r| (r.orders > 0).then(|| r.revenue_minor as f64 / minor / r.orders as f64))
-                .collect::<Float64Array>(),
-        ),
-        "p_alive" => score(|s| s.p_alive),
-        "churn_risk" => score(|s| 1.0 - s.p_alive),
-        "expected_orders_90d" => score(|s| s.expected_orders_90d),
-        "expected_order_value" => score(|s| s.expected_order_value),
-        "clv" => score(|s| s.clv),
-        "rfm_r" => rfm(|s| s.rfm_r),
-        "rfm_f" => rfm(|s| s.rfm_f),
-        "rfm_m" => rfm(|s| s.rfm_m),
-        "rfm_segment" => label(|s| s.rfm_segment.as_str()),
-        "value_tier" => label(|s| s.value_tier.as_str()),
-        "relationship" => label(|s| s.relationship.as_str()),
-        "lifecycle_stage" => {
-            Arc::new(rows.iter().map(|r| Some(r.lifecycle(&ctx.segments).as_str())).collect::<StringArray>())
-        }
-        "consent_email" => Arc::new(rows.iter().map(|r| r.consent.email).collect::<BooleanArray>()),
-        "consent_sms" => Arc::new(rows.iter().map(|r| r.consent.sms).collect::<BooleanArray>()),
-        "consent_push" => Arc::new(rows.iter().map(|r| r.consent.push).collect::<BooleanArray>()),
-        "updated_at" => Arc::new(TimestampMicrosecondArray::from(vec![ctx.now_micros; rows.len()])),
-        other => return Err(DataFusionError::Internal(format!("customers has no column {other}"))),
-    })
-}
-
+/// The engine's latest scores and labels of `rows`, in the one row definition
+/// of `patron_state::customer_row`.
 fn customer_batches(schema: &SchemaRef, rows: &[&CustomerRecord], ctx: &RowContext) -> Result<Vec<RecordBatch>> {
+    let clock = RowClock { now: ctx.now, minor_per_major: ctx.minor };
     let mut out = Vec::with_capacity(rows.len().div_ceil(BATCH_ROWS));
     for chunk in rows.chunks(BATCH_ROWS) {
-        let columns =
-            schema.fields().iter().map(|f| customer_column(f.name(), chunk, ctx)).collect::<Result<Vec<_>>>()?;
-        out.extend(batches(schema, columns, chunk.len())?);
+        let views: Vec<RowView<'_>> = chunk
+            .iter()
+            .map(|&record| RowView {
+                record,
+                input: record.score_input(ctx.now.day(), ctx.minor),
+                scores: record.scores,
+                segments: record.segments,
+                lifecycle: record.lifecycle(&ctx.segments),
+            })
+            .collect();
+        let batch = customer_batch(schema.clone(), &views, &clock).map_err(state_error)?;
+        out.extend(batches(schema, batch.columns().to_vec(), chunk.len())?);
     }
     Ok(out)
 }
@@ -381,8 +328,7 @@ impl TableProvider for CustomersTable {
             let engine = shared.source.engine();
             let now = engine.now().unwrap_or_else(Timestamp::now);
             let ctx = RowContext {
-                now_day: now.day(),
-                now_micros: now.micros(),
+                now,
                 minor: shared.source.base_currency().minor_per_major(),
                 segments: engine.scoring_config().segments,
             };

@@ -22,6 +22,7 @@
 
 pub mod book;
 pub mod catalog;
+pub mod customer_row;
 pub mod engine;
 pub mod evaluate;
 pub mod items;

@@ -7,11 +7,6 @@
 //!   └────► score inputs (whole days) ──► Scorer::score_all ──► segment_population ──► RecordBatch
 //! ```
 
-use std::sync::Arc;
-
-use arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
-};
 use arrow::record_batch::RecordBatch;
 use patron_model::{Currency, Timestamp, customers_schema};
 use patron_score::{
@@ -23,6 +18,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::book::CustomerBook;
+use crate::customer_row::{RowClock, RowView, customer_batch};
 use crate::{Result, StateError};
 
 /// Time unit the models are fitted and reported in.
@@ -263,56 +259,18 @@ pub fn score_book(
 
 /// The `customers` table (DESIGN.md §4) as one Arrow batch, money in `currency`.
 pub fn customers_batch(book: &CustomerBook, scored: &ScoredBook, currency: Currency) -> Result<RecordBatch> {
-    let records = book.records();
-    let n = records.len();
-    let minor = currency.minor_per_major();
-    let score = |f: fn(&Scores) -> f64| -> ArrayRef {
-        Arc::new(scored.scores.iter().map(|s| s.as_ref().map(f)).collect::<Float64Array>())
-    };
-    let label = |f: fn(&Segments) -> &'static str| -> ArrayRef {
-        Arc::new(scored.segments.iter().map(|s| s.as_ref().map(f)).collect::<StringArray>())
-    };
-    let rfm = |f: fn(&Segments) -> u8| -> ArrayRef {
-        Arc::new(scored.segments.iter().map(|s| s.as_ref().map(|s| i32::from(f(s)))).collect::<Int32Array>())
-    };
-    let consent = |f: fn(&patron_model::Consent) -> Option<bool>| -> ArrayRef {
-        Arc::new(records.iter().map(|r| f(&r.consent)).collect::<BooleanArray>())
-    };
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(records.iter().map(|r| Some(r.customer_id.as_str())).collect::<StringArray>()),
-        Arc::new(
-            records.iter().map(|r| r.first_purchase_at.map(Timestamp::micros)).collect::<TimestampMicrosecondArray>(),
-        ),
-        Arc::new(
-            records.iter().map(|r| r.last_purchase_at.map(Timestamp::micros)).collect::<TimestampMicrosecondArray>(),
-        ),
-        Arc::new(records.iter().map(|r| Some(r.orders as i64)).collect::<Int64Array>()),
-        Arc::new(records.iter().map(|r| Some(i64::from(r.occasions().saturating_sub(1)))).collect::<Int64Array>()),
-        Arc::new(scored.inputs.iter().map(|i| i.map(|i| f64::from(i.recency_days))).collect::<Float64Array>()),
-        Arc::new(scored.inputs.iter().map(|i| i.map(|i| f64::from(i.tenure_days))).collect::<Float64Array>()),
-        Arc::new(records.iter().map(|r| Some(r.revenue_minor as f64 / minor)).collect::<Float64Array>()),
-        Arc::new(
-            records
-                .iter()
-                .map(|r| (r.orders > 0).then(|| r.revenue_minor as f64 / minor / r.orders as f64))
-                .collect::<Float64Array>(),
-        ),
-        score(|s| s.p_alive),
-        score(|s| 1.0 - s.p_alive),
-        score(|s| s.expected_orders_90d),
-        score(|s| s.expected_order_value),
-        score(|s| s.clv),
-        rfm(|s| s.rfm_r),
-        rfm(|s| s.rfm_f),
-        rfm(|s| s.rfm_m),
-        label(|s| s.rfm_segment.as_str()),
-        label(|s| s.value_tier.as_str()),
-        label(|s| s.relationship.as_str()),
-        Arc::new(scored.lifecycle.iter().map(|l| Some(l.as_str())).collect::<StringArray>()),
-        consent(|c| c.email),
-        consent(|c| c.sms),
-        consent(|c| c.push),
-        Arc::new(TimestampMicrosecondArray::from(vec![scored.scored_at.micros(); n])),
-    ];
-    RecordBatch::try_new(customers_schema(), columns).map_err(|e| StateError::Arrow(e.to_string()))
+    let rows: Vec<RowView<'_>> = book
+        .records()
+        .iter()
+        .enumerate()
+        .map(|(i, record)| RowView {
+            record,
+            input: scored.inputs[i],
+            scores: scored.scores[i],
+            segments: scored.segments[i],
+            lifecycle: scored.lifecycle[i],
+        })
+        .collect();
+    let clock = RowClock { now: scored.scored_at, minor_per_major: currency.minor_per_major() };
+    customer_batch(customers_schema(), &rows, &clock)
 }
