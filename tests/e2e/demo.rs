@@ -1,30 +1,15 @@
 //! `patron demo`: the README's main command, shortened.
 
-use patron_tests::{Server, patron, transcript};
+use patron_tests::{EPHEMERAL_LISTENERS, Server, patron, transcript};
 
 #[test]
 fn demo_streams_a_synthetic_shop_durably_and_prints_how_to_query_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let output = patron(&[
-        "demo",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--http",
-        "127.0.0.1:0",
-        "--pg",
-        "127.0.0.1:0",
-        "--flight",
-        "127.0.0.1:0",
-        "--duration",
-        "4s",
-        "--rate",
-        "1000",
-        "--customers",
-        "3000",
-        "--serve-after",
-        "false",
-    ]);
+    let mut args = vec!["demo", "--data-dir", data.to_str().unwrap()];
+    args.extend_from_slice(&EPHEMERAL_LISTENERS);
+    args.extend_from_slice(&["--duration", "4s", "--rate", "1000", "--customers", "3000", "--serve-after", "false"]);
+    let output = patron(&args);
     let text = transcript(&output);
     assert!(output.status.success(), "{text}");
     for expected in [

@@ -127,19 +127,9 @@ fn a_key_that_does_not_match_the_certificate_is_refused_at_startup() {
     std::fs::write(&config, format!("[tls]\ncert = \"{}\"\nkey = \"{}\"\n", cert.display(), other_key.display()))
         .unwrap();
     let data = dir.path().join("data");
-    let output = patron_tests::patron(&[
-        "serve",
-        "--config",
-        config.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--http",
-        "127.0.0.1:0",
-        "--pg",
-        "127.0.0.1:0",
-        "--flight",
-        "127.0.0.1:0",
-    ]);
+    let mut args = vec!["serve", "--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap()];
+    args.extend_from_slice(&patron_tests::EPHEMERAL_LISTENERS);
+    let output = patron_tests::patron(&args);
     let text = patron_tests::transcript(&output);
     assert!(!output.status.success() && text.contains("[tls]") && text.contains("KeyMismatch"), "{text}");
     assert!(!data.exists(), "the refused server opened its data directory");

@@ -81,6 +81,9 @@ pub fn score_like_cdnow(input: &Path, out: &Path, extra: &[&str]) -> (serde_json
     run_score(input, out, &flags)
 }
 
+/// `serve`/`demo` flags that put every listener on an ephemeral loopback port.
+pub const EPHEMERAL_LISTENERS: [&str; 6] = ["--http", "127.0.0.1:0", "--pg", "127.0.0.1:0", "--flight", "127.0.0.1:0"];
+
 /// A `patron serve` child process on an ephemeral loopback port.
 pub struct Server {
     child: std::process::Child,
@@ -106,17 +109,8 @@ impl Server {
 
     fn launch(command: &str, data_dir: &Path, extra: &[&str]) -> Server {
         use std::io::BufRead;
-        let mut args = vec![
-            command,
-            "--data-dir",
-            data_dir.to_str().expect("utf-8 path"),
-            "--http",
-            "127.0.0.1:0",
-            "--pg",
-            "127.0.0.1:0",
-            "--flight",
-            "127.0.0.1:0",
-        ];
+        let mut args = vec![command, "--data-dir", data_dir.to_str().expect("utf-8 path")];
+        args.extend_from_slice(&EPHEMERAL_LISTENERS);
         args.extend_from_slice(extra);
         let mut child = Command::new(patron_binary())
             .args(&args)
