@@ -20,9 +20,6 @@ pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for open connections to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Longest a client may take to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Serves `app` on `listener` (over TLS with `tls`) until `shutdown` resolves,
 /// then lets open requests finish (up to [`DRAIN_TIMEOUT`]).
 pub(crate) async fn serve_http(
@@ -60,10 +57,10 @@ pub(crate) async fn serve_http(
             continue;
         };
         // The handshake runs in the connection's own task, so a client that
-        // stalls it holds nothing but that task, for at most HANDSHAKE_TIMEOUT.
+        // stalls it holds nothing but that task, for at most TLS_HANDSHAKE_TIMEOUT.
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            let stream = match tokio::time::timeout(patron_sql::TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => return tracing::debug!("HTTPS handshake failed: {e}"),
                 Err(_) => return tracing::debug!("HTTPS handshake timed out"),

@@ -181,8 +181,10 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// One row of a batch as a JSON object: numbers, strings, booleans, and
-/// timestamps in RFC 3339 (UTC). Non-finite doubles and nulls are `null`.
-fn row_json(batch: &arrow::record_batch::RecordBatch, row: usize) -> serde_json::Map<String, Value> {
+/// timestamps in RFC 3339 (UTC). Non-finite doubles and nulls are `null`. A
+/// column of another type is an error (the caller answers 500), never a
+/// made-up value in a 200.
+fn row_json(batch: &arrow::record_batch::RecordBatch, row: usize) -> Result<serde_json::Map<String, Value>> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType};
     let mut object = serde_json::Map::new();
@@ -200,12 +202,12 @@ fn row_json(batch: &arrow::record_batch::RecordBatch, row: usize) -> serde_json:
                     let micros = column.as_primitive::<TimestampMicrosecondType>().value(row);
                     Timestamp::from_millis(micros.div_euclid(1000)).to_rfc3339().into()
                 }
-                other => format!("unsupported type {other}").into(),
+                other => bail!("column {} has type {other}, which the JSON view does not render", field.name()),
             }
         };
         object.insert(field.name().clone(), value);
     }
-    object
+    Ok(object)
 }
 
 /// `GET /v1/customers/{id}`: the `customers` row of the one row definition
@@ -235,7 +237,10 @@ async fn get_customer(State(state): State<Arc<AppState>>, Path(id): Path<String>
         Ok(batch) => batch,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     };
-    let mut object = row_json(&batch, 0);
+    let mut object = match row_json(&batch, 0) {
+        Ok(object) => object,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    };
     object.insert("provisional".to_owned(), models.provisional.into());
     object.insert(
         "recommendations".to_owned(),

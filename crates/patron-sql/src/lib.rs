@@ -16,6 +16,8 @@ mod session;
 mod tables;
 mod tls;
 
+pub use tls::TLS_HANDSHAKE_TIMEOUT;
+
 pub use admission::{Access, MAX_NESTING, MAX_OPERATORS, SQL_THREAD_STACK_BYTES, check_complexity};
 pub use format::{ResultFormat, encode};
 pub use session::{QueryResult, SqlEngine, SqlError, SqlLimits};

@@ -1,6 +1,6 @@
 //! TLS connections for Flight SQL: tonic serves any stream of connections, so
 //! handshakes run here, one task each (a client that stalls its handshake
-//! holds only its own task, for at most [`HANDSHAKE_TIMEOUT`]), and finished
+//! holds only its own task, for at most [`TLS_HANDSHAKE_TIMEOUT`]), and finished
 //! ones are handed to tonic in the order they complete. pgwire does its own
 //! handshake after the client's `SSLRequest`.
 
@@ -15,8 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-/// Longest a client may take to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a client may take to finish its TLS handshake (HTTPS uses it too).
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Handshaken connections waiting for tonic.
 const READY_QUEUE: usize = 64;
@@ -85,7 +85,7 @@ pub(crate) fn incoming(
             };
             let (acceptor, ready) = (acceptor.clone(), ready.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
                     Ok(Ok(stream)) => {
                         let _ = ready.send(TlsConnection(stream)).await;
                     }
