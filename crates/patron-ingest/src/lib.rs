@@ -11,7 +11,7 @@
 //! struct Count;
 //! impl EventSink for Count {
 //!     fn submit(&self, events: Vec<Event>) -> Result<SubmitOutcome, SinkError> {
-//!         Ok(SubmitOutcome { accepted: events.len(), duplicates: 0 })
+//!         Ok(SubmitOutcome { accepted: events.len(), ..SubmitOutcome::default() })
 //!     }
 //! }
 //! # let dir = tempfile::tempdir().unwrap();

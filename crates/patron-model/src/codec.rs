@@ -100,6 +100,11 @@ impl<'a> ByteReader<'a> {
         self.pos
     }
 
+    /// Bytes left after the position.
+    pub fn remaining(&self) -> usize {
+        self.bytes.len().saturating_sub(self.pos)
+    }
+
     /// The next `n` bytes.
     pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let s = self.bytes.get(self.pos..self.pos.checked_add(n)?)?;

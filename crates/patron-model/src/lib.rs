@@ -33,5 +33,5 @@ pub use event::{
 pub use money::{Currency, CurrencyTable, Decimal, DecimalError};
 pub use quote::{preview, truncate_message};
 pub use schema::{customers_schema, products_schema, recommendations_schema, similar_products_schema};
-pub use sink::{EventSink, SinkError, SubmitOutcome};
+pub use sink::{EventSink, Refused, SinkError, SubmitOutcome};
 pub use time::{MS_PER_DAY, Timestamp};

@@ -4,12 +4,24 @@
 use crate::event::Event;
 
 /// What a sink did with a batch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SubmitOutcome {
     /// Events applied for the first time.
     pub accepted: usize,
     /// Events whose id was already applied for the same customer.
     pub duplicates: usize,
+    /// Events the sink refused after validation, in batch order (neither
+    /// applied nor counted as duplicates).
+    pub refused: Vec<Refused>,
+}
+
+/// An event a sink refused, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// Its position in the submitted batch.
+    pub index: usize,
+    /// Why, in words that name the field at fault.
+    pub reason: String,
 }
 
 /// Why a sink refused a batch (nothing of it was applied).

@@ -327,6 +327,12 @@ pub(crate) struct ServeArgs {
     /// Shard writer threads (default: one per core).
     #[arg(long, value_name = "N")]
     pub(crate) shards: Option<usize>,
+    /// How far back in event time a re-sent event is recognised as a
+    /// duplicate (whole days, or "forever"). Older events are refused with a
+    /// reason once the fingerprints of their day have been forgotten, which
+    /// happens at snapshots; memory is about 20-40 bytes per remembered event.
+    #[arg(long, value_name = "DAYS", default_value = "35d", value_parser = units::dedup_horizon)]
+    pub(crate) dedup_horizon: units::DedupHorizon,
     /// Largest request body (larger ones get 413).
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = units::memory_size)]
     pub(crate) body_limit: usize,

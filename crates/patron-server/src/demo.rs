@@ -19,13 +19,15 @@ use crate::config::Auth;
 use crate::server::{
     IngestLimits, SqlListeners, app_state, init_logging, listen_addrs, open_engine, serve, shutdown_signal,
 };
+use crate::units::DEFAULT_HORIZON;
 use patron_sql::SqlLimits;
 
 pub(crate) fn run(args: &DemoArgs) -> Result<()> {
     init_logging("warn");
     let (addr, pg_addr, flight_addr) = listen_addrs(&args.listen, &Auth::default())?;
     let base = Currency::from_code("EUR").context("EUR is known")?;
-    let engine = open_engine(&args.data_dir, base, args.model.into(), None, None, patron_state::Clock::Event)?;
+    let engine =
+        open_engine(&args.data_dir, base, args.model.into(), None, None, patron_state::Clock::Event, DEFAULT_HORIZON)?;
     let state = app_state(
         engine,
         base,

@@ -24,7 +24,7 @@ impl EventSink for Collect {
     fn submit(&self, events: Vec<Event>) -> Result<SubmitOutcome, SinkError> {
         let accepted = events.len();
         self.0.lock().map_err(|_| SinkError::Unavailable("collector poisoned".into()))?.extend(events);
-        Ok(SubmitOutcome { accepted, duplicates: 0 })
+        Ok(SubmitOutcome { accepted, ..SubmitOutcome::default() })
     }
 }
 

@@ -135,6 +135,8 @@ impl RejectedStore {
 /// A decoded body: valid events, how many were rejected, and the first rejections described.
 pub(crate) struct Decoded {
     pub(crate) events: Vec<Event>,
+    /// Each event's position in the body.
+    pub(crate) positions: Vec<usize>,
     pub(crate) rejected_count: usize,
     pub(crate) rejected: Vec<RejectedEvent>,
 }
@@ -142,7 +144,10 @@ pub(crate) struct Decoded {
 impl Decoded {
     fn one(&mut self, index: usize, raw: &[u8], validator: &Validator) {
         match validator.decode(raw) {
-            Ok(e) => self.events.push(e),
+            Ok(e) => {
+                self.events.push(e);
+                self.positions.push(index);
+            }
             Err(e) => {
                 self.rejected_count += 1;
                 if self.rejected.len() < DETAILED_REJECTIONS {
@@ -158,7 +163,7 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Decodes a body: one JSON object, a JSON array of them, or NDJSON.
 pub(crate) fn decode_body(body: &[u8], ndjson: bool, validator: &Validator) -> Result<Decoded, String> {
-    let mut out = Decoded { events: Vec::new(), rejected_count: 0, rejected: Vec::new() };
+    let mut out = Decoded { events: Vec::new(), positions: Vec::new(), rejected_count: 0, rejected: Vec::new() };
     let trimmed = body.strip_prefix(BOM).unwrap_or(body).trim_ascii();
     if trimmed.first() == Some(&b'[') && !ndjson {
         check_depth(trimmed, MAX_EVENT_DEPTH + 1).map_err(|e| e.to_string())?;
@@ -384,26 +389,42 @@ pub(crate) async fn post_events(
         Ok(Err(message)) => return error(StatusCode::BAD_REQUEST, "invalid_body", message),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     };
-    let answered: Vec<Value> = decoded
-        .rejected
-        .iter()
-        .take(ANSWERED_REJECTIONS)
-        .map(|r| json!({"index": r.position, "error": r.error}))
-        .collect();
-    let rejected_count = decoded.rejected_count;
-    if rejected_count > 0 {
-        state.rejected().record(rejected_count as u64, decoded.rejected);
+    let invalid_count = decoded.rejected_count;
+    let mut rejected: Vec<(u64, String)> =
+        decoded.rejected.iter().take(ANSWERED_REJECTIONS).map(|r| (r.position, r.error.clone())).collect();
+    if invalid_count > 0 {
+        state.rejected().record(invalid_count as u64, decoded.rejected);
     }
+    let positions = decoded.positions;
     let (tx, rx) = tokio::sync::oneshot::channel();
     state.engine().submit_with(decoded.events, move |r| {
         let _ = tx.send(r);
     });
     match rx.await {
-        Ok(Ok(outcome)) => axum::Json(json!({
-            "accepted": outcome.accepted, "duplicates": outcome.duplicates, "rejected": answered,
-            "rejected_count": rejected_count,
-        }))
-        .into_response(),
+        Ok(Ok(outcome)) => {
+            // Events the engine refused after validation (beyond the deduplication horizon).
+            let refused: Vec<RejectedEvent> = outcome
+                .refused
+                .iter()
+                .take(DETAILED_REJECTIONS)
+                .map(|r| {
+                    let position = positions.get(r.index).copied().unwrap_or(r.index) as u64;
+                    RejectedEvent::new("http", position, r.reason.clone(), b"")
+                })
+                .collect();
+            rejected.extend(refused.iter().map(|r| (r.position, r.error.clone())));
+            rejected.sort_by_key(|r| r.0);
+            rejected.truncate(ANSWERED_REJECTIONS);
+            if !outcome.refused.is_empty() {
+                state.rejected().record(outcome.refused.len() as u64, refused);
+            }
+            let answered: Vec<Value> = rejected.iter().map(|(i, e)| json!({"index": i, "error": e})).collect();
+            axum::Json(json!({
+                "accepted": outcome.accepted, "duplicates": outcome.duplicates, "rejected": answered,
+                "rejected_count": invalid_count + outcome.refused.len(),
+            }))
+            .into_response()
+        }
         Ok(Err(SinkError::Overloaded { retry_after_ms })) => with_retry_after(
             error(StatusCode::TOO_MANY_REQUESTS, "overloaded", "the write-ahead log queue is full; retry later"),
             retry_after_ms.div_ceil(1000).max(1),

@@ -10,6 +10,7 @@ use patron_sql::{ResultFormat, SqlEngine, SqlLimits};
 
 use crate::cli::{QueryArgs, QueryFormatArg};
 use crate::server::{LiveView, open_engine};
+use crate::units::DEFAULT_HORIZON;
 
 impl From<QueryFormatArg> for ResultFormat {
     fn from(f: QueryFormatArg) -> Self {
@@ -75,7 +76,15 @@ fn offline(args: &QueryArgs, dir: &std::path::Path, format: ResultFormat) -> Res
     check_data_dir(dir)?;
     let base = patron_model::Currency::from_code(&args.currency)
         .with_context(|| format!("--currency {:?} is not an ISO 4217 code Patron knows", args.currency))?;
-    let engine = open_engine(dir, base, patron_score::PurchaseModel::MbgNbd, None, None, patron_state::Clock::Event)?;
+    let engine = open_engine(
+        dir,
+        base,
+        patron_score::PurchaseModel::MbgNbd,
+        None,
+        None,
+        patron_state::Clock::Event,
+        DEFAULT_HORIZON,
+    )?;
     let view = LiveView::new(Arc::new(engine), base);
     let sql = SqlEngine::new(Arc::new(view), SqlLimits::default())?;
     let runtime = crate::server::runtime()?;

@@ -102,6 +102,8 @@ impl HttpSink {
                     return Ok(SubmitOutcome {
                         accepted: answer["accepted"].as_u64().unwrap_or(0) as usize,
                         duplicates: answer["duplicates"].as_u64().unwrap_or(0) as usize,
+                        // The server's refusals are counted in `rejected_by_server` above.
+                        refused: Vec::new(),
                     });
                 }
                 Err(ureq::Error::Status(code @ (429 | 503), r)) => {

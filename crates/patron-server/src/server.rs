@@ -487,7 +487,15 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         "Events ignored as duplicates.",
         s.duplicates.load(Ordering::Relaxed) as f64,
     );
-    metric("patron_events_rejected_total", "counter", "Events rejected by validation.", state.rejected.total() as f64);
+    metric(
+        "patron_events_rejected_total",
+        "counter",
+        "Events rejected by validation or refused as beyond the deduplication horizon.",
+        state.rejected.total() as f64,
+    );
+    let (remembered, dedup_bytes) = e.dedup_usage();
+    metric("patron_dedup_remembered_events", "gauge", "Event ids remembered for deduplication.", remembered as f64);
+    metric("patron_dedup_bytes", "gauge", "Memory of the deduplication indexes.", dedup_bytes as f64);
     metric(
         "patron_shard_queue_batches",
         "gauge",
@@ -615,9 +623,11 @@ pub(crate) fn open_engine(
     shards: Option<usize>,
     log_queue: Option<usize>,
     clock: patron_state::Clock,
+    dedup_horizon: crate::units::DedupHorizon,
 ) -> Result<Engine> {
     let mut config = EngineConfig::new(data_dir);
     config.clock = clock;
+    config.dedup_horizon_days = dedup_horizon.0;
     if let Some(depth) = log_queue {
         config.wal.queue_depth = depth.max(1);
     }
@@ -843,7 +853,15 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let base = patron_model::Currency::from_code(&args.currency)
         .with_context(|| format!("--currency {:?} is not an ISO 4217 code Patron knows", args.currency))?;
-    let engine = open_engine(&args.data_dir, base, args.model.into(), args.shards, args.log_queue, args.clock.into())?;
+    let engine = open_engine(
+        &args.data_dir,
+        base,
+        args.model.into(),
+        args.shards,
+        args.log_queue,
+        args.clock.into(),
+        args.dedup_horizon,
+    )?;
     if auth.enabled() {
         tracing::info!("auth: {} bearer tokens configured", config.auth.tokens.len());
     } else {

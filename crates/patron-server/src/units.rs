@@ -1,8 +1,8 @@
 //! One grammar for the quantities on the command line, so that a value typed
 //! for one command means the same on every other:
 //!
-//! - a **duration** is `250ms`, `10s`, `5m`, `1h` or a bare number of seconds
-//!   (`30`, `0.5`);
+//! - a **duration** is `250ms`, `10s`, `5m`, `1h`, `35d` or a bare number of
+//!   seconds (`30`, `0.5`);
 //! - a **size** is `512KiB`, `16MiB`, `1GiB` (or `KB`/`MB`/`GB`, powers of ten)
 //!   or a bare number of bytes;
 //! - a **listen address** is `host:port` with an IP address or `localhost`;
@@ -17,7 +17,7 @@ use std::time::Duration;
 /// Why a command-line value was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum UnitError {
-    #[error("{0:?} is not a duration: use 250ms, 10s, 5m, 1h or a number of seconds")]
+    #[error("{0:?} is not a duration: use 250ms, 10s, 5m, 1h, 35d or a number of seconds")]
     NotADuration(String),
     #[error("{0:?} is not a size: use a number of bytes or 512KiB, 16MiB, 1GiB (KB, MB, GB: powers of ten)")]
     NotASize(String),
@@ -29,6 +29,8 @@ pub(crate) enum UnitError {
     NotAnAddress(String),
     #[error("{0:?} is not a server URL: use http://host:port, for example http://127.0.0.1:8080")]
     NotAUrl(String),
+    #[error("{0:?} is not a deduplication horizon: use whole days such as 35d, or \"forever\"")]
+    NotAHorizon(String),
     #[error("{0:?}: only http:// is supported by this client (put a TLS-terminating proxy in front for https)")]
     UnsupportedScheme(String),
 }
@@ -51,6 +53,7 @@ pub(crate) fn duration_or_zero(text: &str) -> Result<Duration, UnitError> {
         "ms" => value / 1e3,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
+        "d" => value * 86_400.0,
         _ => return Err(not_a_duration()),
     };
     Duration::try_from_secs_f64(seconds).map_err(|_| UnitError::TooLarge(text.to_owned()))
@@ -63,6 +66,28 @@ pub(crate) fn duration(text: &str) -> Result<Duration, UnitError> {
         return Err(UnitError::Zero(text.trim().to_owned()));
     }
     Ok(parsed)
+}
+
+/// How long event ids are remembered: whole days (`None`: forever).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DedupHorizon(pub(crate) Option<u32>);
+
+/// The horizon of `serve`, also used by the commands that open a data
+/// directory without the flag (`demo`, `query --data-dir`).
+pub(crate) const DEFAULT_HORIZON: DedupHorizon = DedupHorizon(Some(patron_state::DEFAULT_DEDUP_HORIZON_DAYS));
+
+/// A deduplication horizon: `forever`, or a duration of at least one day in
+/// whole days (`35d`, `840h`).
+pub(crate) fn dedup_horizon(text: &str) -> Result<DedupHorizon, UnitError> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("forever") {
+        return Ok(DedupHorizon(None));
+    }
+    let days = duration(text)?.as_secs_f64() / 86_400.0;
+    if days < 1.0 || days.fract() != 0.0 {
+        return Err(UnitError::NotAHorizon(text.to_owned()));
+    }
+    u32::try_from(days as u64).map(|d| DedupHorizon(Some(d))).map_err(|_| UnitError::TooLarge(text.to_owned()))
 }
 
 /// A size in bytes, more than zero.
@@ -145,6 +170,17 @@ mod tests {
         assert_eq!(duration("-3s"), Err(UnitError::NotADuration("-3s".into())));
         assert_eq!(duration("1e400"), Err(UnitError::NotADuration("1e400".into())));
         assert!(matches!(duration("99999999999999999999999h"), Err(UnitError::TooLarge(_))));
+    }
+
+    #[test]
+    fn dedup_horizons_are_whole_days_or_forever() {
+        assert_eq!(duration("2d"), Ok(Duration::from_secs(2 * 86_400)));
+        assert_eq!(dedup_horizon("35d"), Ok(DedupHorizon(Some(35))));
+        assert_eq!(dedup_horizon("48h"), Ok(DedupHorizon(Some(2))));
+        assert_eq!(dedup_horizon("Forever"), Ok(DedupHorizon(None)));
+        assert_eq!(dedup_horizon("12h"), Err(UnitError::NotAHorizon("12h".into())));
+        assert_eq!(dedup_horizon("1.5d"), Err(UnitError::NotAHorizon("1.5d".into())));
+        assert_eq!(dedup_horizon("0d"), Err(UnitError::Zero("0d".into())));
     }
 
     #[test]

@@ -681,6 +681,7 @@ pub(crate) fn engine_stats_rows(shared: &Shared) -> Vec<(String, f64)> {
     let mut rows = vec![
         ("events_accepted".to_owned(), load(&stats.accepted)),
         ("events_duplicate".to_owned(), load(&stats.duplicates)),
+        ("events_beyond_dedup_horizon".to_owned(), load(&stats.beyond_horizon)),
         ("customers".to_owned(), customers as f64),
         ("products".to_owned(), engine.catalog().len() as f64),
         ("shards".to_owned(), engine.shard_count() as f64),
@@ -694,6 +695,9 @@ pub(crate) fn engine_stats_rows(shared: &Shared) -> Vec<(String, f64)> {
         ("last_recommendation_refresh_ms".to_owned(), load(&stats.last_recs_refresh_micros) / 1e3),
         ("product_stats_bytes".to_owned(), engine.item_stats().memory_bytes() as f64),
     ];
+    let (remembered, dedup_bytes) = engine.dedup_usage();
+    rows.push(("dedup_remembered_events".to_owned(), remembered as f64));
+    rows.push(("dedup_bytes".to_owned(), dedup_bytes as f64));
     if let Some(wal) = engine.wal_stats() {
         rows.push(("log_bytes".to_owned(), load(&wal.bytes)));
         rows.push(("log_records".to_owned(), load(&wal.records)));

@@ -21,6 +21,7 @@ use rayon::prelude::*;
 use patron_model::{CustomerId, Event, EventSink, SinkError, SubmitOutcome, Timestamp};
 
 use crate::catalog::ProductCatalog;
+use crate::dedup::{Admission, DedupIndex, IdHasher};
 use crate::items::ItemStats;
 use crate::record::{Applied, CustomerRecord, DEFAULT_HISTORY, Tracking};
 
@@ -173,9 +174,12 @@ pub struct CustomerBook {
     history_limit: usize,
     index: SlotIndex,
     records: Records,
+    hasher: IdHasher,
+    dedup: DedupIndex,
     watermark: Option<Timestamp>,
     accepted: u64,
     duplicates: u64,
+    beyond_horizon: u64,
 }
 
 impl Default for CustomerBook {
@@ -192,7 +196,8 @@ impl CustomerBook {
 
     /// An empty book interning products in `catalog` and updating `items`
     /// (both shared with other shards), keeping `history_limit` products per
-    /// customer profile.
+    /// customer profile. It remembers every event id it applied (no horizon)
+    /// until [`Self::with_dedup`] says otherwise.
     pub fn with_catalog(
         catalog: std::sync::Arc<ProductCatalog>,
         items: std::sync::Arc<ItemStats>,
@@ -204,9 +209,33 @@ impl CustomerBook {
             history_limit,
             index: SlotIndex::default(),
             records: Records::default(),
+            hasher: IdHasher::random(),
+            dedup: DedupIndex::new(None),
             watermark: None,
             accepted: 0,
             duplicates: 0,
+            beyond_horizon: 0,
+        }
+    }
+
+    /// Recognises duplicates with `hasher`'s fingerprints in `dedup` (the
+    /// engine's shards share one hasher and each has its own index).
+    pub fn with_dedup(mut self, hasher: IdHasher, dedup: DedupIndex) -> Self {
+        (self.hasher, self.dedup) = (hasher, dedup);
+        self
+    }
+
+    /// The remembered event fingerprints.
+    pub fn dedup(&self) -> &DedupIndex {
+        &self.dedup
+    }
+
+    /// Forgets event fingerprints beyond the horizon before this book's
+    /// watermark (at a snapshot's cut only; see [`crate::dedup`]).
+    pub fn forget_beyond_horizon(&mut self) -> usize {
+        match self.watermark {
+            Some(w) => self.dedup.forget_beyond_horizon(w.day()),
+            None => 0,
         }
     }
 
@@ -226,13 +255,27 @@ impl CustomerBook {
         &self.items
     }
 
-    /// Applies one validated event; advances the watermark (largest event time seen).
+    /// Applies one validated event unless its id was already applied for its
+    /// customer (or is beyond the deduplication horizon); advances the
+    /// watermark (largest event time seen).
     pub fn apply(&mut self, event: &Event) -> Applied {
         self.apply_at(event).1
     }
 
-    /// [`Self::apply`], also returning the record's slot.
-    pub fn apply_at(&mut self, event: &Event) -> (usize, Applied) {
+    /// [`Self::apply`], also returning the slot of the record it changed.
+    pub fn apply_at(&mut self, event: &Event) -> (Option<usize>, Applied) {
+        let fingerprint = self.hasher.event_fingerprint(&event.customer_id, &event.event_id);
+        match self.dedup.admit(fingerprint, event.timestamp.day()) {
+            Admission::New => {}
+            Admission::Duplicate => {
+                self.duplicates += 1;
+                return (None, Applied::Duplicate);
+            }
+            Admission::BeyondHorizon { remembered_from_day } => {
+                self.beyond_horizon += 1;
+                return (None, Applied::BeyondHorizon { remembered_from_day });
+            }
+        }
         let slot = match self.index.get(&event.customer_id) {
             Some(slot) => slot,
             None => {
@@ -242,15 +285,10 @@ impl CustomerBook {
             }
         };
         let tracking = Tracking { catalog: &self.catalog, items: &self.items, history_limit: self.history_limit };
-        let applied = self.records[slot].apply_tracking(event, Some(tracking));
-        match applied {
-            Applied::Accepted => {
-                self.accepted += 1;
-                self.watermark = Some(self.watermark.map_or(event.timestamp, |w| w.max(event.timestamp)));
-            }
-            Applied::Duplicate => self.duplicates += 1,
-        }
-        (slot, applied)
+        self.records[slot].apply_tracking(event, Some(tracking));
+        self.accepted += 1;
+        self.watermark = Some(self.watermark.map_or(event.timestamp, |w| w.max(event.timestamp)));
+        (Some(slot), Applied::Accepted)
     }
 
     /// Removes a customer entirely (erasure); returns whether they existed.
@@ -306,6 +344,17 @@ impl CustomerBook {
     pub fn counts(&self) -> (u64, u64) {
         (self.accepted, self.duplicates)
     }
+
+    /// Events refused as older than the deduplication horizon.
+    pub fn beyond_horizon(&self) -> u64 {
+        self.beyond_horizon
+    }
+
+    /// Restores the watermark saved with a snapshot (the records alone do not
+    /// hold it: refunds and consents advance it too).
+    pub fn restore_watermark(&mut self, watermark: Option<Timestamp>) {
+        self.watermark = watermark;
+    }
 }
 
 /// A [`CustomerBook`] behind a lock, usable as an [`EventSink`].
@@ -332,6 +381,9 @@ impl EventSink for SharedBook {
             match book.apply(event) {
                 Applied::Accepted => outcome.accepted += 1,
                 Applied::Duplicate => outcome.duplicates += 1,
+                Applied::BeyondHorizon { .. } => {
+                    unreachable!("a book without a horizon never refuses an old event")
+                }
             }
         }
         Ok(outcome)

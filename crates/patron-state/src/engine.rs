@@ -14,6 +14,10 @@
 //! - **Kernels off the event path.** [`Engine::refit`] gathers inputs under
 //!   short read locks, fits and scores on the rayon pool, then writes scores
 //!   and segments back shard by shard.
+//! - **Exactly once over a horizon.** Each shard remembers the fingerprint
+//!   of every event it applied within the deduplication horizon
+//!   ([`crate::dedup`]); an event older than what it remembers is refused
+//!   with a reason, never applied twice. The index is part of the snapshot.
 //! - **Recovery = newest readable snapshot + log tail**, before anything is
 //!   accepted. [`Engine::snapshot`] cuts consistently by logging a checkpoint
 //!   marker: each shard serialises its book when the marker reaches it.
@@ -34,7 +38,7 @@ use std::time::Instant;
 
 use crossbeam::channel::{Receiver, Sender, bounded};
 use patron_model::{
-    CurrencyTable, CustomerId, Event, EventSink, SinkError, SubmitOutcome, Timestamp, Validator, check_bounds,
+    CurrencyTable, CustomerId, Event, EventSink, Refused, SinkError, SubmitOutcome, Timestamp, Validator, check_bounds,
     decode_event, encode_event,
 };
 use patron_score::{
@@ -46,11 +50,12 @@ use rayon::prelude::*;
 
 use crate::book::CustomerBook;
 use crate::catalog::ProductCatalog;
+use crate::dedup::{DEFAULT_DEDUP_HORIZON_DAYS, DedupIndex, IdHasher};
 use crate::items::{ItemConfig, ItemStats, RecsModel};
 use crate::recommend::{BlendConfig, Recommendation, recommend};
 use crate::record::{Applied, CustomerRecord};
 use crate::scoring::{ModelFits, ScoringConfig, fit_models_on, scorer_for};
-use crate::snapshot::{Snapshot, list_snapshots, read_snapshot_with, write_snapshot};
+use crate::snapshot::{Cut, DedupImage, Snapshot, list_snapshots, read_snapshot_with, write_snapshot};
 use crate::{Result, StateError};
 
 /// What "now" is for scoring.
@@ -86,6 +91,9 @@ pub struct EngineConfig {
     pub items: ItemConfig,
     /// Recommendation blend.
     pub blend: BlendConfig,
+    /// Days of event time before the watermark over which duplicates are
+    /// recognised (`None`: forever, and memory grows with every event).
+    pub dedup_horizon_days: Option<u32>,
 }
 
 impl EngineConfig {
@@ -102,6 +110,7 @@ impl EngineConfig {
             history_limit: crate::record::DEFAULT_HISTORY,
             items: ItemConfig::default(),
             blend: BlendConfig::default(),
+            dedup_horizon_days: Some(DEFAULT_DEDUP_HORIZON_DAYS),
         }
     }
 }
@@ -138,6 +147,8 @@ pub struct EngineStats {
     pub accepted: AtomicU64,
     /// Events ignored as duplicates.
     pub duplicates: AtomicU64,
+    /// Events refused as older than the deduplication horizon remembers.
+    pub beyond_horizon: AtomicU64,
     /// Batches waiting in shard queues.
     pub queued_batches: AtomicU64,
     /// Completed refits.
@@ -156,6 +167,7 @@ struct Completion {
     remaining: AtomicUsize,
     accepted: AtomicUsize,
     duplicates: AtomicUsize,
+    refused: Mutex<Vec<Refused>>,
     answer: Mutex<Option<Answer>>,
 }
 
@@ -168,19 +180,44 @@ impl Completion {
         }
     }
 
-    fn finish_part(&self, accepted: usize, duplicates: usize) {
-        self.accepted.fetch_add(accepted, Ordering::Relaxed);
-        self.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+    fn new(parts: usize, answer: Option<Answer>) -> Self {
+        Self {
+            remaining: AtomicUsize::new(parts),
+            accepted: AtomicUsize::new(0),
+            duplicates: AtomicUsize::new(0),
+            refused: Mutex::new(Vec::new()),
+            answer: Mutex::new(answer),
+        }
+    }
+
+    fn finish_part(&self, part: SubmitOutcome) {
+        self.accepted.fetch_add(part.accepted, Ordering::Relaxed);
+        self.duplicates.fetch_add(part.duplicates, Ordering::Relaxed);
+        if !part.refused.is_empty() {
+            self.refused.lock().unwrap_or_else(|p| p.into_inner()).extend(part.refused);
+        }
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             let answer = self.answer.lock().map(|mut a| a.take()).unwrap_or(None);
             if let Some(answer) = answer {
+                let mut refused = std::mem::take(&mut *self.refused.lock().unwrap_or_else(|p| p.into_inner()));
+                refused.sort_by_key(|r| r.index);
                 answer(Ok(SubmitOutcome {
                     accepted: self.accepted.load(Ordering::Relaxed),
                     duplicates: self.duplicates.load(Ordering::Relaxed),
+                    refused,
                 }));
             }
         }
     }
+}
+
+/// Why an event beyond the deduplication horizon is refused.
+pub fn beyond_horizon_reason(remembered_from_day: i32) -> String {
+    format!(
+        "timestamp: the event is older than {}, the first day whose event ids are still remembered (the deduplication \
+         horizon), so it may already have been applied; it was not applied again (a larger dedup horizon keeps more)",
+        Timestamp::start_of_day(remembered_from_day).to_rfc3339()
+    )
 }
 
 /// One buyer's inputs to the refit kernel, gathered under a shard's read lock.
@@ -195,6 +232,8 @@ struct Gathered {
 
 struct ShardBatch {
     events: Vec<Event>,
+    /// Each event's position in the submitted batch.
+    positions: Vec<usize>,
     completion: Arc<Completion>,
 }
 
@@ -225,7 +264,7 @@ fn restore_snapshot(
             })
             .unzip();
         let mut pending: Vec<Vec<CustomerRecord>> = (0..shards).map(|_| Vec::with_capacity(RESTORE_BATCH)).collect();
-        let read = read_snapshot_with(path, config.items, |record| {
+        let read = read_snapshot_with(path, config.items, config.dedup_horizon_days, |record| {
             let shard = shard_of(&record.customer_id, shards);
             pending[shard].push(record);
             if pending[shard].len() == RESTORE_BATCH {
@@ -246,8 +285,61 @@ fn restore_snapshot(
     })
 }
 
-/// Encoded records of one shard and how many there are.
-type ShardImage = (u64, Vec<u8>);
+/// Gives each shard's book its deduplication state and returns the key
+/// they share: the snapshot's per-shard indexes and watermarks when it has
+/// as many shards; the union of its indexes in every shard when the shard
+/// count changed (correct, at the cost of memory until the horizon passes);
+/// for a version 3 snapshot, which had no index, an index that refuses events
+/// before the snapshot's watermark day (they may have been applied).
+fn with_dedup_state(
+    books: Vec<CustomerBook>,
+    snapshot: Option<&mut Snapshot>,
+    horizon: Option<u32>,
+) -> (Vec<CustomerBook>, IdHasher) {
+    let shards = books.len();
+    let as_time = |ms: i64| (ms != i64::MIN).then(|| Timestamp::from_millis(ms));
+    let Some(snapshot) = snapshot else {
+        let hasher = IdHasher::random();
+        let books = books.into_iter().map(|b| b.with_dedup(hasher, DedupIndex::new(horizon))).collect();
+        return (books, hasher);
+    };
+    let watermark = as_time(snapshot.watermark_ms);
+    let sections = std::mem::take(&mut snapshot.dedup);
+    let (hasher, states): (IdHasher, Vec<(Option<Timestamp>, DedupIndex)>) = match snapshot.id_key {
+        Some(hasher) if sections.len() == shards => {
+            (hasher, sections.into_iter().map(|(ms, index)| (as_time(ms), index)).collect())
+        }
+        Some(hasher) => {
+            let mut union = DedupIndex::new(horizon);
+            sections.iter().for_each(|(_, index)| union.absorb(index));
+            (hasher, vec![(watermark, union); shards])
+        }
+        None => {
+            let from_day = watermark.map_or(i32::MIN, Timestamp::day);
+            (IdHasher::random(), vec![(watermark, DedupIndex::new(horizon).remembering_from(from_day)); shards])
+        }
+    };
+    let books = books
+        .into_iter()
+        .zip(states)
+        .map(|(mut book, (watermark, index))| {
+            book.restore_watermark(watermark);
+            book.with_dedup(hasher, index)
+        })
+        .collect();
+    (books, hasher)
+}
+
+/// One shard's part of a snapshot.
+struct ShardImage {
+    customers: u64,
+    /// Encoded records.
+    records: Vec<u8>,
+    /// The shard's own watermark.
+    watermark_ms: i64,
+    /// Encoded deduplication index.
+    dedup: Vec<u8>,
+}
 
 enum ShardMessage {
     Events(ShardBatch),
@@ -379,6 +471,8 @@ struct Inner {
     shards: Vec<RwLock<CustomerBook>>,
     models: RwLock<Arc<ModelState>>,
     watermark_ms: AtomicI64,
+    /// The key of every shard's event fingerprints (stored in snapshots).
+    hasher: IdHasher,
     stats: EngineStats,
     config: EngineConfig,
 }
@@ -507,6 +601,7 @@ impl Engine {
                 .map(|_| CustomerBook::with_catalog(catalog.clone(), items.clone(), config.history_limit))
                 .collect(),
         };
+        let (books, hasher) = with_dedup_state(books, loaded.as_mut(), config.dedup_horizon_days);
         let inner = Arc::new(Inner {
             failure: OnceLock::new(),
             shards: books.into_iter().map(RwLock::new).collect(),
@@ -515,6 +610,7 @@ impl Engine {
             recs: RwLock::new(Arc::new(RecsModel::default())),
             models: RwLock::new(Arc::new(provisional_models(&config.scoring))),
             watermark_ms: AtomicI64::new(i64::MIN),
+            hasher,
             stats: EngineStats::default(),
             config: config.clone(),
         });
@@ -579,10 +675,10 @@ impl Engine {
                     match catch_unwind(AssertUnwindSafe(|| books[shard].apply(&event))) {
                         Ok(applied) => {
                             inner.watermark_ms.fetch_max(event.timestamp.millis(), Ordering::Relaxed);
-                            let counter = if applied == Applied::Accepted {
-                                &inner.stats.accepted
-                            } else {
-                                &inner.stats.duplicates
+                            let counter = match applied {
+                                Applied::Accepted => &inner.stats.accepted,
+                                Applied::Duplicate => &inner.stats.duplicates,
+                                Applied::BeyondHorizon { .. } => &inner.stats.beyond_horizon,
                             };
                             counter.fetch_add(1, Ordering::Relaxed);
                         }
@@ -651,16 +747,17 @@ impl Engine {
         // A batch larger than a log record may hold becomes several records;
         // the caller is answered once all of them are durable and applied.
         let records = split_for_log(events, wal.max_payload());
-        let total = Arc::new(Completion {
-            remaining: AtomicUsize::new(records.len()),
-            accepted: AtomicUsize::new(0),
-            duplicates: AtomicUsize::new(0),
-            answer: Mutex::new(Some(Box::new(answer))),
-        });
+        let total = Arc::new(Completion::new(records.len(), Some(Box::new(answer))));
+        let mut first_index = 0;
         for (payload, events) in records {
             let total = total.clone();
+            let offset = first_index;
+            first_index += events.len();
             let part: Answer = Box::new(move |result| match result {
-                Ok(outcome) => total.finish_part(outcome.accepted, outcome.duplicates),
+                Ok(mut outcome) => {
+                    outcome.refused.iter_mut().for_each(|r| r.index += offset);
+                    total.finish_part(outcome);
+                }
                 Err(e) => total.fail(e),
             });
             self.submit_record(wal, payload, events, part);
@@ -684,23 +781,19 @@ impl Engine {
                     return;
                 }
                 let shards = senders.len();
-                let mut parts: Vec<Vec<Event>> = (0..shards).map(|_| Vec::new()).collect();
-                for e in events {
-                    parts[shard_of(&e.customer_id, shards)].push(e);
+                let mut parts: Vec<(Vec<Event>, Vec<usize>)> = (0..shards).map(|_| Default::default()).collect();
+                for (index, e) in events.into_iter().enumerate() {
+                    let part = &mut parts[shard_of(&e.customer_id, shards)];
+                    part.0.push(e);
+                    part.1.push(index);
                 }
-                let parts: Vec<(usize, Vec<Event>)> =
-                    parts.into_iter().enumerate().filter(|(_, p)| !p.is_empty()).collect();
-                let completion = Arc::new(Completion {
-                    remaining: AtomicUsize::new(parts.len()),
-                    accepted: AtomicUsize::new(0),
-                    duplicates: AtomicUsize::new(0),
-                    answer: Mutex::new(take()),
-                });
-                for (shard, events) in parts {
+                let busy = parts.iter().filter(|p| !p.0.is_empty()).count();
+                let completion = Arc::new(Completion::new(busy, take()));
+                for (shard, (events, positions)) in parts.into_iter().enumerate().filter(|(_, p)| !p.0.is_empty()) {
                     inner.stats.queued_batches.fetch_add(1, Ordering::Relaxed);
                     // Blocking here holds the log writer: backpressure all the way back.
                     if senders[shard]
-                        .send(ShardMessage::Events(ShardBatch { events, completion: completion.clone() }))
+                        .send(ShardMessage::Events(ShardBatch { events, positions, completion: completion.clone() }))
                         .is_err()
                     {
                         // Durable but not applied: never answer as if it were (a restart applies it from the log).
@@ -845,6 +938,13 @@ impl Engine {
         &self.inner.config.blend
     }
 
+    /// Event ids remembered for deduplication, and the bytes their indexes take.
+    pub fn dedup_usage(&self) -> (usize, usize) {
+        self.with_books(|b| (b.dedup().len(), b.dedup().memory_bytes()))
+            .into_iter()
+            .fold((0, 0), |(n, m), (a, b)| (n + a, m + b))
+    }
+
     /// Customers per shard.
     pub fn shard_sizes(&self) -> Vec<usize> {
         self.inner.shards.iter().map(|s| s.read().map_or(0, |b| b.len())).collect()
@@ -961,11 +1061,13 @@ impl Engine {
         let (marker_seq, replies, gate) =
             rx.recv().map_err(|_| StateError::Replay("log stopped".into()))?.map_err(StateError::Replay)?;
         let (mut customers, mut encoded, mut shard_failed) = (0, Vec::new(), false);
+        let mut dedup = Vec::with_capacity(replies.len());
         for reply in replies {
             match reply.recv() {
-                Ok((count, bytes)) => {
-                    customers += count;
-                    encoded.extend_from_slice(&bytes);
+                Ok(image) => {
+                    customers += image.customers;
+                    encoded.extend_from_slice(&image.records);
+                    dedup.push((image.watermark_ms, image.dedup));
                 }
                 Err(_) => shard_failed = true,
             }
@@ -984,14 +1086,24 @@ impl Engine {
         let io = |e: std::io::Error| StateError::Replay(format!("cannot write snapshot: {e}"));
         // Taken after the shards answered, so it covers every product their records name.
         let products = self.inner.catalog.names();
-        let path = write_snapshot(&dir, next_seq, watermark, customers, &encoded, &products, &items).map_err(io)?;
+        let dedup = DedupImage { hasher: self.inner.hasher, shards: &dedup };
+        let path = write_snapshot(
+            &dir,
+            Cut { next_seq, watermark_ms: watermark, records: customers },
+            &encoded,
+            &products,
+            &items,
+            &dedup,
+        )
+        .map_err(io)?;
         let kept = list_snapshots(&dir).map_err(io)?;
         for (_, old) in kept.iter().skip(keep) {
             std::fs::remove_file(old).map_err(io)?;
         }
         let oldest_kept = kept.iter().take(keep).map(|k| k.0).min().unwrap_or(next_seq);
         let removed_segments = wal.truncate_before(oldest_kept).map_err(StateError::Log)?;
-        let bytes = (encoded.len() + items.len() + 44) as u64;
+        let bytes =
+            (encoded.len() + items.len() + dedup.shards.iter().map(|d| d.1.len() + 8).sum::<usize>() + 64) as u64;
         Ok(SnapshotReport { path, next_seq, customers, bytes, removed_segments })
     }
 
@@ -1112,16 +1224,18 @@ fn rescore(record: &mut CustomerRecord, scorer: &Scorer, cache: &mut ScoreCache,
 const PANIC_IN_TESTS: &str = "\u{1}panic-in-tests";
 
 /// Applies one batch under the shard's write lock and rescores the customers it
-/// touched; returns (accepted, duplicates), or why the shard cannot go on.
+/// touched; returns what became of the events (refusals at their `positions`),
+/// or why the shard cannot go on.
 fn apply_batch(
     inner: &Inner,
     shard: usize,
-    events: &[Event],
+    batch: &ShardBatch,
     models: &ModelState,
     cache: &mut ScoreCache,
-) -> std::result::Result<(usize, usize), String> {
+) -> std::result::Result<SubmitOutcome, String> {
     let minor = inner.config.currencies.base.minor_per_major();
-    let (mut accepted, mut duplicates) = (0, 0);
+    let mut outcome = SubmitOutcome::default();
+    let events = &batch.events;
     let mut book = inner.shards[shard]
         .write()
         .map_err(|_| "its lock is poisoned (another thread panicked while writing it)".to_owned())?;
@@ -1131,14 +1245,17 @@ fn apply_batch(
     }
     {
         let mut touched = Vec::with_capacity(events.len());
-        for event in events {
+        for (event, &index) in events.iter().zip(&batch.positions) {
             inner.watermark_ms.fetch_max(event.timestamp.millis(), Ordering::Relaxed);
             match book.apply_at(event) {
-                (slot, Applied::Accepted) => {
-                    accepted += 1;
+                (Some(slot), Applied::Accepted) => {
+                    outcome.accepted += 1;
                     touched.push(slot);
                 }
-                (_, Applied::Duplicate) => duplicates += 1,
+                (_, Applied::Accepted | Applied::Duplicate) => outcome.duplicates += 1,
+                (_, Applied::BeyondHorizon { remembered_from_day }) => {
+                    outcome.refused.push(Refused { index, reason: beyond_horizon_reason(remembered_from_day) });
+                }
             }
         }
         let now_day = inner.now().map_or(0, Timestamp::day);
@@ -1150,7 +1267,7 @@ fn apply_batch(
             }
         }
     }
-    Ok((accepted, duplicates))
+    Ok(outcome)
 }
 
 /// The engine has no logger of its own (the server installs one); a dying
@@ -1172,12 +1289,20 @@ fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardMessage>) {
                 continue;
             }
             ShardMessage::Checkpoint(reply, gate) => {
-                let image = inner.shards[shard].read().map_or((0, Vec::new()), |book| {
-                    let mut bytes = Vec::with_capacity(book.len() * 96);
-                    book.records().iter().for_each(|r| r.encode(&mut bytes));
-                    (book.len() as u64, bytes)
+                // The one place fingerprints are forgotten: the snapshot's cut (see crate::dedup).
+                let image = inner.shards[shard].write().ok().map(|mut book| {
+                    book.forget_beyond_horizon();
+                    let mut records = Vec::with_capacity(book.len() * 96);
+                    book.records().iter().for_each(|r| r.encode(&mut records));
+                    let mut dedup = Vec::with_capacity(book.dedup().len() * 12 + 12);
+                    book.dedup().encode(&mut dedup);
+                    let watermark = book.watermark().map_or(i64::MIN, Timestamp::millis);
+                    ShardImage { customers: book.len() as u64, records, watermark_ms: watermark, dedup }
                 });
-                let _ = reply.send(image);
+                // A poisoned lock sends nothing: the snapshot is then refused.
+                if let Some(image) = image {
+                    let _ = reply.send(image);
+                }
                 gate.hold();
                 continue;
             }
@@ -1188,10 +1313,10 @@ fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardMessage>) {
             cache.clear();
             cached_for = Some(models.clone());
         }
-        let applied = catch_unwind(AssertUnwindSafe(|| apply_batch(inner, shard, &batch.events, &models, &mut cache)))
+        let applied = catch_unwind(AssertUnwindSafe(|| apply_batch(inner, shard, &batch, &models, &mut cache)))
             .map_err(|panic| panic_message(&*panic));
-        let (accepted, duplicates) = match applied {
-            Ok(Ok(counts)) => counts,
+        let outcome = match applied {
+            Ok(Ok(outcome)) => outcome,
             Ok(Err(reason)) | Err(reason) => {
                 // Fail-stop: the book may be half-updated and its lock is poisoned.
                 let failure = ShardFailure { shard, reason };
@@ -1201,9 +1326,10 @@ fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardMessage>) {
                 return;
             }
         };
-        inner.stats.accepted.fetch_add(accepted as u64, Ordering::Relaxed);
-        inner.stats.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
-        batch.completion.finish_part(accepted, duplicates);
+        inner.stats.accepted.fetch_add(outcome.accepted as u64, Ordering::Relaxed);
+        inner.stats.duplicates.fetch_add(outcome.duplicates as u64, Ordering::Relaxed);
+        inner.stats.beyond_horizon.fetch_add(outcome.refused.len() as u64, Ordering::Relaxed);
+        batch.completion.finish_part(outcome);
     }
 }
 

@@ -23,6 +23,7 @@
 pub mod book;
 pub mod catalog;
 pub mod customer_row;
+pub mod dedup;
 pub mod engine;
 pub mod evaluate;
 pub mod items;
@@ -35,13 +36,15 @@ pub mod snapshot;
 
 pub use book::{CustomerBook, Records, SharedBook};
 pub use catalog::ProductCatalog;
+pub use dedup::{DEFAULT_DEDUP_HORIZON_DAYS, DedupIndex, IdHasher};
 pub use engine::{
-    Clock, Engine, EngineConfig, EngineStats, ModelState, Quarantined, ShardFailure, SnapshotReport, shard_of,
+    Clock, Engine, EngineConfig, EngineStats, ModelState, Quarantined, ShardFailure, SnapshotReport,
+    beyond_horizon_reason, shard_of,
 };
 pub use items::{ItemConfig, ItemStats, RecsModel};
 pub use profile::PurchaseProfile;
 pub use recommend::{BlendConfig, Reason, Recommendation, recommend};
-pub use record::{Applied, CustomerRecord, DEDUP_WINDOW};
+pub use record::{Applied, CustomerRecord};
 pub use recs_tables::{products_batch, recommend_all, recommendations_batch, similar_products_batch};
 pub use scoring::{
     ModelFits, ScoredBook, ScoringConfig, TimeUnit, customers_batch, fit_models, fit_models_on, score_book, scorer_for,

@@ -15,15 +15,12 @@
 //!   customer; it then stays at the limit rather than turning negative.
 
 use patron_model::codec::{self, ByteReader};
-use patron_model::{Consent, CustomerId, Event, EventId, EventKind, Timestamp};
+use patron_model::{Consent, CustomerId, Event, EventKind, Timestamp};
 use patron_score::{LifecycleStage, ScoreInput, Scores, SegmentConfig, Segments, SpendHistory, lifecycle_stage};
 
 use crate::catalog::ProductCatalog;
 use crate::items::{ItemStats, basket_lines};
 use crate::profile::PurchaseProfile;
-
-/// How many recent event ids per customer are remembered for idempotency.
-pub const DEDUP_WINDOW: usize = 8;
 
 /// Default number of products kept in a customer's purchase profile
 /// (evaluated on UCI Online Retail: 16 products lost 10 points of HitRate@10
@@ -62,9 +59,6 @@ pub struct CustomerRecord {
     /// Consent per channel (`None`: never stated).
     pub consent: Consent,
     consent_at: [Option<Timestamp>; 3],
-    recent_event_ids: [u64; DEDUP_WINDOW],
-    recent_next: usize,
-    recent_len: usize,
     /// Latest model scores (streaming engine; None until first scored).
     pub scores: Option<Scores>,
     /// Labels from the latest population kernel run.
@@ -73,20 +67,19 @@ pub struct CustomerRecord {
     pub purchases: PurchaseProfile,
 }
 
-/// Whether an event changed the record.
+/// What became of an event (the idempotency check is the book's, see
+/// [`crate::dedup`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
     /// First time this event id was seen for this customer.
     Accepted,
     /// Already applied; ignored.
     Duplicate,
-}
-
-/// 64-bit FNV-1a of the event id. Fingerprints outlive the process (they will
-/// be in snapshots), so the hash is fixed by definition rather than std's
-/// `DefaultHasher`, whose algorithm may change between Rust releases.
-fn fingerprint(id: &EventId) -> u64 {
-    id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+    /// Older than the deduplication horizon remembers: refused, not applied.
+    BeyondHorizon {
+        /// The first day still remembered (days since 1970-01-01, UTC).
+        remembered_from_day: i32,
+    },
 }
 
 impl CustomerRecord {
@@ -104,30 +97,21 @@ impl CustomerRecord {
             last_purchase_at: None,
             consent: Consent::default(),
             consent_at: [None; 3],
-            recent_event_ids: [0; DEDUP_WINDOW],
-            recent_next: 0,
-            recent_len: 0,
             scores: None,
             segments: None,
             purchases: PurchaseProfile::default(),
         }
     }
 
-    /// Applies one event of this customer (without product statistics).
-    pub fn apply(&mut self, event: &Event) -> Applied {
-        self.apply_tracking(event, None)
+    /// Applies one event of this customer (without product statistics). The
+    /// record does not check for duplicates: its book does.
+    pub fn apply(&mut self, event: &Event) {
+        self.apply_tracking(event, None);
     }
 
     /// Applies one event; with `tracking`, a purchase also updates this
     /// customer's purchase profile and the shared product statistics.
-    pub fn apply_tracking(&mut self, event: &Event, tracking: Option<Tracking<'_>>) -> Applied {
-        let fp = fingerprint(&event.event_id);
-        if self.recent_event_ids[..self.recent_len].contains(&fp) {
-            return Applied::Duplicate;
-        }
-        self.recent_event_ids[self.recent_next] = fp;
-        self.recent_next = (self.recent_next + 1) % DEDUP_WINDOW;
-        self.recent_len = (self.recent_len + 1).min(DEDUP_WINDOW);
+    pub fn apply_tracking(&mut self, event: &Event, tracking: Option<Tracking<'_>>) {
         match &event.kind {
             EventKind::Purchase(p) => {
                 self.purchase(event.timestamp, p.revenue_minor);
@@ -159,7 +143,6 @@ impl CustomerRecord {
                 }
             }
         }
-        Applied::Accepted
     }
 
     fn purchase(&mut self, at: Timestamp, value_minor: i64) {
@@ -283,17 +266,14 @@ impl CustomerRecord {
         for t in self.consent_at {
             out.extend_from_slice(&time(t));
         }
-        for f in self.recent_event_ids {
-            out.extend_from_slice(&f.to_le_bytes());
-        }
-        out.push(self.recent_next as u8);
-        out.push(self.recent_len as u8);
         self.purchases.encode(out);
     }
 
     /// Reads a record written by [`Self::encode`] at `*pos`, advancing it;
-    /// `None` if the bytes are not a valid record.
-    pub fn decode(bytes: &[u8], pos: &mut usize) -> Option<Self> {
+    /// `None` if the bytes are not a valid record. `with_ring`: the record
+    /// comes from a version 3 snapshot, whose records still carried a ring of
+    /// 8 recent event fingerprints and its two cursor bytes (skipped).
+    pub fn decode(bytes: &[u8], pos: &mut usize, with_ring: bool) -> Option<Self> {
         let mut r = ByteReader::new(bytes, *pos);
         let customer_id = CustomerId::new(r.str()?).ok()?;
         let time = |r: &mut ByteReader<'_>| r.i64().map(|v| (v != i64::MIN).then(|| Timestamp::from_millis(v)));
@@ -318,13 +298,8 @@ impl CustomerRecord {
         for slot in &mut record.consent_at {
             *slot = time(&mut r)?;
         }
-        for f in &mut record.recent_event_ids {
-            *f = r.u64()?;
-        }
-        record.recent_next = usize::from(r.u8()?);
-        record.recent_len = usize::from(r.u8()?);
-        if record.recent_next >= DEDUP_WINDOW || record.recent_len > DEDUP_WINDOW {
-            return None;
+        if with_ring {
+            r.take(8 * 8 + 2)?;
         }
         record.purchases = PurchaseProfile::decode(&mut r)?;
         *pos = r.position();
@@ -397,14 +372,11 @@ mod tests {
         let mut bytes = Vec::new();
         r.encode(&mut bytes);
         let mut pos = 0;
-        assert_eq!(CustomerRecord::decode(&bytes, &mut pos), Some(r.clone()));
+        assert_eq!(CustomerRecord::decode(&bytes, &mut pos, false), Some(r.clone()));
         assert_eq!(pos, bytes.len());
         for cut in 0..bytes.len() {
-            assert!(CustomerRecord::decode(&bytes[..cut], &mut 0).is_none(), "cut at {cut}");
+            assert!(CustomerRecord::decode(&bytes[..cut], &mut 0, false).is_none(), "cut at {cut}");
         }
-        // The ring is restored exactly: a recent id is still a duplicate.
-        let mut back = CustomerRecord::decode(&bytes, &mut 0).unwrap();
-        assert_eq!(back.apply(&purchase("e9", "1997-09-01", "12.34")), Applied::Duplicate);
     }
 
     #[test]
@@ -421,31 +393,16 @@ mod tests {
             );
             let event = validator.decode(json.as_bytes()).unwrap();
             r.apply_tracking(&event, Some(tracking));
-            assert_eq!(r.apply_tracking(&event, Some(tracking)), Applied::Duplicate);
         }
         assert_eq!(r.purchases.len(), 5, "bounded by the history limit");
         let shared = catalog.intern(&patron_model::ProductId::new("shared").unwrap());
         assert_eq!(r.purchases.get(shared).map(|e| e.occasions), Some(10));
         let stats = items.product(shared).unwrap();
         assert_eq!((stats.orders, stats.customers, stats.repeat_customers, stats.units), (10, 1, 1, 30));
-        assert_eq!(stats.revenue_minor, 10 * 600, "duplicates are not counted twice");
+        assert_eq!(stats.revenue_minor, 10 * 600);
         assert_eq!(catalog.len(), 11, "ten distinct products plus the shared one");
         let mut bytes = Vec::new();
         r.encode(&mut bytes);
-        assert_eq!(CustomerRecord::decode(&bytes, &mut 0), Some(r));
-    }
-
-    #[test]
-    fn fingerprint_is_the_published_fnv1a() {
-        // Reference value of FNV-1a 64 for "a" (Fowler/Noll/Vo test vectors).
-        assert_eq!(fingerprint(&EventId::new("a").unwrap()), 0xaf63_dc4c_8601_ec8c);
-    }
-
-    #[test]
-    fn duplicate_event_ids_apply_once() {
-        let mut r = CustomerRecord::new(CustomerId::new("c").unwrap());
-        assert_eq!(r.apply(&purchase("a", "1997-01-01", "10")), Applied::Accepted);
-        assert_eq!(r.apply(&purchase("a", "1997-01-01", "10")), Applied::Duplicate);
-        assert_eq!(r.revenue_minor, 1000);
+        assert_eq!(CustomerRecord::decode(&bytes, &mut 0, false), Some(r));
     }
 }

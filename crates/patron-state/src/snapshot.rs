@@ -13,15 +13,16 @@
 //!
 //! ```text
 //! magic "PATRSNAP" │ version u32 │ next_seq u64 │ watermark_ms i64 │ records u64 │
-//! products u32 │ product ids (u16 length + UTF-8)… │ records… │ product statistics │ crc32c u32
+//! products u32 │ product ids (u16 length + UTF-8)… │ records… │ product statistics │
+//! id key [u64; 2] │ shards u32 │ per shard: watermark_ms i64, dedup index │ crc32c u32
 //! ```
 //!
 //! The product statistics (see `ItemStats::encode`) are shared by every
 //! shard, so the engine serialises them while all shard writers wait at the
-//! checkpoint: they hold exactly the events below `next_seq`.
-//!
-//! ```text
-//! ```
+//! checkpoint: they hold exactly the events below `next_seq`. Each shard's
+//! deduplication index (see `DedupIndex::encode`) and watermark follow, with
+//! the key its fingerprints were made with. Version 3 (before the index)
+//! is still read: its records carry an 8-id ring, which is skipped.
 
 use std::fs::File;
 use std::io::Write;
@@ -29,11 +30,16 @@ use std::path::{Path, PathBuf};
 
 use patron_model::ProductId;
 
+use patron_model::ByteReader;
+
+use crate::dedup::{DedupIndex, IdHasher};
 use crate::items::{ItemConfig, ItemStats};
 use crate::record::CustomerRecord;
 
 const MAGIC: &[u8; 8] = b"PATRSNAP";
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
+/// The last version whose records hold a ring of recent event ids.
+const VERSION_WITH_RINGS: u32 = 3;
 const HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8;
 
 /// A snapshot read back.
@@ -49,6 +55,20 @@ pub struct Snapshot {
     pub products: Vec<ProductId>,
     /// The product statistics at the cut.
     pub items: ItemStats,
+    /// The key of the event fingerprints (`None`: a version 3 snapshot).
+    pub id_key: Option<IdHasher>,
+    /// Each shard's watermark (milliseconds, `i64::MIN`: none) and remembered
+    /// event fingerprints, in shard order.
+    pub dedup: Vec<(i64, DedupIndex)>,
+}
+
+/// What the shards' deduplication state adds to a snapshot.
+#[derive(Debug)]
+pub struct DedupImage<'a> {
+    /// The fingerprints' key.
+    pub hasher: IdHasher,
+    /// Each shard's watermark and encoded index (`DedupIndex::encode`), in shard order.
+    pub shards: &'a [(i64, Vec<u8>)],
 }
 
 /// The file name of the snapshot covering sequence numbers below `next_seq`.
@@ -74,16 +94,28 @@ pub fn list_snapshots(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     Ok(found)
 }
 
+/// The cut a snapshot covers: sequence numbers below `next_seq`, the
+/// watermark then, and how many encoded records follow.
+#[derive(Clone, Copy, Debug)]
+pub struct Cut {
+    /// The first log sequence number not covered.
+    pub next_seq: u64,
+    /// The event-time watermark (`i64::MIN`: no events).
+    pub watermark_ms: i64,
+    /// Records in the encoded image.
+    pub records: u64,
+}
+
 /// Writes a snapshot from already-encoded records; returns its path.
 pub fn write_snapshot(
     dir: &Path,
-    next_seq: u64,
-    watermark_ms: i64,
-    records: u64,
+    cut: Cut,
     encoded: &[u8],
     products: &[ProductId],
     items: &[u8],
+    dedup: &DedupImage<'_>,
 ) -> std::io::Result<PathBuf> {
+    let Cut { next_seq, watermark_ms, records } = cut;
     std::fs::create_dir_all(dir)?;
     let mut bytes = Vec::with_capacity(HEADER_LEN + encoded.len() + 4);
     bytes.extend_from_slice(MAGIC);
@@ -97,6 +129,14 @@ pub fn write_snapshot(
     }
     bytes.extend_from_slice(encoded);
     bytes.extend_from_slice(items);
+    for k in dedup.hasher.key() {
+        bytes.extend_from_slice(&k.to_le_bytes());
+    }
+    bytes.extend_from_slice(&(dedup.shards.len() as u32).to_le_bytes());
+    for (watermark_ms, index) in dedup.shards {
+        bytes.extend_from_slice(&watermark_ms.to_le_bytes());
+        bytes.extend_from_slice(index);
+    }
     let crc = crc32c::crc32c(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
     let path = dir.join(snapshot_file_name(next_seq));
@@ -111,10 +151,15 @@ pub fn write_snapshot(
 }
 
 /// Reads and verifies a snapshot, restoring product statistics with
-/// `item_config`; the error says what is wrong.
-pub fn read_snapshot(path: &Path, item_config: ItemConfig) -> Result<Snapshot, String> {
+/// `item_config` and deduplication indexes with `dedup_horizon_days`; the
+/// error says what is wrong.
+pub fn read_snapshot(
+    path: &Path,
+    item_config: ItemConfig,
+    dedup_horizon_days: Option<u32>,
+) -> Result<Snapshot, String> {
     let mut records = Vec::new();
-    let mut snapshot = read_snapshot_with(path, item_config, |record| records.push(record))?;
+    let mut snapshot = read_snapshot_with(path, item_config, dedup_horizon_days, |record| records.push(record))?;
     snapshot.records = records;
     Ok(snapshot)
 }
@@ -126,6 +171,7 @@ pub fn read_snapshot(path: &Path, item_config: ItemConfig) -> Result<Snapshot, S
 pub fn read_snapshot_with(
     path: &Path,
     item_config: ItemConfig,
+    dedup_horizon_days: Option<u32>,
     mut each: impl FnMut(CustomerRecord),
 ) -> Result<Snapshot, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
@@ -137,9 +183,11 @@ pub fn read_snapshot_with(
         return Err("checksum mismatch".into());
     }
     let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().unwrap_or([0; 8]));
-    if u32::from_le_bytes(body[8..12].try_into().unwrap_or([0; 4])) != VERSION {
-        return Err("unsupported snapshot version".into());
+    let version = u32::from_le_bytes(body[8..12].try_into().unwrap_or([0; 4]));
+    if version != VERSION && version != VERSION_WITH_RINGS {
+        return Err(format!("unsupported snapshot version {version}"));
     }
+    let with_rings = version == VERSION_WITH_RINGS;
     let (next_seq, watermark_ms, count) = (u64_at(12), u64_at(20) as i64, u64_at(28));
     let mut reader = patron_model::ByteReader::new(body, HEADER_LEN);
     let product_count = reader.u32().ok_or("catalogue cut short")?;
@@ -150,7 +198,8 @@ pub fn read_snapshot_with(
     }
     let mut pos = reader.position();
     for i in 0..count {
-        let record = CustomerRecord::decode(body, &mut pos).ok_or_else(|| format!("record {i} is invalid"))?;
+        let record =
+            CustomerRecord::decode(body, &mut pos, with_rings).ok_or_else(|| format!("record {i} is invalid"))?;
         if record.purchases.entries().iter().any(|p| p.product as usize >= products.len()) {
             return Err(format!("record {i} refers to a product outside the catalogue"));
         }
@@ -158,19 +207,41 @@ pub fn read_snapshot_with(
     }
     let mut reader = patron_model::ByteReader::new(body, pos);
     let items = ItemStats::decode(&mut reader, item_config).ok_or("product statistics are invalid")?;
+    let (id_key, dedup) = if with_rings {
+        (None, Vec::new())
+    } else {
+        read_dedup(&mut reader, dedup_horizon_days).ok_or("the deduplication indexes are invalid")?
+    };
     if reader.position() != body.len() {
-        return Err(format!("{} unexpected bytes after the product statistics", body.len() - reader.position()));
+        return Err(format!("{} unexpected bytes after the last section", body.len() - reader.position()));
     }
     if items.len() > products.len() {
         return Err("product statistics refer to products outside the catalogue".into());
     }
-    Ok(Snapshot { next_seq, watermark_ms, records: Vec::new(), products, items })
+    Ok(Snapshot { next_seq, watermark_ms, records: Vec::new(), products, items, id_key, dedup })
+}
+
+type DedupSections = (Option<IdHasher>, Vec<(i64, DedupIndex)>);
+
+fn read_dedup(reader: &mut ByteReader<'_>, horizon_days: Option<u32>) -> Option<DedupSections> {
+    let key = [reader.u64()?, reader.u64()?];
+    let shards = reader.u32()?;
+    let mut dedup = Vec::with_capacity((shards as usize).min(reader.remaining() / 16));
+    for _ in 0..shards {
+        let watermark_ms = reader.i64()?;
+        dedup.push((watermark_ms, DedupIndex::decode(reader, horizon_days)?));
+    }
+    Some((Some(IdHasher::from_key(key)), dedup))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use patron_model::CustomerId;
+
+    fn cut(next_seq: u64, watermark_ms: i64, records: usize) -> Cut {
+        Cut { next_seq, watermark_ms, records: records as u64 }
+    }
 
     #[test]
     fn snapshots_round_trip_and_damage_is_detected() {
@@ -182,16 +253,56 @@ mod tests {
         let products = vec![ProductId::new("sku-1").unwrap(), ProductId::new("sku-2").unwrap()];
         let mut items = Vec::new();
         ItemStats::default().encode(&mut items);
-        let path = write_snapshot(dir.path(), 42, 1_000, records.len() as u64, &encoded, &products, &items).unwrap();
-        let back = read_snapshot(&path, ItemConfig::default()).unwrap();
+        let mut index = DedupIndex::new(Some(35));
+        index.admit(12345, 100);
+        let mut encoded_index = Vec::new();
+        index.encode(&mut encoded_index);
+        let hasher = IdHasher::from_key([3, 4]);
+        let dedup = DedupImage { hasher, shards: &[(1_000, encoded_index), (i64::MIN, Vec::new())] };
+        let mut empty = Vec::new();
+        DedupIndex::new(Some(35)).encode(&mut empty);
+        let dedup = DedupImage { shards: &[dedup.shards[0].clone(), (i64::MIN, empty)], ..dedup };
+        let path =
+            write_snapshot(dir.path(), cut(42, 1_000, records.len()), &encoded, &products, &items, &dedup).unwrap();
+        let back = read_snapshot(&path, ItemConfig::default(), Some(35)).unwrap();
         assert_eq!((back.next_seq, back.watermark_ms, back.records, back.products), (42, 1_000, records, products));
+        assert_eq!(back.id_key, Some(hasher));
+        assert_eq!(back.dedup, vec![(1_000, index), (i64::MIN, DedupIndex::new(Some(35)))]);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[40] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(read_snapshot(&path, ItemConfig::default()).unwrap_err(), "checksum mismatch");
-        write_snapshot(dir.path(), 7, 0, 0, &[], &[], &items).unwrap();
+        assert_eq!(read_snapshot(&path, ItemConfig::default(), Some(35)).unwrap_err(), "checksum mismatch");
+        write_snapshot(dir.path(), cut(7, 0, 0), &[], &[], &items, &DedupImage { hasher, shards: &[] }).unwrap();
         std::fs::write(dir.path().join("snapshot-00000000000000000099.tmp"), b"half written").unwrap();
         let listed: Vec<u64> = list_snapshots(dir.path()).unwrap().iter().map(|s| s.0).collect();
         assert_eq!(listed, vec![42, 7], "newest first; temporary files ignored");
+    }
+
+    #[test]
+    fn a_version_3_snapshot_with_rings_in_its_records_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = CustomerRecord::new(CustomerId::new("c-3").unwrap());
+        let (mut encoded, mut profile) = (Vec::new(), Vec::new());
+        record.encode(&mut encoded);
+        record.purchases.encode(&mut profile);
+        // Version 3 kept 8 event fingerprints and two cursor bytes before the profile.
+        encoded.splice(encoded.len() - profile.len().., std::iter::repeat_n(0xAB, 66).chain(profile.iter().copied()));
+        let mut items = Vec::new();
+        ItemStats::default().encode(&mut items);
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&VERSION_WITH_RINGS.to_le_bytes());
+        for v in [9u64, 5_000, 1] {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&encoded);
+        bytes.extend_from_slice(&items);
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        let path = dir.path().join(snapshot_file_name(9));
+        std::fs::write(&path, bytes).unwrap();
+        let back = read_snapshot(&path, ItemConfig::default(), Some(35)).unwrap();
+        assert_eq!((back.next_seq, back.watermark_ms, back.records), (9, 5_000, vec![record]));
+        assert_eq!((back.id_key, back.dedup.len()), (None, 0), "no index: the engine refuses events before the cut");
     }
 }

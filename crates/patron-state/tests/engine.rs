@@ -281,3 +281,108 @@ fn a_large_snapshot_is_restored_by_one_thread_per_shard_into_the_right_shards() 
     let again = engine.submit(events[..10].to_vec()).unwrap();
     assert_eq!(again.duplicates, 10, "idempotency state came back too");
 }
+
+/// Every customer's summary and every shard's event counters.
+fn full_state(engine: &Engine) -> (Vec<(String, u64, i64, u32)>, u64) {
+    let applied: u64 = engine.with_books(|b| b.counts().0).iter().sum();
+    (state_of(engine), applied)
+}
+
+#[test]
+fn regression_replaying_a_file_twice_double_counted_customers_with_more_than_eight_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = cdnow_events();
+    let busiest = {
+        let mut per_customer = std::collections::HashMap::<&str, usize>::new();
+        events.iter().for_each(|e| *per_customer.entry(e.customer_id.as_str()).or_default() += 1);
+        per_customer.values().copied().max().unwrap()
+    };
+    assert!(busiest > 8, "the file has customers beyond the old 8-id ring ({busiest} events)");
+    let (engine, _) = Engine::open(config(dir.path())).unwrap();
+    let replay = |engine: &Engine| {
+        let (mut accepted, mut duplicates, mut refused) = (0, 0, 0);
+        for chunk in events.chunks(700) {
+            let outcome = engine.submit(chunk.to_vec()).unwrap();
+            (accepted, duplicates, refused) =
+                (accepted + outcome.accepted, duplicates + outcome.duplicates, refused + outcome.refused.len());
+        }
+        (accepted, duplicates, refused)
+    };
+    assert_eq!(replay(&engine), (events.len(), 0, 0));
+    let once = full_state(&engine);
+    assert_eq!(replay(&engine), (0, events.len(), 0), "the second replay is all duplicates");
+    assert_eq!(full_state(&engine), once);
+
+    // While old events are still arriving a snapshot forgets nothing of theirs.
+    engine.snapshot().unwrap();
+    assert_eq!(replay(&engine), (0, events.len(), 0), "a backfill in progress is not cut short");
+    // Once a snapshot interval saw only recent events, the next snapshot
+    // forgets what is older than 35 days before the watermark: the old events
+    // of a replay are refused with a reason, the rest are duplicates, and
+    // nothing is applied.
+    engine.snapshot().unwrap();
+    let validator = Validator::new(CurrencyTable::only(Currency::from_code("USD").unwrap()));
+    let recent = validator
+        .decode(br#"{"type":"purchase","event_id":"recent","customer_id":"1","timestamp":"1997-09-30T12:00:00Z","revenue":"1"}"#)
+        .unwrap();
+    assert_eq!(engine.submit(vec![recent.clone()]).unwrap().accepted, 1);
+    engine.snapshot().unwrap();
+    let once = full_state(&engine);
+    let (accepted, duplicates, refused) = replay(&engine);
+    assert_eq!(accepted, 0);
+    assert_eq!(duplicates + refused, events.len());
+    assert!(refused > 0 && duplicates > 0, "{refused} refused, {duplicates} duplicates");
+    assert_eq!(full_state(&engine), once);
+    engine.shutdown();
+
+    // After a restart from the snapshot and the log, the same.
+    let (engine, _) = Engine::open(config(dir.path())).unwrap();
+    assert_eq!(full_state(&engine).0, once.0);
+    assert_eq!(replay(&engine), (0, duplicates, refused), "recovery makes the live engine's decisions");
+    assert_eq!(full_state(&engine).0, once.0);
+    engine.shutdown();
+
+    // With another shard count the snapshot's indexes are merged: still nothing applied twice.
+    let (engine, _) = Engine::open(EngineConfig { shards: 2, ..config(dir.path()) }).unwrap();
+    let (accepted, _, _) = replay(&engine);
+    assert_eq!(accepted, 0);
+    assert_eq!(full_state(&engine).0, once.0);
+}
+
+#[test]
+fn an_event_older_than_the_remembered_horizon_is_refused_with_a_reason_at_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let validator = Validator::new(CurrencyTable::default());
+    let purchase = |id: &str, day: &str| {
+        let json = format!(
+            r#"{{"type":"purchase","event_id":"{id}","customer_id":"c-{id}","timestamp":"{day}T10:00:00Z","revenue":"5"}}"#
+        );
+        validator.decode(json.as_bytes()).unwrap()
+    };
+    let config = EngineConfig { dedup_horizon_days: Some(10), shards: 1, ..EngineConfig::new(dir.path()) };
+    let (engine, _) = Engine::open(config).unwrap();
+    engine.submit(vec![purchase("a", "2025-01-01"), purchase("b", "2025-03-01")]).unwrap();
+    // Nothing is forgotten before a snapshot: a late event is still accepted.
+    assert_eq!(engine.submit(vec![purchase("late", "2025-01-05")]).unwrap().accepted, 1);
+    engine.snapshot().unwrap();
+    assert_eq!(
+        engine.submit(vec![purchase("late", "2025-01-05")]).unwrap().duplicates,
+        1,
+        "nor at a snapshot after it"
+    );
+    engine.submit(vec![purchase("recent", "2025-02-28")]).unwrap();
+    engine.snapshot().unwrap();
+    let outcome = engine
+        .submit(vec![purchase("fresh", "2025-02-25"), purchase("old", "2025-01-10"), purchase("a", "2025-01-01")])
+        .unwrap();
+    assert_eq!((outcome.accepted, outcome.duplicates), (1, 0));
+    let refused: Vec<usize> = outcome.refused.iter().map(|r| r.index).collect();
+    assert_eq!(refused, vec![1, 2]);
+    assert!(outcome.refused[0].reason.contains("2025-02-19"), "{}", outcome.refused[0].reason);
+    assert!(outcome.refused[0].reason.starts_with("timestamp:"), "names the field: {}", outcome.refused[0].reason);
+    assert!(engine.customer(&CustomerId::new("c-old").unwrap()).is_none(), "a refused event creates nobody");
+    assert_eq!(engine.stats().beyond_horizon.load(std::sync::atomic::Ordering::Relaxed), 2);
+    let (remembered, bytes) = engine.dedup_usage();
+    assert_eq!(remembered, 3, "b (2025-03-01), recent (2025-02-28) and fresh (2025-02-25)");
+    assert!(bytes >= remembered * 17);
+}
