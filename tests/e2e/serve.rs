@@ -389,3 +389,33 @@ fn overload_is_refused_quickly_without_losing_acknowledged_events() {
     }
     eprintln!("overload: {} acknowledged, {} refused, peak RSS {} MiB", acked.len(), refused.len(), peak_rss >> 20);
 }
+
+#[test]
+fn an_event_beyond_the_dedup_horizon_is_refused_at_its_index_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--dedup-horizon", "2d", "--refit-interval", "3600"]);
+    let event = |id: &str, day: &str| {
+        format!(
+            r#"{{"type":"purchase","event_id":"{id}","customer_id":"c-{id}","timestamp":"{day}T10:00:00Z","revenue":"5"}}"#
+        )
+    };
+    let events = |body: &[String]| post(&format!("{}/v1/events", server.url), "application/x-ndjson", &body.join("\n"));
+    let snapshot = || assert_eq!(post(&format!("{}/v1/admin/snapshot", server.url), "text/plain", "").0, 200);
+    events(&[event("old", "2025-01-01"), event("new", "2025-03-01")]);
+    snapshot();
+    events(&[event("recent", "2025-03-01")]);
+    snapshot();
+    let body = vec![event("fresh", "2025-03-01"), "{not json".to_owned(), event("old", "2025-01-01")];
+    let (status, answer) = events(&body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!((answer["accepted"].as_u64(), answer["rejected_count"].as_u64()), (Some(1), Some(2)), "{answer}");
+    assert_eq!(answer["rejected"][0]["index"], 1);
+    assert_eq!(answer["rejected"][1]["index"], 2, "the refused event is named by its position in the body");
+    let reason = answer["rejected"][1]["error"].as_str().unwrap();
+    assert!(reason.starts_with("timestamp:") && reason.contains("2025-02-27"), "{reason}");
+    let (status, old) = get(&format!("{}/v1/customers/c-old", server.url));
+    assert_eq!((status, old["orders"].as_u64()), (200, Some(1)), "applied once, not twice");
+    let sql = "SELECT value FROM engine_stats WHERE name = 'events_beyond_dedup_horizon'";
+    let (_, stats) = post(&format!("{}/v1/sql", server.url), "text/plain", sql);
+    assert_eq!(stats[0]["value"], 1.0, "{stats}");
+}
