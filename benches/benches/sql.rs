@@ -64,7 +64,9 @@ fn sql(c: &mut Criterion) {
     let scored = score_book(&book, &fits, &config, now, currency).expect("scored");
     let mut group = c.benchmark_group("tables");
     group.sample_size(10);
-    group.bench_function("customers_batch_1m", |b| b.iter(|| customers_batch(black_box(&book), &scored, currency)));
+    group.bench_function("customers_batch_1m", |b| {
+        b.iter(|| customers_batch(black_box(&book), &scored, currency, &patron_score::SegmentConfig::default()))
+    });
     group.finish();
     drop((book, scored));
 

@@ -21,6 +21,14 @@ macro_rules! labels {
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }
             }
+            /// A small code for columnar storage: the position in [`Self::ALL`].
+            pub fn code(self) -> u8 {
+                self as u8
+            }
+            /// The label of a [`Self::code`] (`None` for a code no label has).
+            pub fn from_code(code: u8) -> Option<Self> {
+                Self::ALL.get(usize::from(code)).copied()
+            }
         }
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(self.as_str()) }

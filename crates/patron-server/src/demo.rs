@@ -162,12 +162,12 @@ fn print_summary(
     let mut top: Vec<(f64, f64, String)> = Vec::new();
     let customers: usize = engine
         .with_books(|book| {
-            for r in book.records() {
-                if let Some(s) = r.segments {
+            for r in book.records().iter() {
+                if let Some(s) = r.segments() {
                     *segments.entry(s.rfm_segment.as_str()).or_default() += 1;
                 }
-                if let Some(s) = r.scores {
-                    top.push((s.clv, s.p_alive, r.customer_id.as_str().to_owned()));
+                if let Some(s) = r.scores() {
+                    top.push((s.clv, s.p_alive, r.customer_id().to_owned()));
                 }
             }
             book.len()

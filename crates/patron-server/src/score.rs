@@ -99,7 +99,7 @@ pub(crate) fn run(args: &ScoreArgs) -> Result<()> {
         Err(e) => (ScoredBook::unscored(&book, now, base), Some(e)),
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let batch = customers_batch(&book, &scored, base)?;
+    let batch = customers_batch(&book, &scored, base, &config.segments)?;
     let customers_path = args.out.join("customers.parquet");
     output::write_parquet(&customers_path, &batch)?;
     let params_path = args.out.join("model_params.json");
@@ -242,11 +242,11 @@ fn print_top(book: &CustomerBook, scored: &ScoredBook, n: usize, currency: Curre
         "customer_id", "orders", "revenue", "p_alive", "clv", "rfm_segment", "value_tier"
     );
     for &i in order.iter().take(n) {
-        let record = &book.records()[i];
+        let Some(record) = book.records().row(i) else { continue };
         let (Some(s), Some(g)) = (scored.scores[i], scored.segments[i]) else { continue };
         println!(
             "  {:<16} {:>6} {:>10.2} {:>7.3} {:>9.2} {:<18} {:<14}",
-            record.customer_id.as_str(),
+            record.customer_id(),
             record.orders,
             currency.to_major(record.revenue_minor),
             s.p_alive,

@@ -30,7 +30,8 @@ use axum::routing::{get, post};
 use patron_model::{CurrencyTable, CustomerId, Timestamp};
 use patron_sql::pg::{PasswordCheck, PgHandlers};
 use patron_sql::{LiveSource, RejectedRow, ResultFormat, SqlEngine, SqlError, SqlLimits};
-use patron_state::customer_row::{RowClock, RowView, customer_batch};
+use patron_state::Chunk;
+use patron_state::customer_row::{RowClock, customer_batch};
 use patron_state::{Engine, EngineConfig, ScoringConfig};
 use serde_json::{Value, json};
 
@@ -223,17 +224,12 @@ async fn get_customer(State(state): State<Arc<AppState>>, Path(id): Path<String>
     let models = state.engine.models();
     let now = state.engine.now().unwrap_or_else(Timestamp::now);
     let minor = state.currencies.base.minor_per_major();
-    let input = record.score_input(now.day(), minor);
-    let scores = input.and_then(|i| models.scorer.score(&i).ok());
-    let view = RowView {
-        record: &record,
-        input,
-        scores,
-        segments: record.segments,
-        lifecycle: record.lifecycle_with(scores.as_ref(), &state.engine.scoring_config().segments),
-    };
-    let clock = RowClock { now, minor_per_major: minor };
-    let batch = match customer_batch(patron_model::customers_schema(), &[view], &clock) {
+    // Scored on read: current to the second, with the models in use.
+    let scores = record.score_input(now.day(), minor).and_then(|i| models.scorer.score(&i).ok());
+    let mut row = Chunk::with_capacity(1);
+    row.push(record.customer_id.as_str(), record.summary, scores, record.segments);
+    let clock = RowClock { now, minor_per_major: minor, segments: state.engine.scoring_config().segments };
+    let batch = match customer_batch(patron_model::customers_schema(), &row, &clock) {
         Ok(batch) => batch,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     };

@@ -29,17 +29,12 @@ use datafusion::physical_plan::ExecutionPlan;
 use patron_model::{
     Currency, CustomerId, Timestamp, customers_schema, products_schema, recommendations_schema, similar_products_schema,
 };
-use patron_score::SegmentConfig;
-use patron_state::customer_row::{RowClock, RowView, customer_batch};
+use patron_state::customer_row::{RowClock, customer_batch};
 use patron_state::{
-    CustomerBook, CustomerRecord, Engine, products_batch, recommend_all, recommendations_batch, shard_of,
-    similar_products_batch,
+    Chunk, CustomerBook, Engine, products_batch, recommend_all, recommendations_batch, shard_of, similar_products_batch,
 };
 
 use crate::exec::{LazyScanExec, PartitionFn};
-
-/// Rows per Arrow batch produced by a scan.
-const BATCH_ROWS: usize = 8192;
 
 /// One rejected event, as kept by the ingest front end.
 #[derive(Clone, Debug)]
@@ -245,37 +240,15 @@ fn batches(schema: &SchemaRef, columns: Vec<ArrayRef>, rows: usize) -> Result<Ve
 
 // ---------------------------------------------------------------- customers
 
-/// What a customer row needs beyond the record.
-struct RowContext {
-    now: Timestamp,
-    minor: f64,
-    segments: SegmentConfig,
-}
-
-/// The engine's latest scores and labels of `rows`, in the one row definition
-/// of `patron_state::customer_row`.
-fn customer_batches(schema: &SchemaRef, rows: &[&CustomerRecord], ctx: &RowContext) -> Result<Vec<RecordBatch>> {
-    let clock = RowClock { now: ctx.now, minor_per_major: ctx.minor };
-    let mut out = Vec::with_capacity(rows.len().div_ceil(BATCH_ROWS));
-    for chunk in rows.chunks(BATCH_ROWS) {
-        let views: Vec<RowView<'_>> = chunk
-            .iter()
-            .map(|&record| RowView {
-                record,
-                input: record.score_input(ctx.now.day(), ctx.minor),
-                scores: record.scores,
-                segments: record.segments,
-                lifecycle: record.lifecycle(&ctx.segments),
-            })
-            .collect();
-        let batch = customer_batch(schema.clone(), &views, &clock).map_err(state_error)?;
-        out.extend(batches(schema, batch.columns().to_vec(), chunk.len())?);
-    }
-    Ok(out)
-}
-
 /// `customers` (DESIGN.md §4): scores as last computed by the engine (at the
 /// customer's latest event or the latest refit), `updated_at` = query time.
+///
+/// A full scan takes every shard's chunks at one instant (all read locks
+/// held together while the chunk `Arc`s are cloned: microseconds) and derives
+/// the columns after the locks are released; writers meanwhile copy a chunk
+/// the scan still holds instead of waiting for it. Every row of the answer is
+/// therefore from the same cut of the event stream. A lookup by
+/// `customer_id` copies the matching rows under the lock of their shard.
 #[derive(Debug)]
 pub(crate) struct CustomersTable(pub(crate) Shared);
 
@@ -305,9 +278,27 @@ impl TableProvider for CustomersTable {
         let detail = describe(&keys, "customer_id", limit);
         let engine = self.0.source.engine();
         let shards = engine.shard_count();
-        // Each partition: (shard, the customers to look up there, or all).
-        let plan: Vec<(usize, Option<Vec<CustomerId>>)> = match &keys {
-            None => (0..shards).map(|s| (s, None)).collect(),
+        let started = Instant::now();
+        // Each partition: the chunks it derives its rows from.
+        let parts: Vec<Vec<Arc<Chunk>>> = match &keys {
+            None => {
+                let mut cut = engine.customer_chunks().map_err(state_error)?;
+                if let Some(limit) = limit {
+                    let mut rows = 0;
+                    for chunks in &mut cut {
+                        let keep = chunks
+                            .iter()
+                            .take_while(|c| {
+                                let before = rows;
+                                rows += c.len();
+                                before < limit
+                            })
+                            .count();
+                        chunks.truncate(keep);
+                    }
+                }
+                cut
+            }
             Some(keys) => {
                 let mut by_shard: Vec<Vec<CustomerId>> = vec![Vec::new(); shards];
                 for key in keys {
@@ -315,35 +306,42 @@ impl TableProvider for CustomersTable {
                         by_shard[shard_of(&id, shards)].push(id);
                     }
                 }
-                by_shard.into_iter().enumerate().filter(|(_, ids)| !ids.is_empty()).map(|(s, i)| (s, Some(i))).collect()
+                let mut parts = Vec::new();
+                for (shard, ids) in by_shard.into_iter().enumerate().filter(|(_, ids)| !ids.is_empty()) {
+                    let found = engine
+                        .with_shard(shard, |book| {
+                            let mut chunk = Chunk::with_capacity(ids.len());
+                            for row in ids.iter().filter_map(|id| book.row(id)) {
+                                chunk.push(row.customer_id(), *row.summary(), row.scores(), row.segments());
+                            }
+                            chunk
+                        })
+                        .ok_or_else(|| DataFusionError::Execution(format!("shard {shard} is unavailable")))?;
+                    parts.push(vec![Arc::new(found)]);
+                }
+                parts
             }
         };
-        let partitions = plan.len();
+        let rows: usize = parts.iter().flatten().map(|c| c.len()).sum();
+        self.0.counters.record(rows, started.elapsed());
+        let partitions = parts.len();
         let shared = self.0.clone();
         let out_schema = schema.clone();
         let build: PartitionFn = Arc::new(move |partition| {
-            let Some((shard, ids)) = plan.get(partition) else {
+            let Some(chunks) = parts.get(partition) else {
                 return Ok(Vec::new());
             };
             let engine = shared.source.engine();
-            let now = engine.now().unwrap_or_else(Timestamp::now);
-            let ctx = RowContext {
-                now,
-                minor: shared.source.base_currency().minor_per_major(),
+            let clock = RowClock {
+                now: engine.now().unwrap_or_else(Timestamp::now),
+                minor_per_major: shared.source.base_currency().minor_per_major(),
                 segments: engine.scoring_config().segments,
             };
-            let read = |book: &CustomerBook| -> Result<(usize, Vec<RecordBatch>)> {
-                let rows: Vec<&CustomerRecord> = match ids {
-                    Some(ids) => ids.iter().filter_map(|id| book.get(id)).collect(),
-                    None => book.records().iter().take(limit.unwrap_or(usize::MAX)).collect(),
-                };
-                Ok((rows.len(), customer_batches(&out_schema, &rows, &ctx)?))
-            };
-            let started = Instant::now();
-            let (rows, out) = engine
-                .with_shard(*shard, read)
-                .ok_or_else(|| DataFusionError::Execution(format!("shard {shard} is unavailable")))??;
-            shared.counters.record(rows, started.elapsed());
+            let mut out = Vec::with_capacity(chunks.len());
+            for chunk in chunks.iter().filter(|c| !c.is_empty()) {
+                let batch = customer_batch(out_schema.clone(), chunk, &clock).map_err(state_error)?;
+                out.extend(batches(&out_schema, batch.columns().to_vec(), chunk.len())?);
+            }
             Ok(out)
         });
         Ok(Arc::new(LazyScanExec::new("customers", detail, schema, partitions, build)))
@@ -409,9 +407,9 @@ impl TableProvider for RecommendationsTable {
             let batch = match &keys {
                 Some(keys) => {
                     let ids: Vec<CustomerId> = keys.iter().filter_map(|k| CustomerId::new(k).ok()).collect();
-                    let lists: Vec<(&CustomerId, Vec<patron_state::Recommendation>)> = ids
+                    let lists: Vec<(&str, Vec<patron_state::Recommendation>)> = ids
                         .iter()
-                        .filter_map(|id| engine.recommendations(id, k, false).map(|list| (id, list)))
+                        .filter_map(|id| engine.recommendations(id, k, false).map(|list| (id.as_str(), list)))
                         .collect();
                     shared.counters.record(lists.len(), started.elapsed());
                     recommendations_batch(&lists, engine.catalog(), &model, projection.as_deref())
@@ -423,12 +421,13 @@ impl TableProvider for RecommendationsTable {
                     while rows < wanted {
                         let chunk_started = Instant::now();
                         let read = |book: &CustomerBook| {
-                            let chunk = book.records().run_from(start, RECOMMENDATION_SCAN_CHUNK);
-                            if chunk.is_empty() {
+                            let slots = book.records().run_from(start, RECOMMENDATION_SCAN_CHUNK);
+                            if slots.is_empty() {
                                 return None;
                             }
+                            let chunk: Vec<_> = slots.filter_map(|slot| book.records().row(slot)).collect();
                             let max = (wanted - rows).div_ceil(k).max(1);
-                            let lists = recommend_all(chunk, &model, engine.blend(), k, false, max);
+                            let lists = recommend_all(chunk.clone(), &model, engine.blend(), k, false, max);
                             let batch = recommendations_batch(&lists, engine.catalog(), &model, projection.as_deref());
                             Some((chunk.len(), batch))
                         };

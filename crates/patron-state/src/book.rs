@@ -1,45 +1,112 @@
-//! All customers' records, keyed by customer id, and the event-time watermark.
+//! All customers of a shard, keyed by customer id, and the event-time watermark.
 //!
 //! This is the single-writer core that the batch path drives directly and the
-//! streaming engine shards: records live in fixed-size chunks, the index maps
-//! ids to slots, and applying an event touches exactly one record.
+//! streaming engine shards: customers live in columnar chunks
+//! ([`crate::chunk`]) that SQL scans share copy-on-write, what only the writer
+//! reads (occasion days, purchase profiles) lives beside them, and one index
+//! maps ids to slots. Applying an event touches exactly one row.
 //!
-//! Growth never moves existing data in bulk. A flat `Vec` of records doubles
-//! by copying every record (hundreds of MB at a million customers) while the
-//! shard's write lock is held, which stalled ingestion for 100 ms and more
-//! (bench-results/loadgen/NOTES.md). Chunks of [`CHUNK`] records are allocated
-//! once and never reallocated, and the index is split into [`INDEX_PARTS`]
-//! maps so that one rehash moves a small fraction of the keys.
+//! Growth never moves existing data in bulk: chunks of [`CHUNK`] rows are
+//! allocated once (a flat `Vec` that doubles by copying every customer while
+//! the write lock is held stalled ingestion for 100 ms and more,
+//! bench-results/loadgen/NOTES.md), and the index is split into
+//! [`INDEX_PARTS`] tables so that one rehash moves a small fraction of it.
+//!
+//! The index stores only slots (4 bytes per customer plus a control byte per
+//! bucket): each id is stored once, in its chunk, and a probe compares the id
+//! there. Its hash is the book's keyed SipHash, so a client choosing ids
+//! cannot aim them at one bucket chain.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
-use std::ops::{Index, IndexMut};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use hashbrown::HashTable;
 use rayon::prelude::*;
 
 use patron_model::{CustomerId, Event, EventSink, SinkError, SubmitOutcome, Timestamp};
+use patron_score::{Scores, Segments};
 
 use crate::catalog::ProductCatalog;
+pub use crate::chunk::CHUNK;
+use crate::chunk::Chunk;
 use crate::dedup::{Admission, DedupIndex, IdHasher};
 use crate::items::ItemStats;
-use crate::record::{Applied, CustomerRecord, DEFAULT_HISTORY, Tracking};
+use crate::record::{Applied, CustomerRecord, DEFAULT_HISTORY, History, Summary, Tracking};
 
-/// Records per chunk of [`Records`] (a power of two).
-pub const CHUNK: usize = 4096;
-
-/// Maps making up a book's id index.
+/// Tables making up a book's id index.
 pub const INDEX_PARTS: usize = 64;
 
-/// Customer records in slot order, stored in chunks that are never reallocated.
+/// One customer as stored: a row of a chunk and its history.
+#[derive(Clone, Copy, Debug)]
+pub struct Row<'a> {
+    chunk: &'a Chunk,
+    row: usize,
+    history: &'a History,
+}
+
+impl<'a> Row<'a> {
+    /// The customer id.
+    pub fn customer_id(&self) -> &'a str {
+        self.chunk.id(self.row)
+    }
+
+    /// The running summary.
+    pub fn summary(&self) -> &'a Summary {
+        &self.chunk.summaries()[self.row]
+    }
+
+    /// Occasion days and purchase profile.
+    pub fn history(&self) -> &'a History {
+        self.history
+    }
+
+    /// Latest scores.
+    pub fn scores(&self) -> Option<Scores> {
+        self.chunk.scores(self.row)
+    }
+
+    /// Latest labels.
+    pub fn segments(&self) -> Option<Segments> {
+        self.chunk.segments(self.row)
+    }
+
+    /// The customer as an owned record.
+    pub fn to_record(&self) -> CustomerRecord {
+        CustomerRecord {
+            // Ids were valid when stored.
+            customer_id: CustomerId::new(self.customer_id()).unwrap_or_else(|_| unreachable_id()),
+            summary: *self.summary(),
+            history: self.history.clone(),
+            scores: self.scores(),
+            segments: self.segments(),
+        }
+    }
+}
+
+#[cold]
+fn unreachable_id() -> CustomerId {
+    // A stored id failed validation: impossible, since only validated ids are stored.
+    CustomerId::new("invalid-stored-id").unwrap_or_else(|_| unreachable!("a fixed valid id"))
+}
+
+impl std::ops::Deref for Row<'_> {
+    type Target = Summary;
+
+    fn deref(&self) -> &Summary {
+        self.summary()
+    }
+}
+
+/// Customers in slot order: columnar chunks shared copy-on-write, and the
+/// writer's histories beside them.
 #[derive(Debug, Default)]
 pub struct Records {
-    chunks: Vec<Vec<CustomerRecord>>,
+    chunks: Vec<Arc<Chunk>>,
+    histories: Vec<Vec<History>>,
     len: usize,
 }
 
 impl Records {
-    /// Number of records.
+    /// Number of customers.
     pub fn len(&self) -> usize {
         self.len
     }
@@ -49,128 +116,175 @@ impl Records {
         self.len == 0
     }
 
-    /// The record in `slot`.
-    pub fn get(&self, slot: usize) -> Option<&CustomerRecord> {
-        self.chunks.get(slot / CHUNK).and_then(|chunk| chunk.get(slot % CHUNK))
+    /// The customer in `slot`.
+    pub fn row(&self, slot: usize) -> Option<Row<'_>> {
+        let (c, r) = (slot / CHUNK, slot % CHUNK);
+        let chunk = self.chunks.get(c)?;
+        (r < chunk.len()).then(|| Row { chunk, row: r, history: &self.histories[c][r] })
     }
 
-    /// The record in `slot`, mutably.
-    pub fn get_mut(&mut self, slot: usize) -> Option<&mut CustomerRecord> {
-        self.chunks.get_mut(slot / CHUNK).and_then(|chunk| chunk.get_mut(slot % CHUNK))
+    /// The customer in `slot`, owned.
+    pub fn get(&self, slot: usize) -> Option<CustomerRecord> {
+        self.row(slot).map(|r| r.to_record())
     }
 
-    /// All records in slot order.
-    pub fn iter(&self) -> std::iter::Flatten<std::slice::Iter<'_, Vec<CustomerRecord>>> {
-        self.into_iter()
+    /// The id in `slot`.
+    pub fn id(&self, slot: usize) -> Option<&str> {
+        self.chunks.get(slot / CHUNK).filter(|c| slot % CHUNK < c.len()).map(|c| c.id(slot % CHUNK))
     }
 
-    /// All records in slot order, in parallel (`collect` keeps the order).
-    pub fn par_iter(&self) -> impl ParallelIterator<Item = &CustomerRecord> {
-        self.chunks.par_iter().flat_map_iter(|chunk| chunk.iter())
+    /// All customers in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = Row<'_>> {
+        self.chunks.iter().zip(&self.histories).flat_map(|(chunk, histories)| {
+            histories.iter().enumerate().map(move |(row, history)| Row { chunk, row, history })
+        })
     }
 
-    /// Up to `max` records from `start`, contiguous and within one chunk
-    /// (empty when `start` is past the end).
-    pub fn run_from(&self, start: usize, max: usize) -> &[CustomerRecord] {
-        match self.chunks.get(start / CHUNK) {
-            Some(chunk) => {
-                let from = (start % CHUNK).min(chunk.len());
-                &chunk[from..chunk.len().min(from.saturating_add(max))]
-            }
-            None => &[],
-        }
+    /// All customers in slot order, in parallel (`collect` keeps the order).
+    pub fn par_iter(&self) -> impl IndexedParallelIterator<Item = Row<'_>> {
+        (0..self.len).into_par_iter().map(move |slot| {
+            let (c, r) = (slot / CHUNK, slot % CHUNK);
+            Row { chunk: &self.chunks[c], row: r, history: &self.histories[c][r] }
+        })
     }
 
-    /// Appends a record; returns its slot.
+    /// The chunks, for a scan to share: cloning them is the whole cost of a
+    /// consistent view.
+    pub fn chunks(&self) -> &[Arc<Chunk>] {
+        &self.chunks
+    }
+
+    /// Up to `max` slots from `start`, within one chunk (an empty range past the end).
+    pub fn run_from(&self, start: usize, max: usize) -> std::ops::Range<usize> {
+        let end = self.len.min((start / CHUNK + 1) * CHUNK).min(start.saturating_add(max));
+        start..end.max(start)
+    }
+
+    /// Bytes of the chunks (ids, summaries, scores, labels) and of the
+    /// histories (occasion days and purchase profiles), allocations included.
+    pub fn memory_bytes(&self) -> (usize, usize) {
+        let columns = self.chunks.iter().map(|c| c.memory_bytes()).sum();
+        let history = self
+            .histories
+            .iter()
+            .map(|h| h.capacity() * std::mem::size_of::<History>() + h.iter().map(History::heap_bytes).sum::<usize>())
+            .sum();
+        (columns, history)
+    }
+
+    /// Appends a customer; returns its slot.
     fn push(&mut self, record: CustomerRecord) -> usize {
         if self.len.is_multiple_of(CHUNK) {
-            self.chunks.push(Vec::with_capacity(CHUNK));
+            self.chunks.push(Arc::new(Chunk::with_capacity(CHUNK)));
+            self.histories.push(Vec::with_capacity(CHUNK));
         }
-        if let Some(chunk) = self.chunks.last_mut() {
-            chunk.push(record);
+        if let (Some(chunk), Some(histories)) = (self.chunks.last_mut(), self.histories.last_mut()) {
+            Arc::make_mut(chunk).push(record.customer_id.as_str(), record.summary, record.scores, record.segments);
+            histories.push(record.history);
         }
         self.len += 1;
         self.len - 1
     }
 
-    /// Removes the record in `slot`, moving the last record into it.
-    fn swap_remove(&mut self, slot: usize) -> Option<CustomerRecord> {
-        if slot >= self.len {
-            return None;
+    /// The summary and history in `slot`, to change (the chunk is copied
+    /// first if a scan still holds it).
+    pub fn row_mut(&mut self, slot: usize) -> Option<(&mut Summary, &mut History)> {
+        let (c, r) = (slot / CHUNK, slot % CHUNK);
+        let history = self.histories.get_mut(c)?.get_mut(r)?;
+        Some((Arc::make_mut(&mut self.chunks[c]).summary_mut(r), history))
+    }
+
+    /// Sets the scores in `slot`.
+    pub fn set_scores(&mut self, slot: usize, scores: Option<Scores>) {
+        if slot < self.len {
+            Arc::make_mut(&mut self.chunks[slot / CHUNK]).set_scores(slot % CHUNK, scores);
         }
-        let last = self.chunks.last_mut()?.pop()?;
-        if self.chunks.last().is_some_and(Vec::is_empty) {
+    }
+
+    /// Sets the labels in `slot`.
+    pub fn set_segments(&mut self, slot: usize, segments: Option<Segments>) {
+        if slot < self.len {
+            Arc::make_mut(&mut self.chunks[slot / CHUNK]).set_segments(slot % CHUNK, segments);
+        }
+    }
+
+    /// Removes the customer in `slot`, moving the last one into it.
+    fn swap_remove(&mut self, slot: usize) -> bool {
+        if slot >= self.len {
+            return false;
+        }
+        let last = self.len - 1;
+        let (lc, lr) = (last / CHUNK, last % CHUNK);
+        if slot != last {
+            let (c, r) = (slot / CHUNK, slot % CHUNK);
+            let source = self.chunks[lc].clone();
+            Arc::make_mut(&mut self.chunks[c]).overwrite(r, &source, lr);
+            let moved = std::mem::take(&mut self.histories[lc][lr]);
+            self.histories[c][r] = moved;
+        }
+        Arc::make_mut(&mut self.chunks[lc]).pop();
+        self.histories[lc].pop();
+        if self.chunks[lc].is_empty() {
             self.chunks.pop();
+            self.histories.pop();
         }
         self.len -= 1;
-        if slot == self.len {
-            return Some(last);
-        }
-        self.get_mut(slot).map(|target| std::mem::replace(target, last))
+        true
     }
 }
 
-impl Index<usize> for Records {
-    type Output = CustomerRecord;
-
-    fn index(&self, slot: usize) -> &CustomerRecord {
-        &self.chunks[slot / CHUNK][slot % CHUNK]
-    }
-}
-
-impl<'a> IntoIterator for &'a Records {
-    type Item = &'a CustomerRecord;
-    type IntoIter = std::iter::Flatten<std::slice::Iter<'a, Vec<CustomerRecord>>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.chunks.iter().flatten()
-    }
-}
-
-impl IndexMut<usize> for Records {
-    fn index_mut(&mut self, slot: usize) -> &mut CustomerRecord {
-        &mut self.chunks[slot / CHUNK][slot % CHUNK]
-    }
-}
-
-/// Customer id → slot, split into [`INDEX_PARTS`] maps by hash.
+/// Customer id → slot, split into [`INDEX_PARTS`] tables by hash. Stores
+/// slots only; the ids are the chunks'.
 #[derive(Debug)]
 struct SlotIndex {
-    router: RandomState,
-    parts: Vec<HashMap<CustomerId, usize>>,
+    parts: Vec<HashTable<u32>>,
 }
 
 impl Default for SlotIndex {
     fn default() -> Self {
-        Self { router: RandomState::new(), parts: (0..INDEX_PARTS).map(|_| HashMap::new()).collect() }
+        Self { parts: (0..INDEX_PARTS).map(|_| HashTable::new()).collect() }
     }
 }
 
 impl SlotIndex {
-    fn part(&self, id: &CustomerId) -> usize {
-        (self.router.hash_one(id) % INDEX_PARTS as u64) as usize
+    fn part(hash: u64) -> usize {
+        (hash >> 58) as usize % INDEX_PARTS
     }
 
-    fn get(&self, id: &CustomerId) -> Option<usize> {
-        self.parts[self.part(id)].get(id).copied()
+    fn get(&self, hash: u64, id: &str, records: &Records) -> Option<usize> {
+        self.parts[Self::part(hash)].find(hash, |&slot| records.id(slot as usize) == Some(id)).map(|&s| s as usize)
     }
 
-    fn insert(&mut self, id: CustomerId, slot: usize) {
-        let part = self.part(&id);
-        self.parts[part].insert(id, slot);
+    fn insert(&mut self, hash: u64, slot: usize, records: &Records, hasher: &IdHasher) {
+        // Growth rehashes one part: the ids are hashed again from the chunks.
+        let rehash = |&s: &u32| records.id(s as usize).map_or(0, |id| hasher.customer_hash(id));
+        self.parts[Self::part(hash)].insert_unique(hash, slot as u32, rehash);
     }
 
-    fn remove(&mut self, id: &CustomerId) -> Option<usize> {
-        let part = self.part(id);
-        self.parts[part].remove(id)
+    fn remove(&mut self, hash: u64, id: &str, records: &Records) -> Option<usize> {
+        let part = &mut self.parts[Self::part(hash)];
+        let entry = part.find_entry(hash, |&slot| records.id(slot as usize) == Some(id)).ok()?;
+        let (slot, _) = entry.remove();
+        Some(slot as usize)
+    }
+
+    /// Points the entry of the customer in `from` at `to` (after a move).
+    fn relocate(&mut self, hash: u64, from: usize, to: usize) {
+        if let Some(slot) = self.parts[Self::part(hash)].find_mut(hash, |&s| s as usize == from) {
+            *slot = to as u32;
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.parts.iter().map(|p| p.capacity() * (std::mem::size_of::<u32>() + 1)).sum()
     }
 }
 
 /// Every known customer.
 #[derive(Debug)]
 pub struct CustomerBook {
-    catalog: std::sync::Arc<ProductCatalog>,
-    items: std::sync::Arc<ItemStats>,
+    catalog: Arc<ProductCatalog>,
+    items: Arc<ItemStats>,
     history_limit: usize,
     index: SlotIndex,
     records: Records,
@@ -198,11 +312,7 @@ impl CustomerBook {
     /// (both shared with other shards), keeping `history_limit` products per
     /// customer profile. It remembers every event id it applied (no horizon)
     /// until [`Self::with_dedup`] says otherwise.
-    pub fn with_catalog(
-        catalog: std::sync::Arc<ProductCatalog>,
-        items: std::sync::Arc<ItemStats>,
-        history_limit: usize,
-    ) -> Self {
+    pub fn with_catalog(catalog: Arc<ProductCatalog>, items: Arc<ItemStats>, history_limit: usize) -> Self {
         Self {
             catalog,
             items,
@@ -218,10 +328,21 @@ impl CustomerBook {
         }
     }
 
-    /// Recognises duplicates with `hasher`'s fingerprints in `dedup` (the
-    /// engine's shards share one hasher and each has its own index).
+    /// Hashes ids with `hasher` and recognises duplicates with its
+    /// fingerprints in `dedup` (the engine's shards share one hasher, and each
+    /// has its own index).
     pub fn with_dedup(mut self, hasher: IdHasher, dedup: DedupIndex) -> Self {
-        (self.hasher, self.dedup) = (hasher, dedup);
+        if hasher != self.hasher {
+            self.hasher = hasher;
+            self.index = SlotIndex::default();
+            for slot in 0..self.records.len() {
+                if let Some(id) = self.records.id(slot) {
+                    let hash = self.hasher.customer_hash(id);
+                    self.index.insert(hash, slot, &self.records, &self.hasher);
+                }
+            }
+        }
+        self.dedup = dedup;
         self
     }
 
@@ -241,7 +362,7 @@ impl CustomerBook {
 
     /// Switches to the catalogue and statistics shared with the other shards
     /// (a book restored on its own thread before they were known).
-    pub fn share(&mut self, catalog: std::sync::Arc<ProductCatalog>, items: std::sync::Arc<ItemStats>) {
+    pub fn share(&mut self, catalog: Arc<ProductCatalog>, items: Arc<ItemStats>) {
         (self.catalog, self.items) = (catalog, items);
     }
 
@@ -264,7 +385,9 @@ impl CustomerBook {
 
     /// [`Self::apply`], also returning the slot of the record it changed.
     pub fn apply_at(&mut self, event: &Event) -> (Option<usize>, Applied) {
-        let fingerprint = self.hasher.event_fingerprint(&event.customer_id, &event.event_id);
+        // The one hash of the customer id: index probe and fingerprint.
+        let hash = self.hasher.customer_hash(event.customer_id.as_str());
+        let fingerprint = self.hasher.event_fingerprint(hash, &event.event_id);
         match self.dedup.admit(fingerprint, event.timestamp.day()) {
             Admission::New => {}
             Admission::Duplicate => {
@@ -276,16 +399,18 @@ impl CustomerBook {
                 return (None, Applied::BeyondHorizon { remembered_from_day });
             }
         }
-        let slot = match self.index.get(&event.customer_id) {
+        let slot = match self.index.get(hash, event.customer_id.as_str(), &self.records) {
             Some(slot) => slot,
             None => {
                 let slot = self.records.push(CustomerRecord::new(event.customer_id.clone()));
-                self.index.insert(event.customer_id.clone(), slot);
+                self.index.insert(hash, slot, &self.records, &self.hasher);
                 slot
             }
         };
         let tracking = Tracking { catalog: &self.catalog, items: &self.items, history_limit: self.history_limit };
-        self.records[slot].apply_tracking(event, Some(tracking));
+        if let Some((summary, history)) = self.records.row_mut(slot) {
+            summary.apply(history, event, Some(tracking));
+        }
         self.accepted += 1;
         self.watermark = Some(self.watermark.map_or(event.timestamp, |w| w.max(event.timestamp)));
         (Some(slot), Applied::Accepted)
@@ -294,25 +419,34 @@ impl CustomerBook {
     /// Removes a customer entirely (erasure); returns whether they existed.
     /// The last record moves into the freed slot.
     pub fn remove(&mut self, customer_id: &CustomerId) -> bool {
-        let Some(slot) = self.index.remove(customer_id) else { return false };
+        let hash = self.hasher.customer_hash(customer_id.as_str());
+        let Some(slot) = self.index.remove(hash, customer_id.as_str(), &self.records) else { return false };
+        let last = self.records.len() - 1;
         self.records.swap_remove(slot);
-        if let Some(moved) = self.records.get(slot) {
-            let moved = moved.customer_id.clone();
-            self.index.insert(moved, slot);
+        if slot != last
+            && let Some(moved) = self.records.id(slot)
+        {
+            let moved_hash = self.hasher.customer_hash(moved);
+            self.index.relocate(moved_hash, last, slot);
         }
         true
     }
 
     /// Adds a record restored from a snapshot (its id must be new to the book).
     pub fn insert_record(&mut self, record: CustomerRecord) {
-        let id = record.customer_id.clone();
+        let hash = self.hasher.customer_hash(record.customer_id.as_str());
         let slot = self.records.push(record);
-        self.index.insert(id, slot);
+        self.index.insert(hash, slot, &self.records, &self.hasher);
     }
 
-    /// Mutable access to the record in `slot`.
-    pub fn record_mut(&mut self, slot: usize) -> Option<&mut CustomerRecord> {
-        self.records.get_mut(slot)
+    /// Sets the scores of the customer in `slot`.
+    pub fn set_scores(&mut self, slot: usize, scores: Option<Scores>) {
+        self.records.set_scores(slot, scores);
+    }
+
+    /// Sets the labels of the customer in `slot`.
+    pub fn set_segments(&mut self, slot: usize, segments: Option<Segments>) {
+        self.records.set_segments(slot, segments);
     }
 
     /// All records, in first-seen order (erasure moves the last into the gap).
@@ -320,9 +454,27 @@ impl CustomerBook {
         &self.records
     }
 
-    /// One customer's record.
-    pub fn get(&self, customer_id: &CustomerId) -> Option<&CustomerRecord> {
-        self.index.get(customer_id).and_then(|slot| self.records.get(slot))
+    /// One customer as stored.
+    pub fn row(&self, customer_id: &CustomerId) -> Option<Row<'_>> {
+        self.slot_of(customer_id).and_then(|slot| self.records.row(slot))
+    }
+
+    /// One customer, owned.
+    pub fn get(&self, customer_id: &CustomerId) -> Option<CustomerRecord> {
+        self.row(customer_id).map(|r| r.to_record())
+    }
+
+    /// The slot of a customer.
+    pub fn slot_of(&self, customer_id: &CustomerId) -> Option<usize> {
+        let hash = self.hasher.customer_hash(customer_id.as_str());
+        self.index.get(hash, customer_id.as_str(), &self.records)
+    }
+
+    /// Bytes of the state: chunks plus index (what the `customers` table is
+    /// derived from), and histories (occasion days and purchase profiles).
+    pub fn memory_bytes(&self) -> (usize, usize) {
+        let (columns, history) = self.records.memory_bytes();
+        (columns + self.index.memory_bytes(), history)
     }
 
     /// Number of customers.
@@ -398,58 +550,43 @@ mod tests {
         CustomerId::new(&format!("c{i}")).expect("valid id")
     }
 
-    fn records(n: usize) -> Records {
-        let mut records = Records::default();
+    fn book(n: usize) -> CustomerBook {
+        let mut book = CustomerBook::new();
         for i in 0..n {
-            assert_eq!(records.push(CustomerRecord::new(id(i))), i);
+            book.insert_record(CustomerRecord::new(id(i)));
         }
-        records
+        book
     }
 
     #[test]
     fn records_span_chunks_in_slot_order() {
-        let records = records(2 * CHUNK + 5);
+        let book = book(2 * CHUNK + 5);
+        let records = book.records();
         assert_eq!(records.len(), 2 * CHUNK + 5);
-        assert_eq!(records.chunks.len(), 3);
-        assert!(records.chunks.iter().all(|chunk| chunk.capacity() == CHUNK));
-        let ids: Vec<String> = records.iter().map(|r| r.customer_id.as_str().to_owned()).collect();
+        assert_eq!(records.chunks().len(), 3);
+        let ids: Vec<String> = records.iter().map(|r| r.customer_id().to_owned()).collect();
         let expected: Vec<String> = (0..records.len()).map(|i| format!("c{i}")).collect();
         assert_eq!(ids, expected);
-        let parallel: Vec<String> = records.par_iter().map(|r| r.customer_id.as_str().to_owned()).collect();
+        let parallel: Vec<String> = records.par_iter().map(|r| r.customer_id().to_owned()).collect();
         assert_eq!(parallel, expected);
-        assert_eq!(records[CHUNK].customer_id, id(CHUNK));
-        assert!(records.get(records.len()).is_none());
+        assert_eq!(records.id(CHUNK), Some(id(CHUNK).as_str()));
+        assert!(records.row(records.len()).is_none());
     }
 
     #[test]
     fn run_from_stays_within_one_chunk() {
-        let records = records(CHUNK + 10);
-        assert_eq!(records.run_from(0, 100).len(), 100);
-        assert_eq!(records.run_from(CHUNK - 3, 100).len(), 3);
-        let tail = records.run_from(CHUNK, 100);
-        assert_eq!((tail.len(), &tail[0].customer_id), (10, &id(CHUNK)));
+        let book = book(CHUNK + 10);
+        let records = book.records();
+        assert_eq!(records.run_from(0, 100), 0..100);
+        assert_eq!(records.run_from(CHUNK - 3, 100), CHUNK - 3..CHUNK);
+        assert_eq!(records.run_from(CHUNK, 100), CHUNK..CHUNK + 10);
         assert!(records.run_from(CHUNK + 10, 100).is_empty());
         assert!(records.run_from(10 * CHUNK, 100).is_empty());
     }
 
     #[test]
-    fn swap_remove_moves_the_last_record_across_chunks() {
-        let mut records = records(CHUNK + 1);
-        let removed = records.swap_remove(3).expect("slot 3 exists");
-        assert_eq!(removed.customer_id, id(3));
-        assert_eq!(records[3].customer_id, id(CHUNK));
-        assert_eq!((records.len(), records.chunks.len()), (CHUNK, 1));
-        let last = records.swap_remove(CHUNK - 1).expect("last slot exists");
-        assert_eq!(last.customer_id, id(CHUNK - 1));
-        assert!(records.swap_remove(CHUNK).is_none());
-    }
-
-    #[test]
-    fn book_finds_every_customer_after_removals() {
-        let mut book = CustomerBook::new();
-        for i in 0..CHUNK + 100 {
-            book.insert_record(CustomerRecord::new(id(i)));
-        }
+    fn book_finds_every_customer_after_removals_across_chunks() {
+        let mut book = book(CHUNK + 100);
         for i in (0..CHUNK + 100).step_by(7) {
             assert!(book.remove(&id(i)));
             assert!(!book.remove(&id(i)));
@@ -459,5 +596,32 @@ mod tests {
             assert_eq!(found, (i % 7 != 0).then(|| id(i)), "customer {i}");
         }
         assert_eq!(book.len(), CHUNK + 100 - (CHUNK + 100).div_ceil(7));
+        // Every id is stored once: in its chunk, at the slot the index names.
+        for slot in 0..book.len() {
+            let stored = CustomerId::new(book.records().id(slot).unwrap()).unwrap();
+            assert_eq!(book.slot_of(&stored), Some(slot));
+        }
+    }
+
+    #[test]
+    fn a_writer_copies_a_chunk_a_scan_holds_and_the_scan_keeps_its_view() {
+        let mut book = book(10);
+        let validator = patron_model::Validator::new(patron_model::CurrencyTable::default());
+        let purchase = |i: usize| {
+            let json = format!(
+                r#"{{"type":"purchase","event_id":"e{i}","customer_id":"c3","timestamp":"2025-01-0{}T00:00:00Z","revenue":"5"}}"#,
+                1 + i
+            );
+            validator.decode(json.as_bytes()).unwrap()
+        };
+        book.apply(&purchase(0));
+        let held: Vec<Arc<Chunk>> = book.records().chunks().to_vec();
+        book.apply(&purchase(1));
+        assert_eq!(held[0].summaries()[3].orders, 1, "the scan's view is as of its start");
+        assert_eq!(book.get(&id(3)).unwrap().orders, 2);
+        assert!(!Arc::ptr_eq(&held[0], &book.records().chunks()[0]), "the writer wrote to a copy");
+        drop(held);
+        book.apply(&purchase(2));
+        assert_eq!(book.get(&id(3)).unwrap().orders, 3);
     }
 }

@@ -53,7 +53,7 @@ use crate::catalog::ProductCatalog;
 use crate::dedup::{DEFAULT_DEDUP_HORIZON_DAYS, DedupIndex, IdHasher};
 use crate::items::{ItemConfig, ItemStats, RecsModel};
 use crate::recommend::{BlendConfig, Recommendation, recommend};
-use crate::record::{Applied, CustomerRecord};
+use crate::record::{Applied, CustomerRecord, encode_customer};
 use crate::scoring::{ModelFits, ScoringConfig, fit_models_on, scorer_for};
 use crate::snapshot::{Cut, DedupImage, Snapshot, list_snapshots, read_snapshot_with, write_snapshot};
 use crate::{Result, StateError};
@@ -223,7 +223,7 @@ pub fn beyond_horizon_reason(remembered_from_day: i32) -> String {
 /// One buyer's inputs to the refit kernel, gathered under a shard's read lock.
 struct Gathered {
     slot: usize,
-    customer_id: CustomerId,
+    customer_id: String,
     input: ScoreInput,
     occasions: u32,
     revenue: f64,
@@ -852,7 +852,7 @@ impl Engine {
     /// A customer's record (with scores), if known.
     pub fn customer(&self, id: &CustomerId) -> Option<CustomerRecord> {
         let shard = shard_of(id, self.inner.shards.len());
-        self.inner.shards[shard].read().ok()?.get(id).cloned()
+        self.inner.shards[shard].read().ok()?.get(id)
     }
 
     /// The models in use.
@@ -919,11 +919,11 @@ impl Engine {
         let shard = shard_of(id, self.inner.shards.len());
         let profile = {
             let book = self.inner.shards[shard].read().ok()?;
-            let record = book.get(id)?;
-            if record.objects_to_targeting() {
+            let row = book.row(id)?;
+            if row.objects_to_targeting() {
                 return Some(Vec::new());
             }
-            record.purchases.clone()
+            row.history().purchases.clone()
         };
         Some(recommend(&profile, &self.recs_model(), &self.inner.config.blend, k, new_only))
     }
@@ -961,6 +961,27 @@ impl Engine {
         self.inner.shards.get(shard)?.read().ok().map(|book| f(&book))
     }
 
+    /// Every shard's customer chunks at one instant: all read locks are held
+    /// together for as long as cloning the chunks' `Arc`s takes
+    /// (microseconds), so the view is one cut of the event stream. Readers
+    /// derive their columns after the locks are gone; a writer that touches a
+    /// chunk still held copies it. Fails (never a partial view) if a shard's
+    /// lock is poisoned.
+    pub fn customer_chunks(&self) -> Result<Vec<Vec<Arc<crate::chunk::Chunk>>>> {
+        let guards = self
+            .inner
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(shard, lock)| {
+                lock.read().map_err(|_| {
+                    StateError::ShardFailed(ShardFailure { shard, reason: "its lock is poisoned".to_owned() })
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(guards.iter().map(|book| book.records().chunks().to_vec()).collect())
+    }
+
     /// Runs `f` over every shard's book under its read lock, in shard order.
     pub fn with_books<T>(&self, mut f: impl FnMut(&CustomerBook) -> T) -> Vec<T> {
         self.inner.shards.iter().filter_map(|s| s.read().ok().map(|b| f(&b))).collect()
@@ -974,9 +995,7 @@ impl Engine {
         for shard in &self.inner.shards {
             if let Ok(mut book) = shard.write() {
                 for slot in 0..book.len() {
-                    if let Some(record) = book.record_mut(slot) {
-                        rescore(record, &models.scorer, &mut cache, now_day, minor);
-                    }
+                    rescore(&mut book, slot, &models.scorer, &mut cache, now_day, minor);
                 }
             }
         }
@@ -1128,7 +1147,7 @@ impl Engine {
                 .filter_map(|(slot, r)| {
                     r.score_input(now.day(), minor).map(|input| Gathered {
                         slot,
-                        customer_id: r.customer_id.clone(),
+                        customer_id: r.customer_id().to_owned(),
                         input,
                         occasions: r.occasions(),
                         revenue: r.revenue_minor as f64 / minor,
@@ -1166,9 +1185,9 @@ impl Engine {
             if let Ok(mut book) = self.inner.shards[shard].write() {
                 for (i, row) in rows.iter().enumerate() {
                     // An erasure may have moved records since they were gathered.
-                    if let Some(record) = book.record_mut(row.slot).filter(|r| r.customer_id == row.customer_id) {
-                        record.scores = Some(scores[offset + i]);
-                        record.segments = Some(segments[offset + i]);
+                    if book.records().id(row.slot) == Some(row.customer_id.as_str()) {
+                        book.set_scores(row.slot, Some(scores[offset + i]));
+                        book.set_segments(row.slot, Some(segments[offset + i]));
                     }
                 }
             }
@@ -1213,9 +1232,10 @@ impl EventSink for Engine {
     }
 }
 
-fn rescore(record: &mut CustomerRecord, scorer: &Scorer, cache: &mut ScoreCache, now_day: i32, minor: f64) {
-    if let Some(input) = record.score_input(now_day, minor) {
-        record.scores = scorer.score_cached(&input, cache).ok();
+fn rescore(book: &mut CustomerBook, slot: usize, scorer: &Scorer, cache: &mut ScoreCache, now_day: i32, minor: f64) {
+    let input = book.records().row(slot).and_then(|r| r.score_input(now_day, minor));
+    if let Some(input) = input {
+        book.set_scores(slot, scorer.score_cached(&input, cache).ok());
     }
 }
 
@@ -1262,9 +1282,7 @@ fn apply_batch(
         touched.sort_unstable();
         touched.dedup();
         for slot in touched {
-            if let Some(record) = book.record_mut(slot) {
-                rescore(record, &models.scorer, cache, now_day, minor);
-            }
+            rescore(&mut book, slot, &models.scorer, cache, now_day, minor);
         }
     }
     Ok(outcome)
@@ -1293,7 +1311,9 @@ fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardMessage>) {
                 let image = inner.shards[shard].write().ok().map(|mut book| {
                     book.forget_beyond_horizon();
                     let mut records = Vec::with_capacity(book.len() * 96);
-                    book.records().iter().for_each(|r| r.encode(&mut records));
+                    book.records()
+                        .iter()
+                        .for_each(|r| encode_customer(r.customer_id(), r.summary(), r.history(), &mut records));
                     let mut dedup = Vec::with_capacity(book.dedup().len() * 12 + 12);
                     book.dedup().encode(&mut dedup);
                     let watermark = book.watermark().map_or(i64::MIN, Timestamp::millis);

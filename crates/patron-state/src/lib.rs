@@ -15,13 +15,14 @@
 //!     let json = format!(r#"{{"type":"purchase","event_id":"{id}","customer_id":"c-1","timestamp":"{day}T09:00:00Z","revenue":"10"}}"#);
 //!     book.apply(&validator.decode(json.as_bytes()).unwrap());
 //! }
-//! let record = &book.records()[0];
+//! let record = book.records().row(0).unwrap();
 //! assert_eq!((record.orders, record.occasions()), (3, 2)); // same-day orders are one occasion
 //! ```
 #![deny(missing_docs)]
 
 pub mod book;
 pub mod catalog;
+pub mod chunk;
 pub mod customer_row;
 pub mod dedup;
 pub mod engine;
@@ -34,8 +35,9 @@ pub mod recs_tables;
 pub mod scoring;
 pub mod snapshot;
 
-pub use book::{CustomerBook, Records, SharedBook};
+pub use book::{CustomerBook, Records, Row, SharedBook};
 pub use catalog::ProductCatalog;
+pub use chunk::{CHUNK, Chunk};
 pub use dedup::{DEFAULT_DEDUP_HORIZON_DAYS, DedupIndex, IdHasher};
 pub use engine::{
     Clock, Engine, EngineConfig, EngineStats, ModelState, Quarantined, ShardFailure, SnapshotReport,
@@ -44,7 +46,7 @@ pub use engine::{
 pub use items::{ItemConfig, ItemStats, RecsModel};
 pub use profile::PurchaseProfile;
 pub use recommend::{BlendConfig, Reason, Recommendation, recommend};
-pub use record::{Applied, CustomerRecord};
+pub use record::{Applied, CustomerRecord, History, Summary};
 pub use recs_tables::{products_batch, recommend_all, recommendations_batch, similar_products_batch};
 pub use scoring::{
     ModelFits, ScoredBook, ScoringConfig, TimeUnit, customers_batch, fit_models, fit_models_on, score_book, scorer_for,

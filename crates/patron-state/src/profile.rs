@@ -72,6 +72,11 @@ impl Default for PurchaseProfile {
 const RESCALE_EXPONENT: f64 = 64.0;
 
 impl PurchaseProfile {
+    /// Heap bytes held by the entries.
+    pub fn heap_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<ProductHistory>()
+    }
+
     /// The products, in no particular order.
     pub fn entries(&self) -> &[ProductHistory] {
         &self.entries

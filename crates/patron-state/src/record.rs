@@ -1,8 +1,18 @@
 //! One customer's running summary, updated per event in O(log occasions).
 //!
+//! A customer is split by how it is read:
+//! - [`Summary`]: fixed-size numbers (88 bytes, `Copy`), what the `customers`
+//!   table is derived from. The state keeps summaries in columnar chunks that
+//!   SQL scans share (see `crate::chunk`).
+//! - [`History`]: what only the writer reads: the occasion days (to place a
+//!   late purchase) and the bounded purchase profile (recommendations).
+//! - [`CustomerRecord`]: both, owned, with the id, scores and labels: the form
+//!   single-customer views (HTTP, recommendations, tests) work with.
+//!
 //! Invariants:
-//! - `occasion_days` is sorted and unique: purchases on the same UTC calendar
-//!   day are one occasion (the BTYD convention), in whatever order they arrive.
+//! - `History::occasion_days` is sorted and unique: purchases on the same UTC
+//!   calendar day are one occasion (the BTYD convention), in whatever order
+//!   they arrive; `Summary::occasions` is its length.
 //! - `first_occasion_value_minor` is the value of the earliest occasion day, so
 //!   the mean repeat value is `(total − first) / x` exactly even when an earlier
 //!   purchase arrives late.
@@ -27,6 +37,9 @@ use crate::profile::PurchaseProfile;
 /// against 64; see `bench-results/recs/`).
 pub const DEFAULT_HISTORY: usize = 64;
 
+/// "No time" in the millisecond fields of a [`Summary`].
+const NO_TIME: i64 = i64::MIN;
+
 /// Where purchases feed the recommendation statistics.
 #[derive(Clone, Copy, Debug)]
 pub struct Tracking<'a> {
@@ -38,33 +51,55 @@ pub struct Tracking<'a> {
     pub history_limit: usize,
 }
 
-/// A customer's state.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CustomerRecord {
-    /// The customer.
-    pub customer_id: CustomerId,
-    occasion_days: Vec<i32>,
-    first_occasion_value_minor: i64,
-    total_occasion_value_minor: i64,
+/// A customer's fixed-size running summary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Summary {
     /// Purchase events (orders).
     pub orders: u64,
+    occasions: u32,
+    /// Consent per channel (`None`: never stated).
+    pub consent: Consent,
+    first_occasion_value_minor: i64,
+    total_occasion_value_minor: i64,
     /// Gross purchases minus refunds, minor units.
     pub revenue_minor: i64,
     /// Refunded so far, minor units.
     pub refunded_minor: i64,
-    /// Earliest purchase time.
-    pub first_purchase_at: Option<Timestamp>,
-    /// Latest purchase time.
-    pub last_purchase_at: Option<Timestamp>,
-    /// Consent per channel (`None`: never stated).
-    pub consent: Consent,
-    consent_at: [Option<Timestamp>; 3],
-    /// Latest model scores (streaming engine; None until first scored).
-    pub scores: Option<Scores>,
-    /// Labels from the latest population kernel run.
-    pub segments: Option<Segments>,
+    first_purchase_ms: i64,
+    last_purchase_ms: i64,
+    consent_at_ms: [i64; 3],
+}
+
+impl Default for Summary {
+    fn default() -> Self {
+        Self {
+            orders: 0,
+            occasions: 0,
+            consent: Consent::default(),
+            first_occasion_value_minor: 0,
+            total_occasion_value_minor: 0,
+            revenue_minor: 0,
+            refunded_minor: 0,
+            first_purchase_ms: NO_TIME,
+            last_purchase_ms: NO_TIME,
+            consent_at_ms: [NO_TIME; 3],
+        }
+    }
+}
+
+/// What only the writer of a customer reads.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct History {
+    occasion_days: Vec<i32>,
     /// Purchase counts by product (bounded), for recommendations.
     pub purchases: PurchaseProfile,
+}
+
+impl History {
+    /// Heap bytes held (occasion days and the profile's entries).
+    pub fn heap_bytes(&self) -> usize {
+        self.occasion_days.capacity() * 4 + self.purchases.heap_bytes()
+    }
 }
 
 /// What became of an event (the idempotency check is the book's, see
@@ -82,42 +117,21 @@ pub enum Applied {
     },
 }
 
-impl CustomerRecord {
-    /// An empty record.
-    pub fn new(customer_id: CustomerId) -> Self {
-        Self {
-            customer_id,
-            occasion_days: Vec::new(),
-            first_occasion_value_minor: 0,
-            total_occasion_value_minor: 0,
-            orders: 0,
-            revenue_minor: 0,
-            refunded_minor: 0,
-            first_purchase_at: None,
-            last_purchase_at: None,
-            consent: Consent::default(),
-            consent_at: [None; 3],
-            scores: None,
-            segments: None,
-            purchases: PurchaseProfile::default(),
-        }
-    }
+fn time(ms: i64) -> Option<Timestamp> {
+    (ms != NO_TIME).then(|| Timestamp::from_millis(ms))
+}
 
-    /// Applies one event of this customer (without product statistics). The
-    /// record does not check for duplicates: its book does.
-    pub fn apply(&mut self, event: &Event) {
-        self.apply_tracking(event, None);
-    }
-
-    /// Applies one event; with `tracking`, a purchase also updates this
-    /// customer's purchase profile and the shared product statistics.
-    pub fn apply_tracking(&mut self, event: &Event, tracking: Option<Tracking<'_>>) {
+impl Summary {
+    /// Applies one event of this customer; with `tracking`, a purchase also
+    /// updates the purchase profile in `history` and the shared product
+    /// statistics. (Duplicates are the book's concern.)
+    pub fn apply(&mut self, history: &mut History, event: &Event, tracking: Option<Tracking<'_>>) {
         match &event.kind {
             EventKind::Purchase(p) => {
-                self.purchase(event.timestamp, p.revenue_minor);
+                self.purchase(history, event.timestamp, p.revenue_minor);
                 if let Some(t) = tracking.filter(|_| !p.items.is_empty()) {
                     let lines = basket_lines(p, t.catalog);
-                    t.items.observe(&mut self.purchases, event.timestamp.day(), &lines, t.history_limit);
+                    t.items.observe(&mut history.purchases, event.timestamp.day(), &lines, t.history_limit);
                 }
             }
             EventKind::Refund(r) => {
@@ -126,6 +140,7 @@ impl CustomerRecord {
             }
             EventKind::Consent(c) => {
                 // Last writer by event time wins, per channel.
+                let at = event.timestamp.millis();
                 for (slot, (state, new)) in [
                     (&mut self.consent.email, c.email),
                     (&mut self.consent.sms, c.sms),
@@ -135,28 +150,30 @@ impl CustomerRecord {
                 .enumerate()
                 {
                     if let Some(value) = new
-                        && self.consent_at[slot].is_none_or(|at| at <= event.timestamp)
+                        && (self.consent_at_ms[slot] == NO_TIME || self.consent_at_ms[slot] <= at)
                     {
                         *state = Some(value);
-                        self.consent_at[slot] = Some(event.timestamp);
+                        self.consent_at_ms[slot] = at;
                     }
                 }
             }
         }
     }
 
-    fn purchase(&mut self, at: Timestamp, value_minor: i64) {
+    fn purchase(&mut self, history: &mut History, at: Timestamp, value_minor: i64) {
         let day = at.day();
         self.orders += 1;
         self.revenue_minor = self.revenue_minor.saturating_add(value_minor);
         self.total_occasion_value_minor = self.total_occasion_value_minor.saturating_add(value_minor);
-        self.first_purchase_at = Some(self.first_purchase_at.map_or(at, |t| t.min(at)));
-        self.last_purchase_at = Some(self.last_purchase_at.map_or(at, |t| t.max(at)));
-        match self.occasion_days.binary_search(&day) {
+        let ms = at.millis();
+        self.first_purchase_ms = if self.first_purchase_ms == NO_TIME { ms } else { self.first_purchase_ms.min(ms) };
+        self.last_purchase_ms = self.last_purchase_ms.max(ms);
+        match history.occasion_days.binary_search(&day) {
             Ok(0) => self.first_occasion_value_minor = self.first_occasion_value_minor.saturating_add(value_minor),
             Ok(_) => {}
             Err(pos) => {
-                self.occasion_days.insert(pos, day);
+                history.occasion_days.insert(pos, day);
+                self.occasions += 1;
                 if pos == 0 {
                     self.first_occasion_value_minor = value_minor;
                 }
@@ -164,16 +181,21 @@ impl CustomerRecord {
         }
     }
 
-    /// Lifecycle stage from the latest scores: `prospect` before any purchase;
-    /// without scores yet, `first_time` or `repeat`.
-    pub fn lifecycle(&self, config: &SegmentConfig) -> LifecycleStage {
-        self.lifecycle_with(self.scores.as_ref(), config)
+    /// Earliest purchase time.
+    pub fn first_purchase_at(&self) -> Option<Timestamp> {
+        time(self.first_purchase_ms)
     }
 
-    /// [`Self::lifecycle`] with other scores (the HTTP view scores on read):
-    /// the one rule every view of a customer applies.
+    /// Latest purchase time.
+    pub fn last_purchase_at(&self) -> Option<Timestamp> {
+        time(self.last_purchase_ms)
+    }
+
+    /// Lifecycle stage with `scores` (the latest, or fresh ones): `prospect`
+    /// before any purchase; without scores yet, `first_time` or `repeat`. The
+    /// one rule every view of a customer applies.
     pub fn lifecycle_with(&self, scores: Option<&Scores>, config: &SegmentConfig) -> LifecycleStage {
-        let repeats = self.occasions().saturating_sub(1);
+        let repeats = self.occasions.saturating_sub(1);
         match (scores, self.has_purchased()) {
             (_, false) => LifecycleStage::Prospect,
             (Some(scores), true) => lifecycle_stage(repeats, scores.p_alive, config),
@@ -190,22 +212,22 @@ impl CustomerRecord {
 
     /// Whether the customer ever bought.
     pub fn has_purchased(&self) -> bool {
-        !self.occasion_days.is_empty()
+        self.occasions > 0
     }
 
     /// Purchase occasions (distinct UTC days with a purchase).
     pub fn occasions(&self) -> u32 {
-        self.occasion_days.len() as u32
+        self.occasions
     }
 
     /// Day of the first occasion.
     pub fn first_day(&self) -> Option<i32> {
-        self.occasion_days.first().copied()
+        self.first_purchase_at().map(Timestamp::day)
     }
 
     /// Day of the last occasion.
     pub fn last_day(&self) -> Option<i32> {
-        self.occasion_days.last().copied()
+        self.last_purchase_at().map(Timestamp::day)
     }
 
     /// Value of all purchase occasions, minor units (gross of refunds).
@@ -215,7 +237,7 @@ impl CustomerRecord {
 
     /// Mean value of the repeat occasions in minor units (0 without repeats).
     pub fn mean_repeat_value_minor(&self) -> f64 {
-        let x = self.occasions().saturating_sub(1);
+        let x = self.occasions.saturating_sub(1);
         if x == 0 {
             return 0.0;
         }
@@ -226,7 +248,7 @@ impl CustomerRecord {
     /// `minor_per_major` converts spend to major units.
     pub fn score_input(&self, now_day: i32, minor_per_major: f64) -> Option<ScoreInput> {
         let (first, last) = (self.first_day()?, self.last_day()?);
-        let frequency = self.occasions() - 1;
+        let frequency = self.occasions.saturating_sub(1);
         let recency_days = (last - first) as u32;
         let tenure_days = ((now_day - first).max(last - first)) as u32;
         Some(ScoreInput {
@@ -241,32 +263,87 @@ impl CustomerRecord {
     }
 }
 
+/// A customer's state, owned: the id, summary, history, scores and labels.
+/// Derefs to its [`Summary`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct CustomerRecord {
+    /// The customer.
+    pub customer_id: CustomerId,
+    /// The running summary.
+    pub summary: Summary,
+    /// Occasion days and purchase profile.
+    pub history: History,
+    /// Latest model scores (streaming engine; None until first scored).
+    pub scores: Option<Scores>,
+    /// Labels from the latest population kernel run.
+    pub segments: Option<Segments>,
+}
+
+impl std::ops::Deref for CustomerRecord {
+    type Target = Summary;
+
+    fn deref(&self) -> &Summary {
+        &self.summary
+    }
+}
+
 impl CustomerRecord {
-    /// Appends the durable part of the record (everything but scores and
-    /// segments, which are recomputed) in the snapshot layout.
+    /// An empty record.
+    pub fn new(customer_id: CustomerId) -> Self {
+        Self { customer_id, summary: Summary::default(), history: History::default(), scores: None, segments: None }
+    }
+
+    /// Applies one event of this customer (without product statistics). The
+    /// record does not check for duplicates: its book does.
+    pub fn apply(&mut self, event: &Event) {
+        self.summary.apply(&mut self.history, event, None);
+    }
+
+    /// Applies one event; with `tracking`, a purchase also updates this
+    /// customer's purchase profile and the shared product statistics.
+    pub fn apply_tracking(&mut self, event: &Event, tracking: Option<Tracking<'_>>) {
+        self.summary.apply(&mut self.history, event, tracking);
+    }
+
+    /// Lifecycle stage from the latest scores (see [`Summary::lifecycle_with`]).
+    pub fn lifecycle(&self, config: &SegmentConfig) -> LifecycleStage {
+        self.summary.lifecycle_with(self.scores.as_ref(), config)
+    }
+
+    /// Purchase counts by product.
+    pub fn purchases(&self) -> &PurchaseProfile {
+        &self.history.purchases
+    }
+}
+
+/// Appends the durable part of a customer (everything but scores and
+/// segments, which are recomputed) in the snapshot layout.
+pub fn encode_customer(id: &str, summary: &Summary, history: &History, out: &mut Vec<u8>) {
+    codec::put_str(out, id);
+    out.extend_from_slice(&(history.occasion_days.len() as u32).to_le_bytes());
+    for d in &history.occasion_days {
+        out.extend_from_slice(&d.to_le_bytes());
+    }
+    for v in [summary.first_occasion_value_minor, summary.total_occasion_value_minor] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&summary.orders.to_le_bytes());
+    for v in [summary.revenue_minor, summary.refunded_minor, summary.first_purchase_ms, summary.last_purchase_ms] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for c in [summary.consent.email, summary.consent.sms, summary.consent.push] {
+        out.push(codec::flag(c));
+    }
+    for t in summary.consent_at_ms {
+        out.extend_from_slice(&t.to_le_bytes());
+    }
+    history.purchases.encode(out);
+}
+
+impl CustomerRecord {
+    /// Appends the durable part of the record in the snapshot layout.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        codec::put_str(out, self.customer_id.as_str());
-        out.extend_from_slice(&(self.occasion_days.len() as u32).to_le_bytes());
-        for d in &self.occasion_days {
-            out.extend_from_slice(&d.to_le_bytes());
-        }
-        for v in [self.first_occasion_value_minor, self.total_occasion_value_minor] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.extend_from_slice(&self.orders.to_le_bytes());
-        for v in [self.revenue_minor, self.refunded_minor] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        let time = |t: Option<Timestamp>| t.map_or(i64::MIN, Timestamp::millis).to_le_bytes();
-        out.extend_from_slice(&time(self.first_purchase_at));
-        out.extend_from_slice(&time(self.last_purchase_at));
-        for c in [self.consent.email, self.consent.sms, self.consent.push] {
-            out.push(codec::flag(c));
-        }
-        for t in self.consent_at {
-            out.extend_from_slice(&time(t));
-        }
-        self.purchases.encode(out);
+        encode_customer(self.customer_id.as_str(), &self.summary, &self.history, out);
     }
 
     /// Reads a record written by [`Self::encode`] at `*pos`, advancing it;
@@ -276,7 +353,6 @@ impl CustomerRecord {
     pub fn decode(bytes: &[u8], pos: &mut usize, with_ring: bool) -> Option<Self> {
         let mut r = ByteReader::new(bytes, *pos);
         let customer_id = CustomerId::new(r.str()?).ok()?;
-        let time = |r: &mut ByteReader<'_>| r.i64().map(|v| (v != i64::MIN).then(|| Timestamp::from_millis(v)));
         let days = r.u32()? as usize;
         let mut occasion_days = Vec::with_capacity(days.min(bytes.len() / 4));
         for _ in 0..days {
@@ -286,22 +362,27 @@ impl CustomerRecord {
             return None;
         }
         let mut record = CustomerRecord::new(customer_id);
-        record.occasion_days = occasion_days;
-        record.first_occasion_value_minor = r.i64()?;
-        record.total_occasion_value_minor = r.i64()?;
-        record.orders = r.u64()?;
-        record.revenue_minor = r.i64()?;
-        record.refunded_minor = r.i64()?;
-        record.first_purchase_at = time(&mut r)?;
-        record.last_purchase_at = time(&mut r)?;
-        record.consent = Consent { email: r.flag()?, sms: r.flag()?, push: r.flag()? };
-        for slot in &mut record.consent_at {
-            *slot = time(&mut r)?;
+        let s = &mut record.summary;
+        s.occasions = u32::try_from(occasion_days.len()).ok()?;
+        s.first_occasion_value_minor = r.i64()?;
+        s.total_occasion_value_minor = r.i64()?;
+        s.orders = r.u64()?;
+        s.revenue_minor = r.i64()?;
+        s.refunded_minor = r.i64()?;
+        s.first_purchase_ms = r.i64()?;
+        s.last_purchase_ms = r.i64()?;
+        s.consent = Consent { email: r.flag()?, sms: r.flag()?, push: r.flag()? };
+        for slot in &mut s.consent_at_ms {
+            *slot = r.i64()?;
+        }
+        // The occasion days and the purchase times describe the same purchases.
+        if s.first_day() != occasion_days.first().copied() || s.last_day() != occasion_days.last().copied() {
+            return None;
         }
         if with_ring {
             r.take(8 * 8 + 2)?;
         }
-        record.purchases = PurchaseProfile::decode(&mut r)?;
+        record.history = History { occasion_days, purchases: PurchaseProfile::decode(&mut r)? };
         *pos = r.position();
         Some(record)
     }
@@ -394,9 +475,9 @@ mod tests {
             let event = validator.decode(json.as_bytes()).unwrap();
             r.apply_tracking(&event, Some(tracking));
         }
-        assert_eq!(r.purchases.len(), 5, "bounded by the history limit");
+        assert_eq!(r.history.purchases.len(), 5, "bounded by the history limit");
         let shared = catalog.intern(&patron_model::ProductId::new("shared").unwrap());
-        assert_eq!(r.purchases.get(shared).map(|e| e.occasions), Some(10));
+        assert_eq!(r.history.purchases.get(shared).map(|e| e.occasions), Some(10));
         let stats = items.product(shared).unwrap();
         assert_eq!((stats.orders, stats.customers, stats.repeat_customers, stats.units), (10, 1, 1, 30));
         assert_eq!(stats.revenue_minor, 10 * 600);

@@ -7,30 +7,30 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, StringArray};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use patron_model::{CustomerId, products_schema, recommendations_schema, similar_products_schema};
+use patron_model::{products_schema, recommendations_schema, similar_products_schema};
 use rayon::prelude::*;
 
+use crate::book::Row;
 use crate::catalog::ProductCatalog;
 use crate::items::{ItemStats, RecsModel};
 use crate::recommend::{BlendConfig, Recommendation, recommend};
-use crate::record::CustomerRecord;
 use crate::{Result, StateError};
 
 /// The top `k` of every customer in `records` (at most `max_customers`),
 /// in record order; customers who objected to every channel are left out.
 pub fn recommend_all<'a>(
-    records: impl IntoParallelIterator<Item = &'a CustomerRecord>,
+    records: impl IntoParallelIterator<Item = Row<'a>>,
     model: &RecsModel,
     blend: &BlendConfig,
     k: usize,
     new_only: bool,
     max_customers: usize,
-) -> Vec<(&'a CustomerId, Vec<Recommendation>)> {
+) -> Vec<(&'a str, Vec<Recommendation>)> {
     records
         .into_par_iter()
         .filter(|r| !r.objects_to_targeting())
         .take_any(max_customers)
-        .map(|r| (&r.customer_id, recommend(&r.purchases, model, blend, k, new_only)))
+        .map(|r| (r.customer_id(), recommend(&r.history().purchases, model, blend, k, new_only)))
         .collect()
 }
 
@@ -45,7 +45,7 @@ fn projected(schema: SchemaRef, columns: Vec<ArrayRef>, projection: Option<&[usi
 
 /// Rows of the `recommendations` table: rank from 1 per customer.
 pub fn recommendations_batch(
-    lists: &[(&CustomerId, Vec<Recommendation>)],
+    lists: &[(&str, Vec<Recommendation>)],
     catalog: &ProductCatalog,
     model: &RecsModel,
     projection: Option<&[usize]>,
@@ -60,7 +60,7 @@ pub fn recommendations_batch(
     );
     for (id, list) in lists {
         for (i, r) in list.iter().enumerate() {
-            customer.push(id.as_str());
+            customer.push(*id);
             rank.push(i as i32 + 1);
             product.push(catalog.name(r.product).map_or_else(|| format!("#{}", r.product), |p| p.as_str().to_owned()));
             score.push(r.score);

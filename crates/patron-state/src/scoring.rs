@@ -18,7 +18,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::book::CustomerBook;
-use crate::customer_row::{RowClock, RowView, customer_batch};
+use crate::chunk::Chunk;
+use crate::customer_row::{RowClock, customer_batch};
 use crate::{Result, StateError};
 
 /// Time unit the models are fitted and reported in.
@@ -257,20 +258,19 @@ pub fn score_book(
     Ok(ScoredBook { inputs, scores, segments, lifecycle, scored_at: now })
 }
 
-/// The `customers` table (DESIGN.md §4) as one Arrow batch, money in `currency`.
-pub fn customers_batch(book: &CustomerBook, scored: &ScoredBook, currency: Currency) -> Result<RecordBatch> {
-    let rows: Vec<RowView<'_>> = book
-        .records()
-        .iter()
-        .enumerate()
-        .map(|(i, record)| RowView {
-            record,
-            input: scored.inputs[i],
-            scores: scored.scores[i],
-            segments: scored.segments[i],
-            lifecycle: scored.lifecycle[i],
-        })
-        .collect();
-    let clock = RowClock { now: scored.scored_at, minor_per_major: currency.minor_per_major() };
-    customer_batch(customers_schema(), &rows, &clock)
+/// The `customers` table (DESIGN.md §4) as one Arrow batch, money in
+/// `currency`: the scored rows put into one chunk and derived like the SQL
+/// table's.
+pub fn customers_batch(
+    book: &CustomerBook,
+    scored: &ScoredBook,
+    currency: Currency,
+    segments: &SegmentConfig,
+) -> Result<RecordBatch> {
+    let mut chunk = Chunk::with_capacity(book.len());
+    for (i, row) in book.records().iter().enumerate() {
+        chunk.push(row.customer_id(), *row.summary(), scored.scores[i], scored.segments[i]);
+    }
+    let clock = RowClock { now: scored.scored_at, minor_per_major: currency.minor_per_major(), segments: *segments };
+    customer_batch(customers_schema(), &chunk, &clock)
 }

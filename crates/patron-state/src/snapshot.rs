@@ -200,7 +200,7 @@ pub fn read_snapshot_with(
     for i in 0..count {
         let record =
             CustomerRecord::decode(body, &mut pos, with_rings).ok_or_else(|| format!("record {i} is invalid"))?;
-        if record.purchases.entries().iter().any(|p| p.product as usize >= products.len()) {
+        if record.history.purchases.entries().iter().any(|p| p.product as usize >= products.len()) {
             return Err(format!("record {i} refers to a product outside the catalogue"));
         }
         each(record);
@@ -284,7 +284,7 @@ mod tests {
         let record = CustomerRecord::new(CustomerId::new("c-3").unwrap());
         let (mut encoded, mut profile) = (Vec::new(), Vec::new());
         record.encode(&mut encoded);
-        record.purchases.encode(&mut profile);
+        record.purchases().encode(&mut profile);
         // Version 3 kept 8 event fingerprints and two cursor bytes before the profile.
         encoded.splice(encoded.len() - profile.len().., std::iter::repeat_n(0xAB, 66).chain(profile.iter().copied()));
         let mut items = Vec::new();

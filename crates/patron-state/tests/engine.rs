@@ -106,7 +106,7 @@ fn state_of(engine: &Engine) -> Vec<(String, u64, i64, u32)> {
         .with_books(|b| {
             b.records()
                 .iter()
-                .map(|r| (r.customer_id.to_string(), r.orders, r.revenue_minor, r.occasions()))
+                .map(|r| (r.customer_id().to_string(), r.orders, r.revenue_minor, r.occasions()))
                 .collect::<Vec<_>>()
         })
         .into_iter()
@@ -210,7 +210,7 @@ fn purchase_profiles_and_product_statistics_survive_snapshot_and_replay_exactly_
         let profile = |who: &str| {
             let record = engine.customer(&CustomerId::new(who).unwrap()).unwrap();
             let mut names: Vec<(String, u16)> = record
-                .purchases
+                .purchases()
                 .entries()
                 .iter()
                 .map(|e| (engine.catalog().name(e.product).unwrap().to_string(), e.occasions))

@@ -1,0 +1,348 @@
+//! Columnar chunks of customers: the one copy of everything the `customers`
+//! table is derived from, shared by the writer and SQL scans.
+//!
+//! A shard keeps its customers in chunks of [`CHUNK`] rows, each behind an
+//! `Arc`. A scan clones the `Arc`s under the shard's read lock (microseconds
+//! for millions of customers) and reads the columns after the lock is gone.
+//! A writer that touches a chunk a scan still holds copies that chunk once
+//! (`Arc::make_mut`), so the scan keeps a consistent view and nobody waits for
+//! the other. A chunk holds only fixed-size values and one byte buffer of ids,
+//! so that copy is a few hundred kilobytes of `memcpy`, not thousands of
+//! allocations; what only the writer reads (occasion days, purchase profiles)
+//! lives beside the chunks, in [`crate::record::History`].
+//!
+//! Layout per row: the id (Arrow `Utf8` layout: an `i32` offset and its
+//! bytes), the 88-byte [`Summary`], four score columns of `f64` with a
+//! validity byte, and seven label codes of one byte with a validity byte.
+//! Labels are stored as codes (`RfmSegment::code` …) and become strings only
+//! when a query asks for them.
+
+use patron_score::{LifecycleStage, Relationship, RfmSegment, Scores, Segments, ValueTier};
+
+use crate::record::Summary;
+
+/// Rows per chunk of a shard's state (a power of two).
+pub const CHUNK: usize = 4096;
+
+/// Model scores, one column each; `scored[i]` says whether row `i` has them.
+#[derive(Clone, Debug, Default)]
+pub struct ScoreColumns {
+    /// Whether the row has scores (false: all four are null).
+    pub scored: Vec<bool>,
+    /// P(alive).
+    pub p_alive: Vec<f64>,
+    /// E[orders in 90 days].
+    pub expected_orders_90d: Vec<f64>,
+    /// Expected order value.
+    pub expected_order_value: Vec<f64>,
+    /// Customer lifetime value.
+    pub clv: Vec<f64>,
+}
+
+/// Population-relative labels as codes; `segmented[i]` says whether row `i` has them.
+#[derive(Clone, Debug, Default)]
+pub struct LabelColumns {
+    /// Whether the row has labels (false: all are null).
+    pub segmented: Vec<bool>,
+    /// RFM recency score 1–5.
+    pub rfm_r: Vec<u8>,
+    /// RFM frequency score 1–5.
+    pub rfm_f: Vec<u8>,
+    /// RFM monetary score 1–5.
+    pub rfm_m: Vec<u8>,
+    /// [`RfmSegment::code`].
+    pub rfm_segment: Vec<u8>,
+    /// [`ValueTier::code`].
+    pub value_tier: Vec<u8>,
+    /// [`Relationship::code`].
+    pub relationship: Vec<u8>,
+    /// [`LifecycleStage::code`] as the labelling kernel saw it.
+    pub lifecycle_stage: Vec<u8>,
+}
+
+/// Up to [`CHUNK`] customers in columns.
+#[derive(Clone, Debug)]
+pub struct Chunk {
+    id_offsets: Vec<i32>,
+    id_bytes: Vec<u8>,
+    summaries: Vec<Summary>,
+    scores: ScoreColumns,
+    labels: LabelColumns,
+}
+
+impl Default for Chunk {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+impl Chunk {
+    /// An empty chunk with room for `rows` rows.
+    pub fn with_capacity(rows: usize) -> Self {
+        let mut id_offsets = Vec::with_capacity(rows + 1);
+        id_offsets.push(0);
+        let f64s = || Vec::with_capacity(rows);
+        let bytes = || Vec::with_capacity(rows);
+        Self {
+            id_offsets,
+            id_bytes: Vec::with_capacity(rows * 10),
+            summaries: Vec::with_capacity(rows),
+            scores: ScoreColumns {
+                scored: Vec::with_capacity(rows),
+                p_alive: f64s(),
+                expected_orders_90d: f64s(),
+                expected_order_value: f64s(),
+                clv: f64s(),
+            },
+            labels: LabelColumns {
+                segmented: Vec::with_capacity(rows),
+                rfm_r: bytes(),
+                rfm_f: bytes(),
+                rfm_m: bytes(),
+                rfm_segment: bytes(),
+                value_tier: bytes(),
+                relationship: bytes(),
+                lifecycle_stage: bytes(),
+            },
+        }
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.summaries.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.summaries.is_empty()
+    }
+
+    /// Appends a row.
+    pub fn push(&mut self, id: &str, summary: Summary, scores: Option<Scores>, segments: Option<Segments>) {
+        self.id_bytes.extend_from_slice(id.as_bytes());
+        // Ids are at most 256 bytes and a chunk at most CHUNK rows: far below i32::MAX.
+        self.id_offsets.push(self.id_bytes.len() as i32);
+        self.summaries.push(summary);
+        let s = &mut self.scores;
+        s.scored.push(false);
+        for column in [&mut s.p_alive, &mut s.expected_orders_90d, &mut s.expected_order_value, &mut s.clv] {
+            column.push(0.0);
+        }
+        let l = &mut self.labels;
+        l.segmented.push(false);
+        for column in [
+            &mut l.rfm_r,
+            &mut l.rfm_f,
+            &mut l.rfm_m,
+            &mut l.rfm_segment,
+            &mut l.value_tier,
+            &mut l.relationship,
+            &mut l.lifecycle_stage,
+        ] {
+            column.push(0);
+        }
+        let row = self.len() - 1;
+        self.set_scores(row, scores);
+        self.set_segments(row, segments);
+    }
+
+    /// Removes the last row.
+    pub fn pop(&mut self) {
+        if self.summaries.pop().is_none() {
+            return;
+        }
+        self.id_offsets.pop();
+        self.id_bytes.truncate(self.id_offsets.last().map_or(0, |&o| o as usize));
+        let s = &mut self.scores;
+        s.scored.pop();
+        for column in [&mut s.p_alive, &mut s.expected_orders_90d, &mut s.expected_order_value, &mut s.clv] {
+            column.pop();
+        }
+        let l = &mut self.labels;
+        l.segmented.pop();
+        for column in [
+            &mut l.rfm_r,
+            &mut l.rfm_f,
+            &mut l.rfm_m,
+            &mut l.rfm_segment,
+            &mut l.value_tier,
+            &mut l.relationship,
+            &mut l.lifecycle_stage,
+        ] {
+            column.pop();
+        }
+    }
+
+    /// Overwrites row `row` with row `from` of `source` (erasure moves the last
+    /// customer into the freed row). The old id's bytes leave the buffer.
+    pub fn overwrite(&mut self, row: usize, source: &Chunk, from: usize) {
+        self.set_id(row, source.id(from));
+        self.summaries[row] = source.summaries[from];
+        self.set_scores(row, source.scores(from));
+        self.set_segments(row, source.segments(from));
+    }
+
+    fn set_id(&mut self, row: usize, id: &str) {
+        let (start, end) = (self.id_offsets[row] as usize, self.id_offsets[row + 1] as usize);
+        self.id_bytes.splice(start..end, id.bytes());
+        let delta = id.len() as i32 - (end - start) as i32;
+        self.id_offsets[row + 1..].iter_mut().for_each(|o| *o += delta);
+    }
+
+    /// The id of row `row`.
+    pub fn id(&self, row: usize) -> &str {
+        let (start, end) = (self.id_offsets[row] as usize, self.id_offsets[row + 1] as usize);
+        // Only whole `&str`s are ever copied in, at offsets recorded with them.
+        std::str::from_utf8(&self.id_bytes[start..end]).unwrap_or_default()
+    }
+
+    /// The id column in Arrow `Utf8` layout: `len + 1` offsets and the bytes.
+    pub fn id_column(&self) -> (&[i32], &[u8]) {
+        (&self.id_offsets, &self.id_bytes)
+    }
+
+    /// Every row's summary.
+    pub fn summaries(&self) -> &[Summary] {
+        &self.summaries
+    }
+
+    /// Row `row`'s summary, to change.
+    pub fn summary_mut(&mut self, row: usize) -> &mut Summary {
+        &mut self.summaries[row]
+    }
+
+    /// The score columns.
+    pub fn score_columns(&self) -> &ScoreColumns {
+        &self.scores
+    }
+
+    /// The label columns.
+    pub fn label_columns(&self) -> &LabelColumns {
+        &self.labels
+    }
+
+    /// Row `row`'s scores.
+    pub fn scores(&self, row: usize) -> Option<Scores> {
+        let s = &self.scores;
+        s.scored[row].then(|| Scores {
+            p_alive: s.p_alive[row],
+            expected_orders_90d: s.expected_orders_90d[row],
+            expected_order_value: s.expected_order_value[row],
+            clv: s.clv[row],
+        })
+    }
+
+    /// Sets row `row`'s scores.
+    pub fn set_scores(&mut self, row: usize, scores: Option<Scores>) {
+        let s = &mut self.scores;
+        s.scored[row] = scores.is_some();
+        let v =
+            scores.unwrap_or(Scores { p_alive: 0.0, expected_orders_90d: 0.0, expected_order_value: 0.0, clv: 0.0 });
+        s.p_alive[row] = v.p_alive;
+        s.expected_orders_90d[row] = v.expected_orders_90d;
+        s.expected_order_value[row] = v.expected_order_value;
+        s.clv[row] = v.clv;
+    }
+
+    /// Row `row`'s labels.
+    pub fn segments(&self, row: usize) -> Option<Segments> {
+        let l = &self.labels;
+        if !l.segmented[row] {
+            return None;
+        }
+        Some(Segments {
+            rfm_r: l.rfm_r[row],
+            rfm_f: l.rfm_f[row],
+            rfm_m: l.rfm_m[row],
+            rfm_segment: RfmSegment::from_code(l.rfm_segment[row])?,
+            value_tier: ValueTier::from_code(l.value_tier[row])?,
+            relationship: Relationship::from_code(l.relationship[row])?,
+            lifecycle_stage: LifecycleStage::from_code(l.lifecycle_stage[row])?,
+        })
+    }
+
+    /// Sets row `row`'s labels.
+    pub fn set_segments(&mut self, row: usize, segments: Option<Segments>) {
+        let l = &mut self.labels;
+        l.segmented[row] = segments.is_some();
+        if let Some(g) = segments {
+            l.rfm_r[row] = g.rfm_r;
+            l.rfm_f[row] = g.rfm_f;
+            l.rfm_m[row] = g.rfm_m;
+            l.rfm_segment[row] = g.rfm_segment.code();
+            l.value_tier[row] = g.value_tier.code();
+            l.relationship[row] = g.relationship.code();
+            l.lifecycle_stage[row] = g.lifecycle_stage.code();
+        }
+    }
+
+    /// Bytes of the columns' allocations (capacity, not length).
+    pub fn memory_bytes(&self) -> usize {
+        let s = &self.scores;
+        let l = &self.labels;
+        self.id_offsets.capacity() * 4
+            + self.id_bytes.capacity()
+            + self.summaries.capacity() * std::mem::size_of::<Summary>()
+            + s.scored.capacity()
+            + (s.p_alive.capacity()
+                + s.expected_orders_90d.capacity()
+                + s.expected_order_value.capacity()
+                + s.clv.capacity())
+                * 8
+            + l.segmented.capacity()
+            + l.rfm_r.capacity()
+            + l.rfm_f.capacity()
+            + l.rfm_m.capacity()
+            + l.rfm_segment.capacity()
+            + l.value_tier.capacity()
+            + l.relationship.capacity()
+            + l.lifecycle_stage.capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segments(code: u8) -> Segments {
+        Segments {
+            rfm_r: 5,
+            rfm_f: 4,
+            rfm_m: 3,
+            rfm_segment: RfmSegment::from_code(code).unwrap(),
+            value_tier: ValueTier::Potential,
+            relationship: Relationship::Butterfly,
+            lifecycle_stage: LifecycleStage::Loyal,
+        }
+    }
+
+    #[test]
+    fn rows_keep_ids_scores_and_labels_and_erasure_removes_the_id_bytes() {
+        let mut chunk = Chunk::with_capacity(4);
+        let scores = Scores { p_alive: 0.5, expected_orders_90d: 1.5, expected_order_value: 20.0, clv: 99.0 };
+        chunk.push("c-1", Summary::default(), Some(scores), None);
+        chunk.push("a-much-longer-customer-id", Summary::default(), None, Some(segments(3)));
+        chunk.push("c-3", Summary::default(), None, None);
+        assert_eq!((chunk.id(0), chunk.id(1), chunk.id(2)), ("c-1", "a-much-longer-customer-id", "c-3"));
+        assert_eq!((chunk.scores(0), chunk.scores(1)), (Some(scores), None));
+        assert_eq!((chunk.segments(0), chunk.segments(1)), (None, Some(segments(3))));
+        // Erase row 1: the last row moves in, then the last row goes.
+        let last = chunk.clone();
+        chunk.overwrite(1, &last, 2);
+        chunk.pop();
+        assert_eq!((chunk.len(), chunk.id(0), chunk.id(1)), (2, "c-1", "c-3"));
+        assert_eq!(chunk.segments(1), None);
+        let (offsets, bytes) = chunk.id_column();
+        assert_eq!((offsets, bytes), (&[0, 3, 6][..], &b"c-1c-3"[..]));
+        assert!(chunk.memory_bytes() > 0);
+    }
+
+    #[test]
+    fn every_label_code_round_trips() {
+        for code in 0..RfmSegment::ALL.len() as u8 {
+            let mut chunk = Chunk::with_capacity(1);
+            chunk.push("c", Summary::default(), None, Some(segments(code)));
+            assert_eq!(chunk.segments(0), Some(segments(code)));
+        }
+    }
+}
