@@ -7,14 +7,21 @@
 //!   with p50/p99 per statement measured by the client;
 //! - the same aggregate in DuckDB over the same rows exported to Parquet;
 //! - how long a query held a shard's read lock (ingestion into that shard
-//!   waits meanwhile).
+//!   waits meanwhile);
+//! - the same aggregate in DataFusion over a `MemTable` of the same two
+//!   columns: the floor of deriving columns from the live state;
+//! - the bytes per customer of the state (columns and id index), of the
+//!   writer-only histories, and of the deduplication index;
+//! - a snapshot of everyone, and a restart (snapshot load + log tail).
 //!
 //! Targets: aggregate ≤ 200 ms and within 1.5× of DuckDB; point lookup p99
-//! ≤ 2 ms. The state comes from the BG/NBD synthetic population
+//! ≤ 2 ms; shard lock ≤ 5 ms; ≤ 150 bytes per customer; snapshot and
+//! restart ≤ 5 s each. The state comes from the BG/NBD synthetic population
 //! (`patron_workload::synthetic_customers`): every customer's purchases are
 //! submitted as events through the durable log, then the models are fitted.
 //!
-//! Run (needs `pip install 'psycopg[binary]' duckdb pyarrow`):
+//! Run (needs psycopg, duckdb and pyarrow: `.venv/bin/pip install duckdb` after
+//! `tests/run` made `.venv`; the script runs with `.venv/bin/python` when it exists):
 //! `cargo run -p patron-benches --features sql --example sql_capacity -- [customers] [out.json]`
 //! (dev profile: dependencies and the SQL/state crates at opt-level 2).
 
@@ -52,7 +59,8 @@ fn main() -> Result<()> {
     let customers: usize = args.get(1).map_or(Ok(10_000_000), |a| a.parse()).context("customers must be a number")?;
     let out = args.get(2).cloned();
     let dir = tempfile::tempdir()?;
-    let (engine, _) = Engine::open(EngineConfig::new(dir.path()))?;
+    let config = EngineConfig::new(dir.path());
+    let (engine, _) = Engine::open(config.clone())?;
     let engine = Arc::new(engine);
 
     let started = Instant::now();
@@ -103,6 +111,39 @@ fn main() -> Result<()> {
     let max_lock_ms = sql.counters().max_lock_micros.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e3;
     eprintln!("aggregate in process: median {:.1} ms; longest shard lock {max_lock_ms:.1} ms", aggregate_ms[5]);
 
+    // The floor: DataFusion over a MemTable holding exactly the two columns.
+    let columns = runtime.block_on(sql.run("SELECT rfm_segment, clv FROM customers", patron_sql::Access::Admin))?;
+    let memtable = datafusion::datasource::MemTable::try_new(
+        columns.schema.clone(),
+        columns.batches.chunks(columns.batches.len().div_ceil(2).max(1)).map(<[_]>::to_vec).collect(),
+    )?;
+    drop(columns);
+    let floor = datafusion::prelude::SessionContext::new();
+    floor.register_table("customers", Arc::new(memtable))?;
+    let mut memtable_ms = Vec::new();
+    for run in 0..11 {
+        let t = Instant::now();
+        let batches = runtime.block_on(async { floor.sql(AGGREGATE).await?.collect().await })?;
+        if run > 0 {
+            memtable_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        assert!(!batches.is_empty());
+    }
+    memtable_ms.sort_by(f64::total_cmp);
+    drop(floor);
+    eprintln!("the same aggregate over a MemTable: median {:.1} ms", memtable_ms[5]);
+
+    let (state_bytes, history_bytes) = engine.state_memory();
+    let (remembered_events, dedup_bytes) = engine.dedup_usage();
+    let per_customer = |bytes: usize| bytes as f64 / customers as f64;
+    eprintln!(
+        "memory per customer: state {:.1} B, histories {:.1} B, dedup {:.1} B ({:.1} B per remembered event)",
+        per_customer(state_bytes),
+        per_customer(history_bytes),
+        per_customer(dedup_bytes),
+        dedup_bytes as f64 / remembered_events.max(1) as f64
+    );
+
     // Export the rows DuckDB will aggregate: the columns the query reads.
     let parquet_path = dir.path().join("customers.parquet");
     let export =
@@ -121,9 +162,11 @@ fn main() -> Result<()> {
     let handlers = Arc::new(PgHandlers::new(sql.clone(), None)?);
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let pg_addr = listener.local_addr()?;
-    let _pg = runtime.spawn(patron_sql::pg::serve(listener, handlers, None, std::future::pending()));
+    let pg = runtime.spawn(patron_sql::pg::serve(listener, handlers, None, std::future::pending()));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/compare/sql_vs_duckdb.py");
-    let output = std::process::Command::new("python3")
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python");
+    let python = if std::path::Path::new(venv).exists() { venv } else { "python3" };
+    let output = std::process::Command::new(python)
         .args([script, &pg_addr.ip().to_string(), &pg_addr.port().to_string()])
         .arg(&parquet_path)
         .arg(customers.to_string())
@@ -131,6 +174,24 @@ fn main() -> Result<()> {
         .context("python3 runs")?;
     anyhow::ensure!(output.status.success(), "the client script failed: {}", String::from_utf8_lossy(&output.stderr));
     let clients: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    // Stop the pgwire task (it holds the engine) before the restart.
+    pg.abort();
+    let _ = runtime.block_on(pg);
+
+    // Snapshot of everyone, then a restart from it.
+    let started = Instant::now();
+    let snapshot = engine.snapshot()?;
+    let snapshot_seconds = started.elapsed().as_secs_f64();
+    eprintln!("snapshot of {} customers ({} bytes) in {snapshot_seconds:.2} s", snapshot.customers, snapshot.bytes);
+    // A restart from a copy of the data directory (this engine keeps its lock).
+    let copy = tempfile::tempdir()?;
+    let status = std::process::Command::new("cp").arg("-a").arg(dir.path().join(".")).arg(copy.path()).status()?;
+    anyhow::ensure!(status.success(), "cannot copy the data directory");
+    drop((sql, engine));
+    let started = Instant::now();
+    let (engine, _) = Engine::open(EngineConfig { data_dir: copy.path().to_owned(), ..config })?;
+    let restart_seconds = started.elapsed().as_secs_f64();
+    eprintln!("restart with {} customers in {restart_seconds:.2} s", engine.shard_sizes().iter().sum::<usize>());
     let duckdb_ms = clients["duckdb_aggregate_ms"]["p50"].as_f64().unwrap_or(f64::NAN);
     let machine = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| {
         c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
@@ -160,9 +221,24 @@ fn main() -> Result<()> {
         "aggregate_sql": AGGREGATE,
         "aggregate_in_process_ms": {"p50": aggregate_ms[5], "min": aggregate_ms[0], "max": aggregate_ms[9]},
         "max_shard_lock_ms": max_lock_ms,
+        "aggregate_over_memtable_ms": {"p50": memtable_ms[5], "min": memtable_ms[0], "max": memtable_ms[9]},
+        "memory": {
+            "state_bytes_per_customer": per_customer(state_bytes),
+            "history_bytes_per_customer": per_customer(history_bytes),
+            "dedup_bytes_per_customer": per_customer(dedup_bytes),
+            "dedup_remembered_events": remembered_events,
+            "dedup_bytes_per_remembered_event": dedup_bytes as f64 / remembered_events.max(1) as f64,
+            "summary_bytes": std::mem::size_of::<patron_state::Summary>(),
+        },
+        "snapshot_seconds": snapshot_seconds,
+        "snapshot_bytes": snapshot.bytes,
+        "restart_seconds": restart_seconds,
         "pgwire": clients,
         "ratio_to_duckdb": aggregate_ms[5] / duckdb_ms,
-        "targets": {"aggregate_ms": 200.0, "ratio_to_duckdb": 1.5, "point_lookup_p99_ms": 2.0},
+        "targets": {
+            "aggregate_ms": 200.0, "ratio_to_duckdb": 1.5, "point_lookup_p99_ms": 2.0, "max_shard_lock_ms": 5.0,
+            "state_bytes_per_customer": 150.0, "snapshot_seconds": 5.0, "restart_seconds": 5.0,
+        },
     });
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");

@@ -694,6 +694,9 @@ pub(crate) fn engine_stats_rows(shared: &Shared) -> Vec<(String, f64)> {
         ("last_recommendation_refresh_ms".to_owned(), load(&stats.last_recs_refresh_micros) / 1e3),
         ("product_stats_bytes".to_owned(), engine.item_stats().memory_bytes() as f64),
     ];
+    let (state_bytes, history_bytes) = engine.state_memory();
+    rows.push(("customer_state_bytes".to_owned(), state_bytes as f64));
+    rows.push(("customer_history_bytes".to_owned(), history_bytes as f64));
     let (remembered, dedup_bytes) = engine.dedup_usage();
     rows.push(("dedup_remembered_events".to_owned(), remembered as f64));
     rows.push(("dedup_bytes".to_owned(), dedup_bytes as f64));

@@ -12,7 +12,7 @@
 //! lives beside the chunks, in [`crate::record::History`].
 //!
 //! Layout per row: the id (Arrow `Utf8` layout: an `i32` offset and its
-//! bytes), the 88-byte [`Summary`], four score columns of `f64` with a
+//! bytes), the 80-byte [`Summary`], four score columns of `f64` with a
 //! validity byte, and seven label codes of one byte with a validity byte.
 //! Labels are stored as codes (`RfmSegment::code` …) and become strings only
 //! when a query asks for them.
@@ -85,7 +85,7 @@ impl Chunk {
         let bytes = || Vec::with_capacity(rows);
         Self {
             id_offsets,
-            id_bytes: Vec::with_capacity(rows * 10),
+            id_bytes: Vec::with_capacity(rows * 8),
             summaries: Vec::with_capacity(rows),
             scores: ScoreColumns {
                 scored: Vec::with_capacity(rows),
@@ -122,6 +122,10 @@ impl Chunk {
         self.id_bytes.extend_from_slice(id.as_bytes());
         // Ids are at most 256 bytes and a chunk at most CHUNK rows: far below i32::MAX.
         self.id_offsets.push(self.id_bytes.len() as i32);
+        if self.id_offsets.len() == CHUNK + 1 {
+            // A full chunk's ids will not grow: give back what doubling reserved.
+            self.id_bytes.shrink_to_fit();
+        }
         self.summaries.push(summary);
         let s = &mut self.scores;
         s.scored.push(false);

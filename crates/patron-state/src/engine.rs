@@ -938,6 +938,13 @@ impl Engine {
         &self.inner.config.blend
     }
 
+    /// Bytes of the customer state: the columns and id index the `customers`
+    /// table is derived from, and the writer-only histories (occasion days and
+    /// purchase profiles). The dedup index is [`Self::dedup_usage`].
+    pub fn state_memory(&self) -> (usize, usize) {
+        self.with_books(CustomerBook::memory_bytes).into_iter().fold((0, 0), |(c, h), (a, b)| (c + a, h + b))
+    }
+
     /// Event ids remembered for deduplication, and the bytes their indexes take.
     pub fn dedup_usage(&self) -> (usize, usize) {
         self.with_books(|b| (b.dedup().len(), b.dedup().memory_bytes()))

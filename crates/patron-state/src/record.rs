@@ -1,7 +1,7 @@
 //! One customer's running summary, updated per event in O(log occasions).
 //!
 //! A customer is split by how it is read:
-//! - [`Summary`]: fixed-size numbers (88 bytes, `Copy`), what the `customers`
+//! - [`Summary`]: fixed-size numbers (80 bytes, `Copy`), what the `customers`
 //!   table is derived from. The state keeps summaries in columnar chunks that
 //!   SQL scans share (see `crate::chunk`).
 //! - [`History`]: what only the writer reads: the occasion days (to place a
@@ -51,12 +51,16 @@ pub struct Tracking<'a> {
     pub history_limit: usize,
 }
 
-/// A customer's fixed-size running summary.
+/// A customer's fixed-size running summary (80 bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Summary {
     /// Purchase events (orders).
     pub orders: u64,
     occasions: u32,
+    /// When each channel's consent was last stated, in seconds since
+    /// 1990-01-01 (validation refuses earlier events; `u32` reaches 2126),
+    /// 0: never. Consent changes within one second are ordered by arrival.
+    consent_at_s: [u32; 3],
     /// Consent per channel (`None`: never stated).
     pub consent: Consent,
     first_occasion_value_minor: i64,
@@ -67,7 +71,14 @@ pub struct Summary {
     pub refunded_minor: i64,
     first_purchase_ms: i64,
     last_purchase_ms: i64,
-    consent_at_ms: [i64; 3],
+}
+
+/// 1990-01-01T00:00:00Z in Unix milliseconds: the epoch of [`Summary`]'s consent times.
+const CONSENT_EPOCH_MS: i64 = 631_152_000_000;
+
+/// An event time as [`Summary`] keeps consent times (1 or more: 0 is "never").
+fn consent_second(at: Timestamp) -> u32 {
+    u32::try_from((at.millis() - CONSENT_EPOCH_MS).div_euclid(1000)).unwrap_or(u32::MAX).max(1)
 }
 
 impl Default for Summary {
@@ -82,7 +93,7 @@ impl Default for Summary {
             refunded_minor: 0,
             first_purchase_ms: NO_TIME,
             last_purchase_ms: NO_TIME,
-            consent_at_ms: [NO_TIME; 3],
+            consent_at_s: [0; 3],
         }
     }
 }
@@ -140,7 +151,7 @@ impl Summary {
             }
             EventKind::Consent(c) => {
                 // Last writer by event time wins, per channel.
-                let at = event.timestamp.millis();
+                let at = consent_second(event.timestamp);
                 for (slot, (state, new)) in [
                     (&mut self.consent.email, c.email),
                     (&mut self.consent.sms, c.sms),
@@ -150,10 +161,10 @@ impl Summary {
                 .enumerate()
                 {
                     if let Some(value) = new
-                        && (self.consent_at_ms[slot] == NO_TIME || self.consent_at_ms[slot] <= at)
+                        && self.consent_at_s[slot] <= at
                     {
                         *state = Some(value);
-                        self.consent_at_ms[slot] = at;
+                        self.consent_at_s[slot] = at;
                     }
                 }
             }
@@ -334,8 +345,9 @@ pub fn encode_customer(id: &str, summary: &Summary, history: &History, out: &mut
     for c in [summary.consent.email, summary.consent.sms, summary.consent.push] {
         out.push(codec::flag(c));
     }
-    for t in summary.consent_at_ms {
-        out.extend_from_slice(&t.to_le_bytes());
+    for s in summary.consent_at_s {
+        let ms = if s == 0 { NO_TIME } else { CONSENT_EPOCH_MS + i64::from(s) * 1000 };
+        out.extend_from_slice(&ms.to_le_bytes());
     }
     history.purchases.encode(out);
 }
@@ -372,8 +384,9 @@ impl CustomerRecord {
         s.first_purchase_ms = r.i64()?;
         s.last_purchase_ms = r.i64()?;
         s.consent = Consent { email: r.flag()?, sms: r.flag()?, push: r.flag()? };
-        for slot in &mut s.consent_at_ms {
-            *slot = r.i64()?;
+        for slot in &mut s.consent_at_s {
+            let ms = r.i64()?;
+            *slot = if ms == NO_TIME { 0 } else { consent_second(Timestamp::from_millis(ms)) };
         }
         // The occasion days and the purchase times describe the same purchases.
         if s.first_day() != occasion_days.first().copied() || s.last_day() != occasion_days.last().copied() {
@@ -398,6 +411,31 @@ mod tests {
             r#"{{"type":"purchase","event_id":"{id}","customer_id":"c","timestamp":"{at}T12:00:00Z","revenue":"{revenue}"}}"#
         );
         Validator::new(CurrencyTable::default()).decode(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_summary_is_80_bytes() {
+        // The memory target (150 bytes per customer) is mostly this.
+        assert_eq!(std::mem::size_of::<Summary>(), 80);
+    }
+
+    #[test]
+    fn the_later_consent_by_event_time_wins_per_channel() {
+        let validator = Validator::new(CurrencyTable::default());
+        let consent = |at: &str, email: bool| {
+            let json = format!(
+                r#"{{"type":"consent","event_id":"k{at}{email}","customer_id":"c","timestamp":"{at}","channels":{{"email":{email}}}}}"#
+            );
+            validator.decode(json.as_bytes()).unwrap()
+        };
+        let mut r = CustomerRecord::new(CustomerId::new("c").unwrap());
+        r.apply(&consent("2025-01-02T00:00:00Z", true));
+        r.apply(&consent("2025-01-01T00:00:00Z", false));
+        assert_eq!(r.consent.email, Some(true), "an older statement arriving late does not win");
+        r.apply(&consent("2025-01-02T00:00:00Z", false));
+        assert_eq!(r.consent.email, Some(false), "the same second: the later arrival wins");
+        r.apply(&consent("1990-01-01T00:00:00Z", true));
+        assert_eq!(r.consent.email, Some(false));
     }
 
     #[test]
