@@ -30,6 +30,8 @@ fn loadgen_counts_agree_with_the_server_and_the_result_has_every_key() {
         "0.01",
         "--marker-every",
         "50ms",
+        "--sql-every",
+        "0s",
         "--server-pid",
         &pid,
         "--out",
@@ -61,6 +63,13 @@ fn loadgen_counts_agree_with_the_server_and_the_result_has_every_key() {
     assert!(run["report"]["server_max_sync_ms"].as_f64().is_some_and(|ms| ms > 0.0), "read from /metrics: {run}");
     assert!(run["report"]["max_send_delay_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{run}");
     assert!(run["machine"]["cores"].as_u64() >= Some(1), "{run}");
+    // The analyst ran the GROUP BY back to back beside the load.
+    assert_eq!(run["config"]["sql_every_ms"].as_u64(), Some(0), "{run}");
+    assert!(run["sql_latency_ms"]["count"].as_u64() >= Some(2), "{run}");
+    assert!(run["sql_latency_ms"]["p50"].as_f64().is_some_and(|ms| ms > 0.0), "{run}");
+    assert_eq!(run["report"]["sql_failures"].as_u64(), Some(0), "{run}");
+    assert!(run["report"]["server_max_scan_lock_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{run}");
+    assert!(text.contains("analyst SQL"), "{text}");
     let report = &run["report"];
     let count = |k: &str| report[k].as_u64().unwrap_or(u64::MAX);
     assert_eq!(count("failed_requests"), 0, "{report}");

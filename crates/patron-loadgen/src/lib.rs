@@ -69,7 +69,15 @@ pub struct LoadConfig {
     pub server_pid: Option<u32>,
     /// Seed of the synthetic shop.
     pub seed: u64,
+    /// An analyst beside the load: runs [`Self::sql`] over `POST /v1/sql`
+    /// every this often (zero: back to back) while events are sent.
+    pub sql_every: Option<Duration>,
+    /// The analyst's query.
+    pub sql: String,
 }
+
+/// The analyst's default query: the full-table aggregate of DESIGN.md §6.
+pub const DEFAULT_ANALYST_SQL: &str = "SELECT rfm_segment, count(*), avg(clv) FROM customers GROUP BY 1";
 
 impl Default for LoadConfig {
     fn default() -> Self {
@@ -88,6 +96,8 @@ impl Default for LoadConfig {
             token: None,
             server_pid: None,
             seed: 42,
+            sql_every: None,
+            sql: DEFAULT_ANALYST_SQL.to_owned(),
         }
     }
 }
@@ -211,6 +221,13 @@ pub struct LoadReport {
     /// The server's slowest log fdatasync since it started, ms (from its
     /// `/metrics`): a slow sync holds back every acknowledgement behind it.
     pub server_max_sync_ms: Option<f64>,
+    /// The analyst's query latency (with `sql_every`), after the warm-up.
+    pub sql_latency_ms: Option<Percentiles>,
+    /// Analyst queries that failed.
+    pub sql_failures: u64,
+    /// The longest a SQL scan held a shard's lock on the server, ms (its
+    /// `engine_stats`), with `sql_every`.
+    pub server_max_scan_lock_ms: Option<f64>,
 }
 
 /// Counters a progress display can read while the run goes on.
@@ -592,7 +609,7 @@ pub fn run(config: &LoadConfig, live: &Live) -> Result<LoadReport, LoadError> {
     let measure_from = started + config.warmup;
     let (mut sent_malformed, mut sent_duplicates, mut sent_markers) = (0u64, 0u64, 0u64);
     let mut max_send_delay = Duration::ZERO;
-    let (worker_results, (freshness, markers_lost), send_seconds, shops) = std::thread::scope(|scope| {
+    let (worker_results, (freshness, markers_lost), send_seconds, shops, analyst) = std::thread::scope(|scope| {
         let producer = scope.spawn(move || {
             while prepared_tx.send(generator.unmarked_batch(Instant::now(), 0)).is_ok() {}
             generator.generation
@@ -605,6 +622,8 @@ pub fn run(config: &LoadConfig, live: &Live) -> Result<LoadReport, LoadError> {
             .collect();
         drop(marker_tx);
         let poller = scope.spawn(|| poll_markers(config, &marker_rx, &markers_done));
+        let done = &done_sending;
+        let analyst = config.sql_every.map(|every| scope.spawn(move || analyst(config, every, done, measure_from)));
         let monitor = scope.spawn(|| {
             let (mut last, mut last_at) = (0u64, Instant::now());
             while !done_sending.load(Ordering::Acquire) {
@@ -670,7 +689,8 @@ pub fn run(config: &LoadConfig, live: &Live) -> Result<LoadReport, LoadError> {
         markers_done.store(true, Ordering::Release);
         let _ = monitor.join();
         let freshness = poller.join().unwrap_or_else(|_| (histogram(), 0));
-        (results, freshness, send_seconds, shops)
+        let analyst = analyst.map(|a| a.join().unwrap_or_else(|_| (histogram(), 0)));
+        (results, freshness, send_seconds, shops, analyst)
     });
     let mut latency = histogram();
     let mut totals = WorkerTotals::default();
@@ -711,7 +731,46 @@ pub fn run(config: &LoadConfig, live: &Live) -> Result<LoadReport, LoadError> {
         shops,
         max_send_delay_ms: max_send_delay.as_secs_f64() * 1e3,
         server_max_sync_ms,
+        sql_latency_ms: analyst.as_ref().map(|(h, _)| Percentiles::of(h)),
+        sql_failures: analyst.as_ref().map_or(0, |a| a.1),
+        server_max_scan_lock_ms: analyst.as_ref().and_then(|_| server_stat(config, "sql_max_shard_lock_ms")),
     })
+}
+
+/// Runs the analyst's query every `every` until `done`; returns the latency
+/// histogram (queries started after `measure_from`) and the failures.
+fn analyst(config: &LoadConfig, every: Duration, done: &AtomicBool, measure_from: Instant) -> (Histogram<u64>, u64) {
+    let agent = agent();
+    let url = format!("{}/v1/sql", config.url.trim_end_matches('/'));
+    let (mut latency, mut failures) = (histogram(), 0);
+    while !done.load(Ordering::Acquire) {
+        let started = Instant::now();
+        let answer = authorised(agent.post(&url), config.token.as_deref())
+            .set("Accept", "application/json")
+            .send_string(&config.sql)
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.into_string().map_err(|e| e.to_string()));
+        match answer {
+            Ok(_) if started >= measure_from => {
+                let _ = latency.record(started.elapsed().as_micros() as u64);
+            }
+            Ok(_) => {}
+            Err(_) => failures += 1,
+        }
+        if let Some(wait) = (started + every).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    (latency, failures)
+}
+
+/// One row of the server's `engine_stats`, if it answers.
+fn server_stat(config: &LoadConfig, name: &str) -> Option<f64> {
+    let url = format!("{}/v1/sql", config.url.trim_end_matches('/'));
+    let sql = format!("SELECT value FROM engine_stats WHERE name = '{name}'");
+    let rows: serde_json::Value =
+        authorised(agent().post(&url), config.token.as_deref()).send_string(&sql).ok()?.into_json().ok()?;
+    rows.get(0)?.get("value")?.as_f64()
 }
 
 #[cfg(test)]

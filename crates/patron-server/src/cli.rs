@@ -82,6 +82,14 @@ pub(crate) struct LoadgenArgs {
     /// Time between freshness markers.
     #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = units::duration)]
     pub(crate) marker_every: Duration,
+    /// Also run an analyst: the --sql query over POST /v1/sql every DURATION
+    /// (0s: back to back) while events are sent; reports its latency and the
+    /// longest shard lock a scan held.
+    #[arg(long, value_name = "DURATION", value_parser = units::duration_or_zero)]
+    pub(crate) sql_every: Option<Duration>,
+    /// The analyst's query.
+    #[arg(long, value_name = "SQL", default_value = patron_loadgen::DEFAULT_ANALYST_SQL)]
+    pub(crate) sql: String,
     /// The server's process id, to report its RSS and CPU.
     #[arg(long, value_name = "PID")]
     pub(crate) server_pid: Option<u32>,

@@ -32,6 +32,8 @@ fn config_of(args: &LoadgenArgs) -> Result<LoadConfig> {
         token: args.token.clone(),
         server_pid: args.server_pid,
         seed: args.seed,
+        sql_every: args.sql_every,
+        sql: args.sql.clone(),
     })
 }
 
@@ -98,10 +100,13 @@ pub(crate) fn run(args: &LoadgenArgs) -> Result<()> {
             "batch": config.batch, "malformed_share": config.malformed_share,
             "duplicate_share": config.duplicate_share, "marker_every_ms": config.marker_every.as_millis() as u64,
             "server_pid": config.server_pid, "seed": config.seed,
+            "sql_every_ms": config.sql_every.map(|d| d.as_millis() as u64),
+            "sql": config.sql_every.map(|_| config.sql.clone()),
         },
         "events_per_s": report.events_per_s,
         "http_latency_ms": report.http_latency_ms,
         "freshness_ms": report.freshness_ms,
+        "sql_latency_ms": report.sql_latency_ms,
         "rejected": report.rejected,
         "peak_rss_bytes": report.peak_rss_bytes,
         "report": report,
@@ -138,6 +143,11 @@ fn print_report(r: &LoadReport) {
     };
     line("HTTP latency", &r.http_latency_ms);
     line("event → visible", &r.freshness_ms);
+    if let Some(sql) = &r.sql_latency_ms {
+        line("analyst SQL", sql);
+        let lock = r.server_max_scan_lock_ms.map_or_else(|| "unknown".to_owned(), |ms| format!("{ms:.2} ms"));
+        println!("analyst: {} failed queries; longest shard lock a scan held on the server: {lock}", r.sql_failures);
+    }
     println!(
         "client: {} shops generated; at worst a batch left {:.1} ms after its scheduled time",
         r.shops, r.max_send_delay_ms
