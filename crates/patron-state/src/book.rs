@@ -101,7 +101,8 @@ impl std::ops::Deref for Row<'_> {
 #[derive(Debug, Default)]
 pub struct Records {
     chunks: Vec<Arc<Chunk>>,
-    histories: Vec<Vec<History>>,
+    /// Also copy-on-write: a snapshot streams them while the writer goes on.
+    histories: Vec<Arc<Vec<History>>>,
     len: usize,
 }
 
@@ -154,6 +155,12 @@ impl Records {
         &self.chunks
     }
 
+    /// Everything a snapshot writes, shared copy-on-write: the chunks and the
+    /// histories beside them.
+    pub fn section(&self) -> crate::snapshot::Section {
+        crate::snapshot::Section { chunks: self.chunks.clone(), histories: self.histories.clone() }
+    }
+
     /// Up to `max` slots from `start`, within one chunk (an empty range past the end).
     pub fn run_from(&self, start: usize, max: usize) -> std::ops::Range<usize> {
         let end = self.len.min((start / CHUNK + 1) * CHUNK).min(start.saturating_add(max));
@@ -176,11 +183,11 @@ impl Records {
     fn push(&mut self, record: CustomerRecord) -> usize {
         if self.len.is_multiple_of(CHUNK) {
             self.chunks.push(Arc::new(Chunk::with_capacity(CHUNK)));
-            self.histories.push(Vec::with_capacity(CHUNK));
+            self.histories.push(Arc::new(Vec::with_capacity(CHUNK)));
         }
         if let (Some(chunk), Some(histories)) = (self.chunks.last_mut(), self.histories.last_mut()) {
             Arc::make_mut(chunk).push(record.customer_id.as_str(), record.summary, record.scores, record.segments);
-            histories.push(record.history);
+            Arc::make_mut(histories).push(record.history);
         }
         self.len += 1;
         self.len - 1
@@ -190,7 +197,7 @@ impl Records {
     /// first if a scan still holds it).
     pub fn row_mut(&mut self, slot: usize) -> Option<(&mut Summary, &mut History)> {
         let (c, r) = (slot / CHUNK, slot % CHUNK);
-        let history = self.histories.get_mut(c)?.get_mut(r)?;
+        let history = Arc::make_mut(self.histories.get_mut(c)?).get_mut(r)?;
         Some((Arc::make_mut(&mut self.chunks[c]).summary_mut(r), history))
     }
 
@@ -219,11 +226,11 @@ impl Records {
             let (c, r) = (slot / CHUNK, slot % CHUNK);
             let source = self.chunks[lc].clone();
             Arc::make_mut(&mut self.chunks[c]).overwrite(r, &source, lr);
-            let moved = std::mem::take(&mut self.histories[lc][lr]);
-            self.histories[c][r] = moved;
+            let moved = std::mem::take(&mut Arc::make_mut(&mut self.histories[lc])[lr]);
+            Arc::make_mut(&mut self.histories[c])[r] = moved;
         }
         Arc::make_mut(&mut self.chunks[lc]).pop();
-        self.histories[lc].pop();
+        Arc::make_mut(&mut self.histories[lc]).pop();
         if self.chunks[lc].is_empty() {
             self.chunks.pop();
             self.histories.pop();

@@ -53,9 +53,9 @@ use crate::catalog::ProductCatalog;
 use crate::dedup::{DEFAULT_DEDUP_HORIZON_DAYS, DedupIndex, IdHasher};
 use crate::items::{ItemConfig, ItemStats, RecsModel};
 use crate::recommend::{BlendConfig, Recommendation, recommend};
-use crate::record::{Applied, CustomerRecord, encode_customer};
+use crate::record::{Applied, CustomerRecord};
 use crate::scoring::{ModelFits, ScoringConfig, fit_models_on, scorer_for};
-use crate::snapshot::{Cut, DedupImage, Snapshot, list_snapshots, read_snapshot_with, write_snapshot};
+use crate::snapshot::{Cut, DedupImage, Section, Snapshot, SnapshotFile, list_snapshots, write_snapshot};
 use crate::{Result, StateError};
 
 /// What "now" is for scoring.
@@ -240,13 +240,49 @@ struct ShardBatch {
 /// Records handed to a restoring shard thread at a time.
 const RESTORE_BATCH: usize = 4096;
 
-/// Reads the snapshot at `path` into one book per shard. The file is decoded
-/// on this thread while one thread per shard inserts the records it routes
-/// there, so decoding and index building overlap (recovery of 10M customers
-/// was 18 s with both on one thread; bench-results/scaling/NOTES.md). The
-/// books still need [`CustomerBook::share`] once the catalogue is known.
+/// Reads the snapshot at `path` into one book per shard. When it has one
+/// section per shard (the shard count is unchanged), each section is decoded
+/// into its book on its own thread. Otherwise the file is decoded on this
+/// thread while one thread per shard inserts the records it routes there.
+/// The books still need [`CustomerBook::share`] once the catalogue is known.
 fn restore_snapshot(
     path: &Path,
+    config: &EngineConfig,
+    shards: usize,
+) -> std::result::Result<(Snapshot, Vec<CustomerBook>), String> {
+    let file = SnapshotFile::open(path)?;
+    if file.sections.len() != shards {
+        return restore_by_routing(file, config, shards);
+    }
+    let books = std::thread::scope(|scope| {
+        let workers: Vec<_> = file
+            .sections
+            .iter()
+            .map(|span| {
+                let file = &file;
+                scope.spawn(move || {
+                    let mut book =
+                        CustomerBook::with_catalog(Default::default(), Default::default(), config.history_limit);
+                    let end = Some(span.bytes.end);
+                    file.decode(span.bytes.start, span.records, end, &mut |record| book.insert_record(record))?;
+                    Ok::<_, String>(book)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().map_err(|_| "a restoring thread panicked".to_owned())?)
+            .collect::<std::result::Result<Vec<_>, String>>()
+    })?;
+    let items_start = file.sections.last().map_or(0, |s| s.bytes.end);
+    let snapshot = file.finish(items_start, config.items, config.dedup_horizon_days)?;
+    Ok((snapshot, books))
+}
+
+/// [`restore_snapshot`] for a snapshot written with another shard count (or
+/// before sections existed): every record is routed to its shard again.
+fn restore_by_routing(
+    file: SnapshotFile,
     config: &EngineConfig,
     shards: usize,
 ) -> std::result::Result<(Snapshot, Vec<CustomerBook>), String> {
@@ -264,7 +300,7 @@ fn restore_snapshot(
             })
             .unzip();
         let mut pending: Vec<Vec<CustomerRecord>> = (0..shards).map(|_| Vec::with_capacity(RESTORE_BATCH)).collect();
-        let read = read_snapshot_with(path, config.items, config.dedup_horizon_days, |record| {
+        let mut route = |record: CustomerRecord| {
             let shard = shard_of(&record.customer_id, shards);
             pending[shard].push(record);
             if pending[shard].len() == RESTORE_BATCH {
@@ -272,7 +308,14 @@ fn restore_snapshot(
                 // A worker only stops when its sender is dropped, so this cannot fail.
                 let _ = senders[shard].send(full);
             }
-        });
+        };
+        let decoded = if file.sections.is_empty() {
+            file.decode(file.records_start(), file.records(), None, &mut route)
+        } else {
+            file.sections
+                .iter()
+                .try_fold(0, |_, span| file.decode(span.bytes.start, span.records, Some(span.bytes.end), &mut route))
+        };
         for (sender, rest) in senders.iter().zip(pending) {
             let _ = sender.send(rest);
         }
@@ -281,7 +324,8 @@ fn restore_snapshot(
             .into_iter()
             .map(|worker| worker.join().map_err(|_| "a restoring thread panicked".to_owned()))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        read.map(|snapshot| (snapshot, books))
+        let snapshot = file.finish(decoded?, config.items, config.dedup_horizon_days)?;
+        Ok((snapshot, books))
     })
 }
 
@@ -330,15 +374,14 @@ fn with_dedup_state(
     (books, hasher)
 }
 
-/// One shard's part of a snapshot.
+/// One shard's part of a snapshot, taken at the cut in the time it takes to
+/// clone `Arc`s and the dedup table; encoded and written after the shard
+/// has gone back to its events.
 struct ShardImage {
-    customers: u64,
-    /// Encoded records.
-    records: Vec<u8>,
+    section: Section,
     /// The shard's own watermark.
     watermark_ms: i64,
-    /// Encoded deduplication index.
-    dedup: Vec<u8>,
+    dedup: DedupIndex,
 }
 
 enum ShardMessage {
@@ -1086,14 +1129,14 @@ impl Engine {
         .map_err(StateError::Log)?;
         let (marker_seq, replies, gate) =
             rx.recv().map_err(|_| StateError::Replay("log stopped".into()))?.map_err(StateError::Replay)?;
-        let (mut customers, mut encoded, mut shard_failed) = (0, Vec::new(), false);
-        let mut dedup = Vec::with_capacity(replies.len());
+        let (mut sections, mut dedup, mut shard_failed) = (Vec::new(), Vec::new(), false);
         for reply in replies {
             match reply.recv() {
                 Ok(image) => {
-                    customers += image.customers;
-                    encoded.extend_from_slice(&image.records);
-                    dedup.push((image.watermark_ms, image.dedup));
+                    let mut index = Vec::with_capacity(image.dedup.len() * 12 + 16);
+                    image.dedup.encode(&mut index);
+                    dedup.push((image.watermark_ms, index));
+                    sections.push(image.section);
                 }
                 Err(_) => shard_failed = true,
             }
@@ -1113,23 +1156,17 @@ impl Engine {
         // Taken after the shards answered, so it covers every product their records name.
         let products = self.inner.catalog.names();
         let dedup = DedupImage { hasher: self.inner.hasher, shards: &dedup };
-        let path = write_snapshot(
-            &dir,
-            Cut { next_seq, watermark_ms: watermark, records: customers },
-            &encoded,
-            &products,
-            &items,
-            &dedup,
-        )
-        .map_err(io)?;
+        let customers = sections.iter().map(Section::len).sum::<usize>() as u64;
+        let (path, bytes) =
+            write_snapshot(&dir, Cut { next_seq, watermark_ms: watermark }, &sections, &products, &items, &dedup)
+                .map_err(io)?;
+        drop(sections);
         let kept = list_snapshots(&dir).map_err(io)?;
         for (_, old) in kept.iter().skip(keep) {
             std::fs::remove_file(old).map_err(io)?;
         }
         let oldest_kept = kept.iter().take(keep).map(|k| k.0).min().unwrap_or(next_seq);
         let removed_segments = wal.truncate_before(oldest_kept).map_err(StateError::Log)?;
-        let bytes =
-            (encoded.len() + items.len() + dedup.shards.iter().map(|d| d.1.len() + 8).sum::<usize>() + 64) as u64;
         Ok(SnapshotReport { path, next_seq, customers, bytes, removed_segments })
     }
 
@@ -1317,14 +1354,8 @@ fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardMessage>) {
                 // The one place fingerprints are forgotten: the snapshot's cut (see crate::dedup).
                 let image = inner.shards[shard].write().ok().map(|mut book| {
                     book.forget_beyond_horizon();
-                    let mut records = Vec::with_capacity(book.len() * 96);
-                    book.records()
-                        .iter()
-                        .for_each(|r| encode_customer(r.customer_id(), r.summary(), r.history(), &mut records));
-                    let mut dedup = Vec::with_capacity(book.dedup().len() * 12 + 12);
-                    book.dedup().encode(&mut dedup);
-                    let watermark = book.watermark().map_or(i64::MIN, Timestamp::millis);
-                    ShardImage { customers: book.len() as u64, records, watermark_ms: watermark, dedup }
+                    let watermark_ms = book.watermark().map_or(i64::MIN, Timestamp::millis);
+                    ShardImage { section: book.records().section(), watermark_ms, dedup: book.dedup().clone() }
                 });
                 // A poisoned lock sends nothing: the snapshot is then refused.
                 if let Some(image) = image {
