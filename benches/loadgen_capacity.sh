@@ -2,7 +2,10 @@
 # Capacity run with `patron loadgen` against a release `patron serve` on a
 # fresh data directory (durable acks on): first closed loop (as fast as the
 # server accepts), then open loop at half the rate measured, for freshness
-# at half of peak (DESIGN.md §6). Each run writes its JSON under
+# at half of peak (DESIGN.md §6), then the same half-peak load again while
+# an analyst runs the GROUP BY over all customers back to back
+# (`--sql-every 0s`): freshness must hold while SQL runs, and the result
+# also reports the query latency and the longest scan lock. Each run writes its JSON under
 # bench-results/loadgen/ and the index is regenerated.
 #
 #   benches/loadgen_capacity.sh [duration=30s] [customers=1000000]
@@ -35,5 +38,9 @@ kill "$server"; wait "$server" 2>/dev/null || true
 start_server half
 "$patron" loadgen --url "$url" --rate $((peak / 2)) --duration "$duration" --connections 4 --batch 1000 \
   --customers "$customers" --server-pid "$server" --out "bench-results/loadgen/$stamp-half-peak.json"
+kill "$server"; wait "$server" 2>/dev/null || true
+start_server half-sql
+"$patron" loadgen --url "$url" --rate $((peak / 2)) --duration "$duration" --connections 4 --batch 1000 \
+  --customers "$customers" --sql-every 0s --server-pid "$server" --out "bench-results/loadgen/$stamp-half-peak-with-sql.json"
 kill "$server"; wait "$server" 2>/dev/null || true; server=""
 python3 benches/summarize.py --index bench-results
