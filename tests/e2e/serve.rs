@@ -169,17 +169,21 @@ fn replay_pushes_a_file_and_the_server_fits_what_batch_scoring_fits() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &["--currency", "USD", "--refit-interval", "3600"]);
     let input = fixture("cdnow/cdnow_transactions.csv");
-    let output = patron_tests::patron(&[
-        "replay",
-        "--input",
-        input.to_str().unwrap(),
-        "--url",
-        &server.url,
-        "--currency",
-        "USD",
-    ]);
-    let text = patron_tests::transcript(&output);
-    assert!(output.status.success(), "{text}");
+    let replay = |server: &Server| {
+        let output = patron_tests::patron(&[
+            "replay",
+            "--input",
+            input.to_str().unwrap(),
+            "--url",
+            &server.url,
+            "--currency",
+            "USD",
+        ]);
+        let text = patron_tests::transcript(&output);
+        assert!(output.status.success(), "{text}");
+        text
+    };
+    let text = replay(&server);
     assert!(text.contains("6919 events accepted, 0 duplicates, 0 rejected here, 0 rejected by the server"), "{text}");
     let (status, streamed) = post(&format!("{}/v1/admin/refit", server.url), "text/plain", "");
     assert_eq!(status, 200, "{streamed}");
@@ -196,28 +200,16 @@ fn replay_pushes_a_file_and_the_server_fits_what_batch_scoring_fits() {
         assert_eq!(status, 200, "{body}");
         body
     };
-    let replay_again = |server: &Server| {
-        let output = patron_tests::patron(&[
-            "replay",
-            "--input",
-            input.to_str().unwrap(),
-            "--url",
-            &server.url,
-            "--currency",
-            "USD",
-        ]);
-        patron_tests::transcript(&output)
-    };
     let once = state(&server);
     assert_eq!(once.as_array().map(Vec::len), Some(2357));
-    let text = replay_again(&server);
+    let text = replay(&server);
     assert!(text.contains("0 events accepted, 6919 duplicates, 0 rejected here, 0 rejected by the server"), "{text}");
     assert_eq!(state(&server), once);
     let (status, body) = post(&format!("{}/v1/admin/snapshot", server.url), "text/plain", "");
     assert_eq!(status, 200, "{body}");
     server.kill_dash_nine();
     let server = Server::start(&dir.path().join("data"), &["--currency", "USD", "--refit-interval", "3600"]);
-    let text = replay_again(&server);
+    let text = replay(&server);
     assert!(text.contains("0 events accepted, 6919 duplicates"), "after a snapshot and a restart: {text}");
     assert_eq!(state(&server), once);
 

@@ -39,6 +39,12 @@ pub struct ScoreColumns {
     pub clv: Vec<f64>,
 }
 
+impl ScoreColumns {
+    fn values_mut(&mut self) -> [&mut Vec<f64>; 4] {
+        [&mut self.p_alive, &mut self.expected_orders_90d, &mut self.expected_order_value, &mut self.clv]
+    }
+}
+
 /// Population-relative labels as codes; `segmented[i]` says whether row `i` has them.
 #[derive(Clone, Debug, Default)]
 pub struct LabelColumns {
@@ -58,6 +64,20 @@ pub struct LabelColumns {
     pub relationship: Vec<u8>,
     /// [`LifecycleStage::code`] as the labelling kernel saw it.
     pub lifecycle_stage: Vec<u8>,
+}
+
+impl LabelColumns {
+    fn codes_mut(&mut self) -> [&mut Vec<u8>; 7] {
+        [
+            &mut self.rfm_r,
+            &mut self.rfm_f,
+            &mut self.rfm_m,
+            &mut self.rfm_segment,
+            &mut self.value_tier,
+            &mut self.relationship,
+            &mut self.lifecycle_stage,
+        ]
+    }
 }
 
 /// Up to [`CHUNK`] customers in columns.
@@ -127,24 +147,10 @@ impl Chunk {
             self.id_bytes.shrink_to_fit();
         }
         self.summaries.push(summary);
-        let s = &mut self.scores;
-        s.scored.push(false);
-        for column in [&mut s.p_alive, &mut s.expected_orders_90d, &mut s.expected_order_value, &mut s.clv] {
-            column.push(0.0);
-        }
-        let l = &mut self.labels;
-        l.segmented.push(false);
-        for column in [
-            &mut l.rfm_r,
-            &mut l.rfm_f,
-            &mut l.rfm_m,
-            &mut l.rfm_segment,
-            &mut l.value_tier,
-            &mut l.relationship,
-            &mut l.lifecycle_stage,
-        ] {
-            column.push(0);
-        }
+        self.scores.scored.push(false);
+        self.scores.values_mut().into_iter().for_each(|column| column.push(0.0));
+        self.labels.segmented.push(false);
+        self.labels.codes_mut().into_iter().for_each(|column| column.push(0));
         let row = self.len() - 1;
         self.set_scores(row, scores);
         self.set_segments(row, segments);
@@ -157,24 +163,14 @@ impl Chunk {
         }
         self.id_offsets.pop();
         self.id_bytes.truncate(self.id_offsets.last().map_or(0, |&o| o as usize));
-        let s = &mut self.scores;
-        s.scored.pop();
-        for column in [&mut s.p_alive, &mut s.expected_orders_90d, &mut s.expected_order_value, &mut s.clv] {
+        self.scores.scored.pop();
+        self.scores.values_mut().into_iter().for_each(|column| {
             column.pop();
-        }
-        let l = &mut self.labels;
-        l.segmented.pop();
-        for column in [
-            &mut l.rfm_r,
-            &mut l.rfm_f,
-            &mut l.rfm_m,
-            &mut l.rfm_segment,
-            &mut l.value_tier,
-            &mut l.relationship,
-            &mut l.lifecycle_stage,
-        ] {
+        });
+        self.labels.segmented.pop();
+        self.labels.codes_mut().into_iter().for_each(|column| {
             column.pop();
-        }
+        });
     }
 
     /// Overwrites row `row` with row `from` of `source` (erasure moves the last
