@@ -100,6 +100,11 @@ impl<'a> ByteReader<'a> {
         self.pos
     }
 
+    /// All the bytes read from.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
     /// Bytes left after the position.
     pub fn remaining(&self) -> usize {
         self.bytes.len().saturating_sub(self.pos)

@@ -134,6 +134,11 @@ impl Records {
         self.chunks.get(slot / CHUNK).filter(|c| slot % CHUNK < c.len()).map(|c| c.id(slot % CHUNK))
     }
 
+    /// The id bytes in `slot`.
+    fn id_bytes(&self, slot: usize) -> Option<&[u8]> {
+        self.chunks.get(slot / CHUNK).filter(|c| slot % CHUNK < c.len()).map(|c| c.id_bytes(slot % CHUNK))
+    }
+
     /// All customers in slot order.
     pub fn iter(&self) -> impl Iterator<Item = Row<'_>> {
         self.chunks.iter().zip(&self.histories).flat_map(|(chunk, histories)| {
@@ -259,18 +264,20 @@ impl SlotIndex {
     }
 
     fn get(&self, hash: u64, id: &str, records: &Records) -> Option<usize> {
-        self.parts[Self::part(hash)].find(hash, |&slot| records.id(slot as usize) == Some(id)).map(|&s| s as usize)
+        let id = Some(id.as_bytes());
+        self.parts[Self::part(hash)].find(hash, |&slot| records.id_bytes(slot as usize) == id).map(|&s| s as usize)
     }
 
     fn insert(&mut self, hash: u64, slot: usize, records: &Records, hasher: &IdHasher) {
         // Growth rehashes one part: the ids are hashed again from the chunks.
-        let rehash = |&s: &u32| records.id(s as usize).map_or(0, |id| hasher.customer_hash(id));
+        let rehash = |&s: &u32| records.id_bytes(s as usize).map_or(0, |id| hasher.customer_hash_bytes(id));
         self.parts[Self::part(hash)].insert_unique(hash, slot as u32, rehash);
     }
 
     fn remove(&mut self, hash: u64, id: &str, records: &Records) -> Option<usize> {
         let part = &mut self.parts[Self::part(hash)];
-        let entry = part.find_entry(hash, |&slot| records.id(slot as usize) == Some(id)).ok()?;
+        let id = Some(id.as_bytes());
+        let entry = part.find_entry(hash, |&slot| records.id_bytes(slot as usize) == id).ok()?;
         let (slot, _) = entry.remove();
         Some(slot as usize)
     }

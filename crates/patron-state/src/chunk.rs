@@ -196,6 +196,11 @@ impl Chunk {
         std::str::from_utf8(&self.id_bytes[start..end]).unwrap_or_default()
     }
 
+    /// The bytes of row `row`'s id (the index compares these: no UTF-8 check).
+    pub fn id_bytes(&self, row: usize) -> &[u8] {
+        &self.id_bytes[self.id_offsets[row] as usize..self.id_offsets[row + 1] as usize]
+    }
+
     /// The id column in Arrow `Utf8` layout: `len + 1` offsets and the bytes.
     pub fn id_column(&self) -> (&[i32], &[u8]) {
         (&self.id_offsets, &self.id_bytes)

@@ -71,8 +71,13 @@ impl IdHasher {
     /// The hash of a customer id: the index probe and the event fingerprints
     /// start from it, so an event hashes its customer id once.
     pub fn customer_hash(&self, customer: &str) -> u64 {
+        self.customer_hash_bytes(customer.as_bytes())
+    }
+
+    /// [`Self::customer_hash`] of an id's bytes.
+    pub fn customer_hash_bytes(&self, customer: &[u8]) -> u64 {
         let mut h = self.sip();
-        h.write(customer.as_bytes());
+        h.write(customer);
         h.finish()
     }
 

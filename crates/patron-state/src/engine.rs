@@ -1041,14 +1041,20 @@ impl Engine {
         let models = self.models();
         let now_day = self.now().map_or(0, Timestamp::day);
         let minor = self.inner.config.currencies.base.minor_per_major();
-        let mut cache = ScoreCache::default();
-        for shard in &self.inner.shards {
-            if let Ok(mut book) = shard.write() {
-                for slot in 0..book.len() {
-                    rescore(&mut book, slot, &models.scorer, &mut cache, now_day, minor);
-                }
+        // One thread per shard: at 10M customers this is most of a restart.
+        std::thread::scope(|scope| {
+            for shard in &self.inner.shards {
+                let models = &models;
+                scope.spawn(move || {
+                    let mut cache = ScoreCache::default();
+                    if let Ok(mut book) = shard.write() {
+                        for slot in 0..book.len() {
+                            rescore(&mut book, slot, &models.scorer, &mut cache, now_day, minor);
+                        }
+                    }
+                });
             }
-        }
+        });
     }
 
     /// Writes a snapshot of every customer at a consistent cut of the log, keeps
