@@ -2,9 +2,9 @@
 //! state, one read-only and bounded session shared by every front end, the
 //! PostgreSQL wire protocol, and result encoders for HTTP and the CLI.
 //!
-//! Data flows one way: the engine is only read, under per-shard read locks
-//! held while a shard's batch is built (the time is measured in
-//! [`ScanCounters::max_lock_micros`]).
+//! Data flows one way: the engine is only read. A `customers` scan shares
+//! every shard's chunks under the read locks for microseconds (measured in
+//! [`ScanCounters::max_lock_micros`]) and builds its batches afterwards.
 
 mod admission;
 mod exec;

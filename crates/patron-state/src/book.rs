@@ -69,23 +69,17 @@ impl<'a> Row<'a> {
         self.chunk.segments(self.row)
     }
 
-    /// The customer as an owned record.
-    pub fn to_record(&self) -> CustomerRecord {
-        CustomerRecord {
-            // Ids were valid when stored.
-            customer_id: CustomerId::new(self.customer_id()).unwrap_or_else(|_| unreachable_id()),
+    /// The customer as an owned record (`None` only if the stored id no
+    /// longer validates, which storing validated ids rules out).
+    pub fn to_record(&self) -> Option<CustomerRecord> {
+        Some(CustomerRecord {
+            customer_id: CustomerId::new(self.customer_id()).ok()?,
             summary: *self.summary(),
             history: self.history.clone(),
             scores: self.scores(),
             segments: self.segments(),
-        }
+        })
     }
-}
-
-#[cold]
-fn unreachable_id() -> CustomerId {
-    // A stored id failed validation: impossible, since only validated ids are stored.
-    CustomerId::new("invalid-stored-id").unwrap_or_else(|_| unreachable!("a fixed valid id"))
 }
 
 impl std::ops::Deref for Row<'_> {
@@ -126,7 +120,7 @@ impl Records {
 
     /// The customer in `slot`, owned.
     pub fn get(&self, slot: usize) -> Option<CustomerRecord> {
-        self.row(slot).map(|r| r.to_record())
+        self.row(slot).and_then(|r| r.to_record())
     }
 
     /// The id in `slot`.
@@ -475,7 +469,7 @@ impl CustomerBook {
 
     /// One customer, owned.
     pub fn get(&self, customer_id: &CustomerId) -> Option<CustomerRecord> {
-        self.row(customer_id).map(|r| r.to_record())
+        self.row(customer_id).and_then(|r| r.to_record())
     }
 
     /// The slot of a customer.
@@ -543,13 +537,13 @@ impl EventSink for SharedBook {
     fn submit(&self, events: Vec<Event>) -> Result<SubmitOutcome, SinkError> {
         let mut book = self.0.lock().map_err(|_| SinkError::Unavailable("state lock poisoned".into()))?;
         let mut outcome = SubmitOutcome::default();
-        for event in &events {
+        for (index, event) in events.iter().enumerate() {
             match book.apply(event) {
                 Applied::Accepted => outcome.accepted += 1,
                 Applied::Duplicate => outcome.duplicates += 1,
-                Applied::BeyondHorizon { .. } => {
-                    unreachable!("a book without a horizon never refuses an old event")
-                }
+                Applied::BeyondHorizon { remembered_from_day } => outcome
+                    .refused
+                    .push(patron_model::Refused { index, reason: crate::beyond_horizon_reason(remembered_from_day) }),
             }
         }
         Ok(outcome)
@@ -615,6 +609,25 @@ mod tests {
             let stored = CustomerId::new(book.records().id(slot).unwrap()).unwrap();
             assert_eq!(book.slot_of(&stored), Some(slot));
         }
+    }
+
+    #[test]
+    fn regression_a_shared_book_with_a_horizon_refuses_old_events_instead_of_panicking() {
+        let validator = patron_model::Validator::new(patron_model::CurrencyTable::default());
+        let purchase = |id: &str, day: &str| {
+            let json = format!(
+                r#"{{"type":"purchase","event_id":"{id}","customer_id":"c","timestamp":"{day}T00:00:00Z","revenue":"5"}}"#
+            );
+            validator.decode(json.as_bytes()).unwrap()
+        };
+        let mut book = CustomerBook::new().with_dedup(IdHasher::from_key([1, 2]), DedupIndex::new(Some(1)));
+        book.apply(&purchase("a", "2025-01-10"));
+        book.forget_beyond_horizon();
+        book.apply(&purchase("b", "2025-01-10"));
+        book.forget_beyond_horizon();
+        let shared = SharedBook::new(book);
+        let outcome = shared.submit(vec![purchase("c", "2025-01-10"), purchase("old", "2025-01-01")]).unwrap();
+        assert_eq!((outcome.accepted, outcome.refused.len(), outcome.refused[0].index), (1, 1, 1));
     }
 
     #[test]

@@ -72,8 +72,8 @@ pub fn customer_column(name: &str, chunk: &Chunk, clock: &RowClock) -> Option<Ar
     let l = chunk.label_columns();
     let minor = clock.minor_per_major;
     let now_day = clock.now.day();
-    let bought: Vec<bool> = per_summary(summaries, Summary::has_purchased);
     let days = |f: fn(&Summary, i32) -> Option<u32>| -> ArrayRef {
+        let bought: Vec<bool> = per_summary(summaries, Summary::has_purchased);
         let values = per_summary(summaries, |r| f(r, now_day).map_or(0.0, f64::from));
         Arc::new(Float64Array::new(ScalarBuffer::from(values), nulls(&bought)))
     };

@@ -20,7 +20,8 @@
 //!   with a reason, never applied twice. The index is part of the snapshot.
 //! - **Recovery = newest readable snapshot + log tail**, before anything is
 //!   accepted. [`Engine::snapshot`] cuts consistently by logging a checkpoint
-//!   marker: each shard serialises its book when the marker reaches it.
+//!   marker: each shard hands over its chunks (shared copy-on-write) when the
+//!   marker reaches it, and the snapshot is streamed from them.
 //!
 //! ```text
 //! submit ─► WAL (group commit, fdatasync) ─► route by hash(customer) ─► shard thread: apply + rescore ─► answer
@@ -388,9 +389,9 @@ enum ShardMessage {
     Events(ShardBatch),
     /// Remove a customer; answers whether they existed.
     Erase(CustomerId, Sender<bool>),
-    /// Serialise the book now: everything logged before the checkpoint marker
-    /// has been applied. Then wait at the gate while the shared product
-    /// statistics are serialised.
+    /// Hand over the book's chunks now (everything logged before the
+    /// checkpoint marker has been applied), forgetting old fingerprints first.
+    /// Then wait at the gate while the shared product statistics are serialised.
     Checkpoint(Sender<ShardImage>, Arc<CheckpointGate>),
 }
 
@@ -1318,11 +1319,11 @@ fn apply_batch(
         for (event, &index) in events.iter().zip(&batch.positions) {
             inner.watermark_ms.fetch_max(event.timestamp.millis(), Ordering::Relaxed);
             match book.apply_at(event) {
-                (Some(slot), Applied::Accepted) => {
+                (slot, Applied::Accepted) => {
                     outcome.accepted += 1;
-                    touched.push(slot);
+                    touched.extend(slot);
                 }
-                (_, Applied::Accepted | Applied::Duplicate) => outcome.duplicates += 1,
+                (_, Applied::Duplicate) => outcome.duplicates += 1,
                 (_, Applied::BeyondHorizon { remembered_from_day }) => {
                     outcome.refused.push(Refused { index, reason: beyond_horizon_reason(remembered_from_day) });
                 }
