@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use arrow::array::{Array, Float32Array, Float64Array, StringArray};
+use arrow::array::{Array, Float32Array, Float64Array};
 use arrow::datatypes::DataType;
 use patron_tests::{Server, load_cdnow, post_json, shop_server, workspace_root};
 use sqllogictest::{DBOutput, DefaultColumnType};
@@ -45,8 +45,8 @@ fn cell(array: &dyn Array, row: usize) -> String {
     match array.data_type() {
         DataType::Float64 => float_text(array.as_any().downcast_ref::<Float64Array>().unwrap().value(row)),
         DataType::Float32 => float_text(f64::from(array.as_any().downcast_ref::<Float32Array>().unwrap().value(row))),
-        DataType::Utf8 => match array.as_any().downcast_ref::<StringArray>().unwrap().value(row) {
-            "" => "(empty)".to_owned(),
+        DataType::Utf8 | DataType::Utf8View => match arrow::util::display::array_value_to_string(array, row).unwrap() {
+            s if s.is_empty() => "(empty)".to_owned(),
             s => s.trim_end().to_owned(),
         },
         _ => arrow::util::display::array_value_to_string(array, row).unwrap(),

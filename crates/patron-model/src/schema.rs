@@ -14,7 +14,7 @@ fn timestamp() -> DataType {
 /// Schema of the `customers` table and `customers.parquet`.
 pub fn customers_schema() -> SchemaRef {
     static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-        use DataType::{Boolean, Float64, Int32, Int64, Utf8};
+        use DataType::{Boolean, Float64, Int32, Int64, Utf8, Utf8View};
         let f = |name: &str, ty: DataType, nullable: bool| Field::new(name, ty, nullable);
         Arc::new(Schema::new(vec![
             f("customer_id", Utf8, false),
@@ -34,10 +34,10 @@ pub fn customers_schema() -> SchemaRef {
             f("rfm_r", Int32, true),
             f("rfm_f", Int32, true),
             f("rfm_m", Int32, true),
-            f("rfm_segment", Utf8, true),
-            f("value_tier", Utf8, true),
-            f("relationship", Utf8, true),
-            f("lifecycle_stage", Utf8, false),
+            f("rfm_segment", Utf8View, true),
+            f("value_tier", Utf8View, true),
+            f("relationship", Utf8View, true),
+            f("lifecycle_stage", Utf8View, false),
             f("consent_email", Boolean, true),
             f("consent_sms", Boolean, true),
             f("consent_push", Boolean, true),

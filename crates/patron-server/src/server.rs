@@ -195,6 +195,7 @@ fn row_json(batch: &arrow::record_batch::RecordBatch, row: usize) -> Result<serd
         } else {
             match column.data_type() {
                 DataType::Utf8 => column.as_string::<i32>().value(row).into(),
+                DataType::Utf8View => column.as_string_view().value(row).into(),
                 DataType::Int64 => column.as_primitive::<Int64Type>().value(row).into(),
                 DataType::Int32 => column.as_primitive::<Int32Type>().value(row).into(),
                 DataType::Float64 => column.as_primitive::<Float64Type>().value(row).into(),
@@ -229,7 +230,7 @@ async fn get_customer(State(state): State<Arc<AppState>>, Path(id): Path<String>
     let mut row = Chunk::with_capacity(1);
     row.push(record.customer_id.as_str(), record.summary, scores, record.segments);
     let clock = RowClock { now, minor_per_major: minor, segments: state.engine.scoring_config().segments };
-    let batch = match customer_batch(patron_model::customers_schema(), &row, &clock) {
+    let batch = match customer_batch(patron_model::customers_schema(), &Arc::new(row), &clock) {
         Ok(batch) => batch,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     };

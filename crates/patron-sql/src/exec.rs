@@ -1,7 +1,10 @@
 //! One execution node for every Patron table: each partition is a closure that
-//! builds its record batches when DataFusion executes it (never at planning
-//! time, so `EXPLAIN` is free), on the blocking pool so a large shard does not
-//! stall the async workers that serve other connections.
+//! makes its record batches when DataFusion executes it (never at planning
+//! time, so `EXPLAIN` is free). Costly partitions (recommendations, products)
+//! are built whole on the blocking pool so they do not stall the async
+//! workers; the `customers` scan is streamed, one chunk's batch each time the
+//! plan above asks for one, so an aggregate consumes a batch while it is
+//! still in cache and no partition is ever held in memory whole.
 
 use std::fmt;
 use std::sync::Arc;
@@ -22,13 +25,25 @@ use futures_util::StreamExt;
 /// Builds one partition's batches.
 pub(crate) type PartitionFn = Arc<dyn Fn(usize) -> Result<Vec<RecordBatch>> + Send + Sync>;
 
+/// One partition's batches, each made when it is pulled.
+pub(crate) type BatchIter = Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
+
+/// Makes the iterator of one partition (cheap: the work is in its `next`).
+pub(crate) type StreamFn = Arc<dyn Fn(usize) -> BatchIter + Send + Sync>;
+
+#[derive(Clone)]
+enum Partitions {
+    Built(PartitionFn),
+    Streamed(StreamFn),
+}
+
 /// A leaf node whose partitions are produced by a closure.
 pub(crate) struct LazyScanExec {
     table: &'static str,
     detail: String,
     schema: SchemaRef,
     partitions: usize,
-    build: PartitionFn,
+    build: Partitions,
     properties: Arc<PlanProperties>,
 }
 
@@ -41,6 +56,21 @@ impl LazyScanExec {
         partitions: usize,
         build: PartitionFn,
     ) -> Self {
+        Self::with(table, detail, schema, partitions, Partitions::Built(build))
+    }
+
+    /// Like [`Self::new`], with partitions whose batches are made as they are pulled.
+    pub(crate) fn streamed(
+        table: &'static str,
+        detail: String,
+        schema: SchemaRef,
+        partitions: usize,
+        stream: StreamFn,
+    ) -> Self {
+        Self::with(table, detail, schema, partitions, Partitions::Streamed(stream))
+    }
+
+    fn with(table: &'static str, detail: String, schema: SchemaRef, partitions: usize, build: Partitions) -> Self {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
             Partitioning::UnknownPartitioning(partitions.max(1)),
@@ -106,7 +136,13 @@ impl ExecutionPlan for LazyScanExec {
                 self.table, self.partitions
             )));
         }
-        let build = self.build.clone();
+        let build = match &self.build {
+            Partitions::Streamed(stream) => {
+                let batches = futures_util::stream::iter(stream(partition));
+                return Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches)));
+            }
+            Partitions::Built(build) => build.clone(),
+        };
         let batches = futures_util::stream::once(async move {
             let built = tokio::task::spawn_blocking(move || build(partition))
                 .await

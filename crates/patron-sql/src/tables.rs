@@ -34,7 +34,7 @@ use patron_state::{
     Chunk, CustomerBook, Engine, products_batch, recommend_all, recommendations_batch, shard_of, similar_products_batch,
 };
 
-use crate::exec::{LazyScanExec, PartitionFn};
+use crate::exec::{LazyScanExec, PartitionFn, StreamFn};
 
 /// One rejected event, as kept by the ingest front end.
 #[derive(Clone, Debug)]
@@ -229,15 +229,6 @@ fn describe(keys: &Option<BTreeSet<String>>, column: &str, limit: Option<usize>)
     }
 }
 
-/// One batch of `rows` rows (the count matters when no column is projected, as in `count(*)`).
-fn batches(schema: &SchemaRef, columns: Vec<ArrayRef>, rows: usize) -> Result<Vec<RecordBatch>> {
-    if schema.fields().is_empty() {
-        let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows));
-        return Ok(vec![RecordBatch::try_new_with_options(schema.clone(), columns, &options)?]);
-    }
-    Ok(vec![RecordBatch::try_new(schema.clone(), columns)?])
-}
-
 // ---------------------------------------------------------------- customers
 
 /// `customers` (DESIGN.md §4): scores as last computed by the engine (at the
@@ -325,26 +316,23 @@ impl TableProvider for CustomersTable {
         let rows: usize = parts.iter().flatten().map(|c| c.len()).sum();
         self.0.counters.record(rows, started.elapsed());
         let partitions = parts.len();
-        let shared = self.0.clone();
+        let clock = RowClock {
+            now: engine.now().unwrap_or_else(Timestamp::now),
+            minor_per_major: self.0.source.base_currency().minor_per_major(),
+            segments: engine.scoring_config().segments,
+        };
         let out_schema = schema.clone();
-        let build: PartitionFn = Arc::new(move |partition| {
-            let Some(chunks) = parts.get(partition) else {
-                return Ok(Vec::new());
-            };
-            let engine = shared.source.engine();
-            let clock = RowClock {
-                now: engine.now().unwrap_or_else(Timestamp::now),
-                minor_per_major: shared.source.base_currency().minor_per_major(),
-                segments: engine.scoring_config().segments,
-            };
-            let mut out = Vec::with_capacity(chunks.len());
-            for chunk in chunks.iter().filter(|c| !c.is_empty()) {
-                let batch = customer_batch(out_schema.clone(), chunk, &clock).map_err(state_error)?;
-                out.extend(batches(&out_schema, batch.columns().to_vec(), chunk.len())?);
-            }
-            Ok(out)
+        let stream: StreamFn = Arc::new(move |partition| {
+            let chunks = parts.get(partition).cloned().unwrap_or_default();
+            let out_schema = out_schema.clone();
+            Box::new(
+                chunks
+                    .into_iter()
+                    .filter(|c| !c.is_empty())
+                    .map(move |chunk| customer_batch(out_schema.clone(), &chunk, &clock).map_err(state_error)),
+            )
         });
-        Ok(Arc::new(LazyScanExec::new("customers", detail, schema, partitions, build)))
+        Ok(Arc::new(LazyScanExec::streamed("customers", detail, schema, partitions, stream)))
     }
 }
 

@@ -7,17 +7,25 @@
 //! derive them here too, so the three cannot drift apart (an end-to-end test
 //! compares them on every CDNOW customer).
 //!
-//! Each column is computed in one pass over the chunk's arrays: the stored
-//! scores are copied as they are, labels are expanded from their codes, and
-//! the columns that depend on "now" (`recency_days`, `tenure_days`,
-//! `lifecycle_stage`, `updated_at`) are computed from the summaries at read.
+//! Each column is computed in one pass over the chunk's arrays. The stored
+//! ids and scores are not copied at all: their Arrow buffers point into the
+//! chunk and keep it alive (a writer that changes a chunk a query still
+//! holds copies it first, see [`crate::chunk`]). Labels become `Utf8View`
+//! arrays whose 16-byte views come from one table per label (no string bytes
+//! are copied; DataFusion groups views faster than offsets and bytes, see
+//! the benchmark notes in the README). The columns that depend on "now"
+//! (`recency_days`, `tenure_days`, `lifecycle_stage`, `updated_at`) are
+//! computed from the summaries at read.
 
-use std::sync::Arc;
+use std::ptr::NonNull;
+use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray, StringViewArray,
+    TimestampMicrosecondArray,
 };
 use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow::datatypes::ArrowNativeType;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use patron_model::Timestamp;
@@ -39,26 +47,60 @@ pub struct RowClock {
 }
 
 fn nulls(valid: &[bool]) -> Option<NullBuffer> {
-    valid.iter().any(|v| !v).then(|| NullBuffer::from(valid.to_vec()))
+    valid.iter().any(|v| !v).then(|| NullBuffer::from(valid))
 }
 
-fn f64s(values: &[f64], valid: &[bool]) -> ArrayRef {
-    Arc::new(Float64Array::new(ScalarBuffer::from(values.to_vec()), nulls(valid)))
+/// An Arrow buffer over `values`, a column inside `*chunk`, without copying.
+fn shared<T: ArrowNativeType>(chunk: &Arc<Chunk>, values: &[T]) -> ScalarBuffer<T> {
+    let owner: Arc<dyn arrow::alloc::Allocation> = chunk.clone();
+    let start = NonNull::from(values).cast::<u8>();
+    // SAFETY: `values` borrows a column of `*chunk`, and `owner` keeps that
+    // chunk alive at the same address for as long as the buffer lives. A
+    // chunk behind an `Arc` is only ever changed through `Arc::make_mut`,
+    // which copies it while another `Arc` (this one) exists, so the bytes
+    // stay as they are. `T` is a plain number, so any bytes are valid.
+    #[allow(unsafe_code)]
+    let buffer = unsafe { Buffer::from_custom_allocation(start, std::mem::size_of_val(values), owner) };
+    ScalarBuffer::new(buffer, 0, values.len())
 }
 
-/// Strings for codes: one buffer per column, built by copying each label's bytes.
-fn labels(codes: &[u8], valid: &[bool], text: impl Fn(u8) -> &'static str) -> ArrayRef {
-    let mut offsets = Vec::with_capacity(codes.len() + 1);
-    let mut bytes = Vec::with_capacity(codes.len() * 12);
-    offsets.push(0i32);
-    for (&code, &ok) in codes.iter().zip(valid) {
-        if ok {
-            bytes.extend_from_slice(text(code).as_bytes());
-        }
-        offsets.push(bytes.len() as i32);
+fn f64s(chunk: &Arc<Chunk>, values: &[f64], valid: &[bool]) -> ArrayRef {
+    Arc::new(Float64Array::new(shared(chunk, values), nulls(valid)))
+}
+
+/// Every value of one label as a validated `Utf8View` array, indexed by code.
+struct LabelTable {
+    views: Vec<u128>,
+    buffers: Vec<Buffer>,
+}
+
+impl LabelTable {
+    fn new(texts: impl IntoIterator<Item = &'static str>) -> Self {
+        let array = StringViewArray::from_iter_values(texts);
+        Self { views: array.views().to_vec(), buffers: array.data_buffers().to_vec() }
     }
-    Arc::new(StringArray::new(OffsetBuffer::new(ScalarBuffer::from(offsets)), Buffer::from_vec(bytes), nulls(valid)))
+
+    /// The labels of `codes` (codes past the table, which the writer never stores, read as empty).
+    fn column(&self, codes: &[u8], valid: &[bool]) -> ArrayRef {
+        let empty = 0u128;
+        let views: Vec<u128> =
+            codes.iter().map(|&c| self.views.get(usize::from(c)).copied().unwrap_or(empty)).collect();
+        // SAFETY: every view is either a view of `self.views`, which
+        // `StringViewArray::from_iter_values` built and checked over exactly
+        // `self.buffers`, or the all-zero view (the empty string, inline).
+        #[allow(unsafe_code)]
+        let array = unsafe { StringViewArray::new_unchecked(views.into(), self.buffers.clone(), nulls(valid)) };
+        Arc::new(array)
+    }
 }
+
+static RFM_SEGMENTS: LazyLock<LabelTable> =
+    LazyLock::new(|| LabelTable::new(RfmSegment::ALL.iter().map(|s| s.as_str())));
+static VALUE_TIERS: LazyLock<LabelTable> = LazyLock::new(|| LabelTable::new(ValueTier::ALL.iter().map(|s| s.as_str())));
+static RELATIONSHIPS: LazyLock<LabelTable> =
+    LazyLock::new(|| LabelTable::new(Relationship::ALL.iter().map(|s| s.as_str())));
+static LIFECYCLE_STAGES: LazyLock<LabelTable> =
+    LazyLock::new(|| LabelTable::new(LifecycleStage::ALL.iter().map(|s| s.as_str())));
 
 fn per_summary<T>(summaries: &[Summary], f: impl Fn(&Summary) -> T) -> Vec<T> {
     summaries.iter().map(f).collect()
@@ -66,7 +108,7 @@ fn per_summary<T>(summaries: &[Summary], f: impl Fn(&Summary) -> T) -> Vec<T> {
 
 /// One column of `customers` for every row of `chunk`, or `None` for a name
 /// the table does not have.
-pub fn customer_column(name: &str, chunk: &Chunk, clock: &RowClock) -> Option<ArrayRef> {
+pub fn customer_column(name: &str, chunk: &Arc<Chunk>, clock: &RowClock) -> Option<ArrayRef> {
     let summaries = chunk.summaries();
     let s = chunk.score_columns();
     let l = chunk.label_columns();
@@ -89,8 +131,8 @@ pub fn customer_column(name: &str, chunk: &Chunk, clock: &RowClock) -> Option<Ar
     Some(match name {
         "customer_id" => {
             let (offsets, bytes) = chunk.id_column();
-            let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets.to_vec()));
-            Arc::new(StringArray::new(offsets, Buffer::from_vec(bytes.to_vec()), None))
+            let offsets = OffsetBuffer::new(shared(chunk, offsets));
+            Arc::new(StringArray::new(offsets, shared(chunk, bytes).into_inner(), None))
         }
         "first_purchase_at" => timestamp(Summary::first_purchase_at),
         "last_purchase_at" => timestamp(Summary::last_purchase_at),
@@ -107,24 +149,20 @@ pub fn customer_column(name: &str, chunk: &Chunk, clock: &RowClock) -> Option<Ar
                 .map(|r| (r.orders > 0).then(|| r.revenue_minor as f64 / minor / r.orders as f64))
                 .collect::<Float64Array>(),
         ),
-        "p_alive" => f64s(&s.p_alive, &s.scored),
+        "p_alive" => f64s(chunk, &s.p_alive, &s.scored),
         "churn_risk" => {
             let values: Vec<f64> = s.p_alive.iter().map(|p| 1.0 - p).collect();
             Arc::new(Float64Array::new(ScalarBuffer::from(values), nulls(&s.scored)))
         }
-        "expected_orders_90d" => f64s(&s.expected_orders_90d, &s.scored),
-        "expected_order_value" => f64s(&s.expected_order_value, &s.scored),
-        "clv" => f64s(&s.clv, &s.scored),
+        "expected_orders_90d" => f64s(chunk, &s.expected_orders_90d, &s.scored),
+        "expected_order_value" => f64s(chunk, &s.expected_order_value, &s.scored),
+        "clv" => f64s(chunk, &s.clv, &s.scored),
         "rfm_r" => rfm(&l.rfm_r),
         "rfm_f" => rfm(&l.rfm_f),
         "rfm_m" => rfm(&l.rfm_m),
-        "rfm_segment" => {
-            labels(&l.rfm_segment, &l.segmented, |c| RfmSegment::from_code(c).map_or("", RfmSegment::as_str))
-        }
-        "value_tier" => labels(&l.value_tier, &l.segmented, |c| ValueTier::from_code(c).map_or("", ValueTier::as_str)),
-        "relationship" => {
-            labels(&l.relationship, &l.segmented, |c| Relationship::from_code(c).map_or("", Relationship::as_str))
-        }
+        "rfm_segment" => RFM_SEGMENTS.column(&l.rfm_segment, &l.segmented),
+        "value_tier" => VALUE_TIERS.column(&l.value_tier, &l.segmented),
+        "relationship" => RELATIONSHIPS.column(&l.relationship, &l.segmented),
         "lifecycle_stage" => {
             let codes: Vec<u8> = (0..chunk.len())
                 .map(|row| {
@@ -137,8 +175,7 @@ pub fn customer_column(name: &str, chunk: &Chunk, clock: &RowClock) -> Option<Ar
                     summaries[row].lifecycle_with(scores.as_ref(), &clock.segments).code()
                 })
                 .collect();
-            let all = vec![true; codes.len()];
-            labels(&codes, &all, |c| LifecycleStage::from_code(c).map_or("", LifecycleStage::as_str))
+            LIFECYCLE_STAGES.column(&codes, &[])
         }
         "consent_email" => consent(|r| r.consent.email),
         "consent_sms" => consent(|r| r.consent.sms),
@@ -149,7 +186,7 @@ pub fn customer_column(name: &str, chunk: &Chunk, clock: &RowClock) -> Option<Ar
 }
 
 /// `chunk` as one batch of `schema` (the whole table or a projection of it).
-pub fn customer_batch(schema: SchemaRef, chunk: &Chunk, clock: &RowClock) -> Result<RecordBatch> {
+pub fn customer_batch(schema: SchemaRef, chunk: &Arc<Chunk>, clock: &RowClock) -> Result<RecordBatch> {
     let columns = schema
         .fields()
         .iter()
@@ -171,8 +208,8 @@ mod tests {
         let schema = patron_model::customers_schema();
         let mut chunk = Chunk::with_capacity(1);
         chunk.push("c-1", Summary::default(), None, None);
-        let clock =
-            RowClock { now: Timestamp::from_millis(0), minor_per_major: 100.0, segments: SegmentConfig::default() };
+        let chunk = Arc::new(chunk);
+        let clock = clock();
         for field in schema.fields() {
             let column = customer_column(field.name(), &chunk, &clock)
                 .unwrap_or_else(|| panic!("no derivation for {}", field.name()));
@@ -182,5 +219,56 @@ mod tests {
         assert!(customer_column("no_such_column", &chunk, &clock).is_none());
         let batch = customer_batch(schema.clone(), &chunk, &clock).unwrap();
         assert_eq!((batch.num_rows(), batch.num_columns()), (1, schema.fields().len()));
+    }
+
+    fn clock() -> RowClock {
+        RowClock { now: Timestamp::from_millis(0), minor_per_major: 100.0, segments: SegmentConfig::default() }
+    }
+
+    #[test]
+    fn stored_columns_share_the_chunk_and_a_writer_copies_it_instead_of_changing_a_query_view() {
+        use arrow::array::{Array, AsArray};
+        use arrow::datatypes::Float64Type;
+        let scores = |clv| Scores { p_alive: 0.5, expected_orders_90d: 1.0, expected_order_value: 10.0, clv };
+        let mut chunk = Chunk::with_capacity(2);
+        chunk.push("c-1", Summary::default(), Some(scores(5.0)), None);
+        chunk.push("c-2", Summary::default(), None, None);
+        let mut chunk = Arc::new(chunk);
+        let clv = customer_column("clv", &chunk, &clock()).unwrap();
+        let ids = customer_column("customer_id", &chunk, &clock()).unwrap();
+        let clv = clv.as_primitive::<Float64Type>();
+        assert_eq!(clv.values().as_ptr(), chunk.score_columns().clv.as_ptr(), "no copy");
+        assert_eq!((clv.value(0), clv.is_null(1)), (5.0, true));
+        Arc::make_mut(&mut chunk).set_scores(0, Some(scores(7.0)));
+        assert_eq!(clv.value(0), 5.0, "the query keeps its view");
+        assert_eq!(chunk.scores(0).map(|s| s.clv), Some(7.0));
+        assert_ne!(clv.values().as_ptr(), chunk.score_columns().clv.as_ptr(), "the writer copied");
+        drop(chunk);
+        assert_eq!((clv.value(0), ids.as_string::<i32>().value(1)), (5.0, "c-2"), "the view outlives the chunk");
+    }
+
+    #[test]
+    fn labels_read_as_their_text_and_unlabelled_rows_as_null() {
+        use arrow::array::{Array, AsArray};
+        let mut chunk = Chunk::with_capacity(RfmSegment::ALL.len() + 1);
+        for segment in RfmSegment::ALL {
+            let labels = patron_score::Segments {
+                rfm_r: 1,
+                rfm_f: 2,
+                rfm_m: 3,
+                rfm_segment: *segment,
+                value_tier: ValueTier::ALL[0],
+                relationship: Relationship::ALL[0],
+                lifecycle_stage: LifecycleStage::ALL[0],
+            };
+            chunk.push("c", Summary::default(), None, Some(labels));
+        }
+        chunk.push("unlabelled", Summary::default(), None, None);
+        let column = customer_column("rfm_segment", &Arc::new(chunk), &clock()).unwrap();
+        let texts = column.as_string_view();
+        for (row, segment) in RfmSegment::ALL.iter().enumerate() {
+            assert_eq!(texts.value(row), segment.as_str());
+        }
+        assert!(texts.is_null(RfmSegment::ALL.len()));
     }
 }

@@ -7,6 +7,8 @@
 //!   └────► score inputs (whole days) ──► Scorer::score_all ──► segment_population ──► RecordBatch
 //! ```
 
+use std::sync::Arc;
+
 use arrow::record_batch::RecordBatch;
 use patron_model::{Currency, Timestamp, customers_schema};
 use patron_score::{
@@ -272,5 +274,5 @@ pub fn customers_batch(
         chunk.push(row.customer_id(), *row.summary(), scored.scores[i], scored.segments[i]);
     }
     let clock = RowClock { now: scored.scored_at, minor_per_major: currency.minor_per_major(), segments: *segments };
-    customer_batch(customers_schema(), &chunk, &clock)
+    customer_batch(customers_schema(), &Arc::new(chunk), &clock)
 }
