@@ -733,7 +733,7 @@ impl Engine {
                     }
                 }
             };
-            Wal::open(&config.data_dir.join("wal"), config.wal, replay).map_err(StateError::Log)?
+            Wal::open_from(&config.data_dir.join("wal"), config.wal, start_seq, replay).map_err(StateError::Log)?
         };
         if let Some(e) = quarantine_error {
             return Err(e);

@@ -83,6 +83,9 @@ pub struct TornTail {
 pub struct RecoveryReport {
     /// Segments read.
     pub segments: usize,
+    /// Segments not read because every record in them precedes the sequence
+    /// number replay was asked to start from (a snapshot covers them).
+    pub skipped_segments: usize,
     /// Records replayed.
     pub records: u64,
     /// Events in them.
@@ -159,6 +162,20 @@ impl Wal {
     pub fn open(
         dir: &Path,
         options: WalOptions,
+        replay: impl FnMut(u64, u32, &[u8]),
+    ) -> Result<(Self, RecoveryReport)> {
+        Self::open_from(dir, options, 0, replay)
+    }
+
+    /// [`Self::open`], without reading the sealed segments whose records all
+    /// precede `from_seq` (the next segment starts at or before it): after a
+    /// snapshot that covers them, recovery reads only the log's tail, not
+    /// every event ever logged. Records of the first segment read may still
+    /// precede `from_seq`; `replay` sees them and skips them.
+    pub fn open_from(
+        dir: &Path,
+        options: WalOptions,
+        from_seq: u64,
         mut replay: impl FnMut(u64, u32, &[u8]),
     ) -> Result<(Self, RecoveryReport)> {
         std::fs::create_dir_all(dir).map_err(io(dir, "create directory"))?;
@@ -184,10 +201,15 @@ impl Wal {
             .collect();
         segments.sort();
 
-        let mut report = RecoveryReport { segments: segments.len(), ..RecoveryReport::default() };
+        let covered = segments.windows(2).take_while(|pair| pair[1].0 <= from_seq).count();
+        let mut report = RecoveryReport {
+            segments: segments.len() - covered,
+            skipped_segments: covered,
+            ..RecoveryReport::default()
+        };
         let mut expected: Option<u64> = None;
         let mut tail_state: Option<(u64, PathBuf, u64)> = None; // (first_seq, path, valid_end)
-        for (i, (first_seq, path)) in segments.iter().enumerate() {
+        for (i, (first_seq, path)) in segments.iter().enumerate().skip(covered) {
             let bytes = std::fs::read(path).map_err(io(path, "read segment"))?;
             let is_last = i + 1 == segments.len();
             let scan = scan_segment(&bytes, *first_seq, expected, is_last).map_err(|c| WalError::Corrupt {

@@ -81,6 +81,32 @@ fn segments_roll_and_covered_ones_are_truncated() {
 }
 
 #[test]
+fn recovery_from_a_snapshot_does_not_read_the_segments_it_covers() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions { segment_bytes: 4096, ..WalOptions::default() };
+    let (wal, _, _) = replay_all(dir.path(), options);
+    for i in 0..200u32 {
+        wal.append(vec![i as u8; 100], 1).unwrap();
+    }
+    drop(wal);
+    // Damage the oldest segment: a full replay must notice, one from 100 must not read it.
+    let oldest = segment_files(dir.path())[0].clone();
+    let mut bytes = std::fs::read(&oldest).unwrap();
+    bytes[100..300].fill(0xAB);
+    std::fs::write(&oldest, bytes).unwrap();
+    let mut records = Vec::new();
+    let (wal, report) =
+        Wal::open_from(dir.path(), options, 100, |seq, _, payload| records.push((seq, payload.to_vec()))).unwrap();
+    assert!(report.skipped_segments > 0, "{report:?}");
+    let first = records.iter().position(|r| r.0 == 100).expect("record 100 is replayed");
+    assert!(records[0].0 > 0 && records[0].0 <= 100);
+    assert!(records[first..].iter().zip(100u64..).all(|(r, seq)| r.0 == seq && r.1 == vec![seq as u8; 100]));
+    assert_eq!((records.last().unwrap().0, report.next_seq), (199, 200));
+    drop(wal);
+    assert!(matches!(Wal::open(dir.path(), options, |_, _, _| {}), Err(WalError::Corrupt { .. })));
+}
+
+#[test]
 fn roll_starts_a_new_segment_so_truncation_can_remove_everything_before() {
     let dir = tempfile::tempdir().unwrap();
     let (wal, _, _) = replay_all(dir.path(), WalOptions::default());
