@@ -34,6 +34,20 @@ pub fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
+/// Appends `v` as LEB128: seven bits per byte, low first, high bit = more follow.
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Appends a signed `v` as a zigzag [`put_varint`] (small magnitudes, either sign, stay short).
+pub fn put_zigzag(out: &mut Vec<u8>, v: i64) {
+    put_varint(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
 /// An optional boolean as one byte: 0 unset, 1 false, 2 true.
 pub fn flag(b: Option<bool>) -> u8 {
     match b {
@@ -143,6 +157,38 @@ impl<'a> ByteReader<'a> {
     pub fn i64(&mut self) -> Option<i64> {
         self.array().map(i64::from_le_bytes)
     }
+    /// A number written by [`put_varint`] (`None` past the end or beyond 64 bits).
+    pub fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.u8()?;
+            let bits = u64::from(byte & 0x7f);
+            if shift == 63 && bits > 1 {
+                return None;
+            }
+            v |= bits << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// A number written by [`put_zigzag`].
+    pub fn zigzag(&mut self) -> Option<i64> {
+        self.varint().map(|v| ((v >> 1) as i64) ^ -((v & 1) as i64))
+    }
+
+    /// A [`put_varint`] that must fit in a `u32`.
+    pub fn varint_u32(&mut self) -> Option<u32> {
+        self.varint().and_then(|v| u32::try_from(v).ok())
+    }
+
+    /// A [`put_zigzag`] that must fit in an `i32`.
+    pub fn zigzag_i32(&mut self) -> Option<i32> {
+        self.zigzag().and_then(|v| i32::try_from(v).ok())
+    }
+
     /// A string written by [`put_str`].
     pub fn str(&mut self) -> Option<&'a str> {
         let len = u16::from_le_bytes(self.array()?) as usize;
@@ -200,4 +246,31 @@ pub fn decode_event(bytes: &[u8], pos: &mut usize) -> Option<Event> {
     };
     *pos = r.pos;
     Some(Event { event_id, customer_id, timestamp, kind })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip_at_every_width_and_refuse_overlong_input() {
+        let unsigned = [0, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX >> 1, u64::MAX];
+        let signed = [0, 1, -1, 63, -64, 64, -65, i64::from(i32::MIN), i64::MAX, i64::MIN];
+        let mut out = Vec::new();
+        unsigned.iter().for_each(|&v| put_varint(&mut out, v));
+        signed.iter().for_each(|&v| put_zigzag(&mut out, v));
+        let mut r = ByteReader::new(&out, 0);
+        assert_eq!(unsigned.map(|_| r.varint().unwrap()), unsigned);
+        assert_eq!(signed.map(|_| r.zigzag().unwrap()), signed);
+        assert_eq!(r.remaining(), 0);
+        let mut small = Vec::new();
+        put_zigzag(&mut small, -3);
+        put_varint(&mut small, 100);
+        assert_eq!(small.len(), 2, "small magnitudes take one byte");
+        // Eleven continuation bytes, a 65th bit, and a cut-short number are refused.
+        assert_eq!(ByteReader::new(&[0xff; 11], 0).varint(), None);
+        assert_eq!(ByteReader::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02], 0).varint(), None);
+        assert_eq!(ByteReader::new(&[0x80], 0).varint(), None);
+        assert_eq!(ByteReader::new(&[0x80, 0x80, 0x80, 0x80, 0x10], 0).varint_u32(), None);
+    }
 }

@@ -107,6 +107,11 @@ pub struct History {
 }
 
 impl History {
+    /// The UTC days with at least one purchase, ascending.
+    pub fn occasion_days(&self) -> &[i32] {
+        &self.occasion_days
+    }
+
     /// Heap bytes held (occasion days and the profile's entries).
     pub fn heap_bytes(&self) -> usize {
         self.occasion_days.capacity() * 4 + self.purchases.heap_bytes()
