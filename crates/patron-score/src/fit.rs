@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::gamma_gamma::{GammaGammaParams, SpendHistory};
 use crate::purchase::{BetaGeoParams, History, ParetoParams, PurchaseModel, PurchaseParams};
@@ -22,7 +22,7 @@ use crate::special::{digamma, ln_beta, ln_gamma, log_add_exp};
 use crate::{Result, ScoreError};
 
 /// What a fit found and how it got there.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FitReport<P> {
     /// Fitted parameters, in the time (and money) unit of the input.
     pub params: P,

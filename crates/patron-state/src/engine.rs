@@ -56,7 +56,7 @@ use crate::items::{ItemConfig, ItemStats, RecsModel};
 use crate::recommend::{BlendConfig, Recommendation, recommend};
 use crate::record::{Applied, CustomerRecord};
 use crate::scoring::{ModelFits, ScoringConfig, fit_models_on, scorer_for};
-use crate::snapshot::{Cut, DedupImage, Section, Snapshot, SnapshotFile, list_snapshots, write_snapshot};
+use crate::snapshot::{Cut, Section, ShardState, SharedState, Snapshot, SnapshotFile, list_snapshots, write_snapshot};
 use crate::{Result, StateError};
 
 /// What "now" is for scoring.
@@ -252,20 +252,17 @@ fn restore_snapshot(
     shards: usize,
 ) -> std::result::Result<(Snapshot, Vec<CustomerBook>), String> {
     let file = SnapshotFile::open(path)?;
-    if file.sections.len() != shards {
+    if file.shard_count() != shards {
         return restore_by_routing(file, config, shards);
     }
     let books = std::thread::scope(|scope| {
-        let workers: Vec<_> = file
-            .sections
-            .iter()
-            .map(|span| {
+        let workers: Vec<_> = (0..shards)
+            .map(|shard| {
                 let file = &file;
                 scope.spawn(move || {
                     let mut book =
                         CustomerBook::with_catalog(Default::default(), Default::default(), config.history_limit);
-                    let end = Some(span.bytes.end);
-                    file.decode(span.bytes.start, span.records, end, &mut |record| book.insert_record(record))?;
+                    file.decode_shard(shard, &mut |record| book.insert_record(record))?;
                     Ok::<_, String>(book)
                 })
             })
@@ -275,8 +272,7 @@ fn restore_snapshot(
             .map(|worker| worker.join().map_err(|_| "a restoring thread panicked".to_owned())?)
             .collect::<std::result::Result<Vec<_>, String>>()
     })?;
-    let items_start = file.sections.last().map_or(0, |s| s.bytes.end);
-    let snapshot = file.finish(items_start, config.items, config.dedup_horizon_days)?;
+    let snapshot = file.finish(config.items, config.dedup_horizon_days)?;
     Ok((snapshot, books))
 }
 
@@ -310,13 +306,7 @@ fn restore_by_routing(
                 let _ = senders[shard].send(full);
             }
         };
-        let decoded = if file.sections.is_empty() {
-            file.decode(file.records_start(), file.records(), None, &mut route)
-        } else {
-            file.sections
-                .iter()
-                .try_fold(0, |_, span| file.decode(span.bytes.start, span.records, Some(span.bytes.end), &mut route))
-        };
+        let decoded = file.decode_all(&mut route);
         for (sender, rest) in senders.iter().zip(pending) {
             let _ = sender.send(rest);
         }
@@ -325,7 +315,8 @@ fn restore_by_routing(
             .into_iter()
             .map(|worker| worker.join().map_err(|_| "a restoring thread panicked".to_owned()))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let snapshot = file.finish(decoded?, config.items, config.dedup_horizon_days)?;
+        decoded?;
+        let snapshot = file.finish(config.items, config.dedup_horizon_days)?;
         Ok((snapshot, books))
     })
 }
@@ -646,13 +637,23 @@ impl Engine {
                 .collect(),
         };
         let (books, hasher) = with_dedup_state(books, loaded.as_mut(), config.dedup_horizon_days);
+        // The models fitted before the snapshot score the log tail and everyone
+        // after it, as they did before the restart (provisional ones if none).
+        let models = loaded
+            .as_mut()
+            .and_then(|s| s.models.take())
+            .and_then(|fits| {
+                let scorer = scorer_for(&fits, &config.scoring).ok()?;
+                Some(ModelState { scorer, fits: Some(fits), provisional: false })
+            })
+            .unwrap_or_else(|| provisional_models(&config.scoring));
         let inner = Arc::new(Inner {
             failure: OnceLock::new(),
             shards: books.into_iter().map(RwLock::new).collect(),
             catalog,
             items,
             recs: RwLock::new(Arc::new(RecsModel::default())),
-            models: RwLock::new(Arc::new(provisional_models(&config.scoring))),
+            models: RwLock::new(Arc::new(models)),
             watermark_ms: AtomicI64::new(i64::MIN),
             hasher,
             stats: EngineStats::default(),
@@ -764,7 +765,7 @@ impl Engine {
             threads.push(handle);
         }
         let engine = Self { inner, quarantined: Mutex::new(quarantined), wal: Some(wal), senders, threads };
-        engine.rescore_all_provisional();
+        engine.rescore_all();
         engine.refresh_recommendations();
         Ok((engine, report))
     }
@@ -1038,7 +1039,9 @@ impl Engine {
         self.inner.shards.iter().filter_map(|s| s.read().ok().map(|b| f(&b))).collect()
     }
 
-    fn rescore_all_provisional(&self) {
+    /// Scores every customer with the models in use at the recovered watermark
+    /// (a snapshot keeps models and labels, not scores).
+    fn rescore_all(&self) {
         let models = self.models();
         let now_day = self.now().map_or(0, Timestamp::day);
         let minor = self.inner.config.currencies.base.minor_per_major();
@@ -1136,15 +1139,10 @@ impl Engine {
         .map_err(StateError::Log)?;
         let (marker_seq, replies, gate) =
             rx.recv().map_err(|_| StateError::Replay("log stopped".into()))?.map_err(StateError::Replay)?;
-        let (mut sections, mut dedup, mut shard_failed) = (Vec::new(), Vec::new(), false);
+        let (mut images, mut shard_failed) = (Vec::new(), false);
         for reply in replies {
             match reply.recv() {
-                Ok(image) => {
-                    let mut index = Vec::with_capacity(image.dedup.len() * 12 + 16);
-                    image.dedup.encode(&mut index);
-                    dedup.push((image.watermark_ms, index));
-                    sections.push(image.section);
-                }
+                Ok(image) => images.push(image),
                 Err(_) => shard_failed = true,
             }
         }
@@ -1162,12 +1160,18 @@ impl Engine {
         let io = |e: std::io::Error| StateError::Replay(format!("cannot write snapshot: {e}"));
         // Taken after the shards answered, so it covers every product their records name.
         let products = self.inner.catalog.names();
-        let dedup = DedupImage { hasher: self.inner.hasher, shards: &dedup };
-        let customers = sections.iter().map(Section::len).sum::<usize>() as u64;
+        let models = self.models();
+        let shared =
+            SharedState { products: &products, items: &items, models: models.fits.as_ref(), hasher: self.inner.hasher };
+        let shards: Vec<ShardState<'_>> = images
+            .iter()
+            .map(|image| ShardState { section: &image.section, watermark_ms: image.watermark_ms, dedup: &image.dedup })
+            .collect();
+        let customers = images.iter().map(|image| image.section.len()).sum::<usize>() as u64;
         let (path, bytes) =
-            write_snapshot(&dir, Cut { next_seq, watermark_ms: watermark }, &sections, &products, &items, &dedup)
-                .map_err(io)?;
-        drop(sections);
+            write_snapshot(&dir, Cut { next_seq, watermark_ms: watermark }, &shards, &shared).map_err(io)?;
+        drop(shards);
+        drop(images);
         let kept = list_snapshots(&dir).map_err(io)?;
         for (_, old) in kept.iter().skip(keep) {
             std::fs::remove_file(old).map_err(io)?;

@@ -21,7 +21,7 @@
 //! - 16 bytes per entry plus 16 for the clock; 64 entries (the default)
 //!   bound a customer's history to about 1 KiB.
 
-use patron_model::codec::ByteReader;
+use patron_model::codec::{self, ByteReader};
 
 /// One product in a customer's history.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -184,6 +184,46 @@ impl PurchaseProfile {
         }
     }
 
+    /// Appends the compact snapshot layout (version 6): occasions varint,
+    /// last_day zigzag, unit f32, count varint, then per product: product
+    /// varint, occasions varint, days before the profile's last day zigzag,
+    /// weight f32.
+    pub fn encode_compact(&self, out: &mut Vec<u8>) {
+        codec::put_varint(out, u64::from(self.occasions_since_origin));
+        codec::put_zigzag(out, i64::from(self.last_day));
+        out.extend_from_slice(&self.unit.to_le_bytes());
+        codec::put_varint(out, self.entries.len() as u64);
+        for e in &self.entries {
+            codec::put_varint(out, u64::from(e.product));
+            codec::put_varint(out, u64::from(e.occasions));
+            codec::put_zigzag(out, i64::from(self.last_day) - i64::from(e.last_day));
+            out.extend_from_slice(&e.weight.to_le_bytes());
+        }
+    }
+
+    /// Reads what [`Self::encode_compact`] wrote; `None` if cut short, out of range or not finite.
+    pub fn decode_compact(reader: &mut ByteReader<'_>) -> Option<Self> {
+        let occasions_since_origin = reader.varint_u32()?;
+        let last_day = reader.zigzag_i32()?;
+        let unit = f32::from_le_bytes(reader.array()?);
+        if !(unit.is_finite() && unit >= 1.0) {
+            return None;
+        }
+        let count = usize::try_from(reader.varint()?).ok()?;
+        let mut entries = Vec::with_capacity(count.min(reader.remaining() / 7));
+        for _ in 0..count {
+            let product = reader.varint_u32()?;
+            let occasions = u16::try_from(reader.varint()?).ok()?;
+            let last = i32::try_from(i64::from(last_day) - reader.zigzag()?).ok()?;
+            let weight = f32::from_le_bytes(reader.array()?);
+            if !weight.is_finite() || occasions == 0 {
+                return None;
+            }
+            entries.push(ProductHistory { product, occasions, last_day: last, weight });
+        }
+        Some(Self { entries, occasions_since_origin, last_day, unit })
+    }
+
     /// Reads what [`Self::encode`] wrote; `None` if cut short or not finite.
     pub fn decode(reader: &mut ByteReader<'_>) -> Option<Self> {
         let occasions_since_origin = reader.u32()?;
@@ -233,6 +273,14 @@ mod tests {
         p.encode(&mut bytes);
         assert_eq!(PurchaseProfile::decode(&mut ByteReader::new(&bytes, 0)), Some(p.clone()));
         assert!(PurchaseProfile::decode(&mut ByteReader::new(&bytes[..bytes.len() - 1], 0)).is_none());
+        let mut compact = Vec::new();
+        p.encode_compact(&mut compact);
+        assert!(compact.len() < bytes.len(), "{} against {} bytes", compact.len(), bytes.len());
+        assert_eq!(PurchaseProfile::decode_compact(&mut ByteReader::new(&compact, 0)), Some(p.clone()));
+        assert!(PurchaseProfile::decode_compact(&mut ByteReader::new(&compact[..compact.len() - 1], 0)).is_none());
+        let mut empty = Vec::new();
+        PurchaseProfile::default().encode_compact(&mut empty);
+        assert_eq!(PurchaseProfile::decode_compact(&mut ByteReader::new(&empty, 0)), Some(PurchaseProfile::default()));
         let mut none = PurchaseProfile::default();
         none.record(9, 1, 1.0, 0);
         assert!(none.is_empty());

@@ -26,7 +26,10 @@
 
 use patron_model::codec::{self, ByteReader};
 use patron_model::{Consent, CustomerId, Event, EventKind, Timestamp};
-use patron_score::{LifecycleStage, ScoreInput, Scores, SegmentConfig, Segments, SpendHistory, lifecycle_stage};
+use patron_score::{
+    LifecycleStage, Relationship, RfmSegment, ScoreInput, Scores, SegmentConfig, Segments, SpendHistory, ValueTier,
+    lifecycle_stage,
+};
 
 use crate::catalog::ProductCatalog;
 use crate::items::{ItemStats, basket_lines};
@@ -332,9 +335,10 @@ impl CustomerRecord {
     }
 }
 
-/// Appends the durable part of a customer (everything but scores and
-/// segments, which are recomputed) in the snapshot layout.
-pub fn encode_customer(id: &str, summary: &Summary, history: &History, out: &mut Vec<u8>) {
+/// Appends the durable part of a customer in the fixed-width layout of
+/// snapshot versions 3 to 5 (tests write old files with it).
+#[cfg(test)]
+pub(crate) fn encode_customer(id: &str, summary: &Summary, history: &History, out: &mut Vec<u8>) {
     codec::put_str(out, id);
     out.extend_from_slice(&(history.occasion_days.len() as u32).to_le_bytes());
     for d in &history.occasion_days {
@@ -357,10 +361,143 @@ pub fn encode_customer(id: &str, summary: &Summary, history: &History, out: &mut
     history.purchases.encode(out);
 }
 
+/// Milliseconds per UTC day.
+const DAY_MS: i64 = 86_400_000;
+
+/// Appends a customer in the compact snapshot layout (version 6): what the
+/// state cannot recompute (summary, history, population labels), with
+/// variable-length integers, so a snapshot is about half the size of the
+/// fixed-width layout and costs half the disk time. Scores are not kept: they
+/// are recomputed with the models stored beside the customers.
+///
+/// ```text
+/// id (varint length + UTF-8) │ occasion days: count varint, first zigzag, gaps varint… │
+/// first and total occasion value zigzag │ orders varint │ revenue, refunded zigzag │
+/// (only with occasions) first and last purchase: ms into their day, varint │
+/// consent flags u8 (2 bits each) │ consent times varint ×3 │ labels: 0, or 1 + 7 codes │
+/// purchase profile (PurchaseProfile::encode_compact)
+/// ```
+pub fn encode_customer_compact(
+    id: &str,
+    summary: &Summary,
+    history: &History,
+    segments: Option<Segments>,
+    out: &mut Vec<u8>,
+) {
+    codec::put_varint(out, id.len() as u64);
+    out.extend_from_slice(id.as_bytes());
+    let days = &history.occasion_days;
+    codec::put_varint(out, days.len() as u64);
+    if let Some(&first) = days.first() {
+        codec::put_zigzag(out, i64::from(first));
+        for gap in days.windows(2) {
+            codec::put_varint(out, (i64::from(gap[1]) - i64::from(gap[0])) as u64);
+        }
+    }
+    codec::put_zigzag(out, summary.first_occasion_value_minor);
+    codec::put_zigzag(out, summary.total_occasion_value_minor);
+    codec::put_varint(out, summary.orders);
+    codec::put_zigzag(out, summary.revenue_minor);
+    codec::put_zigzag(out, summary.refunded_minor);
+    if !days.is_empty() {
+        for ms in [summary.first_purchase_ms, summary.last_purchase_ms] {
+            codec::put_varint(out, ms.rem_euclid(DAY_MS) as u64);
+        }
+    }
+    let c = &summary.consent;
+    out.push(codec::flag(c.email) | codec::flag(c.sms) << 2 | codec::flag(c.push) << 4);
+    for s in summary.consent_at_s {
+        codec::put_varint(out, u64::from(s));
+    }
+    match segments {
+        None => out.push(0),
+        Some(g) => out.extend_from_slice(&[
+            1,
+            g.rfm_r,
+            g.rfm_f,
+            g.rfm_m,
+            g.rfm_segment.code(),
+            g.value_tier.code(),
+            g.relationship.code(),
+            g.lifecycle_stage.code(),
+        ]),
+    }
+    history.purchases.encode_compact(out);
+}
+
+fn decode_flag(bits: u8) -> Option<Option<bool>> {
+    match bits {
+        0 => Some(None),
+        1 => Some(Some(false)),
+        2 => Some(Some(true)),
+        _ => None,
+    }
+}
+
 impl CustomerRecord {
-    /// Appends the durable part of the record in the snapshot layout.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    /// Appends the durable part of the record in the fixed-width layout.
+    #[cfg(test)]
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         encode_customer(self.customer_id.as_str(), &self.summary, &self.history, out);
+    }
+
+    /// Reads a record written by [`encode_customer_compact`]; `None` if the
+    /// bytes are not a valid record (cut short, out of range, inconsistent).
+    pub fn decode_compact(r: &mut ByteReader<'_>) -> Option<Self> {
+        let id_len = usize::try_from(r.varint()?).ok()?;
+        let customer_id = CustomerId::new(std::str::from_utf8(r.take(id_len)?).ok()?).ok()?;
+        let count = usize::try_from(r.varint()?).ok()?;
+        let mut occasion_days = Vec::with_capacity(count.min(r.remaining()));
+        if count > 0 {
+            let mut day = r.zigzag_i32()?;
+            occasion_days.push(day);
+            for _ in 1..count {
+                let gap = i32::try_from(r.varint()?).ok().filter(|&g| g > 0)?;
+                day = day.checked_add(gap)?;
+                occasion_days.push(day);
+            }
+        }
+        let mut record = CustomerRecord::new(customer_id);
+        let s = &mut record.summary;
+        s.occasions = u32::try_from(count).ok()?;
+        s.first_occasion_value_minor = r.zigzag()?;
+        s.total_occasion_value_minor = r.zigzag()?;
+        s.orders = r.varint()?;
+        s.revenue_minor = r.zigzag()?;
+        s.refunded_minor = r.zigzag()?;
+        if let (Some(&first), Some(&last)) = (occasion_days.first(), occasion_days.last()) {
+            for (day, ms) in [(first, &mut s.first_purchase_ms), (last, &mut s.last_purchase_ms)] {
+                let into_day = i64::try_from(r.varint()?).ok().filter(|&m| m < DAY_MS)?;
+                *ms = i64::from(day) * DAY_MS + into_day;
+            }
+        }
+        let flags = r.u8()?;
+        s.consent = Consent {
+            email: decode_flag(flags & 3)?,
+            sms: decode_flag(flags >> 2 & 3)?,
+            push: decode_flag(flags >> 4 & 3)?,
+        };
+        for slot in &mut s.consent_at_s {
+            *slot = r.varint_u32()?;
+        }
+        record.segments = match r.u8()? {
+            0 => None,
+            1 => {
+                let [rfm_r, rfm_f, rfm_m, segment, tier, relationship, lifecycle] = r.array::<7>()?;
+                Some(Segments {
+                    rfm_r,
+                    rfm_f,
+                    rfm_m,
+                    rfm_segment: RfmSegment::from_code(segment)?,
+                    value_tier: ValueTier::from_code(tier)?,
+                    relationship: Relationship::from_code(relationship)?,
+                    lifecycle_stage: LifecycleStage::from_code(lifecycle)?,
+                })
+            }
+            _ => return None,
+        };
+        record.history = History { occasion_days, purchases: PurchaseProfile::decode_compact(r)? };
+        Some(record)
     }
 
     /// Reads a record written by [`Self::encode`] at `*pos`, advancing it;
@@ -501,6 +638,32 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(CustomerRecord::decode(&bytes[..cut], &mut 0, false).is_none(), "cut at {cut}");
         }
+        r.segments = Some(Segments {
+            rfm_r: 5,
+            rfm_f: 4,
+            rfm_m: 1,
+            rfm_segment: RfmSegment::CantLoseThem,
+            value_tier: ValueTier::ALL[2],
+            relationship: Relationship::ALL[1],
+            lifecycle_stage: LifecycleStage::Loyal,
+        });
+        let compact = compact_round_trip(&r);
+        assert!(compact < bytes.len() / 2, "{compact} compact bytes against {}", bytes.len());
+        compact_round_trip(&CustomerRecord::new(CustomerId::new("never-bought").unwrap()));
+    }
+
+    /// Encodes `r` compactly, checks it decodes to `r` and that every
+    /// truncation is refused; returns the encoded size.
+    fn compact_round_trip(r: &CustomerRecord) -> usize {
+        let mut bytes = Vec::new();
+        encode_customer_compact(r.customer_id.as_str(), &r.summary, &r.history, r.segments, &mut bytes);
+        let mut reader = ByteReader::new(&bytes, 0);
+        assert_eq!(CustomerRecord::decode_compact(&mut reader).as_ref(), Some(r));
+        assert_eq!(reader.remaining(), 0);
+        for cut in 0..bytes.len() {
+            assert!(CustomerRecord::decode_compact(&mut ByteReader::new(&bytes[..cut], 0)).is_none(), "cut at {cut}");
+        }
+        bytes.len()
     }
 
     #[test]
@@ -527,6 +690,7 @@ mod tests {
         assert_eq!(catalog.len(), 11, "ten distinct products plus the shared one");
         let mut bytes = Vec::new();
         r.encode(&mut bytes);
-        assert_eq!(CustomerRecord::decode(&bytes, &mut 0, false), Some(r));
+        assert_eq!(CustomerRecord::decode(&bytes, &mut 0, false).as_ref(), Some(&r));
+        compact_round_trip(&r);
     }
 }

@@ -79,7 +79,7 @@ impl Default for ScoringConfig {
 }
 
 /// The outcome of fitting every model on a book.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ModelFits {
     /// Unit of the parameters.
     pub time_unit: TimeUnit,
@@ -91,10 +91,39 @@ pub struct ModelFits {
     /// order value used when Gamma-Gamma cannot give one).
     pub mean_occasion_value: f64,
     /// The "now" the fit was made at.
+    #[serde(with = "millis")]
     pub fitted_at: Timestamp,
 }
 
+/// A [`Timestamp`] as its Unix milliseconds.
+mod millis {
+    use patron_model::Timestamp;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(at: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(at.millis())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        i64::deserialize(d).map(Timestamp::from_millis)
+    }
+}
+
 impl ModelFits {
+    /// The fits as a snapshot stores them: CBOR, which keeps every `f64`
+    /// bit for bit (JSON text does not, without a slower parser), so the
+    /// restored scorer is the one that was fitted. `None` if they cannot be encoded.
+    pub fn to_bytes(&self) -> Option<Vec<u8>> {
+        let mut bytes = Vec::new();
+        ciborium::into_writer(self, &mut bytes).ok()?;
+        Some(bytes)
+    }
+
+    /// Reads what [`Self::to_bytes`] wrote.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        ciborium::from_reader(bytes).ok()
+    }
+
     /// The fitted parameters of `model`, if its fit succeeded.
     pub fn params(&self, model: PurchaseModel) -> Option<&FitReport<PurchaseParams>> {
         self.purchase.iter().find(|(m, _)| *m == model).and_then(|(_, r)| r.as_ref().ok())

@@ -142,6 +142,45 @@ fn restart_from_a_snapshot_replays_only_the_tail_and_old_segments_are_deleted() 
     assert_eq!((again.accepted, again.duplicates), (10, 10), "dedup state survives the snapshot");
 }
 
+/// Each customer's scores and labels, by id.
+fn scores_of(engine: &Engine) -> Vec<(String, Option<patron_score::Scores>, Option<patron_score::Segments>)> {
+    let mut all: Vec<_> = engine
+        .with_books(|b| {
+            b.records().iter().map(|r| (r.customer_id().to_string(), r.scores(), r.segments())).collect::<Vec<_>>()
+        })
+        .into_iter()
+        .flatten()
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
+#[test]
+fn the_fitted_models_and_labels_survive_a_restart_and_score_everyone_as_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, _) = Engine::open(config(dir.path())).unwrap();
+    engine.submit(cdnow_events()).unwrap();
+    let fitted = engine.refit().unwrap();
+    engine.snapshot().unwrap();
+    let before = scores_of(&engine);
+    engine.shutdown();
+    let (engine, _) = Engine::open(config(dir.path())).unwrap();
+    let models = engine.models();
+    assert!(!models.provisional, "the fitted models came back, not the provisional ones");
+    assert_eq!(format!("{:?}", models.fits), format!("{:?}", fitted.fits));
+    let after = scores_of(&engine);
+    assert_eq!(after.len(), 2357);
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * a.abs().max(b.abs()).max(1.0);
+    for ((id, s0, g0), (_, s1, g1)) in before.iter().zip(&after) {
+        assert_eq!(g0, g1, "{id}: labels");
+        assert!(g0.is_some(), "{id}: the refit labelled everyone");
+        let (s0, s1) = (s0.unwrap(), s1.unwrap());
+        for (a, b) in [(s0.p_alive, s1.p_alive), (s0.clv, s1.clv), (s0.expected_orders_90d, s1.expected_orders_90d)] {
+            assert!(close(a, b), "{id}: {a} against {b}");
+        }
+    }
+}
+
 #[test]
 fn a_damaged_newest_snapshot_falls_back_to_the_older_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -406,9 +445,12 @@ fn compat_config(dir: &std::path::Path) -> EngineConfig {
     EngineConfig { wal: patron_wal::WalOptions { segment_bytes: 256 << 10, ..Default::default() }, ..config(dir) }
 }
 
+/// Id, summary, occasion days and (product, occasions, last day) of a customer.
+type DurableCustomer = (String, patron_state::Summary, Vec<i32>, Vec<(String, u16, i32)>);
+
 /// Every customer's summary and history (not scores or labels, which depend
 /// on when and with which models they were computed).
-fn durable_state(engine: &Engine) -> Vec<(String, patron_state::Summary, Vec<i32>, Vec<(String, u16, i32)>)> {
+fn durable_state(engine: &Engine) -> Vec<DurableCustomer> {
     let mut all: Vec<_> = state_of(engine)
         .into_iter()
         .map(|(id, ..)| {
