@@ -31,7 +31,7 @@ use patron_model::{
 };
 use patron_state::customer_row::{RowClock, customer_batch};
 use patron_state::{
-    Chunk, CustomerBook, Engine, products_batch, recommend_all, recommendations_batch, shard_of, similar_products_batch,
+    Chunk, CustomerBook, Engine, products_batch, recommend_all, recommendations_batch, similar_products_batch,
 };
 
 use crate::exec::{LazyScanExec, PartitionFn, StreamFn};
@@ -294,7 +294,7 @@ impl TableProvider for CustomersTable {
                 let mut by_shard: Vec<Vec<CustomerId>> = vec![Vec::new(); shards];
                 for key in keys {
                     if let Ok(id) = CustomerId::new(key) {
-                        by_shard[shard_of(&id, shards)].push(id);
+                        by_shard[engine.shard_of(&id)].push(id);
                     }
                 }
                 let mut parts = Vec::new();

@@ -393,8 +393,15 @@ impl CustomerBook {
 
     /// [`Self::apply`], also returning the slot of the record it changed.
     pub fn apply_at(&mut self, event: &Event) -> (Option<usize>, Applied) {
-        // The one hash of the customer id: index probe and fingerprint.
         let hash = self.hasher.customer_hash(event.customer_id.as_str());
+        self.apply_hashed(event, hash)
+    }
+
+    /// [`Self::apply_at`] with the customer's [`IdHasher::customer_hash`]
+    /// already computed (by whoever routed the event here): the one hash of
+    /// the id serves the index probe and the fingerprint.
+    pub fn apply_hashed(&mut self, event: &Event, hash: u64) -> (Option<usize>, Applied) {
+        debug_assert_eq!(hash, self.hasher.customer_hash(event.customer_id.as_str()));
         let fingerprint = self.hasher.event_fingerprint(hash, &event.event_id);
         match self.dedup.admit(fingerprint, event.timestamp.day()) {
             Admission::New => {}

@@ -81,6 +81,15 @@ impl IdHasher {
         h.finish()
     }
 
+    /// The shard of a customer among `shards`, from its [`Self::customer_hash`]:
+    /// routing, the index probe and the fingerprint share one hash. The hash
+    /// is multiplied before its high half picks the shard, so the shard does
+    /// not fix the bits the index itself selects by (its top and low bits).
+    pub fn shard(customer_hash: u64, shards: usize) -> usize {
+        let mixed = customer_hash.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
+        ((mixed * shards.max(1) as u64) >> 32) as usize
+    }
+
     /// The fingerprint of `(customer, event)`, from [`Self::customer_hash`].
     pub fn event_fingerprint(&self, customer_hash: u64, event: &EventId) -> u64 {
         let mut h = self.sip();
@@ -359,6 +368,28 @@ mod tests {
         assert_eq!(index.admit(2, 65), Admission::New, "day 60 was forgotten, day 65 is remembered");
         assert_eq!(index.admit(2, 65), Admission::Duplicate);
         assert_eq!(index.forget_beyond_horizon(90), 0, "the cut never moves back");
+    }
+
+    #[test]
+    fn shards_are_balanced_and_independent_of_the_index_bits() {
+        let hasher = IdHasher::from_key([7, 9]);
+        for shards in [1, 2, 3, 8] {
+            let mut per_shard = vec![0usize; shards];
+            let mut top_bits = vec![[0usize; 4]; shards];
+            for i in 0..40_000 {
+                let hash = hasher.customer_hash(&format!("customer-{i}"));
+                let shard = IdHasher::shard(hash, shards);
+                per_shard[shard] += 1;
+                top_bits[shard][(hash >> 62) as usize] += 1;
+            }
+            let expected = 40_000 / shards;
+            for (shard, &n) in per_shard.iter().enumerate() {
+                assert!(n.abs_diff(expected) < expected / 20, "{shards} shards: shard {shard} has {n}");
+                for &m in &top_bits[shard] {
+                    assert!(m.abs_diff(n / 4) < n / 20, "{shards} shards: the index's top bits lean in shard {shard}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -29,7 +29,6 @@
 //!                                              refit: gather ─► fit ─► score_all ─► segments ─► write back
 //! ```
 
-use std::hash::{Hash, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -233,6 +232,8 @@ struct Gathered {
 
 struct ShardBatch {
     events: Vec<Event>,
+    /// Each event's customer hash (routing computed it; the shard reuses it).
+    hashes: Vec<u64>,
     /// Each event's position in the submitted batch.
     positions: Vec<usize>,
     completion: Arc<Completion>,
@@ -241,27 +242,39 @@ struct ShardBatch {
 /// Records handed to a restoring shard thread at a time.
 const RESTORE_BATCH: usize = 4096;
 
-/// Reads the snapshot at `path` into one book per shard. When it has one
-/// section per shard (the shard count is unchanged), each section is decoded
-/// into its book on its own thread. Otherwise the file is decoded on this
-/// thread while one thread per shard inserts the records it routes there.
-/// The books still need [`CustomerBook::share`] once the catalogue is known.
-fn restore_snapshot(
-    path: &Path,
-    config: &EngineConfig,
-    shards: usize,
-) -> std::result::Result<(Snapshot, Vec<CustomerBook>), String> {
+/// A snapshot's customers placed in one book per shard.
+struct Restored {
+    snapshot: Snapshot,
+    books: Vec<CustomerBook>,
+    /// The key that hashed the customers into their shards and indexes.
+    hasher: IdHasher,
+    /// Whether customers were routed again (another shard count, or a file
+    /// that placed them by an older hash): the per-shard dedup indexes no
+    /// longer match the shards.
+    rerouted: bool,
+}
+
+fn empty_book(config: &EngineConfig, hasher: IdHasher) -> CustomerBook {
+    CustomerBook::with_catalog(Default::default(), Default::default(), config.history_limit)
+        .with_dedup(hasher, DedupIndex::new(None))
+}
+
+/// Reads the snapshot at `path` into one book per shard. When it was written
+/// with this shard count and key (version 6), each shard's blocks are decoded
+/// into its book on its own thread; otherwise every customer is routed to
+/// its shard again. The books still need [`CustomerBook::share`] once the
+/// catalogue is known.
+fn restore_snapshot(path: &Path, config: &EngineConfig, shards: usize) -> std::result::Result<Restored, String> {
     let file = SnapshotFile::open(path)?;
-    if file.shard_count() != shards {
+    let Some(hasher) = file.id_key().filter(|_| file.shard_count() == shards) else {
         return restore_by_routing(file, config, shards);
-    }
+    };
     let books = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..shards)
             .map(|shard| {
                 let file = &file;
                 scope.spawn(move || {
-                    let mut book =
-                        CustomerBook::with_catalog(Default::default(), Default::default(), config.history_limit);
+                    let mut book = empty_book(config, hasher);
                     file.decode_shard(shard, &mut |record| book.insert_record(record))?;
                     Ok::<_, String>(book)
                 })
@@ -273,23 +286,51 @@ fn restore_snapshot(
             .collect::<std::result::Result<Vec<_>, String>>()
     })?;
     let snapshot = file.finish(config.items, config.dedup_horizon_days)?;
-    Ok((snapshot, books))
+    Ok(Restored { snapshot, books, hasher, rerouted: false })
 }
 
-/// [`restore_snapshot`] for a snapshot written with another shard count (or
-/// before sections existed): every record is routed to its shard again.
+/// [`restore_snapshot`] for a snapshot written with another shard count, or
+/// before version 6 (customers placed by another hash; the key, if any, at
+/// the end of the file, so they are decoded first and routed after).
 fn restore_by_routing(
     file: SnapshotFile,
     config: &EngineConfig,
     shards: usize,
-) -> std::result::Result<(Snapshot, Vec<CustomerBook>), String> {
+) -> std::result::Result<Restored, String> {
+    let (snapshot, books, hasher) = match file.id_key() {
+        Some(hasher) => {
+            let books = route_into_books(config, shards, hasher, |route| file.decode_all(route))?;
+            (file.finish(config.items, config.dedup_horizon_days)?, books, hasher)
+        }
+        None => {
+            let mut records = Vec::with_capacity(usize::try_from(file.records()).unwrap_or(0).min(1 << 24));
+            file.decode_all(&mut |record| records.push(record))?;
+            let snapshot = file.finish(config.items, config.dedup_horizon_days)?;
+            let hasher = snapshot.id_key.unwrap_or_else(IdHasher::random);
+            let books = route_into_books(config, shards, hasher, |route| {
+                records.into_iter().for_each(route);
+                Ok(())
+            })?;
+            (snapshot, books, hasher)
+        }
+    };
+    Ok(Restored { snapshot, books, hasher, rerouted: true })
+}
+
+/// Books filled by `feed`, each customer routed to its shard by `hasher`
+/// while one thread per shard inserts what reaches it.
+fn route_into_books(
+    config: &EngineConfig,
+    shards: usize,
+    hasher: IdHasher,
+    feed: impl FnOnce(&mut dyn FnMut(CustomerRecord)) -> std::result::Result<(), String>,
+) -> std::result::Result<Vec<CustomerBook>, String> {
     std::thread::scope(|scope| {
         let (senders, workers): (Vec<_>, Vec<_>) = (0..shards)
             .map(|_| {
                 let (tx, rx) = bounded::<Vec<CustomerRecord>>(8);
                 let worker = scope.spawn(move || {
-                    let mut book =
-                        CustomerBook::with_catalog(Default::default(), Default::default(), config.history_limit);
+                    let mut book = empty_book(config, hasher);
                     rx.iter().flatten().for_each(|record| book.insert_record(record));
                     book
                 });
@@ -297,16 +338,15 @@ fn restore_by_routing(
             })
             .unzip();
         let mut pending: Vec<Vec<CustomerRecord>> = (0..shards).map(|_| Vec::with_capacity(RESTORE_BATCH)).collect();
-        let mut route = |record: CustomerRecord| {
-            let shard = shard_of(&record.customer_id, shards);
+        let fed = feed(&mut |record: CustomerRecord| {
+            let shard = IdHasher::shard(hasher.customer_hash(record.customer_id.as_str()), shards);
             pending[shard].push(record);
             if pending[shard].len() == RESTORE_BATCH {
                 let full = std::mem::replace(&mut pending[shard], Vec::with_capacity(RESTORE_BATCH));
                 // A worker only stops when its sender is dropped, so this cannot fail.
                 let _ = senders[shard].send(full);
             }
-        };
-        let decoded = file.decode_all(&mut route);
+        });
         for (sender, rest) in senders.iter().zip(pending) {
             let _ = sender.send(rest);
         }
@@ -315,55 +355,48 @@ fn restore_by_routing(
             .into_iter()
             .map(|worker| worker.join().map_err(|_| "a restoring thread panicked".to_owned()))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        decoded?;
-        let snapshot = file.finish(config.items, config.dedup_horizon_days)?;
-        Ok((snapshot, books))
+        fed.map(|()| books)
     })
 }
 
-/// Gives each shard's book its deduplication state and returns the key
-/// they share: the snapshot's per-shard indexes and watermarks when it has
-/// as many shards; the union of its indexes in every shard when the shard
-/// count changed (correct, at the cost of memory until the horizon passes);
+/// Gives each shard's book its deduplication state and the key `hasher`:
+/// the snapshot's per-shard indexes and watermarks when its customers kept
+/// their shards; the union of its indexes in every shard when they were
+/// routed again (correct, at the cost of memory until the horizon passes);
 /// for a version 3 snapshot, which had no index, an index that refuses events
 /// before the snapshot's watermark day (they may have been applied).
 fn with_dedup_state(
     books: Vec<CustomerBook>,
     snapshot: Option<&mut Snapshot>,
     horizon: Option<u32>,
-) -> (Vec<CustomerBook>, IdHasher) {
+    hasher: IdHasher,
+    rerouted: bool,
+) -> Vec<CustomerBook> {
     let shards = books.len();
     let as_time = |ms: i64| (ms != i64::MIN).then(|| Timestamp::from_millis(ms));
     let Some(snapshot) = snapshot else {
-        let hasher = IdHasher::random();
-        let books = books.into_iter().map(|b| b.with_dedup(hasher, DedupIndex::new(horizon))).collect();
-        return (books, hasher);
+        return books.into_iter().map(|b| b.with_dedup(hasher, DedupIndex::new(horizon))).collect();
     };
     let watermark = as_time(snapshot.watermark_ms);
     let sections = std::mem::take(&mut snapshot.dedup);
-    let (hasher, states): (IdHasher, Vec<(Option<Timestamp>, DedupIndex)>) = match snapshot.id_key {
-        Some(hasher) if sections.len() == shards => {
-            (hasher, sections.into_iter().map(|(ms, index)| (as_time(ms), index)).collect())
-        }
-        Some(hasher) => {
-            let mut union = DedupIndex::new(horizon);
-            sections.iter().for_each(|(_, index)| union.absorb(index));
-            (hasher, vec![(watermark, union); shards])
-        }
-        None => {
-            let from_day = watermark.map_or(i32::MIN, Timestamp::day);
-            (IdHasher::random(), vec![(watermark, DedupIndex::new(horizon).remembering_from(from_day)); shards])
-        }
+    let states: Vec<(Option<Timestamp>, DedupIndex)> = if snapshot.id_key.is_none() {
+        let from_day = watermark.map_or(i32::MIN, Timestamp::day);
+        vec![(watermark, DedupIndex::new(horizon).remembering_from(from_day)); shards]
+    } else if !rerouted && sections.len() == shards {
+        sections.into_iter().map(|(ms, index)| (as_time(ms), index)).collect()
+    } else {
+        let mut union = DedupIndex::new(horizon);
+        sections.iter().for_each(|(_, index)| union.absorb(index));
+        vec![(watermark, union); shards]
     };
-    let books = books
+    books
         .into_iter()
         .zip(states)
         .map(|(mut book, (watermark, index))| {
             book.restore_watermark(watermark);
             book.with_dedup(hasher, index)
         })
-        .collect();
-    (books, hasher)
+        .collect()
 }
 
 /// One shard's part of a snapshot, taken at the cut in the time it takes to
@@ -423,6 +456,12 @@ pub struct SnapshotReport {
 }
 
 impl Inner {
+    /// The customer's keyed hash and the shard that owns them.
+    fn route(&self, customer: &CustomerId) -> (u64, usize) {
+        let hash = self.hasher.customer_hash(customer.as_str());
+        (hash, IdHasher::shard(hash, self.shards.len()))
+    }
+
     fn now(&self) -> Option<Timestamp> {
         match self.config.clock {
             Clock::Wall => Some(Timestamp::now()),
@@ -528,26 +567,6 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// Which shard owns a customer (stable across restarts: FNV-1a of the id).
-pub fn shard_of(customer: &CustomerId, shards: usize) -> usize {
-    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
-    customer.as_str().hash(&mut h);
-    (h.finish() % shards.max(1) as u64) as usize
-}
-
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-}
-
 /// First byte of a log payload of binary-encoded events ([`patron_model::encode_event`]).
 /// Payloads starting with `{` are NDJSON (the first log format), still replayed.
 const BINARY_EVENTS: u8 = 1;
@@ -608,8 +627,8 @@ impl Engine {
         let (mut loaded, mut restored) = (None, None);
         for (_, path) in &snapshots {
             match restore_snapshot(path, &config, shards) {
-                Ok((snapshot, books)) => {
-                    (loaded, restored) = (Some(snapshot), Some(books));
+                Ok(Restored { snapshot, books, hasher, rerouted }) => {
+                    (loaded, restored) = (Some(snapshot), Some((books, hasher, rerouted)));
                     break;
                 }
                 Err(e) => snapshot_errors.push(format!("{}: {e}", path.display())),
@@ -624,19 +643,25 @@ impl Engine {
             || ItemStats::new(config.items),
             |s| std::mem::replace(&mut s.items, ItemStats::new(config.items)),
         ));
-        let books: Vec<CustomerBook> = match restored {
-            Some(books) => books
-                .into_iter()
-                .map(|mut book| {
-                    book.share(catalog.clone(), items.clone());
-                    book
-                })
-                .collect(),
-            None => (0..shards)
-                .map(|_| CustomerBook::with_catalog(catalog.clone(), items.clone(), config.history_limit))
-                .collect(),
+        let (books, hasher, rerouted): (Vec<CustomerBook>, IdHasher, bool) = match restored {
+            Some((books, hasher, rerouted)) => {
+                let shared = books
+                    .into_iter()
+                    .map(|mut book| {
+                        book.share(catalog.clone(), items.clone());
+                        book
+                    })
+                    .collect();
+                (shared, hasher, rerouted)
+            }
+            None => {
+                let fresh = (0..shards)
+                    .map(|_| CustomerBook::with_catalog(catalog.clone(), items.clone(), config.history_limit))
+                    .collect();
+                (fresh, IdHasher::random(), false)
+            }
         };
-        let (books, hasher) = with_dedup_state(books, loaded.as_mut(), config.dedup_horizon_days);
+        let books = with_dedup_state(books, loaded.as_mut(), config.dedup_horizon_days, hasher, rerouted);
         // The models fitted before the snapshot score the log tail and everyone
         // after it, as they did before the restart (provisional ones if none).
         let models = loaded
@@ -698,7 +723,7 @@ impl Engine {
                 }
                 if let Some(id) = payload.strip_prefix(ERASE_PREFIX) {
                     if let Some(customer) = std::str::from_utf8(id).ok().and_then(|id| CustomerId::new(id).ok()) {
-                        books[shard_of(&customer, shards)].remove(&customer);
+                        books[inner.route(&customer).1].remove(&customer);
                     }
                     return;
                 }
@@ -716,8 +741,8 @@ impl Engine {
                         quarantine(seq, Some(index), Some(&event), e.to_string(), &json());
                         continue;
                     }
-                    let shard = shard_of(&event.customer_id, shards);
-                    match catch_unwind(AssertUnwindSafe(|| books[shard].apply(&event))) {
+                    let (hash, shard) = inner.route(&event.customer_id);
+                    match catch_unwind(AssertUnwindSafe(|| books[shard].apply_hashed(&event, hash).1)) {
                         Ok(applied) => {
                             inner.watermark_ms.fetch_max(event.timestamp.millis(), Ordering::Relaxed);
                             let counter = match applied {
@@ -825,22 +850,24 @@ impl Engine {
                     }
                     return;
                 }
-                let shards = senders.len();
-                let mut parts: Vec<(Vec<Event>, Vec<usize>)> = (0..shards).map(|_| Default::default()).collect();
+                type Part = (Vec<Event>, Vec<u64>, Vec<usize>);
+                let mut parts: Vec<Part> = (0..senders.len()).map(|_| Default::default()).collect();
                 for (index, e) in events.into_iter().enumerate() {
-                    let part = &mut parts[shard_of(&e.customer_id, shards)];
+                    let (hash, shard) = inner.route(&e.customer_id);
+                    let part = &mut parts[shard];
                     part.0.push(e);
-                    part.1.push(index);
+                    part.1.push(hash);
+                    part.2.push(index);
                 }
                 let busy = parts.iter().filter(|p| !p.0.is_empty()).count();
                 let completion = Arc::new(Completion::new(busy, take()));
-                for (shard, (events, positions)) in parts.into_iter().enumerate().filter(|(_, p)| !p.0.is_empty()) {
+                for (shard, (events, hashes, positions)) in
+                    parts.into_iter().enumerate().filter(|(_, p)| !p.0.is_empty())
+                {
                     inner.stats.queued_batches.fetch_add(1, Ordering::Relaxed);
+                    let part = ShardBatch { events, hashes, positions, completion: completion.clone() };
                     // Blocking here holds the log writer: backpressure all the way back.
-                    if senders[shard]
-                        .send(ShardMessage::Events(ShardBatch { events, positions, completion: completion.clone() }))
-                        .is_err()
-                    {
+                    if senders[shard].send(ShardMessage::Events(part)).is_err() {
                         // Durable but not applied: never answer as if it were (a restart applies it from the log).
                         let reason = inner.failure.get().map_or_else(
                             || format!("shard {shard} stopped; the events are logged and a restart applies them"),
@@ -894,10 +921,15 @@ impl Engine {
         failed.map_or(Ok(()), Err)
     }
 
+    /// The shard that owns a customer: [`IdHasher::shard`] of the keyed hash
+    /// of their id (the key is the data directory's, so stable across restarts).
+    pub fn shard_of(&self, customer: &CustomerId) -> usize {
+        self.inner.route(customer).1
+    }
+
     /// A customer's record (with scores), if known.
     pub fn customer(&self, id: &CustomerId) -> Option<CustomerRecord> {
-        let shard = shard_of(id, self.inner.shards.len());
-        self.inner.shards[shard].read().ok()?.get(id)
+        self.inner.shards[self.shard_of(id)].read().ok()?.get(id)
     }
 
     /// The models in use.
@@ -961,7 +993,7 @@ impl Engine {
     /// never bought); `None` for an unknown customer, empty for one who
     /// objected to every channel. A lookup: no other customer is read.
     pub fn recommendations(&self, id: &CustomerId, k: usize, new_only: bool) -> Option<Vec<Recommendation>> {
-        let shard = shard_of(id, self.inner.shards.len());
+        let shard = self.shard_of(id);
         let profile = {
             let book = self.inner.shards[shard].read().ok()?;
             let row = book.row(id)?;
@@ -1077,7 +1109,7 @@ impl Engine {
         }
         let wal = self.wal.as_ref().ok_or_else(|| StateError::Replay("engine is shutting down".into()))?;
         let (tx, rx) = bounded(1);
-        let sender = self.senders[shard_of(customer, self.senders.len())].clone();
+        let sender = self.senders[self.shard_of(customer)].clone();
         let target = customer.clone();
         let payload = [ERASE_PREFIX, customer.as_str().as_bytes()].concat();
         wal.submit(payload, 1, move |result| {
@@ -1320,9 +1352,9 @@ fn apply_batch(
     }
     {
         let mut touched = Vec::with_capacity(events.len());
-        for (event, &index) in events.iter().zip(&batch.positions) {
+        for ((event, &hash), &index) in events.iter().zip(&batch.hashes).zip(&batch.positions) {
             inner.watermark_ms.fetch_max(event.timestamp.millis(), Ordering::Relaxed);
-            match book.apply_at(event) {
+            match book.apply_hashed(event, hash) {
                 (slot, Applied::Accepted) => {
                     outcome.accepted += 1;
                     touched.extend(slot);
@@ -1459,7 +1491,7 @@ mod tests {
         let error = engine.submit(vec![purchase("boom", PANIC_IN_TESTS, 1)]).unwrap_err();
         assert!(matches!(&error, SinkError::Unavailable(m) if m.contains("injected")), "{error:?}");
         let failure = engine.failure().expect("the failure is recorded").clone();
-        assert_eq!(failure.shard, shard_of(&CustomerId::new(PANIC_IN_TESTS).unwrap(), 2));
+        assert_eq!(failure.shard, engine.shard_of(&CustomerId::new(PANIC_IN_TESTS).unwrap()));
         let later: Vec<Event> = (10..16).map(|i| purchase(&format!("e{i}"), &format!("c{i}"), 100)).collect();
         let error = engine.submit(later).unwrap_err();
         assert!(matches!(&error, SinkError::Unavailable(m) if m.contains("restart")), "{error:?}");

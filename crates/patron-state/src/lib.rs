@@ -41,7 +41,7 @@ pub use chunk::{CHUNK, Chunk};
 pub use dedup::{DEFAULT_DEDUP_HORIZON_DAYS, DedupIndex, IdHasher};
 pub use engine::{
     Clock, Engine, EngineConfig, EngineStats, ModelState, Quarantined, ShardFailure, SnapshotReport,
-    beyond_horizon_reason, shard_of,
+    beyond_horizon_reason,
 };
 pub use items::{ItemConfig, ItemStats, RecsModel};
 pub use profile::PurchaseProfile;

@@ -29,9 +29,9 @@
 //!
 //! ```text
 //! magic "PATRSNAP" │ version u32 = 6 │ next_seq u64 │ watermark_ms i64 │ customers u64 │
-//! products u32 │ product ids (u16 length + UTF-8)… │
+//! id key [u64; 2] │ products u32 │ product ids (u16 length + UTF-8)… │
 //! blocks… (each: whole customers of one shard, or one shard's dedup index) │
-//! tail: product statistics │ models (u32 length + CBOR; 0: provisional) │ id key [u64; 2] │
+//! tail: product statistics │ models (u32 length + CBOR; 0: provisional) │
 //!       shards u32 │ per shard: watermark_ms i64 │
 //! block table: count u32 │ per block: kind u8 (0 customers, 1 dedup), shard u32, offset u64,
 //!              bytes u64, customers u64, crc32c u32 │
@@ -40,7 +40,9 @@
 //!
 //! The product statistics (see `ItemStats::encode`) are shared by every
 //! shard, so the engine serialises them while all shard writers wait at the
-//! checkpoint: they hold exactly the events below `next_seq`.
+//! checkpoint: they hold exactly the events below `next_seq`. The id key is
+//! in the header because it also routes customers to shards: a recovery with
+//! another shard count routes each customer as it is decoded.
 //!
 //! Older versions are still read: 5 (fixed-width customers, one section per
 //! shard, one checksum over the file), 4 (one run of all customers) and 3
@@ -240,6 +242,9 @@ fn write_in_blocks(
     header.extend_from_slice(&cut.next_seq.to_le_bytes());
     header.extend_from_slice(&cut.watermark_ms.to_le_bytes());
     header.extend_from_slice(&(shards.iter().map(|s| s.section.len()).sum::<usize>() as u64).to_le_bytes());
+    for k in shared.hasher.key() {
+        header.extend_from_slice(&k.to_le_bytes());
+    }
     header.extend_from_slice(&(shared.products.len() as u32).to_le_bytes());
     for p in shared.products {
         patron_model::codec::put_str(&mut header, p.as_str());
@@ -273,9 +278,6 @@ fn write_in_blocks(
     let models = shared.models.and_then(ModelFits::to_bytes).unwrap_or_default();
     tail.extend_from_slice(&(models.len() as u32).to_le_bytes());
     tail.extend_from_slice(&models);
-    for k in shared.hasher.key() {
-        tail.extend_from_slice(&k.to_le_bytes());
-    }
     tail.extend_from_slice(&(shards.len() as u32).to_le_bytes());
     for state in shards {
         tail.extend_from_slice(&state.watermark_ms.to_le_bytes());
@@ -342,6 +344,7 @@ enum Layout {
 pub struct SnapshotFile {
     body: Vec<u8>,
     version: u32,
+    id_key: Option<IdHasher>,
     next_seq: u64,
     watermark_ms: i64,
     count: u64,
@@ -387,6 +390,11 @@ impl SnapshotFile {
             (0, 0)
         };
         let mut reader = ByteReader::new(&body, HEADER_LEN);
+        let id_key = if version == VERSION {
+            Some(IdHasher::from_key([reader.u64().ok_or("header cut short")?, reader.u64().ok_or("header cut short")?]))
+        } else {
+            None
+        };
         let product_count = reader.u32().ok_or("catalogue cut short")?;
         let mut products = Vec::with_capacity((product_count as usize).min(body.len()));
         for i in 0..product_count {
@@ -409,6 +417,7 @@ impl SnapshotFile {
         let mut file = Self {
             body,
             version,
+            id_key,
             next_seq,
             watermark_ms,
             count,
@@ -520,6 +529,13 @@ impl SnapshotFile {
         self.sections.len()
     }
 
+    /// The key that hashed the customers (and placed them in shards), when
+    /// the header has it (version 6; older files keep it in the tail, and
+    /// placed customers by another hash).
+    pub fn id_key(&self) -> Option<IdHasher> {
+        self.id_key
+    }
+
     /// Decodes `count` customers from `start`; returns where they end.
     fn decode_run(
         &self,
@@ -606,14 +622,13 @@ impl SnapshotFile {
                     [] => None,
                     bytes => Some(ModelFits::from_bytes(bytes).ok_or("the fitted models are invalid")?),
                 };
-                let key = IdHasher::from_key([reader.u64().ok_or_else(invalid)?, reader.u64().ok_or_else(invalid)?]);
                 let shards = reader.u32().ok_or_else(invalid)? as usize;
                 if shards != self.dedup_blocks.len() {
                     return Err(invalid());
                 }
                 let watermarks = (0..shards).map(|_| reader.i64()).collect::<Option<Vec<_>>>().ok_or_else(invalid)?;
                 let indexes = self.decode_dedup_blocks(dedup_horizon_days)?;
-                (models, Some(key), watermarks.into_iter().zip(indexes).collect())
+                (models, self.id_key, watermarks.into_iter().zip(indexes).collect())
             }
         };
         if reader.position() != tail.end {
