@@ -30,8 +30,8 @@ use axum::routing::{get, post};
 use patron_model::{CurrencyTable, CustomerId, Timestamp};
 use patron_sql::pg::{PasswordCheck, PgHandlers};
 use patron_sql::{LiveSource, RejectedRow, ResultFormat, SqlEngine, SqlError, SqlLimits};
-use patron_state::Chunk;
 use patron_state::customer_row::{RowClock, customer_batch};
+use patron_state::{Chunk, Groups};
 use patron_state::{Engine, EngineConfig, ScoringConfig};
 use serde_json::{Value, json};
 
@@ -230,7 +230,7 @@ async fn get_customer(State(state): State<Arc<AppState>>, Path(id): Path<String>
     let mut row = Chunk::with_capacity(1);
     row.push(record.customer_id.as_str(), record.summary, scores, record.segments);
     let clock = RowClock { now, minor_per_major: minor, segments: state.engine.scoring_config().segments };
-    let batch = match customer_batch(patron_model::customers_schema(), &Arc::new(row), &clock) {
+    let batch = match customer_batch(patron_model::customers_schema(), &row.view(Groups::ALL), &clock) {
         Ok(batch) => batch,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     };

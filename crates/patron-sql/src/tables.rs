@@ -29,9 +29,10 @@ use datafusion::physical_plan::ExecutionPlan;
 use patron_model::{
     Currency, CustomerId, Timestamp, customers_schema, products_schema, recommendations_schema, similar_products_schema,
 };
-use patron_state::customer_row::{RowClock, customer_batch};
+use patron_state::customer_row::{RowClock, customer_batch, schema_groups};
 use patron_state::{
-    Chunk, CustomerBook, Engine, products_batch, recommend_all, recommendations_batch, similar_products_batch,
+    Chunk, ChunkView, CustomerBook, Engine, products_batch, recommend_all, recommendations_batch,
+    similar_products_batch,
 };
 
 use crate::exec::{LazyScanExec, PartitionFn, StreamFn};
@@ -234,10 +235,11 @@ fn describe(keys: &Option<BTreeSet<String>>, column: &str, limit: Option<usize>)
 /// `customers` (DESIGN.md §4): scores as last computed by the engine (at the
 /// customer's latest event or the latest refit), `updated_at` = query time.
 ///
-/// A full scan takes every shard's chunks at one instant (all read locks
-/// held together while the chunk `Arc`s are cloned: microseconds) and derives
-/// the columns after the locks are released; writers meanwhile copy a chunk
-/// the scan still holds instead of waiting for it. Every row of the answer is
+/// A full scan takes, from every shard's chunks at one instant, the column
+/// groups its projected columns need (all read locks held together while
+/// their `Arc`s are cloned: microseconds) and derives the columns after the
+/// locks are released; writers meanwhile copy a group the scan still holds
+/// instead of waiting for it. Every row of the answer is
 /// therefore from the same cut of the event stream. A lookup by
 /// `customer_id` copies the matching rows under the lock of their shard.
 #[derive(Debug)]
@@ -270,10 +272,12 @@ impl TableProvider for CustomersTable {
         let engine = self.0.source.engine();
         let shards = engine.shard_count();
         let started = Instant::now();
+        // Only the column groups the projected columns are derived from.
+        let groups = schema_groups(&schema);
         // Each partition: the chunks it derives its rows from.
-        let parts: Vec<Vec<Arc<Chunk>>> = match &keys {
+        let parts: Vec<Vec<ChunkView>> = match &keys {
             None => {
-                let mut cut = engine.customer_chunks().map_err(state_error)?;
+                let mut cut = engine.customer_views(groups).map_err(state_error)?;
                 if let Some(limit) = limit {
                     let mut rows = 0;
                     for chunks in &mut cut {
@@ -308,7 +312,7 @@ impl TableProvider for CustomersTable {
                             chunk
                         })
                         .ok_or_else(|| DataFusionError::Execution(format!("shard {shard} is unavailable")))?;
-                    parts.push(vec![Arc::new(found)]);
+                    parts.push(vec![found.view(groups)]);
                 }
                 parts
             }

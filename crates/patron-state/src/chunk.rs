@@ -1,21 +1,29 @@
 //! Columnar chunks of customers: the one copy of everything the `customers`
 //! table is derived from, shared by the writer and SQL scans.
 //!
-//! A shard keeps its customers in chunks of [`CHUNK`] rows, each behind an
-//! `Arc`. A scan clones the `Arc`s under the shard's read lock (microseconds
-//! for millions of customers) and reads the columns after the lock is gone.
-//! A writer that touches a chunk a scan still holds copies that chunk once
-//! (`Arc::make_mut`), so the scan keeps a consistent view and nobody waits for
-//! the other. A chunk holds only fixed-size values and one byte buffer of ids,
-//! so that copy is a few hundred kilobytes of `memcpy`, not thousands of
-//! allocations; what only the writer reads (occasion days, purchase profiles)
-//! lives beside the chunks, in [`crate::record::History`].
+//! A shard keeps its customers in chunks of [`CHUNK`] rows. Inside a chunk
+//! the columns are in four groups, each behind its own `Arc`: ids, summaries,
+//! scores, labels. A scan takes a [`ChunkView`] of the groups its columns
+//! need, cloning their `Arc`s under the shard's read lock (microseconds for
+//! millions of customers), and reads them after the lock is gone. A writer
+//! that changes a group a scan still holds copies that group once
+//! (`Arc::make_mut`), so the scan keeps a consistent view and nobody waits
+//! for the other. Grouping keeps that copy small: an event rewrites a
+//! summary and the scores, so a `GROUP BY rfm_segment` over `clv` makes
+//! writers copy only the score group (about 135 KiB a chunk) of the chunks
+//! they touch while it runs, not the summaries beside it (320 KiB). A group
+//! holds only fixed-size values (or one byte buffer of ids), so a copy is a
+//! `memcpy`, not thousands of allocations; what only the writer reads
+//! (occasion days, purchase profiles) lives beside the chunks, in
+//! [`crate::record::History`].
 //!
 //! Layout per row: the id (Arrow `Utf8` layout: an `i32` offset and its
 //! bytes), the 80-byte [`Summary`], four score columns of `f64` with a
 //! validity byte, and seven label codes of one byte with a validity byte.
 //! Labels are stored as codes (`RfmSegment::code` …) and become strings only
 //! when a query asks for them.
+
+use std::sync::Arc;
 
 use patron_score::{LifecycleStage, Relationship, RfmSegment, Scores, Segments, ValueTier};
 
@@ -24,25 +32,48 @@ use crate::record::Summary;
 /// Rows per chunk of a shard's state (a power of two).
 pub const CHUNK: usize = 4096;
 
-/// Model scores, one column each; `scored[i]` says whether row `i` has them.
+/// Model scores, one column each, each behind its own `Arc` (a query that
+/// reads `clv` holds only `clv` and `scored`, so a writer rescoring a
+/// customer meanwhile copies 36 KiB of that chunk, not all five columns);
+/// `scored[i]` says whether row `i` has them.
 #[derive(Clone, Debug, Default)]
 pub struct ScoreColumns {
     /// Whether the row has scores (false: all four are null).
-    pub scored: Vec<bool>,
+    pub scored: Arc<Vec<bool>>,
     /// P(alive).
-    pub p_alive: Vec<f64>,
+    pub p_alive: Arc<Vec<f64>>,
     /// E[orders in 90 days].
-    pub expected_orders_90d: Vec<f64>,
+    pub expected_orders_90d: Arc<Vec<f64>>,
     /// Expected order value.
-    pub expected_order_value: Vec<f64>,
+    pub expected_order_value: Arc<Vec<f64>>,
     /// Customer lifetime value.
-    pub clv: Vec<f64>,
+    pub clv: Arc<Vec<f64>>,
 }
 
 impl ScoreColumns {
     fn values_mut(&mut self) -> [&mut Vec<f64>; 4] {
-        [&mut self.p_alive, &mut self.expected_orders_90d, &mut self.expected_order_value, &mut self.clv]
+        [
+            Arc::make_mut(&mut self.p_alive),
+            Arc::make_mut(&mut self.expected_orders_90d),
+            Arc::make_mut(&mut self.expected_order_value),
+            Arc::make_mut(&mut self.clv),
+        ]
     }
+}
+
+/// The score columns a [`ChunkView`] took.
+#[derive(Clone, Debug, Default)]
+pub struct ScoreView {
+    /// Whether each row has scores.
+    pub scored: Option<Arc<Vec<bool>>>,
+    /// P(alive).
+    pub p_alive: Option<Arc<Vec<f64>>>,
+    /// E[orders in 90 days].
+    pub expected_orders_90d: Option<Arc<Vec<f64>>>,
+    /// Expected order value.
+    pub expected_order_value: Option<Arc<Vec<f64>>>,
+    /// Customer lifetime value.
+    pub clv: Option<Arc<Vec<f64>>>,
 }
 
 /// Population-relative labels as codes; `segmented[i]` says whether row `i` has them.
@@ -80,14 +111,113 @@ impl LabelColumns {
     }
 }
 
-/// Up to [`CHUNK`] customers in columns.
+/// The id column in Arrow `Utf8` layout.
+#[derive(Clone, Debug, Default)]
+pub struct IdColumn {
+    /// `len + 1` offsets into `bytes`.
+    pub offsets: Vec<i32>,
+    /// The ids' UTF-8 bytes, back to back.
+    pub bytes: Vec<u8>,
+}
+
+/// Up to [`CHUNK`] customers in columns, in four copy-on-write groups.
 #[derive(Clone, Debug)]
 pub struct Chunk {
-    id_offsets: Vec<i32>,
-    id_bytes: Vec<u8>,
-    summaries: Vec<Summary>,
+    ids: Arc<IdColumn>,
+    summaries: Arc<Vec<Summary>>,
     scores: ScoreColumns,
-    labels: LabelColumns,
+    labels: Arc<LabelColumns>,
+}
+
+/// Which column groups a reader needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Groups {
+    /// [`IdColumn`].
+    pub ids: bool,
+    /// The [`Summary`] of each row.
+    pub summaries: bool,
+    /// [`ScoreColumns::scored`].
+    pub scored: bool,
+    /// [`ScoreColumns::p_alive`].
+    pub p_alive: bool,
+    /// [`ScoreColumns::expected_orders_90d`].
+    pub expected_orders_90d: bool,
+    /// [`ScoreColumns::expected_order_value`].
+    pub expected_order_value: bool,
+    /// [`ScoreColumns::clv`].
+    pub clv: bool,
+    /// [`LabelColumns`].
+    pub labels: bool,
+}
+
+impl Groups {
+    /// Every group.
+    pub const ALL: Groups = Groups {
+        ids: true,
+        summaries: true,
+        scored: true,
+        p_alive: true,
+        expected_orders_90d: true,
+        expected_order_value: true,
+        clv: true,
+        labels: true,
+    };
+
+    /// Both sets of groups.
+    pub fn union(self, other: Groups) -> Groups {
+        Groups {
+            ids: self.ids || other.ids,
+            summaries: self.summaries || other.summaries,
+            scored: self.scored || other.scored,
+            p_alive: self.p_alive || other.p_alive,
+            expected_orders_90d: self.expected_orders_90d || other.expected_orders_90d,
+            expected_order_value: self.expected_order_value || other.expected_order_value,
+            clv: self.clv || other.clv,
+            labels: self.labels || other.labels,
+        }
+    }
+}
+
+/// Some groups of one chunk, shared with it: what a scan holds.
+#[derive(Clone, Debug)]
+pub struct ChunkView {
+    rows: usize,
+    ids: Option<Arc<IdColumn>>,
+    summaries: Option<Arc<Vec<Summary>>>,
+    scores: ScoreView,
+    labels: Option<Arc<LabelColumns>>,
+}
+
+impl ChunkView {
+    /// Rows in the chunk.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether it has none.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// The ids, if taken.
+    pub fn ids(&self) -> Option<&Arc<IdColumn>> {
+        self.ids.as_ref()
+    }
+
+    /// The summaries, if taken.
+    pub fn summaries(&self) -> Option<&Arc<Vec<Summary>>> {
+        self.summaries.as_ref()
+    }
+
+    /// The score columns taken.
+    pub fn scores(&self) -> &ScoreView {
+        &self.scores
+    }
+
+    /// The labels, if taken.
+    pub fn labels(&self) -> Option<&Arc<LabelColumns>> {
+        self.labels.as_ref()
+    }
 }
 
 impl Default for Chunk {
@@ -99,22 +229,21 @@ impl Default for Chunk {
 impl Chunk {
     /// An empty chunk with room for `rows` rows.
     pub fn with_capacity(rows: usize) -> Self {
-        let mut id_offsets = Vec::with_capacity(rows + 1);
-        id_offsets.push(0);
-        let f64s = || Vec::with_capacity(rows);
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        let f64s = || Arc::new(Vec::with_capacity(rows));
         let bytes = || Vec::with_capacity(rows);
         Self {
-            id_offsets,
-            id_bytes: Vec::with_capacity(rows * 8),
-            summaries: Vec::with_capacity(rows),
+            ids: Arc::new(IdColumn { offsets, bytes: Vec::with_capacity(rows * 8) }),
+            summaries: Arc::new(Vec::with_capacity(rows)),
             scores: ScoreColumns {
-                scored: Vec::with_capacity(rows),
+                scored: Arc::new(Vec::with_capacity(rows)),
                 p_alive: f64s(),
                 expected_orders_90d: f64s(),
                 expected_order_value: f64s(),
                 clv: f64s(),
             },
-            labels: LabelColumns {
+            labels: Arc::new(LabelColumns {
                 segmented: Vec::with_capacity(rows),
                 rfm_r: bytes(),
                 rfm_f: bytes(),
@@ -123,7 +252,24 @@ impl Chunk {
                 value_tier: bytes(),
                 relationship: bytes(),
                 lifecycle_stage: bytes(),
+            }),
+        }
+    }
+
+    /// The groups `groups` of this chunk, shared.
+    pub fn view(&self, groups: Groups) -> ChunkView {
+        ChunkView {
+            rows: self.len(),
+            ids: groups.ids.then(|| self.ids.clone()),
+            summaries: groups.summaries.then(|| self.summaries.clone()),
+            scores: ScoreView {
+                scored: groups.scored.then(|| self.scores.scored.clone()),
+                p_alive: groups.p_alive.then(|| self.scores.p_alive.clone()),
+                expected_orders_90d: groups.expected_orders_90d.then(|| self.scores.expected_orders_90d.clone()),
+                expected_order_value: groups.expected_order_value.then(|| self.scores.expected_order_value.clone()),
+                clv: groups.clv.then(|| self.scores.clv.clone()),
             },
+            labels: groups.labels.then(|| self.labels.clone()),
         }
     }
 
@@ -139,18 +285,20 @@ impl Chunk {
 
     /// Appends a row.
     pub fn push(&mut self, id: &str, summary: Summary, scores: Option<Scores>, segments: Option<Segments>) {
-        self.id_bytes.extend_from_slice(id.as_bytes());
+        let ids = Arc::make_mut(&mut self.ids);
+        ids.bytes.extend_from_slice(id.as_bytes());
         // Ids are at most 256 bytes and a chunk at most CHUNK rows: far below i32::MAX.
-        self.id_offsets.push(self.id_bytes.len() as i32);
-        if self.id_offsets.len() == CHUNK + 1 {
+        ids.offsets.push(ids.bytes.len() as i32);
+        if ids.offsets.len() == CHUNK + 1 {
             // A full chunk's ids will not grow: give back what doubling reserved.
-            self.id_bytes.shrink_to_fit();
+            ids.bytes.shrink_to_fit();
         }
-        self.summaries.push(summary);
-        self.scores.scored.push(false);
+        Arc::make_mut(&mut self.summaries).push(summary);
+        Arc::make_mut(&mut self.scores.scored).push(false);
         self.scores.values_mut().into_iter().for_each(|column| column.push(0.0));
-        self.labels.segmented.push(false);
-        self.labels.codes_mut().into_iter().for_each(|column| column.push(0));
+        let label_columns = Arc::make_mut(&mut self.labels);
+        label_columns.segmented.push(false);
+        label_columns.codes_mut().into_iter().for_each(|column| column.push(0));
         let row = self.len() - 1;
         self.set_scores(row, scores);
         self.set_segments(row, segments);
@@ -158,17 +306,19 @@ impl Chunk {
 
     /// Removes the last row.
     pub fn pop(&mut self) {
-        if self.summaries.pop().is_none() {
+        if Arc::make_mut(&mut self.summaries).pop().is_none() {
             return;
         }
-        self.id_offsets.pop();
-        self.id_bytes.truncate(self.id_offsets.last().map_or(0, |&o| o as usize));
-        self.scores.scored.pop();
+        let ids = Arc::make_mut(&mut self.ids);
+        ids.offsets.pop();
+        ids.bytes.truncate(ids.offsets.last().map_or(0, |&o| o as usize));
+        Arc::make_mut(&mut self.scores.scored).pop();
         self.scores.values_mut().into_iter().for_each(|column| {
             column.pop();
         });
-        self.labels.segmented.pop();
-        self.labels.codes_mut().into_iter().for_each(|column| {
+        let label_columns = Arc::make_mut(&mut self.labels);
+        label_columns.segmented.pop();
+        label_columns.codes_mut().into_iter().for_each(|column| {
             column.pop();
         });
     }
@@ -177,33 +327,33 @@ impl Chunk {
     /// customer into the freed row). The old id's bytes leave the buffer.
     pub fn overwrite(&mut self, row: usize, source: &Chunk, from: usize) {
         self.set_id(row, source.id(from));
-        self.summaries[row] = source.summaries[from];
+        Arc::make_mut(&mut self.summaries)[row] = source.summaries[from];
         self.set_scores(row, source.scores(from));
         self.set_segments(row, source.segments(from));
     }
 
     fn set_id(&mut self, row: usize, id: &str) {
-        let (start, end) = (self.id_offsets[row] as usize, self.id_offsets[row + 1] as usize);
-        self.id_bytes.splice(start..end, id.bytes());
+        let ids = Arc::make_mut(&mut self.ids);
+        let (start, end) = (ids.offsets[row] as usize, ids.offsets[row + 1] as usize);
+        ids.bytes.splice(start..end, id.bytes());
         let delta = id.len() as i32 - (end - start) as i32;
-        self.id_offsets[row + 1..].iter_mut().for_each(|o| *o += delta);
+        ids.offsets[row + 1..].iter_mut().for_each(|o| *o += delta);
     }
 
     /// The id of row `row`.
     pub fn id(&self, row: usize) -> &str {
-        let (start, end) = (self.id_offsets[row] as usize, self.id_offsets[row + 1] as usize);
         // Only whole `&str`s are ever copied in, at offsets recorded with them.
-        std::str::from_utf8(&self.id_bytes[start..end]).unwrap_or_default()
+        std::str::from_utf8(self.id_bytes(row)).unwrap_or_default()
     }
 
     /// The bytes of row `row`'s id (the index compares these: no UTF-8 check).
     pub fn id_bytes(&self, row: usize) -> &[u8] {
-        &self.id_bytes[self.id_offsets[row] as usize..self.id_offsets[row + 1] as usize]
+        &self.ids.bytes[self.ids.offsets[row] as usize..self.ids.offsets[row + 1] as usize]
     }
 
     /// The id column in Arrow `Utf8` layout: `len + 1` offsets and the bytes.
     pub fn id_column(&self) -> (&[i32], &[u8]) {
-        (&self.id_offsets, &self.id_bytes)
+        (&self.ids.offsets, &self.ids.bytes)
     }
 
     /// Every row's summary.
@@ -213,7 +363,7 @@ impl Chunk {
 
     /// Row `row`'s summary, to change.
     pub fn summary_mut(&mut self, row: usize) -> &mut Summary {
-        &mut self.summaries[row]
+        &mut Arc::make_mut(&mut self.summaries)[row]
     }
 
     /// The score columns.
@@ -239,14 +389,14 @@ impl Chunk {
 
     /// Sets row `row`'s scores.
     pub fn set_scores(&mut self, row: usize, scores: Option<Scores>) {
-        let s = &mut self.scores;
-        s.scored[row] = scores.is_some();
+        Arc::make_mut(&mut self.scores.scored)[row] = scores.is_some();
         let v =
             scores.unwrap_or(Scores { p_alive: 0.0, expected_orders_90d: 0.0, expected_order_value: 0.0, clv: 0.0 });
-        s.p_alive[row] = v.p_alive;
-        s.expected_orders_90d[row] = v.expected_orders_90d;
-        s.expected_order_value[row] = v.expected_order_value;
-        s.clv[row] = v.clv;
+        let [p_alive, expected_orders_90d, expected_order_value, clv] = self.scores.values_mut();
+        p_alive[row] = v.p_alive;
+        expected_orders_90d[row] = v.expected_orders_90d;
+        expected_order_value[row] = v.expected_order_value;
+        clv[row] = v.clv;
     }
 
     /// Row `row`'s labels.
@@ -268,7 +418,7 @@ impl Chunk {
 
     /// Sets row `row`'s labels.
     pub fn set_segments(&mut self, row: usize, segments: Option<Segments>) {
-        let l = &mut self.labels;
+        let l = Arc::make_mut(&mut self.labels);
         l.segmented[row] = segments.is_some();
         if let Some(g) = segments {
             l.rfm_r[row] = g.rfm_r;
@@ -285,8 +435,8 @@ impl Chunk {
     pub fn memory_bytes(&self) -> usize {
         let s = &self.scores;
         let l = &self.labels;
-        self.id_offsets.capacity() * 4
-            + self.id_bytes.capacity()
+        self.ids.offsets.capacity() * 4
+            + self.ids.bytes.capacity()
             + self.summaries.capacity() * std::mem::size_of::<Summary>()
             + s.scored.capacity()
             + (s.p_alive.capacity()

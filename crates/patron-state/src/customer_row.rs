@@ -26,12 +26,12 @@ use arrow::array::{
 };
 use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::ArrowNativeType;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use patron_model::Timestamp;
 use patron_score::{LifecycleStage, Relationship, RfmSegment, Scores, SegmentConfig, ValueTier};
 
-use crate::chunk::Chunk;
+use crate::chunk::{ChunkView, Groups, LabelColumns, ScoreView};
 use crate::record::Summary;
 use crate::{Result, StateError};
 
@@ -50,22 +50,29 @@ fn nulls(valid: &[bool]) -> Option<NullBuffer> {
     valid.iter().any(|v| !v).then(|| NullBuffer::from(valid))
 }
 
-/// An Arrow buffer over `values`, a column inside `*chunk`, without copying.
-fn shared<T: ArrowNativeType>(chunk: &Arc<Chunk>, values: &[T]) -> ScalarBuffer<T> {
-    let owner: Arc<dyn arrow::alloc::Allocation> = chunk.clone();
+/// An Arrow buffer over `values`, a column inside `*owner` (a chunk's column
+/// group), without copying.
+fn shared<O, T>(owner: &Arc<O>, values: &[T]) -> ScalarBuffer<T>
+where
+    O: std::panic::RefUnwindSafe + Send + Sync + 'static,
+    T: ArrowNativeType,
+{
+    let keeper: Arc<dyn arrow::alloc::Allocation> = owner.clone();
     let start = NonNull::from(values).cast::<u8>();
-    // SAFETY: `values` borrows a column of `*chunk`, and `owner` keeps that
-    // chunk alive at the same address for as long as the buffer lives. A
-    // chunk behind an `Arc` is only ever changed through `Arc::make_mut`,
+    // SAFETY: `values` borrows a column of `*owner`, and `keeper` keeps that
+    // group alive at the same address for as long as the buffer lives. A
+    // group behind an `Arc` is only ever changed through `Arc::make_mut`,
     // which copies it while another `Arc` (this one) exists, so the bytes
     // stay as they are. `T` is a plain number, so any bytes are valid.
     #[allow(unsafe_code)]
-    let buffer = unsafe { Buffer::from_custom_allocation(start, std::mem::size_of_val(values), owner) };
+    let buffer = unsafe { Buffer::from_custom_allocation(start, std::mem::size_of_val(values), keeper) };
     ScalarBuffer::new(buffer, 0, values.len())
 }
 
-fn f64s(chunk: &Arc<Chunk>, values: &[f64], valid: &[bool]) -> ArrayRef {
-    Arc::new(Float64Array::new(shared(chunk, values), nulls(valid)))
+/// A score column of `view`, if it took that column and `scored`.
+fn score(view: &ChunkView, column: fn(&ScoreView) -> &Option<Arc<Vec<f64>>>) -> Option<ArrayRef> {
+    let (values, scored) = (column(view.scores()).as_ref()?, view.scores().scored.as_ref()?);
+    Some(Arc::new(Float64Array::new(shared(values, values), nulls(scored))))
 }
 
 /// Every value of one label as a validated `Utf8View` array, indexed by code.
@@ -106,119 +113,190 @@ fn per_summary<T>(summaries: &[Summary], f: impl Fn(&Summary) -> T) -> Vec<T> {
     summaries.iter().map(f).collect()
 }
 
-/// One column of `customers` for every row of `chunk`, or `None` for a name
-/// the table does not have.
-pub fn customer_column(name: &str, chunk: &Arc<Chunk>, clock: &RowClock) -> Option<ArrayRef> {
-    let summaries = chunk.summaries();
-    let s = chunk.score_columns();
-    let l = chunk.label_columns();
-    let minor = clock.minor_per_major;
-    let now_day = clock.now.day();
-    let days = |f: fn(&Summary, i32) -> Option<u32>| -> ArrayRef {
-        let bought: Vec<bool> = per_summary(summaries, Summary::has_purchased);
-        let values = per_summary(summaries, |r| f(r, now_day).map_or(0.0, f64::from));
-        Arc::new(Float64Array::new(ScalarBuffer::from(values), nulls(&bought)))
-    };
-    let timestamp = |f: fn(&Summary) -> Option<Timestamp>| -> ArrayRef {
-        Arc::new(summaries.iter().map(|r| f(r).map(Timestamp::micros)).collect::<TimestampMicrosecondArray>())
-    };
-    let consent =
-        |f: fn(&Summary) -> Option<bool>| -> ArrayRef { Arc::new(summaries.iter().map(f).collect::<BooleanArray>()) };
-    let rfm = |codes: &[u8]| -> ArrayRef {
-        let values: Vec<i32> = codes.iter().map(|&c| i32::from(c)).collect();
-        Arc::new(Int32Array::new(ScalarBuffer::from(values), nulls(&l.segmented)))
-    };
+const NONE: Groups = Groups {
+    ids: false,
+    summaries: false,
+    scored: false,
+    p_alive: false,
+    expected_orders_90d: false,
+    expected_order_value: false,
+    clv: false,
+    labels: false,
+};
+const IDS: Groups = Groups { ids: true, ..NONE };
+const SUMMARIES: Groups = Groups { summaries: true, ..NONE };
+const LABELS: Groups = Groups { labels: true, ..NONE };
+
+/// The column groups of a chunk that column `name` of `customers` is derived
+/// from (`None`: the table has no such column). A scan takes only these, so
+/// writers copy only what a running query holds.
+pub fn column_groups(name: &str) -> Option<Groups> {
     Some(match name {
-        "customer_id" => {
-            let (offsets, bytes) = chunk.id_column();
-            let offsets = OffsetBuffer::new(shared(chunk, offsets));
-            Arc::new(StringArray::new(offsets, shared(chunk, bytes).into_inner(), None))
-        }
-        "first_purchase_at" => timestamp(Summary::first_purchase_at),
-        "last_purchase_at" => timestamp(Summary::last_purchase_at),
-        "orders" => Arc::new(Int64Array::from(per_summary(summaries, |r| r.orders as i64))),
-        "frequency" => {
-            Arc::new(Int64Array::from(per_summary(summaries, |r| i64::from(r.occasions().saturating_sub(1)))))
-        }
-        "recency_days" => days(|r, now| r.score_input(now, 1.0).map(|i| i.recency_days)),
-        "tenure_days" => days(|r, now| r.score_input(now, 1.0).map(|i| i.tenure_days)),
-        "revenue" => Arc::new(Float64Array::from(per_summary(summaries, |r| r.revenue_minor as f64 / minor))),
-        "avg_order_value" => Arc::new(
-            summaries
-                .iter()
-                .map(|r| (r.orders > 0).then(|| r.revenue_minor as f64 / minor / r.orders as f64))
-                .collect::<Float64Array>(),
-        ),
-        "p_alive" => f64s(chunk, &s.p_alive, &s.scored),
-        "churn_risk" => {
-            let values: Vec<f64> = s.p_alive.iter().map(|p| 1.0 - p).collect();
-            Arc::new(Float64Array::new(ScalarBuffer::from(values), nulls(&s.scored)))
-        }
-        "expected_orders_90d" => f64s(chunk, &s.expected_orders_90d, &s.scored),
-        "expected_order_value" => f64s(chunk, &s.expected_order_value, &s.scored),
-        "clv" => f64s(chunk, &s.clv, &s.scored),
-        "rfm_r" => rfm(&l.rfm_r),
-        "rfm_f" => rfm(&l.rfm_f),
-        "rfm_m" => rfm(&l.rfm_m),
-        "rfm_segment" => RFM_SEGMENTS.column(&l.rfm_segment, &l.segmented),
-        "value_tier" => VALUE_TIERS.column(&l.value_tier, &l.segmented),
-        "relationship" => RELATIONSHIPS.column(&l.relationship, &l.segmented),
-        "lifecycle_stage" => {
-            let codes: Vec<u8> = (0..chunk.len())
-                .map(|row| {
-                    let scores = s.scored[row].then(|| Scores {
-                        p_alive: s.p_alive[row],
-                        expected_orders_90d: 0.0,
-                        expected_order_value: 0.0,
-                        clv: 0.0,
-                    });
-                    summaries[row].lifecycle_with(scores.as_ref(), &clock.segments).code()
-                })
-                .collect();
-            LIFECYCLE_STAGES.column(&codes, &[])
-        }
-        "consent_email" => consent(|r| r.consent.email),
-        "consent_sms" => consent(|r| r.consent.sms),
-        "consent_push" => consent(|r| r.consent.push),
-        "updated_at" => Arc::new(TimestampMicrosecondArray::from(vec![clock.now.micros(); chunk.len()])),
+        "customer_id" => IDS,
+        "first_purchase_at" | "last_purchase_at" | "orders" | "frequency" | "recency_days" | "tenure_days"
+        | "revenue" | "avg_order_value" | "consent_email" | "consent_sms" | "consent_push" => SUMMARIES,
+        "p_alive" | "churn_risk" => Groups { scored: true, p_alive: true, ..NONE },
+        "expected_orders_90d" => Groups { scored: true, expected_orders_90d: true, ..NONE },
+        "expected_order_value" => Groups { scored: true, expected_order_value: true, ..NONE },
+        "clv" => Groups { scored: true, clv: true, ..NONE },
+        "rfm_r" | "rfm_f" | "rfm_m" | "rfm_segment" | "value_tier" | "relationship" => LABELS,
+        "lifecycle_stage" => Groups { summaries: true, scored: true, p_alive: true, ..NONE },
+        "updated_at" => NONE,
         _ => return None,
     })
 }
 
-/// `chunk` as one batch of `schema` (the whole table or a projection of it).
-pub fn customer_batch(schema: SchemaRef, chunk: &Arc<Chunk>, clock: &RowClock) -> Result<RecordBatch> {
+/// The groups the columns of `schema` are derived from.
+pub fn schema_groups(schema: &Schema) -> Groups {
+    schema.fields().iter().filter_map(|f| column_groups(f.name())).fold(Groups::default(), Groups::union)
+}
+
+/// One column of `customers` for every row of `view`, or `None` for a name
+/// the table does not have or whose groups ([`column_groups`]) the view lacks.
+pub fn customer_column(name: &str, view: &ChunkView, clock: &RowClock) -> Option<ArrayRef> {
+    let minor = clock.minor_per_major;
+    let now_day = clock.now.day();
+    let summaries = || view.summaries().map(|s| s.as_slice());
+    let days = |f: fn(&Summary, i32) -> Option<u32>| -> Option<ArrayRef> {
+        let summaries = summaries()?;
+        let bought: Vec<bool> = per_summary(summaries, Summary::has_purchased);
+        let values = per_summary(summaries, |r| f(r, now_day).map_or(0.0, f64::from));
+        Some(Arc::new(Float64Array::new(ScalarBuffer::from(values), nulls(&bought))))
+    };
+    let timestamp = |f: fn(&Summary) -> Option<Timestamp>| -> Option<ArrayRef> {
+        let column = summaries()?.iter().map(|r| f(r).map(Timestamp::micros));
+        Some(Arc::new(column.collect::<TimestampMicrosecondArray>()))
+    };
+    let consent = |f: fn(&Summary) -> Option<bool>| -> Option<ArrayRef> {
+        Some(Arc::new(summaries()?.iter().map(f).collect::<BooleanArray>()))
+    };
+    let rfm = |codes: fn(&LabelColumns) -> &[u8]| -> Option<ArrayRef> {
+        let l = view.labels()?;
+        let values: Vec<i32> = codes(l).iter().map(|&c| i32::from(c)).collect();
+        Some(Arc::new(Int32Array::new(ScalarBuffer::from(values), nulls(&l.segmented))))
+    };
+    let label = |table: &LabelTable, codes: fn(&LabelColumns) -> &[u8]| -> Option<ArrayRef> {
+        let l = view.labels()?;
+        Some(table.column(codes(l), &l.segmented))
+    };
+    match name {
+        "customer_id" => {
+            let ids = view.ids()?;
+            let offsets = OffsetBuffer::new(shared(ids, &ids.offsets));
+            Some(Arc::new(StringArray::new(offsets, shared(ids, &ids.bytes).into_inner(), None)))
+        }
+        "first_purchase_at" => timestamp(Summary::first_purchase_at),
+        "last_purchase_at" => timestamp(Summary::last_purchase_at),
+        "orders" => Some(Arc::new(Int64Array::from(per_summary(summaries()?, |r| r.orders as i64)))),
+        "frequency" => {
+            Some(Arc::new(Int64Array::from(per_summary(summaries()?, |r| i64::from(r.occasions().saturating_sub(1))))))
+        }
+        "recency_days" => days(|r, now| r.score_input(now, 1.0).map(|i| i.recency_days)),
+        "tenure_days" => days(|r, now| r.score_input(now, 1.0).map(|i| i.tenure_days)),
+        "revenue" => Some(Arc::new(Float64Array::from(per_summary(summaries()?, |r| r.revenue_minor as f64 / minor)))),
+        "avg_order_value" => Some(Arc::new(
+            summaries()?
+                .iter()
+                .map(|r| (r.orders > 0).then(|| r.revenue_minor as f64 / minor / r.orders as f64))
+                .collect::<Float64Array>(),
+        )),
+        "p_alive" => score(view, |s| &s.p_alive),
+        "churn_risk" => {
+            let s = view.scores();
+            let (p_alive, scored) = (s.p_alive.as_ref()?, s.scored.as_ref()?);
+            let values: Vec<f64> = p_alive.iter().map(|p| 1.0 - p).collect();
+            Some(Arc::new(Float64Array::new(ScalarBuffer::from(values), nulls(scored))))
+        }
+        "expected_orders_90d" => score(view, |s| &s.expected_orders_90d),
+        "expected_order_value" => score(view, |s| &s.expected_order_value),
+        "clv" => score(view, |s| &s.clv),
+        "rfm_r" => rfm(|l| &l.rfm_r),
+        "rfm_f" => rfm(|l| &l.rfm_f),
+        "rfm_m" => rfm(|l| &l.rfm_m),
+        "rfm_segment" => label(&RFM_SEGMENTS, |l| &l.rfm_segment),
+        "value_tier" => label(&VALUE_TIERS, |l| &l.value_tier),
+        "relationship" => label(&RELATIONSHIPS, |l| &l.relationship),
+        "lifecycle_stage" => {
+            let s = view.scores();
+            let (summaries, scored, p_alive) = (summaries()?, s.scored.as_ref()?, s.p_alive.as_ref()?);
+            let codes: Vec<u8> = summaries
+                .iter()
+                .enumerate()
+                .map(|(row, summary)| {
+                    let scores = scored[row].then(|| Scores {
+                        p_alive: p_alive[row],
+                        expected_orders_90d: 0.0,
+                        expected_order_value: 0.0,
+                        clv: 0.0,
+                    });
+                    summary.lifecycle_with(scores.as_ref(), &clock.segments).code()
+                })
+                .collect();
+            Some(LIFECYCLE_STAGES.column(&codes, &[]))
+        }
+        "consent_email" => consent(|r| r.consent.email),
+        "consent_sms" => consent(|r| r.consent.sms),
+        "consent_push" => consent(|r| r.consent.push),
+        "updated_at" => Some(Arc::new(TimestampMicrosecondArray::from(vec![clock.now.micros(); view.len()]))),
+        _ => None,
+    }
+}
+
+/// `view` as one batch of `schema` (the whole table or a projection of it).
+pub fn customer_batch(schema: SchemaRef, view: &ChunkView, clock: &RowClock) -> Result<RecordBatch> {
     let columns = schema
         .fields()
         .iter()
         .map(|f| {
-            customer_column(f.name(), chunk, clock)
-                .ok_or_else(|| StateError::Arrow(format!("customers has no column {}", f.name())))
+            customer_column(f.name(), view, clock).ok_or_else(|| {
+                StateError::Arrow(format!("customers has no column {} (or the scan did not take its groups)", f.name()))
+            })
         })
         .collect::<Result<Vec<_>>>()?;
-    let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(chunk.len()));
+    let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(view.len()));
     RecordBatch::try_new_with_options(schema, columns, &options).map_err(|e| StateError::Arrow(e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunk::Chunk;
 
     #[test]
     fn every_column_of_the_contract_schema_is_defined_here() {
         let schema = patron_model::customers_schema();
         let mut chunk = Chunk::with_capacity(1);
         chunk.push("c-1", Summary::default(), None, None);
-        let chunk = Arc::new(chunk);
         let clock = clock();
         for field in schema.fields() {
-            let column = customer_column(field.name(), &chunk, &clock)
+            // Derived from exactly the groups it declares, and not without any of them.
+            let groups = column_groups(field.name()).unwrap_or_else(|| panic!("no groups for {}", field.name()));
+            let column = customer_column(field.name(), &chunk.view(groups), &clock)
                 .unwrap_or_else(|| panic!("no derivation for {}", field.name()));
             assert_eq!(column.data_type(), field.data_type(), "{}", field.name());
             assert_eq!(column.len(), 1);
+            for without in [
+                Groups { ids: false, ..groups },
+                Groups { summaries: false, ..groups },
+                Groups { scored: false, ..groups },
+                Groups { p_alive: false, ..groups },
+                Groups { expected_orders_90d: false, ..groups },
+                Groups { expected_order_value: false, ..groups },
+                Groups { clv: false, ..groups },
+                Groups { labels: false, ..groups },
+            ] {
+                if without != groups {
+                    assert!(customer_column(field.name(), &chunk.view(without), &clock).is_none(), "{}", field.name());
+                }
+            }
         }
-        assert!(customer_column("no_such_column", &chunk, &clock).is_none());
-        let batch = customer_batch(schema.clone(), &chunk, &clock).unwrap();
+        let all = chunk.view(Groups::ALL);
+        assert!(customer_column("no_such_column", &all, &clock).is_none());
+        assert_eq!(schema_groups(&schema), Groups::ALL);
+        let batch = customer_batch(schema.clone(), &all, &clock).unwrap();
         assert_eq!((batch.num_rows(), batch.num_columns()), (1, schema.fields().len()));
+        let two = Arc::new(schema.project(&[0, 13]).unwrap());
+        assert_eq!(schema_groups(&two), Groups { ids: true, scored: true, clv: true, ..Groups::default() });
     }
 
     fn clock() -> RowClock {
@@ -233,16 +311,22 @@ mod tests {
         let mut chunk = Chunk::with_capacity(2);
         chunk.push("c-1", Summary::default(), Some(scores(5.0)), None);
         chunk.push("c-2", Summary::default(), None, None);
-        let mut chunk = Arc::new(chunk);
-        let clv = customer_column("clv", &chunk, &clock()).unwrap();
-        let ids = customer_column("customer_id", &chunk, &clock()).unwrap();
+        let view = chunk.view(Groups { ids: true, scored: true, clv: true, ..Groups::default() });
+        let clv = customer_column("clv", &view, &clock()).unwrap();
+        let ids = customer_column("customer_id", &view, &clock()).unwrap();
+        drop(view);
         let clv = clv.as_primitive::<Float64Type>();
         assert_eq!(clv.values().as_ptr(), chunk.score_columns().clv.as_ptr(), "no copy");
         assert_eq!((clv.value(0), clv.is_null(1)), (5.0, true));
-        Arc::make_mut(&mut chunk).set_scores(0, Some(scores(7.0)));
+        let summaries_before = chunk.summaries().as_ptr();
+        let p_alive_before = chunk.score_columns().p_alive.as_ptr();
+        chunk.set_scores(0, Some(scores(7.0)));
+        chunk.summary_mut(1).orders = 3;
         assert_eq!(clv.value(0), 5.0, "the query keeps its view");
         assert_eq!(chunk.scores(0).map(|s| s.clv), Some(7.0));
-        assert_ne!(clv.values().as_ptr(), chunk.score_columns().clv.as_ptr(), "the writer copied");
+        assert_ne!(clv.values().as_ptr(), chunk.score_columns().clv.as_ptr(), "the writer copied clv");
+        assert_eq!(chunk.score_columns().p_alive.as_ptr(), p_alive_before, "not p_alive, which the query did not hold");
+        assert_eq!(chunk.summaries().as_ptr(), summaries_before, "nor the summaries");
         drop(chunk);
         assert_eq!((clv.value(0), ids.as_string::<i32>().value(1)), (5.0, "c-2"), "the view outlives the chunk");
     }
@@ -264,7 +348,7 @@ mod tests {
             chunk.push("c", Summary::default(), None, Some(labels));
         }
         chunk.push("unlabelled", Summary::default(), None, None);
-        let column = customer_column("rfm_segment", &Arc::new(chunk), &clock()).unwrap();
+        let column = customer_column("rfm_segment", &chunk.view(Groups::ALL), &clock()).unwrap();
         let texts = column.as_string_view();
         for (row, segment) in RfmSegment::ALL.iter().enumerate() {
             assert_eq!(texts.value(row), segment.as_str());

@@ -1045,13 +1045,13 @@ impl Engine {
         self.inner.shards.get(shard)?.read().ok().map(|book| f(&book))
     }
 
-    /// Every shard's customer chunks at one instant: all read locks are held
-    /// together for as long as cloning the chunks' `Arc`s takes
-    /// (microseconds), so the view is one cut of the event stream. Readers
-    /// derive their columns after the locks are gone; a writer that touches a
-    /// chunk still held copies it. Fails (never a partial view) if a shard's
-    /// lock is poisoned.
-    pub fn customer_chunks(&self) -> Result<Vec<Vec<Arc<crate::chunk::Chunk>>>> {
+    /// The column groups `groups` of every shard's chunks at one instant: all
+    /// read locks are held together for as long as cloning those groups'
+    /// `Arc`s takes (microseconds), so the view is one cut of the event
+    /// stream. Readers derive their columns after the locks are gone; a writer
+    /// that changes a group still held copies that group. Fails (never a
+    /// partial view) if a shard's lock is poisoned.
+    pub fn customer_views(&self, groups: crate::chunk::Groups) -> Result<Vec<Vec<crate::chunk::ChunkView>>> {
         let guards = self
             .inner
             .shards
@@ -1063,7 +1063,7 @@ impl Engine {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(guards.iter().map(|book| book.records().chunks().to_vec()).collect())
+        Ok(guards.iter().map(|book| book.records().chunks().iter().map(|c| c.view(groups)).collect()).collect())
     }
 
     /// Runs `f` over every shard's book under its read lock, in shard order.

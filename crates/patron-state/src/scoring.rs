@@ -7,8 +7,6 @@
 //!   └────► score inputs (whole days) ──► Scorer::score_all ──► segment_population ──► RecordBatch
 //! ```
 
-use std::sync::Arc;
-
 use arrow::record_batch::RecordBatch;
 use patron_model::{Currency, Timestamp, customers_schema};
 use patron_score::{
@@ -20,7 +18,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::book::CustomerBook;
-use crate::chunk::Chunk;
+use crate::chunk::{Chunk, Groups};
 use crate::customer_row::{RowClock, customer_batch};
 use crate::{Result, StateError};
 
@@ -303,5 +301,5 @@ pub fn customers_batch(
         chunk.push(row.customer_id(), *row.summary(), scored.scores[i], scored.segments[i]);
     }
     let clock = RowClock { now: scored.scored_at, minor_per_major: currency.minor_per_major(), segments: *segments };
-    customer_batch(customers_schema(), &Arc::new(chunk), &clock)
+    customer_batch(customers_schema(), &chunk.view(Groups::ALL), &clock)
 }
