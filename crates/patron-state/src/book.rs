@@ -10,7 +10,7 @@
 //! allocated once (a flat `Vec` that doubles by copying every customer while
 //! the write lock is held stalled ingestion for 100 ms and more,
 //! bench-results/loadgen/NOTES.md), and the index is split into
-//! [`INDEX_PARTS`] tables so that one rehash moves a small fraction of it.
+//! `dedup::PARTS` tables so that one rehash moves a small fraction of it.
 //!
 //! The index stores only slots (4 bytes per customer plus a control byte per
 //! bucket): each id is stored once, in its chunk, and a probe compares the id
@@ -31,9 +31,6 @@ use crate::chunk::Chunk;
 use crate::dedup::{Admission, DedupIndex, IdHasher};
 use crate::items::ItemStats;
 use crate::record::{Applied, CustomerRecord, DEFAULT_HISTORY, History, Summary, Tracking};
-
-/// Tables making up a book's id index.
-pub const INDEX_PARTS: usize = 64;
 
 /// One customer as stored: a row of a chunk and its history.
 #[derive(Clone, Copy, Debug)]
@@ -239,7 +236,7 @@ impl Records {
     }
 }
 
-/// Customer id → slot, split into [`INDEX_PARTS`] tables by hash. Stores
+/// Customer id → slot, split into `dedup::PARTS` tables by hash. Stores
 /// slots only; the ids are the chunks'.
 #[derive(Debug)]
 struct SlotIndex {
@@ -248,13 +245,14 @@ struct SlotIndex {
 
 impl Default for SlotIndex {
     fn default() -> Self {
-        Self { parts: (0..INDEX_PARTS).map(|_| HashTable::new()).collect() }
+        Self { parts: (0..crate::dedup::PARTS).map(|_| HashTable::new()).collect() }
     }
 }
 
 impl SlotIndex {
     fn part(hash: u64) -> usize {
-        (hash >> 58) as usize % INDEX_PARTS
+        // The same split as the dedup index (see `dedup::part_of` for the bits).
+        crate::dedup::part_of(hash)
     }
 
     fn get(&self, hash: u64, id: &str, records: &Records) -> Option<usize> {

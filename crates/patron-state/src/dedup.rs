@@ -2,7 +2,7 @@
 //!
 //! The idempotency key is `(customer_id, event_id)` (DESIGN.md §2). Each shard
 //! remembers a 64-bit keyed fingerprint of every key it applied, with the UTC
-//! day of the event, in one flat hash table: a re-sent event is recognised
+//! day of the event, in flat hash tables: a re-sent event is recognised
 //! however many other events of the customer came in between (the 8-id ring
 //! per customer it replaces forgot an order after eight newer ones, so
 //! replaying a file twice double-counted most customers).
@@ -120,10 +120,80 @@ struct Remembered {
     day: i32,
 }
 
+/// Tables a hash-keyed index is split into, so growing one never rehashes
+/// more than 1/64 of it: a single table of tens of millions of entries took
+/// a shard's writer (and the lock a scan waits for) away for 100–200 ms each
+/// time it doubled.
+pub(crate) const PARTS: usize = 64;
+
+/// The part of a [`PARTS`]-way split index a hash belongs to. Bits 32–37:
+/// hashbrown places entries by the low bits and tags them with the top seven,
+/// so selecting parts by either would leave each part's tables with fewer
+/// distinct home buckets or tags (more collisions, more key comparisons).
+pub(crate) fn part_of(hash: u64) -> usize {
+    (hash >> 32) as usize % PARTS
+}
+
+/// The remembered fingerprints, split into [`PARTS`] tables by [`part_of`].
+#[derive(Clone, Debug)]
+struct Parts(Vec<HashTable<Remembered>>);
+
+impl Parts {
+    fn new() -> Self {
+        Self((0..PARTS).map(|_| HashTable::new()).collect())
+    }
+
+    fn len(&self) -> usize {
+        self.0.iter().map(HashTable::len).sum()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(HashTable::is_empty)
+    }
+
+    fn capacity(&self) -> usize {
+        self.0.iter().map(HashTable::capacity).sum()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Remembered> {
+        self.0.iter().flat_map(HashTable::iter)
+    }
+
+    fn contains(&self, r: &Remembered) -> bool {
+        self.0[part_of(r.fingerprint)].find(r.fingerprint, |o| o == r).is_some()
+    }
+
+    fn retain(&mut self, keep: impl Fn(&Remembered) -> bool) {
+        for table in &mut self.0 {
+            table.retain(|r| keep(r));
+            table.shrink_to(table.len(), |r| r.fingerprint);
+        }
+    }
+
+    fn reserve(&mut self, total: usize) {
+        for table in &mut self.0 {
+            table.reserve(total / PARTS, |r| r.fingerprint);
+        }
+    }
+
+    /// Remembers `r` unless its fingerprint is there; whether it was new.
+    fn insert(&mut self, r: Remembered) -> bool {
+        let table = &mut self.0[part_of(r.fingerprint)];
+        // The fingerprint is already a keyed hash: it is its own table hash.
+        match table.entry(r.fingerprint, |o| o.fingerprint == r.fingerprint, |o| o.fingerprint) {
+            hashbrown::hash_table::Entry::Occupied(_) => false,
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(r);
+                true
+            }
+        }
+    }
+}
+
 /// One shard's remembered event fingerprints.
 #[derive(Clone, Debug)]
 pub struct DedupIndex {
-    table: HashTable<Remembered>,
+    table: Parts,
     horizon_days: Option<u32>,
     /// Fingerprints of events before this day have been forgotten.
     remembered_from_day: i32,
@@ -143,7 +213,7 @@ impl PartialEq for DedupIndex {
             && self.remembered_from_day == other.remembered_from_day
             && self.oldest_since_cut == other.oldest_since_cut
             && self.table.len() == other.table.len()
-            && self.table.iter().all(|r| other.table.find(r.fingerprint, |o| o == r).is_some())
+            && self.table.iter().all(|r| other.table.contains(r))
     }
 }
 
@@ -151,7 +221,7 @@ impl DedupIndex {
     /// An empty index forgetting events older than `horizon_days` before the
     /// watermark (`None`: remembers everything, as `patron score` does).
     pub fn new(horizon_days: Option<u32>) -> Self {
-        Self { table: HashTable::new(), horizon_days, remembered_from_day: i32::MIN, oldest_since_cut: i32::MAX }
+        Self { table: Parts::new(), horizon_days, remembered_from_day: i32::MIN, oldest_since_cut: i32::MAX }
     }
 
     /// This index, refusing events before `day` (for state whose earlier
@@ -178,14 +248,11 @@ impl DedupIndex {
         if day < self.remembered_from_day {
             return Admission::BeyondHorizon { remembered_from_day: self.remembered_from_day };
         }
-        // The fingerprint is already a keyed hash: it is its own table hash.
-        match self.table.entry(fingerprint, |r| r.fingerprint == fingerprint, |r| r.fingerprint) {
-            hashbrown::hash_table::Entry::Occupied(_) => Admission::Duplicate,
-            hashbrown::hash_table::Entry::Vacant(slot) => {
-                slot.insert(Remembered { fingerprint, day });
-                self.oldest_since_cut = self.oldest_since_cut.min(day);
-                Admission::New
-            }
+        if self.table.insert(Remembered { fingerprint, day }) {
+            self.oldest_since_cut = self.oldest_since_cut.min(day);
+            Admission::New
+        } else {
+            Admission::Duplicate
         }
     }
 
@@ -203,7 +270,6 @@ impl DedupIndex {
         self.remembered_from_day = cut;
         let before = self.table.len();
         self.table.retain(|r| r.day >= cut);
-        self.table.shrink_to(self.table.len(), |r| r.fingerprint);
         before - self.table.len()
     }
 
@@ -239,7 +305,7 @@ impl DedupIndex {
         out.extend_from_slice(&self.remembered_from_day.to_le_bytes());
         out.extend_from_slice(&self.oldest_since_cut.to_le_bytes());
         out.extend_from_slice(&(self.table.len() as u64).to_le_bytes());
-        for r in &self.table {
+        for r in self.table.iter() {
             out.extend_from_slice(&r.fingerprint.to_le_bytes());
             out.extend_from_slice(&r.day.to_le_bytes());
         }
@@ -259,7 +325,7 @@ impl DedupIndex {
         let length_at = out.len();
         out.extend_from_slice(&0u64.to_le_bytes());
         let start = out.len();
-        for r in &self.table {
+        for r in self.table.iter() {
             out.extend_from_slice(&r.fingerprint.to_le_bytes());
             codec::put_varint(out, (i64::from(r.day) - i64::from(base_day)) as u64);
         }
@@ -286,7 +352,7 @@ impl DedupIndex {
         let mut entries = ByteReader::new(r.take(length)?, 0);
         let mut index = Self::new(horizon_days);
         index.remembered_from_day = remembered_from_day;
-        index.table.reserve(count.min(length / 9), |r| r.fingerprint);
+        index.table.reserve(count.min(length / 9));
         for _ in 0..count {
             let fingerprint = entries.u64()?;
             let day = i32::try_from(base_day + i64::try_from(entries.varint()?).ok()?).ok()?;
@@ -309,7 +375,7 @@ impl DedupIndex {
         let count = usize::try_from(r.u64()?).ok()?;
         let mut index = Self::new(horizon_days);
         index.remembered_from_day = remembered_from_day;
-        index.table.reserve(count.min(r.remaining() / 12), |r| r.fingerprint);
+        index.table.reserve(count.min(r.remaining() / 12));
         for _ in 0..count {
             let fingerprint = r.u64()?;
             let day = r.u32()? as i32;
@@ -390,6 +456,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn parts_leave_every_tag_and_home_bucket_in_use() {
+        // Regression: parts chosen by the top six bits left two of hashbrown's
+        // 128 tags in each part, so most probes compared keys needlessly.
+        let hasher = IdHasher::from_key([1, 2]);
+        let mut tags = vec![std::collections::HashSet::new(); PARTS];
+        let mut homes = vec![std::collections::HashSet::new(); PARTS];
+        for i in 0..200_000 {
+            let hash = hasher.customer_hash(&format!("c{i}"));
+            tags[part_of(hash)].insert(hash >> 57);
+            homes[part_of(hash)].insert(hash & 0xff);
+        }
+        assert!(tags.iter().all(|t| t.len() == 128), "every part sees every tag");
+        assert!(homes.iter().all(|h| h.len() == 256), "and every low byte");
     }
 
     #[test]
