@@ -22,7 +22,9 @@
 //!   so the shard goes on applying events) into blocks of about 1 MiB, each
 //!   with its own CRC32C; one writer appends blocks in whatever order they
 //!   come. At most a few blocks per shard are in memory: no image of the
-//!   whole state is ever built.
+//!   whole state is ever built. A second file handle flushes what has been
+//!   written every 64 MiB, so the disk writes while the shards encode instead
+//!   of the final fsync writing everything after them.
 //! - **Parallel recovery.** The block table at the end says where each
 //!   shard's blocks are; each shard's blocks are checked and decoded into its
 //!   book on its own thread.
@@ -75,6 +77,8 @@ const VERSION_WITH_RINGS: u32 = 3;
 const HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8;
 /// A shard's encoder hands a block to the writer once it holds this many bytes.
 const BLOCK_BYTES: usize = 1 << 20;
+/// Bytes written between two background flushes of a snapshot being written.
+const FLUSH_BYTES: u64 = 64 << 20;
 /// Bytes of one entry of the block table.
 const BLOCK_ENTRY_LEN: usize = 1 + 4 + 8 + 8 + 8 + 4;
 const KIND_CUSTOMERS: u8 = 0;
@@ -265,13 +269,33 @@ fn write_in_blocks(
             });
         }
         drop(tx);
+        // The page cache would hold the whole file until the final fsync (the
+        // kernel starts writing back only at gigabytes of dirty pages), so
+        // disk and encoders would take turns. A second handle flushes what is
+        // written so far every FLUSH_BYTES, while the encoders go on.
+        let flusher = file.try_clone()?;
+        let (flush, flushes) = bounded::<()>(1);
+        let background = scope.spawn(move || flushes.iter().try_for_each(|()| flusher.sync_data()));
+        let mut flushed = 0;
         // On an error the receiver is dropped, which stops every encoder.
-        for (block, block_crc) in rx {
-            file.write_all(&block.bytes)?;
-            table.push((block.kind, block.shard, written, block.bytes.len() as u64, block.customers, block_crc));
-            written += block.bytes.len() as u64;
-        }
-        Ok(())
+        let written_all = (|| {
+            for (block, block_crc) in rx {
+                file.write_all(&block.bytes)?;
+                table.push((block.kind, block.shard, written, block.bytes.len() as u64, block.customers, block_crc));
+                written += block.bytes.len() as u64;
+                if written - flushed >= FLUSH_BYTES {
+                    // Busy flushing: the next flush takes these pages too.
+                    let _ = flush.try_send(());
+                    flushed = written;
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        })();
+        drop(flush);
+        // An error of a background flush fails the snapshot: it is never retried or lost.
+        let flushed_all =
+            background.join().unwrap_or_else(|_| Err(std::io::Error::other("the flushing thread panicked")));
+        written_all.and(flushed_all)
     })?;
     let tail_offset = written;
     let mut tail = shared.items.to_vec();
