@@ -138,6 +138,14 @@ def target_rows(root):
             f"p99 per run: {', '.join(f'{v:.0f}' for v in p99s)} ms ({met} of {len(p99s)} runs ≤ 50 ms; "
             f"about {recent[-1]['config']['rate']:,} events/s)",
             f"{verdict} ({met}/{len(p99s)})", "loadgen half peak, runs that record the server's slowest sync", "freshness")
+    with_sql = load(newest(loadgen, "*-half-peak-with-sql.json")) if loadgen.is_dir() else None
+    if with_sql and "sql_latency_ms" in with_sql:
+        f, q = with_sql["freshness_ms"], with_sql["sql_latency_ms"]
+        lock = with_sql.get("report", {}).get("server_max_scan_lock_ms")
+        row("… while an analyst runs the `GROUP BY` back to back",
+            f"p99 {f['p99']:.0f} ms (p50 {f['p50']:.0f}); the query p50 {q['p50']:.0f} ms, p99 {q['p99']:.0f} ms, "
+            f"{q['count']:,} queries" + (f"; longest scan lock wait {lock:.0f} ms" if lock is not None else ""),
+            status(f["p99"], 50, False), "loadgen half peak with `--sql-every 0s`", "freshness_sql")
     row("Full rescore of 10M customers ≤ 1 s", f"{rescore[0] * 1e3:.0f} ms" if rescore else "—",
         status(rescore and rescore[0], 1.0, False), f"criterion `rescore/bgnbd_10m` ({rescore[1]})" if rescore else "", "rescore")
     if lifetimes:
