@@ -1,5 +1,5 @@
 //! The one definition of how the `customers` columns (DESIGN.md §4) are
-//! derived from the stored columns of a [`Chunk`]: which value each column
+//! derived from the stored columns of a [`Chunk`](crate::chunk::Chunk): which value each column
 //! holds, in which unit. The column names and types live in
 //! `patron_model::customers_schema`. The SQL table derives them from the
 //! engine's own chunks; `patron score`'s `customers.parquet` and

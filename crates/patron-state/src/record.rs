@@ -500,7 +500,7 @@ impl CustomerRecord {
         Some(record)
     }
 
-    /// Reads a record written by [`Self::encode`] at `*pos`, advancing it;
+    /// Reads a record in the fixed-width layout (snapshot versions 3 to 5) at `*pos`, advancing it;
     /// `None` if the bytes are not a valid record. `with_ring`: the record
     /// comes from a version 3 snapshot, whose records still carried a ring of
     /// 8 recent event fingerprints and its two cursor bytes (skipped).
