@@ -60,17 +60,21 @@ LIMITS = {
     "http_ingest": "Two cores shared by the server and the load generator. Per event the server spends about 1 µs "
     "decoding and validating JSON (criterion `engine/decode_100k`: 1.2 µs per event on one core), plus the log, "
     "apply, rescore and recommendation update; the closed-loop server uses 1.3 of the 2 cores. At 1M events/s the "
-    "budget is 2 µs of CPU per event for everything, client included. perf profile: bench-results/loadgen/NOTES.md.",
+    "budget is 2 µs of CPU per event for everything, client included. perf profile: bench-results/loadgen/NOTES.md. "
+    "Down from 237k on 2026-11-23: the server's CPU per event doubled (about 12 µs) while in-process submit did "
+    "not slow down (536k events/s into 10M customers in sql_capacity); the HTTP-side change responsible is not "
+    "isolated yet (issue 15).",
     "inproc_ingest": "Decode + validate runs at about 1M events/s on 2 cores and the submit path (group-committed log, "
     "routing, apply, O(1) rescore, product statistics) at 0.4–0.8M events/s, falling as the state outgrows the "
     "caches (peak at 100k customers); sharing 2 cores, the two give about 0.4M events/s. 3M events/s would need "
     "about 0.7 µs of CPU per event for all of it. Largest costs: JSON decoding, the recommendation statistics "
     "(co-purchase counters scanned linearly), the id index (SipHash + compare), page zeroing of new state; see "
     "bench-results/scaling/NOTES.md.",
-    "freshness": "Met in 5 of 7 runs (p99 15–21 ms). The other runs hold one 300–400 ms stall: acknowledgements "
-    "wait for the log's fdatasync, and the VM's disk occasionally takes 100+ ms for one (127 ms in the one run "
-    "measured with a stall, 8–23 ms in the others; `server_max_sync_ms`). Fixed along the way: record-vector "
-    "growth under the shard lock, and the load generator's own pauses. See bench-results/loadgen/NOTES.md.",
+    "freshness": "On 2026-11-23, 5 of 7 runs met it (p99 15–21 ms at 118k events/s); the others held one "
+    "300–400 ms stall from a slow fdatasync of the VM's disk (`server_max_sync_ms`). The runs of 2026-11-30 "
+    "(issue 14) miss at 65–72 ms with syncs of 11–17 ms: the server now spends twice the CPU per event over "
+    "HTTP (see the HTTP ingest row), so half of peak is 57–67k events/s and batches queue on 2 shared cores. "
+    "See bench-results/loadgen/NOTES.md.",
     "freshness_sql": "Missed. Writers copy only the column groups a running query holds (36 KiB per touched chunk "
     "for a GROUP BY over clv, was the whole 550 KiB chunk), and the dedup and id indexes grow 1/64 at a time, so "
     "with the query back to back p99 went from 269 to about 100 ms; without SQL it is about 70 ms at the same "

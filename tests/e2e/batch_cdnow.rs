@@ -135,7 +135,7 @@ fn customers_parquet_has_every_contract_column_and_sane_values() {
     }
     let clv = column(&run.customers, "clv").as_primitive::<Float64Type>();
     assert!(clv.values().iter().all(|v| v.is_finite() && *v >= 0.0));
-    let tiers = column(&run.customers, "value_tier").as_string::<i32>();
+    let tiers = column(&run.customers, "value_tier").as_string_view();
     let most = (0..tiers.len()).filter(|&i| tiers.value(i) == "most_valuable").count();
     assert!((most as f64 / tiers.len() as f64 - 0.2).abs() < 0.01, "{most} most valuable");
 }

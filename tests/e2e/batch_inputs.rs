@@ -139,7 +139,7 @@ fn ndjson_events_and_parquet_transactions_score_exactly_like_csv() {
     use arrow::array::{Array, AsArray};
     let ids = customers.column_by_name("customer_id").unwrap().as_string::<i32>();
     let row = (0..ids.len()).find(|&i| ids.value(i) == "prospect-1").unwrap();
-    assert_eq!(customers.column_by_name("lifecycle_stage").unwrap().as_string::<i32>().value(row), "prospect");
+    assert_eq!(customers.column_by_name("lifecycle_stage").unwrap().as_string_view().value(row), "prospect");
     assert!(customers.column_by_name("consent_email").unwrap().as_boolean().value(row));
     assert!(customers.column_by_name("clv").unwrap().is_null(row));
 
