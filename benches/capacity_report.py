@@ -90,13 +90,13 @@ LIMITS = {
     "(here) and 601 ms at 10M (criterion `rescore/bgnbd_10m`) gives F ≈ 74 ms and c ≈ 53 ns per customer. It also "
     "computes P(alive) and expected orders in 90 days. Caching the table between calls with the same parameters "
     "would meet the target.",
-    "sql_aggregate": "Met since the scan stopped copying (sql_capacity at 5d85621): ids and scores are Arrow buffers over the "
-    "chunk's own memory, labels are Utf8View built from a table of 16-byte views (no string bytes copied), and a "
-    "chunk becomes a batch only when the plan pulls it. DataFusion over a MemTable of the same two columns, already "
-    "built, is the floor of this design; the live scan is within about 20% of it",
+    "sql_aggregate": "Met since the scan stopped copying (issue 14): ids and scores are Arrow buffers over the chunk's own "
+    "memory, labels are Utf8View built from a table of 16-byte views (no string bytes copied), and a chunk "
+    "becomes a batch only when the plan pulls it. DataFusion over a MemTable of the same two columns, already "
+    "built, is the floor of this design; the live scan took 1.1–1.5× that floor in three runs on this VM",
     "sql_duckdb": "Missed. The remaining gap is DataFusion's own grouping: over a MemTable of the same two columns, already "
-    "built with Utf8View labels (the encoding it groups fastest of the three measured), DataFusion 55 alone takes "
-    "about 2× DuckDB in the same run. DuckDB's time varies between runs on this VM (40–81 ms). Closing it needs a "
+    "built with Utf8View labels (the encoding it groups fastest of the three measured), DataFusion 55 alone took "
+    "1.3–2.2× DuckDB in the same runs. DuckDB's time varies between runs on this VM (40–81 ms). Closing it needs a "
     "grouping the engine does not offer (an aggregate pushed into the scan over the one-byte codes), not a "
     "different layout",
     "point_lookup": "",
@@ -108,7 +108,8 @@ LIMITS = {
     "snapshot": "Met, narrowly, and bound by the disk: version 6 writes 769 MB for 10M customers (half the fixed-width "
     "1.48 GB) at the VM's fdatasync bandwidth (about 240 MB/s measured with dd), each shard encoding its own "
     "blocks in parallel while a second handle flushes every 64 MiB",
-    "recovery": "Missed. perf over a restart: decoding the customers into fresh chunks is 8.3 of 10.8 s at 10M, and more "
+    "recovery": "Missed (11–13.5 s across runs). perf and timings over one restart at 10M: decoding the customers into "
+    "fresh chunks took 8.3 of 10.8 s, and more "
     "than half of those samples are the kernel faulting in and zeroing new memory (`clear_page_erms`; this VM "
     "zeroes about 2 GB/s per core), then the dedup indexes 1.2 s and the rescore with the restored models 1.1 s. "
     "The log segments the snapshot covers are no longer read and the index is no longer rehashed. Left: decoding "
