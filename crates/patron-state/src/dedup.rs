@@ -299,9 +299,10 @@ impl DedupIndex {
         self.table.capacity() * (std::mem::size_of::<Remembered>() + 1)
     }
 
-    /// Appends the index in the snapshot layout: `remembered_from_day i32 │
+    /// Appends the index in the fixed-width layout of snapshot version 5 (tests write old files with it): `remembered_from_day i32 │
     /// oldest_since_cut i32 │ count u64 │ (fingerprint u64, day i32)…`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    #[cfg(test)]
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.remembered_from_day.to_le_bytes());
         out.extend_from_slice(&self.oldest_since_cut.to_le_bytes());
         out.extend_from_slice(&(self.table.len() as u64).to_le_bytes());
@@ -331,14 +332,6 @@ impl DedupIndex {
         }
         let length = (out.len() - start) as u64;
         out[length_at..start].copy_from_slice(&length.to_le_bytes());
-    }
-
-    /// The extent of an index written by [`Self::encode_compact`] at the
-    /// reader's position, which moves past it; `None` if cut short.
-    pub fn skip_compact(r: &mut ByteReader<'_>) -> Option<()> {
-        r.take(4 + 4 + 8 + 4)?;
-        let length = usize::try_from(r.u64()?).ok()?;
-        r.take(length).map(|_| ())
     }
 
     /// Reads what [`Self::encode_compact`] wrote, with this run's horizon;
@@ -502,8 +495,6 @@ mod tests {
         let mut reader = ByteReader::new(&compact, 0);
         assert_eq!(DedupIndex::decode_compact(&mut reader, Some(35)), Some(index.clone()));
         assert_eq!(reader.remaining(), 0);
-        let mut skipping = ByteReader::new(&compact, 0);
-        assert_eq!((DedupIndex::skip_compact(&mut skipping), skipping.remaining()), (Some(()), 0));
         for cut in 0..compact.len() {
             let mut r = ByteReader::new(&compact[..cut], 0);
             assert!(DedupIndex::decode_compact(&mut r, Some(35)).is_none(), "cut at {cut}");

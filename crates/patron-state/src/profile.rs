@@ -169,9 +169,10 @@ impl PurchaseProfile {
         recent.into_iter().take(max).map(|e| e.product).collect()
     }
 
-    /// Appends the snapshot layout: occasions u32, last_day i32, unit f32,
+    /// Appends the fixed-width layout of snapshot versions 3 to 5 (tests write old files with it): occasions u32, last_day i32, unit f32,
     /// count u16, then (product u32, occasions u16, last_day i32, weight f32) each.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    #[cfg(test)]
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.occasions_since_origin.to_le_bytes());
         out.extend_from_slice(&self.last_day.to_le_bytes());
         out.extend_from_slice(&self.unit.to_le_bytes());
