@@ -360,7 +360,7 @@ impl DedupIndex {
         Some(index)
     }
 
-    /// Reads what [`Self::encode`] wrote, with this run's horizon; `None` if
+    /// Reads the fixed-width layout of snapshot version 5, with this run's horizon; `None` if
     /// the bytes are not a valid index.
     pub fn decode(r: &mut ByteReader<'_>, horizon_days: Option<u32>) -> Option<Self> {
         let remembered_from_day = r.u32()? as i32;

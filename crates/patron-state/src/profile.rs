@@ -225,7 +225,7 @@ impl PurchaseProfile {
         Some(Self { entries, occasions_since_origin, last_day, unit })
     }
 
-    /// Reads what [`Self::encode`] wrote; `None` if cut short or not finite.
+    /// Reads the fixed-width layout of snapshot versions 3 to 5; `None` if cut short or not finite.
     pub fn decode(reader: &mut ByteReader<'_>) -> Option<Self> {
         let occasions_since_origin = reader.u32()?;
         let last_day = i32::from_le_bytes(reader.array()?);
