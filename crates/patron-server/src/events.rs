@@ -53,6 +53,13 @@ const DRAINED_AT_MOST: usize = 16 << 20;
 /// Longest time to receive a whole body.
 const BODY_TOTAL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Most bytes reserved up front for a body whose length is declared.
+/// Reserving saves growing the buffer by doubling (each step a copy into
+/// fresh, kernel-zeroed pages: 5% of server CPU in the closed-loop profile);
+/// the cap keeps a client that declares much and sends little from holding
+/// more than this. Untouched reserved pages take no memory.
+const PRESIZED_AT_MOST: usize = 4 << 20;
+
 /// One rejected event, as kept in the store.
 #[derive(Clone, Debug)]
 pub(crate) struct RejectedEvent {
@@ -313,15 +320,18 @@ pub(crate) async fn discard(body: Body) {
 /// Reads a body of at most `limit` bytes chunk by chunk, within
 /// [`BODY_IDLE_TIMEOUT`] and [`BODY_TOTAL_TIMEOUT`]. With `inflight`, each
 /// chunk is reserved against the in-flight cap as it arrives. A refused body
-/// is drained before the error is returned.
+/// is drained before the error is returned. `declared` (the
+/// `Content-Length`) sizes the buffer, up to [`PRESIZED_AT_MOST`].
 pub(crate) async fn read_body(
     body: Body,
     limit: usize,
+    declared: Option<u64>,
     mut inflight: Option<&mut Inflight<'_>>,
 ) -> Result<Vec<u8>, BodyError> {
     let deadline = tokio::time::Instant::now() + BODY_TOTAL_TIMEOUT;
     let mut stream = body.into_data_stream();
-    let mut bytes = Vec::new();
+    let presized = declared.map_or(0, |d| usize::try_from(d).unwrap_or(usize::MAX).min(limit).min(PRESIZED_AT_MOST));
+    let mut bytes = Vec::with_capacity(presized);
     while let Some(chunk) = next_chunk(&mut stream, deadline).await? {
         let refusal = if bytes.len() + chunk.len() > limit {
             Some(BodyError::TooLarge(limit))
@@ -371,7 +381,7 @@ pub(crate) async fn post_events(
         discard(body).await;
         return BodyError::TooLarge(limits.body_limit).into_response();
     }
-    let bytes = match read_body(body, limits.body_limit, Some(&mut inflight)).await {
+    let bytes = match read_body(body, limits.body_limit, declared, Some(&mut inflight)).await {
         Ok(bytes) => bytes,
         Err(e) => return e.into_response(),
     };

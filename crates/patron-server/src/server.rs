@@ -317,7 +317,7 @@ const MAX_SQL_BYTES: usize = 1 << 20;
 async fn post_sql(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     // SQL text is not counted against the ingest budget; the same reader gives
     // it the body timeouts and drains an oversized body before answering.
-    let body = match crate::events::read_body(body, MAX_SQL_BYTES, None).await {
+    let body = match crate::events::read_body(body, MAX_SQL_BYTES, None, None).await {
         Ok(body) => body,
         Err(crate::events::BodyError::TooLarge(_)) => {
             return error(
