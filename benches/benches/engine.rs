@@ -19,8 +19,7 @@ use patron_model::{CurrencyTable, Event, EventSink, Validator};
 use patron_state::{Engine, EngineConfig};
 use patron_workload::{EventStream, ShopConfig};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use patron_alloc as _;
 
 const EVENTS: usize = 100_000;
 const BATCH: usize = 10_000;

@@ -28,8 +28,7 @@ use rand_distr::{Distribution, Zipf};
 use rayon::prelude::*;
 
 // mimalloc, as in the binary, so allocation costs match production.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use patron_alloc as _;
 
 const CATEGORIES: u32 = 1_000;
 const FIRST_DAY: i32 = 19_000;

@@ -21,8 +21,7 @@ use patron_score::{
 };
 
 // mimalloc, as in the binary, so allocation costs match production.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use patron_alloc as _;
 
 fn likelihood_and_fit(c: &mut Criterion) {
     let population = customers(1_000_000);

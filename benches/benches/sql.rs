@@ -26,8 +26,7 @@ use patron_sql::{LiveSource, SqlEngine, SqlLimits};
 use patron_state::{CustomerBook, Engine, EngineConfig, ScoringConfig, customers_batch, fit_models, score_book};
 use patron_workload::{Population, synthetic_customers};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use patron_alloc as _;
 
 const CUSTOMERS: usize = 1_000_000;
 const NOW_DAY: i32 = 20_000;

@@ -18,8 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use patron_wal::{Wal, WalOptions};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use patron_alloc as _;
 
 const RECORDS: usize = 10_000;
 const PAYLOAD: usize = 1024;

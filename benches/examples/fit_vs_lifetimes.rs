@@ -28,8 +28,7 @@ use patron_score::{
 };
 use patron_workload::{Population, synthetic_customers};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use patron_alloc as _;
 
 /// `lifetimes`' default monthly discount rate in `customer_lifetime_value`.
 const MONTHLY_DISCOUNT: f64 = 0.01;
@@ -47,6 +46,7 @@ fn median_seconds<T>(runs: usize, mut f: impl FnMut() -> T) -> (f64, T) {
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
+    patron_alloc::configure();
     let mut args = std::env::args().skip(1);
     let out_dir = PathBuf::from(args.next().ok_or("usage: fit_vs_lifetimes OUT_DIR [customers] [runs]")?);
     let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(1_000_000);

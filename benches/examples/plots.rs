@@ -225,6 +225,7 @@ fn scaling_plots(results: &Path, out: &Path) -> Res<()> {
 }
 
 fn main() -> Res<()> {
+    patron_alloc::configure();
     let results = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "bench-results".into()));
     let out = results.join("plots");
     std::fs::create_dir_all(&out)?;

@@ -33,8 +33,7 @@ use patron_state::{CustomerRecord, Engine, EngineConfig};
 use patron_workload::{EventStream, ShopConfig};
 use rayon::prelude::*;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use patron_alloc as _;
 
 const EVENTS_PER_CUSTOMER: usize = 3;
 const CHUNK_EVENTS: usize = 500_000;
@@ -176,6 +175,7 @@ fn recover(dir: &str, shards: &str) -> Result<(), Box<dyn Error>> {
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
+    patron_alloc::configure();
     let mut args = std::env::args().skip(1);
     let out = args.next().ok_or("usage: scaling OUT.json [customers,…] [shards,…]")?;
     if out == "--recover" {

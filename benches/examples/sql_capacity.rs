@@ -35,8 +35,7 @@ use patron_sql::{LiveSource, SqlEngine, SqlLimits};
 use patron_state::{Engine, EngineConfig};
 use patron_workload::{Population, synthetic_customers};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use patron_alloc as _;
 
 const AGGREGATE: &str = "SELECT rfm_segment, count(*), avg(clv) FROM customers GROUP BY 1";
 
@@ -55,6 +54,7 @@ impl LiveSource for View {
 }
 
 fn main() -> Result<()> {
+    patron_alloc::configure();
     let args: Vec<String> = std::env::args().collect();
     let customers: usize = args.get(1).map_or(Ok(10_000_000), |a| a.parse()).context("customers must be a number")?;
     let out = args.get(2).cloned();

@@ -1,9 +1,7 @@
 //! The `patron` binary: command-line entry point and runtime wiring.
 
-// mimalloc: the scoring kernels and decoders allocate many small objects across
-// threads, where it is measurably faster than the system allocator.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The allocator (mimalloc) and its settings live in `patron-alloc`.
+use patron_alloc as _;
 
 mod cli;
 mod config;
@@ -25,6 +23,7 @@ mod units;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    patron_alloc::configure();
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Score(args) => score::run(&args),
