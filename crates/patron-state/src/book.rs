@@ -175,6 +175,28 @@ impl Records {
         (columns, history)
     }
 
+    /// Appends the customers of `records` (emptied) in order, filling each
+    /// chunk in one go; returns the first one's slot.
+    fn push_all(&mut self, records: &mut Vec<CustomerRecord>) -> usize {
+        let first = self.len;
+        let mut pending = records.drain(..).peekable();
+        while pending.peek().is_some() {
+            if self.len.is_multiple_of(CHUNK) {
+                self.chunks.push(Arc::new(Chunk::with_capacity(CHUNK)));
+                self.histories.push(Arc::new(Vec::with_capacity(CHUNK)));
+            }
+            let (Some(chunk), Some(histories)) = (self.chunks.last_mut(), self.histories.last_mut()) else { break };
+            let (mut rows, histories) = (Arc::make_mut(chunk).rows_mut(), Arc::make_mut(histories));
+            while rows.len() < CHUNK {
+                let Some(record) = pending.next() else { break };
+                rows.push(record.customer_id.as_str(), record.summary, record.scores, record.segments);
+                histories.push(record.history);
+                self.len += 1;
+            }
+        }
+        first
+    }
+
     /// Appends a customer; returns its slot.
     fn push(&mut self, record: CustomerRecord) -> usize {
         if self.len.is_multiple_of(CHUNK) {
@@ -283,6 +305,15 @@ impl SlotIndex {
 
     fn memory_bytes(&self) -> usize {
         self.parts.iter().map(|p| p.capacity() * (std::mem::size_of::<u32>() + 1)).sum()
+    }
+
+    /// Room for `additional` more customers spread evenly over the parts (a
+    /// restore knows how many it brings, and growing would hash every id again).
+    fn reserve(&mut self, additional: usize, records: &Records, hasher: &IdHasher) {
+        let rehash = |&s: &u32| records.id_bytes(s as usize).map_or(0, |id| hasher.customer_hash_bytes(id));
+        // Hashes spread binomially: 1/8 more than the mean covers every part but by chance.
+        let per_part = additional.div_ceil(self.parts.len()) * 9 / 8;
+        self.parts.iter_mut().for_each(|part| part.reserve(per_part, rehash));
     }
 }
 
@@ -445,6 +476,21 @@ impl CustomerBook {
         true
     }
 
+    /// Room for `additional` more customers in the id index.
+    pub fn reserve(&mut self, additional: usize) {
+        self.index.reserve(additional, &self.records, &self.hasher);
+    }
+
+    /// Adds restored customers (emptying `records`), which must be new to this
+    /// book; a batch fills whole chunks at once.
+    pub fn insert_records(&mut self, records: &mut Vec<CustomerRecord>) {
+        let hashes: Vec<u64> = records.iter().map(|r| self.hasher.customer_hash(r.customer_id.as_str())).collect();
+        let first = self.records.push_all(records);
+        for (slot, hash) in (first..).zip(hashes) {
+            self.index.insert(hash, slot, &self.records, &self.hasher);
+        }
+    }
+
     /// Adds a record restored from a snapshot (its id must be new to the book).
     pub fn insert_record(&mut self, record: CustomerRecord) {
         let hash = self.hasher.customer_hash(record.customer_id.as_str());
@@ -584,6 +630,36 @@ mod tests {
         assert_eq!(parallel, expected);
         assert_eq!(records.id(CHUNK), Some(id(CHUNK).as_str()));
         assert!(records.row(records.len()).is_none());
+    }
+
+    #[test]
+    fn restored_batches_equal_records_inserted_one_by_one() {
+        let record = |i: usize| {
+            let mut r = CustomerRecord::new(id(i));
+            r.summary.orders = i as u64;
+            r.summary.revenue_minor = 7 * i as i64;
+            r
+        };
+        let one_by_one = {
+            let mut book = CustomerBook::new();
+            (0..2 * CHUNK + 300).for_each(|i| book.insert_record(record(i)));
+            book
+        };
+        // A partly filled chunk first, then batches that cross chunk ends.
+        let mut batched = CustomerBook::new();
+        batched.reserve(2 * CHUNK + 300);
+        (0..100).for_each(|i| batched.insert_record(record(i)));
+        for batch in [100..CHUNK + 50, CHUNK + 50..CHUNK + 50, CHUNK + 50..2 * CHUNK + 300] {
+            let mut records: Vec<CustomerRecord> = batch.map(record).collect();
+            batched.insert_records(&mut records);
+            assert!(records.is_empty());
+        }
+        assert_eq!(batched.len(), one_by_one.len());
+        assert_eq!(batched.records().chunks().len(), 3);
+        for i in 0..2 * CHUNK + 300 {
+            assert_eq!(batched.slot_of(&id(i)), Some(i), "customer {i}");
+            assert_eq!(batched.get(&id(i)), one_by_one.get(&id(i)), "customer {i}");
+        }
     }
 
     #[test]

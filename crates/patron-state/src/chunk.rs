@@ -129,6 +129,63 @@ pub struct Chunk {
     labels: Arc<LabelColumns>,
 }
 
+/// A [`Chunk`]'s columns, each made unique once, to append rows to.
+pub struct ChunkMut<'a> {
+    ids: &'a mut IdColumn,
+    summaries: &'a mut Vec<Summary>,
+    scored: &'a mut Vec<bool>,
+    /// p_alive, expected_orders_90d, expected_order_value, clv.
+    values: [&'a mut Vec<f64>; 4],
+    labels: &'a mut LabelColumns,
+}
+
+impl ChunkMut<'_> {
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.summaries.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.summaries.is_empty()
+    }
+
+    /// Appends a row.
+    pub fn push(&mut self, id: &str, summary: Summary, scores: Option<Scores>, segments: Option<Segments>) {
+        self.ids.bytes.extend_from_slice(id.as_bytes());
+        // Ids are at most 256 bytes and a chunk at most CHUNK rows: far below i32::MAX.
+        self.ids.offsets.push(self.ids.bytes.len() as i32);
+        if self.ids.offsets.len() == CHUNK + 1 {
+            // A full chunk's ids will not grow: give back what doubling reserved.
+            self.ids.bytes.shrink_to_fit();
+        }
+        self.summaries.push(summary);
+        self.scored.push(scores.is_some());
+        let v =
+            scores.unwrap_or(Scores { p_alive: 0.0, expected_orders_90d: 0.0, expected_order_value: 0.0, clv: 0.0 });
+        for (column, value) in
+            self.values.iter_mut().zip([v.p_alive, v.expected_orders_90d, v.expected_order_value, v.clv])
+        {
+            column.push(value);
+        }
+        self.labels.segmented.push(segments.is_some());
+        let codes = segments.map_or([0; 7], |g| {
+            [
+                g.rfm_r,
+                g.rfm_f,
+                g.rfm_m,
+                g.rfm_segment.code(),
+                g.value_tier.code(),
+                g.relationship.code(),
+                g.lifecycle_stage.code(),
+            ]
+        });
+        for (column, code) in self.labels.codes_mut().into_iter().zip(codes) {
+            column.push(code);
+        }
+    }
+}
+
 /// Which column groups a reader needs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Groups {
@@ -285,23 +342,25 @@ impl Chunk {
 
     /// Appends a row.
     pub fn push(&mut self, id: &str, summary: Summary, scores: Option<Scores>, segments: Option<Segments>) {
-        let ids = Arc::make_mut(&mut self.ids);
-        ids.bytes.extend_from_slice(id.as_bytes());
-        // Ids are at most 256 bytes and a chunk at most CHUNK rows: far below i32::MAX.
-        ids.offsets.push(ids.bytes.len() as i32);
-        if ids.offsets.len() == CHUNK + 1 {
-            // A full chunk's ids will not grow: give back what doubling reserved.
-            ids.bytes.shrink_to_fit();
+        self.rows_mut().push(id, summary, scores, segments);
+    }
+
+    /// Every column, to append rows: each group is made unique once (copied
+    /// if a scan still holds it), not once per row and column.
+    pub fn rows_mut(&mut self) -> ChunkMut<'_> {
+        let s = &mut self.scores;
+        ChunkMut {
+            ids: Arc::make_mut(&mut self.ids),
+            summaries: Arc::make_mut(&mut self.summaries),
+            scored: Arc::make_mut(&mut s.scored),
+            values: [
+                Arc::make_mut(&mut s.p_alive),
+                Arc::make_mut(&mut s.expected_orders_90d),
+                Arc::make_mut(&mut s.expected_order_value),
+                Arc::make_mut(&mut s.clv),
+            ],
+            labels: Arc::make_mut(&mut self.labels),
         }
-        Arc::make_mut(&mut self.summaries).push(summary);
-        Arc::make_mut(&mut self.scores.scored).push(false);
-        self.scores.values_mut().into_iter().for_each(|column| column.push(0.0));
-        let label_columns = Arc::make_mut(&mut self.labels);
-        label_columns.segmented.push(false);
-        label_columns.codes_mut().into_iter().for_each(|column| column.push(0));
-        let row = self.len() - 1;
-        self.set_scores(row, scores);
-        self.set_segments(row, segments);
     }
 
     /// Removes the last row.

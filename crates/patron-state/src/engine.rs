@@ -50,6 +50,7 @@ use rayon::prelude::*;
 
 use crate::book::CustomerBook;
 use crate::catalog::ProductCatalog;
+use crate::chunk::CHUNK;
 use crate::dedup::{DEFAULT_DEDUP_HORIZON_DAYS, DedupIndex, IdHasher};
 use crate::items::{ItemConfig, ItemStats, RecsModel};
 use crate::recommend::{BlendConfig, Recommendation, recommend};
@@ -275,7 +276,16 @@ fn restore_snapshot(path: &Path, config: &EngineConfig, shards: usize) -> std::r
                 let file = &file;
                 scope.spawn(move || {
                     let mut book = empty_book(config, hasher);
-                    file.decode_shard(shard, &mut |record| book.insert_record(record))?;
+                    book.reserve(file.shard_customers(shard));
+                    // A chunk's worth at a time: each chunk is filled in one go.
+                    let mut batch = Vec::with_capacity(CHUNK);
+                    file.decode_shard(shard, &mut |record| {
+                        batch.push(record);
+                        if batch.len() == CHUNK {
+                            book.insert_records(&mut batch);
+                        }
+                    })?;
+                    book.insert_records(&mut batch);
                     Ok::<_, String>(book)
                 })
             })

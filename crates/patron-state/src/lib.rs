@@ -37,7 +37,7 @@ pub mod snapshot;
 
 pub use book::{CustomerBook, Records, Row, SharedBook};
 pub use catalog::ProductCatalog;
-pub use chunk::{CHUNK, Chunk, ChunkView, Groups, IdColumn};
+pub use chunk::{CHUNK, Chunk, ChunkMut, ChunkView, Groups, IdColumn};
 pub use dedup::{DEFAULT_DEDUP_HORIZON_DAYS, DedupIndex, IdHasher};
 pub use engine::{
     Clock, Engine, EngineConfig, EngineStats, ModelState, Quarantined, ShardFailure, SnapshotReport,

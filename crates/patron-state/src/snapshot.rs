@@ -601,6 +601,18 @@ impl SnapshotFile {
         Ok(())
     }
 
+    /// How many customers shard `shard`'s section holds, as its block table
+    /// says (bounded by its bytes, so that a damaged table cannot ask for
+    /// absurd room: a customer takes more than 8 bytes).
+    pub fn shard_customers(&self, shard: usize) -> usize {
+        self.sections.get(shard).map_or(0, |blocks| {
+            blocks
+                .iter()
+                .map(|b| usize::try_from(b.customers).unwrap_or(usize::MAX).min(b.bytes.len() / 8))
+                .fold(0, usize::saturating_add)
+        })
+    }
+
     /// Decodes shard `shard`'s customers, in order, handing each to `each`.
     pub fn decode_shard(&self, shard: usize, each: &mut dyn FnMut(CustomerRecord)) -> Result<(), String> {
         let blocks = self.sections.get(shard).ok_or_else(|| format!("the snapshot has no shard {shard}"))?;
