@@ -8,6 +8,7 @@ use patron_tests::workspace_root;
 
 /// Allowed dependencies among workspace crates (normal and build edges).
 const ALLOWED: &[(&str, &[&str])] = &[
+    ("patron-alloc", &[]),
     ("patron-model", &[]),
     ("patron-score", &[]),
     ("patron-wal", &[]),
@@ -19,6 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "patron-server",
         &[
+            "patron-alloc",
             "patron-model",
             "patron-score",
             "patron-wal",
