@@ -226,6 +226,17 @@ impl Records {
         }
     }
 
+    /// Sets scores of customers in chunk `chunk`, given as (row in the chunk,
+    /// scores): the chunk's score columns are made unique once for all of them.
+    pub fn set_chunk_scores(&mut self, chunk: usize, scores: &[(usize, Option<Scores>)]) {
+        let Some(chunk) = self.chunks.get_mut(chunk) else { return };
+        let rows = chunk.len();
+        let mut columns = Arc::make_mut(chunk).scores_mut();
+        for &(row, row_scores) in scores.iter().filter(|(row, _)| *row < rows) {
+            columns.set(row, row_scores);
+        }
+    }
+
     /// Sets the labels in `slot`.
     pub fn set_segments(&mut self, slot: usize, segments: Option<Segments>) {
         if slot < self.len {
@@ -503,6 +514,11 @@ impl CustomerBook {
         self.records.set_scores(slot, scores);
     }
 
+    /// Sets the scores of customers in chunk `chunk` (see [`Records::set_chunk_scores`]).
+    pub fn set_chunk_scores(&mut self, chunk: usize, scores: &[(usize, Option<Scores>)]) {
+        self.records.set_chunk_scores(chunk, scores);
+    }
+
     /// Sets the labels of the customer in `slot`.
     pub fn set_segments(&mut self, slot: usize, segments: Option<Segments>) {
         self.records.set_segments(slot, segments);
@@ -660,6 +676,33 @@ mod tests {
             assert_eq!(batched.slot_of(&id(i)), Some(i), "customer {i}");
             assert_eq!(batched.get(&id(i)), one_by_one.get(&id(i)), "customer {i}");
         }
+    }
+
+    #[test]
+    fn chunk_scores_set_at_once_equal_scores_set_one_by_one_and_spare_a_held_view() {
+        let scores = |i: usize| {
+            (i % 3 != 0).then(|| Scores {
+                p_alive: 1.0 / (i + 1) as f64,
+                expected_orders_90d: i as f64,
+                expected_order_value: 2.0 * i as f64,
+                clv: 3.0 * i as f64,
+            })
+        };
+        let (mut one_by_one, mut at_once) = (book(CHUNK + 10), book(CHUNK + 10));
+        let held = at_once.records().chunks()[1].view(crate::chunk::Groups::ALL);
+        for slot in 0..CHUNK + 10 {
+            one_by_one.set_scores(slot, scores(slot));
+        }
+        for chunk in 0..2 {
+            let rows: Vec<(usize, Option<Scores>)> =
+                at_once.records().run_from(chunk * CHUNK, CHUNK).map(|slot| (slot % CHUNK, scores(slot))).collect();
+            at_once.set_chunk_scores(chunk, &rows);
+        }
+        for i in 0..CHUNK + 10 {
+            assert_eq!(at_once.get(&id(i)), one_by_one.get(&id(i)), "customer {i}");
+        }
+        let scored = held.scores().scored.as_ref().expect("the view took the scores");
+        assert!(scored.iter().all(|s| !s), "a view taken before keeps the scores it saw");
     }
 
     #[test]

@@ -133,10 +133,41 @@ pub struct Chunk {
 pub struct ChunkMut<'a> {
     ids: &'a mut IdColumn,
     summaries: &'a mut Vec<Summary>,
+    scores: ScoresMut<'a>,
+    labels: &'a mut LabelColumns,
+}
+
+/// A [`Chunk`]'s score columns, each made unique once, to set many rows' scores.
+pub struct ScoresMut<'a> {
     scored: &'a mut Vec<bool>,
     /// p_alive, expected_orders_90d, expected_order_value, clv.
     values: [&'a mut Vec<f64>; 4],
-    labels: &'a mut LabelColumns,
+}
+
+/// The values a row without scores holds (its `scored` flag is false).
+const NO_SCORES: Scores = Scores { p_alive: 0.0, expected_orders_90d: 0.0, expected_order_value: 0.0, clv: 0.0 };
+
+impl ScoresMut<'_> {
+    fn push(&mut self, scores: Option<Scores>) {
+        self.scored.push(scores.is_some());
+        let v = scores.unwrap_or(NO_SCORES);
+        for (column, value) in
+            self.values.iter_mut().zip([v.p_alive, v.expected_orders_90d, v.expected_order_value, v.clv])
+        {
+            column.push(value);
+        }
+    }
+
+    /// Sets row `row`'s scores.
+    pub fn set(&mut self, row: usize, scores: Option<Scores>) {
+        self.scored[row] = scores.is_some();
+        let v = scores.unwrap_or(NO_SCORES);
+        for (column, value) in
+            self.values.iter_mut().zip([v.p_alive, v.expected_orders_90d, v.expected_order_value, v.clv])
+        {
+            column[row] = value;
+        }
+    }
 }
 
 impl ChunkMut<'_> {
@@ -160,14 +191,7 @@ impl ChunkMut<'_> {
             self.ids.bytes.shrink_to_fit();
         }
         self.summaries.push(summary);
-        self.scored.push(scores.is_some());
-        let v =
-            scores.unwrap_or(Scores { p_alive: 0.0, expected_orders_90d: 0.0, expected_order_value: 0.0, clv: 0.0 });
-        for (column, value) in
-            self.values.iter_mut().zip([v.p_alive, v.expected_orders_90d, v.expected_order_value, v.clv])
-        {
-            column.push(value);
-        }
+        self.scores.push(scores);
         self.labels.segmented.push(segments.is_some());
         let codes = segments.map_or([0; 7], |g| {
             [
@@ -348,10 +372,21 @@ impl Chunk {
     /// Every column, to append rows: each group is made unique once (copied
     /// if a scan still holds it), not once per row and column.
     pub fn rows_mut(&mut self) -> ChunkMut<'_> {
-        let s = &mut self.scores;
         ChunkMut {
             ids: Arc::make_mut(&mut self.ids),
             summaries: Arc::make_mut(&mut self.summaries),
+            scores: Self::score_columns_mut(&mut self.scores),
+            labels: Arc::make_mut(&mut self.labels),
+        }
+    }
+
+    /// The score columns, to set many rows' scores: each is made unique once.
+    pub fn scores_mut(&mut self) -> ScoresMut<'_> {
+        Self::score_columns_mut(&mut self.scores)
+    }
+
+    fn score_columns_mut(s: &mut ScoreColumns) -> ScoresMut<'_> {
+        ScoresMut {
             scored: Arc::make_mut(&mut s.scored),
             values: [
                 Arc::make_mut(&mut s.p_alive),
@@ -359,7 +394,6 @@ impl Chunk {
                 Arc::make_mut(&mut s.expected_order_value),
                 Arc::make_mut(&mut s.clv),
             ],
-            labels: Arc::make_mut(&mut self.labels),
         }
     }
 
@@ -448,14 +482,7 @@ impl Chunk {
 
     /// Sets row `row`'s scores.
     pub fn set_scores(&mut self, row: usize, scores: Option<Scores>) {
-        Arc::make_mut(&mut self.scores.scored)[row] = scores.is_some();
-        let v =
-            scores.unwrap_or(Scores { p_alive: 0.0, expected_orders_90d: 0.0, expected_order_value: 0.0, clv: 0.0 });
-        let [p_alive, expected_orders_90d, expected_order_value, clv] = self.scores.values_mut();
-        p_alive[row] = v.p_alive;
-        expected_orders_90d[row] = v.expected_orders_90d;
-        expected_order_value[row] = v.expected_order_value;
-        clv[row] = v.clv;
+        self.scores_mut().set(row, scores);
     }
 
     /// Row `row`'s labels.

@@ -1093,9 +1093,19 @@ impl Engine {
                 let models = &models;
                 scope.spawn(move || {
                     let mut cache = ScoreCache::default();
+                    let mut scores = Vec::with_capacity(CHUNK);
                     if let Ok(mut book) = shard.write() {
-                        for slot in 0..book.len() {
-                            rescore(&mut book, slot, &models.scorer, &mut cache, now_day, minor);
+                        // Chunk by chunk: its score columns are made unique once, not per customer.
+                        for chunk in 0..book.len().div_ceil(CHUNK) {
+                            scores.clear();
+                            let records = book.records();
+                            for slot in records.run_from(chunk * CHUNK, CHUNK) {
+                                let input = records.row(slot).and_then(|r| r.score_input(now_day, minor));
+                                if let Some(input) = input {
+                                    scores.push((slot % CHUNK, models.scorer.score_cached(&input, &mut cache).ok()));
+                                }
+                            }
+                            book.set_chunk_scores(chunk, &scores);
                         }
                     }
                 });
