@@ -681,7 +681,7 @@ mod tests {
     #[test]
     fn chunk_scores_set_at_once_equal_scores_set_one_by_one_and_spare_a_held_view() {
         let scores = |i: usize| {
-            (i % 3 != 0).then(|| Scores {
+            (!i.is_multiple_of(3)).then(|| Scores {
                 p_alive: 1.0 / (i + 1) as f64,
                 expected_orders_90d: i as f64,
                 expected_order_value: 2.0 * i as f64,
