@@ -175,6 +175,37 @@ pub struct Segments {
     pub lifecycle_stage: LifecycleStage,
 }
 
+impl Segments {
+    /// The seven labels as one-byte codes, in column order (`rfm_r`, `rfm_f`,
+    /// `rfm_m`, `rfm_segment`, `value_tier`, `relationship`,
+    /// `lifecycle_stage`): how the state's label columns and the snapshots keep them.
+    pub fn codes(&self) -> [u8; 7] {
+        [
+            self.rfm_r,
+            self.rfm_f,
+            self.rfm_m,
+            self.rfm_segment.code(),
+            self.value_tier.code(),
+            self.relationship.code(),
+            self.lifecycle_stage.code(),
+        ]
+    }
+
+    /// The labels of [`Segments::codes`]; `None` if a code names no label.
+    pub fn from_codes(codes: [u8; 7]) -> Option<Self> {
+        let [rfm_r, rfm_f, rfm_m, segment, tier, relationship, lifecycle] = codes;
+        Some(Self {
+            rfm_r,
+            rfm_f,
+            rfm_m,
+            rfm_segment: RfmSegment::from_code(segment)?,
+            value_tier: ValueTier::from_code(tier)?,
+            relationship: Relationship::from_code(relationship)?,
+            lifecycle_stage: LifecycleStage::from_code(lifecycle)?,
+        })
+    }
+}
+
 /// Sorted copy of the finite values, for rank queries. Quintiles and shares
 /// compare against a few precomputed order statistics, so labelling a
 /// customer costs a handful of comparisons, not a binary search per metric.
@@ -339,6 +370,25 @@ pub fn segment_population(inputs: &[SegmentInput], config: &SegmentConfig) -> Ve
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn segments_round_trip_through_their_codes() {
+        for (i, &rfm_segment) in RfmSegment::ALL.iter().enumerate() {
+            let segments = Segments {
+                rfm_r: 1 + (i % 5) as u8,
+                rfm_f: 5 - (i % 5) as u8,
+                rfm_m: 3,
+                rfm_segment,
+                value_tier: ValueTier::ALL[i % ValueTier::ALL.len()],
+                relationship: Relationship::ALL[i % Relationship::ALL.len()],
+                lifecycle_stage: LifecycleStage::ALL[i % LifecycleStage::ALL.len()],
+            };
+            assert_eq!(Segments::from_codes(segments.codes()), Some(segments));
+        }
+        let mut bad = [1, 1, 1, 0, 0, 0, 0];
+        bad[3] = RfmSegment::ALL.len() as u8;
+        assert_eq!(Segments::from_codes(bad), None, "a code past the last label");
+    }
     use super::*;
 
     #[test]

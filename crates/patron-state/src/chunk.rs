@@ -25,7 +25,7 @@
 
 use std::sync::Arc;
 
-use patron_score::{LifecycleStage, Relationship, RfmSegment, Scores, Segments, ValueTier};
+use patron_score::{Scores, Segments};
 
 use crate::record::Summary;
 
@@ -87,17 +87,31 @@ pub struct LabelColumns {
     pub rfm_f: Vec<u8>,
     /// RFM monetary score 1–5.
     pub rfm_m: Vec<u8>,
-    /// [`RfmSegment::code`].
+    /// [`RfmSegment::code`](patron_score::RfmSegment::code).
     pub rfm_segment: Vec<u8>,
-    /// [`ValueTier::code`].
+    /// [`ValueTier::code`](patron_score::ValueTier::code).
     pub value_tier: Vec<u8>,
-    /// [`Relationship::code`].
+    /// [`Relationship::code`](patron_score::Relationship::code).
     pub relationship: Vec<u8>,
-    /// [`LifecycleStage::code`] as the labelling kernel saw it.
+    /// [`LifecycleStage::code`](patron_score::LifecycleStage::code) as the labelling kernel saw it.
     pub lifecycle_stage: Vec<u8>,
 }
 
 impl LabelColumns {
+    /// The code columns in [`Segments::codes`] order.
+    fn code_columns(&self) -> [&Vec<u8>; 7] {
+        [
+            &self.rfm_r,
+            &self.rfm_f,
+            &self.rfm_m,
+            &self.rfm_segment,
+            &self.value_tier,
+            &self.relationship,
+            &self.lifecycle_stage,
+        ]
+    }
+
+    /// The code columns in [`Segments::codes`] order, to change.
     fn codes_mut(&mut self) -> [&mut Vec<u8>; 7] {
         [
             &mut self.rfm_r,
@@ -193,17 +207,7 @@ impl ChunkMut<'_> {
         self.summaries.push(summary);
         self.scores.push(scores);
         self.labels.segmented.push(segments.is_some());
-        let codes = segments.map_or([0; 7], |g| {
-            [
-                g.rfm_r,
-                g.rfm_f,
-                g.rfm_m,
-                g.rfm_segment.code(),
-                g.value_tier.code(),
-                g.relationship.code(),
-                g.lifecycle_stage.code(),
-            ]
-        });
+        let codes = segments.map_or([0; 7], |g| g.codes());
         for (column, code) in self.labels.codes_mut().into_iter().zip(codes) {
             column.push(code);
         }
@@ -491,15 +495,7 @@ impl Chunk {
         if !l.segmented[row] {
             return None;
         }
-        Some(Segments {
-            rfm_r: l.rfm_r[row],
-            rfm_f: l.rfm_f[row],
-            rfm_m: l.rfm_m[row],
-            rfm_segment: RfmSegment::from_code(l.rfm_segment[row])?,
-            value_tier: ValueTier::from_code(l.value_tier[row])?,
-            relationship: Relationship::from_code(l.relationship[row])?,
-            lifecycle_stage: LifecycleStage::from_code(l.lifecycle_stage[row])?,
-        })
+        Segments::from_codes(l.code_columns().map(|column| column[row]))
     }
 
     /// Sets row `row`'s labels.
@@ -507,13 +503,9 @@ impl Chunk {
         let l = Arc::make_mut(&mut self.labels);
         l.segmented[row] = segments.is_some();
         if let Some(g) = segments {
-            l.rfm_r[row] = g.rfm_r;
-            l.rfm_f[row] = g.rfm_f;
-            l.rfm_m[row] = g.rfm_m;
-            l.rfm_segment[row] = g.rfm_segment.code();
-            l.value_tier[row] = g.value_tier.code();
-            l.relationship[row] = g.relationship.code();
-            l.lifecycle_stage[row] = g.lifecycle_stage.code();
+            for (column, code) in l.codes_mut().into_iter().zip(g.codes()) {
+                column[row] = code;
+            }
         }
     }
 
@@ -544,6 +536,7 @@ impl Chunk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use patron_score::{LifecycleStage, Relationship, RfmSegment, ValueTier};
 
     fn segments(code: u8) -> Segments {
         Segments {

@@ -26,10 +26,7 @@
 
 use patron_model::codec::{self, ByteReader};
 use patron_model::{Consent, CustomerId, Event, EventKind, Timestamp};
-use patron_score::{
-    LifecycleStage, Relationship, RfmSegment, ScoreInput, Scores, SegmentConfig, Segments, SpendHistory, ValueTier,
-    lifecycle_stage,
-};
+use patron_score::{LifecycleStage, ScoreInput, Scores, SegmentConfig, Segments, SpendHistory, lifecycle_stage};
 
 use crate::catalog::ProductCatalog;
 use crate::items::{ItemStats, basket_lines};
@@ -411,16 +408,10 @@ pub fn encode_customer_compact(
     }
     match segments {
         None => out.push(0),
-        Some(g) => out.extend_from_slice(&[
-            1,
-            g.rfm_r,
-            g.rfm_f,
-            g.rfm_m,
-            g.rfm_segment.code(),
-            g.value_tier.code(),
-            g.relationship.code(),
-            g.lifecycle_stage.code(),
-        ]),
+        Some(g) => {
+            out.push(1);
+            out.extend_from_slice(&g.codes());
+        }
     }
     history.purchases.encode_compact(out);
 }
@@ -482,18 +473,7 @@ impl CustomerRecord {
         }
         record.segments = match r.u8()? {
             0 => None,
-            1 => {
-                let [rfm_r, rfm_f, rfm_m, segment, tier, relationship, lifecycle] = r.array::<7>()?;
-                Some(Segments {
-                    rfm_r,
-                    rfm_f,
-                    rfm_m,
-                    rfm_segment: RfmSegment::from_code(segment)?,
-                    value_tier: ValueTier::from_code(tier)?,
-                    relationship: Relationship::from_code(relationship)?,
-                    lifecycle_stage: LifecycleStage::from_code(lifecycle)?,
-                })
-            }
+            1 => Some(Segments::from_codes(r.array::<7>()?)?),
             _ => return None,
         };
         record.history = History { occasion_days, purchases: PurchaseProfile::decode_compact(r)? };
@@ -547,6 +527,7 @@ impl CustomerRecord {
 mod tests {
     use super::*;
     use patron_model::{CurrencyTable, Validator};
+    use patron_score::{Relationship, RfmSegment, ValueTier};
 
     fn purchase(id: &str, at: &str, revenue: &str) -> Event {
         let json = format!(
