@@ -181,10 +181,7 @@ impl Records {
         let first = self.len;
         let mut pending = records.drain(..).peekable();
         while pending.peek().is_some() {
-            if self.len.is_multiple_of(CHUNK) {
-                self.chunks.push(Arc::new(Chunk::with_capacity(CHUNK)));
-                self.histories.push(Arc::new(Vec::with_capacity(CHUNK)));
-            }
+            self.open_chunk_when_full();
             let (Some(chunk), Some(histories)) = (self.chunks.last_mut(), self.histories.last_mut()) else { break };
             let (mut rows, histories) = (Arc::make_mut(chunk).rows_mut(), Arc::make_mut(histories));
             while rows.len() < CHUNK {
@@ -197,12 +194,17 @@ impl Records {
         first
     }
 
-    /// Appends a customer; returns its slot.
-    fn push(&mut self, record: CustomerRecord) -> usize {
+    /// Starts a new chunk when the last one is full (or there is none).
+    fn open_chunk_when_full(&mut self) {
         if self.len.is_multiple_of(CHUNK) {
             self.chunks.push(Arc::new(Chunk::with_capacity(CHUNK)));
             self.histories.push(Arc::new(Vec::with_capacity(CHUNK)));
         }
+    }
+
+    /// Appends a customer; returns its slot.
+    fn push(&mut self, record: CustomerRecord) -> usize {
+        self.open_chunk_when_full();
         if let (Some(chunk), Some(histories)) = (self.chunks.last_mut(), self.histories.last_mut()) {
             Arc::make_mut(chunk).push(record.customer_id.as_str(), record.summary, record.scores, record.segments);
             Arc::make_mut(histories).push(record.history);

@@ -391,9 +391,9 @@ const READ_PIECES: usize = 4;
 
 /// Reads a whole file, its pieces on parallel threads. Most of the cost of
 /// reading a big snapshot is the kernel handing the buffer fresh pages on
-/// first touch, not the copy; one thread per piece shares that out. The
-/// buffer comes zeroed from the allocator without being written (fresh
-/// pages are zero already), so the reads are its first touch.
+/// first touch, not the copy; one thread per piece shares that out. A buffer
+/// this big comes from fresh pages, which the allocator knows are zero and
+/// leaves unwritten, so the reads are the first touch.
 fn read_in_parallel(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
     let file = std::fs::File::open(path)?;
