@@ -61,9 +61,11 @@ LIMITS = {
     "decoding and validating JSON (criterion `engine/decode_100k`: 1.2 µs per event on one core), plus the log, "
     "apply, rescore and recommendation update; the closed-loop server uses 1.3 of the 2 cores. At 1M events/s the "
     "budget is 2 µs of CPU per event for everything, client included. perf profile: bench-results/loadgen/NOTES.md. "
-    "Down from 237k on 2026-11-23: the server's CPU per event doubled (about 12 µs) while in-process submit did "
-    "not slow down (536k events/s into 10M customers in sql_capacity); the HTTP-side change responsible is not "
-    "isolated yet (issue 15).",
+    "Below 2026-11-23's 237k: the server spends 7.1–7.6 µs of CPU per event against 5.4 then (12 µs before the "
+    "co-purchase counters went column-wise and the allocator stopped re-zeroing freed memory). One binary gives "
+    "121–163k from run to run, so a single run is good to about ±10%. New in the profile since then: the dedup "
+    "fingerprint table (one cache miss per event), copy-on-write checks, SipHash in the product catalogue "
+    "(issue 15).",
     "inproc_ingest": "Decode + validate runs at about 1M events/s on 2 cores and the submit path (group-committed log, "
     "routing, apply, O(1) rescore, product statistics) at 0.4–0.8M events/s, falling as the state outgrows the "
     "caches (peak at 100k customers); sharing 2 cores, the two give about 0.4M events/s. 3M events/s would need "
@@ -72,14 +74,13 @@ LIMITS = {
     "bench-results/scaling/NOTES.md.",
     "freshness": "On 2026-11-23, 5 of 7 runs met it (p99 15–21 ms at 118k events/s); the others held one "
     "300–400 ms stall from a slow fdatasync of the VM's disk (`server_max_sync_ms`). The runs of 2026-11-30 "
-    "(issue 14) miss at 65–72 ms with syncs of 11–17 ms: the server now spends twice the CPU per event over "
-    "HTTP (see the HTTP ingest row), so half of peak is 57–67k events/s and batches queue on 2 shared cores. "
-    "See bench-results/loadgen/NOTES.md.",
+    "(issue 14) miss at 55–72 ms with syncs of 11–30 ms at 57–91k events/s (half of each run's own peak): "
+    "batches queue on 2 cores shared with the load generator. See bench-results/loadgen/NOTES.md.",
     "freshness_sql": "Missed. Writers copy only the column groups a running query holds (36 KiB per touched chunk "
     "for a GROUP BY over clv, was the whole 550 KiB chunk), and the dedup and id indexes grow 1/64 at a time, so "
-    "with the query back to back p99 went from 269 to about 100 ms; without SQL it is about 70 ms at the same "
-    "rate. The rest is shared with the HTTP ingest miss: the server spends about 12 µs of CPU per event where "
-    "it spent 6 when issue 15 was filed, on 2 cores shared with the load generator (see bench-results/loadgen/NOTES.md)",
+    "with the query back to back p99 went from 269 to about 100 ms at 67k events/s. Since the peak rose, half of "
+    "it is 87–91k events/s, and there the query keeps one of the 2 cores busy: the server's CPU per event doubles "
+    "(16–17 µs against 8.7–11.3 without SQL) and p99 is 258–313 ms (see bench-results/loadgen/NOTES.md)",
     "rescore": "",
     "fit": "",
     "fit_ratio": "lifetimes took 8.5 s here, not the 14–16 s DESIGN.md assumed, so 50× means 0.17 s. Our fit is "
@@ -93,10 +94,10 @@ LIMITS = {
     "sql_aggregate": "Met since the scan stopped copying (issue 14): ids and scores are Arrow buffers over the chunk's own "
     "memory, labels are Utf8View built from a table of 16-byte views (no string bytes copied), and a chunk "
     "becomes a batch only when the plan pulls it. DataFusion over a MemTable of the same two columns, already "
-    "built, is the floor of this design; the live scan took 1.1–1.5× that floor in three runs on this VM",
+    "built, is the floor of this design; the live scan took 0.98–1.5× that floor in seven runs on this VM",
     "sql_duckdb": "Missed. The remaining gap is DataFusion's own grouping: over a MemTable of the same two columns, already "
     "built with Utf8View labels (the encoding it groups fastest of the three measured), DataFusion 55 alone took "
-    "1.3–2.2× DuckDB in the same runs. DuckDB's time varies between runs on this VM (40–81 ms). Closing it needs a "
+    "1.3–2.2× DuckDB in the same runs. DuckDB's time varies between runs on this VM (40–86 ms). Closing it needs a "
     "grouping the engine does not offer (an aggregate pushed into the scan over the one-byte codes), not a "
     "different layout",
     "point_lookup": "",
@@ -105,16 +106,16 @@ LIMITS = {
     "(purchase days and product profiles) and the dedup index (bytes per remembered event).",
     "lock": "A scan clones, under all shards' read locks at once, only the Arcs of the column groups its columns need, "
     "and works after releasing them",
-    "snapshot": "Met, narrowly, and bound by the disk: version 6 writes 769 MB for 10M customers (half the fixed-width "
+    "snapshot": "Met (2.3–4.4 s across runs), bound by the disk: version 6 writes 769 MB for 10M customers (half the fixed-width "
     "1.48 GB) at the VM's fdatasync bandwidth (about 240 MB/s measured with dd), each shard encoding its own "
     "blocks in parallel while a second handle flushes every 64 MiB",
-    "recovery": "Missed (11–13.5 s across runs). perf and timings over one restart at 10M: decoding the customers into "
-    "fresh chunks took 8.3 of 10.8 s, and more "
-    "than half of those samples are the kernel faulting in and zeroing new memory (`clear_page_erms`; this VM "
-    "zeroes about 2 GB/s per core), then the dedup indexes 1.2 s and the rescore with the restored models 1.1 s. "
-    "The log segments the snapshot covers are no longer read and the index is no longer rehashed. Left: decoding "
-    "without per-customer temporaries and reading the file without a copy; the state's own 2–3 GB must still be "
-    "touched once on 2 cores",
+    "recovery": "Missed narrowly (5.3 s; 13.5 s before five changes measured one at a time in "
+    "`bench-results/sql/NOTES.md`): mimalloc purges freed memory by reset instead of decommit, the restore fills "
+    "whole chunks with an id index sized up front, the rescore sets scores chunk by chunk, and the file is read on "
+    "four threads. perf over a 3M restart after them: 43% of the samples are the kernel zeroing fresh pages "
+    "(`clear_page_erms`; a bare page-touch loop runs at 0.67 GB/s on this VM, and 10M customers need about 3 GB), "
+    "then the rescore kernels 13% and decoding 9%. Left: keeping scores in the snapshot (no rescore, 320 MB more "
+    "to write) and decoding ids straight into the chunks",
 }
 
 
