@@ -74,7 +74,7 @@ LIMITS = {
     "bench-results/scaling/NOTES.md.",
     "freshness": "On 2026-11-23, 5 of 7 runs met it (p99 15–21 ms at 118k events/s); the others held one "
     "300–400 ms stall from a slow fdatasync of the VM's disk (`server_max_sync_ms`). The runs of 2026-11-30 "
-    "(issue 14) miss at 55–72 ms with syncs of 11–30 ms at 57–91k events/s (half of each run's own peak): "
+    "(issue 14) miss at 55–72 ms with slowest syncs of 8–37 ms at 57–91k events/s (half of each run's own peak): "
     "batches queue on 2 cores shared with the load generator. See bench-results/loadgen/NOTES.md.",
     "freshness_sql": "Missed. Writers copy only the column groups a running query holds (36 KiB per touched chunk "
     "for a GROUP BY over clv, was the whole 550 KiB chunk), and the dedup and id indexes grow 1/64 at a time, so "
