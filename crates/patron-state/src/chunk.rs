@@ -50,17 +50,6 @@ pub struct ScoreColumns {
     pub clv: Arc<Vec<f64>>,
 }
 
-impl ScoreColumns {
-    fn values_mut(&mut self) -> [&mut Vec<f64>; 4] {
-        [
-            Arc::make_mut(&mut self.p_alive),
-            Arc::make_mut(&mut self.expected_orders_90d),
-            Arc::make_mut(&mut self.expected_order_value),
-            Arc::make_mut(&mut self.clv),
-        ]
-    }
-}
-
 /// The score columns a [`ChunkView`] took.
 #[derive(Clone, Debug, Default)]
 pub struct ScoreView {
@@ -161,13 +150,16 @@ pub struct ScoresMut<'a> {
 /// The values a row without scores holds (its `scored` flag is false).
 const NO_SCORES: Scores = Scores { p_alive: 0.0, expected_orders_90d: 0.0, expected_order_value: 0.0, clv: 0.0 };
 
+/// A row's four score values in the order of [`ScoresMut::values`].
+fn score_values(scores: Option<Scores>) -> [f64; 4] {
+    let v = scores.unwrap_or(NO_SCORES);
+    [v.p_alive, v.expected_orders_90d, v.expected_order_value, v.clv]
+}
+
 impl ScoresMut<'_> {
     fn push(&mut self, scores: Option<Scores>) {
         self.scored.push(scores.is_some());
-        let v = scores.unwrap_or(NO_SCORES);
-        for (column, value) in
-            self.values.iter_mut().zip([v.p_alive, v.expected_orders_90d, v.expected_order_value, v.clv])
-        {
+        for (column, value) in self.values.iter_mut().zip(score_values(scores)) {
             column.push(value);
         }
     }
@@ -175,10 +167,7 @@ impl ScoresMut<'_> {
     /// Sets row `row`'s scores.
     pub fn set(&mut self, row: usize, scores: Option<Scores>) {
         self.scored[row] = scores.is_some();
-        let v = scores.unwrap_or(NO_SCORES);
-        for (column, value) in
-            self.values.iter_mut().zip([v.p_alive, v.expected_orders_90d, v.expected_order_value, v.clv])
-        {
+        for (column, value) in self.values.iter_mut().zip(score_values(scores)) {
             column[row] = value;
         }
     }
@@ -409,8 +398,9 @@ impl Chunk {
         let ids = Arc::make_mut(&mut self.ids);
         ids.offsets.pop();
         ids.bytes.truncate(ids.offsets.last().map_or(0, |&o| o as usize));
-        Arc::make_mut(&mut self.scores.scored).pop();
-        self.scores.values_mut().into_iter().for_each(|column| {
+        let mut scores = self.scores_mut();
+        scores.scored.pop();
+        scores.values.iter_mut().for_each(|column| {
             column.pop();
         });
         let label_columns = Arc::make_mut(&mut self.labels);

@@ -154,6 +154,12 @@ pub struct TopCounters {
     errors: Vec<f32>,
 }
 
+/// A co-purchase weight as the counters keep it: negative and NaN count as 0,
+/// so that the weights' bits order like the weights.
+fn non_negative(weight: f32) -> f32 {
+    if weight > 0.0 { weight } else { 0.0 }
+}
+
 /// Lanes compared at once when searching counters.
 const SEARCH_LANES: usize = 16;
 
@@ -175,7 +181,7 @@ impl TopCounters {
     /// Adds `weight` for `product`, replacing the smallest counter when full
     /// (the first of equally small ones). A negative or NaN weight counts as 0.
     pub fn add(&mut self, product: u32, weight: f32, capacity: usize) {
-        let weight = if weight > 0.0 { weight } else { 0.0 };
+        let weight = non_negative(weight);
         if let Some(i) = first_index_of(&self.products, product) {
             self.weight_bits[i] = (f32::from_bits(self.weight_bits[i]) + weight).to_bits();
             self.counts[i] = self.counts[i].saturating_add(1);
@@ -199,7 +205,7 @@ impl TopCounters {
 
     /// Appends a counter as it is (restoring a snapshot); a negative or NaN weight counts as 0.
     pub fn push(&mut self, counter: CoCounter) {
-        let weight = if counter.weight > 0.0 { counter.weight } else { 0.0 };
+        let weight = non_negative(counter.weight);
         self.products.push(counter.product);
         self.weight_bits.push(weight.to_bits());
         self.counts.push(counter.count);
