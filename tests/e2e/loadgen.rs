@@ -63,6 +63,14 @@ fn loadgen_counts_agree_with_the_server_and_the_result_has_every_key() {
     assert!(run["report"]["server_max_sync_ms"].as_f64().is_some_and(|ms| ms > 0.0), "read from /metrics: {run}");
     assert!(run["report"]["max_send_delay_ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{run}");
     assert!(run["machine"]["cores"].as_u64() >= Some(1), "{run}");
+    // The server's own cost, read from /proc: CPU seconds over accepted events.
+    let cpu_per_event = run["server_cpu_us_per_event"].as_f64().unwrap_or(-1.0);
+    let expected = run["report"]["server_cpu_seconds"].as_f64().unwrap_or(-1.0) * 1e6
+        / run["report"]["accepted"].as_f64().unwrap_or(f64::NAN);
+    assert!(cpu_per_event > 0.0 && (cpu_per_event - expected).abs() < 1e-6 * expected, "{run}");
+    // In open loop the bodies the schedule sends are built before the clock starts.
+    let prebuilt = run["report"]["prebuilt_events"].as_u64().unwrap_or(0);
+    assert!(prebuilt >= 10_000 && prebuilt <= 10_000 + 250, "5,000/s for 2 s and one batch spare: {run}");
     // The analyst ran the GROUP BY back to back beside the load.
     assert_eq!(run["config"]["sql_every_ms"].as_u64(), Some(0), "{run}");
     assert!(run["sql_latency_ms"]["count"].as_u64() >= Some(2), "{run}");

@@ -90,9 +90,13 @@ pub(crate) struct LoadgenArgs {
     /// The analyst's query.
     #[arg(long, value_name = "SQL", default_value = patron_loadgen::DEFAULT_ANALYST_SQL)]
     pub(crate) sql: String,
-    /// The server's process id, to report its RSS and CPU.
+    /// The server's process id, to report its RSS and CPU (seconds, and µs per accepted event).
     #[arg(long, value_name = "PID")]
     pub(crate) server_pid: Option<u32>,
+    /// MiB of request bodies built before the clock starts, so that sending
+    /// costs the client almost nothing (0: build them while sending).
+    #[arg(long, value_name = "MIB", default_value_t = patron_loadgen::DEFAULT_PREBUILD_BYTES >> 20)]
+    pub(crate) prebuild_mb: usize,
     /// Bearer token with the ingest and query roles (default: $PATRON_TOKEN).
     #[arg(long, value_name = "TOKEN", env = "PATRON_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,

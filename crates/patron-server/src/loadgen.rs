@@ -34,6 +34,7 @@ fn config_of(args: &LoadgenArgs) -> Result<LoadConfig> {
         seed: args.seed,
         sql_every: args.sql_every,
         sql: args.sql.clone(),
+        prebuild_bytes: args.prebuild_mb.saturating_mul(1 << 20),
     })
 }
 
@@ -65,13 +66,19 @@ pub(crate) fn run(args: &LoadgenArgs) -> Result<()> {
         ProgressStyle::with_template("{spinner} [{bar:30}] {elapsed}/{duration} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let started = Instant::now();
+    let mut started = Instant::now();
     let report = std::thread::scope(|scope| {
         let running = scope.spawn(|| patron_loadgen::run(&config, &live));
         let (mut last, mut last_at) = (0u64, Instant::now());
         while !running.is_finished() {
             std::thread::sleep(Duration::from_millis(200));
             let accepted = live.accepted.load(Ordering::Relaxed);
+            if live.sent.load(Ordering::Relaxed) == 0 {
+                bar.set_message(format!("building request bodies: {} events", live.prebuilt.load(Ordering::Relaxed)));
+                bar.tick();
+                (last_at, started) = (Instant::now(), Instant::now());
+                continue;
+            }
             if last_at.elapsed() >= Duration::from_secs(1) {
                 let rate = (accepted - last) as f64 / last_at.elapsed().as_secs_f64();
                 bar.set_message(format!(
@@ -102,8 +109,10 @@ pub(crate) fn run(args: &LoadgenArgs) -> Result<()> {
             "server_pid": config.server_pid, "seed": config.seed,
             "sql_every_ms": config.sql_every.map(|d| d.as_millis() as u64),
             "sql": config.sql_every.map(|_| config.sql.clone()),
+            "prebuild_bytes": config.prebuild_bytes,
         },
         "events_per_s": report.events_per_s,
+        "server_cpu_us_per_event": report.server_cpu_us_per_event,
         "http_latency_ms": report.http_latency_ms,
         "freshness_ms": report.freshness_ms,
         "sql_latency_ms": report.sql_latency_ms,
@@ -159,7 +168,12 @@ fn print_report(r: &LoadReport) {
         println!("{} freshness markers never became visible within 10 s", r.markers_lost);
     }
     match (r.peak_rss_bytes, r.server_cpu_seconds) {
-        (Some(rss), Some(cpu)) => println!("server: peak RSS {:.1} MiB, {cpu:.1} CPU seconds", rss as f64 / 1048576.0),
+        (Some(rss), Some(cpu)) => println!(
+            "server: peak RSS {:.1} MiB, {cpu:.1} CPU seconds, {:.2} µs of CPU per accepted event",
+            rss as f64 / 1048576.0,
+            r.server_cpu_us_per_event.unwrap_or(f64::NAN)
+        ),
         _ => println!("server RSS and CPU: pass --server-pid to measure them"),
     }
+    println!("client: {} events in bodies built before the clock started, the rest built while sending", r.prebuilt_events);
 }
