@@ -521,7 +521,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     metric(
         "patron_product_stats_bytes",
         "gauge",
-        "Memory held by the product statistics (co-purchase counters included).",
+        "Memory held by the product statistics (co-purchase counters as of the last recommendation refresh).",
         state.engine.item_stats().memory_bytes() as f64,
     );
     metric("patron_uptime_seconds", "gauge", "Seconds since start.", state.started.elapsed().as_secs_f64());

@@ -33,6 +33,7 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use patron_model::Purchase;
 use patron_model::codec::{self, ByteReader};
@@ -309,6 +310,10 @@ pub struct ItemStats {
     config: ItemConfig,
     segments: Box<[RwLock<Vec<ProductStats>>]>,
     categories: RwLock<Categories>,
+    /// Bytes of every product's co-purchase counters as of the last
+    /// [`ItemStats::refresh`] (which reads every summary anyway), so that
+    /// `/metrics` takes no lock and walks nothing.
+    counter_bytes: AtomicUsize,
 }
 
 impl Default for ItemStats {
@@ -328,6 +333,7 @@ impl ItemStats {
             config,
             segments: (0..SEGMENTS).map(|_| RwLock::new(Vec::new())).collect(),
             categories: RwLock::new(Categories::default()),
+            counter_bytes: AtomicUsize::new(0),
         }
     }
 
@@ -459,16 +465,20 @@ impl ItemStats {
         self.len() == 0
     }
 
-    /// Bytes held by the statistics (counters at their allocated capacity).
+    /// Bytes held by the statistics: the products' records now, their
+    /// co-purchase counters (at allocated capacity) as of the last refresh or
+    /// restore. Walks nothing: one read lock per segment for its length.
     pub fn memory_bytes(&self) -> usize {
+        let products: usize =
+            self.segments.iter().map(|seg| seg.read().map_or(0, |p| p.capacity() * size_of::<ProductStats>())).sum();
+        products + self.counter_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of every product's co-purchase counters, read now (walks every product).
+    fn walk_counter_bytes(&self) -> usize {
         self.segments
             .iter()
-            .map(|seg| {
-                seg.read().map_or(0, |p| {
-                    p.capacity() * size_of::<ProductStats>()
-                        + p.iter().map(|s| s.co_purchases.memory_bytes()).sum::<usize>()
-                })
-            })
+            .map(|seg| seg.read().map_or(0, |p| p.iter().map(|s| s.co_purchases.memory_bytes()).sum::<usize>()))
             .sum()
     }
 
@@ -496,6 +506,7 @@ impl ItemStats {
                             .enumerate()
                             .map(|(slot, st)| ProductTotals {
                                 product: slot * SEGMENTS + s,
+                                counter_bytes: st.co_purchases.memory_bytes(),
                                 order_weight: st.order_weight,
                                 recent_order_weight: st.recent_order_weight,
                                 customers: st.customers,
@@ -507,6 +518,8 @@ impl ItemStats {
                 )
             })
             .collect();
+        let counter_bytes = firsts.iter().flatten().map(|t| t.counter_bytes).sum();
+        self.counter_bytes.store(counter_bytes, Ordering::Relaxed);
         for t in firsts.into_iter().flatten().filter(|t| t.product < products) {
             let p = t.product;
             (order_weight[p], recent_weight[p], customers[p], repeat_customers[p], category[p]) =
@@ -664,6 +677,7 @@ impl ItemStats {
             }
             stats.update(p, |slot| *slot = st);
         }
+        stats.counter_bytes.store(stats.walk_counter_bytes(), Ordering::Relaxed);
         Some(stats)
     }
 }
@@ -671,6 +685,7 @@ impl ItemStats {
 /// One product's totals gathered by the first pass of the refresh.
 struct ProductTotals {
     product: usize,
+    counter_bytes: usize,
     order_weight: f64,
     recent_order_weight: f64,
     customers: u64,
@@ -835,6 +850,27 @@ mod tests {
             }
             assert_eq!(columns.iter().collect::<Vec<_>>(), reference, "capacity {capacity}");
         }
+    }
+
+    #[test]
+    fn product_stats_memory_is_read_without_walking_the_products() {
+        let stats = ItemStats::default();
+        let mut profile = PurchaseProfile::default();
+        for day in 0..400 {
+            let basket: Vec<BasketLine<'static>> = (0..4).map(|k| line((day * 7 + k * 13) % 500)).collect();
+            stats.observe(&mut profile, 20_000 + day as i32, &basket, 32);
+        }
+        let records: usize =
+            stats.segments.iter().map(|seg| seg.read().unwrap().capacity() * size_of::<ProductStats>()).sum();
+        assert_eq!(stats.memory_bytes(), records, "counters are counted at the refresh");
+        stats.refresh(20_400);
+        let walked = stats.walk_counter_bytes();
+        assert!(walked > 500 * 16, "{walked}");
+        assert_eq!(stats.memory_bytes(), records + walked);
+        let mut bytes = Vec::new();
+        stats.encode(&mut bytes);
+        let restored = ItemStats::decode(&mut ByteReader::new(&bytes, 0), ItemConfig::default()).unwrap();
+        assert_eq!(restored.counter_bytes.load(Ordering::Relaxed), restored.walk_counter_bytes());
     }
 
     #[test]
