@@ -150,6 +150,28 @@ pub(crate) struct Decoded {
 }
 
 impl Decoded {
+    fn with_capacity(events: usize) -> Self {
+        Self {
+            events: Vec::with_capacity(events),
+            positions: Vec::with_capacity(events),
+            rejected_count: 0,
+            rejected: Vec::new(),
+        }
+    }
+
+    /// Appends the events of the piece that follows this one; its positions
+    /// start at `offset` (the lines before it).
+    fn append(&mut self, piece: Decoded, offset: usize) {
+        self.events.extend(piece.events);
+        self.positions.extend(piece.positions.into_iter().map(|p| p + offset));
+        self.rejected_count += piece.rejected_count;
+        let room = DETAILED_REJECTIONS.saturating_sub(self.rejected.len());
+        self.rejected.extend(piece.rejected.into_iter().take(room).map(|mut r| {
+            r.position += offset as u64;
+            r
+        }));
+    }
+
     fn one(&mut self, index: usize, raw: &[u8], validator: &Validator) {
         match validator.decode(raw) {
             Ok(e) => {
@@ -171,8 +193,8 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Decodes a body: one JSON object, a JSON array of them, or NDJSON.
 pub(crate) fn decode_body(body: &[u8], ndjson: bool, validator: &Validator) -> Result<Decoded, String> {
-    let mut out = Decoded { events: Vec::new(), positions: Vec::new(), rejected_count: 0, rejected: Vec::new() };
     let trimmed = body.strip_prefix(BOM).unwrap_or(body).trim_ascii();
+    let mut out = Decoded::with_capacity(estimated_events(trimmed));
     if trimmed.first() == Some(&b'[') && !ndjson {
         check_depth(trimmed, MAX_EVENT_DEPTH + 1).map_err(|e| e.to_string())?;
         let mut index = 0;
@@ -182,7 +204,7 @@ pub(crate) fn decode_body(body: &[u8], ndjson: bool, validator: &Validator) -> R
         })
         .map_err(|e| format!("the body is not a JSON array of events: {}", truncate_message(e.to_string(), 512)))?;
     } else {
-        let mut lines = trimmed.split(|&b| b == b'\n').map(<[u8]>::trim_ascii).filter(|l| !l.is_empty()).peekable();
+        let mut lines = non_empty_lines(trimmed).peekable();
         let first = lines.next();
         if ndjson || lines.peek().is_some() {
             for (i, line) in first.into_iter().chain(lines).enumerate() {
@@ -193,6 +215,102 @@ pub(crate) fn decode_body(body: &[u8], ndjson: bool, validator: &Validator) -> R
         }
     }
     Ok(out)
+}
+
+/// The non-empty lines of a body, trimmed.
+fn non_empty_lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    body.split(|&b| b == b'\n').map(<[u8]>::trim_ascii).filter(|l| !l.is_empty())
+}
+
+/// A guess at the number of events in a body, to size its vectors once:
+/// the lines of NDJSON, or one per 200 bytes of an array.
+fn estimated_events(body: &[u8]) -> usize {
+    if body.first() == Some(&b'[') {
+        body.len() / 200 + 1
+    } else {
+        body.iter().filter(|&&b| b == b'\n').count() + 1
+    }
+}
+
+/// Bodies from this size on are decoded in pieces, one per core, each on
+/// the blocking pool, so that one large request uses every core.
+const SPLIT_FROM_BYTES: usize = 256 << 10;
+
+/// Decodes a body on the blocking pool: NDJSON of at least
+/// [`SPLIT_FROM_BYTES`] in line-aligned pieces at once, anything else
+/// (a JSON array, a single object, a small body) whole. The result is the
+/// same as [`decode_body`]'s; the outer error is a decoding task that panicked.
+pub(crate) async fn decode_body_on_pool(
+    body: Vec<u8>,
+    ndjson: bool,
+    validator: Validator,
+) -> Result<Result<Decoded, String>, tokio::task::JoinError> {
+    let pieces = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_PIECES);
+    let cuts = piece_bounds(&body, ndjson, pieces);
+    if cuts.is_empty() {
+        return tokio::task::spawn_blocking(move || decode_body(&body, ndjson, &validator)).await;
+    }
+    let (body, validator) = (std::sync::Arc::new(body), std::sync::Arc::new(validator));
+    let tasks: Vec<_> = cuts
+        .into_iter()
+        .map(|range| {
+            let (body, validator) = (body.clone(), validator.clone());
+            tokio::task::spawn_blocking(move || decode_lines(&body[range], &validator))
+        })
+        .collect();
+    let mut merged: Option<(Decoded, usize)> = None;
+    for task in tasks {
+        let (piece, lines) = task.await?;
+        merged = Some(match merged {
+            None => (piece, lines),
+            Some((mut all, offset)) => {
+                all.append(piece, offset);
+                (all, offset + lines)
+            }
+        });
+    }
+    Ok(Ok(merged.map(|(all, _)| all).unwrap_or_else(|| Decoded::with_capacity(0))))
+}
+
+/// Most pieces one body is decoded in.
+const MAX_PIECES: usize = 8;
+
+/// Line-aligned ranges cutting an NDJSON body of at least
+/// [`SPLIT_FROM_BYTES`] into about `pieces` equal parts; empty when the body
+/// is to be decoded whole.
+fn piece_bounds(body: &[u8], ndjson: bool, pieces: usize) -> Vec<std::ops::Range<usize>> {
+    let trimmed = body.strip_prefix(BOM).unwrap_or(body).trim_ascii_start();
+    if body.len() < SPLIT_FROM_BYTES || pieces < 2 || (trimmed.first() == Some(&b'[') && !ndjson) {
+        return Vec::new();
+    }
+    let start = body.len() - trimmed.len();
+    let mut bounds = Vec::with_capacity(pieces);
+    let mut from = start;
+    for k in 1..pieces {
+        let target = (start + (body.len() - start) * k / pieces).max(from);
+        let Some(newline) = body[target..].iter().position(|&b| b == b'\n') else { break };
+        let cut = target + newline + 1;
+        if cut > from && cut < body.len() {
+            bounds.push(from..cut);
+            from = cut;
+        }
+    }
+    bounds.push(from..body.len());
+    // One piece is the whole body: nothing to split. Several pieces hold
+    // several lines, which [`decode_body`] reads line by line too.
+    if bounds.len() < 2 { Vec::new() } else { bounds }
+}
+
+/// Decodes a piece of an NDJSON body line by line; returns the events (at
+/// positions within the piece) and the number of non-empty lines.
+fn decode_lines(piece: &[u8], validator: &Validator) -> (Decoded, usize) {
+    let mut out = Decoded::with_capacity(estimated_events(piece));
+    let mut lines = 0;
+    for line in non_empty_lines(piece) {
+        out.one(lines, line, validator);
+        lines += 1;
+    }
+    (out, lines)
 }
 
 /// Calls `each` with the raw text of every element of a JSON array, without
@@ -395,7 +513,7 @@ pub(crate) async fn post_events(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-ndjson") || v.starts_with("application/jsonl"));
     let validator = Validator::new(state.currencies().clone());
-    let decoded = match tokio::task::spawn_blocking(move || decode_body(&bytes, ndjson, &validator)).await {
+    let decoded = match decode_body_on_pool(bytes, ndjson, validator).await {
         Ok(Ok(d)) => d,
         Ok(Err(message)) => return error(StatusCode::BAD_REQUEST, "invalid_body", message),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
@@ -480,6 +598,38 @@ mod tests {
         }
         let decoded = decode_body(&[BOM, format!("[{GOOD}]").as_bytes()].concat(), false, &validator()).unwrap();
         assert_eq!(decoded.events.len(), 1);
+    }
+
+    /// A large NDJSON body is decoded in pieces; positions, rejections and
+    /// the events come out exactly as from one pass over the whole body.
+    #[test]
+    fn a_body_decoded_in_pieces_equals_one_decoded_whole() {
+        let mut body = BOM.to_vec();
+        for i in 0..4_000 {
+            let line = match i % 97 {
+                0 => "{not json".to_owned(),
+                1 => String::new(),
+                _ => GOOD.replace("o1", &format!("o{i}")),
+            };
+            body.extend_from_slice(line.as_bytes());
+            body.extend_from_slice(if i % 5 == 0 { b"\r\n" } else { b"\n" });
+        }
+        assert!(body.len() >= SPLIT_FROM_BYTES, "{}", body.len());
+        let bounds = piece_bounds(&body, true, 3);
+        assert_eq!(bounds.len(), 3);
+        assert_eq!((bounds[0].start, bounds[2].end), (BOM.len(), body.len()));
+        assert!(bounds.windows(2).all(|w| w[0].end == w[1].start && body[w[0].end - 1] == b'\n'), "{bounds:?}");
+        let whole = decode_body(&body, true, &validator()).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+        let pieces = runtime.block_on(decode_body_on_pool(body, true, validator())).unwrap().unwrap();
+        assert_eq!((pieces.events, pieces.positions), (whole.events, whole.positions));
+        assert_eq!(pieces.rejected_count, whole.rejected_count);
+        let at = |d: &[RejectedEvent]| d.iter().map(|r| (r.position, r.error.clone())).collect::<Vec<_>>();
+        assert_eq!(at(&pieces.rejected), at(&whole.rejected));
+        assert!(whole.rejected_count > 30);
+        // Arrays and small bodies are decoded whole.
+        assert!(piece_bounds(format!("[{}]", vec![GOOD; 3000].join(",")).as_bytes(), false, 2).is_empty());
+        assert!(piece_bounds(format!("{GOOD}\n{GOOD}").as_bytes(), true, 2).is_empty());
     }
 
     /// Issue 12: a 2 MB array of a million `1`s peaked at 2.1 GB and answered 111 MB.

@@ -581,12 +581,19 @@ impl std::fmt::Debug for Engine {
 /// Payloads starting with `{` are NDJSON (the first log format), still replayed.
 const BINARY_EVENTS: u8 = 1;
 
+/// A typical event's size in the log (a purchase of one to four lines), for
+/// sizing buffers; a wrong guess costs only a regrowth.
+const ENCODED_EVENT_BYTES: usize = 160;
+
 /// Encodes events as log payloads of at most `max_payload` bytes each (an
 /// event larger than that gets a record of its own, which the log refuses).
 fn split_for_log(events: Vec<Event>, max_payload: usize) -> Vec<(Vec<u8>, Vec<Event>)> {
     let mut records = Vec::new();
+    // Sized for the whole batch up front (within one record): growing by
+    // doubling copies into fresh pages that the kernel zeroes first.
+    let presized = (events.len() * ENCODED_EVENT_BYTES).clamp(64 << 10, max_payload.max(64 << 10));
     let new_payload = || {
-        let mut p = Vec::with_capacity(64 << 10);
+        let mut p = Vec::with_capacity(presized);
         p.push(BINARY_EVENTS);
         p
     };
@@ -861,7 +868,11 @@ impl Engine {
                     return;
                 }
                 type Part = (Vec<Event>, Vec<u64>, Vec<usize>);
-                let mut parts: Vec<Part> = (0..senders.len()).map(|_| Default::default()).collect();
+                // Each shard's share, with room for an uneven split (see `split_for_log` on growth).
+                let share = events.len() / senders.len() + events.len() / (4 * senders.len()) + 16;
+                let mut parts: Vec<Part> = (0..senders.len())
+                    .map(|_| (Vec::with_capacity(share), Vec::with_capacity(share), Vec::with_capacity(share)))
+                    .collect();
                 for (index, e) in events.into_iter().enumerate() {
                     let (hash, shard) = inner.route(&e.customer_id);
                     let part = &mut parts[shard];
