@@ -194,11 +194,11 @@ impl EventError {
 /// A JSON string or number. Integers are kept as integers (timestamps and
 /// quantities need no formatting round trip); other numbers are kept as the
 /// shortest text that reads back as the same f64, so amounts stay exact.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub(crate) struct Scalar<'a> {
-    text: Cow<'a, str>,
-    is_string: bool,
-    int: Option<i128>,
+    pub(crate) text: Cow<'a, str>,
+    pub(crate) is_string: bool,
+    pub(crate) int: Option<i128>,
 }
 
 impl Scalar<'_> {
@@ -243,45 +243,47 @@ impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
     }
 }
 
-#[derive(Deserialize)]
-struct RawEvent<'a> {
+/// An event as read, before validation (by [`crate::event_scan`] or serde_json).
+#[derive(Debug, Deserialize, PartialEq)]
+pub(crate) struct RawEvent<'a> {
     #[serde(rename = "type", borrow)]
-    kind: Option<Scalar<'a>>,
+    pub(crate) kind: Option<Scalar<'a>>,
     #[serde(borrow, alias = "eventId")]
-    event_id: Option<Scalar<'a>>,
+    pub(crate) event_id: Option<Scalar<'a>>,
     #[serde(borrow, alias = "userId", alias = "user_id", alias = "customerId")]
-    customer_id: Option<Scalar<'a>>,
+    pub(crate) customer_id: Option<Scalar<'a>>,
     #[serde(borrow, alias = "orderId")]
-    order_id: Option<Scalar<'a>>,
+    pub(crate) order_id: Option<Scalar<'a>>,
     #[serde(borrow)]
-    timestamp: Option<Scalar<'a>>,
+    pub(crate) timestamp: Option<Scalar<'a>>,
     #[serde(borrow)]
-    currency: Option<Scalar<'a>>,
+    pub(crate) currency: Option<Scalar<'a>>,
     #[serde(borrow, alias = "products")]
-    items: Option<BoundedItems<'a>>,
+    pub(crate) items: Option<BoundedItems<'a>>,
     #[serde(borrow)]
-    revenue: Option<Scalar<'a>>,
+    pub(crate) revenue: Option<Scalar<'a>>,
     #[serde(borrow)]
-    amount: Option<Scalar<'a>>,
-    channels: Option<Consent>,
+    pub(crate) amount: Option<Scalar<'a>>,
+    pub(crate) channels: Option<Consent>,
 }
 
-#[derive(Deserialize)]
-struct RawItem<'a> {
+#[derive(Debug, Deserialize, PartialEq)]
+pub(crate) struct RawItem<'a> {
     #[serde(borrow, alias = "item_id", alias = "sku", alias = "productId")]
-    product_id: Option<Scalar<'a>>,
+    pub(crate) product_id: Option<Scalar<'a>>,
     #[serde(borrow)]
-    category: Option<Scalar<'a>>,
+    pub(crate) category: Option<Scalar<'a>>,
     #[serde(borrow)]
-    quantity: Option<Scalar<'a>>,
+    pub(crate) quantity: Option<Scalar<'a>>,
     #[serde(borrow)]
-    price: Option<Scalar<'a>>,
+    pub(crate) price: Option<Scalar<'a>>,
 }
 
 /// The items of one purchase, refused while decoding once there are more than
 /// [`MAX_ITEMS_PER_EVENT`], so a hostile body cannot make the decoder allocate
 /// far more than it sent.
-struct BoundedItems<'a>(Vec<RawItem<'a>>);
+#[derive(Debug, PartialEq)]
+pub(crate) struct BoundedItems<'a>(pub(crate) Vec<RawItem<'a>>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for BoundedItems<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -442,10 +444,17 @@ impl Validator {
     }
 
     /// Decodes and validates one JSON event.
+    /// The common shape is read in one pass ([`crate::event_scan`]); anything
+    /// else, errors included, goes through serde_json with the same result.
     pub fn decode(&self, json: &[u8]) -> Result<Event, EventError> {
-        check_depth(json, MAX_EVENT_DEPTH)?;
-        let raw: RawEvent<'_> = serde_json::from_slice(json)
-            .map_err(|e| EventError::Json(truncate_message(e.to_string(), MAX_JSON_ERROR_BYTES)))?;
+        let raw = match crate::event_scan::scan_event(json) {
+            Some(raw) => raw,
+            None => {
+                check_depth(json, MAX_EVENT_DEPTH)?;
+                serde_json::from_slice(json)
+                    .map_err(|e| EventError::Json(truncate_message(e.to_string(), MAX_JSON_ERROR_BYTES)))?
+            }
+        };
         let event = self.validate(raw)?;
         check_bounds(&event)?;
         Ok(event)
@@ -640,6 +649,10 @@ fn required<'s>(raw: &'s Option<Scalar<'_>>, field: &str) -> Result<Cow<'s, str>
 fn check_id_text(text: &str, field: &str) -> Result<(), EventError> {
     if text.len() > MAX_ID_BYTES {
         return Err(EventError::field(field, format!("is {} bytes long, the limit is {MAX_ID_BYTES}", text.len())));
+    }
+    // Printable ASCII, the usual case, is checked a block of bytes at a time.
+    if text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Ok(());
     }
     if let Some(c) = text.chars().find(|c| c.is_control()) {
         return Err(EventError::field(

@@ -18,6 +18,7 @@
 
 pub mod codec;
 pub mod event;
+mod event_scan;
 pub mod money;
 pub mod quote;
 pub mod schema;
