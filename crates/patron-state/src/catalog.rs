@@ -2,17 +2,22 @@
 //! by every shard writer (a `DashMap`, so lookups of known products take no
 //! global lock). Per-customer purchase history stores these 4-byte indices
 //! instead of strings, which keeps it within the memory budget.
+//!
+//! Every purchase line looks its product up here, so the map hashes with
+//! foldhash (hashbrown's default, seeded per process) rather than SipHash:
+//! SipHash of the id was about 1% of the server's ingest samples.
 
 use std::sync::RwLock;
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
+use hashbrown::DefaultHashBuilder;
 use patron_model::ProductId;
 
 /// Product ids ↔ dense indices.
 #[derive(Debug, Default)]
 pub struct ProductCatalog {
-    index: DashMap<ProductId, u32>,
+    index: DashMap<ProductId, u32, DefaultHashBuilder>,
     names: RwLock<Vec<ProductId>>,
 }
 

@@ -31,7 +31,6 @@
 //! purchase ─► profile (buy again) ─► product counters + co-purchase summaries ─► refresh (rayon) ─► RecsModel
 //! ```
 
-use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -301,7 +300,8 @@ pub fn basket_lines<'a>(purchase: &'a Purchase, catalog: &ProductCatalog) -> Vec
 #[derive(Debug, Default)]
 struct Categories {
     names: Vec<Box<str>>,
-    index: HashMap<Box<str>, u32>,
+    /// Looked up for every purchase line: hashbrown's seeded foldhash, not SipHash.
+    index: hashbrown::HashMap<Box<str>, u32>,
 }
 
 /// Statistics of every product, shared by all shard writers.
