@@ -640,8 +640,11 @@ pub(crate) fn open_engine(
         records = report.records,
         segments = report.segments,
         seconds = opened.elapsed().as_secs_f64(),
-        "recovered {} events from the write-ahead log",
-        report.events
+        replay_seconds = report.replay_micros as f64 / 1e6,
+        "recovered {} events from the write-ahead log (replayed in {:.2} s, {:.0} events/s)",
+        report.events,
+        report.replay_micros as f64 / 1e6,
+        report.events as f64 * 1e6 / report.replay_micros.max(1) as f64
     );
     if let Some(torn) = &report.torn_tail {
         tracing::warn!(

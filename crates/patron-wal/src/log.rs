@@ -94,6 +94,8 @@ pub struct RecoveryReport {
     pub next_seq: u64,
     /// The torn tail that was dropped, if any.
     pub torn_tail: Option<TornTail>,
+    /// Time spent reading the segments and replaying their records, µs.
+    pub replay_micros: u64,
 }
 
 /// Counters for `/metrics`.
@@ -209,6 +211,7 @@ impl Wal {
         };
         let mut expected: Option<u64> = None;
         let mut tail_state: Option<(u64, PathBuf, u64)> = None; // (first_seq, path, valid_end)
+        let replay_started = Instant::now();
         for (i, (first_seq, path)) in segments.iter().enumerate().skip(covered) {
             let bytes = std::fs::read(path).map_err(io(path, "read segment"))?;
             let is_last = i + 1 == segments.len();
@@ -249,6 +252,7 @@ impl Wal {
         }
         let next_seq = expected.unwrap_or(0);
         report.next_seq = next_seq;
+        report.replay_micros = replay_started.elapsed().as_micros() as u64;
 
         let (segment_first, file, offset) = match tail_state {
             Some((first, path, end)) => {
