@@ -32,7 +32,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -631,6 +631,58 @@ fn decode_payload(payload: &[u8], validator: &Validator) -> std::result::Result<
     }
 }
 
+/// Events handed to a shard's replaying thread at a time.
+const REPLAY_BATCH: usize = 4096;
+
+/// One entry of the log for a shard's replaying thread.
+enum Replayed {
+    /// An event at `index` of the record `seq`, with its customer's hash.
+    Event { seq: u64, index: usize, event: Event, hash: u64 },
+    /// An erasure.
+    Erase(CustomerId),
+}
+
+/// Applies one replayed entry to its shard's book; an event whose apply
+/// panics is quarantined instead (the rest of the log still applies).
+fn replay_into(
+    book: &mut CustomerBook,
+    replayed: Replayed,
+    inner: &Inner,
+    config: &EngineConfig,
+    quarantine: &(impl Fn(u64, Option<usize>, Option<&Event>, String, &[u8]) + Sync),
+) {
+    let (seq, index, event, hash) = match replayed {
+        Replayed::Erase(customer) => {
+            book.remove(&customer);
+            return;
+        }
+        Replayed::Event { seq, index, event, hash } => (seq, index, event, hash),
+    };
+    let apply = || {
+        #[cfg(test)]
+        if event.customer_id.as_str() == PANIC_IN_TESTS {
+            panic!("a panic injected by a test");
+        }
+        book.apply_hashed(&event, hash).1
+    };
+    match catch_unwind(AssertUnwindSafe(apply)) {
+        Ok(applied) => {
+            inner.watermark_ms.fetch_max(event.timestamp.millis(), Ordering::Relaxed);
+            let counter = match applied {
+                Applied::Accepted => &inner.stats.accepted,
+                Applied::Duplicate => &inner.stats.duplicates,
+                Applied::BeyondHorizon { .. } => &inner.stats.beyond_horizon,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(panic) => {
+            let reason = format!("applying it panicked: {}", panic_message(&*panic));
+            let json = event.to_json(config.currencies.base).to_string().into_bytes();
+            quarantine(seq, Some(index), Some(&event), reason, &json);
+        }
+    }
+}
+
 impl Engine {
     /// Opens the engine: replays the log into the shards, then starts the
     /// shard writers. Returns what recovery found.
@@ -714,8 +766,8 @@ impl Engine {
         let mut first_logged: Option<u64> = None;
         let (wal, mut report) = {
             let mut books: Vec<_> = inner.shards.iter().map(|s| s.write().unwrap_or_else(|p| p.into_inner())).collect();
-            let mut quarantine =
-                |seq: u64, index: Option<usize>, event: Option<&Event>, reason: String, bytes: &[u8]| {
+            let quarantine =
+                Mutex::new(|seq: u64, index: Option<usize>, event: Option<&Event>, reason: String, bytes: &[u8]| {
                     let name = match index {
                         Some(i) => format!("log-seq-{seq}-event-{i}.json"),
                         None => format!("log-seq-{seq}.bin"),
@@ -732,51 +784,77 @@ impl Engine {
                             quarantine_error.get_or_insert(e);
                         }
                     }
-                };
-            let replay = |seq: u64, _count: u32, payload: &[u8]| {
-                first_logged.get_or_insert(seq);
-                if seq < start_seq || payload == CHECKPOINT_MARKER {
-                    return;
-                }
-                if let Some(id) = payload.strip_prefix(ERASE_PREFIX) {
-                    if let Some(customer) = std::str::from_utf8(id).ok().and_then(|id| CustomerId::new(id).ok()) {
-                        books[inner.route(&customer).1].remove(&customer);
+                });
+            let quarantine = |seq: u64, index: Option<usize>, event: Option<&Event>, reason: String, bytes: &[u8]| {
+                let mut write = quarantine.lock().unwrap_or_else(PoisonError::into_inner);
+                (*write)(seq, index, event, reason, bytes);
+            };
+            // The log is read and decoded on this thread; each shard's events
+            // are applied by a thread of their own, in log order per shard
+            // (a customer's events and erasures all reach one shard).
+            std::thread::scope(|scope| {
+                let (senders, workers): (Vec<_>, Vec<_>) = books
+                    .iter_mut()
+                    .map(|guard| {
+                        let book: &mut CustomerBook = guard;
+                        let (tx, rx) = bounded::<Vec<Replayed>>(8);
+                        let (inner, config, quarantine) = (&inner, &config, &quarantine);
+                        let worker = scope.spawn(move || {
+                            for replayed in rx.iter().flatten() {
+                                replay_into(book, replayed, inner, config, quarantine);
+                            }
+                        });
+                        (tx, worker)
+                    })
+                    .unzip();
+                let mut pending: Vec<Vec<Replayed>> = (0..shards).map(|_| Vec::with_capacity(REPLAY_BATCH)).collect();
+                let mut route = |shard: usize, replayed: Replayed| {
+                    pending[shard].push(replayed);
+                    if pending[shard].len() == REPLAY_BATCH {
+                        let full = std::mem::replace(&mut pending[shard], Vec::with_capacity(REPLAY_BATCH));
+                        // A worker only stops when its sender is dropped (or it panicked: see the join below).
+                        let _ = senders[shard].send(full);
                     }
-                    return;
-                }
-                let events = match decode_payload(payload, &replay_validator) {
-                    Ok(events) => events,
-                    Err(e) => {
-                        quarantine(seq, None, None, format!("the record does not decode: {e}"), payload);
+                };
+                let replay = |seq: u64, _count: u32, payload: &[u8]| {
+                    first_logged.get_or_insert(seq);
+                    if seq < start_seq || payload == CHECKPOINT_MARKER {
                         return;
                     }
+                    if let Some(id) = payload.strip_prefix(ERASE_PREFIX) {
+                        if let Some(customer) = std::str::from_utf8(id).ok().and_then(|id| CustomerId::new(id).ok()) {
+                            let shard = inner.route(&customer).1;
+                            route(shard, Replayed::Erase(customer));
+                        }
+                        return;
+                    }
+                    let events = match decode_payload(payload, &replay_validator) {
+                        Ok(events) => events,
+                        Err(e) => {
+                            quarantine(seq, None, None, format!("the record does not decode: {e}"), payload);
+                            return;
+                        }
+                    };
+                    for (index, event) in events.into_iter().enumerate() {
+                        // Bounds that an older version did not enforce are enforced here too.
+                        if let Err(e) = check_bounds(&event) {
+                            let json = event.to_json(config.currencies.base).to_string().into_bytes();
+                            quarantine(seq, Some(index), Some(&event), e.to_string(), &json);
+                            continue;
+                        }
+                        let (hash, shard) = inner.route(&event.customer_id);
+                        route(shard, Replayed::Event { seq, index, event, hash });
+                    }
                 };
-                for (index, event) in events.into_iter().enumerate() {
-                    let json = || event.to_json(config.currencies.base).to_string().into_bytes();
-                    // Bounds that an older version did not enforce are enforced here too.
-                    if let Err(e) = check_bounds(&event) {
-                        quarantine(seq, Some(index), Some(&event), e.to_string(), &json());
-                        continue;
-                    }
-                    let (hash, shard) = inner.route(&event.customer_id);
-                    match catch_unwind(AssertUnwindSafe(|| books[shard].apply_hashed(&event, hash).1)) {
-                        Ok(applied) => {
-                            inner.watermark_ms.fetch_max(event.timestamp.millis(), Ordering::Relaxed);
-                            let counter = match applied {
-                                Applied::Accepted => &inner.stats.accepted,
-                                Applied::Duplicate => &inner.stats.duplicates,
-                                Applied::BeyondHorizon { .. } => &inner.stats.beyond_horizon,
-                            };
-                            counter.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(panic) => {
-                            let reason = format!("applying it panicked: {}", panic_message(&*panic));
-                            quarantine(seq, Some(index), Some(&event), reason, &json());
-                        }
-                    }
+                let opened = Wal::open_from(&config.data_dir.join("wal"), config.wal, start_seq, replay);
+                for (sender, rest) in senders.iter().zip(pending) {
+                    let _ = sender.send(rest);
                 }
-            };
-            Wal::open_from(&config.data_dir.join("wal"), config.wal, start_seq, replay).map_err(StateError::Log)?
+                drop(senders);
+                let joined = workers.into_iter().map(|w| w.join()).collect::<std::result::Result<Vec<()>, _>>();
+                joined.map_err(|_| StateError::Replay("a thread replaying the log panicked".into()))?;
+                opened.map_err(StateError::Log)
+            })?
         };
         if let Some(e) = quarantine_error {
             return Err(e);
@@ -1535,6 +1613,31 @@ mod tests {
         for i in 0..6 {
             assert!(engine.customer(&CustomerId::new(&format!("c{i}")).unwrap()).is_some(), "c{i}");
         }
+    }
+
+    /// Replay applies each shard's events on a thread of its own: an event
+    /// whose apply panics there is quarantined, and every other event, in
+    /// every shard, applies in log order (orders and erasures included).
+    #[test]
+    fn replay_by_shard_threads_quarantines_a_panicking_event_and_applies_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(dir.path(), 4);
+        let events: Vec<Event> = (0..400).map(|i| purchase(&format!("e{i}"), &format!("c{}", i % 40), 100)).collect();
+        assert_eq!(engine.submit(events).unwrap().accepted, 400);
+        assert!(engine.erase(&CustomerId::new("c7").unwrap()).unwrap());
+        assert_eq!(engine.submit(vec![purchase("after", "c7", 100)]).unwrap().accepted, 1);
+        assert!(engine.submit(vec![purchase("boom", PANIC_IN_TESTS, 1)]).is_err(), "the live shard dies");
+        drop(engine);
+        let engine = open(dir.path(), 4);
+        let quarantined = engine.quarantined();
+        assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+        assert!(quarantined[0].reason.contains("applying it panicked"), "{:?}", quarantined[0]);
+        for c in (0..40).filter(|&c| c != 7) {
+            let customer = engine.customer(&CustomerId::new(&format!("c{c}")).unwrap()).expect("replayed");
+            assert_eq!(customer.summary.orders, 10, "c{c}");
+        }
+        let erased_then_back = engine.customer(&CustomerId::new("c7").unwrap()).expect("bought after the erasure");
+        assert_eq!(erased_then_back.summary.orders, 1, "the erasure replays between its events");
     }
 
     /// Issue 12: two logged purchases of 92233720368547758 EUR (accepted by an
