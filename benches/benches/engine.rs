@@ -2,6 +2,9 @@
 //! 2-core reference machine), on a fresh engine and data directory per sample:
 //!
 //! - `engine/decode_100k`: JSON → validated events only.
+//! - `engine/decode_100k_general`: the same with the general decoder only
+//!   (serde_json), without the one-pass reader of the common shape: the
+//!   two side by side in one run.
 //! - `engine/submit_100k`: validated events → durable log (group commit,
 //!   fdatasync) → routed to shards → applied → each touched customer rescored.
 //! - `engine/decode_and_submit_100k`: both, the whole in-process path.
@@ -51,6 +54,9 @@ fn engine_path(c: &mut Criterion) {
     group.throughput(Throughput::Elements(EVENTS as u64));
     group.bench_function("decode_100k", |b| {
         b.iter(|| lines.iter().map(|l| validator.decode(black_box(l.as_bytes()))).filter(Result::is_ok).count())
+    });
+    group.bench_function("decode_100k_general", |b| {
+        b.iter(|| lines.iter().map(|l| validator.decode_general(black_box(l.as_bytes()))).filter(Result::is_ok).count())
     });
     group.bench_function("submit_100k", |b| {
         b.iter_batched(

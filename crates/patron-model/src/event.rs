@@ -449,12 +449,23 @@ impl Validator {
     pub fn decode(&self, json: &[u8]) -> Result<Event, EventError> {
         let raw = match crate::event_scan::scan_event(json) {
             Some(raw) => raw,
-            None => {
-                check_depth(json, MAX_EVENT_DEPTH)?;
-                serde_json::from_slice(json)
-                    .map_err(|e| EventError::Json(truncate_message(e.to_string(), MAX_JSON_ERROR_BYTES)))?
-            }
+            None => Self::read_general(json)?,
         };
+        self.validated(raw)
+    }
+
+    /// [`Validator::decode`] with the general decoder only (serde_json), for
+    /// comparisons: the same events and errors, without the one-pass reader.
+    pub fn decode_general(&self, json: &[u8]) -> Result<Event, EventError> {
+        self.validated(Self::read_general(json)?)
+    }
+
+    fn read_general(json: &[u8]) -> Result<RawEvent<'_>, EventError> {
+        check_depth(json, MAX_EVENT_DEPTH)?;
+        serde_json::from_slice(json).map_err(|e| EventError::Json(truncate_message(e.to_string(), MAX_JSON_ERROR_BYTES)))
+    }
+
+    fn validated(&self, raw: RawEvent<'_>) -> Result<Event, EventError> {
         let event = self.validate(raw)?;
         check_bounds(&event)?;
         Ok(event)
@@ -783,6 +794,25 @@ mod tests {
         assert!(matches!(r.kind, EventKind::Refund(Refund { amount_minor: 5990, .. })));
         let k = decode(r#"{"type":"consent","event_id":"k-5","customer_id":"c-42","timestamp":"2026-11-23T10:16:00Z","channels":{"email":true,"sms":false,"push":false}}"#).unwrap();
         assert_eq!(k.kind, EventKind::Consent(Consent { email: Some(true), sms: Some(false), push: Some(false) }));
+    }
+
+    /// The one-pass reader changes speed, not results: the general decoder
+    /// gives the same event or the same error for every example here.
+    #[test]
+    fn the_general_decoder_agrees_with_decode() {
+        let v = validator();
+        for json in [
+            PURCHASE,
+            r#"{"type":"refund","eventId":"r-77","userId":42,"orderId":"o-1001","timestamp":1764000000000,"amount":"59.90"}"#,
+            r#"{"type":"consent","event_id":"k-5","customer_id":"c-42","timestamp":"2026-11-23T10:16:00Z","channels":{"email":true}}"#,
+            r#"{"type":"purchase","event_id":"o","customer_id":"c\u0041","timestamp":1764000000000,"revenue":12.5}"#,
+            r#"{"type":"purchase","event_id":"o","customer_id":"c","timestamp":1764000000000,"items":[{"sku":"a","price":"-1"}]}"#,
+            r#"{"type":"purchase","event_id":"o","customer_id":"c","timestamp":1764000000000,"revenue":"1","revenue":"2"}"#,
+            r#"{"type":"visit","event_id":"o","customer_id":"c","timestamp":1764000000000}"#,
+            r#"{"type":"purchase","#,
+        ] {
+            assert_eq!(v.decode(json.as_bytes()), v.decode_general(json.as_bytes()), "{json}");
+        }
     }
 
     #[test]
