@@ -42,7 +42,7 @@ peak=$(python3 -c "import json,sys; print(int(json.load(open(sys.argv[1]))['even
 kill -9 "$server"; wait "$server" 2>/dev/null || true
 start_server peak peak-restart
 { echo "# $patron serve on the closed loop's directory after SIGKILL (commit $(git rev-parse --short HEAD))"
-  grep -o 'recovered .*' "$work/peak-restart.err" || echo "no recovery line in the log"; } > "bench-results/loadgen/$stamp-recovery.txt"
+  grep -o 'recovered .*' "$work/peak-restart.err" | sed 's/\x1b\[[0-9;]*m//g' || echo "no recovery line in the log"; } > "bench-results/loadgen/$stamp-recovery.txt"
 cat "bench-results/loadgen/$stamp-recovery.txt"
 kill "$server"; wait "$server" 2>/dev/null || true
 start_server half
