@@ -57,15 +57,14 @@ def status(measured, target, higher_is_better):
 
 
 LIMITS = {
-    "http_ingest": "Two cores shared by the server and the load generator. Per event the server spends about 1 µs "
-    "decoding and validating JSON (criterion `engine/decode_100k`: 1.2 µs per event on one core), plus the log, "
-    "apply, rescore and recommendation update; the closed-loop server uses 1.3 of the 2 cores. At 1M events/s the "
-    "budget is 2 µs of CPU per event for everything, client included. perf profile: bench-results/loadgen/NOTES.md. "
-    "Below 2026-11-23's 237k: the server spends 7.1–7.6 µs of CPU per event against 5.4 then (12 µs before the "
-    "co-purchase counters went column-wise and the allocator stopped re-zeroing freed memory). One binary gives "
-    "121–163k from run to run, so a single run is good to about ±10%. New in the profile since then: the dedup "
-    "fingerprint table (one cache miss per event), copy-on-write checks, SipHash in the product catalogue "
-    "(issue 15).",
+    "http_ingest": "Two cores shared by the server and the load generator (which now builds its bodies before "
+    "the clock starts). The server spends 6.3–6.7 µs of CPU per accepted event against a budget of 1 µs; by the "
+    "profile of the closed loop, about 1.1 µs goes to decoding and validating (a one-pass reader of the common "
+    "event shape, 1.04 µs per event on one core against 1.72 through serde_json), 1.2 µs to the recommendation "
+    "statistics (about 34 co-purchase counter updates per purchase, each a cache miss), 1.2 µs to applying "
+    "(three random reads into the state: fingerprint table, id index, id bytes), and 1.0 µs to page zeroing and "
+    "the allocator. SIMD JSON parsers were no faster on these small events. Each stage's reason and next step: "
+    "bench-results/loadgen/NOTES.md (issue 15). One binary moves about ±10% from run to run.",
     "inproc_ingest": "Decode + validate runs at about 1M events/s on 2 cores and the submit path (group-committed log, "
     "routing, apply, O(1) rescore, product statistics) at 0.4–0.8M events/s, falling as the state outgrows the "
     "caches (peak at 100k customers); sharing 2 cores, the two give about 0.4M events/s. 3M events/s would need "
@@ -74,13 +73,14 @@ LIMITS = {
     "bench-results/scaling/NOTES.md.",
     "freshness": "On 2026-11-23, 5 of 7 runs met it (p99 15–21 ms at 118k events/s); the others held one "
     "300–400 ms stall from a slow fdatasync of the VM's disk (`server_max_sync_ms`). The runs of 2026-11-30 "
-    "(issue 14) miss at 55–72 ms with slowest syncs of 8–37 ms at 57–91k events/s (half of each run's own peak): "
-    "batches queue on 2 cores shared with the load generator. See bench-results/loadgen/NOTES.md.",
+    "(issue 14) missed at 55–72 ms at 57–91k events/s, batches queueing on 2 cores shared with the load "
+    "generator; the newest (issue 15) met it at 116k events/s (p99 36 ms), with the generator's bodies built "
+    "before the clock. See bench-results/loadgen/NOTES.md.",
     "freshness_sql": "Missed. Writers copy only the column groups a running query holds (36 KiB per touched chunk "
     "for a GROUP BY over clv, was the whole 550 KiB chunk), and the dedup and id indexes grow 1/64 at a time, so "
-    "with the query back to back p99 went from 269 to about 100 ms at 67k events/s. Since the peak rose, half of "
-    "it is 87–91k events/s, and there the query keeps one of the 2 cores busy: the server's CPU per event doubles "
-    "(16–17 µs against 8.7–11.3 without SQL) and p99 is 258–313 ms (see bench-results/loadgen/NOTES.md)",
+    "with the query back to back p99 went from 269 to about 100 ms at 67k events/s. At today's half peak "
+    "(87–116k events/s) the query keeps one of the 2 cores busy: the server's CPU per event doubles (15–17 µs "
+    "against 8.7–11.3 without SQL) and p99 is 256–313 ms (see bench-results/loadgen/NOTES.md)",
     "rescore": "",
     "fit": "",
     "fit_ratio": "lifetimes took 8.5 s here, not the 14–16 s DESIGN.md assumed, so 50× means 0.17 s. Our fit is "
