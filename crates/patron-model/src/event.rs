@@ -462,7 +462,8 @@ impl Validator {
 
     fn read_general(json: &[u8]) -> Result<RawEvent<'_>, EventError> {
         check_depth(json, MAX_EVENT_DEPTH)?;
-        serde_json::from_slice(json).map_err(|e| EventError::Json(truncate_message(e.to_string(), MAX_JSON_ERROR_BYTES)))
+        serde_json::from_slice(json)
+            .map_err(|e| EventError::Json(truncate_message(e.to_string(), MAX_JSON_ERROR_BYTES)))
     }
 
     fn validated(&self, raw: RawEvent<'_>) -> Result<Event, EventError> {

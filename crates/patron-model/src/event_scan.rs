@@ -130,7 +130,11 @@ impl<'a> Reader<'a> {
             return None;
         }
         self.at = end;
-        Some(Scalar { text: Cow::Borrowed(""), is_string: false, int: Some(if negative { -magnitude } else { magnitude }) })
+        Some(Scalar {
+            text: Cow::Borrowed(""),
+            is_string: false,
+            int: Some(if negative { -magnitude } else { magnitude }),
+        })
     }
 
     fn boolean(&mut self) -> Option<bool> {

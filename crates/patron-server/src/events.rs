@@ -225,11 +225,7 @@ fn non_empty_lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// A guess at the number of events in a body, to size its vectors once:
 /// the lines of NDJSON, or one per 200 bytes of an array.
 fn estimated_events(body: &[u8]) -> usize {
-    if body.first() == Some(&b'[') {
-        body.len() / 200 + 1
-    } else {
-        body.iter().filter(|&&b| b == b'\n').count() + 1
-    }
+    if body.first() == Some(&b'[') { body.len() / 200 + 1 } else { body.iter().filter(|&&b| b == b'\n').count() + 1 }
 }
 
 /// Bodies from this size on are decoded in pieces, one per core, each on

@@ -175,5 +175,8 @@ fn print_report(r: &LoadReport) {
         ),
         _ => println!("server RSS and CPU: pass --server-pid to measure them"),
     }
-    println!("client: {} events in bodies built before the clock started, the rest built while sending", r.prebuilt_events);
+    println!(
+        "client: {} events in bodies built before the clock started, the rest built while sending",
+        r.prebuilt_events
+    );
 }
