@@ -444,7 +444,7 @@ impl Validator {
     }
 
     /// Decodes and validates one JSON event.
-    /// The common shape is read in one pass ([`crate::event_scan`]); anything
+    /// The common shape is read in one pass (module `event_scan`); anything
     /// else, errors included, goes through serde_json with the same result.
     pub fn decode(&self, json: &[u8]) -> Result<Event, EventError> {
         let raw = match crate::event_scan::scan_event(json) {

@@ -235,11 +235,7 @@ impl<'a> Reader<'a> {
                 "price" => &mut item.price,
                 _ => return None,
             };
-            if slot.is_some() {
-                return None;
-            }
-            *slot = Some(reader.scalar()?);
-            Some(())
+            fill_once(slot, reader.scalar())
         })?;
         Some(item)
     }
@@ -253,14 +249,19 @@ impl<'a> Reader<'a> {
                 "push" => &mut consent.push,
                 _ => return None,
             };
-            if slot.is_some() {
-                return None;
-            }
-            *slot = Some(reader.boolean()?);
-            Some(())
+            fill_once(slot, reader.boolean())
         })?;
         Some(consent)
     }
+}
+
+/// Fills a field read once; a repeated field (or no value) is `None`, left to serde_json.
+fn fill_once<T>(slot: &mut Option<T>, value: Option<T>) -> Option<()> {
+    if slot.is_some() {
+        return None;
+    }
+    *slot = Some(value?);
+    Some(())
 }
 
 #[cfg(test)]
