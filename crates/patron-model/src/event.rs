@@ -313,6 +313,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for BoundedItems<'a> {
 /// Longest JSON decoder message kept (serde quotes whole bad values).
 const MAX_JSON_ERROR_BYTES: usize = 512;
 
+fn json_error(e: serde_json::Error) -> EventError {
+    EventError::Json(truncate_message(e.to_string(), MAX_JSON_ERROR_BYTES))
+}
+
 /// Checks the bounds every applied event must respect: amounts within
 /// [`MAX_AMOUNT_MINOR`], quantities within [`MAX_QUANTITY`], at most
 /// [`MAX_ITEMS_PER_EVENT`] items. The validator runs it on every new event and
@@ -447,9 +451,22 @@ impl Validator {
     /// The common shape is read in one pass (module `event_scan`); anything
     /// else, errors included, goes through serde_json with the same result.
     pub fn decode(&self, json: &[u8]) -> Result<Event, EventError> {
+        match std::str::from_utf8(json) {
+            Ok(text) => self.decode_text(text),
+            // serde_json names the invalid byte.
+            Err(_) => self.decode_general(json),
+        }
+    }
+
+    /// [`Validator::decode`] of text already checked for UTF-8 (a body is
+    /// checked once, then read line by line).
+    pub fn decode_text(&self, json: &str) -> Result<Event, EventError> {
         let raw = match crate::event_scan::scan_event(json) {
             Some(raw) => raw,
-            None => Self::read_general(json)?,
+            None => {
+                check_depth(json.as_bytes(), MAX_EVENT_DEPTH)?;
+                serde_json::from_str(json).map_err(json_error)?
+            }
         };
         self.validated(raw)
     }
@@ -462,8 +479,7 @@ impl Validator {
 
     fn read_general(json: &[u8]) -> Result<RawEvent<'_>, EventError> {
         check_depth(json, MAX_EVENT_DEPTH)?;
-        serde_json::from_slice(json)
-            .map_err(|e| EventError::Json(truncate_message(e.to_string(), MAX_JSON_ERROR_BYTES)))
+        serde_json::from_slice(json).map_err(json_error)
     }
 
     fn validated(&self, raw: RawEvent<'_>) -> Result<Event, EventError> {
@@ -813,6 +829,7 @@ mod tests {
             r#"{"type":"purchase","#,
         ] {
             assert_eq!(v.decode(json.as_bytes()), v.decode_general(json.as_bytes()), "{json}");
+            assert_eq!(v.decode_text(json), v.decode_general(json.as_bytes()), "{json}");
         }
     }
 

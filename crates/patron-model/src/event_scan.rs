@@ -23,11 +23,10 @@ use std::borrow::Cow;
 use crate::MAX_ITEMS_PER_EVENT;
 use crate::event::{BoundedItems, Consent, RawEvent, RawItem, Scalar};
 
-/// The event in `json` if it has the common shape, else `None` (decode it
-/// with `serde_json`, which gives the same result or the error).
-pub(crate) fn scan_event(json: &[u8]) -> Option<RawEvent<'_>> {
-    // One UTF-8 check for the whole event: every string is then a slice of valid text.
-    let text = std::str::from_utf8(json).ok()?;
+/// The event in `text` if it has the common shape, else `None` (decode it
+/// with `serde_json`, which gives the same result or the error). Text is
+/// checked for UTF-8 by the caller, once per body where it can.
+pub(crate) fn scan_event(text: &str) -> Option<RawEvent<'_>> {
     let mut reader = Reader { text, at: 0 };
     let event = reader.event()?;
     reader.skip_space();
@@ -272,6 +271,11 @@ mod tests {
         serde_json::from_slice(json).ok()
     }
 
+    /// The reader on bytes, as a body's line reaches it when the body is UTF-8.
+    fn scan(json: &[u8]) -> Option<RawEvent<'_>> {
+        std::str::from_utf8(json).ok().and_then(scan_event)
+    }
+
     const SHAPES: [&str; 6] = [
         r#"{"type":"purchase","event_id":"o1","customer_id":"c1","timestamp":"2025-01-01T00:00:00Z","revenue":"5"}"#,
         r#"{"type":"purchase","event_id":"lg-1-o0","customer_id":"lg-1-c622317","timestamp":1701473775573,"items":[{"product_id":"p8","category":"cat8","quantity":1,"price":"32.51"},{"sku":"p9","quantity":2}]}"#,
@@ -285,7 +289,7 @@ mod tests {
     #[test]
     fn common_shapes_are_read_exactly_as_serde_json_reads_them() {
         for shape in SHAPES {
-            let fast = scan_event(shape.as_bytes());
+            let fast = scan(shape.as_bytes());
             assert!(fast.is_some(), "{shape}");
             assert_eq!(fast, serde(shape.as_bytes()), "{shape}");
         }
@@ -320,7 +324,7 @@ mod tests {
                     }
                 }
                 tried += 1;
-                if let Some(fast) = scan_event(&bytes) {
+                if let Some(fast) = scan(&bytes) {
                     accepted += 1;
                     assert_eq!(Some(fast), serde(&bytes), "{}", String::from_utf8_lossy(&bytes));
                 }
@@ -350,10 +354,10 @@ mod tests {
             r#"{"type":"purchase",}"#,
             "{\"type\":\"purch\u{1}ase\"}",
         ] {
-            assert!(scan_event(json.as_bytes()).is_none(), "{json}");
+            assert!(scan(json.as_bytes()).is_none(), "{json}");
         }
         let many = format!(r#"{{"items":[{}]}}"#, vec![r#"{"sku":"a"}"#; MAX_ITEMS_PER_EVENT + 1].join(","));
-        assert!(scan_event(many.as_bytes()).is_none());
-        assert!(scan_event(&[b'{', b'"', 0xff, b'"', b':', b'1', b'}']).is_none());
+        assert!(scan(many.as_bytes()).is_none());
+        assert!(scan(&[b'{', b'"', 0xff, b'"', b':', b'1', b'}']).is_none());
     }
 }

@@ -25,7 +25,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use patron_model::{
-    Event, MAX_EVENT_DEPTH, SinkError, Timestamp, Validator, check_depth, claimed_customer_ids, truncate_message,
+    Event, EventError, MAX_EVENT_DEPTH, SinkError, Timestamp, Validator, check_depth, claimed_customer_ids,
+    truncate_message,
 };
 use serde_json::{Value, json};
 
@@ -172,8 +173,9 @@ impl Decoded {
         }));
     }
 
-    fn one(&mut self, index: usize, raw: &[u8], validator: &Validator) {
-        match validator.decode(raw) {
+    /// Keeps the event decoded from `raw` at `index`, or its rejection.
+    fn one(&mut self, index: usize, raw: &[u8], decoded: Result<Event, EventError>) {
+        match decoded {
             Ok(e) => {
                 self.events.push(e);
                 self.positions.push(index);
@@ -199,27 +201,38 @@ pub(crate) fn decode_body(body: &[u8], ndjson: bool, validator: &Validator) -> R
         check_depth(trimmed, MAX_EVENT_DEPTH + 1).map_err(|e| e.to_string())?;
         let mut index = 0;
         for_each_array_element(trimmed, |raw| {
-            out.one(index, raw, validator);
+            out.one(index, raw, validator.decode(raw));
             index += 1;
         })
         .map_err(|e| format!("the body is not a JSON array of events: {}", truncate_message(e.to_string(), 512)))?;
     } else {
-        let mut lines = non_empty_lines(trimmed).peekable();
-        let first = lines.next();
-        if ndjson || lines.peek().is_some() {
-            for (i, line) in first.into_iter().chain(lines).enumerate() {
-                out.one(i, line, validator);
-            }
-        } else {
-            out.one(0, trimmed, validator);
-        }
+        // NDJSON, or one object (on one line or several: each non-empty line is then read as an event).
+        let mut index = 0;
+        for_each_line(trimmed, validator, |raw, decoded| {
+            out.one(index, raw, decoded);
+            index += 1;
+        });
     }
     Ok(out)
 }
 
-/// The non-empty lines of a body, trimmed.
-fn non_empty_lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
-    body.split(|&b| b == b'\n').map(<[u8]>::trim_ascii).filter(|l| !l.is_empty())
+/// Decodes each non-empty line of a body (trimmed), calling `each` with its
+/// text and what it decoded to. A body that is valid UTF-8, as nearly all
+/// are, is checked once and its lines are read as text; otherwise each line
+/// is checked on its own, so one bad byte rejects only its line.
+fn for_each_line(body: &[u8], validator: &Validator, mut each: impl FnMut(&[u8], Result<Event, EventError>)) {
+    match std::str::from_utf8(body) {
+        Ok(text) => {
+            for line in text.split('\n').map(str::trim_ascii).filter(|l| !l.is_empty()) {
+                each(line.as_bytes(), validator.decode_text(line));
+            }
+        }
+        Err(_) => {
+            for line in body.split(|&b| b == b'\n').map(<[u8]>::trim_ascii).filter(|l| !l.is_empty()) {
+                each(line, validator.decode(line));
+            }
+        }
+    }
 }
 
 /// A guess at the number of events in a body, to size its vectors once:
@@ -302,10 +315,10 @@ fn piece_bounds(body: &[u8], ndjson: bool, pieces: usize) -> Vec<std::ops::Range
 fn decode_lines(piece: &[u8], validator: &Validator) -> (Decoded, usize) {
     let mut out = Decoded::with_capacity(estimated_events(piece));
     let mut lines = 0;
-    for line in non_empty_lines(piece) {
-        out.one(lines, line, validator);
+    for_each_line(piece, validator, |raw, decoded| {
+        out.one(lines, raw, decoded);
         lines += 1;
-    }
+    });
     (out, lines)
 }
 
@@ -594,6 +607,17 @@ mod tests {
         }
         let decoded = decode_body(&[BOM, format!("[{GOOD}]").as_bytes()].concat(), false, &validator()).unwrap();
         assert_eq!(decoded.events.len(), 1);
+    }
+
+    /// A body is checked for UTF-8 once; one that is not all UTF-8 is read
+    /// line by line, and a bad byte rejects only its own line.
+    #[test]
+    fn a_bad_byte_rejects_only_its_line() {
+        let second = GOOD.replace("o1", "o2");
+        let body = [GOOD.as_bytes(), b"\n{\"type\":\"purch\xffase\"}\n", second.as_bytes()].concat();
+        let decoded = decode_body(&body, true, &validator()).unwrap();
+        assert_eq!((decoded.events.len(), decoded.rejected_count, decoded.rejected[0].position), (2, 1, 1));
+        assert!(decoded.rejected[0].error.contains("invalid JSON"), "{}", decoded.rejected[0].error);
     }
 
     /// A large NDJSON body is decoded in pieces; positions, rejections and
