@@ -8,6 +8,10 @@
 //! - `engine/submit_100k`: validated events → durable log (group commit,
 //!   fdatasync) → routed to shards → applied → each touched customer rescored.
 //! - `engine/decode_and_submit_100k`: both, the whole in-process path.
+//! - `engine/recover_100k`: opening a directory whose log holds the 100k
+//!   events and no snapshot: the log replayed (one thread per shard), then
+//!   every customer rescored and the recommendations refreshed, as at a
+//!   restart. Each sample opens its own copy of the directory.
 //!
 //! Events come from the synthetic shop (`patron_workload::EventStream`): 20,000
 //! customers, baskets of 1–4 items, refunds and consent events, submitted in
@@ -75,7 +79,38 @@ fn engine_path(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    let (logged, engine) = fresh_engine();
+    submit_all(&engine, decoded.clone());
+    drop(engine);
+    group.bench_function("recover_100k", |b| {
+        b.iter_batched(
+            || copy_dir(logged.path()),
+            |copy| {
+                let opened = Engine::open(EngineConfig::new(copy.path())).expect("engine recovers");
+                (copy, opened)
+            },
+            BatchSize::PerIteration,
+        )
+    });
     group.finish();
+}
+
+/// A copy of a data directory (its log; no snapshot was written), without the lock file.
+fn copy_dir(from: &std::path::Path) -> tempfile::TempDir {
+    fn copy(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).expect("create directory");
+        for entry in std::fs::read_dir(from).expect("list directory").flatten() {
+            let (path, target) = (entry.path(), to.join(entry.file_name()));
+            if path.is_dir() {
+                copy(&path, &target);
+            } else if entry.file_name() != "LOCK" {
+                std::fs::copy(&path, &target).expect("copy file");
+            }
+        }
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy(from, dir.path());
+    dir
 }
 
 criterion_group!(benches, engine_path);
