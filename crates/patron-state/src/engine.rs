@@ -240,8 +240,45 @@ struct ShardBatch {
     completion: Arc<Completion>,
 }
 
-/// Records handed to a restoring shard thread at a time.
-const RESTORE_BATCH: usize = 4096;
+/// Items handed to a shard's thread at a time by [`fan_out`].
+const FAN_OUT_BATCH: usize = 4096;
+
+/// Runs `feed` on this thread while one scoped thread per worker takes, in
+/// order, what `feed` sends it (`send(worker, item)`), in batches of
+/// [`FAN_OUT_BATCH`]. Restore and log replay both fill the shards this way.
+/// Returns what `feed` returned, or the panic that stopped a worker.
+fn fan_out<T: Send, R>(
+    workers: Vec<impl FnMut(T) + Send>,
+    feed: impl FnOnce(&mut dyn FnMut(usize, T)) -> R,
+) -> std::result::Result<R, String> {
+    let count = workers.len();
+    std::thread::scope(|scope| {
+        let (senders, handles): (Vec<_>, Vec<_>) = workers
+            .into_iter()
+            .map(|mut work| {
+                let (tx, rx) = bounded::<Vec<T>>(8);
+                (tx, scope.spawn(move || rx.iter().flatten().for_each(&mut work)))
+            })
+            .unzip();
+        let mut pending: Vec<Vec<T>> = (0..count).map(|_| Vec::with_capacity(FAN_OUT_BATCH)).collect();
+        let fed = feed(&mut |worker, item| {
+            pending[worker].push(item);
+            if pending[worker].len() == FAN_OUT_BATCH {
+                let full = std::mem::replace(&mut pending[worker], Vec::with_capacity(FAN_OUT_BATCH));
+                // A worker stops only when its sender is dropped, or when it panicked (reported below).
+                let _ = senders[worker].send(full);
+            }
+        });
+        for (sender, rest) in senders.iter().zip(pending) {
+            let _ = sender.send(rest);
+        }
+        drop(senders);
+        for handle in handles {
+            handle.join().map_err(|panic| panic_message(&*panic))?;
+        }
+        Ok(fed)
+    })
+}
 
 /// A snapshot's customers placed in one book per shard.
 struct Restored {
@@ -335,38 +372,16 @@ fn route_into_books(
     hasher: IdHasher,
     feed: impl FnOnce(&mut dyn FnMut(CustomerRecord)) -> std::result::Result<(), String>,
 ) -> std::result::Result<Vec<CustomerBook>, String> {
-    std::thread::scope(|scope| {
-        let (senders, workers): (Vec<_>, Vec<_>) = (0..shards)
-            .map(|_| {
-                let (tx, rx) = bounded::<Vec<CustomerRecord>>(8);
-                let worker = scope.spawn(move || {
-                    let mut book = empty_book(config, hasher);
-                    rx.iter().flatten().for_each(|record| book.insert_record(record));
-                    book
-                });
-                (tx, worker)
-            })
-            .unzip();
-        let mut pending: Vec<Vec<CustomerRecord>> = (0..shards).map(|_| Vec::with_capacity(RESTORE_BATCH)).collect();
-        let fed = feed(&mut |record: CustomerRecord| {
+    let mut books: Vec<CustomerBook> = (0..shards).map(|_| empty_book(config, hasher)).collect();
+    let workers: Vec<_> = books.iter_mut().map(|book| move |record| book.insert_record(record)).collect();
+    let fed = fan_out(workers, |send| {
+        feed(&mut |record: CustomerRecord| {
             let shard = IdHasher::shard(hasher.customer_hash(record.customer_id.as_str()), shards);
-            pending[shard].push(record);
-            if pending[shard].len() == RESTORE_BATCH {
-                let full = std::mem::replace(&mut pending[shard], Vec::with_capacity(RESTORE_BATCH));
-                // A worker only stops when its sender is dropped, so this cannot fail.
-                let _ = senders[shard].send(full);
-            }
-        });
-        for (sender, rest) in senders.iter().zip(pending) {
-            let _ = sender.send(rest);
-        }
-        drop(senders);
-        let books = workers
-            .into_iter()
-            .map(|worker| worker.join().map_err(|_| "a restoring thread panicked".to_owned()))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        fed.map(|()| books)
+            send(shard, record);
+        })
     })
+    .map_err(|panic| format!("a restoring thread panicked: {panic}"))?;
+    fed.map(|()| books)
 }
 
 /// Gives each shard's book its deduplication state and the key `hasher`:
@@ -631,9 +646,6 @@ fn decode_payload(payload: &[u8], validator: &Validator) -> std::result::Result<
     }
 }
 
-/// Events handed to a shard's replaying thread at a time.
-const REPLAY_BATCH: usize = 4096;
-
 /// One entry of the log for a shard's replaying thread.
 enum Replayed {
     /// An event at `index` of the record `seq`, with its customer's hash.
@@ -792,30 +804,15 @@ impl Engine {
             // The log is read and decoded on this thread; each shard's events
             // are applied by a thread of their own, in log order per shard
             // (a customer's events and erasures all reach one shard).
-            std::thread::scope(|scope| {
-                let (senders, workers): (Vec<_>, Vec<_>) = books
-                    .iter_mut()
-                    .map(|guard| {
-                        let book: &mut CustomerBook = guard;
-                        let (tx, rx) = bounded::<Vec<Replayed>>(8);
-                        let (inner, config, quarantine) = (&inner, &config, &quarantine);
-                        let worker = scope.spawn(move || {
-                            for replayed in rx.iter().flatten() {
-                                replay_into(book, replayed, inner, config, quarantine);
-                            }
-                        });
-                        (tx, worker)
-                    })
-                    .unzip();
-                let mut pending: Vec<Vec<Replayed>> = (0..shards).map(|_| Vec::with_capacity(REPLAY_BATCH)).collect();
-                let mut route = |shard: usize, replayed: Replayed| {
-                    pending[shard].push(replayed);
-                    if pending[shard].len() == REPLAY_BATCH {
-                        let full = std::mem::replace(&mut pending[shard], Vec::with_capacity(REPLAY_BATCH));
-                        // A worker only stops when its sender is dropped (or it panicked: see the join below).
-                        let _ = senders[shard].send(full);
-                    }
-                };
+            let workers: Vec<_> = books
+                .iter_mut()
+                .map(|guard| {
+                    let book: &mut CustomerBook = guard;
+                    let (inner, config, quarantine) = (&inner, &config, &quarantine);
+                    move |replayed| replay_into(book, replayed, inner, config, quarantine)
+                })
+                .collect();
+            let opened = fan_out(workers, |send| {
                 let replay = |seq: u64, _count: u32, payload: &[u8]| {
                     first_logged.get_or_insert(seq);
                     if seq < start_seq || payload == CHECKPOINT_MARKER {
@@ -823,8 +820,7 @@ impl Engine {
                     }
                     if let Some(id) = payload.strip_prefix(ERASE_PREFIX) {
                         if let Some(customer) = std::str::from_utf8(id).ok().and_then(|id| CustomerId::new(id).ok()) {
-                            let shard = inner.route(&customer).1;
-                            route(shard, Replayed::Erase(customer));
+                            send(inner.route(&customer).1, Replayed::Erase(customer));
                         }
                         return;
                     }
@@ -843,18 +839,13 @@ impl Engine {
                             continue;
                         }
                         let (hash, shard) = inner.route(&event.customer_id);
-                        route(shard, Replayed::Event { seq, index, event, hash });
+                        send(shard, Replayed::Event { seq, index, event, hash });
                     }
                 };
-                let opened = Wal::open_from(&config.data_dir.join("wal"), config.wal, start_seq, replay);
-                for (sender, rest) in senders.iter().zip(pending) {
-                    let _ = sender.send(rest);
-                }
-                drop(senders);
-                let joined = workers.into_iter().map(|w| w.join()).collect::<std::result::Result<Vec<()>, _>>();
-                joined.map_err(|_| StateError::Replay("a thread replaying the log panicked".into()))?;
-                opened.map_err(StateError::Log)
-            })?
+                Wal::open_from(&config.data_dir.join("wal"), config.wal, start_seq, replay)
+            })
+            .map_err(|panic| StateError::Replay(format!("a thread replaying the log panicked: {panic}")))?;
+            opened.map_err(StateError::Log)?
         };
         if let Some(e) = quarantine_error {
             return Err(e);
