@@ -61,7 +61,7 @@ LIMITS = {
     "the clock starts). The server spends 6.3–6.7 µs of CPU per accepted event against a budget of 1 µs; by the "
     "profile of the closed loop, about 1.1 µs goes to decoding and validating (a one-pass reader of the common "
     "event shape, 1.04 µs per event on one core against 1.72 through serde_json), 1.2 µs to the recommendation "
-    "statistics (about 34 co-purchase counter updates per purchase, each a cache miss), 1.2 µs to applying "
+    "statistics (an estimated 34 co-purchase counter updates for a two-product basket, each about a cache miss), 1.2 µs to applying "
     "(three random reads into the state: fingerprint table, id index, id bytes), and 1.0 µs to page zeroing and "
     "the allocator. SIMD JSON parsers were no faster on these small events. Each stage's reason and next step: "
     "bench-results/loadgen/NOTES.md (issue 15). One binary moves about ±10% from run to run.",

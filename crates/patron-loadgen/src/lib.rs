@@ -88,8 +88,9 @@ pub struct LoadConfig {
 /// The analyst's default query: the full-table aggregate of DESIGN.md §6.
 pub const DEFAULT_ANALYST_SQL: &str = "SELECT rfm_segment, count(*), avg(clv) FROM customers GROUP BY 1";
 
-/// Default [`LoadConfig::prebuild_bytes`]: about 4.5 million events (20 s at
-/// 225,000 events/s), built in about 20 s on the 2-core reference machine.
+/// Default [`LoadConfig::prebuild_bytes`]: 4.2 million of the generator's
+/// events (18 s at 230,000 events/s), built in about 16 s on the 2-core
+/// reference machine.
 pub const DEFAULT_PREBUILD_BYTES: usize = 1 << 30;
 
 impl Default for LoadConfig {
