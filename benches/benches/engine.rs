@@ -8,6 +8,12 @@
 //! - `engine/submit_100k`: validated events → durable log (group commit,
 //!   fdatasync) → routed to shards → applied → each touched customer rescored.
 //! - `engine/decode_and_submit_100k`: both, the whole in-process path.
+//! - `engine/item_stats_100k_batched`: the recommendation statistics of the
+//!   same events' purchases as the engine keeps them: each batch of 500
+//!   purchases (a shard's part of a load generator request) recorded (the
+//!   customer's profile) and then applied to the product statistics with one
+//!   lock per segment, as the statistics thread does. `engine/item_stats_100k_each`: the same purchases applied one at a
+//!   time (a lock per product per purchase), side by side.
 //! - `engine/recover_100k`: opening a directory whose log holds the 100k
 //!   events and no snapshot: the log replayed (one thread per shard), then
 //!   every customer rescored and the recommendations refreshed, as at a
@@ -22,14 +28,18 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use patron_model::{CurrencyTable, Event, EventSink, Validator};
-use patron_state::{Engine, EngineConfig};
+use patron_model::{CurrencyTable, Event, EventKind, EventSink, Validator};
+use patron_state::items::basket_lines;
+use patron_state::{Engine, EngineConfig, ItemStats, Observed, ProductCatalog, PurchaseProfile};
 use patron_workload::{EventStream, ShopConfig};
 
 use patron_alloc as _;
 
 const EVENTS: usize = 100_000;
 const BATCH: usize = 10_000;
+/// Purchases per statistics batch: a shard's part of one `patron loadgen`
+/// request (1,000 events over the default two shards).
+const SHARD_BATCH: usize = 500;
 
 fn validator() -> Validator {
     Validator { max_ahead_ms: i64::MAX / 4, ..Validator::new(CurrencyTable::default()) }
@@ -79,6 +89,52 @@ fn engine_path(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    // Customers as indices, so that both statistics benches look profiles up alike.
+    let mut customers = std::collections::HashMap::new();
+    let purchases: Vec<(usize, &Event)> = decoded
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::Purchase(p) if !p.items.is_empty()))
+        .map(|e| {
+            let next = customers.len();
+            (*customers.entry(e.customer_id.as_str()).or_insert(next), e)
+        })
+        .collect();
+    let fresh_stats =
+        || (ProductCatalog::default(), ItemStats::default(), vec![PurchaseProfile::default(); customers.len()]);
+    group.throughput(Throughput::Elements(purchases.len() as u64));
+    group.bench_function("item_stats_100k_batched", |b| {
+        b.iter_batched(
+            fresh_stats,
+            |(catalog, stats, mut profiles)| {
+                let mut observed = Observed::default();
+                for batch in purchases.chunks(SHARD_BATCH) {
+                    for &(customer, event) in batch {
+                        let EventKind::Purchase(p) = &event.kind else { continue };
+                        let lines = basket_lines(p, &catalog);
+                        stats.record(&mut observed, &mut profiles[customer], event.timestamp.day(), lines, 64);
+                    }
+                    stats.apply(&mut observed);
+                }
+                stats
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.bench_function("item_stats_100k_each", |b| {
+        b.iter_batched(
+            fresh_stats,
+            |(catalog, stats, mut profiles)| {
+                for &(customer, event) in &purchases {
+                    let EventKind::Purchase(p) = &event.kind else { continue };
+                    let lines: Vec<_> = basket_lines(p, &catalog).collect();
+                    stats.observe(&mut profiles[customer], event.timestamp.day(), &lines, 64);
+                }
+                stats
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.throughput(Throughput::Elements(EVENTS as u64));
     let (logged, engine) = fresh_engine();
     submit_all(&engine, decoded.clone());
     drop(engine);

@@ -522,7 +522,13 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         "patron_product_stats_bytes",
         "gauge",
         "Memory held by the product statistics (co-purchase counters as of the last recommendation refresh).",
-        state.engine.item_stats().memory_bytes() as f64,
+        state.engine.item_stats_memory_bytes() as f64,
+    );
+    metric(
+        "patron_product_stats_batches_behind",
+        "gauge",
+        "Batches of acknowledged purchases the product statistics thread has yet to apply.",
+        state.engine.item_stats_behind() as f64,
     );
     metric("patron_uptime_seconds", "gauge", "Seconds since start.", state.started.elapsed().as_secs_f64());
     metric(

@@ -684,7 +684,7 @@ pub(crate) fn engine_stats_rows(shared: &Shared) -> Vec<(String, f64)> {
         ("last_refit_ms".to_owned(), load(&stats.last_refit_micros) / 1e3),
         ("recommendation_refreshes".to_owned(), load(&stats.recs_refreshes)),
         ("last_recommendation_refresh_ms".to_owned(), load(&stats.last_recs_refresh_micros) / 1e3),
-        ("product_stats_bytes".to_owned(), engine.item_stats().memory_bytes() as f64),
+        ("product_stats_bytes".to_owned(), engine.item_stats_memory_bytes() as f64),
     ];
     let (state_bytes, history_bytes) = engine.state_memory();
     rows.push(("customer_state_bytes".to_owned(), state_bytes as f64));

@@ -29,7 +29,7 @@ use crate::catalog::ProductCatalog;
 pub use crate::chunk::CHUNK;
 use crate::chunk::Chunk;
 use crate::dedup::{Admission, DedupIndex, IdHasher};
-use crate::items::ItemStats;
+use crate::items::{ItemStats, Observed};
 use crate::record::{Applied, CustomerRecord, DEFAULT_HISTORY, History, Summary, Tracking};
 
 /// One customer as stored: a row of a chunk and its history.
@@ -335,6 +335,8 @@ impl SlotIndex {
 pub struct CustomerBook {
     catalog: Arc<ProductCatalog>,
     items: Arc<ItemStats>,
+    /// Purchases recorded by [`Self::apply_deferring`], not yet in `items`.
+    observed: Observed,
     history_limit: usize,
     index: SlotIndex,
     records: Records,
@@ -366,6 +368,7 @@ impl CustomerBook {
         Self {
             catalog,
             items,
+            observed: Observed::default(),
             history_limit,
             index: SlotIndex::default(),
             records: Records::default(),
@@ -443,6 +446,16 @@ impl CustomerBook {
     /// already computed (by whoever routed the event here): the one hash of
     /// the id serves the index probe and the fingerprint.
     pub fn apply_hashed(&mut self, event: &Event, hash: u64) -> (Option<usize>, Applied) {
+        let applied = self.apply_deferring(event, hash);
+        self.items.apply(&mut self.observed);
+        applied
+    }
+
+    /// [`Self::apply_hashed`], except that a purchase reaches the product
+    /// statistics only when the batch [`Self::take_observed`] hands out is
+    /// applied ([`ItemStats::apply`]); the customer's own record, profile
+    /// included, is updated now.
+    pub fn apply_deferring(&mut self, event: &Event, hash: u64) -> (Option<usize>, Applied) {
         debug_assert_eq!(hash, self.hasher.customer_hash(event.customer_id.as_str()));
         let fingerprint = self.hasher.event_fingerprint(hash, &event.event_id);
         match self.dedup.admit(fingerprint, event.timestamp.day()) {
@@ -464,13 +477,26 @@ impl CustomerBook {
                 slot
             }
         };
-        let tracking = Tracking { catalog: &self.catalog, items: &self.items, history_limit: self.history_limit };
+        let tracking = Tracking {
+            catalog: &self.catalog,
+            items: &self.items,
+            history_limit: self.history_limit,
+            observed: &mut self.observed,
+        };
         if let Some((summary, history)) = self.records.row_mut(slot) {
             summary.apply(history, event, Some(tracking));
         }
         self.accepted += 1;
         self.watermark = Some(self.watermark.map_or(event.timestamp, |w| w.max(event.timestamp)));
         (Some(slot), Applied::Accepted)
+    }
+
+    /// The purchases recorded by [`Self::apply_deferring`] since the last
+    /// call, for [`ItemStats::apply`]; `empty` (a batch already applied, so
+    /// its buffers are reused) takes their place.
+    pub fn take_observed(&mut self, empty: Observed) -> Observed {
+        debug_assert!(empty.is_empty());
+        std::mem::replace(&mut self.observed, empty)
     }
 
     /// Removes a customer entirely (erasure); returns whether they existed.

@@ -52,7 +52,8 @@ use crate::book::CustomerBook;
 use crate::catalog::ProductCatalog;
 use crate::chunk::CHUNK;
 use crate::dedup::{DEFAULT_DEDUP_HORIZON_DAYS, DedupIndex, IdHasher};
-use crate::items::{ItemConfig, ItemStats, RecsModel};
+use crate::item_feed::{self, FeedSender, ItemFeed};
+use crate::items::{ItemConfig, ItemStats, Observed, RecsModel};
 use crate::recommend::{BlendConfig, Recommendation, recommend};
 use crate::record::{Applied, CustomerRecord};
 use crate::scoring::{ModelFits, ScoringConfig, fit_models_on, scorer_for};
@@ -498,23 +499,24 @@ impl Inner {
     }
 }
 
-/// The first shard writer that died, and why. Once set, the engine is
-/// fail-stop: it refuses events instead of answering for part of them.
+/// The first shard writer (or the product statistics thread they feed) that
+/// died, and why. Once set, the engine is fail-stop: it refuses events
+/// instead of answering for part of them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardFailure {
-    /// Which shard.
-    pub shard: usize,
+    /// Which shard; `None`: the product statistics thread.
+    pub shard: Option<usize>,
     /// The panic message.
     pub reason: String,
 }
 
 impl std::fmt::Display for ShardFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "shard {} failed ({}); ingest is stopped, restart the server to recover it from the log",
-            self.shard, self.reason
-        )
+        match self.shard {
+            Some(shard) => write!(f, "shard {shard} failed")?,
+            None => write!(f, "the product statistics thread failed")?,
+        }
+        write!(f, " ({}); ingest is stopped, restart the server to recover it from the log", self.reason)
     }
 }
 
@@ -573,6 +575,8 @@ struct Inner {
     /// The key of every shard's event fingerprints (stored in snapshots).
     hasher: IdHasher,
     stats: EngineStats,
+    /// Batches of purchases on their way to `items` (see [`crate::item_feed`]).
+    item_feed: ItemFeed,
     config: EngineConfig,
 }
 
@@ -763,6 +767,7 @@ impl Engine {
             watermark_ms: AtomicI64::new(i64::MIN),
             hasher,
             stats: EngineStats::default(),
+            item_feed: ItemFeed::default(),
             config: config.clone(),
         });
         let mut start_seq = 0;
@@ -865,16 +870,28 @@ impl Engine {
         report.events = inner.stats.accepted.load(Ordering::Relaxed) + inner.stats.duplicates.load(Ordering::Relaxed);
         let mut senders = Vec::with_capacity(shards);
         let mut threads = Vec::with_capacity(shards);
+        let (feed, feed_receiver) = item_feed::channels();
+        let feed_thread = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("patron-items".to_owned())
+                .spawn(move || item_feeder(&inner, feed_receiver))
+                .map_err(|e| StateError::Replay(format!("cannot start the product statistics thread: {e}")))?
+        };
         for shard in 0..shards {
             let (tx, rx) = bounded(config.shard_queue);
             senders.push(tx);
             let inner = inner.clone();
+            let feed = feed.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("patron-shard-{shard}"))
-                .spawn(move || shard_writer(&inner, shard, &rx))
+                .spawn(move || shard_writer(&inner, shard, &rx, &feed))
                 .map_err(|e| StateError::Replay(format!("cannot start shard thread: {e}")))?;
             threads.push(handle);
         }
+        drop(feed);
+        // Joined after the shard writers, whose feed senders end its loop.
+        threads.push(feed_thread);
         let engine = Self { inner, quarantined: Mutex::new(quarantined), wal: Some(wal), senders, threads };
         engine.rescore_all();
         engine.refresh_recommendations();
@@ -1054,9 +1071,22 @@ impl Engine {
         &self.inner.catalog
     }
 
-    /// The shared product statistics.
+    /// The shared product statistics, with every purchase acknowledged
+    /// before the call applied (waits for the statistics thread to catch up).
     pub fn item_stats(&self) -> &ItemStats {
+        self.inner.item_feed.settle();
         &self.inner.items
+    }
+
+    /// Bytes held by the product statistics, read without waiting for
+    /// purchases still on their way to them.
+    pub fn item_stats_memory_bytes(&self) -> usize {
+        self.inner.items.memory_bytes()
+    }
+
+    /// Batches of acknowledged purchases not yet in the product statistics.
+    pub fn item_stats_behind(&self) -> u64 {
+        self.inner.item_feed.behind()
     }
 
     /// The latest recommendation model (neighbours, repurchase rates, popular products).
@@ -1070,7 +1100,7 @@ impl Engine {
     pub fn refresh_recommendations(&self) -> Arc<RecsModel> {
         let started = Instant::now();
         let now_day = self.now().map_or(0, Timestamp::day);
-        let model = Arc::new(self.inner.items.refresh(now_day));
+        let model = Arc::new(self.item_stats().refresh(now_day));
         if let Ok(mut current) = self.inner.recs.write() {
             *current = model.clone();
         }
@@ -1149,7 +1179,10 @@ impl Engine {
             .enumerate()
             .map(|(shard, lock)| {
                 lock.read().map_err(|_| {
-                    StateError::ShardFailed(ShardFailure { shard, reason: "its lock is poisoned".to_owned() })
+                    StateError::ShardFailed(ShardFailure {
+                        shard: Some(shard),
+                        reason: "its lock is poisoned".to_owned(),
+                    })
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -1281,7 +1314,7 @@ impl Engine {
         // Every shard writer now waits at the gate: the statistics hold exactly the events before the marker.
         gate.paused.wait();
         let mut items = Vec::new();
-        self.inner.items.encode(&mut items);
+        self.item_stats().encode(&mut items);
         gate.resume.wait();
         if shard_failed {
             return Err(StateError::Replay("a shard stopped during the snapshot".into()));
@@ -1397,6 +1430,7 @@ impl Engine {
     fn close(&mut self) {
         self.wal.take(); // the log writer finishes queued records and hands them to the shards
         self.senders.clear();
+        // Shard writers first: the statistics thread ends when they are gone.
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -1439,7 +1473,8 @@ fn apply_batch(
     batch: &ShardBatch,
     models: &ModelState,
     cache: &mut ScoreCache,
-) -> std::result::Result<SubmitOutcome, String> {
+    spare: Observed,
+) -> std::result::Result<(SubmitOutcome, Observed), String> {
     let minor = inner.config.currencies.base.minor_per_major();
     let mut outcome = SubmitOutcome::default();
     let events = &batch.events;
@@ -1454,7 +1489,7 @@ fn apply_batch(
         let mut touched = Vec::with_capacity(events.len());
         for ((event, &hash), &index) in events.iter().zip(&batch.hashes).zip(&batch.positions) {
             inner.watermark_ms.fetch_max(event.timestamp.millis(), Ordering::Relaxed);
-            match book.apply_hashed(event, hash) {
+            match book.apply_deferring(event, hash) {
                 (slot, Applied::Accepted) => {
                     outcome.accepted += 1;
                     touched.extend(slot);
@@ -1472,7 +1507,22 @@ fn apply_batch(
             rescore(&mut book, slot, &models.scorer, cache, now_day, minor);
         }
     }
-    Ok(outcome)
+    Ok((outcome, book.take_observed(spare)))
+}
+
+/// The product statistics thread (see [`crate::item_feed`]). A batch whose
+/// apply panics stops the engine as a failed shard would: statistics that
+/// silently miss purchases would mislead every recommendation after them.
+fn item_feeder(inner: &Inner, receiver: item_feed::FeedReceiver) {
+    receiver.run(&inner.item_feed, |observed| {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| inner.items.apply(observed))) {
+            let failure =
+                ShardFailure { shard: None, reason: format!("applying a batch panicked: {}", panic_message(&*panic)) };
+            report_shard_failure(&failure);
+            let _ = inner.failure.set(failure);
+            *observed = Observed::default();
+        }
+    });
 }
 
 /// The engine has no logger of its own (the server installs one); a dying
@@ -1481,7 +1531,7 @@ fn report_shard_failure(failure: &ShardFailure) {
     eprintln!("patron: {failure}");
 }
 
-fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardMessage>) {
+fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardMessage>, feed: &FeedSender) {
     // The memo belongs to one model version: cleared whenever the models change.
     let mut cache = ScoreCache::default();
     let mut cached_for: Option<Arc<ModelState>> = None;
@@ -1514,13 +1564,21 @@ fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardMessage>) {
             cache.clear();
             cached_for = Some(models.clone());
         }
-        let applied = catch_unwind(AssertUnwindSafe(|| apply_batch(inner, shard, &batch, &models, &mut cache)))
-            .map_err(|panic| panic_message(&*panic));
+        let spare = feed.spare();
+        let applied = catch_unwind(AssertUnwindSafe(|| apply_batch(inner, shard, &batch, &models, &mut cache, spare)))
+            .map_err(|panic| panic_message(&*panic))
+            .and_then(|applied| {
+                applied.and_then(|(outcome, observed)| {
+                    feed.send(&inner.item_feed, observed)
+                        .map(|()| outcome)
+                        .map_err(|_| "the product statistics thread has stopped".to_owned())
+                })
+            });
         let outcome = match applied {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(reason)) | Err(reason) => {
+            Ok(outcome) => outcome,
+            Err(reason) => {
                 // Fail-stop: the book may be half-updated and its lock is poisoned.
-                let failure = ShardFailure { shard, reason };
+                let failure = ShardFailure { shard: Some(shard), reason };
                 report_shard_failure(&failure);
                 let _ = inner.failure.set(failure.clone());
                 batch.completion.fail(SinkError::Unavailable(failure.to_string()));
@@ -1583,6 +1641,29 @@ mod tests {
     /// Issue 12: a shard that died answered `200 {"accepted":3}` for a 6-event
     /// batch, and the snapshot at shutdown left its customers out.
     #[test]
+    fn a_snapshot_holds_the_product_statistics_of_every_acknowledged_purchase() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(dir.path(), 2);
+        let events = events();
+        for chunk in events.chunks(5) {
+            assert_eq!(engine.submit(chunk.to_vec()).unwrap().accepted, chunk.len());
+        }
+        engine.snapshot().unwrap();
+        let mut before = Vec::new();
+        engine.item_stats().encode(&mut before);
+        assert_eq!(engine.item_stats_behind(), 0);
+        let total_orders: u64 =
+            (0..engine.catalog().len() as u32).filter_map(|p| engine.item_stats().product(p)).map(|p| p.orders).sum();
+        assert_eq!(total_orders, events.len() as u64, "one order per purchase line");
+        drop(engine);
+        // The log after the snapshot is empty: the statistics come back from the snapshot alone.
+        let engine = open(dir.path(), 2);
+        let mut after = Vec::new();
+        engine.item_stats().encode(&mut after);
+        assert!(before == after, "the restored statistics differ from the snapshot's engine");
+    }
+
+    #[test]
     fn regression_a_dead_shard_refuses_events_instead_of_answering_for_part_of_them() {
         let dir = tempfile::tempdir().unwrap();
         let engine = open(dir.path(), 2);
@@ -1591,7 +1672,7 @@ mod tests {
         let error = engine.submit(vec![purchase("boom", PANIC_IN_TESTS, 1)]).unwrap_err();
         assert!(matches!(&error, SinkError::Unavailable(m) if m.contains("injected")), "{error:?}");
         let failure = engine.failure().expect("the failure is recorded").clone();
-        assert_eq!(failure.shard, engine.shard_of(&CustomerId::new(PANIC_IN_TESTS).unwrap()));
+        assert_eq!(failure.shard, Some(engine.shard_of(&CustomerId::new(PANIC_IN_TESTS).unwrap())));
         let later: Vec<Event> = (10..16).map(|i| purchase(&format!("e{i}"), &format!("c{i}"), 100)).collect();
         let error = engine.submit(later).unwrap_err();
         assert!(matches!(&error, SinkError::Unavailable(m) if m.contains("restart")), "{error:?}");

@@ -270,7 +270,7 @@ pub fn evaluate(events: &[Event], config: &EvalConfig, progress: &dyn Fn(u64, u6
             popular = knn.popular(k + 500);
             next_refresh = day + config.refresh_days.max(1);
         }
-        let lines = basket_lines(purchase, &catalog);
+        let lines: Vec<_> = basket_lines(purchase, &catalog).collect();
         let mut basket: Vec<u32> = lines.iter().map(|l| l.product).collect();
         basket.sort_unstable();
         basket.dedup();

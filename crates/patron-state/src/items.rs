@@ -20,15 +20,19 @@
 //!   so similarities need no periodic decay pass. The landmark is fixed
 //!   (2020-01-01) and the exponent is clamped to ±120, which with the default
 //!   half-lives represents events from 1900 to 2140 without overflow.
-//! - **Concurrent writers.** Shard writers update products of any shard:
-//!   products live in [`SEGMENTS`] segments (`index % SEGMENTS`), each behind
-//!   its own lock, taken once per product per basket.
+//! - **Off the answer's path, in batches.** A purchase is first recorded
+//!   ([`ItemStats::record`]: the customer's profile decides new or repeat
+//!   buyer) into an [`Observed`] batch, then applied ([`ItemStats::apply`])
+//!   to products of any shard. Products live in [`SEGMENTS`] segments
+//!   (`index % SEGMENTS`), each behind its own lock, taken once per segment
+//!   per batch. The engine applies batches on a thread of their own
+//!   (`crate::item_feed`).
 //! - **Refresh off the event path.** [`ItemStats::refresh`] runs on the rayon
 //!   pool and holds one segment's read lock at a time; the result is an
 //!   immutable [`RecsModel`] that readers share.
 //!
 //! ```text
-//! purchase ─► profile (buy again) ─► product counters + co-purchase summaries ─► refresh (rayon) ─► RecsModel
+//! purchase ─► profile (buy again) ─► Observed batch ─► product counters + co-purchase summaries ─► refresh (rayon) ─► RecsModel
 //! ```
 
 use std::sync::RwLock;
@@ -40,7 +44,7 @@ use patron_score::Similarity;
 use rayon::prelude::*;
 
 use crate::catalog::ProductCatalog;
-use crate::profile::{ProfileChange, PurchaseProfile};
+use crate::profile::{ProductHistory, ProfileChange, PurchaseProfile};
 
 /// Segments the product statistics are split into (one lock each).
 pub const SEGMENTS: usize = 64;
@@ -280,21 +284,97 @@ pub struct BasketLine<'a> {
 /// The lines of a purchase with products interned in `catalog`; revenue is
 /// the unit price times quantity, or an even share of the order's revenue
 /// when the shop sent no prices.
-pub fn basket_lines<'a>(purchase: &'a Purchase, catalog: &ProductCatalog) -> Vec<BasketLine<'a>> {
+pub fn basket_lines<'a>(
+    purchase: &'a Purchase,
+    catalog: &'a ProductCatalog,
+) -> impl ExactSizeIterator<Item = BasketLine<'a>> + 'a {
     let share = purchase.revenue_minor / purchase.items.len().max(1) as i64;
-    purchase
-        .items
-        .iter()
-        .map(|item| {
-            let units = item.quantity.to_f64();
-            BasketLine {
-                product: catalog.intern(&item.product_id),
-                category: item.category.as_deref(),
-                units: units.round() as i64,
-                revenue_minor: item.unit_price_minor.map_or(share, |p| (p as f64 * units).round() as i64),
-            }
-        })
-        .collect()
+    purchase.items.iter().map(move |item| {
+        let units = item.quantity.to_f64();
+        BasketLine {
+            product: catalog.intern(&item.product_id),
+            category: item.category.as_deref(),
+            units: units.round() as i64,
+            revenue_minor: item.unit_price_minor.map_or(share, |p| (p as f64 * units).round() as i64),
+        }
+    })
+}
+
+/// One distinct product of a basket, its lines merged (category interned).
+#[derive(Clone, Copy, Debug)]
+struct MergedLine {
+    product: u32,
+    /// Category index + 1 (0: none stated).
+    category: u32,
+    units: i64,
+    revenue_minor: i64,
+}
+
+/// A basket's part of an [`Observed`] batch: `paired` products of it, then
+/// `recent` ones of the same customer, from `start` in [`Observed`]'s products.
+#[derive(Clone, Copy, Debug)]
+struct ObservedBasket {
+    start: u32,
+    paired: u32,
+    recent: u32,
+    co_weight: f32,
+    trend_weight: f64,
+}
+
+/// How a basket touches one product's statistics.
+#[derive(Clone, Copy, Debug)]
+enum Touch {
+    /// Bought in the basket.
+    Bought { line: MergedLine, change: ProfileChange, in_pairs: bool },
+    /// Bought recently by the same customer: pairs back with the basket.
+    Recent { product: u32 },
+}
+
+impl Touch {
+    fn product(&self) -> u32 {
+        match self {
+            Touch::Bought { line, .. } => line.product,
+            Touch::Recent { product } => *product,
+        }
+    }
+}
+
+/// Purchases a shard writer recorded ([`ItemStats::record`]) that have not
+/// yet reached the product statistics ([`ItemStats::apply`]).
+///
+/// The customer's side of a purchase (their profile, which says whether they
+/// are a new or repeat buyer) is decided when it is recorded; what is left is
+/// arithmetic on product statistics, which [`ItemStats::apply`] does for a
+/// whole batch with one lock per segment, in the order of recording. So the
+/// statistics end the same whether a purchase is applied at once or later in
+/// a batch. A batch's buffers are reused: recording allocates nothing once
+/// they have grown.
+#[derive(Debug, Default)]
+pub struct Observed {
+    baskets: Vec<ObservedBasket>,
+    products: Vec<u32>,
+    touches: Vec<(u32, Touch)>,
+    lines: Vec<MergedLine>,
+    recent: Vec<ProductHistory>,
+    by_segment: Vec<u32>,
+}
+
+impl Observed {
+    /// Purchases recorded and not yet applied.
+    pub fn baskets(&self) -> usize {
+        self.baskets.len()
+    }
+
+    /// Whether nothing waits to be applied.
+    pub fn is_empty(&self) -> bool {
+        self.baskets.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.baskets.clear();
+        self.products.clear();
+        self.touches.clear();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -361,14 +441,14 @@ impl ItemStats {
         self.categories.read().map(|c| c.names.clone()).unwrap_or_default()
     }
 
-    /// Applies `f` to `product`'s statistics (created if new).
-    fn update(&self, product: u32, f: impl FnOnce(&mut ProductStats)) {
+    /// Sets `product`'s statistics (restoring a snapshot).
+    fn put(&self, product: u32, stats: ProductStats) {
         let (segment, slot) = locate(product);
         let mut products = self.segments[segment].write().unwrap_or_else(|p| p.into_inner());
         if products.len() <= slot {
             products.resize_with(slot + 1, ProductStats::default);
         }
-        f(&mut products[slot]);
+        products[slot] = stats;
     }
 
     /// A copy of `product`'s statistics (without its co-purchase counters).
@@ -389,39 +469,128 @@ impl ItemStats {
     }
 
     /// Records one purchase of a customer whose history is `profile` (updated
-    /// too, keeping at most `profile_limit` products).
+    /// too, keeping at most `profile_limit` products) and applies it: one
+    /// [`Self::record`] and one [`Self::apply`].
     pub fn observe(&self, profile: &mut PurchaseProfile, day: i32, basket: &[BasketLine<'_>], profile_limit: usize) {
+        let mut observed = Observed::default();
+        self.record(&mut observed, profile, day, basket.iter().copied(), profile_limit);
+        self.apply(&mut observed);
+    }
+
+    /// Records one purchase on `day` of a customer whose history is `profile`
+    /// into `observed`: the profile is updated now (keeping at most
+    /// `profile_limit` products), the product statistics when `observed` is
+    /// applied.
+    pub fn record<'a>(
+        &self,
+        observed: &mut Observed,
+        profile: &mut PurchaseProfile,
+        day: i32,
+        basket: impl IntoIterator<Item = BasketLine<'a>>,
+        profile_limit: usize,
+    ) {
         let config = &self.config;
-        // Distinct products in first-seen order, their lines merged.
-        let mut distinct: Vec<BasketLine<'_>> = Vec::with_capacity(basket.len());
+        let Observed { baskets, products, touches, lines, recent, .. } = observed;
+        // Distinct products in first-seen order, their lines merged; the first stated category counts.
+        lines.clear();
         for line in basket {
-            match distinct.iter_mut().find(|d| d.product == line.product) {
+            match lines.iter_mut().find(|d| d.product == line.product) {
                 Some(d) => {
                     d.units = d.units.saturating_add(line.units);
                     d.revenue_minor = d.revenue_minor.saturating_add(line.revenue_minor);
-                    d.category = d.category.or(line.category);
+                    if d.category == 0
+                        && let Some(c) = line.category
+                    {
+                        d.category = self.category_index(c);
+                    }
                 }
-                None => distinct.push(*line),
+                None => lines.push(MergedLine {
+                    product: line.product,
+                    category: line.category.map_or(0, |c| self.category_index(c)),
+                    units: line.units,
+                    revenue_minor: line.revenue_minor,
+                }),
             }
         }
-        let recent = profile.recent(day - config.cross_basket_days, day, config.cross_basket_products);
-        let recent: Vec<u32> = recent.into_iter().filter(|r| !distinct.iter().any(|d| d.product == *r)).collect();
-        let co_weight = config.co_purchase_decay.weight(day);
-        let trend_weight = f64::from(config.trend_decay.weight(day));
+        if lines.is_empty() {
+            return;
+        }
+        profile.recent_into(day - config.cross_basket_days, day, config.cross_basket_products, recent);
         let repeat_weight = profile.begin_basket(day, config.repeat_half_life_occasions);
-        let paired = &distinct[..distinct.len().min(config.max_basket_products)];
-        for line in &distinct {
+        let start = products.len();
+        let paired = lines.len().min(config.max_basket_products);
+        products.extend(lines[..paired].iter().map(|l| l.product));
+        let recent_start = products.len();
+        products.extend(recent.iter().map(|e| e.product).filter(|r| !lines.iter().any(|d| d.product == *r)));
+        let basket = baskets.len() as u32;
+        baskets.push(ObservedBasket {
+            start: start as u32,
+            paired: paired as u32,
+            recent: (products.len() - recent_start) as u32,
+            co_weight: config.co_purchase_decay.weight(day),
+            trend_weight: f64::from(config.trend_decay.weight(day)),
+        });
+        for (i, line) in lines.iter().enumerate() {
             let change = profile.record(line.product, day, repeat_weight, profile_limit);
-            let category = line.category.map(|c| self.category_index(c));
-            let in_pairs = paired.iter().any(|p| p.product == line.product);
-            self.update(line.product, |stats| {
+            touches.push((basket, Touch::Bought { line: *line, change, in_pairs: i < paired }));
+        }
+        touches.extend(products[recent_start..].iter().map(|&product| (basket, Touch::Recent { product })));
+    }
+
+    /// Applies the purchases `observed` holds to the product statistics, in
+    /// the order they were recorded, taking each segment's lock once, and
+    /// empties it for reuse.
+    pub fn apply(&self, observed: &mut Observed) {
+        let Observed { baskets, products, touches, by_segment, .. } = observed;
+        // A stable counting sort of the touches by segment.
+        let mut starts = [0u32; SEGMENTS + 1];
+        for (_, touch) in touches.iter() {
+            starts[locate(touch.product()).0 + 1] += 1;
+        }
+        for s in 0..SEGMENTS {
+            starts[s + 1] += starts[s];
+        }
+        let mut next = starts;
+        by_segment.resize(touches.len(), 0);
+        for (i, (_, touch)) in touches.iter().enumerate() {
+            let segment = locate(touch.product()).0;
+            by_segment[next[segment] as usize] = i as u32;
+            next[segment] += 1;
+        }
+        for segment in 0..SEGMENTS {
+            let order = &by_segment[starts[segment] as usize..starts[segment + 1] as usize];
+            if order.is_empty() {
+                continue;
+            }
+            let mut stats = self.segments[segment].write().unwrap_or_else(|p| p.into_inner());
+            for &i in order {
+                let (basket, touch) = touches[i as usize];
+                let slot = locate(touch.product()).1;
+                if stats.len() <= slot {
+                    stats.resize_with(slot + 1, ProductStats::default);
+                }
+                self.apply_touch(&mut stats[slot], touch, &baskets[basket as usize], products);
+            }
+        }
+        observed.clear();
+    }
+
+    fn apply_touch(&self, stats: &mut ProductStats, touch: Touch, basket: &ObservedBasket, products: &[u32]) {
+        let config = &self.config;
+        let capacity = config.counters_per_product;
+        let start = basket.start as usize;
+        let paired = &products[start..start + basket.paired as usize];
+        let recent = &products[start + paired.len()..start + paired.len() + basket.recent as usize];
+        let cross = basket.co_weight * config.cross_basket_weight;
+        match touch {
+            Touch::Bought { line, change, in_pairs } => {
                 stats.orders += 1;
                 stats.units = stats.units.saturating_add(line.units);
                 stats.revenue_minor = stats.revenue_minor.saturating_add(line.revenue_minor);
-                stats.order_weight += f64::from(co_weight);
-                stats.recent_order_weight += trend_weight;
-                if let Some(c) = category {
-                    stats.category = c;
+                stats.order_weight += f64::from(basket.co_weight);
+                stats.recent_order_weight += basket.trend_weight;
+                if line.category != 0 {
+                    stats.category = line.category;
                 }
                 match change {
                     ProfileChange::NewProduct => stats.customers += 1,
@@ -429,24 +598,20 @@ impl ItemStats {
                     ProfileChange::LaterRepeat | ProfileChange::SameOccasion => {}
                 }
                 if in_pairs {
-                    let capacity = config.counters_per_product;
-                    for other in paired.iter().filter(|o| o.product != line.product) {
-                        stats.co_purchases.add(other.product, co_weight, capacity);
+                    for &other in paired.iter().filter(|&&o| o != line.product) {
+                        stats.co_purchases.add(other, basket.co_weight, capacity);
                     }
-                    for &other in &recent {
-                        stats.co_purchases.add(other, co_weight * config.cross_basket_weight, capacity);
+                    for &other in recent {
+                        stats.co_purchases.add(other, cross, capacity);
                     }
                 }
-            });
-        }
-        // The recent products pair back with the new basket.
-        let cross = co_weight * config.cross_basket_weight;
-        for &earlier in &recent {
-            self.update(earlier, |stats| {
-                for line in paired {
-                    stats.co_purchases.add(line.product, cross, config.counters_per_product);
+            }
+            // The recent products pair back with the new basket.
+            Touch::Recent { .. } => {
+                for &product in paired {
+                    stats.co_purchases.add(product, cross, capacity);
                 }
-            });
+            }
         }
     }
 
@@ -675,7 +840,7 @@ impl ItemStats {
                 let (weight, error) = (f32_of(reader)?, f32_of(reader)?);
                 st.co_purchases.push(CoCounter { product, count, weight, error });
             }
-            stats.update(p, |slot| *slot = st);
+            stats.put(p, st);
         }
         stats.counter_bytes.store(stats.walk_counter_bytes(), Ordering::Relaxed);
         Some(stats)
@@ -850,6 +1015,54 @@ mod tests {
             }
             assert_eq!(columns.iter().collect::<Vec<_>>(), reference, "capacity {capacity}");
         }
+    }
+
+    /// Deferring purchases into batches (the engine's path) must leave the
+    /// statistics exactly as applying each at once does (the evaluation's
+    /// path), evictions and categories included.
+    #[test]
+    fn batched_purchases_end_in_the_same_statistics_as_one_at_a_time() {
+        const CATEGORIES: [Option<&str>; 4] = [None, Some("mugs"), Some("tea"), Some("pots")];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let config = ItemConfig { counters_per_product: 8, max_basket_products: 3, ..ItemConfig::default() };
+        let (one_by_one, batched) = (ItemStats::new(config), ItemStats::new(config));
+        let mut profiles = vec![(PurchaseProfile::default(), PurchaseProfile::default()); 30];
+        let mut observed = Observed::default();
+        for i in 0..6_000u64 {
+            let r = next();
+            let customer = (r % 30) as usize;
+            let day = 20_000 + (i / 40) as i32;
+            let basket: Vec<BasketLine<'static>> = (0..1 + (r >> 8) % 5)
+                .map(|k| {
+                    let r = next();
+                    BasketLine {
+                        product: ((r % 90) as u32 + k as u32) % 90,
+                        category: CATEGORIES[(r >> 20) as usize % 4],
+                        units: 1 + (r >> 24) as i64 % 3,
+                        revenue_minor: 100 + (r >> 30) as i64 % 900,
+                    }
+                })
+                .collect();
+            let (alone, deferred) = &mut profiles[customer];
+            one_by_one.observe(alone, day, &basket, 16);
+            batched.record(&mut observed, deferred, day, basket.iter().copied(), 16);
+            if next() % 50 == 0 {
+                batched.apply(&mut observed);
+            }
+        }
+        batched.apply(&mut observed);
+        assert!(profiles.iter().all(|(a, b)| a == b));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        one_by_one.encode(&mut a);
+        batched.encode(&mut b);
+        assert!(a == b, "the two paths' statistics differ");
+        assert_eq!(one_by_one.category_names(), batched.category_names());
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod customer_row;
 pub mod dedup;
 pub mod engine;
 pub mod evaluate;
+mod item_feed;
 pub mod items;
 pub mod profile;
 pub mod recommend;
@@ -43,7 +44,7 @@ pub use engine::{
     Clock, Engine, EngineConfig, EngineStats, ModelState, Quarantined, ShardFailure, SnapshotReport,
     beyond_horizon_reason,
 };
-pub use items::{ItemConfig, ItemStats, RecsModel};
+pub use items::{ItemConfig, ItemStats, Observed, RecsModel};
 pub use profile::PurchaseProfile;
 pub use recommend::{BlendConfig, Reason, Recommendation, recommend};
 pub use record::{Applied, CustomerRecord, History, Summary};

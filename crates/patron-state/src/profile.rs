@@ -163,10 +163,27 @@ impl PurchaseProfile {
 
     /// Products bought in `[from_day, before_day)`, most recent first, at most `max`.
     pub fn recent(&self, from_day: i32, before_day: i32, max: usize) -> Vec<u32> {
-        let mut recent: Vec<&ProductHistory> =
-            self.entries.iter().filter(|e| e.last_day >= from_day && e.last_day < before_day).collect();
-        recent.sort_by(|a, b| b.last_day.cmp(&a.last_day).then(b.weight.total_cmp(&a.weight)));
-        recent.into_iter().take(max).map(|e| e.product).collect()
+        let mut recent = Vec::new();
+        self.recent_into(from_day, before_day, max, &mut recent);
+        recent.into_iter().map(|e| e.product).collect()
+    }
+
+    /// [`Self::recent`] into a buffer the caller reuses (the event path
+    /// allocates nothing): entries bought in `[from_day, before_day)`, most
+    /// recent first, then heaviest; equal ones in profile order.
+    pub fn recent_into(&self, from_day: i32, before_day: i32, max: usize, out: &mut Vec<ProductHistory>) {
+        out.clear();
+        let before = |a: &ProductHistory, b: &ProductHistory| {
+            b.last_day.cmp(&a.last_day).then(b.weight.total_cmp(&a.weight)) == std::cmp::Ordering::Less
+        };
+        for e in self.entries.iter().filter(|e| e.last_day >= from_day && e.last_day < before_day) {
+            // After every entry that is not behind it: a stable insertion.
+            let at = out.iter().position(|o| before(e, o)).unwrap_or(out.len());
+            if at < max {
+                out.insert(at, *e);
+                out.truncate(max);
+            }
+        }
     }
 
     /// Appends the fixed-width layout of snapshot versions 3 to 5 (tests write old files with it): occasions u32, last_day i32, unit f32,
@@ -308,5 +325,24 @@ mod tests {
         let e3 = p.decayed(p.get(3).unwrap().weight);
         assert!(e3.is_finite() && (e3 - 2.0).abs() < 1e-3, "{e3}");
         assert!(p.entries().iter().all(|e| e.weight.is_finite()));
+    }
+
+    #[test]
+    fn recent_into_keeps_the_order_of_a_stable_sort_with_ties() {
+        // Many ties on day and weight: the order among equals must be the profile's.
+        let mut p = PurchaseProfile::default();
+        for product in 0..40u32 {
+            let day = 100 + (product * 7 % 5) as i32;
+            p.record(product, day, 1.0 + (product % 3) as f32, 64);
+        }
+        let mut reference: Vec<&ProductHistory> =
+            p.entries().iter().filter(|e| e.last_day >= 101 && e.last_day < 104).collect();
+        reference.sort_by(|a, b| b.last_day.cmp(&a.last_day).then(b.weight.total_cmp(&a.weight)));
+        let mut out = Vec::new();
+        for max in [0, 1, 5, 8, 13, 64] {
+            p.recent_into(101, 104, max, &mut out);
+            let expected: Vec<u32> = reference.iter().take(max).map(|e| e.product).collect();
+            assert_eq!(out.iter().map(|e| e.product).collect::<Vec<_>>(), expected, "max {max}");
+        }
     }
 }

@@ -29,7 +29,7 @@ use patron_model::{Consent, CustomerId, Event, EventKind, Timestamp};
 use patron_score::{LifecycleStage, ScoreInput, Scores, SegmentConfig, Segments, SpendHistory, lifecycle_stage};
 
 use crate::catalog::ProductCatalog;
-use crate::items::{ItemStats, basket_lines};
+use crate::items::{ItemStats, Observed, basket_lines};
 use crate::profile::PurchaseProfile;
 
 /// Default number of products kept in a customer's purchase profile
@@ -41,7 +41,7 @@ pub const DEFAULT_HISTORY: usize = 64;
 const NO_TIME: i64 = i64::MIN;
 
 /// Where purchases feed the recommendation statistics.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct Tracking<'a> {
     /// Interns product ids.
     pub catalog: &'a ProductCatalog,
@@ -49,6 +49,8 @@ pub struct Tracking<'a> {
     pub items: &'a ItemStats,
     /// Products kept per customer profile.
     pub history_limit: usize,
+    /// Where the purchase waits for [`ItemStats::apply`].
+    pub observed: &'a mut Observed,
 }
 
 /// A customer's fixed-size running summary (80 bytes).
@@ -140,14 +142,14 @@ fn time(ms: i64) -> Option<Timestamp> {
 impl Summary {
     /// Applies one event of this customer; with `tracking`, a purchase also
     /// updates the purchase profile in `history` and the shared product
-    /// statistics. (Duplicates are the book's concern.)
+    /// statistics when `tracking`'s batch is applied. (Duplicates are the book's concern.)
     pub fn apply(&mut self, history: &mut History, event: &Event, tracking: Option<Tracking<'_>>) {
         match &event.kind {
             EventKind::Purchase(p) => {
                 self.purchase(history, event.timestamp, p.revenue_minor);
                 if let Some(t) = tracking.filter(|_| !p.items.is_empty()) {
                     let lines = basket_lines(p, t.catalog);
-                    t.items.observe(&mut history.purchases, event.timestamp.day(), &lines, t.history_limit);
+                    t.items.record(t.observed, &mut history.purchases, event.timestamp.day(), lines, t.history_limit);
                 }
             }
             EventKind::Refund(r) => {
@@ -651,7 +653,7 @@ mod tests {
     fn purchases_feed_the_profile_and_product_statistics_and_round_trip() {
         let catalog = ProductCatalog::default();
         let items = ItemStats::default();
-        let tracking = Tracking { catalog: &catalog, items: &items, history_limit: 5 };
+        let mut observed = Observed::default();
         let validator = Validator::new(CurrencyTable::default());
         let mut r = CustomerRecord::new(CustomerId::new("c").unwrap());
         for i in 0..10 {
@@ -660,8 +662,16 @@ mod tests {
                 i + 1
             );
             let event = validator.decode(json.as_bytes()).unwrap();
+            let tracking = Tracking { catalog: &catalog, items: &items, history_limit: 5, observed: &mut observed };
             r.apply_tracking(&event, Some(tracking));
         }
+        assert_eq!(observed.baskets(), 10);
+        assert!(
+            items.product(catalog.intern(&patron_model::ProductId::new("shared").unwrap())).is_none(),
+            "not yet applied"
+        );
+        items.apply(&mut observed);
+        assert!(observed.is_empty());
         assert_eq!(r.history.purchases.len(), 5, "bounded by the history limit");
         let shared = catalog.intern(&patron_model::ProductId::new("shared").unwrap());
         assert_eq!(r.history.purchases.get(shared).map(|e| e.occasions), Some(10));
