@@ -564,6 +564,24 @@ fn write_quarantine(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Figures of one shard that its writer publishes whenever it changes the
+/// book, before it answers: readers such as `/metrics` then never wait for
+/// a shard lock that a batch holds.
+#[derive(Debug, Default)]
+struct ShardGauges {
+    customers: AtomicUsize,
+    remembered: AtomicUsize,
+    dedup_bytes: AtomicUsize,
+}
+
+impl ShardGauges {
+    fn publish(&self, book: &CustomerBook) {
+        self.customers.store(book.len(), Ordering::Relaxed);
+        self.remembered.store(book.dedup().len(), Ordering::Relaxed);
+        self.dedup_bytes.store(book.dedup().memory_bytes(), Ordering::Relaxed);
+    }
+}
+
 struct Inner {
     failure: OnceLock<ShardFailure>,
     catalog: Arc<ProductCatalog>,
@@ -577,6 +595,8 @@ struct Inner {
     stats: EngineStats,
     /// Batches of purchases on their way to `items` (see [`crate::item_feed`]).
     item_feed: ItemFeed,
+    /// Per shard, what `/metrics` reads without a shard lock.
+    gauges: Vec<ShardGauges>,
     config: EngineConfig,
 }
 
@@ -768,6 +788,7 @@ impl Engine {
             hasher,
             stats: EngineStats::default(),
             item_feed: ItemFeed::default(),
+            gauges: (0..shards).map(|_| ShardGauges::default()).collect(),
             config: config.clone(),
         });
         let mut start_seq = 0;
@@ -868,6 +889,9 @@ impl Engine {
             )));
         }
         report.events = inner.stats.accepted.load(Ordering::Relaxed) + inner.stats.duplicates.load(Ordering::Relaxed);
+        for (shard, gauges) in inner.shards.iter().zip(&inner.gauges) {
+            gauges.publish(&shard.read().unwrap_or_else(|p| p.into_inner()));
+        }
         let mut senders = Vec::with_capacity(shards);
         let mut threads = Vec::with_capacity(shards);
         let (feed, feed_receiver) = item_feed::channels();
@@ -1142,16 +1166,18 @@ impl Engine {
         self.with_books(CustomerBook::memory_bytes).into_iter().fold((0, 0), |(c, h), (a, b)| (c + a, h + b))
     }
 
-    /// Event ids remembered for deduplication, and the bytes their indexes take.
+    /// Event ids remembered for deduplication, and the bytes their indexes
+    /// take, as of each shard's last change (no shard lock is taken).
     pub fn dedup_usage(&self) -> (usize, usize) {
-        self.with_books(|b| (b.dedup().len(), b.dedup().memory_bytes()))
-            .into_iter()
-            .fold((0, 0), |(n, m), (a, b)| (n + a, m + b))
+        let gauges = &self.inner.gauges;
+        gauges.iter().fold((0, 0), |(n, m), g| {
+            (n + g.remembered.load(Ordering::Relaxed), m + g.dedup_bytes.load(Ordering::Relaxed))
+        })
     }
 
-    /// Customers per shard.
+    /// Customers per shard, as of each shard's last change (no shard lock is taken).
     pub fn shard_sizes(&self) -> Vec<usize> {
-        self.inner.shards.iter().map(|s| s.read().map_or(0, |b| b.len())).collect()
+        self.inner.gauges.iter().map(|g| g.customers.load(Ordering::Relaxed)).collect()
     }
 
     /// How many shards the customers are spread over.
@@ -1460,6 +1486,12 @@ fn rescore(book: &mut CustomerBook, slot: usize, scorer: &Scorer, cache: &mut Sc
     }
 }
 
+/// Events a shard writer applies per hold of its write lock. A request's
+/// part for a shard (1,000 events from the load generator) would otherwise
+/// hold it for milliseconds, and every lookup of that shard, on a tokio
+/// worker, would wait that long.
+const APPLY_CHUNK: usize = 256;
+
 /// Customer id whose events make a shard writer panic, in this crate's tests only.
 #[cfg(test)]
 const PANIC_IN_TESTS: &str = "\u{1}panic-in-tests";
@@ -1478,16 +1510,21 @@ fn apply_batch(
     let minor = inner.config.currencies.base.minor_per_major();
     let mut outcome = SubmitOutcome::default();
     let events = &batch.events;
-    let mut book = inner.shards[shard]
-        .write()
-        .map_err(|_| "its lock is poisoned (another thread panicked while writing it)".to_owned())?;
-    #[cfg(test)]
-    if events.iter().any(|e| e.customer_id.as_str() == PANIC_IN_TESTS) {
-        panic!("a panic injected by a test");
-    }
-    {
-        let mut touched = Vec::with_capacity(events.len());
-        for ((event, &hash), &index) in events.iter().zip(&batch.hashes).zip(&batch.positions) {
+    let mut spare = Some(spare);
+    let mut observed = None;
+    let mut touched = Vec::with_capacity(APPLY_CHUNK.min(events.len()));
+    for start in (0..events.len()).step_by(APPLY_CHUNK) {
+        let end = (start + APPLY_CHUNK).min(events.len());
+        let mut book = inner.shards[shard]
+            .write()
+            .map_err(|_| "its lock is poisoned (another thread panicked while writing it)".to_owned())?;
+        #[cfg(test)]
+        if events[start..end].iter().any(|e| e.customer_id.as_str() == PANIC_IN_TESTS) {
+            panic!("a panic injected by a test");
+        }
+        for ((event, &hash), &index) in
+            events[start..end].iter().zip(&batch.hashes[start..end]).zip(&batch.positions[start..end])
+        {
             inner.watermark_ms.fetch_max(event.timestamp.millis(), Ordering::Relaxed);
             match book.apply_deferring(event, hash) {
                 (slot, Applied::Accepted) => {
@@ -1503,11 +1540,15 @@ fn apply_batch(
         let now_day = inner.now().map_or(0, Timestamp::day);
         touched.sort_unstable();
         touched.dedup();
-        for slot in touched {
+        for slot in touched.drain(..) {
             rescore(&mut book, slot, &models.scorer, cache, now_day, minor);
         }
+        inner.gauges[shard].publish(&book);
+        if end == events.len() {
+            observed = spare.take().map(|spare| book.take_observed(spare));
+        }
     }
-    Ok((outcome, book.take_observed(spare)))
+    Ok((outcome, observed.or(spare).unwrap_or_default()))
 }
 
 /// The product statistics thread (see [`crate::item_feed`]). A batch whose
@@ -1539,7 +1580,11 @@ fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardMessage>, feed: 
         let batch = match message {
             ShardMessage::Events(batch) => batch,
             ShardMessage::Erase(customer, reply) => {
-                let existed = inner.shards[shard].write().is_ok_and(|mut book| book.remove(&customer));
+                let existed = inner.shards[shard].write().is_ok_and(|mut book| {
+                    let existed = book.remove(&customer);
+                    inner.gauges[shard].publish(&book);
+                    existed
+                });
                 let _ = reply.send(existed);
                 continue;
             }
@@ -1547,6 +1592,7 @@ fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardMessage>, feed: 
                 // The one place fingerprints are forgotten: the snapshot's cut (see crate::dedup).
                 let image = inner.shards[shard].write().ok().map(|mut book| {
                     book.forget_beyond_horizon();
+                    inner.gauges[shard].publish(&book);
                     let watermark_ms = book.watermark().map_or(i64::MIN, Timestamp::millis);
                     ShardImage { section: book.records().section(), watermark_ms, dedup: book.dedup().clone() }
                 });
@@ -1640,6 +1686,25 @@ mod tests {
 
     /// Issue 12: a shard that died answered `200 {"accepted":3}` for a 6-event
     /// batch, and the snapshot at shutdown left its customers out.
+    #[test]
+    fn a_batch_larger_than_one_hold_of_the_lock_is_applied_and_rescored_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(dir.path(), 1);
+        let n = 3 * APPLY_CHUNK + 7;
+        // 40 customers, so each appears in every chunk; the last event repeats the first.
+        let mut events: Vec<Event> = (0..n).map(|i| purchase(&format!("e{i}"), &format!("c{}", i % 40), 100)).collect();
+        events.push(events[0].clone());
+        let outcome = engine.submit(events).unwrap();
+        assert_eq!((outcome.accepted, outcome.duplicates), (n, 1));
+        assert_eq!(engine.shard_sizes(), [40]);
+        assert_eq!(engine.dedup_usage().0, n);
+        for c in 0..40 {
+            let record = engine.customer(&CustomerId::new(&format!("c{c}")).unwrap()).unwrap();
+            assert_eq!(record.orders as usize, n / 40 + usize::from(c < n % 40), "customer c{c}");
+            assert!(record.scores.is_some(), "customer c{c} is rescored");
+        }
+    }
+
     #[test]
     fn a_snapshot_holds_the_product_statistics_of_every_acknowledged_purchase() {
         let dir = tempfile::tempdir().unwrap();
