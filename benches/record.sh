@@ -6,6 +6,7 @@
 #   benches/record.sh            # the scoring benches
 #   benches/record.sh scoring    # same, explicit
 #   benches/record.sh sql        # Arrow batch build, SQL scan, aggregate, point lookup (DataFusion)
+#   benches/record.sh http       # POST /v1/events against a release `patron serve` (crates/patron-server/benches)
 #
 # Run it on an otherwise idle machine: the numbers are wall-clock.
 set -euo pipefail
@@ -19,8 +20,10 @@ mkdir -p "$out"
 rm -rf "$CARGO_TARGET_DIR/criterion"
 for bench in "${benches[@]}"; do
   features=""
+  package=patron-benches
   [ "$bench" = sql ] && features=" --features sql" # DataFusion: about 20 minutes of release build the first time
-  cmd="cargo bench -p patron-benches$features --bench $bench"
+  [ "$bench" = http ] && package=patron-server # against the built `patron` binary (it builds the server in release)
+  cmd="cargo bench -p $package$features --bench $bench"
   echo "$cmd" >> "$out/command.txt"
   $cmd 2>&1 | tee "$out/$bench.log"
 done
