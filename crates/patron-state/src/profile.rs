@@ -177,12 +177,14 @@ impl PurchaseProfile {
             b.last_day.cmp(&a.last_day).then(b.weight.total_cmp(&a.weight)) == std::cmp::Ordering::Less
         };
         for e in self.entries.iter().filter(|e| e.last_day >= from_day && e.last_day < before_day) {
+            // Full, and not ahead of the last kept: most entries of a long profile stop here.
+            if out.len() >= max && out.last().is_none_or(|last| !before(e, last)) {
+                continue;
+            }
             // After every entry that is not behind it: a stable insertion.
             let at = out.iter().position(|o| before(e, o)).unwrap_or(out.len());
-            if at < max {
-                out.insert(at, *e);
-                out.truncate(max);
-            }
+            out.insert(at, *e);
+            out.truncate(max);
         }
     }
 
