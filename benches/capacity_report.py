@@ -57,13 +57,13 @@ def status(measured, target, higher_is_better):
 
 
 LIMITS = {
-    "http_ingest": "Two cores shared by the server and the load generator (which now builds its bodies before "
-    "the clock starts). The server spends 6.3–6.7 µs of CPU per accepted event against a budget of 1 µs; by the "
-    "profile of the closed loop, about 1.1 µs goes to decoding and validating (a one-pass reader of the common "
-    "event shape, 1.04 µs per event on one core against 1.72 through serde_json), 1.2 µs to the recommendation "
-    "statistics (an estimated 34 co-purchase counter updates for a two-product basket, each about a cache miss), 1.2 µs to applying "
-    "(three random reads into the state: fingerprint table, id index, id bytes), and 1.0 µs to page zeroing and "
-    "the allocator. SIMD JSON parsers were no faster on these small events. Each stage's reason and next step: "
+    "http_ingest": "Two cores shared by the server and the load generator (which builds its bodies before the "
+    "clock starts). The server spends 4.7 µs of CPU per accepted event against a budget of 1 µs (6.7 µs before "
+    "issue 15). By the final profile: 0.70 µs decoding and validating (a one-pass reader of the common event "
+    "shape), 1.05 µs the recommendation statistics (now applied in batches on a thread of their own, after the "
+    "answer; about 34 co-purchase counter updates per purchase, each about a cache miss), 0.83 µs applying "
+    "(three random reads into the state: fingerprint table, id index, id bytes), 0.70 µs page zeroing and the "
+    "allocator. SIMD JSON parsers were no faster on these small events. Each stage's reason and next step: "
     "bench-results/loadgen/NOTES.md (issue 15). One binary moves about ±10% from run to run.",
     "inproc_ingest": "Decode + validate runs at about 1M events/s on 2 cores and the submit path (group-committed log, "
     "routing, apply, O(1) rescore, product statistics) at 0.4–0.8M events/s, falling as the state outgrows the "
@@ -74,13 +74,13 @@ LIMITS = {
     "freshness": "On 2026-11-23, 5 of 7 runs met it (p99 15–21 ms at 118k events/s); the others held one "
     "300–400 ms stall from a slow fdatasync of the VM's disk (`server_max_sync_ms`). The runs of 2026-11-30 "
     "(issue 14) missed at 55–72 ms at 57–91k events/s, batches queueing on 2 cores shared with the load "
-    "generator; the newest (issue 15) met it at 116k events/s (p99 36 ms), with the generator's bodies built "
-    "before the clock. See bench-results/loadgen/NOTES.md.",
-    "freshness_sql": "Missed. Writers copy only the column groups a running query holds (36 KiB per touched chunk "
-    "for a GROUP BY over clv, was the whole 550 KiB chunk), and the dedup and id indexes grow 1/64 at a time, so "
-    "with the query back to back p99 went from 269 to about 100 ms at 67k events/s. At today's half peak "
-    "(87–116k events/s) the query keeps one of the 2 cores busy: the server's CPU per event doubles (15–17 µs "
-    "against 8.7–11.3 without SQL) and p99 is 256–313 ms (see bench-results/loadgen/NOTES.md)",
+    "generator. The two newest (issue 15) met it: 36 ms at 116k events/s and 32 ms at 156k, with the "
+    "generator's bodies built before the clock. See bench-results/loadgen/NOTES.md.",
+    "freshness_sql": "Missed, by less. Writers copy only the column groups a running query holds, and the dedup and "
+    "id indexes grow 1/64 at a time. Writers hold a shard lock for at most 256 events, and the product statistics "
+    "are applied after the answer. With those, p99 went from 256 ms at 116k events/s to 93 ms at 156k. The "
+    "query keeps one of the 2 cores busy, and the server's CPU per event more than doubles while it runs "
+    "(11.1 µs against 5.6 without SQL). See bench-results/loadgen/NOTES.md.",
     "rescore": "",
     "fit": "",
     "fit_ratio": "lifetimes took 8.5 s here, not the 14–16 s DESIGN.md assumed, so 50× means 0.17 s. Our fit is "
