@@ -13,14 +13,15 @@
 //! - **Bounded queue.** [`Wal::submit`] never blocks: a full queue is
 //!   [`WalError::Full`], which the HTTP layer turns into 429/503.
 //! - **One process per directory**, enforced by a lock on `LOCK`.
+//! - **Every durable byte goes through [`Storage`]**, so tests run this code
+//!   on a simulated disk that loses unsynced bytes and directory entries at a
+//!   power cut (`tests/power_loss.rs`).
 //!
 //! ```text
 //! submit ─► bounded queue ─► writer: drain ─► encode ─► write_all_at ─► fdatasync ─► complete(seq range)
 //!                                            └─ segment full: sync, create next (zero-filled), header, sync dir
 //! ```
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender, TrySendError, bounded};
+use patron_storage::{DirLock, RealDisk, Storage, StorageFile};
 
 use crate::frame::{
     SEGMENT_HEADER_LEN, encode_record, encode_segment_header, parse_segment_file_name, record_len, segment_file_name,
@@ -129,7 +131,7 @@ pub struct Wal {
     writer: Option<JoinHandle<()>>,
     stats: Arc<WalStats>,
     max_payload: usize,
-    _lock: File,
+    _lock: DirLock,
 }
 
 impl std::fmt::Debug for Wal {
@@ -142,18 +144,17 @@ fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> Wa
     move |source| WalError::Io { path: path.to_path_buf(), op, source }
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir, "fsync directory"))
+fn sync_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    storage.sync_dir(dir).map_err(io(dir, "fsync directory"))
 }
 
-fn create_segment(dir: &Path, first_seq: u64, size: u64) -> Result<File> {
+fn create_segment(storage: &dyn Storage, dir: &Path, first_seq: u64, size: u64) -> Result<Box<dyn StorageFile>> {
     let path = dir.join(segment_file_name(first_seq));
-    let file =
-        OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io(&path, "create segment"))?;
+    let file = storage.create_new(&path).map_err(io(&path, "create segment"))?;
     file.set_len(size).map_err(io(&path, "size segment"))?;
     file.write_all_at(&encode_segment_header(first_seq), 0).map_err(io(&path, "write segment header"))?;
     file.sync_all().map_err(io(&path, "fsync segment"))?;
-    sync_dir(dir)?;
+    sync_dir(storage, dir)?;
     Ok(file)
 }
 
@@ -178,28 +179,40 @@ impl Wal {
         dir: &Path,
         options: WalOptions,
         from_seq: u64,
+        replay: impl FnMut(u64, u32, &[u8]),
+    ) -> Result<(Self, RecoveryReport)> {
+        Self::open_on(Arc::new(RealDisk), dir, options, from_seq, replay)
+    }
+
+    /// [`Self::open_from`] on the given storage (a simulated disk in tests).
+    pub fn open_on(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        options: WalOptions,
+        from_seq: u64,
         mut replay: impl FnMut(u64, u32, &[u8]),
     ) -> Result<(Self, RecoveryReport)> {
-        std::fs::create_dir_all(dir).map_err(io(dir, "create directory"))?;
+        storage.create_dir_all(dir).map_err(io(dir, "create directory"))?;
         let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path, "open lock"))?;
         let deadline = Instant::now() + options.lock_wait;
-        while lock.try_lock().is_err() {
+        let lock = loop {
+            if let Some(lock) = storage.try_lock(&lock_path).map_err(io(&lock_path, "open lock"))? {
+                break lock;
+            }
             if Instant::now() >= deadline {
                 return Err(WalError::Locked { dir: dir.to_path_buf() });
             }
             std::thread::sleep(Duration::from_millis(10));
-        }
+        };
 
-        let mut segments: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        let mut segments: Vec<(u64, PathBuf)> = storage
+            .list(dir)
             .map_err(io(dir, "list directory"))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| parse_segment_file_name(&e.file_name().to_string_lossy()).map(|s| (s, e.path())))
+            .into_iter()
+            .filter_map(|path| {
+                let name = path.file_name()?.to_string_lossy().into_owned();
+                parse_segment_file_name(&name).map(|s| (s, path))
+            })
             .collect();
         segments.sort();
 
@@ -213,7 +226,7 @@ impl Wal {
         let mut tail_state: Option<(u64, PathBuf, u64)> = None; // (first_seq, path, valid_end)
         let replay_started = Instant::now();
         for (i, (first_seq, path)) in segments.iter().enumerate().skip(covered) {
-            let bytes = std::fs::read(path).map_err(io(path, "read segment"))?;
+            let bytes = storage.read(path).map_err(io(path, "read segment"))?;
             let is_last = i + 1 == segments.len();
             let scan = scan_segment(&bytes, *first_seq, expected, is_last).map_err(|c| WalError::Corrupt {
                 segment: path.clone(),
@@ -227,7 +240,7 @@ impl Wal {
             }
             expected = Some(scan.next_seq);
             if let Tail::Torn { offset, dropped_bytes, reason } = scan.tail {
-                let file = OpenOptions::new().write(true).open(path).map_err(io(path, "open segment"))?;
+                let file = storage.open_write(path).map_err(io(path, "open segment"))?;
                 file.write_all_at(&vec![0; dropped_bytes], offset as u64).map_err(io(path, "zero torn tail"))?;
                 file.sync_all().map_err(io(path, "fsync segment"))?;
                 report.torn_tail = Some(TornTail {
@@ -239,7 +252,7 @@ impl Wal {
             }
             if is_last {
                 let valid_end = if scan.tail == Tail::Blank {
-                    let file = OpenOptions::new().write(true).open(path).map_err(io(path, "open segment"))?;
+                    let file = storage.open_write(path).map_err(io(path, "open segment"))?;
                     file.write_all_at(&encode_segment_header(*first_seq), 0)
                         .map_err(io(path, "write segment header"))?;
                     file.sync_all().map_err(io(path, "fsync segment"))?;
@@ -256,13 +269,23 @@ impl Wal {
 
         let (segment_first, file, offset) = match tail_state {
             Some((first, path, end)) => {
-                (first, OpenOptions::new().read(true).write(true).open(&path).map_err(io(&path, "open segment"))?, end)
+                // What recovery found may be only in the page cache (a process
+                // crash after the segment was created but before its directory
+                // entry or header was synced): make it durable before anything
+                // appended to it is acknowledged.
+                let file = storage.open_write(&path).map_err(io(&path, "open segment"))?;
+                file.sync_all().map_err(io(&path, "fsync segment"))?;
+                sync_dir(&*storage, dir)?;
+                (first, file, end)
             }
-            None => (next_seq, create_segment(dir, next_seq, options.segment_bytes)?, SEGMENT_HEADER_LEN as u64),
+            None => {
+                (next_seq, create_segment(&*storage, dir, next_seq, options.segment_bytes)?, SEGMENT_HEADER_LEN as u64)
+            }
         };
         let stats = Arc::new(WalStats::default());
         let (tx, rx) = bounded(options.queue_depth);
         let mut writer = Writer {
+            storage,
             dir: dir.to_path_buf(),
             options,
             file,
@@ -368,9 +391,10 @@ impl Drop for Wal {
 }
 
 struct Writer {
+    storage: Arc<dyn Storage>,
     dir: PathBuf,
     options: WalOptions,
-    file: File,
+    file: Box<dyn StorageFile>,
     /// First sequence number of every live segment, ascending; the last is current.
     segments: Vec<u64>,
     offset: u64,
@@ -402,8 +426,23 @@ impl Writer {
         let mut done: Vec<(Completion, Appended)> = Vec::with_capacity(batch.len());
         for request in batch {
             match request {
-                Request::TruncateBefore { seq, done: reply } => reply(self.truncate_before(seq)),
-                Request::Roll { done: reply } => reply(self.roll()),
+                // A failed roll or truncation stops the log like a failed write: a
+                // half-created segment left behind and made durable by a later
+                // directory sync would make every restart refuse the directory.
+                Request::TruncateBefore { seq, done: reply } => {
+                    let truncated = self.truncate_before(seq);
+                    if let Err(e) = &truncated {
+                        self.fail(e);
+                    }
+                    reply(truncated);
+                }
+                Request::Roll { done: reply } => {
+                    let rolled = self.roll();
+                    if let Err(e) = &rolled {
+                        self.fail(e);
+                    }
+                    reply(rolled);
+                }
                 Request::Append { payload, count, done: reply } => {
                     if let Some(cause) = &self.failed {
                         reply(Err(WalError::FailStopped { cause: cause.clone() }));
@@ -441,7 +480,7 @@ impl Writer {
         let len = record_len(payload.len()) as u64;
         if self.offset + self.buf.len() as u64 + len > self.options.segment_bytes {
             self.flush_and_sync()?;
-            self.file = create_segment(&self.dir, self.next_seq, self.options.segment_bytes)?;
+            self.file = create_segment(&*self.storage, &self.dir, self.next_seq, self.options.segment_bytes)?;
             self.segments.push(self.next_seq);
             self.offset = SEGMENT_HEADER_LEN as u64;
         }
@@ -479,7 +518,7 @@ impl Writer {
         }
         self.flush_and_sync()?;
         if self.offset > SEGMENT_HEADER_LEN as u64 {
-            self.file = create_segment(&self.dir, self.next_seq, self.options.segment_bytes)?;
+            self.file = create_segment(&*self.storage, &self.dir, self.next_seq, self.options.segment_bytes)?;
             self.segments.push(self.next_seq);
             self.offset = SEGMENT_HEADER_LEN as u64;
         }
@@ -487,14 +526,17 @@ impl Writer {
     }
 
     fn truncate_before(&mut self, seq: u64) -> Result<usize> {
+        if let Some(cause) = &self.failed {
+            return Err(WalError::FailStopped { cause: cause.clone() });
+        }
         // Segment i holds [segments[i], segments[i + 1]); the last one is current.
         let removable = self.segments.windows(2).take_while(|w| w[1] <= seq).count();
         for first in self.segments.drain(..removable) {
             let path = self.dir.join(segment_file_name(first));
-            std::fs::remove_file(&path).map_err(io(&path, "remove segment"))?;
+            self.storage.remove_file(&path).map_err(io(&path, "remove segment"))?;
         }
         if removable > 0 {
-            sync_dir(&self.dir)?;
+            sync_dir(&*self.storage, &self.dir)?;
         }
         Ok(removable)
     }
