@@ -45,6 +45,7 @@ use patron_score::{
     BetaGeoParams, ClvConfig, GammaGammaParams, PurchaseModel, PurchaseParams, ScoreCache, ScoreInput, Scorer,
     SegmentInput, segment_population,
 };
+use patron_storage::{RealDisk, Storage};
 use patron_wal::{RecoveryReport, Wal, WalError, WalOptions};
 use rayon::prelude::*;
 
@@ -96,6 +97,9 @@ pub struct EngineConfig {
     /// Days of event time before the watermark over which duplicates are
     /// recognised (`None`: forever, and memory grows with every event).
     pub dedup_horizon_days: Option<u32>,
+    /// Where the log, snapshots and quarantine are kept: the real file system,
+    /// or a simulated disk in tests.
+    pub storage: Arc<dyn Storage>,
 }
 
 impl EngineConfig {
@@ -113,6 +117,7 @@ impl EngineConfig {
             items: ItemConfig::default(),
             blend: BlendConfig::default(),
             dedup_horizon_days: Some(DEFAULT_DEDUP_HORIZON_DAYS),
+            storage: Arc::new(RealDisk),
         }
     }
 }
@@ -304,7 +309,7 @@ fn empty_book(config: &EngineConfig, hasher: IdHasher) -> CustomerBook {
 /// its shard again. The books still need [`CustomerBook::share`] once the
 /// catalogue is known.
 fn restore_snapshot(path: &Path, config: &EngineConfig, shards: usize) -> std::result::Result<Restored, String> {
-    let file = SnapshotFile::open(path)?;
+    let file = SnapshotFile::open(&*config.storage, path)?;
     let Some(hasher) = file.id_key().filter(|_| file.shard_count() == shards) else {
         return restore_by_routing(file, config, shards);
     };
@@ -553,14 +558,18 @@ const QUARANTINE_DIR: &str = "quarantine";
 /// again over the same record, so repeated restarts do not pile up copies).
 /// The copy is fsynced, and so is the directory: the log record it came from
 /// is deleted once a later snapshot covers it, and the copy must outlive that.
-fn write_quarantine(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+fn write_quarantine(storage: &dyn Storage, dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
     let path = dir.join(name);
     let failed = |source| StateError::Quarantine { path: path.clone(), source };
-    std::fs::create_dir_all(dir).map_err(failed)?;
-    let mut file = std::fs::File::create(&path).map_err(failed)?;
-    std::io::Write::write_all(&mut file, bytes).map_err(failed)?;
+    storage.create_dir_all(dir).map_err(failed)?;
+    match storage.remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(failed(e)),
+        _ => {}
+    }
+    let file = storage.create_new(&path).map_err(failed)?;
+    file.write_all_at(bytes, 0).map_err(failed)?;
     file.sync_all().map_err(failed)?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(failed)?;
+    storage.sync_dir(dir).map_err(failed)?;
     Ok(path)
 }
 
@@ -728,7 +737,8 @@ impl Engine {
         let snapshot_dir = config.data_dir.join("snapshots");
         let mut snapshot_errors = Vec::new();
         let snapshots =
-            list_snapshots(&snapshot_dir).map_err(|e| StateError::Replay(format!("cannot list snapshots: {e}")))?;
+            list_snapshots(&*config.storage, &snapshot_dir)
+                .map_err(|e| StateError::Replay(format!("cannot list snapshots: {e}")))?;
         let (mut loaded, mut restored) = (None, None);
         for (_, path) in &snapshots {
             match restore_snapshot(path, &config, shards) {
@@ -810,7 +820,7 @@ impl Engine {
                         Some(i) => format!("log-seq-{seq}-event-{i}.json"),
                         None => format!("log-seq-{seq}.bin"),
                     };
-                    match write_quarantine(&quarantine_dir, &name, bytes) {
+                    match write_quarantine(&*config.storage, &quarantine_dir, &name, bytes) {
                         Ok(file) => quarantined.push(Quarantined {
                             seq,
                             index,
@@ -868,7 +878,7 @@ impl Engine {
                         send(shard, Replayed::Event { seq, index, event, hash });
                     }
                 };
-                Wal::open_from(&config.data_dir.join("wal"), config.wal, start_seq, replay)
+                Wal::open_on(config.storage.clone(), &config.data_dir.join("wal"), config.wal, start_seq, replay)
             })
             .map_err(|panic| StateError::Replay(format!("a thread replaying the log panicked: {panic}")))?;
             opened.map_err(StateError::Log)?
@@ -1036,14 +1046,18 @@ impl Engine {
     /// and undecodable records whose bytes contain their id.
     fn erase_quarantined(&self, customer: &CustomerId) -> Result<()> {
         let Ok(mut quarantined) = self.quarantined.lock() else { return Ok(()) };
+        let storage = &*self.inner.config.storage;
         let needle = customer.as_str().as_bytes();
         let mut failed: Option<StateError> = None;
         quarantined.retain(|q| {
             let holds = match &q.customer_id {
                 Some(id) => id == customer,
-                None => std::fs::read(&q.file).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)),
+                None => storage.read(&q.file).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)),
             };
-            if holds && let Err(source) = std::fs::remove_file(&q.file) {
+            if holds && let Err(source) = storage.remove_file(&q.file).and_then(|()| match q.file.parent() {
+                Some(dir) => storage.sync_dir(dir),
+                None => Ok(()),
+            }) {
                 failed.get_or_insert(StateError::Quarantine { path: q.file.clone(), source });
                 return true;
             }
@@ -1359,13 +1373,19 @@ impl Engine {
             .map(|image| ShardState { section: &image.section, watermark_ms: image.watermark_ms, dedup: &image.dedup })
             .collect();
         let customers = images.iter().map(|image| image.section.len()).sum::<usize>() as u64;
+        let storage = &*self.inner.config.storage;
         let (path, bytes) =
-            write_snapshot(&dir, Cut { next_seq, watermark_ms: watermark }, &shards, &shared).map_err(io)?;
+            write_snapshot(storage, &dir, Cut { next_seq, watermark_ms: watermark }, &shards, &shared).map_err(io)?;
         drop(shards);
         drop(images);
-        let kept = list_snapshots(&dir).map_err(io)?;
+        let kept = list_snapshots(storage, &dir).map_err(io)?;
         for (_, old) in kept.iter().skip(keep) {
-            std::fs::remove_file(old).map_err(io)?;
+            storage.remove_file(old).map_err(io)?;
+        }
+        // An erasure removes the snapshots that held the customer: that must
+        // survive a power cut too, or the customer comes back with them.
+        if kept.len() > keep {
+            storage.sync_dir(&dir).map_err(io)?;
         }
         let oldest_kept = kept.iter().take(keep).map(|k| k.0).min().unwrap_or(next_seq);
         let removed_segments = wal.truncate_before(oldest_kept).map_err(StateError::Log)?;

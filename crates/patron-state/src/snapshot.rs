@@ -50,14 +50,13 @@
 //! shard, one checksum over the file), 4 (one run of all customers) and 3
 //! (records with an 8-id ring, which is skipped; no dedup index).
 
-use std::fs::File;
-use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crossbeam::channel::bounded;
 use patron_model::ByteReader;
+use patron_storage::{Storage, StorageFile};
 use patron_model::ProductId;
 
 use crate::chunk::Chunk;
@@ -136,14 +135,14 @@ pub fn snapshot_file_name(next_seq: u64) -> String {
 }
 
 /// Snapshots in `dir`, newest first.
-pub fn list_snapshots(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
-    let mut found: Vec<(u64, PathBuf)> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
+pub fn list_snapshots(storage: &dyn Storage, dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut found: Vec<(u64, PathBuf)> = match storage.list(dir) {
+        Ok(paths) => paths
+            .into_iter()
+            .filter_map(|path| {
+                let name = path.file_name()?.to_string_lossy().into_owned();
                 let seq = name.strip_prefix("snapshot-")?.strip_suffix(".bin")?.parse().ok()?;
-                Some((seq, e.path()))
+                Some((seq, path))
             })
             .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -221,25 +220,47 @@ fn encode_shard(shard: u32, state: &ShardState<'_>, block_bytes: usize, send: &m
 /// Writes a snapshot of `shards` at `cut`, encoding the shards in parallel
 /// and streaming their blocks to the file; returns its path and size.
 pub fn write_snapshot(
+    storage: &dyn Storage,
     dir: &Path,
     cut: Cut,
     shards: &[ShardState<'_>],
     shared: &SharedState<'_>,
 ) -> std::io::Result<(PathBuf, u64)> {
-    write_in_blocks(dir, cut, shards, shared, BLOCK_BYTES)
+    write_in_blocks(storage, dir, cut, shards, shared, BLOCK_BYTES)
+}
+
+/// Appends at the end of a file opened through the storage seam.
+struct Appender<'a> {
+    file: &'a dyn StorageFile,
+    at: u64,
+}
+
+impl Appender<'_> {
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all_at(bytes, self.at)?;
+        self.at += bytes.len() as u64;
+        Ok(())
+    }
 }
 
 fn write_in_blocks(
+    storage: &dyn Storage,
     dir: &Path,
     cut: Cut,
     shards: &[ShardState<'_>],
     shared: &SharedState<'_>,
     block_bytes: usize,
 ) -> std::io::Result<(PathBuf, u64)> {
-    std::fs::create_dir_all(dir)?;
+    storage.create_dir_all(dir)?;
     let path = dir.join(snapshot_file_name(cut.next_seq));
     let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp)?;
+    // A temporary file left by an earlier attempt is replaced.
+    match storage.remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let handle = storage.create_new(&tmp)?;
+    let mut file = Appender { file: &*handle, at: 0 };
     let mut header = Vec::with_capacity(HEADER_LEN + 4);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&VERSION.to_le_bytes());
@@ -273,7 +294,7 @@ fn write_in_blocks(
         // kernel starts writing back only at gigabytes of dirty pages), so
         // disk and encoders would take turns. A second handle flushes what is
         // written so far every FLUSH_BYTES, while the encoders go on.
-        let flusher = file.try_clone()?;
+        let flusher = &*handle;
         let (flush, flushes) = bounded::<()>(1);
         let background = scope.spawn(move || flushes.iter().try_for_each(|()| flusher.sync_data()));
         let mut flushed = 0;
@@ -322,10 +343,10 @@ fn write_in_blocks(
     tail.extend_from_slice(&crc.to_le_bytes());
     file.write_all(&tail)?;
     let size = written + tail.len() as u64;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, &path)?;
-    File::open(dir)?.sync_all()?;
+    handle.sync_all()?;
+    drop(handle);
+    storage.rename(&tmp, &path)?;
+    storage.sync_dir(dir)?;
     Ok((path, size))
 }
 
@@ -333,11 +354,12 @@ fn write_in_blocks(
 /// `item_config` and deduplication indexes with `dedup_horizon_days`; the
 /// error says what is wrong.
 pub fn read_snapshot(
+    storage: &dyn Storage,
     path: &Path,
     item_config: ItemConfig,
     dedup_horizon_days: Option<u32>,
 ) -> Result<Snapshot, String> {
-    let file = SnapshotFile::open(path)?;
+    let file = SnapshotFile::open(storage, path)?;
     let mut records = Vec::new();
     file.decode_all(&mut |record| records.push(record))?;
     let mut snapshot = file.finish(item_config, dedup_horizon_days)?;
@@ -386,40 +408,10 @@ pub struct SnapshotFile {
     run_end: std::sync::OnceLock<usize>,
 }
 
-/// Pieces a snapshot is read in, each on its own thread.
-const READ_PIECES: usize = 4;
-
-/// Reads a whole file, its pieces on parallel threads. Most of the cost of
-/// reading a big snapshot is the kernel handing the buffer fresh pages on
-/// first touch, not the copy; one thread per piece shares that out. A buffer
-/// this big comes from fresh pages, which the allocator knows are zero and
-/// leaves unwritten, so the reads are the first touch.
-fn read_in_parallel(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
-    let file = std::fs::File::open(path)?;
-    let len = usize::try_from(file.metadata()?.len()).map_err(std::io::Error::other)?;
-    let mut body = vec![0u8; len];
-    let piece = len.div_ceil(READ_PIECES).max(1);
-    std::thread::scope(|scope| {
-        let readers: Vec<_> = body
-            .chunks_mut(piece)
-            .enumerate()
-            .map(|(i, bytes)| {
-                let file = &file;
-                scope.spawn(move || file.read_exact_at(bytes, (i * piece) as u64))
-            })
-            .collect();
-        readers.into_iter().try_for_each(|reader| {
-            reader.join().unwrap_or_else(|_| Err(std::io::Error::other("a reading thread panicked")))
-        })
-    })?;
-    Ok(body)
-}
-
 impl SnapshotFile {
     /// Reads and checks `path`.
-    pub fn open(path: &Path) -> Result<Self, String> {
-        let mut body = read_in_parallel(path).map_err(|e| format!("cannot read: {e}"))?;
+    pub fn open(storage: &dyn Storage, path: &Path) -> Result<Self, String> {
+        let mut body = storage.read(path).map_err(|e| format!("cannot read: {e}"))?;
         if body.len() < HEADER_LEN + 4 || &body[..8] != MAGIC {
             return Err("not a Patron snapshot".into());
         }
@@ -765,6 +757,7 @@ fn read_fixed_width_dedup(reader: &mut ByteReader<'_>, horizon_days: Option<u32>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use patron_storage::RealDisk;
     use patron_model::CustomerId;
 
     fn cut(next_seq: u64, watermark_ms: i64) -> Cut {
@@ -850,7 +843,7 @@ mod tests {
             models: Some(&models),
             hasher: IdHasher::from_key([3, 4]),
         };
-        let (path, size) = write_in_blocks(dir, cut(42, 1_000), &shards, &shared, block_bytes).unwrap();
+        let (path, size) = write_in_blocks(&RealDisk, dir, cut(42, 1_000), &shards, &shared, block_bytes).unwrap();
         assert_eq!(size, std::fs::metadata(&path).unwrap().len());
         (path, records, index)
     }
@@ -860,13 +853,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for block_bytes in [BLOCK_BYTES, 64] {
             let (path, records, index) = write_two_shards(dir.path(), block_bytes);
-            let file = SnapshotFile::open(&path).unwrap();
+            let file = SnapshotFile::open(&RealDisk, &path).unwrap();
             assert_eq!((file.shard_count(), file.records()), (2, 50));
             assert_eq!(file.sections[0].len() > 1, block_bytes == 64, "small blocks: several per shard");
             let mut second = Vec::new();
             file.decode_shard(1, &mut |r| second.push(r)).unwrap();
             assert_eq!(second, records[30..].to_vec(), "a shard decodes on its own");
-            let back = read_snapshot(&path, ItemConfig::default(), Some(35)).unwrap();
+            let back = read_snapshot(&RealDisk, &path, ItemConfig::default(), Some(35)).unwrap();
             assert_eq!((back.next_seq, back.watermark_ms, back.records.len()), (42, 1_000, 50));
             assert_eq!(back.records, records);
             assert_eq!(back.id_key, Some(IdHasher::from_key([3, 4])));
@@ -883,7 +876,7 @@ mod tests {
         let original = std::fs::read(&path).unwrap();
         let read = |bytes: &[u8]| {
             std::fs::write(&path, bytes).unwrap();
-            read_snapshot(&path, ItemConfig::default(), Some(35)).map(|_| ())
+            read_snapshot(&RealDisk, &path, ItemConfig::default(), Some(35)).map(|_| ())
         };
         assert_eq!(read(&original), Ok(()));
         // One flipped bit at every 7th byte: header, blocks, tail, table and checksum.
@@ -904,11 +897,11 @@ mod tests {
         let mut items = Vec::new();
         ItemStats::default().encode(&mut items);
         let shared = SharedState { products: &[], items: &items, models: None, hasher: IdHasher::from_key([1, 2]) };
-        let (path, _) = write_snapshot(dir.path(), cut(7, 0), &[], &shared).unwrap();
-        let empty = read_snapshot(&path, ItemConfig::default(), None).unwrap();
+        let (path, _) = write_snapshot(&RealDisk, dir.path(), cut(7, 0), &[], &shared).unwrap();
+        let empty = read_snapshot(&RealDisk, &path, ItemConfig::default(), None).unwrap();
         assert_eq!((empty.records.len(), empty.dedup.len(), empty.models.is_none()), (0, 0, true));
         std::fs::write(dir.path().join("snapshot-00000000000000000099.tmp"), b"half written").unwrap();
-        let listed: Vec<u64> = list_snapshots(dir.path()).unwrap().iter().map(|s| s.0).collect();
+        let listed: Vec<u64> = list_snapshots(&RealDisk, dir.path()).unwrap().iter().map(|s| s.0).collect();
         assert_eq!(listed, vec![42, 7], "newest first; temporary files ignored");
     }
 
@@ -935,7 +928,7 @@ mod tests {
         bytes.extend_from_slice(&crc.to_le_bytes());
         let path = dir.path().join(snapshot_file_name(9));
         std::fs::write(&path, bytes).unwrap();
-        let back = read_snapshot(&path, ItemConfig::default(), Some(35)).unwrap();
+        let back = read_snapshot(&RealDisk, &path, ItemConfig::default(), Some(35)).unwrap();
         assert_eq!((back.next_seq, back.watermark_ms, back.records), (9, 5_000, vec![record]));
         assert_eq!((back.id_key, back.dedup.len()), (None, 0), "no index: the engine refuses events before the cut");
     }
