@@ -736,9 +736,8 @@ impl Engine {
         // The newest readable snapshot, then the log from where it ends.
         let snapshot_dir = config.data_dir.join("snapshots");
         let mut snapshot_errors = Vec::new();
-        let snapshots =
-            list_snapshots(&*config.storage, &snapshot_dir)
-                .map_err(|e| StateError::Replay(format!("cannot list snapshots: {e}")))?;
+        let snapshots = list_snapshots(&*config.storage, &snapshot_dir)
+            .map_err(|e| StateError::Replay(format!("cannot list snapshots: {e}")))?;
         let (mut loaded, mut restored) = (None, None);
         for (_, path) in &snapshots {
             match restore_snapshot(path, &config, shards) {
@@ -1054,10 +1053,12 @@ impl Engine {
                 Some(id) => id == customer,
                 None => storage.read(&q.file).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)),
             };
-            if holds && let Err(source) = storage.remove_file(&q.file).and_then(|()| match q.file.parent() {
-                Some(dir) => storage.sync_dir(dir),
-                None => Ok(()),
-            }) {
+            if holds
+                && let Err(source) = storage.remove_file(&q.file).and_then(|()| match q.file.parent() {
+                    Some(dir) => storage.sync_dir(dir),
+                    None => Ok(()),
+                })
+            {
                 failed.get_or_insert(StateError::Quarantine { path: q.file.clone(), source });
                 return true;
             }
@@ -1379,12 +1380,16 @@ impl Engine {
         drop(shards);
         drop(images);
         let kept = list_snapshots(storage, &dir).map_err(io)?;
-        for (_, old) in kept.iter().skip(keep) {
+        // Older snapshots, and the temporary files of snapshots that failed
+        // half-way: an erasure must leave no copy of the customer behind.
+        let unfinished =
+            storage.list(&dir).map_err(io)?.into_iter().filter(|p| p.extension().is_some_and(|e| e == "tmp"));
+        let removed: Vec<PathBuf> = kept.iter().skip(keep).map(|(_, old)| old.clone()).chain(unfinished).collect();
+        for old in &removed {
             storage.remove_file(old).map_err(io)?;
         }
-        // An erasure removes the snapshots that held the customer: that must
-        // survive a power cut too, or the customer comes back with them.
-        if kept.len() > keep {
+        // The removals must survive a power cut too, or the customer comes back with them.
+        if !removed.is_empty() {
             storage.sync_dir(&dir).map_err(io)?;
         }
         let oldest_kept = kept.iter().take(keep).map(|k| k.0).min().unwrap_or(next_seq);

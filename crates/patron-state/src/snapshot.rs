@@ -56,8 +56,8 @@ use std::sync::Arc;
 
 use crossbeam::channel::bounded;
 use patron_model::ByteReader;
-use patron_storage::{Storage, StorageFile};
 use patron_model::ProductId;
+use patron_storage::{Storage, StorageFile};
 
 use crate::chunk::Chunk;
 use crate::dedup::{DedupIndex, IdHasher};
@@ -757,8 +757,8 @@ fn read_fixed_width_dedup(reader: &mut ByteReader<'_>, horizon_days: Option<u32>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use patron_storage::RealDisk;
     use patron_model::CustomerId;
+    use patron_storage::RealDisk;
 
     fn cut(next_seq: u64, watermark_ms: i64) -> Cut {
         Cut { next_seq, watermark_ms }
