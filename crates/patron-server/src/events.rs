@@ -88,9 +88,21 @@ impl RejectedEvent {
         }
     }
 
-    /// Whether this rejected event names `customer`, however it was spelled.
+    /// Whether this rejected event names `customer`, however it was spelled:
+    /// by the customer ids it was decoded to hold. Text that holds no
+    /// decodable id (not JSON, or cut before the id) names the customer when
+    /// the id stands in it as a whole word, so erasing customer `1` does not
+    /// drop every kept event with a `1` in it.
     pub(crate) fn names(&self, customer: &str) -> bool {
-        self.customer_ids.iter().any(|id| id == customer) || self.raw.contains(customer)
+        if !self.customer_ids.is_empty() {
+            return self.customer_ids.iter().any(|id| id == customer);
+        }
+        let is_id_char = |c: char| c.is_alphanumeric() || "-_.:@".contains(c);
+        self.raw.match_indices(customer).any(|(at, _)| {
+            let before = self.raw[..at].chars().next_back();
+            let after = self.raw[at + customer.len()..].chars().next();
+            !before.is_some_and(is_id_char) && !after.is_some_and(is_id_char)
+        })
     }
 }
 
@@ -677,6 +689,24 @@ mod tests {
     }
 
     /// Issue 12: `plain\u0076ictim42` survived the erasure of `plainvictim42`.
+    #[test]
+    fn regression_erasing_customer_1_keeps_the_rejected_events_of_other_customers() {
+        let store = RejectedStore::default();
+        let kept = [
+            r#"{"type":"purchase","customer_id":"c-2","event_id":"e1","revenue":"1x"}"#,
+            r#"{"type":"purchase","customer_id":"1","event_id":"e2","revenue":"1x"}"#,
+            "garbage line 10 11 21",
+            "garbage line naming 1 alone",
+        ];
+        store.record(
+            4,
+            kept.iter().enumerate().map(|(i, raw)| RejectedEvent::new("http", i as u64, "x".into(), raw.as_bytes())),
+        );
+        store.erase("1");
+        let left: Vec<String> = store.newest(10).into_iter().map(|r| r.raw).collect();
+        assert_eq!(left, [kept[2], kept[0]], "only the events naming customer 1 are dropped");
+    }
+
     #[test]
     fn regression_erasure_matches_escaped_spellings_of_the_id() {
         let store = RejectedStore::default();
