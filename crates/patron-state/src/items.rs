@@ -960,6 +960,9 @@ fn popular_by_category(order_weight: &[f64], category: &[u32], keep: usize) -> V
 
 #[cfg(test)]
 mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
     use super::*;
 
     fn line(product: u32) -> BasketLine<'static> {
@@ -997,13 +1000,8 @@ mod tests {
                 *min = CoCounter { product, count: min.count + 1, weight: min.weight + weight, error: min.weight };
             }
         }
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = StdRng::seed_from_u64(0x9e37_79b9_7f4a_7c15_u64);
+        let mut next = move || rng.random::<u64>();
         for capacity in [1, 7, 16, 17, 40, 128] {
             let (mut columns, mut reference) = (TopCounters::default(), Vec::new());
             for _ in 0..20_000 {
@@ -1023,13 +1021,8 @@ mod tests {
     #[test]
     fn batched_purchases_end_in_the_same_statistics_as_one_at_a_time() {
         const CATEGORIES: [Option<&str>; 4] = [None, Some("mugs"), Some("tea"), Some("pots")];
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = StdRng::seed_from_u64(0x2545_f491_4f6c_dd1d_u64);
+        let mut next = move || rng.random::<u64>();
         let config = ItemConfig { counters_per_product: 8, max_basket_products: 3, ..ItemConfig::default() };
         let (one_by_one, batched) = (ItemStats::new(config), ItemStats::new(config));
         let mut profiles = vec![(PurchaseProfile::default(), PurchaseProfile::default()); 30];
