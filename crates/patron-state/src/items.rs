@@ -18,8 +18,10 @@
 //!   al. 2009): an event on `day` adds `2^((day − landmark)/half_life)`; the
 //!   ratio of two such sums is the ratio of the decayed sums as of any "now",
 //!   so similarities need no periodic decay pass. The landmark is fixed
-//!   (2020-01-01) and the exponent is clamped to ±120, which with the default
-//!   half-lives represents events from 1900 to 2140 without overflow.
+//!   (2020-01-01). Co-purchase weights are `f32`, their exponent clamped to
+//!   ±120 half-lives (1900 to 2140 with the 365-day default); the trend's
+//!   weights are `f64`, clamped to ±1,000 half-lives (1938 to 2102 with the
+//!   30-day default), so a 30-day trend means the same in 1997 as in 2035.
 //! - **Off the answer's path, in batches.** A purchase is first recorded
 //!   ([`ItemStats::record`]: the customer's profile decides new or repeat
 //!   buyer) into an [`Observed`] batch, then applied ([`ItemStats::apply`])
@@ -59,16 +61,29 @@ pub struct Decay {
     pub half_life_days: f64,
 }
 
+/// Half-lives from the landmark that an `f32` weight can hold (2^±120 is finite).
+const F32_HALF_LIVES: f64 = 120.0;
+
+/// Half-lives from the landmark that an `f64` weight can hold, with room to
+/// sum 2^24 events at the very edge (2^1000 · 2^24 is still finite).
+const F64_HALF_LIVES: f64 = 1_000.0;
+
 impl Decay {
-    /// The weight of an event on `day`, relative to the fixed landmark.
-    pub fn weight(self, day: i32) -> f32 {
-        self.factor(day) as f32
+    fn half_lives_from_landmark(self, day: i32) -> f64 {
+        (i64::from(day) - i64::from(LANDMARK_DAY)) as f64 / self.half_life_days.max(1.0)
     }
 
-    /// `2^((day − landmark)/half_life)`, clamped to keep `f32` finite.
+    /// The weight of an event on `day`, relative to the fixed landmark, as the
+    /// co-purchase counters keep it (`f32`): ±120 half-lives, so with the
+    /// 365-day default, events from 1900 to 2140 keep their order.
+    pub fn weight(self, day: i32) -> f32 {
+        self.half_lives_from_landmark(day).clamp(-F32_HALF_LIVES, F32_HALF_LIVES).exp2() as f32
+    }
+
+    /// `2^((day − landmark)/half_life)` in `f64`: ±1,000 half-lives, so the
+    /// 30-day trend decay tells days apart from 1938 to 2102.
     pub fn factor(self, day: i32) -> f64 {
-        let exponent = (i64::from(day) - i64::from(LANDMARK_DAY)) as f64 / self.half_life_days.max(1.0);
-        exponent.clamp(-120.0, 120.0).exp2()
+        self.half_lives_from_landmark(day).clamp(-F64_HALF_LIVES, F64_HALF_LIVES).exp2()
     }
 }
 
@@ -528,7 +543,7 @@ impl ItemStats {
             paired: paired as u32,
             recent: (products.len() - recent_start) as u32,
             co_weight: config.co_purchase_decay.weight(day),
-            trend_weight: f64::from(config.trend_decay.weight(day)),
+            trend_weight: config.trend_decay.factor(day),
         });
         for (i, line) in lines.iter().enumerate() {
             let change = profile.record(line.product, day, repeat_weight, profile_limit);
@@ -692,7 +707,7 @@ impl ItemStats {
         }
         // Trend: the product's share of recent orders over its share of all
         // (decayed) orders; 1 for a product selling as it always did.
-        let long_now = config.co_purchase_decay.factor(now_day);
+        let long_now = f64::from(config.co_purchase_decay.weight(now_day));
         let short_now = config.trend_decay.factor(now_day);
         let (long_total, short_total) = (order_weight.iter().sum::<f64>(), recent_weight.iter().sum::<f64>());
         let trend: Vec<f32> = order_weight
@@ -1111,6 +1126,28 @@ mod tests {
         back.encode(&mut again);
         assert_eq!(bytes, again);
         assert!(ItemStats::decode(&mut ByteReader::new(&bytes[..bytes.len() - 3], 0), ItemConfig::default()).is_none());
+    }
+
+    /// With the exponent clamped at ±120 half-lives for both decays, 30-day
+    /// trend weights were all equal before 2010 and after 2029: every product
+    /// had a trend of 1, selling or not.
+    #[test]
+    fn regression_the_trend_tells_a_selling_product_from_a_stopped_one_in_1997_and_2035() {
+        for year_start in [9_862, 23_741, 47_119] {
+            // 1997-01-01, 2035-01-01 and 2099-01-01 (days since 1970).
+            let stats = ItemStats::default();
+            let mut profile = PurchaseProfile::default();
+            let now = year_start + 300;
+            for day in 0..60 {
+                // Product 0 sells in the last 60 days; product 1 sold the same amount and stopped 90 days ago.
+                stats.observe(&mut profile, now - day, &[line(0)], 32);
+                stats.observe(&mut profile, now - 90 - day, &[line(1)], 32);
+                stats.observe(&mut profile, now - day * 4, &[line(2)], 32);
+            }
+            let model = stats.refresh(now);
+            let (selling, stopped) = (model.trend(0), model.trend(1));
+            assert!(selling > 1.2 && stopped < 0.5, "from day {year_start}: selling {selling}, stopped {stopped}");
+        }
     }
 
     #[test]
