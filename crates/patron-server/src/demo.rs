@@ -126,7 +126,7 @@ fn stream(
         if last_print.elapsed() >= Duration::from_secs(1) {
             let accepted = engine.stats().accepted.load(Ordering::Relaxed);
             let per_second = (accepted - last_accepted) as f64 / last_print_at.elapsed().as_secs_f64();
-            print_summary(engine, links, data_dir, per_second, sent, started.elapsed(), Frame::Live { clear: tty });
+            print_summary(engine, links, data_dir, per_second, sent, started.elapsed(), Frame::Live { clear: tty })?;
             (last_print, last_accepted, last_print_at) = (Instant::now(), accepted, Instant::now());
         }
         if let Some(rest) = tick.checked_sub(tick_started.elapsed()) {
@@ -135,7 +135,7 @@ fn stream(
     }
     let _ = engine.refit();
     let average = engine.stats().accepted.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    print_summary(engine, links, data_dir, average, sent, started.elapsed(), Frame::Last);
+    print_summary(engine, links, data_dir, average, sent, started.elapsed(), Frame::Last)?;
     Ok(())
 }
 
@@ -156,7 +156,7 @@ fn print_summary(
     sent: u64,
     elapsed: Duration,
     frame: Frame,
-) {
+) -> Result<()> {
     let stats = engine.stats();
     let mut segments: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut top: Vec<(f64, f64, String)> = Vec::new();
@@ -171,7 +171,7 @@ fn print_summary(
                 }
             }
             book.len()
-        })
+        })?
         .iter()
         .sum();
     top.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -233,7 +233,7 @@ fn print_summary(
         ));
         print!("{out}");
         let _ = std::io::stdout().flush();
-        return;
+        return Ok(());
     }
     out.push_str(&format!(
         "\n\n  Try:\n    open {url}/ in a browser (the status page)\n    curl -s {url}/v1/customers/{example}\n    \
@@ -243,4 +243,5 @@ fn print_summary(
     ));
     print!("{out}");
     let _ = std::io::stdout().flush();
+    Ok(())
 }

@@ -686,9 +686,11 @@ pub(crate) fn engine_stats_rows(shared: &Shared) -> Vec<(String, f64)> {
         ("last_recommendation_refresh_ms".to_owned(), load(&stats.last_recs_refresh_micros) / 1e3),
         ("product_stats_bytes".to_owned(), engine.item_stats_memory_bytes() as f64),
     ];
-    let (state_bytes, history_bytes) = engine.state_memory();
-    rows.push(("customer_state_bytes".to_owned(), state_bytes as f64));
-    rows.push(("customer_history_bytes".to_owned(), history_bytes as f64));
+    // NaN, not part of the population, when a shard has failed.
+    let (state_bytes, history_bytes) =
+        engine.state_memory().map_or((f64::NAN, f64::NAN), |(state, history)| (state as f64, history as f64));
+    rows.push(("customer_state_bytes".to_owned(), state_bytes));
+    rows.push(("customer_history_bytes".to_owned(), history_bytes));
     let (remembered, dedup_bytes) = engine.dedup_usage();
     rows.push(("dedup_remembered_events".to_owned(), remembered as f64));
     rows.push(("dedup_bytes".to_owned(), dedup_bytes as f64));

@@ -737,7 +737,7 @@ impl Engine {
         let snapshot_dir = config.data_dir.join("snapshots");
         let mut snapshot_errors = Vec::new();
         let snapshots = list_snapshots(&*config.storage, &snapshot_dir)
-            .map_err(|e| StateError::Replay(format!("cannot list snapshots: {e}")))?;
+            .map_err(|source| StateError::ListSnapshots { dir: snapshot_dir.clone(), source })?;
         let (mut loaded, mut restored) = (None, None);
         for (_, path) in &snapshots {
             match restore_snapshot(path, &config, shards) {
@@ -879,7 +879,7 @@ impl Engine {
                 };
                 Wal::open_on(config.storage.clone(), &config.data_dir.join("wal"), config.wal, start_seq, replay)
             })
-            .map_err(|panic| StateError::Replay(format!("a thread replaying the log panicked: {panic}")))?;
+            .map_err(|message| StateError::ReplayPanicked { message })?;
             opened.map_err(StateError::Log)?
         };
         if let Some(e) = quarantine_error {
@@ -888,14 +888,11 @@ impl Engine {
         // The log must reach back to where the snapshot ends, or events would be missing.
         let log_start = first_logged.unwrap_or(report.next_seq);
         if log_start > start_seq {
-            let detail = if snapshot_errors.is_empty() {
-                String::new()
-            } else {
-                format!(" (unreadable snapshots: {})", snapshot_errors.join("; "))
-            };
-            return Err(StateError::Replay(format!(
-                "the log starts at sequence {log_start} but the state to recover starts at {start_seq}{detail}; refusing to start without those events"
-            )));
+            return Err(StateError::LogGap {
+                log_start,
+                state_start: start_seq,
+                unreadable_snapshots: snapshot_errors,
+            });
         }
         report.events = inner.stats.accepted.load(Ordering::Relaxed) + inner.stats.duplicates.load(Ordering::Relaxed);
         for (shard, gauges) in inner.shards.iter().zip(&inner.gauges) {
@@ -909,7 +906,7 @@ impl Engine {
             std::thread::Builder::new()
                 .name("patron-items".to_owned())
                 .spawn(move || item_feeder(&inner, feed_receiver))
-                .map_err(|e| StateError::Replay(format!("cannot start the product statistics thread: {e}")))?
+                .map_err(|source| StateError::SpawnThread { name: "product statistics", source })?
         };
         for shard in 0..shards {
             let (tx, rx) = bounded(config.shard_queue);
@@ -919,7 +916,7 @@ impl Engine {
             let handle = std::thread::Builder::new()
                 .name(format!("patron-shard-{shard}"))
                 .spawn(move || shard_writer(&inner, shard, &rx, &feed))
-                .map_err(|e| StateError::Replay(format!("cannot start shard thread: {e}")))?;
+                .map_err(|source| StateError::SpawnThread { name: "shard writer", source })?;
             threads.push(handle);
         }
         drop(feed);
@@ -1177,8 +1174,9 @@ impl Engine {
     /// Bytes of the customer state: the columns and id index the `customers`
     /// table is derived from, and the writer-only histories (occasion days and
     /// purchase profiles). The dedup index is [`Self::dedup_usage`].
-    pub fn state_memory(&self) -> (usize, usize) {
-        self.with_books(CustomerBook::memory_bytes).into_iter().fold((0, 0), |(c, h), (a, b)| (c + a, h + b))
+    pub fn state_memory(&self) -> Result<(usize, usize)> {
+        let per_shard = self.with_books(CustomerBook::memory_bytes)?;
+        Ok(per_shard.into_iter().fold((0, 0), |(c, h), (a, b)| (c + a, h + b)))
     }
 
     /// Event ids remembered for deduplication, and the bytes their indexes
@@ -1231,8 +1229,22 @@ impl Engine {
     }
 
     /// Runs `f` over every shard's book under its read lock, in shard order.
-    pub fn with_books<T>(&self, mut f: impl FnMut(&CustomerBook) -> T) -> Vec<T> {
-        self.inner.shards.iter().filter_map(|s| s.read().ok().map(|b| f(&b))).collect()
+    /// A poisoned lock (a writer panicked while changing that shard) is an
+    /// error: a view of part of the population must not pass for the whole.
+    pub fn with_books<T>(&self, mut f: impl FnMut(&CustomerBook) -> T) -> Result<Vec<T>> {
+        self.inner
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(shard, lock)| {
+                lock.read().map(|book| f(&book)).map_err(|_| {
+                    StateError::ShardFailed(ShardFailure {
+                        shard: Some(shard),
+                        reason: "its lock is poisoned".to_owned(),
+                    })
+                })
+            })
+            .collect()
     }
 
     /// Scores every customer with the models in use at the recovered watermark
@@ -1281,27 +1293,22 @@ impl Engine {
         if let Some(failure) = self.failure() {
             return Err(StateError::ShardFailed(failure.clone()));
         }
-        let wal = self.wal.as_ref().ok_or_else(|| StateError::Replay("engine is shutting down".into()))?;
+        let wal = self.wal.as_ref().ok_or(StateError::ShuttingDown)?;
         let (tx, rx) = bounded(1);
         let sender = self.senders[self.shard_of(customer)].clone();
         let target = customer.clone();
         let payload = [ERASE_PREFIX, customer.as_str().as_bytes()].concat();
         wal.submit(payload, 1, move |result| {
             // In log order: the customer's earlier events reach the shard first.
-            let answer = result.map_err(|e| e.to_string()).and_then(|_| {
+            let answer = result.map_err(StateError::Log).and_then(|_| {
                 let (reply, existed) = bounded(1);
-                sender.send(ShardMessage::Erase(target, reply)).map_err(|_| "shard stopped".to_owned())?;
+                sender.send(ShardMessage::Erase(target, reply)).map_err(|_| StateError::ShardStopped)?;
                 Ok(existed)
             });
             let _ = tx.send(answer);
         })
         .map_err(StateError::Log)?;
-        let existed = rx
-            .recv()
-            .map_err(|_| StateError::Replay("log stopped".into()))?
-            .map_err(StateError::Replay)?
-            .recv()
-            .map_err(|_| StateError::Replay("shard stopped".into()))?;
+        let existed = rx.recv().map_err(|_| StateError::LogStopped)??.recv().map_err(|_| StateError::ShardStopped)?;
         wal.roll().map_err(StateError::Log)?;
         self.snapshot_keeping(1)?;
         self.erase_quarantined(customer)?;
@@ -1314,11 +1321,11 @@ impl Engine {
         if let Some(failure) = self.failure() {
             return Err(StateError::ShardFailed(failure.clone()));
         }
-        let wal = self.wal.as_ref().ok_or_else(|| StateError::Replay("engine is shutting down".into()))?;
+        let wal = self.wal.as_ref().ok_or(StateError::ShuttingDown)?;
         let (tx, rx) = bounded(1);
         let senders = self.senders.clone();
         wal.submit(CHECKPOINT_MARKER.to_vec(), 1, move |result| {
-            let answer = result.map_err(|e| e.to_string()).map(|appended| {
+            let answer = result.map_err(StateError::Log).map(|appended| {
                 // Runs in log order: every earlier record has already been routed to the shards.
                 let gate = Arc::new(CheckpointGate {
                     paused: std::sync::Barrier::new(senders.len() + 1),
@@ -1343,8 +1350,7 @@ impl Engine {
             let _ = tx.send(answer);
         })
         .map_err(StateError::Log)?;
-        let (marker_seq, replies, gate) =
-            rx.recv().map_err(|_| StateError::Replay("log stopped".into()))?.map_err(StateError::Replay)?;
+        let (marker_seq, replies, gate) = rx.recv().map_err(|_| StateError::LogStopped)??;
         let (mut images, mut shard_failed) = (Vec::new(), false);
         for reply in replies {
             match reply.recv() {
@@ -1358,12 +1364,12 @@ impl Engine {
         self.item_stats().encode(&mut items);
         gate.resume.wait();
         if shard_failed {
-            return Err(StateError::Replay("a shard stopped during the snapshot".into()));
+            return Err(StateError::ShardStopped);
         }
         let dir = self.inner.config.data_dir.join("snapshots");
         let next_seq = marker_seq + 1;
         let watermark = self.inner.watermark_ms.load(Ordering::Relaxed);
-        let io = |e: std::io::Error| StateError::Replay(format!("cannot write snapshot: {e}"));
+        let io = |source: std::io::Error| StateError::Snapshot { dir: dir.clone(), source };
         // Taken after the shards answered, so it covers every product their records name.
         let products = self.inner.catalog.names();
         let models = self.models();
@@ -1408,7 +1414,7 @@ impl Engine {
 
     fn refit_models(&self) -> Result<Arc<ModelState>> {
         let started = Instant::now();
-        let now = self.now().ok_or_else(|| StateError::Replay("no events yet".into()))?;
+        let now = self.now().ok_or(StateError::NoEvents)?;
         let minor = self.inner.config.currencies.base.minor_per_major();
         // Phase 1: gather inputs under short read locks.
         let gathered: Vec<Vec<Gathered>> = self.with_books(|book| {
@@ -1426,7 +1432,7 @@ impl Engine {
                     })
                 })
                 .collect()
-        });
+        })?;
         let all: Vec<&Gathered> = gathered.iter().flatten().collect();
         let inputs: Vec<ScoreInput> = all.iter().map(|g| g.input).collect();
         let occasions: u64 = all.iter().map(|g| u64::from(g.occasions)).sum();
@@ -1751,6 +1757,22 @@ mod tests {
         let mut after = Vec::new();
         engine.item_stats().encode(&mut after);
         assert!(before == after, "the restored statistics differ from the snapshot's engine");
+    }
+
+    #[test]
+    fn regression_a_poisoned_shard_fails_views_of_the_whole_population_instead_of_skipping_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = open(dir.path(), 2);
+        let good: Vec<Event> = (0..6).map(|i| purchase(&format!("e{i}"), &format!("c{i}"), 100)).collect();
+        engine.submit(good).unwrap();
+        assert_eq!(engine.with_books(CustomerBook::len).unwrap().iter().sum::<usize>(), 6);
+        assert!(engine.submit(vec![purchase("boom", PANIC_IN_TESTS, 1)]).is_err());
+        assert!(matches!(engine.with_books(CustomerBook::len), Err(StateError::ShardFailed(_))));
+        assert!(matches!(engine.state_memory(), Err(StateError::ShardFailed(_))));
+        assert!(
+            matches!(engine.refit(), Err(StateError::ShardFailed(_))),
+            "a refit on part of the customers is refused"
+        );
     }
 
     #[test]

@@ -70,9 +70,65 @@ pub enum StateError {
     /// The write-ahead log failed to open or refused a write.
     #[error("write-ahead log: {0}")]
     Log(#[source] patron_wal::WalError),
-    /// A logged event could not be replayed.
-    #[error("cannot replay the log: {0}")]
-    Replay(String),
+    /// The snapshots directory could not be listed.
+    #[error("cannot list snapshots in {}: {source}", dir.display())]
+    ListSnapshots {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// The I/O failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A snapshot could not be written, or older ones removed.
+    #[error("cannot write snapshot in {}: {source}", dir.display())]
+    Snapshot {
+        /// The snapshots directory.
+        dir: std::path::PathBuf,
+        /// The I/O failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The log does not reach back to where the newest readable snapshot ends:
+    /// starting would silently drop the events in between.
+    #[error(
+        "the log starts at sequence {log_start} but the state to recover starts at {state_start}{}; refusing to start without those events",
+        if unreadable_snapshots.is_empty() { String::new() } else { format!(" (unreadable snapshots: {})", unreadable_snapshots.join("; ")) }
+    )]
+    LogGap {
+        /// First sequence number in the log.
+        log_start: u64,
+        /// First sequence number the recovered state needs.
+        state_start: u64,
+        /// Snapshots that could not be read, and why.
+        unreadable_snapshots: Vec<String>,
+    },
+    /// A thread that replays the log panicked.
+    #[error("a thread replaying the log panicked: {message}")]
+    ReplayPanicked {
+        /// The panic message.
+        message: String,
+    },
+    /// A thread of the engine could not be started.
+    #[error("cannot start the {name} thread: {source}")]
+    SpawnThread {
+        /// Which thread.
+        name: &'static str,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The engine is shutting down.
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+    /// The log writer went away before it answered.
+    #[error("the log writer stopped")]
+    LogStopped,
+    /// A shard writer went away before it answered.
+    #[error("a shard writer stopped")]
+    ShardStopped,
+    /// A refit was asked for before any event arrived.
+    #[error("no events yet")]
+    NoEvents,
     /// A shard writer died (a panic while applying events). Ingest, erasure
     /// and snapshots stop until a restart recovers the shard from the log.
     #[error("{0}")]

@@ -90,7 +90,7 @@ fn a_restart_replays_the_log_to_the_same_state_and_still_knows_duplicates() {
     assert_eq!(before, after);
     let again = engine.submit(events[2990..3010].to_vec()).unwrap();
     assert_eq!((again.accepted, again.duplicates), (10, 10), "the last 10 were already applied before the restart");
-    let total: u64 = engine.with_books(|b| b.counts().0).iter().sum();
+    let total: u64 = engine.with_books(|b| b.counts().0).unwrap().iter().sum();
     assert_eq!(total, 3010);
 }
 
@@ -109,6 +109,7 @@ fn state_of(engine: &Engine) -> Vec<(String, u64, i64, u32)> {
                 .map(|r| (r.customer_id().to_string(), r.orders, r.revenue_minor, r.occasions()))
                 .collect::<Vec<_>>()
         })
+        .unwrap()
         .into_iter()
         .flatten()
         .collect();
@@ -148,6 +149,7 @@ fn scores_of(engine: &Engine) -> Vec<(String, Option<patron_score::Scores>, Opti
         .with_books(|b| {
             b.records().iter().map(|r| (r.customer_id().to_string(), r.scores(), r.segments())).collect::<Vec<_>>()
         })
+        .unwrap()
         .into_iter()
         .flatten()
         .collect();
@@ -323,7 +325,7 @@ fn a_large_snapshot_is_restored_by_one_thread_per_shard_into_the_right_shards() 
 
 /// Every customer's summary and every shard's event counters.
 fn full_state(engine: &Engine) -> (Vec<(String, u64, i64, u32)>, u64) {
-    let applied: u64 = engine.with_books(|b| b.counts().0).iter().sum();
+    let applied: u64 = engine.with_books(|b| b.counts().0).unwrap().iter().sum();
     (state_of(engine), applied)
 }
 
