@@ -98,22 +98,28 @@ pub struct Server {
 impl Server {
     /// Starts `patron serve` on `data_dir` with `extra` flags and waits until it listens.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
-        Self::launch("serve", data_dir, extra)
+        Self::launch("serve", data_dir, extra, &[])
+    }
+
+    /// [`Self::start`] with extra environment variables (a crash point).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::launch("serve", data_dir, extra, env)
     }
 
     /// Starts `patron demo` (the README's main command) on `data_dir` with
     /// `extra` flags and waits until its API listens; it streams meanwhile.
     pub fn start_demo(data_dir: &Path, extra: &[&str]) -> Server {
-        Self::launch("demo", data_dir, extra)
+        Self::launch("demo", data_dir, extra, &[])
     }
 
-    fn launch(command: &str, data_dir: &Path, extra: &[&str]) -> Server {
+    fn launch(command: &str, data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         use std::io::BufRead;
         let mut args = vec![command, "--data-dir", data_dir.to_str().expect("utf-8 path")];
         args.extend_from_slice(&EPHEMERAL_LISTENERS);
         args.extend_from_slice(extra);
         let mut child = Command::new(patron_binary())
             .args(&args)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(if std::env::var("PATRON_TEST_SERVER_LOGS").is_ok() {
                 std::process::Stdio::inherit()
@@ -160,6 +166,18 @@ impl Server {
     pub fn kill_dash_nine(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Waits for the process to end on its own (a crash point), at most `limit`.
+    pub fn wait_for_exit(mut self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
     }
 }
 

@@ -45,7 +45,7 @@ use patron_score::{
     BetaGeoParams, ClvConfig, GammaGammaParams, PurchaseModel, PurchaseParams, ScoreCache, ScoreInput, Scorer,
     SegmentInput, segment_population,
 };
-use patron_storage::{RealDisk, Storage};
+use patron_storage::{RealDisk, Storage, crash_point};
 use patron_wal::{RecoveryReport, Wal, WalError, WalOptions};
 use rayon::prelude::*;
 
@@ -1309,8 +1309,11 @@ impl Engine {
         })
         .map_err(StateError::Log)?;
         let existed = rx.recv().map_err(|_| StateError::LogStopped)??.recv().map_err(|_| StateError::ShardStopped)?;
+        crash_point("erase-logged");
         wal.roll().map_err(StateError::Log)?;
+        crash_point("erase-rolled");
         self.snapshot_keeping(1)?;
+        crash_point("erase-snapshotted");
         self.erase_quarantined(customer)?;
         Ok(existed)
     }
@@ -1385,6 +1388,7 @@ impl Engine {
             write_snapshot(storage, &dir, Cut { next_seq, watermark_ms: watermark }, &shards, &shared).map_err(io)?;
         drop(shards);
         drop(images);
+        crash_point("snapshot-published");
         let kept = list_snapshots(storage, &dir).map_err(io)?;
         // Older snapshots, and the temporary files of snapshots that failed
         // half-way: an erasure must leave no copy of the customer behind.
@@ -1399,6 +1403,7 @@ impl Engine {
             storage.sync_dir(&dir).map_err(io)?;
         }
         let oldest_kept = kept.iter().take(keep).map(|k| k.0).min().unwrap_or(next_seq);
+        crash_point("snapshot-pruned");
         let removed_segments = wal.truncate_before(oldest_kept).map_err(StateError::Log)?;
         Ok(SnapshotReport { path, next_seq, customers, bytes, removed_segments })
     }

@@ -57,7 +57,7 @@ use std::sync::Arc;
 use crossbeam::channel::bounded;
 use patron_model::ByteReader;
 use patron_model::ProductId;
-use patron_storage::{Storage, StorageFile};
+use patron_storage::{Storage, StorageFile, crash_point};
 
 use crate::chunk::Chunk;
 use crate::dedup::{DedupIndex, IdHasher};
@@ -345,7 +345,9 @@ fn write_in_blocks(
     let size = written + tail.len() as u64;
     handle.sync_all()?;
     drop(handle);
+    crash_point("snapshot-written");
     storage.rename(&tmp, &path)?;
+    crash_point("snapshot-renamed");
     storage.sync_dir(dir)?;
     Ok((path, size))
 }

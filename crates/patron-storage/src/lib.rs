@@ -69,6 +69,22 @@ pub trait Storage: Send + Sync + Debug {
     fn try_lock(&self, path: &Path) -> io::Result<Option<DirLock>>;
 }
 
+/// The environment variable that names a [`crash_point`] to die at.
+pub const CRASH_AT_VARIABLE: &str = "PATRON_CRASH_AT";
+
+/// A named step of a multi-step durable change (a snapshot, an erasure).
+/// When the environment variable [`CRASH_AT_VARIABLE`] names this step, the
+/// process aborts here: no destructor runs and nothing more is written, as
+/// with `kill -9` at that instant. Tests on the real file system use it to
+/// crash between every pair of steps; otherwise it does nothing.
+pub fn crash_point(name: &str) {
+    static CRASH_AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if CRASH_AT.get_or_init(|| std::env::var(CRASH_AT_VARIABLE).ok()).as_deref() == Some(name) {
+        eprintln!("patron: crashing at {name} ({CRASH_AT_VARIABLE})");
+        std::process::abort();
+    }
+}
+
 /// The operating system's file system.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RealDisk;
