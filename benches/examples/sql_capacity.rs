@@ -164,7 +164,7 @@ fn main() -> Result<()> {
     drop(columns);
     let memtable_ms = memtable["utf8"]["p50"].as_f64().unwrap_or(f64::NAN);
 
-    let (state_bytes, history_bytes) = engine.state_memory();
+    let (state_bytes, history_bytes) = engine.state_memory()?;
     let (remembered_events, dedup_bytes) = engine.dedup_usage();
     let per_customer = |bytes: usize| bytes as f64 / customers as f64;
     eprintln!(

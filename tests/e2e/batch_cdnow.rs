@@ -55,7 +55,7 @@ fn cdnow_recovers_the_published_bgnbd_and_gamma_gamma_estimates() {
     assert_printed(gg["params"]["p"].as_f64().unwrap(), 6.25, 2, "p");
     assert_printed(gg["params"]["q"].as_f64().unwrap(), 3.74, 2, "q");
     assert_printed(gg["params"]["gamma"].as_f64().unwrap(), 15.44, 2, "gamma");
-    // The other published fit on this sample (../shared/data/README.md).
+    // The other published fit on this sample (fixtures/README.md, the CDNOW references).
     let pareto = model(&run.params, "pareto_nbd");
     assert_printed(pareto["params"]["r"].as_f64().unwrap(), 0.553, 3, "pareto r");
     assert_printed(pareto["params"]["s"].as_f64().unwrap(), 0.606, 3, "pareto s");
