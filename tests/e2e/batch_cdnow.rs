@@ -125,17 +125,83 @@ fn cdnow_p_alive_matches_lifetimes_for_the_first_twenty_customers() {
 #[test]
 fn customers_parquet_has_every_contract_column_and_sane_values() {
     let run = score_cdnow("mbgnbd");
-    let names: Vec<&str> = run.customers.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
-    assert_eq!(names.len(), 25);
-    for (name, nulls_allowed) in
-        [("consent_email", true), ("clv", false), ("rfm_segment", false), ("value_tier", false)]
-    {
-        let nulls = column(&run.customers, name).null_count();
-        assert_eq!(nulls == run.customers.num_rows(), nulls_allowed, "{name}: {nulls} nulls");
+    let c = &run.customers;
+    let names: Vec<&str> = c.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "customer_id",
+            "first_purchase_at",
+            "last_purchase_at",
+            "orders",
+            "frequency",
+            "recency_days",
+            "tenure_days",
+            "revenue",
+            "avg_order_value",
+            "p_alive",
+            "churn_risk",
+            "expected_orders_90d",
+            "expected_order_value",
+            "clv",
+            "rfm_r",
+            "rfm_f",
+            "rfm_m",
+            "rfm_segment",
+            "value_tier",
+            "relationship",
+            "lifecycle_stage",
+            "consent_email",
+            "consent_sms",
+            "consent_push",
+            "updated_at",
+        ],
+        "the contract's columns, in its order"
+    );
+    let n = c.num_rows();
+    assert_eq!(n, 2357);
+    // Every CDNOW customer bought and has scores and labels; none stated consent.
+    for name in &names {
+        let nulls = column(c, name).null_count();
+        let expected = if name.starts_with("consent_") { n } else { 0 };
+        assert_eq!(nulls, expected, "{name}: {nulls} nulls");
     }
-    let clv = column(&run.customers, "clv").as_primitive::<Float64Type>();
-    assert!(clv.values().iter().all(|v| v.is_finite() && *v >= 0.0));
-    let tiers = column(&run.customers, "value_tier").as_string_view();
-    let most = (0..tiers.len()).filter(|&i| tiers.value(i) == "most_valuable").count();
-    assert!((most as f64 / tiers.len() as f64 - 0.2).abs() < 0.01, "{most} most valuable");
+    let f64s = |name: &str| column(c, name).as_primitive::<Float64Type>().values().to_vec();
+    let i64s = |name: &str| column(c, name).as_primitive::<Int64Type>().values().to_vec();
+    let i32s = |name: &str| column(c, name).as_primitive::<arrow::datatypes::Int32Type>().values().to_vec();
+    let (orders, frequency) = (i64s("orders"), i64s("frequency"));
+    assert!(orders.iter().zip(&frequency).all(|(&o, &f)| o >= 1 && (0..o).contains(&f)), "0 <= frequency < orders");
+    let (recency, tenure) = (f64s("recency_days"), f64s("tenure_days"));
+    assert!(recency.iter().zip(&tenure).all(|(&r, &t)| 0.0 <= r && r <= t), "0 <= recency <= tenure");
+    let (revenue, aov) = (f64s("revenue"), f64s("avg_order_value"));
+    assert!(revenue.iter().zip(&aov).all(|(&r, &a)| r >= 0.0 && a >= 0.0 && a <= r + 1e-9));
+    let (p_alive, churn) = (f64s("p_alive"), f64s("churn_risk"));
+    assert!(p_alive.iter().zip(&churn).all(|(&p, &c)| (0.0..=1.0).contains(&p) && (c - (1.0 - p)).abs() < 1e-12));
+    for name in ["expected_orders_90d", "expected_order_value", "clv"] {
+        assert!(f64s(name).iter().all(|v| v.is_finite() && *v >= 0.0), "{name}: finite, not negative");
+    }
+    for name in ["rfm_r", "rfm_f", "rfm_m"] {
+        assert!(i32s(name).iter().all(|v| (1..=5).contains(v)), "{name} in 1..=5");
+    }
+    let labels = |name: &str, allowed: &[&str]| {
+        let values = column(c, name).as_string_view();
+        let unknown: Vec<&str> = (0..n).map(|i| values.value(i)).filter(|v| !allowed.contains(v)).collect();
+        assert!(unknown.is_empty(), "{name}: unknown labels {:?}", &unknown[..unknown.len().min(3)]);
+    };
+    labels("rfm_segment", &patron_score::RfmSegment::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    labels("value_tier", &patron_score::ValueTier::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    labels("relationship", &patron_score::Relationship::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    labels("lifecycle_stage", &patron_score::LifecycleStage::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    let tiers = column(c, "value_tier").as_string_view();
+    let most = (0..n).filter(|&i| tiers.value(i) == "most_valuable").count();
+    assert!((most as f64 / n as f64 - 0.2).abs() < 0.01, "{most} most valuable");
+    let micros = |name: &str| {
+        arrow::compute::cast(column(c, name), &arrow::datatypes::DataType::Int64)
+            .unwrap()
+            .as_primitive::<Int64Type>()
+            .values()
+            .to_vec()
+    };
+    let (first, last, updated) = (micros("first_purchase_at"), micros("last_purchase_at"), micros("updated_at"));
+    assert!(first.iter().zip(&last).zip(&updated).all(|((f, l), u)| f <= l && l <= u), "first <= last <= updated");
 }
