@@ -85,6 +85,31 @@ pub fn crash_point(name: &str) {
     }
 }
 
+/// The environment variable that names a [`pause_point`] and a file:
+/// `<point>:<path>`.
+pub const PAUSE_AT_VARIABLE: &str = "PATRON_PAUSE_AT";
+
+/// A named step where a test can hold the process: when the environment
+/// variable [`PAUSE_AT_VARIABLE`] is `<name>:<path>`, the thread waits here
+/// while the file at `<path>` exists. Tests use it to hold the log writer, so
+/// that queues fill up deterministically instead of by the machine's speed;
+/// otherwise it does nothing.
+pub fn pause_point(name: &str) {
+    static PAUSE_AT: std::sync::OnceLock<Option<(String, PathBuf)>> = std::sync::OnceLock::new();
+    let pause = PAUSE_AT.get_or_init(|| {
+        let value = std::env::var(PAUSE_AT_VARIABLE).ok()?;
+        let (point, path) = value.split_once(':')?;
+        Some((point.to_owned(), PathBuf::from(path)))
+    });
+    if let Some((point, path)) = pause
+        && point == name
+    {
+        while path.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
 /// The operating system's file system.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RealDisk;

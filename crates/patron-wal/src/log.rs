@@ -29,7 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender, TrySendError, bounded};
-use patron_storage::{DirLock, RealDisk, Storage, StorageFile};
+use patron_storage::{DirLock, RealDisk, Storage, StorageFile, pause_point};
 
 use crate::frame::{
     SEGMENT_HEADER_LEN, encode_record, encode_segment_header, parse_segment_file_name, record_len, segment_file_name,
@@ -498,6 +498,7 @@ impl Writer {
             return Err(WalError::FailStopped { cause: cause.clone() });
         }
         let path = self.dir.join(segment_file_name(*self.segments.last().unwrap_or(&0)));
+        pause_point("log-write");
         self.file.write_all_at(&self.buf, self.offset).map_err(io(&path, "write"))?;
         let started = Instant::now();
         self.file.sync_data().map_err(io(&path, "fdatasync"))?;
