@@ -58,7 +58,9 @@ use crate::items::{ItemConfig, ItemStats, Observed, RecsModel};
 use crate::recommend::{BlendConfig, Recommendation, recommend};
 use crate::record::{Applied, CustomerRecord};
 use crate::scoring::{ModelFits, ScoringConfig, fit_models_on, scorer_for};
-use crate::snapshot::{Cut, Section, ShardState, SharedState, Snapshot, SnapshotFile, list_snapshots, write_snapshot};
+use crate::snapshot::{
+    Cut, Section, ShardState, SharedState, Snapshot, SnapshotError, SnapshotFile, list_snapshots, write_snapshot,
+};
 use crate::{Result, StateError};
 
 /// What "now" is for scoring.
@@ -308,7 +310,7 @@ fn empty_book(config: &EngineConfig, hasher: IdHasher) -> CustomerBook {
 /// into its book on its own thread; otherwise every customer is routed to
 /// its shard again. The books still need [`CustomerBook::share`] once the
 /// catalogue is known.
-fn restore_snapshot(path: &Path, config: &EngineConfig, shards: usize) -> std::result::Result<Restored, String> {
+fn restore_snapshot(path: &Path, config: &EngineConfig, shards: usize) -> std::result::Result<Restored, SnapshotError> {
     let file = SnapshotFile::open(&*config.storage, path)?;
     let Some(hasher) = file.id_key().filter(|_| file.shard_count() == shards) else {
         return restore_by_routing(file, config, shards);
@@ -329,14 +331,14 @@ fn restore_snapshot(path: &Path, config: &EngineConfig, shards: usize) -> std::r
                         }
                     })?;
                     book.insert_records(&mut batch);
-                    Ok::<_, String>(book)
+                    Ok::<_, SnapshotError>(book)
                 })
             })
             .collect();
         workers
             .into_iter()
-            .map(|worker| worker.join().map_err(|_| "a restoring thread panicked".to_owned())?)
-            .collect::<std::result::Result<Vec<_>, String>>()
+            .map(|worker| worker.join().map_err(|panic| SnapshotError::ThreadPanicked(panic_message(&*panic)))?)
+            .collect::<std::result::Result<Vec<_>, SnapshotError>>()
     })?;
     let snapshot = file.finish(config.items, config.dedup_horizon_days)?;
     Ok(Restored { snapshot, books, hasher, rerouted: false })
@@ -349,7 +351,7 @@ fn restore_by_routing(
     file: SnapshotFile,
     config: &EngineConfig,
     shards: usize,
-) -> std::result::Result<Restored, String> {
+) -> std::result::Result<Restored, SnapshotError> {
     let (snapshot, books, hasher) = match file.id_key() {
         Some(hasher) => {
             let books = route_into_books(config, shards, hasher, |route| file.decode_all(route))?;
@@ -376,8 +378,8 @@ fn route_into_books(
     config: &EngineConfig,
     shards: usize,
     hasher: IdHasher,
-    feed: impl FnOnce(&mut dyn FnMut(CustomerRecord)) -> std::result::Result<(), String>,
-) -> std::result::Result<Vec<CustomerBook>, String> {
+    feed: impl FnOnce(&mut dyn FnMut(CustomerRecord)) -> std::result::Result<(), SnapshotError>,
+) -> std::result::Result<Vec<CustomerBook>, SnapshotError> {
     let mut books: Vec<CustomerBook> = (0..shards).map(|_| empty_book(config, hasher)).collect();
     let workers: Vec<_> = books.iter_mut().map(|book| move |record| book.insert_record(record)).collect();
     let fed = fan_out(workers, |send| {
@@ -386,7 +388,7 @@ fn route_into_books(
             send(shard, record);
         })
     })
-    .map_err(|panic| format!("a restoring thread panicked: {panic}"))?;
+    .map_err(SnapshotError::ThreadPanicked)?;
     fed.map(|()| books)
 }
 
@@ -745,7 +747,7 @@ impl Engine {
                     (loaded, restored) = (Some(snapshot), Some((books, hasher, rerouted)));
                     break;
                 }
-                Err(e) => snapshot_errors.push(format!("{}: {e}", path.display())),
+                Err(e) => snapshot_errors.push((path.clone(), e)),
             }
         }
         let catalog = Arc::new(

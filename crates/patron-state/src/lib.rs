@@ -92,7 +92,7 @@ pub enum StateError {
     /// starting would silently drop the events in between.
     #[error(
         "the log starts at sequence {log_start} but the state to recover starts at {state_start}{}; refusing to start without those events",
-        if unreadable_snapshots.is_empty() { String::new() } else { format!(" (unreadable snapshots: {})", unreadable_snapshots.join("; ")) }
+        unreadable_list(unreadable_snapshots)
     )]
     LogGap {
         /// First sequence number in the log.
@@ -100,7 +100,7 @@ pub enum StateError {
         /// First sequence number the recovered state needs.
         state_start: u64,
         /// Snapshots that could not be read, and why.
-        unreadable_snapshots: Vec<String>,
+        unreadable_snapshots: Vec<(std::path::PathBuf, snapshot::SnapshotError)>,
     },
     /// A thread that replays the log panicked.
     #[error("a thread replaying the log panicked: {message}")]
@@ -145,6 +145,15 @@ pub enum StateError {
     /// Building an Arrow batch failed.
     #[error("building the Arrow batch failed: {0}")]
     Arrow(String),
+}
+
+/// " (unreadable snapshots: path: why; …)", or nothing when there are none.
+fn unreadable_list(unreadable: &[(std::path::PathBuf, snapshot::SnapshotError)]) -> String {
+    if unreadable.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = unreadable.iter().map(|(path, why)| format!("{}: {why}", path.display())).collect();
+    format!(" (unreadable snapshots: {})", each.join("; "))
 }
 
 /// Result alias of this crate.

@@ -129,6 +129,119 @@ pub struct SharedState<'a> {
     pub hasher: IdHasher,
 }
 
+/// A part of a snapshot file that can be malformed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// The fixed header (id key).
+    Header,
+    /// The product catalogue.
+    Catalogue,
+    /// The table of blocks (version 6).
+    BlockTable,
+    /// The table of sections (version 5).
+    SectionTable,
+    /// The product statistics.
+    ProductStatistics,
+    /// The fitted models.
+    FittedModels,
+    /// The deduplication indexes.
+    DedupIndexes,
+    /// The models, watermarks and dedup blocks after the statistics (version 6).
+    ModelsAndDedup,
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Part::Header => "the header",
+            Part::Catalogue => "the product catalogue",
+            Part::BlockTable => "the block table",
+            Part::SectionTable => "the section table",
+            Part::ProductStatistics => "the product statistics",
+            Part::FittedModels => "the fitted models",
+            Part::DedupIndexes => "the deduplication indexes",
+            Part::ModelsAndDedup => "the models or deduplication indexes",
+        })
+    }
+}
+
+/// Why a snapshot cannot be read; recovery then falls back to an older one.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The file could not be read.
+    #[error("cannot read: {0}")]
+    Read(#[source] std::io::Error),
+    /// The file does not start with the snapshot magic.
+    #[error("not a Patron snapshot")]
+    NotASnapshot,
+    /// A version this build does not read.
+    #[error("unsupported snapshot version {0}")]
+    UnsupportedVersion(u32),
+    /// The file's checksum does not match.
+    #[error("checksum mismatch")]
+    Checksum,
+    /// A part is cut short or inconsistent.
+    #[error("{0} is invalid")]
+    Invalid(Part),
+    /// A product id in the catalogue is not a valid id.
+    #[error("product {index}: {reason}")]
+    Product {
+        /// Its position in the catalogue.
+        index: u32,
+        /// Why the id is refused.
+        reason: String,
+    },
+    /// A customer record cannot be decoded.
+    #[error("customer {index} at byte {at} is invalid")]
+    Customer {
+        /// Its position in its run.
+        index: u64,
+        /// Where it starts.
+        at: usize,
+    },
+    /// A customer's history names a product the catalogue lacks.
+    #[error("customer {index} at byte {at} refers to a product outside the catalogue")]
+    CustomerProduct {
+        /// Its position in its run.
+        index: u64,
+        /// Where it starts.
+        at: usize,
+    },
+    /// A block's own checksum does not match.
+    #[error("the block at byte {at} fails its checksum")]
+    BlockChecksum {
+        /// Where the block starts.
+        at: usize,
+    },
+    /// A block's customers end elsewhere than the block table says.
+    #[error("a block ends at byte {end}, not where the table says")]
+    BlockEnd {
+        /// Where the customers ended.
+        end: usize,
+    },
+    /// A dedup block does not decode to a whole index.
+    #[error("the deduplication index at byte {at} is invalid")]
+    DedupIndex {
+        /// Where the block starts.
+        at: usize,
+    },
+    /// A shard the file does not have was asked for.
+    #[error("the snapshot has no shard {0}")]
+    NoShard(usize),
+    /// The customers of a version 3 or 4 file must be decoded before its tail.
+    #[error("the customers must be decoded before the rest")]
+    CustomersFirst,
+    /// The statistics name more products than the catalogue holds.
+    #[error("product statistics refer to products outside the catalogue")]
+    StatisticsOutsideCatalogue,
+    /// Bytes after the last section.
+    #[error("{0} unexpected bytes after the last section")]
+    TrailingBytes(usize),
+    /// A thread decoding the file panicked.
+    #[error("a restoring thread panicked: {0}")]
+    ThreadPanicked(String),
+}
+
 /// The file name of the snapshot covering sequence numbers below `next_seq`.
 pub fn snapshot_file_name(next_seq: u64) -> String {
     format!("snapshot-{next_seq:020}.bin")
@@ -360,7 +473,7 @@ pub fn read_snapshot(
     path: &Path,
     item_config: ItemConfig,
     dedup_horizon_days: Option<u32>,
-) -> Result<Snapshot, String> {
+) -> Result<Snapshot, SnapshotError> {
     let file = SnapshotFile::open(storage, path)?;
     let mut records = Vec::new();
     file.decode_all(&mut |record| records.push(record))?;
@@ -412,21 +525,21 @@ pub struct SnapshotFile {
 
 impl SnapshotFile {
     /// Reads and checks `path`.
-    pub fn open(storage: &dyn Storage, path: &Path) -> Result<Self, String> {
-        let mut body = storage.read(path).map_err(|e| format!("cannot read: {e}"))?;
+    pub fn open(storage: &dyn Storage, path: &Path) -> Result<Self, SnapshotError> {
+        let mut body = storage.read(path).map_err(SnapshotError::Read)?;
         if body.len() < HEADER_LEN + 4 || &body[..8] != MAGIC {
-            return Err("not a Patron snapshot".into());
+            return Err(SnapshotError::NotASnapshot);
         }
         let crc_at = body.len() - 4;
         let crc = u32::from_le_bytes(body[crc_at..].try_into().unwrap_or([0; 4]));
         body.truncate(crc_at);
         let version = u32::from_le_bytes(body[8..12].try_into().unwrap_or([0; 4]));
         if ![VERSION, VERSION_FIXED_WIDTH, VERSION_WITHOUT_SECTIONS, VERSION_WITH_RINGS].contains(&version) {
-            return Err(format!("unsupported snapshot version {version}"));
+            return Err(SnapshotError::UnsupportedVersion(version));
         }
         let u64_at = |at: usize| body.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
         let (tail_offset, table_offset) = if version == VERSION {
-            let bad = || "the block table is invalid".to_owned();
+            let bad = || SnapshotError::Invalid(Part::BlockTable);
             let offsets = body.len().checked_sub(16).ok_or_else(bad)?;
             let (tail, table) = (u64_at(offsets).ok_or_else(bad)?, u64_at(offsets + 8).ok_or_else(bad)?);
             let (tail, table) = (usize::try_from(tail).map_err(|_| bad())?, usize::try_from(table).map_err(|_| bad())?);
@@ -439,15 +552,18 @@ impl SnapshotFile {
         };
         let mut reader = ByteReader::new(&body, HEADER_LEN);
         let id_key = if version == VERSION {
-            Some(IdHasher::from_key([reader.u64().ok_or("header cut short")?, reader.u64().ok_or("header cut short")?]))
+            Some(IdHasher::from_key([
+                reader.u64().ok_or(SnapshotError::Invalid(Part::Header))?,
+                reader.u64().ok_or(SnapshotError::Invalid(Part::Header))?,
+            ]))
         } else {
             None
         };
-        let product_count = reader.u32().ok_or("catalogue cut short")?;
+        let product_count = reader.u32().ok_or(SnapshotError::Invalid(Part::Catalogue))?;
         let mut products = Vec::with_capacity((product_count as usize).min(body.len()));
         for i in 0..product_count {
-            let name = reader.str().ok_or_else(|| format!("product {i} is invalid"))?;
-            products.push(ProductId::new(name).map_err(|e| format!("product {i}: {e}"))?);
+            let name = reader.str().ok_or(SnapshotError::Invalid(Part::Catalogue))?;
+            products.push(ProductId::new(name).map_err(|reason| SnapshotError::Product { index: i, reason })?);
         }
         let records_start = reader.position();
         let checksum_ok = if version == VERSION {
@@ -458,7 +574,7 @@ impl SnapshotFile {
             crc32c::crc32c(&body) == crc
         };
         if !checksum_ok {
-            return Err("checksum mismatch".into());
+            return Err(SnapshotError::Checksum);
         }
         let (next_seq, watermark_ms, count) =
             (u64_at(12).unwrap_or(0), u64_at(20).unwrap_or(0) as i64, u64_at(28).unwrap_or(0));
@@ -486,8 +602,8 @@ impl SnapshotFile {
 
     /// Version 6: the blocks of each shard, which must lie between the
     /// catalogue and the tail and add up to the header's customer count.
-    fn read_block_table(&mut self, blocks: Range<usize>, table_offset: usize) -> Result<(), String> {
-        let bad = || "the block table is invalid".to_owned();
+    fn read_block_table(&mut self, blocks: Range<usize>, table_offset: usize) -> Result<(), SnapshotError> {
+        let bad = || SnapshotError::Invalid(Part::BlockTable);
         let table_end = self.body.len() - 16;
         let mut table = ByteReader::new(&self.body[..table_end], table_offset);
         let n = table.u32().ok_or_else(bad)? as usize;
@@ -527,8 +643,8 @@ impl SnapshotFile {
     }
 
     /// Version 5: one section per shard, back to back, then the tail.
-    fn read_section_table(&mut self) -> Result<(), String> {
-        let bad = || "the section table is invalid".to_owned();
+    fn read_section_table(&mut self) -> Result<(), SnapshotError> {
+        let bad = || SnapshotError::Invalid(Part::SectionTable);
         let body = &self.body;
         let offset = body
             .len()
@@ -591,7 +707,7 @@ impl SnapshotFile {
         end: usize,
         count: u64,
         each: &mut dyn FnMut(CustomerRecord),
-    ) -> Result<usize, String> {
+    ) -> Result<usize, SnapshotError> {
         let mut reader = ByteReader::new(&self.body[..end], start);
         for i in 0..count {
             let at = reader.position();
@@ -604,23 +720,23 @@ impl SnapshotFile {
                     record
                 }
             }
-            .ok_or_else(|| format!("customer {i} at byte {at} is invalid"))?;
+            .ok_or(SnapshotError::Customer { index: i, at })?;
             if record.history.purchases.entries().iter().any(|p| p.product as usize >= self.products.len()) {
-                return Err(format!("customer {i} at byte {at} refers to a product outside the catalogue"));
+                return Err(SnapshotError::CustomerProduct { index: i, at });
             }
             each(record);
         }
         Ok(reader.position())
     }
 
-    fn decode_block(&self, block: &BlockSpan, each: &mut dyn FnMut(CustomerRecord)) -> Result<(), String> {
+    fn decode_block(&self, block: &BlockSpan, each: &mut dyn FnMut(CustomerRecord)) -> Result<(), SnapshotError> {
         let bytes = &self.body[block.bytes.clone()];
         if block.crc.is_some_and(|crc| crc != crc32c::crc32c(bytes)) {
-            return Err(format!("the block at byte {} fails its checksum", block.bytes.start));
+            return Err(SnapshotError::BlockChecksum { at: block.bytes.start });
         }
         let end = self.decode_run(block.bytes.start, block.bytes.end, block.customers, each)?;
         if end != block.bytes.end {
-            return Err(format!("a block ends at byte {end}, not where the table says"));
+            return Err(SnapshotError::BlockEnd { end });
         }
         Ok(())
     }
@@ -638,13 +754,13 @@ impl SnapshotFile {
     }
 
     /// Decodes shard `shard`'s customers, in order, handing each to `each`.
-    pub fn decode_shard(&self, shard: usize, each: &mut dyn FnMut(CustomerRecord)) -> Result<(), String> {
-        let blocks = self.sections.get(shard).ok_or_else(|| format!("the snapshot has no shard {shard}"))?;
+    pub fn decode_shard(&self, shard: usize, each: &mut dyn FnMut(CustomerRecord)) -> Result<(), SnapshotError> {
+        let blocks = self.sections.get(shard).ok_or(SnapshotError::NoShard(shard))?;
         blocks.iter().try_for_each(|block| self.decode_block(block, each))
     }
 
     /// Decodes every customer (shard after shard), handing each to `each`.
-    pub fn decode_all(&self, each: &mut dyn FnMut(CustomerRecord)) -> Result<(), String> {
+    pub fn decode_all(&self, each: &mut dyn FnMut(CustomerRecord)) -> Result<(), SnapshotError> {
         if self.sections.is_empty() {
             let end = self.decode_run(self.records_start, self.body.len(), self.count, each)?;
             let _ = self.run_end.set(end);
@@ -656,31 +772,32 @@ impl SnapshotFile {
     /// The rest of the snapshot (product statistics, models, deduplication
     /// indexes) and the header's values. For a version 3 or 4 file the
     /// customers must have been decoded first (the tail starts where they end).
-    pub fn finish(self, item_config: ItemConfig, dedup_horizon_days: Option<u32>) -> Result<Snapshot, String> {
+    pub fn finish(self, item_config: ItemConfig, dedup_horizon_days: Option<u32>) -> Result<Snapshot, SnapshotError> {
         let tail = match (&self.tail, self.run_end.get()) {
             (Some(tail), _) => tail.clone(),
             (None, Some(&end)) => end..self.body.len(),
-            (None, None) => return Err("the customers must be decoded before the rest".into()),
+            (None, None) => return Err(SnapshotError::CustomersFirst),
         };
         let body = &self.body[..tail.end];
         let mut reader = ByteReader::new(body, tail.start);
-        let items = ItemStats::decode(&mut reader, item_config).ok_or("product statistics are invalid")?;
+        let items =
+            ItemStats::decode(&mut reader, item_config).ok_or(SnapshotError::Invalid(Part::ProductStatistics))?;
         if items.len() > self.products.len() {
-            return Err("product statistics refer to products outside the catalogue".into());
+            return Err(SnapshotError::StatisticsOutsideCatalogue);
         }
         let (models, id_key, dedup) = match self.layout() {
             Layout::FixedWidth { with_rings: true } => (None, None, Vec::new()),
             Layout::FixedWidth { with_rings: false } => {
                 let (key, dedup) = read_fixed_width_dedup(&mut reader, dedup_horizon_days)
-                    .ok_or("the deduplication indexes are invalid")?;
+                    .ok_or(SnapshotError::Invalid(Part::DedupIndexes))?;
                 (None, Some(key), dedup)
             }
             Layout::Compact => {
-                let invalid = || "the models or deduplication indexes are invalid".to_owned();
+                let invalid = || SnapshotError::Invalid(Part::ModelsAndDedup);
                 let models_len = reader.u32().ok_or_else(invalid)? as usize;
                 let models = match reader.take(models_len).ok_or_else(invalid)? {
                     [] => None,
-                    bytes => Some(ModelFits::from_bytes(bytes).ok_or("the fitted models are invalid")?),
+                    bytes => Some(ModelFits::from_bytes(bytes).ok_or(SnapshotError::Invalid(Part::FittedModels))?),
                 };
                 let shards = reader.u32().ok_or_else(invalid)? as usize;
                 if shards != self.dedup_blocks.len() {
@@ -692,7 +809,7 @@ impl SnapshotFile {
             }
         };
         if reader.position() != tail.end {
-            return Err(format!("{} unexpected bytes after the last section", tail.end - reader.position()));
+            return Err(SnapshotError::TrailingBytes(tail.end - reader.position()));
         }
         let (next_seq, watermark_ms, products) = (self.next_seq, self.watermark_ms, self.products);
         Ok(Snapshot { next_seq, watermark_ms, records: Vec::new(), products, items, models, id_key, dedup })
@@ -700,7 +817,7 @@ impl SnapshotFile {
 
     /// Every shard's dedup index (version 6), each checked and built on its
     /// own thread (tens of millions of fingerprints at 10M customers).
-    fn decode_dedup_blocks(&self, horizon_days: Option<u32>) -> Result<Vec<DedupIndex>, String> {
+    fn decode_dedup_blocks(&self, horizon_days: Option<u32>) -> Result<Vec<DedupIndex>, SnapshotError> {
         std::thread::scope(|scope| {
             let workers: Vec<_> = self
                 .dedup_blocks
@@ -709,17 +826,20 @@ impl SnapshotFile {
                     scope.spawn(move || {
                         let bytes = &self.body[block.bytes.clone()];
                         if block.crc.is_some_and(|crc| crc != crc32c::crc32c(bytes)) {
-                            return Err(format!("the block at byte {} fails its checksum", block.bytes.start));
+                            return Err(SnapshotError::BlockChecksum { at: block.bytes.start });
                         }
                         let mut reader = ByteReader::new(bytes, 0);
                         match DedupIndex::decode_compact(&mut reader, horizon_days) {
                             Some(index) if reader.remaining() == 0 => Ok(index),
-                            _ => Err(format!("the deduplication index at byte {} is invalid", block.bytes.start)),
+                            _ => Err(SnapshotError::DedupIndex { at: block.bytes.start }),
                         }
                     })
                 })
                 .collect();
-            workers.into_iter().map(|w| w.join().map_err(|_| "a restoring thread panicked".to_owned())?).collect()
+            workers
+                .into_iter()
+                .map(|w| w.join().map_err(|_| SnapshotError::ThreadPanicked("a deduplication index".to_owned()))?)
+                .collect()
         })
     }
 }
@@ -880,7 +1000,7 @@ mod tests {
             std::fs::write(&path, bytes).unwrap();
             read_snapshot(&RealDisk, &path, ItemConfig::default(), Some(35)).map(|_| ())
         };
-        assert_eq!(read(&original), Ok(()));
+        assert!(read(&original).is_ok());
         // One flipped bit at every 7th byte: header, blocks, tail, table and checksum.
         for at in (0..original.len()).step_by(7) {
             let mut bytes = original.clone();
@@ -890,6 +1010,11 @@ mod tests {
         for cut in [0, 10, 60, original.len() / 2, original.len() - 1] {
             assert!(read(&original[..cut]).is_err(), "cut at {cut}");
         }
+        // The error says what is wrong, in a type a caller can match.
+        assert!(matches!(read(&original[..10]), Err(SnapshotError::NotASnapshot)));
+        let mut bad_version = original.clone();
+        bad_version[8] = 99;
+        assert!(matches!(read(&bad_version), Err(SnapshotError::UnsupportedVersion(_))));
     }
 
     #[test]
