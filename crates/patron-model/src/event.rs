@@ -397,7 +397,7 @@ pub fn check_depth(json: &[u8], limit: usize) -> Result<(), EventError> {
 }
 
 /// Field names that carry the customer id (the contract name and its aliases).
-const CUSTOMER_ID_FIELDS: [&str; 4] = ["customer_id", "userId", "user_id", "customerId"];
+pub(crate) const CUSTOMER_ID_FIELDS: [&str; 4] = ["customer_id", "userId", "user_id", "customerId"];
 
 /// Every customer id an event names, read with the same field names as
 /// [`Validator::decode`] and with JSON escapes decoded, even when the rest of

@@ -21,7 +21,7 @@
 use std::borrow::Cow;
 
 use crate::MAX_ITEMS_PER_EVENT;
-use crate::event::{BoundedItems, Consent, RawEvent, RawItem, Scalar};
+use crate::event::{BoundedItems, CUSTOMER_ID_FIELDS, Consent, RawEvent, RawItem, Scalar};
 
 /// The event in `text` if it has the common shape, else `None` (decode it
 /// with `serde_json`, which gives the same result or the error). Text is
@@ -52,7 +52,6 @@ fn event_field(key: &str) -> Option<Field> {
     Some(match key {
         "type" => Field::Kind,
         "event_id" | "eventId" => Field::EventId,
-        "customer_id" | "userId" | "user_id" | "customerId" => Field::CustomerId,
         "order_id" | "orderId" => Field::OrderId,
         "timestamp" => Field::Timestamp,
         "currency" => Field::Currency,
@@ -60,6 +59,7 @@ fn event_field(key: &str) -> Option<Field> {
         "revenue" => Field::Revenue,
         "amount" => Field::Amount,
         "channels" => Field::Channels,
+        customer if CUSTOMER_ID_FIELDS.contains(&customer) => Field::CustomerId,
         _ => return None,
     })
 }
@@ -279,13 +279,16 @@ mod tests {
         std::str::from_utf8(json).ok().and_then(scan_event)
     }
 
-    const SHAPES: [&str; 6] = [
+    const SHAPES: [&str; 8] = [
         r#"{"type":"purchase","event_id":"o1","customer_id":"c1","timestamp":"2025-01-01T00:00:00Z","revenue":"5"}"#,
         r#"{"type":"purchase","event_id":"lg-1-o0","customer_id":"lg-1-c622317","timestamp":1701473775573,"items":[{"product_id":"p8","category":"cat8","quantity":1,"price":"32.51"},{"sku":"p9","quantity":2}]}"#,
         r#"{"type":"consent","event_id":"k1","customer_id":"c1","timestamp":1701473857863,"channels":{"email":false,"sms":true,"push":false}}"#,
         r#" { "type" : "refund" , "eventId" : "r1" , "userId" : 42 , "orderId" : "o1" , "timestamp" : -5 , "amount" : "3.10" , "currency" : "USD" } "#,
         r#"{"type":"purchase","event_id":"e","customer_id":"c","timestamp":1,"products":[],"channels":{}}"#,
         "{\"type\":\"purchase\",\n\t\"event_id\":\"é→\",\"customer_id\":\"c\",\"timestamp\":0,\"revenue\":123456789012345678}",
+        // Every other alias the reader knows, so that each is checked against serde's.
+        r#"{"type":"purchase","event_id":"a","user_id":"u","timestamp":1,"items":[{"item_id":"i","quantity":1},{"productId":"p"}]}"#,
+        r#"{"type":"purchase","event_id":"b","customerId":"u","order_id":"o","timestamp":1,"revenue":"2"}"#,
     ];
 
     /// The shapes the fast path is for are read by it, and as serde_json reads them.

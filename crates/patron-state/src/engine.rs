@@ -1052,17 +1052,20 @@ impl Engine {
                 Some(id) => id == customer,
                 None => storage.read(&q.file).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)),
             };
-            if holds
-                && let Err(source) = storage.remove_file(&q.file).and_then(|()| match q.file.parent() {
-                    Some(dir) => storage.sync_dir(dir),
-                    None => Ok(()),
-                })
-            {
+            if holds && let Err(source) = storage.remove_file(&q.file) {
                 failed.get_or_insert(StateError::Quarantine { path: q.file.clone(), source });
                 return true;
             }
             !holds
         });
+        // The removals must outlive a power cut, or the customer comes back with them.
+        let dir = self.inner.config.data_dir.join(QUARANTINE_DIR);
+        if failed.is_none()
+            && let Err(source) = storage.sync_dir(&dir)
+            && source.kind() != std::io::ErrorKind::NotFound
+        {
+            failed = Some(StateError::Quarantine { path: dir, source });
+        }
         failed.map_or(Ok(()), Err)
     }
 
