@@ -4,6 +4,7 @@ mod batch_cdnow;
 mod batch_inputs;
 mod customer_views;
 mod demo;
+mod fail_stop;
 mod hostile;
 mod layering;
 mod loadgen;

@@ -98,21 +98,26 @@ pub struct Server {
 impl Server {
     /// Starts `patron serve` on `data_dir` with `extra` flags and waits until it listens.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
-        Self::launch("serve", data_dir, extra, &[])
+        Self::launch("serve", data_dir, extra, &[], None)
     }
 
     /// [`Self::start`] with extra environment variables (a crash point).
     pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        Self::launch("serve", data_dir, extra, env)
+        Self::launch("serve", data_dir, extra, env, None)
+    }
+
+    /// [`Self::start_with_env`], with the server's log (stderr) written to `log`.
+    pub fn start_logged(data_dir: &Path, extra: &[&str], env: &[(&str, &str)], log: &Path) -> Server {
+        Self::launch("serve", data_dir, extra, env, Some(log))
     }
 
     /// Starts `patron demo` (the README's main command) on `data_dir` with
     /// `extra` flags and waits until its API listens; it streams meanwhile.
     pub fn start_demo(data_dir: &Path, extra: &[&str]) -> Server {
-        Self::launch("demo", data_dir, extra, &[])
+        Self::launch("demo", data_dir, extra, &[], None)
     }
 
-    fn launch(command: &str, data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+    fn launch(command: &str, data_dir: &Path, extra: &[&str], env: &[(&str, &str)], log: Option<&Path>) -> Server {
         use std::io::BufRead;
         let mut args = vec![command, "--data-dir", data_dir.to_str().expect("utf-8 path")];
         args.extend_from_slice(&EPHEMERAL_LISTENERS);
@@ -121,10 +126,10 @@ impl Server {
             .args(&args)
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
-            .stderr(if std::env::var("PATRON_TEST_SERVER_LOGS").is_ok() {
-                std::process::Stdio::inherit()
-            } else {
-                std::process::Stdio::null()
+            .stderr(match log {
+                Some(path) => std::fs::File::create(path).expect("server log file").into(),
+                None if std::env::var("PATRON_TEST_SERVER_LOGS").is_ok() => std::process::Stdio::inherit(),
+                None => std::process::Stdio::null(),
             })
             .spawn()
             .unwrap_or_else(|e| panic!("patron {command} does not start: {e}"));

@@ -16,9 +16,8 @@ use patron_workload::{EventStream, ShopConfig};
 
 use crate::cli::DemoArgs;
 use crate::config::Auth;
-use crate::server::{
-    IngestLimits, SqlListeners, app_state, init_logging, listen_addrs, open_engine, serve, shutdown_signal,
-};
+use crate::http::IngestLimits;
+use crate::runtime::{SqlListeners, app_state, init_logging, listen_addrs, open_engine, serve, shutdown_signal};
 use crate::units::DEFAULT_HORIZON;
 use patron_sql::SqlLimits;
 
@@ -35,7 +34,7 @@ pub(crate) fn run(args: &DemoArgs) -> Result<()> {
         Auth::default(),
         SqlLimits::default(),
     )?;
-    let runtime = crate::server::runtime()?;
+    let runtime = crate::runtime::runtime()?;
     runtime.block_on(async {
         let pg = SqlListeners::bind(pg_addr, flight_addr, &state, None).await?;
         let pg_at = pg.pg_addr()?;

@@ -7,15 +7,17 @@ mod cli;
 mod config;
 mod demo;
 mod eval_recs;
-mod events;
+mod http;
 mod http_listen;
 mod loadgen;
+mod metrics;
 mod output;
 mod provenance;
 mod query;
+mod rejected;
 mod replay;
+mod runtime;
 mod score;
-mod server;
 mod status_page;
 mod tls;
 mod units;
@@ -27,7 +29,7 @@ fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Score(args) => score::run(&args),
-        cli::Command::Serve(args) => server::run(&args),
+        cli::Command::Serve(args) => runtime::run(&args),
         cli::Command::Demo(args) => demo::run(&args),
         cli::Command::Replay(args) => replay::run(&args),
         cli::Command::Query(args) => query::run(&args),

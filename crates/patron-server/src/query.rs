@@ -9,7 +9,8 @@ use anyhow::{Context, Result, bail};
 use patron_sql::{ResultFormat, SqlEngine, SqlLimits};
 
 use crate::cli::{QueryArgs, QueryFormatArg};
-use crate::server::{LiveView, open_engine};
+use crate::http::sql::LiveView;
+use crate::runtime::open_engine;
 use crate::units::DEFAULT_HORIZON;
 
 impl From<QueryFormatArg> for ResultFormat {
@@ -87,7 +88,7 @@ fn offline(args: &QueryArgs, dir: &std::path::Path, format: ResultFormat) -> Res
     )?;
     let view = LiveView::new(Arc::new(engine), base);
     let sql = SqlEngine::new(Arc::new(view), SqlLimits::default())?;
-    let runtime = crate::server::runtime()?;
+    let runtime = crate::runtime::runtime()?;
     let result = runtime.block_on(sql.run(&args.sql, patron_sql::Access::Admin))?;
     Ok(patron_sql::encode(&result, format)?)
 }

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use crate::server::AppState;
+use crate::http::AppState;
 
 /// The page, with `__PATRON_PG__` standing for the pgwire address.
 const PAGE: &str = include_str!("status_page.html");

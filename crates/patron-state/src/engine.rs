@@ -1563,6 +1563,9 @@ fn apply_batch(
         if events[start..end].iter().any(|e| e.customer_id.as_str() == PANIC_IN_TESTS) {
             panic!("a panic injected by a test");
         }
+        // End-to-end tests hold the write lock here, or panic under it.
+        patron_storage::pause_point("shard-apply");
+        patron_storage::fail_point("shard-apply");
         for ((event, &hash), &index) in
             events[start..end].iter().zip(&batch.hashes[start..end]).zip(&batch.positions[start..end])
         {

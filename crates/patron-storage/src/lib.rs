@@ -19,8 +19,10 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+pub mod hooks;
 pub mod sim;
 
+pub use hooks::{CRASH_AT_VARIABLE, FAIL_AT_VARIABLE, PAUSE_AT_VARIABLE, crash_point, fail_point, pause_point};
 pub use sim::{Fault, SimDisk};
 
 /// A file opened for writing.
@@ -67,47 +69,6 @@ pub trait Storage: Send + Sync + Debug {
     /// Takes the exclusive lock of `path` (created if missing) for this
     /// process; `None` while another holder has it.
     fn try_lock(&self, path: &Path) -> io::Result<Option<DirLock>>;
-}
-
-/// The environment variable that names a [`crash_point`] to die at.
-pub const CRASH_AT_VARIABLE: &str = "PATRON_CRASH_AT";
-
-/// A named step of a multi-step durable change (a snapshot, an erasure).
-/// When the environment variable [`CRASH_AT_VARIABLE`] names this step, the
-/// process aborts here: no destructor runs and nothing more is written, as
-/// with `kill -9` at that instant. Tests on the real file system use it to
-/// crash between every pair of steps; otherwise it does nothing.
-pub fn crash_point(name: &str) {
-    static CRASH_AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    if CRASH_AT.get_or_init(|| std::env::var(CRASH_AT_VARIABLE).ok()).as_deref() == Some(name) {
-        eprintln!("patron: crashing at {name} ({CRASH_AT_VARIABLE})");
-        std::process::abort();
-    }
-}
-
-/// The environment variable that names a [`pause_point`] and a file:
-/// `<point>:<path>`.
-pub const PAUSE_AT_VARIABLE: &str = "PATRON_PAUSE_AT";
-
-/// A named step where a test can hold the process: when the environment
-/// variable [`PAUSE_AT_VARIABLE`] is `<name>:<path>`, the thread waits here
-/// while the file at `<path>` exists. Tests use it to hold the log writer, so
-/// that queues fill up deterministically instead of by the machine's speed;
-/// otherwise it does nothing.
-pub fn pause_point(name: &str) {
-    static PAUSE_AT: std::sync::OnceLock<Option<(String, PathBuf)>> = std::sync::OnceLock::new();
-    let pause = PAUSE_AT.get_or_init(|| {
-        let value = std::env::var(PAUSE_AT_VARIABLE).ok()?;
-        let (point, path) = value.split_once(':')?;
-        Some((point.to_owned(), PathBuf::from(path)))
-    });
-    if let Some((point, path)) = pause
-        && point == name
-    {
-        while path.exists() {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-    }
 }
 
 /// The operating system's file system.

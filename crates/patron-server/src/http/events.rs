@@ -9,13 +9,11 @@
 //!   longer than [`BODY_TOTAL_TIMEOUT`] in all, is answered `408`.
 //! - **Rejections**: a body gets counts plus the first [`ANSWERED_REJECTIONS`]
 //!   errors; at most [`DETAILED_REJECTIONS`] per body reach the rejected-event
-//!   store, each error and raw text cut to [`KEPT_TEXT_BYTES`] with the
+//!   store, each error and raw text cut to [`crate::rejected::KEPT_TEXT_BYTES`] with the
 //!   original size stated.
 //! - **Decoding** streams a JSON array element by element instead of building
 //!   a vector of every element first.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -24,19 +22,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use patron_model::{
-    Event, EventError, MAX_EVENT_DEPTH, SinkError, Timestamp, Validator, check_depth, claimed_customer_ids,
-    truncate_message,
-};
+use patron_model::{Event, EventError, MAX_EVENT_DEPTH, SinkError, Validator, check_depth, truncate_message};
 use serde_json::{Value, json};
 
-use crate::server::{AppState, error, with_retry_after};
-
-/// Rejected events kept for inspection (`GET /v1/admin/rejected`, `rejected_events`).
-pub(crate) const REJECTED_KEPT: usize = 10_000;
-
-/// Longest error message or raw text kept per rejected event.
-pub(crate) const KEPT_TEXT_BYTES: usize = 2048;
+use super::{AppState, error, with_retry_after};
+use crate::rejected::RejectedEvent;
 
 /// Rejections of one body described in its answer (the rest are counted).
 pub(crate) const ANSWERED_REJECTIONS: usize = 100;
@@ -61,97 +51,6 @@ const BODY_TOTAL_TIMEOUT: Duration = Duration::from_secs(60);
 /// the cap keeps a client that declares much and sends little from holding
 /// more than this. Untouched reserved pages take no memory.
 const PRESIZED_AT_MOST: usize = 4 << 20;
-
-/// One rejected event, as kept in the store.
-#[derive(Clone, Debug)]
-pub(crate) struct RejectedEvent {
-    pub(crate) received_at: Timestamp,
-    pub(crate) source: &'static str,
-    pub(crate) position: u64,
-    pub(crate) error: String,
-    /// The raw text, cut to [`KEPT_TEXT_BYTES`].
-    pub(crate) raw: String,
-    /// Every customer id the raw event names, decoded (for erasure).
-    pub(crate) customer_ids: Vec<String>,
-}
-
-impl RejectedEvent {
-    /// A rejection of `raw` at `position`, with its text bounded.
-    pub(crate) fn new(source: &'static str, position: u64, error: String, raw: &[u8]) -> Self {
-        Self {
-            received_at: Timestamp::now(),
-            source,
-            position,
-            error: truncate_message(error, KEPT_TEXT_BYTES),
-            raw: kept_raw(raw),
-            customer_ids: claimed_customer_ids(raw),
-        }
-    }
-
-    /// Whether this rejected event names `customer`, however it was spelled:
-    /// by the customer ids it was decoded to hold. Text that holds no
-    /// decodable id (not JSON, or cut before the id) names the customer when
-    /// the id stands in it as a whole word, so erasing customer `1` does not
-    /// drop every kept event with a `1` in it.
-    pub(crate) fn names(&self, customer: &str) -> bool {
-        if !self.customer_ids.is_empty() {
-            return self.customer_ids.iter().any(|id| id == customer);
-        }
-        let is_id_char = |c: char| c.is_alphanumeric() || "-_.:@".contains(c);
-        self.raw.match_indices(customer).any(|(at, _)| {
-            let before = self.raw[..at].chars().next_back();
-            let after = self.raw[at + customer.len()..].chars().next();
-            !before.is_some_and(is_id_char) && !after.is_some_and(is_id_char)
-        })
-    }
-}
-
-/// The raw text of a rejected event, cut to [`KEPT_TEXT_BYTES`] with its size stated.
-fn kept_raw(raw: &[u8]) -> String {
-    if raw.len() <= KEPT_TEXT_BYTES {
-        return String::from_utf8_lossy(raw).into_owned();
-    }
-    format!("{}… ({} bytes in all)", String::from_utf8_lossy(&raw[..KEPT_TEXT_BYTES]), raw.len())
-}
-
-/// The newest rejected events (bounded) and how many there were in all.
-#[derive(Default)]
-pub(crate) struct RejectedStore {
-    kept: Mutex<VecDeque<RejectedEvent>>,
-    total: AtomicU64,
-}
-
-impl RejectedStore {
-    /// Counts `total` rejections and keeps the described ones, dropping the oldest beyond [`REJECTED_KEPT`].
-    pub(crate) fn record(&self, total: u64, described: impl IntoIterator<Item = RejectedEvent>) {
-        self.total.fetch_add(total, Ordering::Relaxed);
-        if let Ok(mut kept) = self.kept.lock() {
-            for rejected in described {
-                if kept.len() == REJECTED_KEPT {
-                    kept.pop_front();
-                }
-                kept.push_back(rejected);
-            }
-        }
-    }
-
-    /// Rejections so far.
-    pub(crate) fn total(&self) -> u64 {
-        self.total.load(Ordering::Relaxed)
-    }
-
-    /// The kept rejections, newest first, at most `limit`.
-    pub(crate) fn newest(&self, limit: usize) -> Vec<RejectedEvent> {
-        self.kept.lock().map(|kept| kept.iter().rev().take(limit).cloned().collect()).unwrap_or_default()
-    }
-
-    /// Drops every kept rejection that names `customer` (erasure).
-    pub(crate) fn erase(&self, customer: &str) {
-        if let Ok(mut kept) = self.kept.lock() {
-            kept.retain(|r| !r.names(customer));
-        }
-    }
-}
 
 /// A decoded body: valid events, how many were rejected, and the first rejections described.
 pub(crate) struct Decoded {
@@ -581,7 +480,9 @@ pub(crate) async fn post_events(
             retry_after_ms.div_ceil(1000).max(1),
         ),
         Ok(Err(SinkError::Unavailable(m))) => {
-            with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m), 5)
+            // A failed shard has a code of its own, as at the door above and on `/ready`.
+            let code = if state.engine().failure().is_some() { "shard_failed" } else { "unavailable" };
+            with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, code, m), 5)
         }
         Err(_) => with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "engine stopped"), 5),
     }
@@ -592,6 +493,7 @@ mod tests {
     use patron_model::{Currency, CurrencyTable};
 
     use super::*;
+    use crate::rejected::KEPT_TEXT_BYTES;
 
     fn validator() -> Validator {
         Validator::new(CurrencyTable::only(Currency::from_code("EUR").unwrap()))
@@ -686,46 +588,5 @@ mod tests {
         assert!(kept.raw.len() <= KEPT_TEXT_BYTES + 64, "{}", kept.raw.len());
         assert!(kept.raw.ends_with(&format!("({} bytes in all)", raw.len())), "{}", &kept.raw[kept.raw.len() - 60..]);
         assert_eq!(kept.customer_ids, ["c1"]);
-    }
-
-    /// Issue 12: `plain\u0076ictim42` survived the erasure of `plainvictim42`.
-    #[test]
-    fn regression_erasing_customer_1_keeps_the_rejected_events_of_other_customers() {
-        let store = RejectedStore::default();
-        let kept = [
-            r#"{"type":"purchase","customer_id":"c-2","event_id":"e1","revenue":"1x"}"#,
-            r#"{"type":"purchase","customer_id":"1","event_id":"e2","revenue":"1x"}"#,
-            "garbage line 10 11 21",
-            "garbage line naming 1 alone",
-        ];
-        store.record(
-            4,
-            kept.iter().enumerate().map(|(i, raw)| RejectedEvent::new("http", i as u64, "x".into(), raw.as_bytes())),
-        );
-        store.erase("1");
-        let left: Vec<String> = store.newest(10).into_iter().map(|r| r.raw).collect();
-        assert_eq!(left, [kept[2], kept[0]], "only the events naming customer 1 are dropped");
-    }
-
-    #[test]
-    fn regression_erasure_matches_escaped_spellings_of_the_id() {
-        let store = RejectedStore::default();
-        let spelled = [
-            r#"{"type":"visit","customer_id":"plain\u0076ictim42"}"#,
-            r#"{"type":"visit","userId":"plainvictim42","customer_id":"decoy"}"#,
-            r#"{"type":"visit","customer_id":"plainvictim42","revenue":}"#,
-            r#"{"type":"visit","customer_id":"other"}"#,
-        ];
-        store.record(
-            4,
-            spelled.iter().enumerate().map(|(i, raw)| RejectedEvent::new("http", i as u64, "x".into(), raw.as_bytes())),
-        );
-        store.erase("plainvictim42");
-        let left: Vec<String> = store.newest(10).into_iter().map(|r| r.raw).collect();
-        assert_eq!(left, [spelled[3]]);
-        let quoted = r#"{"customer_id":"say \"hi\""}"#;
-        store.record(1, [RejectedEvent::new("http", 0, "x".into(), quoted.as_bytes())]);
-        store.erase(r#"say "hi""#);
-        assert_eq!(store.newest(10).len(), 1);
     }
 }
