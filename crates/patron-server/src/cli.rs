@@ -135,6 +135,13 @@ pub(crate) struct EvalRecsArgs {
     /// Where to write the JSON result.
     #[arg(long, value_name = "FILE", default_value = "eval-recs.json")]
     pub(crate) out: PathBuf,
+    /// Test only customers whose last basket is on or after this date
+    /// (YYYY-MM-DD); earlier purchases are still history.
+    #[arg(long, value_name = "DATE", value_parser = units::day)]
+    pub(crate) test_from: Option<i32>,
+    /// Test only customers whose last basket is before this date (YYYY-MM-DD).
+    #[arg(long, value_name = "DATE", value_parser = units::day)]
+    pub(crate) test_until: Option<i32>,
     /// Similarity of the neighbour kernel.
     #[arg(long, value_enum, default_value = "shrunk-cosine")]
     pub(crate) similarity: SimilarityArg,

@@ -10,7 +10,7 @@ use patron_ingest::{ReadOptions, ingest_file};
 use patron_model::{Currency, CurrencyTable, Event, EventSink, SinkError, SubmitOutcome, Validator};
 use patron_score::Similarity;
 use patron_state::BlendConfig;
-use patron_state::evaluate::{EvalConfig, EvalReport, evaluate};
+use patron_state::evaluate::{EvalConfig, EvalReport, TestWindow, evaluate};
 use patron_state::items::ItemConfig;
 use serde_json::json;
 
@@ -29,6 +29,11 @@ impl EventSink for Collect {
 }
 
 fn config_of(args: &EvalRecsArgs) -> Result<EvalConfig> {
+    if let (Some(from), Some(until)) = (args.test_from, args.test_until)
+        && from >= until
+    {
+        bail!("--test-from must be before --test-until");
+    }
     if args.k == 0 || args.k > 1000 {
         bail!("--k must be between 1 and 1000, got {}", args.k);
     }
@@ -60,6 +65,7 @@ fn config_of(args: &EvalRecsArgs) -> Result<EvalConfig> {
             ..BlendConfig::default()
         },
         profile_limit: args.history,
+        window: TestWindow { from_day: args.test_from, until_day: args.test_until },
     })
 }
 
@@ -124,6 +130,8 @@ pub(crate) fn run(args: &EvalRecsArgs) -> Result<()> {
             "anchors": config.blend.anchors,
             "trend_exponent": config.blend.trend_exponent,
             "trend_half_life_days": config.items.trend_decay.half_life_days,
+            "test_from": args.test_from.map(day_text),
+            "test_until": args.test_until.map(day_text),
         },
         "result": result,
     });
@@ -136,9 +144,22 @@ pub(crate) fn run(args: &EvalRecsArgs) -> Result<()> {
     Ok(())
 }
 
+/// A day since the epoch as `YYYY-MM-DD`.
+fn day_text(day: i32) -> String {
+    patron_model::Timestamp::from_millis(i64::from(day) * 86_400_000).to_rfc3339()[..10].to_owned()
+}
+
 fn print_report(r: &EvalReport) {
+    let window = match (r.window.from_day, r.window.until_day) {
+        (None, None) => String::new(),
+        (from, until) => format!(
+            " whose last basket is in [{}, {})",
+            from.map_or_else(|| "start".to_owned(), day_text),
+            until.map_or_else(|| "end".to_owned(), day_text)
+        ),
+    };
     println!(
-        "{} customers, {} baskets, {} products; {} test customers (explore subset: {}); similarity {}",
+        "{} customers, {} baskets, {} products; {} test customers{window} (explore subset: {}); similarity {}",
         r.customers, r.baskets, r.products, r.test_customers, r.explore_customers, r.similarity
     );
     println!(

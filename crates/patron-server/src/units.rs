@@ -152,6 +152,13 @@ pub(crate) fn server_url(text: &str) -> Result<String, UnitError> {
     Ok(format!("http://{rest}"))
 }
 
+/// A date (`YYYY-MM-DD`, or an RFC 3339 time) as days since 1970-01-01 (UTC).
+pub(crate) fn day(text: &str) -> Result<i32, String> {
+    patron_model::Timestamp::parse_date_or_rfc3339(text)
+        .map(patron_model::Timestamp::day)
+        .ok_or_else(|| format!("{text:?} is not a date (YYYY-MM-DD)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,10 @@
 //!   each day (every `refresh_days`), as a server refreshing on a schedule would.
 //! - **Deterministic.** Inputs are ordered by time then input position; every
 //!   ranking breaks ties by product index.
+//! - **A test window** (optional) keeps the test customers whose last basket
+//!   falls in `[from, until)`; everything else is still replayed as history.
+//!   Tuning on one window and reporting on a later one keeps the reported
+//!   figures out of sample: the defaults are chosen on the early window only.
 //! - The **explore** subset keeps the test customers whose last basket holds a
 //!   product they never bought; relevance is then those new products only, and
 //!   each method recommends only products the customer never bought (Patron's
@@ -49,6 +53,25 @@ pub struct EvalConfig {
     pub blend: BlendConfig,
     /// Products kept per customer profile.
     pub profile_limit: usize,
+    /// Which test customers count, by the day of their last basket.
+    pub window: TestWindow,
+}
+
+/// Days (since the epoch) a test customer's last basket may fall on:
+/// `[from, until)`, each end open when `None`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TestWindow {
+    /// First day counted.
+    pub from_day: Option<i32>,
+    /// First day no longer counted.
+    pub until_day: Option<i32>,
+}
+
+impl TestWindow {
+    /// Whether a last basket on `day` is tested.
+    pub fn contains(&self, day: i32) -> bool {
+        self.from_day.is_none_or(|from| day >= from) && self.until_day.is_none_or(|until| day < until)
+    }
 }
 
 impl Default for EvalConfig {
@@ -59,6 +82,7 @@ impl Default for EvalConfig {
             items: ItemConfig::default(),
             blend: BlendConfig::default(),
             profile_limit: crate::record::DEFAULT_HISTORY,
+            window: TestWindow::default(),
         }
     }
 }
@@ -102,8 +126,10 @@ pub struct EvalReport {
     pub baskets: u64,
     /// Products in the catalogue at the end.
     pub products: u64,
-    /// Customers with two or more baskets.
+    /// Customers with two or more baskets whose last basket is in the test window.
     pub test_customers: u64,
+    /// The test window.
+    pub window: TestWindow,
     /// Test customers whose last basket holds a product new to them.
     pub explore_customers: u64,
     /// Patron's similarity measure.
@@ -244,11 +270,14 @@ pub fn evaluate(events: &[Event], config: &EvalConfig, progress: &dyn Fn(u64, u6
         .filter(|(_, e)| matches!(e.kind, EventKind::Purchase(ref p) if !p.items.is_empty()))
         .collect();
     purchases.sort_by_key(|(position, e)| (e.timestamp, *position));
-    let mut baskets_left: HashMap<&CustomerId, u32> = HashMap::new();
+    // Baskets per customer, and the day of their last one.
+    let mut baskets_left: HashMap<&CustomerId, (u32, i32)> = HashMap::new();
     for (_, e) in &purchases {
-        *baskets_left.entry(&e.customer_id).or_default() += 1;
+        let entry = baskets_left.entry(&e.customer_id).or_default();
+        *entry = (entry.0 + 1, e.timestamp.day());
     }
-    let test_customers = baskets_left.values().filter(|&&n| n >= 2).count() as u64;
+    let test_customers =
+        baskets_left.values().filter(|&&(n, last)| n >= 2 && config.window.contains(last)).count() as u64;
     let customers = baskets_left.len() as u64;
     const METHODS: [&str; 4] = ["patron", "popularity", "buy_again", "item_knn"];
     let mut all: Vec<Accumulator> = METHODS.iter().map(|_| Accumulator::default()).collect();
@@ -274,13 +303,13 @@ pub fn evaluate(events: &[Event], config: &EvalConfig, progress: &dyn Fn(u64, u6
         let mut basket: Vec<u32> = lines.iter().map(|l| l.product).collect();
         basket.sort_unstable();
         basket.dedup();
-        let left = baskets_left.get_mut(&event.customer_id).map_or(0, |n| {
+        let left = baskets_left.get_mut(&event.customer_id).map_or(0, |(n, _)| {
             *n -= 1;
             *n
         });
         let profile = profiles.entry(&event.customer_id).or_default();
         let history = histories.entry(&event.customer_id).or_default();
-        if left == 0 && !history.products.is_empty() {
+        if left == 0 && !history.products.is_empty() && config.window.contains(day) {
             let owned = |p: u32| history.products.contains_key(&p);
             let mut owned_list: Vec<u32> = history.products.keys().copied().collect();
             owned_list.sort_unstable();
@@ -332,6 +361,7 @@ pub fn evaluate(events: &[Event], config: &EvalConfig, progress: &dyn Fn(u64, u6
         baskets: total,
         products: products as u64,
         test_customers,
+        window: config.window,
         explore_customers,
         similarity: config.items.similarity.name(),
         methods: METHODS
