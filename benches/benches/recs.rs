@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use patron_state::items::{BasketLine, ItemConfig, ItemStats};
-use patron_state::{BlendConfig, PurchaseProfile, recommend};
+use patron_state::{BlendConfig, ListKind, PurchaseProfile, recommend};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
@@ -139,7 +139,9 @@ fn recs(c: &mut Criterion) {
     let full = sampled.iter().max_by_key(|p| p.len()).cloned().unwrap_or_default();
     eprintln!("recommend_one profile: {} products", full.len());
     let blend = BlendConfig::default();
-    group.bench_function("recommend_one", |b| b.iter(|| black_box(recommend(&full, &model, &blend, 10, false))));
+    group.bench_function("recommend_one", |b| {
+        b.iter(|| black_box(recommend(&full, &model, &blend, 10, ListKind::Main)))
+    });
     group.finish();
 }
 

@@ -300,3 +300,86 @@ fn a_full_scan_of_recommendations_covers_every_customer_across_chunks() {
     let limited = sql("SELECT customer_id FROM recommendations LIMIT 25");
     assert_eq!(limited.as_array().map(Vec::len), Some(25), "{limited}");
 }
+
+/// Issue 17: the discover list held products the customer had bought long
+/// before, because it was filtered by the bounded purchase profile (64
+/// products), which forgets old ones. `long` buys 300 products, one a day,
+/// the first 20 of them the shop's most popular; 60 other customers buy
+/// those 20 and 40 more. No discover list, over HTTP or in batch, may hold
+/// any of the 300.
+#[test]
+fn regression_the_discover_list_never_holds_a_product_bought_long_ago() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let day = |d: u32| {
+        let (month, day) = (1 + d / 28, 1 + d % 28);
+        format!("2025-{month:02}-{day:02}T10:00:00Z")
+    };
+    let line = |p: u32| format!(r#"{{"sku":"p{p}","category":"c{}","price":"3"}}"#, p % 3);
+    let mut events = Vec::new();
+    for j in 0..60u32 {
+        let basket: Vec<String> = (0..20).chain(300 + j % 40..300 + j % 40 + 3).map(line).collect();
+        events.push(format!(
+            r#"{{"type":"purchase","event_id":"o{j}","customer_id":"other{j}","timestamp":"{}","items":[{}]}}"#,
+            day(j % 300),
+            basket.join(",")
+        ));
+    }
+    for p in 0..300u32 {
+        events.push(format!(
+            r#"{{"type":"purchase","event_id":"long{p}","customer_id":"long","timestamp":"{}","items":[{}]}}"#,
+            day(p),
+            line(p)
+        ));
+    }
+    let bought: std::collections::HashSet<String> = (0..300).map(|p| format!("p{p}")).collect();
+    let input = dir.path().join("long-history.ndjson");
+    std::fs::write(&input, events.join("\n")).expect("write events");
+
+    let server =
+        patron_tests::Server::start(&dir.path().join("data"), &["--currency", "EUR", "--refit-interval", "3600"]);
+    let (status, body) = post_json(&format!("{}/v1/events", server.url), "application/x-ndjson", &events.join("\n"));
+    assert_eq!((status, body["accepted"].as_u64()), (200, Some(events.len() as u64)), "{body}");
+    let discover = |server: &patron_tests::Server| {
+        let (status, _) = post_json(&format!("{}/v1/admin/recommendations/refresh", server.url), "text/plain", "");
+        assert_eq!(status, 200);
+        let (_, body) = get_json(&format!("{}/v1/customers/long/recommendations?new_only=true&k=100", server.url));
+        let served: Vec<String> = products_of(&body["recommendations"]).into_iter().map(|(p, _)| p).collect();
+        assert!(!served.is_empty(), "the products long never bought are there to discover: {body}");
+        let leaked: Vec<&String> = served.iter().filter(|p| bought.contains(*p)).collect();
+        assert!(leaked.is_empty(), "HTTP discover list holds bought products {leaked:?}");
+    };
+    discover(&server);
+    // The set is part of the snapshot: restored from it, it still knows all 300.
+    let (status, _) = post_json(&format!("{}/v1/admin/snapshot", server.url), "text/plain", "");
+    assert_eq!(status, 200);
+    server.kill_dash_nine();
+    let server =
+        patron_tests::Server::start(&dir.path().join("data"), &["--currency", "EUR", "--refit-interval", "3600"]);
+    discover(&server);
+
+    let out = dir.path().join("batch");
+    let output = patron(&[
+        "score",
+        "--input",
+        input.to_str().expect("utf-8"),
+        "--currency",
+        "EUR",
+        "--out",
+        out.to_str().expect("utf-8"),
+        "--recommendations",
+        "100",
+        "--new-only",
+    ]);
+    let batch = crate::batch_cdnow::read_parquet(&out.join("recommendations.parquet"));
+    let text = |name: &str| {
+        let array = batch.column_by_name(name).unwrap_or_else(|| panic!("{name} column: {}", transcript(&output)));
+        let array = arrow::compute::cast(array, &arrow::datatypes::DataType::Utf8).expect("castable");
+        let strings = array.as_any().downcast_ref::<arrow::array::StringArray>().expect("strings").clone();
+        strings.iter().map(|s| s.unwrap_or_default().to_owned()).collect::<Vec<_>>()
+    };
+    let listed: Vec<String> =
+        text("customer_id").into_iter().zip(text("product_id")).filter(|(c, _)| c == "long").map(|(_, p)| p).collect();
+    assert!(!listed.is_empty(), "{}", transcript(&output));
+    let leaked: Vec<&String> = listed.iter().filter(|p| bought.contains(*p)).collect();
+    assert!(leaked.is_empty(), "batch discover list holds bought products {leaked:?}");
+}

@@ -55,7 +55,7 @@ use crate::chunk::CHUNK;
 use crate::dedup::{DEFAULT_DEDUP_HORIZON_DAYS, DedupIndex, IdHasher};
 use crate::item_feed::{self, FeedSender, ItemFeed};
 use crate::items::{ItemConfig, ItemStats, Observed, RecsModel};
-use crate::recommend::{BlendConfig, Recommendation, recommend};
+use crate::recommend::{BlendConfig, ListKind, Recommendation, recommend};
 use crate::record::{Applied, CustomerRecord};
 use crate::scoring::{ModelFits, ScoringConfig, fit_models_on, scorer_for};
 use crate::snapshot::{
@@ -1155,15 +1155,18 @@ impl Engine {
     /// objected to every channel. A lookup: no other customer is read.
     pub fn recommendations(&self, id: &CustomerId, k: usize, new_only: bool) -> Option<Vec<Recommendation>> {
         let shard = self.shard_of(id);
-        let profile = {
+        // Copied out, so the blend runs without the shard's lock.
+        let (profile, bought) = {
             let book = self.inner.shards[shard].read().ok()?;
             let row = book.row(id)?;
             if row.objects_to_targeting() {
                 return Some(Vec::new());
             }
-            row.history().purchases.clone()
+            let history = row.history();
+            (history.purchases.clone(), new_only.then(|| history.bought.clone()))
         };
-        Some(recommend(&profile, &self.recs_model(), &self.inner.config.blend, k, new_only))
+        let kind = bought.as_ref().map_or(ListKind::Main, ListKind::Discover);
+        Some(recommend(&profile, &self.recs_model(), &self.inner.config.blend, k, kind))
     }
 
     /// The scoring configuration in use (model, CLV settings, segment thresholds).

@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 pub mod book;
+pub mod bought;
 pub mod catalog;
 pub mod chunk;
 pub mod customer_row;
@@ -46,7 +47,7 @@ pub use engine::{
 };
 pub use items::{ItemConfig, ItemStats, Observed, RecsModel};
 pub use profile::PurchaseProfile;
-pub use recommend::{BlendConfig, Reason, Recommendation, recommend};
+pub use recommend::{BlendConfig, ListKind, Reason, Recommendation, recommend};
 pub use record::{Applied, CustomerRecord, History, Summary};
 pub use recs_tables::{products_batch, recommend_all, recommendations_batch, similar_products_batch};
 pub use scoring::{

@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 
+use crate::bought::BoughtSet;
 use crate::catalog::ProductCatalog;
 use crate::items::RecsModel;
 use crate::profile::PurchaseProfile;
@@ -97,15 +98,33 @@ struct Candidate {
     best_anchor: Option<(u32, f64)>,
 }
 
-/// The top `k` recommendations for a customer with `profile`;
-/// with `new_only`, only products the profile does not hold.
+/// Which list to build.
+#[derive(Clone, Copy, Debug)]
+pub enum ListKind<'a> {
+    /// Buy again and bought-with, filled with popular products.
+    Main,
+    /// The discover list: only products outside `bought`, every product the
+    /// customer ever bought. Empty when the set is not exact (see
+    /// [`BoughtSet::is_exact`]): a list that might hold a bought product is
+    /// not shown.
+    Discover(&'a BoughtSet),
+}
+
+/// The top `k` recommendations of `kind` for a customer with `profile`.
 pub fn recommend(
     profile: &PurchaseProfile,
     model: &RecsModel,
     blend: &BlendConfig,
     k: usize,
-    new_only: bool,
+    kind: ListKind<'_>,
 ) -> Vec<Recommendation> {
+    let bought = match kind {
+        ListKind::Main => None,
+        ListKind::Discover(bought) if bought.is_exact() => Some(bought),
+        ListKind::Discover(_) => return Vec::new(),
+    };
+    let new_only = bought.is_some();
+    let never_bought = |product: u32| bought.is_none_or(|b| !b.contains(product));
     if k == 0 {
         return Vec::new();
     }
@@ -127,7 +146,7 @@ pub fn recommend(
     for &(anchor, _, decayed) in owned.iter().take(blend.anchors) {
         let anchor_weight = decayed / strongest;
         for n in model.neighbours(anchor) {
-            if new_only && profile.contains(n.product) {
+            if !never_bought(n.product) {
                 continue;
             }
             let trend = f64::from(model.trend(n.product)).clamp(0.01, 100.0).powf(blend.trend_exponent);
@@ -151,7 +170,7 @@ pub fn recommend(
         })
         .collect();
     if ranked.len() < k {
-        fill_with_popular(&mut ranked, profile, &owned, model, blend, k, new_only);
+        fill_with_popular(&mut ranked, &owned, model, blend, k, &never_bought);
     }
     ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.product.cmp(&b.product)));
     ranked.truncate(k);
@@ -160,12 +179,11 @@ pub fn recommend(
 
 fn fill_with_popular(
     ranked: &mut Vec<Recommendation>,
-    profile: &PurchaseProfile,
     owned: &[(u32, u16, f64)],
     model: &RecsModel,
     blend: &BlendConfig,
     k: usize,
-    new_only: bool,
+    allowed: &dyn Fn(u32) -> bool,
 ) {
     // The customer's main category by decayed purchases; overall without one.
     let mut weight_by_category: Vec<(u32, f64)> = Vec::new();
@@ -189,7 +207,7 @@ fn fill_with_popular(
             if ranked.len() >= k {
                 return;
             }
-            if ranked.iter().any(|r| r.product == product) || (new_only && profile.contains(product)) {
+            if ranked.iter().any(|r| r.product == product) || !allowed(product) {
                 continue;
             }
             let score = blend.popular_weight * f64::from(weight) / top;
@@ -226,7 +244,7 @@ mod tests {
         stats.observe(&mut me, 20_110, &basket(&[1, 2]), 32);
         let model = stats.refresh(20_120);
         let blend = BlendConfig::default();
-        let list = recommend(&me, &model, &blend, 5, false);
+        let list = recommend(&me, &model, &blend, 5, ListKind::Main);
         let products: Vec<u32> = list.iter().map(|r| r.product).collect();
         assert_eq!(products[0], 1, "re-bought tea first: {list:?}");
         assert_eq!(list[0].reason, Reason::BuyAgain);
@@ -234,14 +252,21 @@ mod tests {
         let milk = list.iter().find(|r| r.product == 3).unwrap();
         assert!(matches!(milk.reason, Reason::BoughtWith(1 | 2)), "milk comes with tea and the kettle: {milk:?}");
         // The discover list never holds what the customer bought.
-        let discover = recommend(&me, &model, &blend, 5, true);
-        assert!(discover.iter().all(|r| !me.contains(r.product)), "{discover:?}");
+        let mut bought = BoughtSet::default();
+        bought.insert(1);
+        bought.insert(2);
+        let discover = recommend(&me, &model, &blend, 5, ListKind::Discover(&bought));
+        assert!(discover.iter().all(|r| !bought.contains(r.product)), "{discover:?}");
         assert!(!discover.is_empty());
+        // A set that may miss a bought product gives no discover list at all.
+        let mut unsure = BoughtSet::inherited([1, 2]);
+        unsure.settle_inherited(2, 2);
+        assert!(recommend(&me, &model, &blend, 5, ListKind::Discover(&unsure)).is_empty());
         // A new customer gets popular products.
-        let newcomer = recommend(&PurchaseProfile::default(), &model, &blend, 2, false);
+        let newcomer = recommend(&PurchaseProfile::default(), &model, &blend, 2, ListKind::Main);
         assert_eq!(newcomer.len(), 2);
         assert!(newcomer.iter().all(|r| r.reason == Reason::PopularIn(0)));
         assert_eq!(newcomer[0].product, 1);
-        assert!(recommend(&me, &model, &blend, 0, false).is_empty());
+        assert!(recommend(&me, &model, &blend, 0, ListKind::Main).is_empty());
     }
 }

@@ -28,6 +28,7 @@ use patron_model::codec::{self, ByteReader};
 use patron_model::{Consent, CustomerId, Event, EventKind, Timestamp};
 use patron_score::{LifecycleStage, ScoreInput, Scores, SegmentConfig, Segments, SpendHistory, lifecycle_stage};
 
+use crate::bought::BoughtSet;
 use crate::catalog::ProductCatalog;
 use crate::items::{ItemStats, Observed, basket_lines};
 use crate::profile::PurchaseProfile;
@@ -106,6 +107,8 @@ pub struct History {
     occasion_days: Vec<i32>,
     /// Purchase counts by product (bounded), for recommendations.
     pub purchases: PurchaseProfile,
+    /// Every product ever bought (exact), for the discover list.
+    pub bought: BoughtSet,
 }
 
 impl History {
@@ -114,9 +117,9 @@ impl History {
         &self.occasion_days
     }
 
-    /// Heap bytes held (occasion days and the profile's entries).
+    /// Heap bytes held (occasion days, the profile's entries and the bought set).
     pub fn heap_bytes(&self) -> usize {
-        self.occasion_days.capacity() * 4 + self.purchases.heap_bytes()
+        self.occasion_days.capacity() * 4 + self.purchases.heap_bytes() + self.bought.heap_bytes()
     }
 }
 
@@ -150,6 +153,9 @@ impl Summary {
                 if let Some(t) = tracking.filter(|_| !p.items.is_empty()) {
                     let lines = basket_lines(p, t.catalog);
                     t.items.record(t.observed, &mut history.purchases, event.timestamp.day(), lines, t.history_limit);
+                    for product in t.observed.last_basket_products() {
+                        history.bought.insert(product);
+                    }
                 }
             }
             EventKind::Refund(r) => {
@@ -374,7 +380,7 @@ const DAY_MS: i64 = 86_400_000;
 /// first and total occasion value zigzag │ orders varint │ revenue, refunded zigzag │
 /// (only with occasions) first and last purchase: ms into their day, varint │
 /// consent flags u8 (2 bits each) │ consent times varint ×3 │ labels: 0, or 1 + 7 codes │
-/// purchase profile (PurchaseProfile::encode_compact)
+/// purchase profile (PurchaseProfile::encode_compact) │ bought set (BoughtSet::encode_compact, version 7)
 /// ```
 pub fn encode_customer_compact(
     id: &str,
@@ -416,6 +422,7 @@ pub fn encode_customer_compact(
         }
     }
     history.purchases.encode_compact(out);
+    history.bought.encode_compact(out);
 }
 
 fn decode_flag(bits: u8) -> Option<Option<bool>> {
@@ -436,7 +443,9 @@ impl CustomerRecord {
 
     /// Reads a record written by [`encode_customer_compact`]; `None` if the
     /// bytes are not a valid record (cut short, out of range, inconsistent).
-    pub fn decode_compact(r: &mut ByteReader<'_>) -> Option<Self> {
+    /// `with_bought`: the record holds its [`BoughtSet`] (snapshot version 7);
+    /// otherwise the set is inherited from the profile.
+    pub fn decode_compact(r: &mut ByteReader<'_>, with_bought: bool) -> Option<Self> {
         let id_len = usize::try_from(r.varint()?).ok()?;
         let customer_id = CustomerId::new(std::str::from_utf8(r.take(id_len)?).ok()?).ok()?;
         let count = usize::try_from(r.varint()?).ok()?;
@@ -478,7 +487,13 @@ impl CustomerRecord {
             1 => Some(Segments::from_codes(r.array::<7>()?)?),
             _ => return None,
         };
-        record.history = History { occasion_days, purchases: PurchaseProfile::decode_compact(r)? };
+        let purchases = PurchaseProfile::decode_compact(r)?;
+        let bought = if with_bought {
+            BoughtSet::decode_compact(r)?
+        } else {
+            BoughtSet::inherited(purchases.entries().iter().map(|e| e.product))
+        };
+        record.history = History { occasion_days, purchases, bought };
         Some(record)
     }
 
@@ -519,7 +534,9 @@ impl CustomerRecord {
         if with_ring {
             r.take(8 * 8 + 2)?;
         }
-        record.history = History { occasion_days, purchases: PurchaseProfile::decode(&mut r)? };
+        let purchases = PurchaseProfile::decode(&mut r)?;
+        let bought = BoughtSet::inherited(purchases.entries().iter().map(|e| e.product));
+        record.history = History { occasion_days, purchases, bought };
         *pos = r.position();
         Some(record)
     }
@@ -641,10 +658,11 @@ mod tests {
         let mut bytes = Vec::new();
         encode_customer_compact(r.customer_id.as_str(), &r.summary, &r.history, r.segments, &mut bytes);
         let mut reader = ByteReader::new(&bytes, 0);
-        assert_eq!(CustomerRecord::decode_compact(&mut reader).as_ref(), Some(r));
+        assert_eq!(CustomerRecord::decode_compact(&mut reader, true).as_ref(), Some(r));
         assert_eq!(reader.remaining(), 0);
         for cut in 0..bytes.len() {
-            assert!(CustomerRecord::decode_compact(&mut ByteReader::new(&bytes[..cut], 0)).is_none(), "cut at {cut}");
+            let decoded = CustomerRecord::decode_compact(&mut ByteReader::new(&bytes[..cut], 0), true);
+            assert!(decoded.is_none(), "cut at {cut}");
         }
         bytes.len()
     }
@@ -681,7 +699,19 @@ mod tests {
         assert_eq!(catalog.len(), 11, "ten distinct products plus the shared one");
         let mut bytes = Vec::new();
         r.encode(&mut bytes);
-        assert_eq!(CustomerRecord::decode(&bytes, &mut 0, false).as_ref(), Some(&r));
+        // The fixed-width layout (snapshots before version 7) has no bought
+        // set: it is inherited from the profile, which evicted, so not exact.
+        let old = CustomerRecord::decode(&bytes, &mut 0, false).unwrap();
+        assert_eq!((&old.summary, &old.history.purchases), (&r.summary, &r.history.purchases));
+        assert_eq!((old.history.bought.len(), r.history.bought.len()), (5, 11));
+        assert!(r.history.bought.is_exact(), "every product bought is remembered");
         compact_round_trip(&r);
+        // Version 6 wrote the compact layout without the set: it is inherited.
+        let (mut v7, mut set) = (Vec::new(), Vec::new());
+        encode_customer_compact(r.customer_id.as_str(), &r.summary, &r.history, r.segments, &mut v7);
+        r.history.bought.encode_compact(&mut set);
+        let v6 = &v7[..v7.len() - set.len()];
+        let old = CustomerRecord::decode_compact(&mut ByteReader::new(v6, 0), false).unwrap();
+        assert_eq!(old.history.bought, BoughtSet::inherited(r.history.purchases.entries().iter().map(|e| e.product)));
     }
 }

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use crate::book::Row;
 use crate::catalog::ProductCatalog;
 use crate::items::{ItemStats, RecsModel};
-use crate::recommend::{BlendConfig, Recommendation, recommend};
+use crate::recommend::{BlendConfig, ListKind, Recommendation, recommend};
 use crate::{Result, StateError};
 
 /// The top `k` of every customer in `records` (at most `max_customers`),
@@ -30,7 +30,11 @@ pub fn recommend_all<'a>(
         .into_par_iter()
         .filter(|r| !r.objects_to_targeting())
         .take_any(max_customers)
-        .map(|r| (r.customer_id(), recommend(&r.history().purchases, model, blend, k, new_only)))
+        .map(|r| {
+            let history = r.history();
+            let kind = if new_only { ListKind::Discover(&history.bought) } else { ListKind::Main };
+            (r.customer_id(), recommend(&history.purchases, model, blend, k, kind))
+        })
         .collect()
 }
 

@@ -30,7 +30,7 @@
 //!   book on its own thread.
 //!
 //! ```text
-//! magic "PATRSNAP" │ version u32 = 6 │ next_seq u64 │ watermark_ms i64 │ customers u64 │
+//! magic "PATRSNAP" │ version u32 = 7 │ next_seq u64 │ watermark_ms i64 │ customers u64 │
 //! id key [u64; 2] │ products u32 │ product ids (u16 length + UTF-8)… │
 //! blocks… (each: whole customers of one shard, or one shard's dedup index) │
 //! tail: product statistics │ models (u32 length + CBOR; 0: provisional) │
@@ -46,7 +46,8 @@
 //! in the header because it also routes customers to shards: a recovery with
 //! another shard count routes each customer as it is decoded.
 //!
-//! Older versions are still read: 5 (fixed-width customers, one section per
+//! Older versions are still read: 6 (as 7, without each customer's bought
+//! set, which is then inherited from the profile; see `crate::bought`), 5 (fixed-width customers, one section per
 //! shard, one checksum over the file), 4 (one run of all customers) and 3
 //! (records with an 8-id ring, which is skipped; no dedup index).
 
@@ -66,7 +67,9 @@ use crate::record::{CustomerRecord, History, encode_customer_compact};
 use crate::scoring::ModelFits;
 
 const MAGIC: &[u8; 8] = b"PATRSNAP";
-const VERSION: u32 = 6;
+const VERSION: u32 = 7;
+/// Blocks of compact customers without their bought sets (inherited from the profile).
+const VERSION_WITHOUT_BOUGHT: u32 = 6;
 /// Fixed-width customers in one section per shard, one checksum over the file.
 const VERSION_FIXED_WIDTH: u32 = 5;
 /// The version before sections (customers of all shards in one run).
@@ -136,7 +139,7 @@ pub enum Part {
     Header,
     /// The product catalogue.
     Catalogue,
-    /// The table of blocks (version 6).
+    /// The table of blocks (versions 6 and 7).
     BlockTable,
     /// The table of sections (version 5).
     SectionTable,
@@ -146,7 +149,7 @@ pub enum Part {
     FittedModels,
     /// The deduplication indexes.
     DedupIndexes,
-    /// The models, watermarks and dedup blocks after the statistics (version 6).
+    /// The models, watermarks and dedup blocks after the statistics (versions 6 and 7).
     ModelsAndDedup,
 }
 
@@ -494,7 +497,7 @@ struct BlockSpan {
 /// How customers are laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layout {
-    Compact,
+    Compact { with_bought: bool },
     FixedWidth { with_rings: bool },
 }
 
@@ -514,7 +517,7 @@ pub struct SnapshotFile {
     records_start: usize,
     /// Each shard's customer blocks (empty before version 5).
     sections: Vec<Vec<BlockSpan>>,
-    /// Each shard's dedup block (version 6).
+    /// Each shard's dedup block (versions 6 and 7).
     dedup_blocks: Vec<BlockSpan>,
     /// Where the product statistics start and the tail ends, when the file
     /// says (versions 5 and 6).
@@ -534,11 +537,14 @@ impl SnapshotFile {
         let crc = u32::from_le_bytes(body[crc_at..].try_into().unwrap_or([0; 4]));
         body.truncate(crc_at);
         let version = u32::from_le_bytes(body[8..12].try_into().unwrap_or([0; 4]));
-        if ![VERSION, VERSION_FIXED_WIDTH, VERSION_WITHOUT_SECTIONS, VERSION_WITH_RINGS].contains(&version) {
+        if ![VERSION, VERSION_WITHOUT_BOUGHT, VERSION_FIXED_WIDTH, VERSION_WITHOUT_SECTIONS, VERSION_WITH_RINGS]
+            .contains(&version)
+        {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
         let u64_at = |at: usize| body.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
-        let (tail_offset, table_offset) = if version == VERSION {
+        let blocks = version >= VERSION_WITHOUT_BOUGHT;
+        let (tail_offset, table_offset) = if blocks {
             let bad = || SnapshotError::Invalid(Part::BlockTable);
             let offsets = body.len().checked_sub(16).ok_or_else(bad)?;
             let (tail, table) = (u64_at(offsets).ok_or_else(bad)?, u64_at(offsets + 8).ok_or_else(bad)?);
@@ -551,7 +557,7 @@ impl SnapshotFile {
             (0, 0)
         };
         let mut reader = ByteReader::new(&body, HEADER_LEN);
-        let id_key = if version == VERSION {
+        let id_key = if blocks {
             Some(IdHasher::from_key([
                 reader.u64().ok_or(SnapshotError::Invalid(Part::Header))?,
                 reader.u64().ok_or(SnapshotError::Invalid(Part::Header))?,
@@ -566,7 +572,7 @@ impl SnapshotFile {
             products.push(ProductId::new(name).map_err(|reason| SnapshotError::Product { index: i, reason })?);
         }
         let records_start = reader.position();
-        let checksum_ok = if version == VERSION {
+        let checksum_ok = if blocks {
             // Blocks carry their own checksums, checked as they are decoded.
             let outer = crc32c::crc32c_append(crc32c::crc32c(&body[..records_start]), &body[tail_offset..]);
             outer == crc && records_start <= tail_offset
@@ -593,7 +599,7 @@ impl SnapshotFile {
             run_end: std::sync::OnceLock::new(),
         };
         match version {
-            VERSION => file.read_block_table(records_start..tail_offset, table_offset)?,
+            VERSION | VERSION_WITHOUT_BOUGHT => file.read_block_table(records_start..tail_offset, table_offset)?,
             VERSION_FIXED_WIDTH => file.read_section_table()?,
             _ => {}
         }
@@ -676,8 +682,8 @@ impl SnapshotFile {
     }
 
     fn layout(&self) -> Layout {
-        if self.version == VERSION {
-            Layout::Compact
+        if self.version >= VERSION_WITHOUT_BOUGHT {
+            Layout::Compact { with_bought: self.version == VERSION }
         } else {
             Layout::FixedWidth { with_rings: self.version == VERSION_WITH_RINGS }
         }
@@ -712,7 +718,7 @@ impl SnapshotFile {
         for i in 0..count {
             let at = reader.position();
             let record = match self.layout() {
-                Layout::Compact => CustomerRecord::decode_compact(&mut reader),
+                Layout::Compact { with_bought } => CustomerRecord::decode_compact(&mut reader, with_bought),
                 Layout::FixedWidth { with_rings } => {
                     let mut pos = at;
                     let record = CustomerRecord::decode(&self.body[..end], &mut pos, with_rings);
@@ -721,7 +727,10 @@ impl SnapshotFile {
                 }
             }
             .ok_or(SnapshotError::Customer { index: i, at })?;
-            if record.history.purchases.entries().iter().any(|p| p.product as usize >= self.products.len()) {
+            let history = &record.history;
+            if history.purchases.entries().iter().any(|p| p.product as usize >= self.products.len())
+                || history.bought.max_product().is_some_and(|p| p as usize >= self.products.len())
+            {
                 return Err(SnapshotError::CustomerProduct { index: i, at });
             }
             each(record);
@@ -792,7 +801,7 @@ impl SnapshotFile {
                     .ok_or(SnapshotError::Invalid(Part::DedupIndexes))?;
                 (None, Some(key), dedup)
             }
-            Layout::Compact => {
+            Layout::Compact { .. } => {
                 let invalid = || SnapshotError::Invalid(Part::ModelsAndDedup);
                 let models_len = reader.u32().ok_or_else(invalid)? as usize;
                 let models = match reader.take(models_len).ok_or_else(invalid)? {
