@@ -135,6 +135,10 @@ pub(crate) struct EvalRecsArgs {
     /// Where to write the JSON result.
     #[arg(long, value_name = "FILE", default_value = "eval-recs.json")]
     pub(crate) out: PathBuf,
+    /// Ignore every purchase on or after this date, as if the data ended
+    /// there (the tuning period of a temporal hold-out).
+    #[arg(long, value_name = "DATE", value_parser = units::day)]
+    pub(crate) data_until: Option<i32>,
     /// Test only customers whose last basket is on or after this date
     /// (YYYY-MM-DD); earlier purchases are still history.
     #[arg(long, value_name = "DATE", value_parser = units::day)]

@@ -65,7 +65,7 @@ fn config_of(args: &EvalRecsArgs) -> Result<EvalConfig> {
             ..BlendConfig::default()
         },
         profile_limit: args.history,
-        window: TestWindow { from_day: args.test_from, until_day: args.test_until },
+        window: TestWindow { replay_until_day: args.data_until, from_day: args.test_from, until_day: args.test_until },
     })
 }
 
@@ -130,6 +130,7 @@ pub(crate) fn run(args: &EvalRecsArgs) -> Result<()> {
             "anchors": config.blend.anchors,
             "trend_exponent": config.blend.trend_exponent,
             "trend_half_life_days": config.items.trend_decay.half_life_days,
+            "data_until": args.data_until.map(day_text),
             "test_from": args.test_from.map(day_text),
             "test_until": args.test_until.map(day_text),
         },
@@ -150,10 +151,11 @@ fn day_text(day: i32) -> String {
 }
 
 fn print_report(r: &EvalReport) {
+    let cut = r.window.replay_until_day.map_or_else(String::new, |d| format!(" (data cut at {})", day_text(d)));
     let window = match (r.window.from_day, r.window.until_day) {
-        (None, None) => String::new(),
+        (None, None) => cut,
         (from, until) => format!(
-            " whose last basket is in [{}, {})",
+            "{cut} whose last basket is in [{}, {})",
             from.map_or_else(|| "start".to_owned(), day_text),
             until.map_or_else(|| "end".to_owned(), day_text)
         ),

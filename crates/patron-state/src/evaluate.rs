@@ -13,10 +13,12 @@
 //!   each day (every `refresh_days`), as a server refreshing on a schedule would.
 //! - **Deterministic.** Inputs are ordered by time then input position; every
 //!   ranking breaks ties by product index.
-//! - **A test window** (optional) keeps the test customers whose last basket
-//!   falls in `[from, until)`; everything else is still replayed as history.
-//!   Tuning on one window and reporting on a later one keeps the reported
-//!   figures out of sample: the defaults are chosen on the early window only.
+//! - **A temporal hold-out.** `replay_until` drops every purchase from that
+//!   day on, as if the data ended there: tuning runs see only the early
+//!   period. A test window keeps the test customers whose last basket falls
+//!   in `[from, until)`; everything before is still replayed as history. A
+//!   report on `from` = the tuning cut-off is then out of sample: no basket
+//!   it scores was seen while the defaults were chosen.
 //! - The **explore** subset keeps the test customers whose last basket holds a
 //!   product they never bought; relevance is then those new products only, and
 //!   each method recommends only products the customer never bought (Patron's
@@ -59,9 +61,11 @@ pub struct EvalConfig {
 }
 
 /// Days (since the epoch) a test customer's last basket may fall on:
-/// `[from, until)`, each end open when `None`.
+/// `[from, until)`, each end open when `None`; and the day the data is cut at.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct TestWindow {
+    /// Purchases on or after this day are not replayed at all.
+    pub replay_until_day: Option<i32>,
     /// First day counted.
     pub from_day: Option<i32>,
     /// First day no longer counted.
@@ -271,6 +275,7 @@ pub fn evaluate(events: &[Event], config: &EvalConfig, progress: &dyn Fn(u64, u6
         .iter()
         .enumerate()
         .filter(|(_, e)| matches!(e.kind, EventKind::Purchase(ref p) if !p.items.is_empty()))
+        .filter(|(_, e)| config.window.replay_until_day.is_none_or(|until| e.timestamp.day() < until))
         .collect();
     purchases.sort_by_key(|(position, e)| (e.timestamp, *position));
     // Baskets per customer, and the day of their last one.

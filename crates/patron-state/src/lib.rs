@@ -21,33 +21,29 @@
 #![deny(missing_docs)]
 
 pub mod book;
-pub mod bought;
-pub mod catalog;
 pub mod chunk;
 pub mod customer_row;
 pub mod dedup;
 pub mod engine;
 pub mod evaluate;
 mod item_feed;
-pub mod items;
-pub mod profile;
-pub mod recommend;
 pub mod record;
 pub mod recs_tables;
 pub mod scoring;
 pub mod snapshot;
 
 pub use book::{CustomerBook, Records, Row, SharedBook};
-pub use catalog::ProductCatalog;
 pub use chunk::{CHUNK, Chunk, ChunkMut, ChunkView, Groups, IdColumn};
 pub use dedup::{DEFAULT_DEDUP_HORIZON_DAYS, DedupIndex, IdHasher};
 pub use engine::{
     Clock, Engine, EngineConfig, EngineStats, ModelState, Quarantined, ShardFailure, SnapshotReport,
     beyond_horizon_reason,
 };
-pub use items::{ItemConfig, ItemStats, Observed, RecsModel};
-pub use profile::PurchaseProfile;
-pub use recommend::{BlendConfig, ListKind, Reason, Recommendation, recommend};
+// The recommender's core lives below this crate; its modules keep their paths here.
+pub use patron_recs::{
+    BlendConfig, ItemConfig, ItemStats, ListKind, Observed, ProductCatalog, PurchaseProfile, Reason, Recommendation,
+    RecsModel, bought, catalog, items, profile, recommend,
+};
 pub use record::{Applied, CustomerRecord, History, Summary};
 pub use recs_tables::{products_batch, recommend_all, recommendations_batch, similar_products_batch};
 pub use scoring::{

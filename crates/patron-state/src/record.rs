@@ -363,7 +363,7 @@ pub(crate) fn encode_customer(id: &str, summary: &Summary, history: &History, ou
         let ms = if s == 0 { NO_TIME } else { CONSENT_EPOCH_MS + i64::from(s) * 1000 };
         out.extend_from_slice(&ms.to_le_bytes());
     }
-    history.purchases.encode(out);
+    history.purchases.encode_fixed_width(out);
 }
 
 /// Milliseconds per UTC day.

@@ -1047,7 +1047,7 @@ mod tests {
         let record = CustomerRecord::new(CustomerId::new("c-3").unwrap());
         let (mut encoded, mut profile) = (Vec::new(), Vec::new());
         record.encode(&mut encoded);
-        record.purchases().encode(&mut profile);
+        record.purchases().encode_fixed_width(&mut profile);
         // Version 3 kept 8 event fingerprints and two cursor bytes before the profile.
         encoded.splice(encoded.len() - profile.len().., std::iter::repeat_n(0xAB, 66).chain(profile.iter().copied()));
         let mut items = Vec::new();

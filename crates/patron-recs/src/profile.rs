@@ -188,10 +188,11 @@ impl PurchaseProfile {
         }
     }
 
-    /// Appends the fixed-width layout of snapshot versions 3 to 5 (tests write old files with it): occasions u32, last_day i32, unit f32,
-    /// count u16, then (product u32, occasions u16, last_day i32, weight f32) each.
-    #[cfg(test)]
-    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+    /// Appends the fixed-width layout of snapshot versions 3 to 5: occasions
+    /// u32, last_day i32, unit f32, count u16, then (product u32, occasions
+    /// u16, last_day i32, weight f32) each. Only tests write it, to check
+    /// that old files are still read.
+    pub fn encode_fixed_width(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.occasions_since_origin.to_le_bytes());
         out.extend_from_slice(&self.last_day.to_le_bytes());
         out.extend_from_slice(&self.unit.to_le_bytes());
@@ -290,7 +291,7 @@ mod tests {
         assert_eq!(p.recent(13, 15, 5), [1, 4, 3]);
         assert_eq!(p.recent(13, 14, 5), [3]);
         let mut bytes = Vec::new();
-        p.encode(&mut bytes);
+        p.encode_fixed_width(&mut bytes);
         assert_eq!(PurchaseProfile::decode(&mut ByteReader::new(&bytes, 0)), Some(p.clone()));
         assert!(PurchaseProfile::decode(&mut ByteReader::new(&bytes[..bytes.len() - 1], 0)).is_none());
         let mut compact = Vec::new();

@@ -28,7 +28,7 @@
 //!   to products of any shard. Products live in [`SEGMENTS`] segments
 //!   (`index % SEGMENTS`), each behind its own lock, taken once per segment
 //!   per batch. The engine applies batches on a thread of their own
-//!   (`crate::item_feed`).
+//!   (`patron_state`'s item feed).
 //! - **Refresh off the event path.** [`ItemStats::refresh`] runs on the rayon
 //!   pool and holds one segment's read lock at a time; the result is an
 //!   immutable [`RecsModel`] that readers share.
