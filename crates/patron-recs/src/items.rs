@@ -385,11 +385,6 @@ impl Observed {
         self.baskets.is_empty()
     }
 
-    /// The distinct products of the basket [`ItemStats::record`] recorded last.
-    pub fn last_basket_products(&self) -> impl Iterator<Item = u32> + '_ {
-        self.lines.iter().map(|l| l.product)
-    }
-
     fn clear(&mut self) {
         self.baskets.clear();
         self.products.clear();

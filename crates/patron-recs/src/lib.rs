@@ -3,8 +3,8 @@
 //! - [`catalog`]: product ids interned to dense indexes, shared by every shard.
 //! - [`profile`]: one customer's bounded purchase counts (buy again, and the
 //!   recent history co-purchases are drawn from).
-//! - [`bought`]: every product a customer ever bought, exactly (the discover
-//!   list's filter).
+//! - [`forgotten`]: the products a profile evicted, so that it still knows
+//!   exactly what was ever bought (the discover list's filter).
 //! - [`items`]: the shared product statistics (co-purchase summaries,
 //!   popularity, trend) and the neighbour refresh.
 //! - [`recommend`]: the per-customer blend.
@@ -13,14 +13,14 @@
 //! snapshot, so it builds and tests without them, and `patron-state` uses it
 //! from below inside each shard's update and at the snapshot's cut.
 
-pub mod bought;
 pub mod catalog;
+pub mod forgotten;
 pub mod items;
 pub mod profile;
 pub mod recommend;
 
-pub use bought::BoughtSet;
 pub use catalog::ProductCatalog;
+pub use forgotten::ForgottenProducts;
 pub use items::{ItemConfig, ItemStats, Observed, RecsModel};
 pub use profile::PurchaseProfile;
 pub use recommend::{BlendConfig, ListKind, Reason, Recommendation, recommend};

@@ -20,8 +20,13 @@
 //!   so they stay finite in `f32` for any number of occasions.
 //! - 16 bytes per entry plus 16 for the clock; 64 entries (the default)
 //!   bound a customer's history to about 1 KiB.
+//! - **What it forgot, it still knows it bought.** An evicted product goes
+//!   to [`ForgottenProducts`], so that [`PurchaseProfile::ever_bought`] is
+//!   exact: the discover list must never show a product bought long ago.
 
 use patron_model::codec::{self, ByteReader};
+
+use crate::forgotten::ForgottenProducts;
 
 /// One product in a customer's history.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -60,11 +65,13 @@ pub struct PurchaseProfile {
     last_day: i32,
     /// Weight of one occasion now: `2^(occasions_since_origin / half_life)`.
     unit: f32,
+    /// Products evicted from `entries` (`None`: none ever was).
+    forgotten: Option<Box<ForgottenProducts>>,
 }
 
 impl Default for PurchaseProfile {
     fn default() -> Self {
-        Self { entries: Vec::new(), occasions_since_origin: 0, last_day: i32::MIN, unit: 1.0 }
+        Self { entries: Vec::new(), occasions_since_origin: 0, last_day: i32::MIN, unit: 1.0, forgotten: None }
     }
 }
 
@@ -75,6 +82,7 @@ impl PurchaseProfile {
     /// Heap bytes held by the entries.
     pub fn heap_bytes(&self) -> usize {
         self.entries.capacity() * std::mem::size_of::<ProductHistory>()
+            + self.forgotten.as_ref().map_or(0, |f| size_of::<ForgottenProducts>() + f.heap_bytes())
     }
 
     /// The products, in no particular order.
@@ -87,9 +95,49 @@ impl PurchaseProfile {
         self.entries.iter().find(|e| e.product == product)
     }
 
-    /// Whether the customer bought `product` (as far as the bounded profile knows).
+    /// Whether the profile holds `product` (it may have evicted others).
     pub fn contains(&self, product: u32) -> bool {
         self.get(product).is_some()
+    }
+
+    /// Whether the customer ever bought `product`: held, or evicted. Exact
+    /// while [`Self::knows_every_product`].
+    pub fn ever_bought(&self, product: u32) -> bool {
+        self.contains(product) || self.forgotten.as_ref().is_some_and(|f| f.contains(product))
+    }
+
+    /// Whether [`Self::ever_bought`] is exact (no evicted product was lost).
+    pub fn knows_every_product(&self) -> bool {
+        self.forgotten.as_ref().is_none_or(|f| f.is_exact())
+    }
+
+    /// Products evicted so far (remembered in the forgotten set).
+    pub fn forgotten_len(&self) -> usize {
+        self.forgotten.as_ref().map_or(0, |f| f.len())
+    }
+
+    /// The largest product index the profile knows of, held or evicted.
+    pub fn max_product(&self) -> Option<u32> {
+        let held = self.entries.iter().map(|e| e.product).max();
+        held.max(self.forgotten.as_ref().and_then(|f| f.max_product()))
+    }
+
+    /// Decides what a profile restored from a snapshot without the evicted
+    /// products (before version 7) knows: a profile that held fewer than
+    /// `history_limit` products never evicted one, so nothing is missing;
+    /// otherwise it may have, and the discover list stays empty for it.
+    pub fn settle_inherited(&mut self, history_limit: usize) {
+        if self.forgotten.as_ref().is_some_and(|f| f.is_inherited()) {
+            if self.entries.len() < history_limit {
+                self.forgotten = None;
+            } else if let Some(f) = &mut self.forgotten {
+                f.mark_incomplete();
+            }
+        }
+    }
+
+    fn forget(&mut self, product: u32) {
+        self.forgotten.get_or_insert_with(Default::default).insert(product);
     }
 
     /// Number of products held.
@@ -143,6 +191,7 @@ impl PurchaseProfile {
             return if entry.occasions == 2 { ProfileChange::FirstRepeat } else { ProfileChange::LaterRepeat };
         }
         if limit == 0 {
+            self.forget(product);
             return ProfileChange::NewProduct;
         }
         if self.entries.len() >= limit {
@@ -153,9 +202,14 @@ impl PurchaseProfile {
                 .min_by(|(_, a), (_, b)| a.weight.total_cmp(&b.weight).then(a.last_day.cmp(&b.last_day)))
                 .map(|(i, _)| i);
             if let Some(i) = weakest {
-                self.entries.swap_remove(i);
+                let evicted = self.entries.swap_remove(i);
+                self.forget(evicted.product);
             }
-            self.entries.truncate(limit - 1);
+            while self.entries.len() > limit - 1 {
+                if let Some(evicted) = self.entries.pop() {
+                    self.forget(evicted.product);
+                }
+            }
         }
         self.entries.push(ProductHistory { product, occasions: 1, last_day: day, weight });
         ProfileChange::NewProduct
@@ -205,10 +259,11 @@ impl PurchaseProfile {
         }
     }
 
-    /// Appends the compact snapshot layout (version 6): occasions varint,
-    /// last_day zigzag, unit f32, count varint, then per product: product
-    /// varint, occasions varint, days before the profile's last day zigzag,
-    /// weight f32.
+    /// Appends the compact snapshot layout: occasions varint, last_day
+    /// zigzag, unit f32, count varint, then per product: product varint,
+    /// occasions varint, days before the profile's last day zigzag, weight
+    /// f32; then (version 7) the evicted products
+    /// ([`ForgottenProducts::encode_compact`]; one zero byte for none).
     pub fn encode_compact(&self, out: &mut Vec<u8>) {
         codec::put_varint(out, u64::from(self.occasions_since_origin));
         codec::put_zigzag(out, i64::from(self.last_day));
@@ -220,10 +275,22 @@ impl PurchaseProfile {
             codec::put_zigzag(out, i64::from(self.last_day) - i64::from(e.last_day));
             out.extend_from_slice(&e.weight.to_le_bytes());
         }
+        match &self.forgotten {
+            // An unsettled inherited set is written as what it may be: incomplete.
+            Some(f) if f.is_inherited() => {
+                let mut unknown = ForgottenProducts::default();
+                unknown.mark_incomplete();
+                unknown.encode_compact(out);
+            }
+            Some(f) => f.encode_compact(out),
+            None => ForgottenProducts::default().encode_compact(out),
+        }
     }
 
-    /// Reads what [`Self::encode_compact`] wrote; `None` if cut short, out of range or not finite.
-    pub fn decode_compact(reader: &mut ByteReader<'_>) -> Option<Self> {
+    /// Reads what [`Self::encode_compact`] wrote; `None` if cut short, out of
+    /// range or not finite. Without `with_forgotten` (snapshot version 6) the
+    /// evicted products are not there: see [`Self::settle_inherited`].
+    pub fn decode_compact(reader: &mut ByteReader<'_>, with_forgotten: bool) -> Option<Self> {
         let occasions_since_origin = reader.varint_u32()?;
         let last_day = reader.zigzag_i32()?;
         let unit = f32::from_le_bytes(reader.array()?);
@@ -242,7 +309,13 @@ impl PurchaseProfile {
             }
             entries.push(ProductHistory { product, occasions, last_day: last, weight });
         }
-        Some(Self { entries, occasions_since_origin, last_day, unit })
+        let forgotten = if with_forgotten {
+            let f = ForgottenProducts::decode_compact(reader)?;
+            (!f.is_empty() || !f.is_exact()).then(|| Box::new(f))
+        } else {
+            inherited(&entries)
+        };
+        Some(Self { entries, occasions_since_origin, last_day, unit, forgotten })
     }
 
     /// Reads the fixed-width layout of snapshot versions 3 to 5; `None` if cut short or not finite.
@@ -265,8 +338,15 @@ impl PurchaseProfile {
             }
             entries.push(ProductHistory { product, occasions, last_day, weight });
         }
-        Some(Self { entries, occasions_since_origin, last_day, unit })
+        let forgotten = inherited(&entries);
+        Some(Self { entries, occasions_since_origin, last_day, unit, forgotten })
     }
+}
+
+/// The evicted products of a profile from a snapshot that did not keep them:
+/// none for an empty profile, else unknown until settled.
+fn inherited(entries: &[ProductHistory]) -> Option<Box<ForgottenProducts>> {
+    (!entries.is_empty()).then(|| Box::new(ForgottenProducts::inherited()))
 }
 
 #[cfg(test)]
@@ -290,21 +370,46 @@ mod tests {
         assert_eq!(p.get(1).map(|e| (e.occasions, e.last_day, e.weight)), Some((3, 14, 4.5)));
         assert_eq!(p.recent(13, 15, 5), [1, 4, 3]);
         assert_eq!(p.recent(13, 14, 5), [3]);
+        assert!(p.ever_bought(2) && !p.contains(2) && p.knows_every_product(), "evicted, and still known");
+        assert!(!p.ever_bought(5));
         let mut bytes = Vec::new();
         p.encode_fixed_width(&mut bytes);
-        assert_eq!(PurchaseProfile::decode(&mut ByteReader::new(&bytes, 0)), Some(p.clone()));
+        // The fixed-width layout (versions 3 to 5) has no evicted products.
+        let old = PurchaseProfile::decode(&mut ByteReader::new(&bytes, 0)).unwrap();
+        assert_eq!(old.entries(), p.entries());
         assert!(PurchaseProfile::decode(&mut ByteReader::new(&bytes[..bytes.len() - 1], 0)).is_none());
+        let (mut full, mut roomy) = (old.clone(), old);
+        full.settle_inherited(3);
+        roomy.settle_inherited(64);
+        assert!(!full.knows_every_product(), "a full profile may have evicted");
+        assert!(roomy.knows_every_product(), "a profile below its limit never evicted");
         let mut compact = Vec::new();
         p.encode_compact(&mut compact);
         assert!(compact.len() < bytes.len(), "{} against {} bytes", compact.len(), bytes.len());
-        assert_eq!(PurchaseProfile::decode_compact(&mut ByteReader::new(&compact, 0)), Some(p.clone()));
-        assert!(PurchaseProfile::decode_compact(&mut ByteReader::new(&compact[..compact.len() - 1], 0)).is_none());
+        assert_eq!(PurchaseProfile::decode_compact(&mut ByteReader::new(&compact, 0), true), Some(p.clone()));
+        for cut in 0..compact.len() {
+            assert!(PurchaseProfile::decode_compact(&mut ByteReader::new(&compact[..cut], 0), true).is_none());
+        }
         let mut empty = Vec::new();
         PurchaseProfile::default().encode_compact(&mut empty);
-        assert_eq!(PurchaseProfile::decode_compact(&mut ByteReader::new(&empty, 0)), Some(PurchaseProfile::default()));
+        let back = PurchaseProfile::decode_compact(&mut ByteReader::new(&empty, 0), true);
+        assert_eq!(back, Some(PurchaseProfile::default()));
         let mut none = PurchaseProfile::default();
         none.record(9, 1, 1.0, 0);
-        assert!(none.is_empty());
+        assert!(none.is_empty() && none.ever_bought(9), "a profile of no products still knows what was bought");
+    }
+
+    #[test]
+    fn a_customer_who_never_filled_the_profile_holds_no_forgotten_set() {
+        let mut p = PurchaseProfile::default();
+        for product in 0..64 {
+            p.record(product, 10, 1.0, 64);
+        }
+        assert_eq!((p.len(), p.forgotten_len()), (64, 0));
+        assert!(p.forgotten.is_none(), "nothing was evicted: no allocation");
+        p.record(64, 11, 1.0, 64);
+        assert_eq!((p.len(), p.forgotten_len()), (64, 1));
+        assert!((0..=64).all(|product| p.ever_bought(product)));
     }
 
     #[test]

@@ -18,7 +18,6 @@
 
 use std::collections::HashMap;
 
-use crate::bought::BoughtSet;
 use crate::catalog::ProductCatalog;
 use crate::items::RecsModel;
 use crate::profile::PurchaseProfile;
@@ -99,15 +98,16 @@ struct Candidate {
 }
 
 /// Which list to build.
-#[derive(Clone, Copy, Debug)]
-pub enum ListKind<'a> {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListKind {
     /// Buy again and bought-with, filled with popular products.
     Main,
-    /// The discover list: only products outside `bought`, every product the
-    /// customer ever bought. Empty when the set is not exact (see
-    /// [`BoughtSet::is_exact`]): a list that might hold a bought product is
-    /// not shown.
-    Discover(&'a BoughtSet),
+    /// The discover list: only products the customer never bought
+    /// ([`PurchaseProfile::ever_bought`], held or evicted). Empty when the
+    /// profile lost track of an evicted product
+    /// ([`PurchaseProfile::knows_every_product`]): a list that might hold a
+    /// bought product is not shown.
+    Discover,
 }
 
 /// The top `k` recommendations of `kind` for a customer with `profile`.
@@ -116,15 +116,13 @@ pub fn recommend(
     model: &RecsModel,
     blend: &BlendConfig,
     k: usize,
-    kind: ListKind<'_>,
+    kind: ListKind,
 ) -> Vec<Recommendation> {
-    let bought = match kind {
-        ListKind::Main => None,
-        ListKind::Discover(bought) if bought.is_exact() => Some(bought),
-        ListKind::Discover(_) => return Vec::new(),
-    };
-    let new_only = bought.is_some();
-    let never_bought = |product: u32| bought.is_none_or(|b| !b.contains(product));
+    let new_only = kind == ListKind::Discover;
+    if new_only && !profile.knows_every_product() {
+        return Vec::new();
+    }
+    let never_bought = |product: u32| !new_only || !profile.ever_bought(product);
     if k == 0 {
         return Vec::new();
     }
@@ -252,16 +250,15 @@ mod tests {
         let milk = list.iter().find(|r| r.product == 3).unwrap();
         assert!(matches!(milk.reason, Reason::BoughtWith(1 | 2)), "milk comes with tea and the kettle: {milk:?}");
         // The discover list never holds what the customer bought.
-        let mut bought = BoughtSet::default();
-        bought.insert(1);
-        bought.insert(2);
-        let discover = recommend(&me, &model, &blend, 5, ListKind::Discover(&bought));
-        assert!(discover.iter().all(|r| !bought.contains(r.product)), "{discover:?}");
+        let discover = recommend(&me, &model, &blend, 5, ListKind::Discover);
+        assert!(discover.iter().all(|r| !me.ever_bought(r.product)), "{discover:?}");
         assert!(!discover.is_empty());
-        // A set that may miss a bought product gives no discover list at all.
-        let mut unsure = BoughtSet::inherited([1, 2]);
-        unsure.settle_inherited(2, 2);
-        assert!(recommend(&me, &model, &blend, 5, ListKind::Discover(&unsure)).is_empty());
+        // A profile that lost track of what it evicted gives no discover list at all.
+        let mut bytes = Vec::new();
+        me.encode_fixed_width(&mut bytes);
+        let mut unsure = PurchaseProfile::decode(&mut patron_model::ByteReader::new(&bytes, 0)).unwrap();
+        unsure.settle_inherited(me.len());
+        assert!(recommend(&unsure, &model, &blend, 5, ListKind::Discover).is_empty());
         // A new customer gets popular products.
         let newcomer = recommend(&PurchaseProfile::default(), &model, &blend, 2, ListKind::Main);
         assert_eq!(newcomer.len(), 2);

@@ -524,7 +524,7 @@ impl CustomerBook {
     /// book; a batch fills whole chunks at once.
     pub fn insert_records(&mut self, records: &mut Vec<CustomerRecord>) {
         for record in records.iter_mut() {
-            self.settle_bought(record);
+            record.history.purchases.settle_inherited(self.history_limit);
         }
         let hashes: Vec<u64> = records.iter().map(|r| self.hasher.customer_hash(r.customer_id.as_str())).collect();
         let first = self.records.push_all(records);
@@ -535,7 +535,7 @@ impl CustomerBook {
 
     /// Adds a record restored from a snapshot (its id must be new to the book).
     pub fn insert_record(&mut self, mut record: CustomerRecord) {
-        self.settle_bought(&mut record);
+        record.history.purchases.settle_inherited(self.history_limit);
         let hash = self.hasher.customer_hash(record.customer_id.as_str());
         let slot = self.records.push(record);
         self.index.insert(hash, slot, &self.records, &self.hasher);
@@ -544,13 +544,6 @@ impl CustomerBook {
     /// Sets the scores of the customer in `slot`.
     pub fn set_scores(&mut self, slot: usize, scores: Option<Scores>) {
         self.records.set_scores(slot, scores);
-    }
-
-    /// A restored customer's bought set, inherited from an old snapshot's
-    /// profile, is exact only if that profile never reached this book's limit.
-    fn settle_bought(&self, record: &mut CustomerRecord) {
-        let history = &mut record.history;
-        history.bought.settle_inherited(history.purchases.len(), self.history_limit);
     }
 
     /// Sets the scores of customers in chunk `chunk` (see [`Records::set_chunk_scores`]).

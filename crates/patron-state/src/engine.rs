@@ -1156,16 +1156,15 @@ impl Engine {
     pub fn recommendations(&self, id: &CustomerId, k: usize, new_only: bool) -> Option<Vec<Recommendation>> {
         let shard = self.shard_of(id);
         // Copied out, so the blend runs without the shard's lock.
-        let (profile, bought) = {
+        let profile = {
             let book = self.inner.shards[shard].read().ok()?;
             let row = book.row(id)?;
             if row.objects_to_targeting() {
                 return Some(Vec::new());
             }
-            let history = row.history();
-            (history.purchases.clone(), new_only.then(|| history.bought.clone()))
+            row.history().purchases.clone()
         };
-        let kind = bought.as_ref().map_or(ListKind::Main, ListKind::Discover);
+        let kind = if new_only { ListKind::Discover } else { ListKind::Main };
         Some(recommend(&profile, &self.recs_model(), &self.inner.config.blend, k, kind))
     }
 

@@ -37,7 +37,6 @@ use patron_score::{average_precision, hit_rate, ndcg, recall};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::bought::BoughtSet;
 use crate::catalog::ProductCatalog;
 use crate::items::{ItemConfig, ItemStats, RecsModel, basket_lines};
 use crate::profile::PurchaseProfile;
@@ -255,8 +254,6 @@ fn top_k(mut scored: Vec<(u32, f64)>, k: usize) -> Vec<u32> {
 #[derive(Default)]
 struct FullHistory {
     products: HashMap<u32, (u32, u64)>,
-    /// What the engine keeps for the discover list (exact, bounded).
-    bought: BoughtSet,
 }
 
 impl FullHistory {
@@ -322,7 +319,7 @@ pub fn evaluate(events: &[Event], config: &EvalConfig, progress: &dyn Fn(u64, u6
             let mut owned_list: Vec<u32> = history.products.keys().copied().collect();
             owned_list.sort_unstable();
             let patron = |new_only: bool| {
-                let kind = if new_only { ListKind::Discover(&history.bought) } else { ListKind::Main };
+                let kind = if new_only { ListKind::Discover } else { ListKind::Main };
                 recommend(profile, &model, &config.blend, k, kind).into_iter().map(|r| r.product).collect::<Vec<u32>>()
             };
             let buy_again = history.most_bought(k);
@@ -352,7 +349,6 @@ pub fn evaluate(events: &[Event], config: &EvalConfig, progress: &dyn Fn(u64, u6
         for &p in &basket {
             let entry = history.products.entry(p).or_default();
             *entry = (entry.0 + 1, seq as u64);
-            history.bought.insert(p);
         }
         knn.observe(&basket);
         if seq % 1024 == 0 {

@@ -28,7 +28,6 @@ use patron_model::codec::{self, ByteReader};
 use patron_model::{Consent, CustomerId, Event, EventKind, Timestamp};
 use patron_score::{LifecycleStage, ScoreInput, Scores, SegmentConfig, Segments, SpendHistory, lifecycle_stage};
 
-use crate::bought::BoughtSet;
 use crate::catalog::ProductCatalog;
 use crate::items::{ItemStats, Observed, basket_lines};
 use crate::profile::PurchaseProfile;
@@ -105,10 +104,8 @@ impl Default for Summary {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct History {
     occasion_days: Vec<i32>,
-    /// Purchase counts by product (bounded), for recommendations.
+    /// Purchase counts by product (bounded, and what it evicted), for recommendations.
     pub purchases: PurchaseProfile,
-    /// Every product ever bought (exact), for the discover list.
-    pub bought: BoughtSet,
 }
 
 impl History {
@@ -117,9 +114,9 @@ impl History {
         &self.occasion_days
     }
 
-    /// Heap bytes held (occasion days, the profile's entries and the bought set).
+    /// Heap bytes held (occasion days and the profile's entries and evicted products).
     pub fn heap_bytes(&self) -> usize {
-        self.occasion_days.capacity() * 4 + self.purchases.heap_bytes() + self.bought.heap_bytes()
+        self.occasion_days.capacity() * 4 + self.purchases.heap_bytes()
     }
 }
 
@@ -153,9 +150,6 @@ impl Summary {
                 if let Some(t) = tracking.filter(|_| !p.items.is_empty()) {
                     let lines = basket_lines(p, t.catalog);
                     t.items.record(t.observed, &mut history.purchases, event.timestamp.day(), lines, t.history_limit);
-                    for product in t.observed.last_basket_products() {
-                        history.bought.insert(product);
-                    }
                 }
             }
             EventKind::Refund(r) => {
@@ -380,7 +374,7 @@ const DAY_MS: i64 = 86_400_000;
 /// first and total occasion value zigzag │ orders varint │ revenue, refunded zigzag │
 /// (only with occasions) first and last purchase: ms into their day, varint │
 /// consent flags u8 (2 bits each) │ consent times varint ×3 │ labels: 0, or 1 + 7 codes │
-/// purchase profile (PurchaseProfile::encode_compact) │ bought set (BoughtSet::encode_compact, version 7)
+/// purchase profile (PurchaseProfile::encode_compact; version 7 adds its evicted products)
 /// ```
 pub fn encode_customer_compact(
     id: &str,
@@ -422,7 +416,6 @@ pub fn encode_customer_compact(
         }
     }
     history.purchases.encode_compact(out);
-    history.bought.encode_compact(out);
 }
 
 fn decode_flag(bits: u8) -> Option<Option<bool>> {
@@ -443,9 +436,9 @@ impl CustomerRecord {
 
     /// Reads a record written by [`encode_customer_compact`]; `None` if the
     /// bytes are not a valid record (cut short, out of range, inconsistent).
-    /// `with_bought`: the record holds its [`BoughtSet`] (snapshot version 7);
-    /// otherwise the set is inherited from the profile.
-    pub fn decode_compact(r: &mut ByteReader<'_>, with_bought: bool) -> Option<Self> {
+    /// `with_forgotten`: the profile holds its evicted products (snapshot
+    /// version 7); see [`PurchaseProfile::settle_inherited`] otherwise.
+    pub fn decode_compact(r: &mut ByteReader<'_>, with_forgotten: bool) -> Option<Self> {
         let id_len = usize::try_from(r.varint()?).ok()?;
         let customer_id = CustomerId::new(std::str::from_utf8(r.take(id_len)?).ok()?).ok()?;
         let count = usize::try_from(r.varint()?).ok()?;
@@ -487,13 +480,7 @@ impl CustomerRecord {
             1 => Some(Segments::from_codes(r.array::<7>()?)?),
             _ => return None,
         };
-        let purchases = PurchaseProfile::decode_compact(r)?;
-        let bought = if with_bought {
-            BoughtSet::decode_compact(r)?
-        } else {
-            BoughtSet::inherited(purchases.entries().iter().map(|e| e.product))
-        };
-        record.history = History { occasion_days, purchases, bought };
+        record.history = History { occasion_days, purchases: PurchaseProfile::decode_compact(r, with_forgotten)? };
         Some(record)
     }
 
@@ -534,9 +521,7 @@ impl CustomerRecord {
         if with_ring {
             r.take(8 * 8 + 2)?;
         }
-        let purchases = PurchaseProfile::decode(&mut r)?;
-        let bought = BoughtSet::inherited(purchases.entries().iter().map(|e| e.product));
-        record.history = History { occasion_days, purchases, bought };
+        record.history = History { occasion_days, purchases: PurchaseProfile::decode(&mut r)? };
         *pos = r.position();
         Some(record)
     }
@@ -699,19 +684,26 @@ mod tests {
         assert_eq!(catalog.len(), 11, "ten distinct products plus the shared one");
         let mut bytes = Vec::new();
         r.encode(&mut bytes);
-        // The fixed-width layout (snapshots before version 7) has no bought
-        // set: it is inherited from the profile, which evicted, so not exact.
-        let old = CustomerRecord::decode(&bytes, &mut 0, false).unwrap();
-        assert_eq!((&old.summary, &old.history.purchases), (&r.summary, &r.history.purchases));
-        assert_eq!((old.history.bought.len(), r.history.bought.len()), (5, 11));
-        assert!(r.history.bought.is_exact(), "every product bought is remembered");
+        // Every product bought is still known: 5 held, 6 evicted.
+        assert_eq!((r.history.purchases.len(), r.history.purchases.forgotten_len()), (5, 6));
+        assert!(r.history.purchases.knows_every_product());
+        // The fixed-width layout (snapshots before version 7) does not keep
+        // the evicted products: the profile is full, so it may have evicted.
+        let mut old = CustomerRecord::decode(&bytes, &mut 0, false).unwrap();
+        assert_eq!(old.summary, r.summary);
+        assert_eq!(old.history.purchases.entries(), r.history.purchases.entries());
+        old.history.purchases.settle_inherited(5);
+        assert!(!old.history.purchases.knows_every_product());
         compact_round_trip(&r);
-        // Version 6 wrote the compact layout without the set: it is inherited.
-        let (mut v7, mut set) = (Vec::new(), Vec::new());
-        encode_customer_compact(r.customer_id.as_str(), &r.summary, &r.history, r.segments, &mut v7);
-        r.history.bought.encode_compact(&mut set);
-        let v6 = &v7[..v7.len() - set.len()];
-        let old = CustomerRecord::decode_compact(&mut ByteReader::new(v6, 0), false).unwrap();
-        assert_eq!(old.history.bought, BoughtSet::inherited(r.history.purchases.entries().iter().map(|e| e.product)));
+        // Version 6: the compact layout without the evicted products (for a
+        // profile that evicted none, the last byte, an empty set, is missing).
+        let mut light = CustomerRecord::new(CustomerId::new("light").unwrap());
+        light.history.purchases.record(3, 20_000, 1.0, 5);
+        let mut v7 = Vec::new();
+        encode_customer_compact(light.customer_id.as_str(), &light.summary, &light.history, None, &mut v7);
+        let mut old = CustomerRecord::decode_compact(&mut ByteReader::new(&v7[..v7.len() - 1], 0), false).unwrap();
+        assert!(!old.history.purchases.knows_every_product(), "unknown until settled");
+        old.history.purchases.settle_inherited(5);
+        assert_eq!(old.history, light.history, "one product of five: nothing was evicted");
     }
 }

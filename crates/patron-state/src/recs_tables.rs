@@ -31,9 +31,8 @@ pub fn recommend_all<'a>(
         .filter(|r| !r.objects_to_targeting())
         .take_any(max_customers)
         .map(|r| {
-            let history = r.history();
-            let kind = if new_only { ListKind::Discover(&history.bought) } else { ListKind::Main };
-            (r.customer_id(), recommend(&history.purchases, model, blend, k, kind))
+            let kind = if new_only { ListKind::Discover } else { ListKind::Main };
+            (r.customer_id(), recommend(&r.history().purchases, model, blend, k, kind))
         })
         .collect()
 }

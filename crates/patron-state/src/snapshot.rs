@@ -46,8 +46,8 @@
 //! in the header because it also routes customers to shards: a recovery with
 //! another shard count routes each customer as it is decoded.
 //!
-//! Older versions are still read: 6 (as 7, without each customer's bought
-//! set, which is then inherited from the profile; see `crate::bought`), 5 (fixed-width customers, one section per
+//! Older versions are still read: 6 (as 7, without the products each
+//! profile evicted; see `PurchaseProfile::settle_inherited`), 5 (fixed-width customers, one section per
 //! shard, one checksum over the file), 4 (one run of all customers) and 3
 //! (records with an 8-id ring, which is skipped; no dedup index).
 
@@ -68,7 +68,7 @@ use crate::scoring::ModelFits;
 
 const MAGIC: &[u8; 8] = b"PATRSNAP";
 const VERSION: u32 = 7;
-/// Blocks of compact customers without their bought sets (inherited from the profile).
+/// Blocks of compact customers whose profiles lack their evicted products.
 const VERSION_WITHOUT_BOUGHT: u32 = 6;
 /// Fixed-width customers in one section per shard, one checksum over the file.
 const VERSION_FIXED_WIDTH: u32 = 5;
@@ -497,7 +497,7 @@ struct BlockSpan {
 /// How customers are laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layout {
-    Compact { with_bought: bool },
+    Compact { with_forgotten: bool },
     FixedWidth { with_rings: bool },
 }
 
@@ -683,7 +683,7 @@ impl SnapshotFile {
 
     fn layout(&self) -> Layout {
         if self.version >= VERSION_WITHOUT_BOUGHT {
-            Layout::Compact { with_bought: self.version == VERSION }
+            Layout::Compact { with_forgotten: self.version == VERSION }
         } else {
             Layout::FixedWidth { with_rings: self.version == VERSION_WITH_RINGS }
         }
@@ -718,7 +718,7 @@ impl SnapshotFile {
         for i in 0..count {
             let at = reader.position();
             let record = match self.layout() {
-                Layout::Compact { with_bought } => CustomerRecord::decode_compact(&mut reader, with_bought),
+                Layout::Compact { with_forgotten } => CustomerRecord::decode_compact(&mut reader, with_forgotten),
                 Layout::FixedWidth { with_rings } => {
                     let mut pos = at;
                     let record = CustomerRecord::decode(&self.body[..end], &mut pos, with_rings);
@@ -727,10 +727,7 @@ impl SnapshotFile {
                 }
             }
             .ok_or(SnapshotError::Customer { index: i, at })?;
-            let history = &record.history;
-            if history.purchases.entries().iter().any(|p| p.product as usize >= self.products.len())
-                || history.bought.max_product().is_some_and(|p| p as usize >= self.products.len())
-            {
+            if record.history.purchases.max_product().is_some_and(|p| p as usize >= self.products.len()) {
                 return Err(SnapshotError::CustomerProduct { index: i, at });
             }
             each(record);
