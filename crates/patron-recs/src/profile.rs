@@ -400,6 +400,13 @@ mod tests {
     }
 
     #[test]
+    fn a_profile_is_48_bytes_inline() {
+        // Every customer pays this; the evicted products cost 8 of it until
+        // the profile first fills (the memory target is 150 bytes per customer).
+        assert_eq!(size_of::<PurchaseProfile>(), 48);
+    }
+
+    #[test]
     fn a_customer_who_never_filled_the_profile_holds_no_forgotten_set() {
         let mut p = PurchaseProfile::default();
         for product in 0..64 {
