@@ -74,6 +74,9 @@ pub struct LoadConfig {
     pub server_pid: Option<u32>,
     /// Seed of the synthetic shop.
     pub seed: u64,
+    /// Plant customer tastes and product complements in the shop
+    /// (`ShopConfig::planted_tastes`; for judging recommendations).
+    pub planted_tastes: bool,
     /// An analyst beside the load: runs [`Self::sql`] over `POST /v1/sql`
     /// every this often (zero: back to back) while events are sent.
     pub sql_every: Option<Duration>,
@@ -110,6 +113,7 @@ impl Default for LoadConfig {
             token: None,
             server_pid: None,
             seed: 42,
+            planted_tastes: false,
             sql_every: None,
             sql: DEFAULT_ANALYST_SQL.to_owned(),
             prebuild_bytes: DEFAULT_PREBUILD_BYTES,
@@ -360,6 +364,7 @@ impl Generator {
             products: self.config.products,
             start_ms: now_ms() - 3 * 365 * 86_400_000,
             id_prefix: format!("{}-{}", self.run, generation),
+            planted_tastes: self.config.planted_tastes,
             ..ShopConfig::default()
         };
         (shop, self.config.seed + u64::from(generation))

@@ -103,6 +103,11 @@ pub(crate) struct LoadgenArgs {
     /// Seed of the synthetic shop.
     #[arg(long, default_value_t = 42)]
     pub(crate) seed: u64,
+    /// Give the shop planted tastes (a home category per customer, a
+    /// complement per product), a known structure for judging
+    /// recommendations with --dump and `patron eval-recs`.
+    #[arg(long)]
+    pub(crate) planted_tastes: bool,
     /// Where to write the JSON result (default: a new file under bench-results/loadgen/).
     #[arg(long, value_name = "FILE")]
     pub(crate) out: Option<PathBuf>,

@@ -32,6 +32,7 @@ fn config_of(args: &LoadgenArgs) -> Result<LoadConfig> {
         token: args.token.clone(),
         server_pid: args.server_pid,
         seed: args.seed,
+        planted_tastes: args.planted_tastes,
         sql_every: args.sql_every,
         sql: args.sql.clone(),
         prebuild_bytes: args.prebuild_mb.saturating_mul(1 << 20),
