@@ -159,6 +159,21 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter().map(|(p, r)| ((*p).to_owned(), (*r).to_owned())).collect()
 }
 
+/// `patron score` on `input` (amounts in `currency`) into `out`, with `extra` flags.
+fn score_file(input: &std::path::Path, currency: &str, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "score",
+        "--input",
+        input.to_str().expect("utf-8"),
+        "--currency",
+        currency,
+        "--out",
+        out.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    patron(&args)
+}
+
 /// The HTTP contract: `?k=`, `?new_only=`, the list inside the customer view,
 /// errors by name, consent objections, and a SQL lookup that computes one customer.
 #[test]
@@ -224,19 +239,7 @@ fn recommendations_over_http_follow_the_contract() {
 fn batch_recommendations_match_the_server() {
     let dir = tempfile::tempdir().expect("temp dir");
     let input = fixture("shop/events.ndjson");
-    let score = |out: &std::path::Path, extra: &[&str]| {
-        let mut args = vec![
-            "score",
-            "--input",
-            input.to_str().expect("utf-8"),
-            "--currency",
-            "USD",
-            "--out",
-            out.to_str().expect("utf-8"),
-        ];
-        args.extend_from_slice(extra);
-        patron(&args)
-    };
+    let score = |out: &std::path::Path, extra: &[&str]| score_file(&input, "USD", out, extra);
     let run = |name: &str, extra: &[&str]| {
         let out = dir.path().join(name);
         let output = score(&out, extra);
@@ -367,18 +370,7 @@ fn regression_the_discover_list_never_holds_a_product_bought_long_ago() {
     discover(&server);
 
     let out = dir.path().join("batch");
-    let output = patron(&[
-        "score",
-        "--input",
-        input.to_str().expect("utf-8"),
-        "--currency",
-        "EUR",
-        "--out",
-        out.to_str().expect("utf-8"),
-        "--recommendations",
-        "100",
-        "--new-only",
-    ]);
+    let output = score_file(&input, "EUR", &out, &["--recommendations", "100", "--new-only"]);
     let batch = crate::batch_cdnow::read_parquet(&out.join("recommendations.parquet"));
     let text = |name: &str| {
         let array = batch.column_by_name(name).unwrap_or_else(|| panic!("{name} column: {}", transcript(&output)));
