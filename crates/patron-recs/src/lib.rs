@@ -23,4 +23,4 @@ pub use catalog::ProductCatalog;
 pub use forgotten::ForgottenProducts;
 pub use items::{ItemConfig, ItemStats, Observed, RecsModel};
 pub use profile::PurchaseProfile;
-pub use recommend::{BlendConfig, ListKind, Reason, Recommendation, recommend};
+pub use recommend::{BlendConfig, DiscoverWeights, ListKind, Reason, Recommendation, recommend};

@@ -188,6 +188,12 @@ pub(crate) struct EvalRecsArgs {
     /// Exponent of the product's sales trend in the buy-again score (0: ignore the trend).
     #[arg(long, value_name = "E", default_value_t = 0.5)]
     pub(crate) trend_exponent: f64,
+    /// Exponent of a neighbour's sales trend in the discover list.
+    #[arg(long, value_name = "E", default_value_t = patron_state::DiscoverWeights::default().trend_exponent)]
+    pub(crate) discover_trend_exponent: f64,
+    /// Scale of category-weighted popularity in the discover list (0: neighbours only, popular products fill the rest).
+    #[arg(long, value_name = "W", default_value_t = patron_state::DiscoverWeights::default().popular_weight)]
+    pub(crate) discover_popular_weight: f64,
     /// Minimum repurchase rate for recommending a product bought once again.
     #[arg(long, value_name = "RATE", default_value_t = 0.05)]
     pub(crate) min_repurchase_rate: f64,

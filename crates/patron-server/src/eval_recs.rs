@@ -9,9 +9,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use patron_ingest::{ReadOptions, ingest_file};
 use patron_model::{Currency, CurrencyTable, Event, EventSink, SinkError, SubmitOutcome, Validator};
 use patron_score::Similarity;
-use patron_state::BlendConfig;
 use patron_state::evaluate::{EvalConfig, EvalReport, TestWindow, evaluate};
 use patron_state::items::ItemConfig;
+use patron_state::{BlendConfig, DiscoverWeights};
 use serde_json::json;
 
 use crate::cli::{EvalRecsArgs, SimilarityArg};
@@ -37,6 +37,9 @@ fn config_of(args: &EvalRecsArgs) -> Result<EvalConfig> {
     if args.k == 0 || args.k > 1000 {
         bail!("--k must be between 1 and 1000, got {}", args.k);
     }
+    if !(args.discover_popular_weight >= 0.0 && args.discover_trend_exponent.is_finite()) {
+        bail!("--discover-popular-weight must not be negative and --discover-trend-exponent must be a number");
+    }
     if !(args.repeat_half_life > 0.0 && args.shrinkage >= 0.0 && args.bought_with_weight >= 0.0) {
         bail!("--repeat-half-life must be positive; --shrinkage and --bought-with-weight not negative");
     }
@@ -61,6 +64,10 @@ fn config_of(args: &EvalRecsArgs) -> Result<EvalConfig> {
             repurchase_bias: args.repurchase_bias,
             anchors: args.anchors,
             trend_exponent: args.trend_exponent,
+            discover: DiscoverWeights {
+                trend_exponent: args.discover_trend_exponent,
+                popular_weight: args.discover_popular_weight,
+            },
             min_repurchase_rate: args.min_repurchase_rate,
             ..BlendConfig::default()
         },
@@ -129,6 +136,8 @@ pub(crate) fn run(args: &EvalRecsArgs) -> Result<()> {
             "min_repurchase_rate": config.blend.min_repurchase_rate,
             "anchors": config.blend.anchors,
             "trend_exponent": config.blend.trend_exponent,
+            "discover_trend_exponent": config.blend.discover.trend_exponent,
+            "discover_popular_weight": config.blend.discover.popular_weight,
             "trend_half_life_days": config.items.trend_decay.half_life_days,
             "data_until": args.data_until.map(day_text),
             "test_from": args.test_from.map(day_text),

@@ -41,8 +41,8 @@ pub use engine::{
 };
 // The recommender's core lives below this crate; its modules keep their paths here.
 pub use patron_recs::{
-    BlendConfig, ItemConfig, ItemStats, ListKind, Observed, ProductCatalog, PurchaseProfile, Reason, Recommendation,
-    RecsModel, catalog, forgotten, items, profile, recommend,
+    BlendConfig, DiscoverWeights, ItemConfig, ItemStats, ListKind, Observed, ProductCatalog, PurchaseProfile, Reason,
+    Recommendation, RecsModel, catalog, forgotten, items, profile, recommend,
 };
 pub use record::{Applied, CustomerRecord, History, Summary};
 pub use recs_tables::{products_batch, recommend_all, recommendations_batch, similar_products_batch};
