@@ -7,7 +7,7 @@
 //!   exactly what was ever bought (the discover list's filter).
 //! - [`items`]: the shared product statistics (co-purchase summaries,
 //!   popularity, trend) and the neighbour refresh.
-//! - [`recommend`]: the per-customer blend.
+//! - [`mod@recommend`]: the per-customer blend.
 //!
 //! Why a crate of its own: none of this reads a customer record, a log or a
 //! snapshot, so it builds and tests without them, and `patron-state` uses it
