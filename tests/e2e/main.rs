@@ -10,6 +10,7 @@ mod layering;
 mod loadgen;
 mod recs;
 mod serve;
+mod settings;
 mod sql;
 mod status_page;
 mod tls;

@@ -511,7 +511,10 @@ impl Validator {
         if currency != self.currencies.base && !self.currencies.rates.contains_key(&currency) {
             return Err(EventError::field(
                 "currency",
-                format!("no exchange rate from {currency} to the base currency {}", self.currencies.base),
+                format!(
+                    "no exchange rate from {currency} to the base currency {}; add one to [currency.rates] in patron.toml",
+                    self.currencies.base
+                ),
             ));
         }
         let to_base = |amount: &Decimal, field: &str| {

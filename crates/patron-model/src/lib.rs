@@ -31,7 +31,7 @@ pub use event::{
     MAX_ID_BYTES, MAX_ITEMS_PER_EVENT, MAX_QUANTITY, ProductId, Purchase, Refund, Validator, check_bounds, check_depth,
     claimed_customer_ids,
 };
-pub use money::{Currency, CurrencyTable, Decimal, DecimalError};
+pub use money::{Currency, CurrencyTable, Decimal, DecimalError, RateError};
 pub use quote::{preview, truncate_message};
 pub use schema::{customers_schema, products_schema, recommendations_schema, similar_products_schema};
 pub use sink::{EventSink, Refused, SinkError, SubmitOutcome};

@@ -278,7 +278,37 @@ impl Default for CurrencyTable {
     }
 }
 
+/// Why a configured rate table cannot be used.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum RateError {
+    /// A rate that is not a positive finite number.
+    #[error("{currency} = {rate}: a rate must be a positive number (the value of one {currency} in the base currency)")]
+    NotPositive {
+        /// The currency.
+        currency: Currency,
+        /// The configured rate.
+        rate: f64,
+    },
+    /// A rate for the base currency itself (it is 1 by definition).
+    #[error("{currency} is the base currency; it needs no rate")]
+    BaseHasRate {
+        /// The base currency.
+        currency: Currency,
+    },
+}
+
 impl CurrencyTable {
+    /// Checks a configured table: every rate positive and finite, none for the base.
+    pub fn check(&self) -> Result<(), RateError> {
+        if self.rates.contains_key(&self.base) {
+            return Err(RateError::BaseHasRate { currency: self.base });
+        }
+        match self.rates.iter().find(|(_, rate)| !(rate.is_finite() && **rate > 0.0)) {
+            Some((&currency, &rate)) => Err(RateError::NotPositive { currency, rate }),
+            None => Ok(()),
+        }
+    }
+
     /// A table that accepts only `base`.
     pub fn only(base: Currency) -> Self {
         Self { base, rates: BTreeMap::new() }
@@ -305,6 +335,22 @@ impl CurrencyTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_table_is_checked_rate_by_rate() {
+        let eur = Currency::from_code("EUR").unwrap();
+        let usd = Currency::from_code("USD").unwrap();
+        let table = |rates: &[(Currency, f64)]| CurrencyTable { base: eur, rates: rates.iter().copied().collect() };
+        assert_eq!(table(&[(usd, 0.92)]).check(), Ok(()));
+        for rate in [0.0, -0.92, f64::NAN, f64::INFINITY] {
+            assert!(
+                matches!(table(&[(usd, rate)]).check(), Err(RateError::NotPositive { currency, .. }) if currency == usd)
+            );
+        }
+        assert_eq!(table(&[(eur, 1.0)]).check(), Err(RateError::BaseHasRate { currency: eur }));
+        let converted = table(&[(usd, 0.92)]).to_base_minor(&Decimal::parse("11.77").unwrap(), usd).unwrap();
+        assert_eq!(converted, 1083, "11.77 USD at 0.92 is 10.8284 EUR, 1083 cents");
+    }
 
     #[test]
     fn parses_decimals_exactly() {

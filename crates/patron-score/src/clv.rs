@@ -38,6 +38,31 @@ impl Default for ClvConfig {
     }
 }
 
+/// Longest CLV horizon accepted: 100 years of monthly periods.
+pub const MAX_HORIZON_DAYS: f64 = 36_500.0;
+
+impl ClvConfig {
+    /// Checks every setting's range (the names are `patron.toml`'s `[clv]` keys):
+    /// a margin in [0, 1], a horizon of 1 day to 100 years, a discount rate in [0, 10).
+    pub fn check(&self) -> Result<()> {
+        let invalid = |setting, value, expected| Err(ScoreError::InvalidSetting { setting, value, expected });
+        if !(0.0..=1.0).contains(&self.margin) {
+            return invalid("margin", self.margin, "the share of revenue that is margin, from 0 to 1");
+        }
+        if !(1.0..=MAX_HORIZON_DAYS).contains(&self.horizon_days) {
+            return invalid("horizon_days", self.horizon_days, "from 1 day to 36500 (100 years)");
+        }
+        if !(0.0..10.0).contains(&self.annual_discount_rate) {
+            return invalid(
+                "annual_discount_rate",
+                self.annual_discount_rate,
+                "a yearly rate from 0 (0%) below 10 (1000%)",
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Period ends and discount factors of a discounted-cash-flow CLV.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DiscountSchedule {
@@ -331,6 +356,23 @@ impl AliveKernel {
 mod tests {
     use super::*;
     use crate::purchase::BetaGeoParams;
+
+    #[test]
+    fn clv_settings_outside_their_range_are_named() {
+        assert!(ClvConfig::default().check().is_ok());
+        let named = |config: ClvConfig| match config.check() {
+            Err(ScoreError::InvalidSetting { setting, .. }) => setting,
+            other => panic!("{config:?} gave {other:?}"),
+        };
+        let base = ClvConfig::default();
+        assert_eq!(named(ClvConfig { margin: 1.5, ..base }), "margin");
+        assert_eq!(named(ClvConfig { margin: f64::NAN, ..base }), "margin");
+        assert_eq!(named(ClvConfig { horizon_days: 0.0, ..base }), "horizon_days");
+        assert_eq!(named(ClvConfig { horizon_days: 1e9, ..base }), "horizon_days");
+        assert_eq!(named(ClvConfig { annual_discount_rate: -1.0, ..base }), "annual_discount_rate");
+        assert_eq!(named(ClvConfig { annual_discount_rate: f64::INFINITY, ..base }), "annual_discount_rate");
+        assert!(ClvConfig { margin: 0.3, horizon_days: 180.0, annual_discount_rate: 0.05 }.check().is_ok());
+    }
 
     fn scorer(purchase: PurchaseParams) -> Scorer {
         Scorer::new(

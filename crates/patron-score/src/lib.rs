@@ -81,6 +81,16 @@ pub enum ScoreError {
     /// An input to a scoring kernel is invalid.
     #[error("invalid scoring input: {0}")]
     InvalidInput(String),
+    /// A CLV setting outside its range.
+    #[error("{setting} = {value}: {expected}")]
+    InvalidSetting {
+        /// The setting's name, as in `patron.toml` (`margin`, `horizon_days`, …).
+        setting: &'static str,
+        /// The value given.
+        value: f64,
+        /// What it must be.
+        expected: &'static str,
+    },
     /// Unknown purchase model name.
     #[error("unknown purchase model {0:?} (expected bgnbd, mbgnbd or pareto_nbd)")]
     UnknownModel(String),

@@ -13,11 +13,26 @@
 //! [tls]                      # optional: HTTPS, pgwire TLS, Flight SQL over TLS
 //! cert = "server.crt"
 //! key = "server.key"
+//!
+//! [clv]                      # optional; these are the defaults
+//! margin = 1.0               # share of revenue that is margin
+//! horizon_days = 365
+//! annual_discount_rate = 0.10
+//!
+//! [currency]                 # optional; without it only --currency (default EUR)
+//! base = "EUR"
+//! [currency.rates]           # value of one unit of each other currency in the base
+//! USD = 0.92
 //! ```
+//!
+//! `serve`, `score` and offline `query` read the same `[clv]` and
+//! `[currency]`, so a batch run and the server give the same CLV.
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use patron_model::{Currency, CurrencyTable};
+use patron_score::ClvConfig;
 use serde::Deserialize;
 
 /// What a token may do. `admin` may do everything.
@@ -61,6 +76,12 @@ pub(crate) struct Config {
     pub(crate) auth: AuthConfig,
     #[serde(default)]
     pub(crate) tls: Option<TlsConfig>,
+    /// `[clv]`: margin, horizon and discount rate of CLV.
+    #[serde(default)]
+    pub(crate) clv: ClvConfig,
+    /// `[currency]`: the base currency and the rates of the others.
+    #[serde(default)]
+    pub(crate) currency: Option<CurrencyTable>,
 }
 
 /// Shortest token accepted: shorter secrets are guessable.
@@ -82,7 +103,34 @@ impl Config {
                 bail!("auth.tokens[{i}]: give at least one role (ingest, query, admin)");
             }
         }
+        config.clv.check().context("[clv]")?;
+        if let Some(table) = &config.currency {
+            table.check().context("[currency.rates]")?;
+        }
         Ok(config)
+    }
+
+    /// The currency table: `[currency]`, or only the `--currency` flag's
+    /// code, or only EUR. A flag that names another base than the file is an
+    /// error, not a silent choice between them.
+    pub(crate) fn currencies(&self, flag: Option<&str>) -> Result<CurrencyTable> {
+        let flag = flag
+            .map(|code| {
+                Currency::from_code(code)
+                    .with_context(|| format!("--currency {code:?} is not an ISO 4217 code Patron knows"))
+            })
+            .transpose()?;
+        Ok(match (flag, &self.currency) {
+            (Some(flag), Some(table)) if flag != table.base => {
+                bail!(
+                    "--currency {flag} disagrees with [currency] base = \"{}\" in the configuration; give one of them",
+                    table.base
+                )
+            }
+            (_, Some(table)) => table.clone(),
+            (Some(flag), None) => CurrencyTable::only(flag),
+            (None, None) => CurrencyTable::default(),
+        })
     }
 }
 
@@ -210,5 +258,32 @@ mod tests {
         assert!(Config::parse("[[auth.tokens]]\ntoken = \"short\"\nroles = [\"ingest\"]\n").is_err());
         assert!(Config::parse("[[auth.tokens]]\ntoken = \"0123456789abcdef\"\nroles = []\n").is_err());
         assert!(Config::parse("[[auth.tokens]]\ntoken = \"0123456789abcdef\"\nroles = [\"root\"]\n").is_err());
+    }
+
+    #[test]
+    fn clv_and_currency_sections_are_read_and_checked() {
+        let config = Config::parse(
+            "[clv]\nmargin = 0.3\nhorizon_days = 180\n[currency]\nbase = \"EUR\"\n[currency.rates]\nUSD = 0.92\n",
+        )
+        .unwrap();
+        assert_eq!(config.clv, ClvConfig { margin: 0.3, horizon_days: 180.0, ..ClvConfig::default() });
+        let table = config.currencies(None).unwrap();
+        assert_eq!((table.base.code(), table.rates.len()), ("EUR", 1));
+        assert_eq!(config.currencies(Some("EUR")).unwrap(), table);
+        let refused = format!("{:#}", config.currencies(Some("USD")).unwrap_err());
+        assert!(refused.contains("--currency USD") && refused.contains("EUR"), "{refused}");
+        assert_eq!(Config::default().currencies(Some("USD")).unwrap().base.code(), "USD");
+        assert_eq!(Config::default().currencies(None).unwrap(), CurrencyTable::default());
+        for (text, named) in [
+            ("[clv]\nmargin = 2\n", "margin"),
+            ("[clv]\nmargn = 0.3\n", "margn"),
+            ("[currency]\nbase = \"EUR\"\n[currency.rates]\nUSD = 0\n", "USD"),
+            ("[currency]\nbase = \"EUR\"\n[currency.rates]\nEUR = 1\n", "EUR"),
+            ("[currency]\nbase = \"XYZ\"\n", "XYZ"),
+            ("[currency]\nrates = { USD = 0.92 }\n", "base"),
+        ] {
+            let error = format!("{:#}", Config::parse(text).unwrap_err());
+            assert!(error.contains(named), "{text}: {error}");
+        }
     }
 }

@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use patron_model::{Currency, CurrencyTable, EventSink, Validator};
-use patron_state::Engine;
+use patron_model::{CurrencyTable, EventSink, Validator};
+use patron_state::{Engine, ScoringConfig};
 use patron_workload::{EventStream, ShopConfig};
 
 use crate::cli::DemoArgs;
@@ -24,12 +24,20 @@ use patron_sql::SqlLimits;
 pub(crate) fn run(args: &DemoArgs) -> Result<()> {
     init_logging("warn");
     let (addr, pg_addr, flight_addr) = listen_addrs(&args.listen, &Auth::default())?;
-    let base = Currency::from_code("EUR").context("EUR is known")?;
-    let engine =
-        open_engine(&args.data_dir, base, args.model.into(), None, None, patron_state::Clock::Event, DEFAULT_HORIZON)?;
+    let currencies = CurrencyTable::default();
+    let scoring = ScoringConfig { model: args.model.into(), ..ScoringConfig::default() };
+    let engine = open_engine(
+        &args.data_dir,
+        currencies.clone(),
+        scoring,
+        None,
+        None,
+        patron_state::Clock::Event,
+        DEFAULT_HORIZON,
+    )?;
     let state = app_state(
         engine,
-        base,
+        currencies,
         IngestLimits { body_limit: 16 << 20, max_inflight_bytes: 256 << 20 },
         Auth::default(),
         SqlLimits::default(),

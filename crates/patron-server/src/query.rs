@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use patron_sql::{ResultFormat, SqlEngine, SqlLimits};
 
 use crate::cli::{QueryArgs, QueryFormatArg};
+use crate::config::Config;
 use crate::http::sql::LiveView;
 use crate::runtime::open_engine;
 use crate::units::DEFAULT_HORIZON;
@@ -75,17 +76,11 @@ fn check_data_dir(dir: &std::path::Path) -> Result<()> {
 
 fn offline(args: &QueryArgs, dir: &std::path::Path, format: ResultFormat) -> Result<Vec<u8>> {
     check_data_dir(dir)?;
-    let base = patron_model::Currency::from_code(&args.currency)
-        .with_context(|| format!("--currency {:?} is not an ISO 4217 code Patron knows", args.currency))?;
-    let engine = open_engine(
-        dir,
-        base,
-        patron_score::PurchaseModel::MbgNbd,
-        None,
-        None,
-        patron_state::Clock::Event,
-        DEFAULT_HORIZON,
-    )?;
+    let settings = args.config.as_deref().map(Config::load).transpose()?.unwrap_or_default();
+    let currencies = settings.currencies(args.currency.as_deref())?;
+    let base = currencies.base;
+    let scoring = patron_state::ScoringConfig { clv: settings.clv, ..patron_state::ScoringConfig::default() };
+    let engine = open_engine(dir, currencies, scoring, None, None, patron_state::Clock::Event, DEFAULT_HORIZON)?;
     let view = LiveView::new(Arc::new(engine), base);
     let sql = SqlEngine::new(Arc::new(view), SqlLimits::default())?;
     let runtime = crate::runtime::runtime()?;

@@ -50,8 +50,8 @@ pub(crate) fn listen_addr(addr: SocketAddr, flag: &str, auth: &Auth) -> Result<S
 /// Opens the engine on `data_dir`: recovery first, then a fit if there is data.
 pub(crate) fn open_engine(
     data_dir: &std::path::Path,
-    base: patron_model::Currency,
-    model: patron_score::PurchaseModel,
+    currencies: CurrencyTable,
+    scoring: ScoringConfig,
     shards: Option<usize>,
     log_queue: Option<usize>,
     clock: patron_state::Clock,
@@ -63,8 +63,8 @@ pub(crate) fn open_engine(
     if let Some(depth) = log_queue {
         config.wal.queue_depth = depth.max(1);
     }
-    config.currencies = CurrencyTable::only(base);
-    config.scoring = ScoringConfig { model, ..ScoringConfig::default() };
+    config.currencies = currencies;
+    config.scoring = scoring;
     if let Some(shards) = shards {
         config.shards = shards;
     }
@@ -112,7 +112,7 @@ pub(crate) fn open_engine(
 /// Shared state of the HTTP handlers.
 pub(crate) fn app_state(
     engine: Engine,
-    base: patron_model::Currency,
+    currencies: CurrencyTable,
     ingest: IngestLimits,
     auth: Auth,
     sql_limits: SqlLimits,
@@ -136,7 +136,7 @@ pub(crate) fn app_state(
             RejectedEvent::new("recovery", q.seq, error, &raw)
         }),
     );
-    let view = LiveView { engine: engine.clone(), rejected: rejected.clone(), base };
+    let view = LiveView { engine: engine.clone(), rejected: rejected.clone(), base: currencies.base };
     let sql = Arc::new(SqlEngine::new(Arc::new(view), sql_limits).context("cannot set up the SQL session")?);
     let (inflight_bytes, started) = (Arc::new(AtomicU64::new(0)), Instant::now());
     let metrics = Metrics::new(EngineFigures {
@@ -149,7 +149,7 @@ pub(crate) fn app_state(
     Ok(Arc::new(AppState {
         engine,
         auth,
-        currencies: CurrencyTable::only(base),
+        currencies,
         ingest,
         inflight_bytes,
         rejected,
@@ -257,17 +257,26 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
         None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let base = patron_model::Currency::from_code(&args.currency)
-        .with_context(|| format!("--currency {:?} is not an ISO 4217 code Patron knows", args.currency))?;
+    let currencies = config.currencies(args.currency.as_deref())?;
+    let scoring = ScoringConfig { model: args.model.into(), clv: config.clv, ..ScoringConfig::default() };
     let engine = open_engine(
         &args.data_dir,
-        base,
-        args.model.into(),
+        currencies.clone(),
+        scoring,
         args.shards,
         args.log_queue,
         args.clock.into(),
         args.dedup_horizon,
     )?;
+    let rates = currencies.rates.iter().map(|(c, r)| format!("{c} = {r}")).collect::<Vec<_>>().join(", ");
+    tracing::info!(
+        "money in {}{}; CLV at margin {}, over {} days, discounted {}% a year",
+        currencies.base,
+        if rates.is_empty() { String::new() } else { format!(" (rates: {rates})") },
+        config.clv.margin,
+        config.clv.horizon_days,
+        config.clv.annual_discount_rate * 100.0
+    );
     if auth.enabled() {
         tracing::info!("auth: {} bearer tokens configured", config.auth.tokens.len());
     } else {
@@ -283,7 +292,7 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
         ..SqlLimits::default()
     };
     let ingest = IngestLimits { body_limit: args.body_limit, max_inflight_bytes: args.max_inflight_bytes };
-    let state = app_state(engine, base, ingest, auth, limits)?;
+    let state = app_state(engine, currencies, ingest, auth, limits)?;
     let runtime = runtime()?;
     let (refit_every, snapshot_every) = (args.refit_interval, args.snapshot_interval);
     runtime.block_on(async move {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use patron_ingest::{FileReport, ReadOptions, ingest_file};
-use patron_model::{Currency, CurrencyTable, Event, EventSink, SinkError, SubmitOutcome, Timestamp, Validator};
+use patron_model::{Currency, Event, EventSink, SinkError, SubmitOutcome, Timestamp, Validator};
 use patron_score::ClvConfig;
 use patron_state::{
     BlendConfig, CustomerBook, ModelFits, ScoredBook, ScoringConfig, SharedBook, customers_batch, fit_models,
@@ -15,6 +15,7 @@ use patron_state::{
 };
 
 use crate::cli::ScoreArgs;
+use crate::config::Config;
 use crate::output;
 
 /// Drops events after the observation end (calibration period), counting them.
@@ -37,8 +38,9 @@ impl EventSink for ObservationWindow {
 
 pub(crate) fn run(args: &ScoreArgs) -> Result<()> {
     let started = Instant::now();
-    let base = Currency::from_code(&args.currency)
-        .with_context(|| format!("--currency {:?} is not an ISO 4217 code Patron knows", args.currency))?;
+    let settings = args.config.as_deref().map(Config::load).transpose()?.unwrap_or_default();
+    let currencies = settings.currencies(args.currency.as_deref())?;
+    let base = currencies.base;
     let end = args
         .observation_end
         .as_deref()
@@ -47,21 +49,16 @@ pub(crate) fn run(args: &ScoreArgs) -> Result<()> {
                 .with_context(|| format!("--observation-end {s:?} is not a date or RFC 3339 time"))
         })
         .transpose()?;
-    let config = ScoringConfig {
-        model: args.model.into(),
-        clv: ClvConfig {
-            horizon_days: args.horizon_days,
-            annual_discount_rate: args.discount_rate,
-            margin: args.margin,
-        },
-        time_unit: args.time_unit.into(),
-        ..ScoringConfig::default()
+    let clv = ClvConfig {
+        horizon_days: args.horizon_days.unwrap_or(settings.clv.horizon_days),
+        annual_discount_rate: args.discount_rate.unwrap_or(settings.clv.annual_discount_rate),
+        margin: args.margin.unwrap_or(settings.clv.margin),
     };
-    if !(args.horizon_days > 0.0 && args.discount_rate > -1.0 && args.margin.is_finite()) {
-        bail!("--horizon-days must be positive and --discount-rate above -1");
-    }
+    clv.check().context("--horizon-days, --discount-rate or --margin")?;
+    let config =
+        ScoringConfig { model: args.model.into(), clv, time_unit: args.time_unit.into(), ..ScoringConfig::default() };
 
-    let validator = Validator::new(CurrencyTable::only(base));
+    let validator = Validator::new(currencies);
     let options = ReadOptions { format: args.format.map(Into::into), mapping: args.mapping.to_mapping(base.code()) };
     let window = ObservationWindow { inner: SharedBook::default(), end, ignored: AtomicU64::new(0) };
     let bar = ProgressBar::new(0).with_style(

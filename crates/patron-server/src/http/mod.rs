@@ -215,7 +215,6 @@ pub(crate) fn query<T>(
 mod tests {
     use axum::body::Body;
     use axum::http::{Method, Request};
-    use patron_model::Currency;
     use patron_sql::SqlLimits;
     use patron_state::EngineConfig;
     use tower::ServiceExt;
@@ -241,7 +240,7 @@ mod tests {
         router(
             app_state(
                 engine,
-                Currency::from_code("EUR").unwrap(),
+                CurrencyTable::default(),
                 IngestLimits { body_limit: 1 << 20, max_inflight_bytes: 1 << 30 },
                 Auth::new(&config.auth),
                 SqlLimits::default(),

@@ -1,0 +1,161 @@
+//! `patron.toml`'s `[clv]` and `[currency]` sections (issue 18, live
+//! configuration): a server converts events in every configured currency and
+//! scores CLV with the configured margin, horizon and discount rate, exactly
+//! as `patron score` does with the same file; bad settings stop it with an
+//! error that names the key.
+
+use std::collections::HashMap;
+
+use patron_tests::{Server, cdnow_calibration, get_json, patron, post_json, run_score, transcript};
+use serde_json::Value;
+
+const SETTINGS: &str = r#"
+[clv]
+margin = 0.3
+horizon_days = 180
+annual_discount_rate = 0.05
+
+[currency]
+base = "EUR"
+
+[currency.rates]
+USD = 0.92
+"#;
+
+/// The CDNOW calibration purchases, every other one in EUR instead of USD
+/// (the same digits, so a different amount of money).
+fn two_currency_events() -> Vec<String> {
+    let (_, events) = cdnow_calibration();
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| if i % 2 == 0 { e } else { e.replace(r#""currency":"USD""#, r#""currency":"EUR""#) })
+        .collect()
+}
+
+/// `clv` and `revenue` of every customer in `customers.parquet`.
+fn batch_values(path: &std::path::Path) -> HashMap<String, (f64, f64)> {
+    let batch = crate::batch_cdnow::read_parquet(path);
+    let column = |name: &str| batch.column_by_name(name).unwrap_or_else(|| panic!("no column {name}")).clone();
+    let ids = column("customer_id");
+    let ids = ids.as_any().downcast_ref::<arrow::array::StringArray>().expect("customer_id is a string column");
+    let number = |name: &str| {
+        column(name)
+            .as_any()
+            .downcast_ref::<arrow::array::Float64Array>()
+            .unwrap_or_else(|| panic!("{name} is a DOUBLE column"))
+            .clone()
+    };
+    let (clv, revenue) = (number("clv"), number("revenue"));
+    (0..batch.num_rows()).map(|i| (ids.value(i).to_owned(), (clv.value(i), revenue.value(i)))).collect()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+}
+
+#[test]
+fn served_clv_follows_the_clv_section_and_equals_patron_score_with_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("patron.toml");
+    std::fs::write(&config, SETTINGS).unwrap();
+    let config = config.to_str().unwrap();
+    let events = two_currency_events();
+    let events_path = dir.path().join("events.ndjson");
+    std::fs::write(&events_path, events.join("\n")).unwrap();
+
+    let server = Server::start(&dir.path().join("data"), &["--config", config, "--refit-interval", "3600"]);
+    for chunk in events.chunks(1000) {
+        let (status, body) = post_json(&format!("{}/v1/events", server.url), "application/x-ndjson", &chunk.join("\n"));
+        assert_eq!((status, body["accepted"].as_u64()), (200, Some(chunk.len() as u64)), "{body}");
+    }
+    let (status, body) = post_json(&format!("{}/v1/admin/refit", server.url), "text/plain", "");
+    assert_eq!(status, 200, "{body}");
+    // A currency without a rate is still a named rejection.
+    let gbp = events[0].replace(r#""currency":"USD""#, r#""currency":"GBP""#).replace("line-", "gbp-");
+    let (status, body) = post_json(&format!("{}/v1/events", server.url), "application/x-ndjson", &gbp);
+    assert_eq!((status, body["accepted"].as_u64()), (200, Some(0)), "{body}");
+    let reason = body["rejected"][0]["error"].as_str().unwrap_or_default();
+    assert!(reason.contains("GBP") && reason.contains("[currency.rates]"), "{body}");
+
+    let configured = dir.path().join("configured");
+    run_score(&events_path, &configured, &["--config", config, "--top", "0"]);
+    let batch = batch_values(&configured.join("customers.parquet"));
+    let defaults = dir.path().join("defaults");
+    run_score(&events_path, &defaults, &["--config", config, "--top", "0", "--margin", "1", "--horizon-days", "365"]);
+    let unconfigured = batch_values(&defaults.join("customers.parquet"));
+
+    let (status, rows) =
+        post_json(&format!("{}/v1/sql", server.url), "text/plain", "SELECT customer_id, clv, revenue FROM customers");
+    assert_eq!(status, 200, "{rows}");
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), batch.len());
+    let (mut differs_from_defaults, mut disagreements) = (0, Vec::new());
+    for row in rows {
+        let id = row["customer_id"].as_str().unwrap();
+        let (clv, revenue) = (row["clv"].as_f64().unwrap(), row["revenue"].as_f64().unwrap());
+        let (batch_clv, batch_revenue) = batch[id];
+        if !close(clv, batch_clv) || !close(revenue, batch_revenue) {
+            disagreements.push(format!("{id}: served clv {clv} revenue {revenue}, batch {batch_clv} {batch_revenue}"));
+        }
+        differs_from_defaults += usize::from(!close(clv, unconfigured[id].0));
+    }
+    assert!(disagreements.is_empty(), "{} disagree, first {:?}", disagreements.len(), &disagreements[..1]);
+    // The settings matter: with margin 1 over 365 days every customer's CLV is another.
+    assert_eq!(differs_from_defaults, rows.len());
+
+    // Money is converted at the configured rate, event by event, to whole cents.
+    let mut expected_cents = 0.0;
+    for event in events.iter().map(|e| serde_json::from_str::<Value>(e).unwrap()).filter(|e| e["customer_id"] == "1") {
+        let amount: f64 = event["revenue"].as_str().unwrap().parse().unwrap();
+        let rate = if event["currency"] == "USD" { 0.92 } else { 1.0 };
+        expected_cents += (amount * rate * 100.0).round_ties_even();
+    }
+    let (status, customer) = get_json(&format!("{}/v1/customers/1", server.url));
+    assert_eq!(status, 200, "{customer}");
+    assert!(close(customer["revenue"].as_f64().unwrap(), expected_cents / 100.0), "{customer} vs {expected_cents}");
+    assert!(close(customer["clv"].as_f64().unwrap(), batch["1"].0), "{customer}");
+
+    // Offline, `patron query --data-dir` reads the same file and gives the same CLV.
+    server.kill_dash_nine();
+    let data = dir.path().join("data");
+    let sql = "SELECT customer_id, clv FROM customers";
+    let offline = patron(&["query", "--data-dir", data.to_str().unwrap(), "--config", config, "--format", "json", sql]);
+    assert!(offline.status.success(), "{}", transcript(&offline));
+    let rows: Value = serde_json::from_slice(&offline.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), batch.len());
+    let offline_disagreements =
+        rows.iter().filter(|row| !close(row["clv"].as_f64().unwrap(), batch[row["customer_id"].as_str().unwrap()].0));
+    assert_eq!(offline_disagreements.count(), 0, "offline CLV differs from patron score's with the same file");
+}
+
+#[test]
+fn bad_settings_stop_the_server_with_the_key_that_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[clv]\nmargin = 1.5\n", "margin"),
+        ("[clv]\nhorizon_days = 0\n", "horizon_days"),
+        ("[clv]\nannual_discount_rate = -1\n", "annual_discount_rate"),
+        ("[clv]\nmargn = 0.3\n", "margn"),
+        ("[currency]\nbase = \"EUR\"\n[currency.rates]\nUSD = -0.92\n", "USD"),
+        ("[currency]\nbase = \"EUR\"\n[currency.rates]\nEUR = 1.0\n", "EUR"),
+        ("[currency]\nbase = \"XYZ\"\n", "XYZ"),
+    ];
+    for (text, key) in cases {
+        let config = dir.path().join("patron.toml");
+        std::fs::write(&config, text).unwrap();
+        let data = dir.path().join("data");
+        let output = patron(&["serve", "--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
+        let said = transcript(&output);
+        assert!(!output.status.success(), "{text} was accepted: {said}");
+        assert!(said.contains(key) && said.contains("patron.toml"), "{text}: {said}");
+        assert!(!data.exists(), "{text}: a refused configuration created the data directory");
+    }
+    // The flag and the file must agree on the base currency.
+    let config = dir.path().join("patron.toml");
+    std::fs::write(&config, SETTINGS).unwrap();
+    let output = patron(&["serve", "--config", config.to_str().unwrap(), "--currency", "USD"]);
+    let said = transcript(&output);
+    assert!(!output.status.success() && said.contains("--currency USD") && said.contains("EUR"), "{said}");
+}
