@@ -155,6 +155,9 @@ fn customers_parquet_has_every_contract_column_and_sane_values() {
             "consent_sms",
             "consent_push",
             "updated_at",
+            "p_purchase_30d",
+            "expected_orders_365d",
+            "next_order_at",
         ],
         "the contract's columns, in its order"
     );
@@ -177,8 +180,12 @@ fn customers_parquet_has_every_contract_column_and_sane_values() {
     assert!(revenue.iter().zip(&aov).all(|(&r, &a)| r >= 0.0 && a >= 0.0 && a <= r + 1e-9));
     let (p_alive, churn) = (f64s("p_alive"), f64s("churn_risk"));
     assert!(p_alive.iter().zip(&churn).all(|(&p, &c)| (0.0..=1.0).contains(&p) && (c - (1.0 - p)).abs() < 1e-12));
-    for name in ["expected_orders_90d", "expected_order_value", "clv"] {
+    for name in ["expected_orders_90d", "expected_order_value", "clv", "p_purchase_30d", "expected_orders_365d"] {
         assert!(f64s(name).iter().all(|v| v.is_finite() && *v >= 0.0), "{name}: finite, not negative");
+    }
+    let (p30, e90, e365) = (f64s("p_purchase_30d"), f64s("expected_orders_90d"), f64s("expected_orders_365d"));
+    for i in 0..n {
+        assert!(p30[i] <= p_alive[i] && p30[i] <= e90[i] && e90[i] <= e365[i], "customer row {i}: timing out of order");
     }
     for name in ["rfm_r", "rfm_f", "rfm_m"] {
         assert!(i32s(name).iter().all(|v| (1..=5).contains(v)), "{name} in 1..=5");
@@ -204,4 +211,6 @@ fn customers_parquet_has_every_contract_column_and_sane_values() {
     };
     let (first, last, updated) = (micros("first_purchase_at"), micros("last_purchase_at"), micros("updated_at"));
     assert!(first.iter().zip(&last).zip(&updated).all(|((f, l), u)| f <= l && l <= u), "first <= last <= updated");
+    let next = micros("next_order_at");
+    assert!(next.iter().zip(&updated).all(|(n, u)| n > u), "the next order is after now");
 }

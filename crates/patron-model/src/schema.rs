@@ -42,6 +42,10 @@ pub fn customers_schema() -> SchemaRef {
             f("consent_sms", Boolean, true),
             f("consent_push", Boolean, true),
             f("updated_at", timestamp(), false),
+            // Appended by issue 18 (prediction timing); the contract's columns keep their order.
+            f("p_purchase_30d", Float64, true),
+            f("expected_orders_365d", Float64, true),
+            f("next_order_at", timestamp(), true),
         ]))
     });
     SCHEMA.clone()
@@ -97,7 +101,7 @@ mod tests {
     #[test]
     fn customers_columns_follow_the_contract_in_order() {
         let names: Vec<String> = customers_schema().fields().iter().map(|f| f.name().clone()).collect();
-        let contract = "customer_id, first_purchase_at, last_purchase_at, orders, frequency, recency_days, tenure_days, revenue, avg_order_value, p_alive, churn_risk, expected_orders_90d, expected_order_value, clv, rfm_r, rfm_f, rfm_m, rfm_segment, value_tier, relationship, lifecycle_stage, consent_email, consent_sms, consent_push, updated_at";
+        let contract = "customer_id, first_purchase_at, last_purchase_at, orders, frequency, recency_days, tenure_days, revenue, avg_order_value, p_alive, churn_risk, expected_orders_90d, expected_order_value, clv, rfm_r, rfm_f, rfm_m, rfm_segment, value_tier, relationship, lifecycle_stage, consent_email, consent_sms, consent_push, updated_at, p_purchase_30d, expected_orders_365d, next_order_at";
         assert_eq!(names.join(", "), contract);
     }
 }

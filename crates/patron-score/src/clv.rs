@@ -121,6 +121,8 @@ pub struct ScoreInput {
     pub tenure_days: u32,
     /// Mean value of the repeat occasions.
     pub spend: SpendHistory,
+    /// "Now" of the scores, in days since 1970-01-01 (the next order's date counts from it).
+    pub now_day: i32,
 }
 
 /// One customer's model scores.
@@ -134,6 +136,30 @@ pub struct Scores {
     pub expected_order_value: f64,
     /// Discounted expected margin over the horizon.
     pub clv: f64,
+    /// P(at least one purchase in the next 30 days).
+    pub p_purchase_30d: f64,
+    /// E[purchases in the next 365 days].
+    pub expected_orders_365d: f64,
+    /// The median date of the next purchase if the customer is alive, in
+    /// days since 1970-01-01 (`None` where the model cannot say).
+    pub next_order_day: Option<f64>,
+}
+
+/// The parts of a score that depend only on (x, T): what a customer alive at
+/// T would do. Memoised per (x, T) by [`Scorer::score_cached`] and tabled by
+/// [`Scorer::score_all`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct IfAlive {
+    /// K(90 days): expected purchases in 90 days.
+    k90: f64,
+    /// K(365 days).
+    k365: f64,
+    /// D(x, T): discounted expected purchases over the CLV horizon.
+    discounted: f64,
+    /// P(a purchase within 30 days).
+    purchase_30d: f64,
+    /// Median wait to the next purchase, in days.
+    median_wait_days: Option<f64>,
 }
 
 /// Fitted models plus CLV settings: everything needed to score a customer.
@@ -145,13 +171,12 @@ pub struct Scorer {
     schedule: DiscountSchedule,
     margin: f64,
     days_per_time_unit: f64,
-    ninety_days: f64,
 }
 
 /// Memo of the (x, T)-only parts of a score for [`Scorer::score_cached`].
 #[derive(Debug, Default)]
 pub struct ScoreCache {
-    values: std::collections::HashMap<(u32, u32), (f64, f64)>,
+    values: std::collections::HashMap<(u32, u32), IfAlive>,
 }
 
 impl ScoreCache {
@@ -186,7 +211,6 @@ impl Scorer {
             schedule: DiscountSchedule::monthly(clv, days_per_time_unit),
             margin: clv.margin,
             days_per_time_unit,
-            ninety_days: 90.0 / days_per_time_unit,
         }
     }
 
@@ -207,29 +231,39 @@ impl Scorer {
         self.spend.and_then(|gg| gg.expected_order_value(spend)).unwrap_or(self.fallback_order_value)
     }
 
+    /// What a customer alive at T with `frequency` repeats would do (model time units in, days out).
+    fn if_alive(&self, frequency: u32, tenure: f64) -> Result<IfAlive> {
+        let days = |d: f64| d / self.days_per_time_unit;
+        Ok(IfAlive {
+            k90: self.purchase.expected_if_alive(days(90.0), frequency, tenure)?,
+            k365: self.purchase.expected_if_alive(days(365.0), frequency, tenure)?,
+            discounted: discounted_purchases_if_alive(&self.purchase, &self.schedule, frequency, tenure)?,
+            purchase_30d: self.purchase.p_purchase_if_alive(days(30.0), frequency, tenure),
+            median_wait_days: self
+                .purchase
+                .median_wait_if_alive(frequency, tenure)
+                .map(|w| w * self.days_per_time_unit),
+        })
+    }
+
     /// Scores one customer directly (the per-event path).
     pub fn score(&self, input: &ScoreInput) -> Result<Scores> {
         let h = self.history(input);
         let p_alive = self.purchase.p_alive(h)?;
-        let k90 = self.purchase.expected_if_alive(self.ninety_days, h.frequency, h.tenure)?;
-        let d = discounted_purchases_if_alive(&self.purchase, &self.schedule, h.frequency, h.tenure)?;
-        Ok(self.assemble(input, p_alive, k90, d))
+        Ok(self.assemble(input, p_alive, &self.if_alive(h.frequency, h.tenure)?))
     }
 
-    /// [`Self::score`] with K(90 days) and D(x, T) memoised in `cache`, which
+    /// [`Self::score`] with the (x, T)-only parts memoised in `cache`, which
     /// must only ever be used with this scorer (clear it when models change).
     /// Repeat (x, T) pairs — most events — then cost one exponential.
     pub fn score_cached(&self, input: &ScoreInput, cache: &mut ScoreCache) -> Result<Scores> {
         let h = self.history(input);
         let p_alive = self.purchase.p_alive(h)?;
         let key = (input.frequency, input.tenure_days);
-        let (k90, d) = match cache.values.get(&key) {
+        let if_alive = match cache.values.get(&key) {
             Some(&v) => v,
             None => {
-                let v = (
-                    self.purchase.expected_if_alive(self.ninety_days, h.frequency, h.tenure)?,
-                    discounted_purchases_if_alive(&self.purchase, &self.schedule, h.frequency, h.tenure)?,
-                );
+                let v = self.if_alive(h.frequency, h.tenure)?;
                 if cache.values.len() >= ScoreCache::CAPACITY {
                     cache.values.clear();
                 }
@@ -237,16 +271,19 @@ impl Scorer {
                 v
             }
         };
-        Ok(self.assemble(input, p_alive, k90, d))
+        Ok(self.assemble(input, p_alive, &if_alive))
     }
 
-    fn assemble(&self, input: &ScoreInput, p_alive: f64, k90: f64, d: f64) -> Scores {
+    fn assemble(&self, input: &ScoreInput, p_alive: f64, if_alive: &IfAlive) -> Scores {
         let expected_order_value = self.order_value(input.spend);
         Scores {
             p_alive,
-            expected_orders_90d: k90 * p_alive,
+            expected_orders_90d: if_alive.k90 * p_alive,
             expected_order_value,
-            clv: self.margin * expected_order_value * p_alive * d,
+            clv: self.margin * expected_order_value * p_alive * if_alive.discounted,
+            p_purchase_30d: if_alive.purchase_30d * p_alive,
+            expected_orders_365d: if_alive.k365 * p_alive,
+            next_order_day: if_alive.median_wait_days.map(|w| f64::from(input.now_day) + w),
         }
     }
 
@@ -273,17 +310,18 @@ impl Scorer {
                 (0..64).filter(move |b| bits & (1 << b) != 0).map(move |b| w * 64 + b)
             })
             .collect();
-        let values: Vec<(f64, f64)> = cells
+        let values: Vec<IfAlive> = cells
             .par_iter()
-            .map(|&cell| {
-                let (x, t) = ((cell / width) as u32, (cell % width) as f64 / self.days_per_time_unit);
-                Ok((
-                    self.purchase.expected_if_alive(self.ninety_days, x, t)?,
-                    discounted_purchases_if_alive(&self.purchase, &self.schedule, x, t)?,
-                ))
-            })
+            .map(|&cell| self.if_alive((cell / width) as u32, (cell % width) as f64 / self.days_per_time_unit))
             .collect::<Result<_>>()?;
-        let mut table = vec![(f64::NAN, f64::NAN); if cells.is_empty() { 0 } else { rows * width }];
+        let unset = IfAlive {
+            k90: f64::NAN,
+            k365: f64::NAN,
+            discounted: f64::NAN,
+            purchase_30d: f64::NAN,
+            median_wait_days: None,
+        };
+        let mut table = vec![unset; if cells.is_empty() { 0 } else { rows * width }];
         for (&cell, &v) in cells.iter().zip(&values) {
             table[cell] = v;
         }
@@ -294,13 +332,11 @@ impl Scorer {
             .map(|input| {
                 let p_alive = alive.p_alive(input, || self.purchase.p_alive(self.history(input)))?;
                 if in_table(input) {
-                    let (k90, d) = table[input.frequency as usize * width + input.tenure_days as usize];
-                    Ok(self.assemble(input, p_alive, k90, d))
+                    let if_alive = &table[input.frequency as usize * width + input.tenure_days as usize];
+                    Ok(self.assemble(input, p_alive, if_alive))
                 } else {
                     let h = self.history(input);
-                    let k90 = self.purchase.expected_if_alive(self.ninety_days, h.frequency, h.tenure)?;
-                    let d = discounted_purchases_if_alive(&self.purchase, &self.schedule, h.frequency, h.tenure)?;
-                    Ok(self.assemble(input, p_alive, k90, d))
+                    Ok(self.assemble(input, p_alive, &self.if_alive(h.frequency, h.tenure)?))
                 }
             })
             .collect()
@@ -398,6 +434,7 @@ mod tests {
                     recency_days: recency,
                     tenure_days: tenure,
                     spend: SpendHistory { repeat_occasions: x, mean_repeat_value: f64::from(i % 50) },
+                    now_day: 10_000,
                 }
             })
             .collect();
@@ -406,10 +443,14 @@ mod tests {
             let all = s.score_all(&inputs).unwrap();
             for (input, got) in inputs.iter().zip(&all) {
                 let want = s.score(input).unwrap();
+                assert_eq!(got.next_order_day.is_some(), want.next_order_day.is_some());
                 for (g, w) in [
                     (got.p_alive, want.p_alive),
                     (got.expected_orders_90d, want.expected_orders_90d),
                     (got.clv, want.clv),
+                    (got.p_purchase_30d, want.p_purchase_30d),
+                    (got.expected_orders_365d, want.expected_orders_365d),
+                    (got.next_order_day.unwrap_or(0.0), want.next_order_day.unwrap_or(0.0)),
                 ] {
                     assert!((g - w).abs() <= 1e-12 * w.abs().max(1e-300), "{purchase:?} {input:?}: {g} vs {w}");
                 }
@@ -428,6 +469,7 @@ mod tests {
                 recency_days: if x == 0 { 0 } else { i % 50 },
                 tenure_days: 50 + i % 7,
                 spend: SpendHistory { repeat_occasions: x, mean_repeat_value: 20.0 },
+                now_day: 10_000,
             };
             assert_eq!(s.score_cached(&input, &mut cache).unwrap(), s.score(&input).unwrap());
         }
@@ -452,6 +494,7 @@ mod tests {
             recency_days: 100,
             tenure_days: 200,
             spend: SpendHistory { repeat_occasions: 3, mean_repeat_value: 20.0 },
+            now_day: 10_000,
         };
         let full = scorer(bg).score(&input).unwrap();
         let gg = GammaGammaParams { p: 6.25, q: 3.74, gamma: 15.44 };

@@ -203,6 +203,70 @@ impl PurchaseParams {
     pub fn expected_purchases(&self, t: f64, h: History) -> Result<f64> {
         Ok(self.expected_if_alive(t, h.frequency, h.tenure)? * self.p_alive(h)?)
     }
+
+    /// P(at least one purchase in (T, T + t] | alive at T). Given alive, the
+    /// purchase rate's posterior is λ ~ Gamma(r + x, α + T) in every model
+    /// (the history's likelihood in λ is λ^x e^(−λT) once the customer
+    /// survived to T). For the BG/NBD family a customer can only drop out
+    /// right after a purchase, so the first purchase after T comes at rate λ:
+    /// 1 − ((α + T) / (α + T + t))^(r + x). Under Pareto/NBD the customer may
+    /// die first, at rate μ ~ Gamma(s, β + T) independent of λ:
+    /// ∫₀ᵗ E[λ e^(−λu)] E[e^(−μu)] du, integrated numerically.
+    /// Multiply by [`Self::p_alive`] for the unconditional probability.
+    pub fn p_purchase_if_alive(&self, t: f64, frequency: u32, tenure: f64) -> f64 {
+        if t <= 0.0 {
+            return 0.0;
+        }
+        let x = f64::from(frequency);
+        match self {
+            Self::BgNbd(p) | Self::MbgNbd(p) => {
+                let ln_none = (p.r + x) * ((p.alpha + tenure).ln() - (p.alpha + tenure + t).ln());
+                -ln_none.exp_m1()
+            }
+            Self::ParetoNbd(p) => {
+                let (shape, scale) = (p.r + x, p.alpha + tenure);
+                let (death_shape, death_scale) = (p.s, p.beta + tenure);
+                // E[λ e^(−λu)] = (R/A)(A/(A+u))^(R+1); E[e^(−μu)] = (B/(B+u))^S.
+                let density = |u: f64| {
+                    let ln = (shape + 1.0) * (scale.ln() - (scale + u).ln())
+                        + death_shape * (death_scale.ln() - (death_scale + u).ln());
+                    shape / scale * ln.exp()
+                };
+                gauss_legendre(density, 0.0, t, 16).clamp(0.0, 1.0)
+            }
+        }
+    }
+
+    /// The median time to the next purchase after T of a customer alive at T,
+    /// in the model's time unit: (α + T)(2^(1/(r + x)) − 1) for the BG/NBD
+    /// family (where P(no purchase by T + t | alive) = ½). `None` under
+    /// Pareto/NBD, where the customer may die before buying again and the
+    /// median then needs a root search this kernel does not do.
+    pub fn median_wait_if_alive(&self, frequency: u32, tenure: f64) -> Option<f64> {
+        let x = f64::from(frequency);
+        match self {
+            Self::BgNbd(p) | Self::MbgNbd(p) => {
+                Some((p.alpha + tenure) * (std::f64::consts::LN_2 / (p.r + x)).exp_m1())
+            }
+            Self::ParetoNbd(_) => None,
+        }
+    }
+}
+
+/// ∫ₐᵇ f by composite Gauss–Legendre: `panels` equal panels of 8 nodes
+/// (exact for polynomials of degree 15 on each panel).
+fn gauss_legendre(f: impl Fn(f64) -> f64, a: f64, b: f64, panels: usize) -> f64 {
+    const NODES: [f64; 4] =
+        [0.183_434_642_495_649_8, 0.525_532_409_916_329, 0.796_666_477_413_626_7, 0.960_289_856_497_536_3];
+    const WEIGHTS: [f64; 4] =
+        [0.362_683_783_378_362, 0.313_706_645_877_887_3, 0.222_381_034_453_374_5, 0.101_228_536_290_376_3];
+    let width = (b - a) / panels as f64;
+    (0..panels)
+        .map(|i| {
+            let (mid, half) = (a + (i as f64 + 0.5) * width, width / 2.0);
+            NODES.iter().zip(WEIGHTS).map(|(n, w)| w * (f(mid - half * n) + f(mid + half * n))).sum::<f64>() * half
+        })
+        .sum()
 }
 
 /// BG/NBD (`modified = false`) or MBG/NBD (`modified = true`) log-likelihood.
@@ -337,6 +401,135 @@ mod tests {
         a: 0.7928859664406578,
         b: 2.4257523826257374,
     };
+
+    /// SplitMix64 with the gamma and beta draws the simulations need.
+    struct Rng(u64);
+
+    impl Rng {
+        fn uniform(&mut self) -> f64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        }
+
+        fn normal(&mut self) -> f64 {
+            let (u, v) = (self.uniform().max(f64::MIN_POSITIVE), self.uniform());
+            (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+        }
+
+        /// Gamma(shape, rate 1), Marsaglia and Tsang (boosted below shape 1).
+        fn gamma(&mut self, shape: f64) -> f64 {
+            if shape < 1.0 {
+                return self.gamma(shape + 1.0) * self.uniform().powf(1.0 / shape);
+            }
+            let d = shape - 1.0 / 3.0;
+            let c = 1.0 / (9.0 * d).sqrt();
+            loop {
+                let x = self.normal();
+                let v = (1.0 + c * x).powi(3);
+                if v > 0.0 && self.uniform().ln() < 0.5 * x * x + d - d * v + d * v.ln() {
+                    return d * v;
+                }
+            }
+        }
+
+        fn beta(&mut self, a: f64, b: f64) -> f64 {
+            let x = self.gamma(a);
+            x / (x + self.gamma(b))
+        }
+
+        fn exponential(&mut self, rate: f64) -> f64 {
+            -(1.0 - self.uniform()).ln() / rate
+        }
+    }
+
+    /// A customer simulated from the BG/NBD (or MBG/NBD) generative story:
+    /// the calibration history over (0, T] (repeats and the last repeat's
+    /// time), whether they are alive at T, and the wait to their next
+    /// purchase after T (infinite when dead).
+    fn simulate_customer(rng: &mut Rng, p: &BetaGeoParams, modified: bool, tenure: f64) -> (u32, f64, bool, f64) {
+        let rate = rng.gamma(p.r) / p.alpha;
+        let dropout = rng.beta(p.a, p.b);
+        let mut alive = !(modified && rng.uniform() < dropout);
+        let (mut clock, mut last, mut repeats) = (0.0, 0.0, 0);
+        while alive {
+            clock += rng.exponential(rate);
+            if clock > tenure {
+                return (repeats, last, true, clock - tenure);
+            }
+            (last, repeats) = (clock, repeats + 1);
+            alive = rng.uniform() >= dropout;
+        }
+        (repeats, last, false, f64::INFINITY)
+    }
+
+    #[test]
+    fn purchase_timing_matches_a_simulation_of_the_fitted_model() {
+        // CDNOW's fit in weeks; everyone observed for 39 weeks; a 30-day window.
+        let (tenure, window, customers) = (39.0, 30.0 / 7.0, 200_000);
+        for modified in [false, true] {
+            let params = if modified { PurchaseParams::MbgNbd(CDNOW_BG) } else { PurchaseParams::BgNbd(CDNOW_BG) };
+            let mut rng = Rng(if modified { 7 } else { 11 });
+            // Per repeat count (0, 1, 2, 3+): customers, alive ones, buyers in
+            // the window, and alive ones whose next purchase came by the median.
+            let mut groups = [(0u32, 0u32, 0u32, 0u32); 4];
+            let mut predicted_buyers = [0.0; 4];
+            // Everyone, not knowing who is alive: P(alive | history) × P(buy | alive).
+            let (mut predicted_all, mut buyers_all) = (0.0, 0.0);
+            for _ in 0..customers {
+                let (x, recency, alive, wait) = simulate_customer(&mut rng, &CDNOW_BG, modified, tenure);
+                let p_alive = params.p_alive(History::new(x, recency, tenure)).unwrap();
+                predicted_all += p_alive * params.p_purchase_if_alive(window, x, tenure);
+                buyers_all += f64::from(u8::from(wait <= window));
+                let g = (x as usize).min(3);
+                // Given alive at T, both depend on (x, T) only; P(alive) is
+                // checked elsewhere against lifetimes.
+                groups[g].0 += 1;
+                if alive {
+                    groups[g].1 += 1;
+                    groups[g].2 += u32::from(wait <= window);
+                    let median = params.median_wait_if_alive(x, tenure).unwrap();
+                    groups[g].3 += u32::from(wait <= median);
+                    predicted_buyers[g] += params.p_purchase_if_alive(window, x, tenure);
+                }
+            }
+            for (g, &(n, alive, buyers, by_median)) in groups.iter().enumerate() {
+                assert!(alive > 2_000, "group {g}: only {alive} alive of {n}");
+                let alive = f64::from(alive);
+                let se = (0.25 / alive).sqrt();
+                let share = f64::from(by_median) / alive;
+                assert!((share - 0.5).abs() < 4.0 * se, "modified {modified}, x group {g}: {share} by the median");
+                let (expected, seen) = (predicted_buyers[g], f64::from(buyers));
+                let se = expected.sqrt().max(1.0);
+                assert!((seen - expected).abs() < 4.0 * se, "modified {modified}, x group {g}: {seen} vs {expected}");
+            }
+            let se = predicted_all.sqrt();
+            assert!(
+                (buyers_all - predicted_all).abs() < 4.0 * se,
+                "modified {modified}: {buyers_all} vs {predicted_all}"
+            );
+        }
+    }
+
+    #[test]
+    fn pareto_purchase_timing_tends_to_the_immortal_closed_form() {
+        // With death rates near zero, Pareto/NBD's window probability is the
+        // gamma mixture's 1 − (A/(A+t))^R, which the quadrature must reproduce.
+        let immortal = PurchaseParams::ParetoNbd(ParetoParams { r: 0.55, alpha: 10.6, s: 1.0, beta: 1e12 });
+        let closed = PurchaseParams::BgNbd(BetaGeoParams { r: 0.55, alpha: 10.6, a: 1.0, b: 1.0 });
+        for (x, tenure, t) in [(0, 39.0, 4.3), (3, 20.0, 4.3), (12, 39.0, 52.0), (1, 0.5, 0.1)] {
+            let (pareto, beta_geo) =
+                (immortal.p_purchase_if_alive(t, x, tenure), closed.p_purchase_if_alive(t, x, tenure));
+            assert!((pareto - beta_geo).abs() < 1e-9, "x {x}, T {tenure}, t {t}: {pareto} vs {beta_geo}");
+        }
+        // A real death rate lowers it, and it never exceeds the expected count.
+        let mortal = PurchaseParams::ParetoNbd(ParetoParams { r: 0.55, alpha: 10.6, s: 0.61, beta: 11.7 });
+        let p = mortal.p_purchase_if_alive(52.0, 2, 39.0);
+        assert!(p < closed.p_purchase_if_alive(52.0, 2, 39.0) && p <= mortal.expected_if_alive(52.0, 2, 39.0).unwrap());
+        assert_eq!(mortal.median_wait_if_alive(2, 39.0), None);
+    }
 
     #[test]
     fn one_time_buyer_bgnbd_is_alive_mbgnbd_is_not() {

@@ -718,6 +718,9 @@ mod tests {
                 expected_orders_90d: i as f64,
                 expected_order_value: 2.0 * i as f64,
                 clv: 3.0 * i as f64,
+                p_purchase_30d: 0.25,
+                expected_orders_365d: 4.0 * i as f64,
+                next_order_day: i.is_multiple_of(2).then_some(10_000.5),
             })
         };
         let (mut one_by_one, mut at_once) = (book(CHUNK + 10), book(CHUNK + 10));

@@ -31,7 +31,7 @@ use arrow::record_batch::RecordBatch;
 use patron_model::Timestamp;
 use patron_score::{LifecycleStage, Relationship, RfmSegment, Scores, SegmentConfig, ValueTier};
 
-use crate::chunk::{ChunkView, Groups, LabelColumns, ScoreView};
+use crate::chunk::{ChunkView, Groups, LabelColumns, ScoreView, Timing};
 use crate::record::Summary;
 use crate::{Result, StateError};
 
@@ -73,6 +73,14 @@ where
 fn score(view: &ChunkView, column: fn(&ScoreView) -> &Option<Arc<Vec<f64>>>) -> Option<ArrayRef> {
     let (values, scored) = (column(view.scores()).as_ref()?, view.scores().scored.as_ref()?);
     Some(Arc::new(Float64Array::new(shared(values, values), nulls(scored))))
+}
+
+/// A column of the packed prediction timing, widened to `DOUBLE` (a copy:
+/// the chunk keeps it in single precision).
+fn timing(view: &ChunkView, value: fn(&Timing) -> f32) -> Option<ArrayRef> {
+    let (rows, scored) = (view.scores().timing.as_ref()?, view.scores().scored.as_ref()?);
+    let values: Vec<f64> = rows.iter().map(|t| f64::from(value(t))).collect();
+    Some(Arc::new(Float64Array::new(ScalarBuffer::from(values), nulls(scored))))
 }
 
 /// Every value of one label as a validated `Utf8View` array, indexed by code.
@@ -121,6 +129,7 @@ const NONE: Groups = Groups {
     expected_orders_90d: false,
     expected_order_value: false,
     clv: false,
+    timing: false,
     labels: false,
 };
 const IDS: Groups = Groups { ids: true, ..NONE };
@@ -139,6 +148,7 @@ pub fn column_groups(name: &str) -> Option<Groups> {
         "expected_orders_90d" => Groups { scored: true, expected_orders_90d: true, ..NONE },
         "expected_order_value" => Groups { scored: true, expected_order_value: true, ..NONE },
         "clv" => Groups { scored: true, clv: true, ..NONE },
+        "p_purchase_30d" | "expected_orders_365d" | "next_order_at" => Groups { scored: true, timing: true, ..NONE },
         "rfm_r" | "rfm_f" | "rfm_m" | "rfm_segment" | "value_tier" | "relationship" => LABELS,
         "lifecycle_stage" => Groups { summaries: true, scored: true, p_alive: true, ..NONE },
         "updated_at" => NONE,
@@ -223,12 +233,7 @@ pub fn customer_column(name: &str, view: &ChunkView, clock: &RowClock) -> Option
                 .iter()
                 .enumerate()
                 .map(|(row, summary)| {
-                    let scores = scored[row].then(|| Scores {
-                        p_alive: p_alive[row],
-                        expected_orders_90d: 0.0,
-                        expected_order_value: 0.0,
-                        clv: 0.0,
-                    });
+                    let scores = scored[row].then(|| Scores { p_alive: p_alive[row], ..Scores::default() });
                     summary.lifecycle_with(scores.as_ref(), &clock.segments).code()
                 })
                 .collect();
@@ -238,6 +243,19 @@ pub fn customer_column(name: &str, view: &ChunkView, clock: &RowClock) -> Option
         "consent_sms" => consent(|r| r.consent.sms),
         "consent_push" => consent(|r| r.consent.push),
         "updated_at" => Some(Arc::new(TimestampMicrosecondArray::from(vec![clock.now.micros(); view.len()]))),
+        "p_purchase_30d" => timing(view, |t| t.p_purchase_30d),
+        "expected_orders_365d" => timing(view, |t| t.expected_orders_365d),
+        "next_order_at" => {
+            let (rows, scored) = (view.scores().timing.as_ref()?, view.scores().scored.as_ref()?);
+            let at: TimestampMicrosecondArray = rows
+                .iter()
+                .zip(scored.iter())
+                .map(|(t, &scored)| {
+                    (scored && t.next_order_second > 0).then(|| i64::from(t.next_order_second) * 1_000_000)
+                })
+                .collect();
+            Some(Arc::new(at))
+        }
         _ => None,
     }
 }
@@ -283,6 +301,7 @@ mod tests {
                 Groups { expected_orders_90d: false, ..groups },
                 Groups { expected_order_value: false, ..groups },
                 Groups { clv: false, ..groups },
+                Groups { timing: false, ..groups },
                 Groups { labels: false, ..groups },
             ] {
                 if without != groups {
@@ -307,7 +326,13 @@ mod tests {
     fn stored_columns_share_the_chunk_and_a_writer_copies_it_instead_of_changing_a_query_view() {
         use arrow::array::{Array, AsArray};
         use arrow::datatypes::Float64Type;
-        let scores = |clv| Scores { p_alive: 0.5, expected_orders_90d: 1.0, expected_order_value: 10.0, clv };
+        let scores = |clv| Scores {
+            p_alive: 0.5,
+            expected_orders_90d: 1.0,
+            expected_order_value: 10.0,
+            clv,
+            ..Scores::default()
+        };
         let mut chunk = Chunk::with_capacity(2);
         chunk.push("c-1", Summary::default(), Some(scores(5.0)), None);
         chunk.push("c-2", Summary::default(), None, None);

@@ -277,6 +277,7 @@ impl Summary {
                 repeat_occasions: frequency,
                 mean_repeat_value: self.mean_repeat_value_minor() / minor_per_major,
             },
+            now_day: now_day.max(last),
         })
     }
 }

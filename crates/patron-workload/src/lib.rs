@@ -105,6 +105,7 @@ fn one_customer(population: &Population, rng: &mut StdRng) -> ScoreInput {
             repeat_occasions: frequency,
             mean_repeat_value: if frequency > 0 { value_sum / f64::from(frequency) } else { 0.0 },
         },
+        now_day: 0,
     }
 }
 
