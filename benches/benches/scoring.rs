@@ -4,6 +4,9 @@
 //!   1,000,000 customers, already compressed to distinct (x, t_x, T).
 //! - `fit/{bgnbd,mbgnbd}_1m`: a full maximum-likelihood fit from 1,000,000
 //!   raw histories, compression included. Target ≤ 2 s (milestone), ≤ 0.3 s (goal).
+//! - `fit/bgnbd_1m_std_errors`: the standard errors of that fit (the
+//!   observed information: 8 gradient evaluations over the compressed
+//!   histories), which every refit adds.
 //! - `rescore/mbgnbd_10m`: P(alive), expected orders in 90 days and 12-month
 //!   CLV for 10,000,000 customers. Target ≤ 1 s.
 //! - `score_one/*`: the per-event path for one customer (direct evaluation).
@@ -17,7 +20,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use patron_benches::{customers, histories, scorer};
 use patron_score::{
     CompressedHistories, PurchaseModel, PurchaseParams, SegmentConfig, SegmentInput, fit_purchase_model,
-    purchase_log_likelihood, segment_population,
+    purchase_log_likelihood, purchase_std_errors, segment_population,
 };
 
 // mimalloc, as in the binary, so allocation costs match production.
@@ -39,6 +42,8 @@ fn likelihood_and_fit(c: &mut Criterion) {
     for model in [PurchaseModel::BgNbd, PurchaseModel::MbgNbd] {
         group.bench_function(format!("{model}_1m"), |b| b.iter(|| fit_purchase_model(model, black_box(&histories))));
     }
+    let fitted = fit_purchase_model(PurchaseModel::BgNbd, &histories).expect("the bench population fits").params;
+    group.bench_function("bgnbd_1m_std_errors", |b| b.iter(|| purchase_std_errors(black_box(&fitted), &compressed)));
     group.finish();
 }
 

@@ -55,6 +55,13 @@ fn cdnow_recovers_the_published_bgnbd_and_gamma_gamma_estimates() {
     assert_printed(gg["params"]["p"].as_f64().unwrap(), 6.25, 2, "p");
     assert_printed(gg["params"]["q"].as_f64().unwrap(), 3.74, 2, "q");
     assert_printed(gg["params"]["gamma"].as_f64().unwrap(), 15.44, 2, "gamma");
+    // Standard errors as lifetimes reports them for the same fits (weeks).
+    let se = |m: &serde_json::Value, name: &str| m["std_errors"][name].as_f64().unwrap();
+    assert_printed(se(bg, "r"), 0.0126, 4, "se(r)");
+    assert_printed(se(bg, "alpha"), 0.378, 3, "se(alpha)");
+    assert_printed(se(bg, "a"), 0.186, 3, "se(a)");
+    assert_printed(se(bg, "b"), 0.705, 3, "se(b)");
+    assert_printed(se(gg, "q"), 0.290, 3, "se(q)");
     // The other published fit on this sample (fixtures/README.md, the CDNOW references).
     let pareto = model(&run.params, "pareto_nbd");
     assert_printed(pareto["params"]["r"].as_f64().unwrap(), 0.553, 3, "pareto r");

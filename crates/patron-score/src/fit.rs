@@ -38,6 +38,168 @@ pub struct FitReport<P> {
     pub evaluations: usize,
     /// Wall time of the fit.
     pub seconds: f64,
+    /// Standard error of each parameter, in the order of the parameters
+    /// (`r, alpha, a, b`; `r, alpha, s, beta`; `p, q, gamma`), from the
+    /// observed information: the inverse Hessian of the negative
+    /// log-likelihood at the optimum ([`purchase_std_errors`],
+    /// [`gamma_gamma_std_errors`]; the fits themselves leave this empty).
+    /// Empty when that Hessian is not positive definite (the data do not pin
+    /// the parameters down), or for fits kept from before standard errors existed.
+    #[serde(default)]
+    pub std_errors: Vec<f64>,
+}
+
+/// Standard errors of θ = e^φ from `hessian`, the Hessian of the total
+/// negative log-likelihood in log-parameters φ at the optimum: inverted,
+/// then the delta method se(θᵢ) = θᵢ √(H⁻¹)ᵢᵢ. `None` if the Hessian is not
+/// positive definite.
+fn std_errors_from_hessian<const N: usize>(hessian: [[f64; N]; N], theta: &[f64; N]) -> Option<[f64; N]> {
+    let covariance = invert_positive_definite(hessian)?;
+    Some(std::array::from_fn(|i| theta[i] * covariance[i][i].sqrt()))
+}
+
+/// Step of the central differences in log-parameters.
+const HESSIAN_STEP: f64 = 1e-4;
+
+/// The Hessian in log-parameters by central differences of `gradient` (of
+/// the total negative log-likelihood in φ): 2N gradients, symmetrised.
+fn hessian_from_gradient<const N: usize>(
+    gradient: impl Fn(&[f64; N]) -> Option<[f64; N]>,
+    phi: &[f64; N],
+) -> Option<[[f64; N]; N]> {
+    let mut hessian = [[0.0; N]; N];
+    for j in 0..N {
+        let (mut up, mut down) = (*phi, *phi);
+        up[j] += HESSIAN_STEP;
+        down[j] -= HESSIAN_STEP;
+        let (g_up, g_down) = (gradient(&up)?, gradient(&down)?);
+        for i in 0..N {
+            hessian[i][j] = (g_up[i] - g_down[i]) / (2.0 * HESSIAN_STEP);
+        }
+    }
+    let symmetric = std::array::from_fn(|i| std::array::from_fn(|j| 0.5 * (hessian[i][j] + hessian[j][i])));
+    Some(symmetric).filter(|h: &[[f64; N]; N]| h.iter().flatten().all(|v| v.is_finite()))
+}
+
+/// The Hessian in log-parameters by central differences of `value` (the
+/// total negative log-likelihood in φ): for models without an analytic gradient.
+fn hessian_from_value<const N: usize>(
+    value: impl Fn(&[f64; N]) -> Option<f64>,
+    phi: &[f64; N],
+) -> Option<[[f64; N]; N]> {
+    let h = HESSIAN_STEP;
+    let at = |moves: &[(usize, f64)]| {
+        let mut point = *phi;
+        for &(i, by) in moves {
+            point[i] += by;
+        }
+        value(&point).filter(|v| v.is_finite())
+    };
+    let centre = at(&[])?;
+    // The lower triangle, then mirrored.
+    let mut lower = [[0.0; N]; N];
+    for (i, row) in lower.iter_mut().enumerate() {
+        for (j, cell) in row.iter_mut().enumerate().take(i + 1) {
+            *cell = if i == j {
+                (at(&[(i, h)])? - 2.0 * centre + at(&[(i, -h)])?) / (h * h)
+            } else {
+                (at(&[(i, h), (j, h)])? - at(&[(i, h), (j, -h)])? - at(&[(i, -h), (j, h)])? + at(&[(i, -h), (j, -h)])?)
+                    / (4.0 * h * h)
+            };
+        }
+    }
+    let hessian = std::array::from_fn(|i| std::array::from_fn(|j| lower[i.max(j)][i.min(j)]));
+    Some(hessian)
+}
+
+/// Standard errors of a purchase model's parameters on `data` (in the order
+/// of [`PurchaseParams::named`]), from the observed information at `params`,
+/// which should be the maximum-likelihood fit on `data`: the Hessian by
+/// central differences of the analytic gradient (BG/NBD, MBG/NBD: 8
+/// gradients) or of the value (Pareto/NBD: 33 values). Empty when that
+/// Hessian is not positive definite.
+pub fn purchase_std_errors(params: &PurchaseParams, data: &CompressedHistories) -> Vec<f64> {
+    let theta: [f64; 4] = params.named().map(|(_, v)| v);
+    let phi = theta.map(f64::ln);
+    let hessian = match params {
+        PurchaseParams::BgNbd(_) | PurchaseParams::MbgNbd(_) => {
+            let modified = matches!(params, PurchaseParams::MbgNbd(_));
+            hessian_from_gradient(
+                |phi| {
+                    let [r, alpha, a, b] = phi.map(f64::exp);
+                    let (_, g) = beta_geo_objective(data, &BetaGeoParams { r, alpha, a, b }, modified);
+                    Some([-g[0] * r, -g[1] * alpha, -g[2] * a, -g[3] * b])
+                },
+                &phi,
+            )
+        }
+        PurchaseParams::ParetoNbd(_) => hessian_from_value(
+            |phi| {
+                let [r, alpha, s, beta] = phi.map(f64::exp);
+                purchase_log_likelihood(&PurchaseParams::ParetoNbd(ParetoParams { r, alpha, s, beta }), data)
+                    .ok()
+                    .map(|ll| -ll)
+            },
+            &phi,
+        ),
+    };
+    hessian.and_then(|h| std_errors_from_hessian(h, &theta)).map_or_else(Vec::new, |se| se.to_vec())
+}
+
+/// Standard errors of Gamma-Gamma's (p, q, γ) on `spends`, from the observed
+/// information at `params` (the fit on `spends`): central differences of the
+/// analytic gradient, 6 gradients. Empty when the Hessian is not positive definite.
+pub fn gamma_gamma_std_errors(params: &GammaGammaParams, spends: &[SpendHistory]) -> Vec<f64> {
+    let rows = compress_spends(spends);
+    let theta = [params.p, params.q, params.gamma];
+    hessian_from_gradient(
+        |phi| {
+            let [p, q, gamma] = phi.map(f64::exp);
+            let (_, g) = gamma_gamma_objective(&rows, p, q, gamma);
+            Some([-g[0] * p, -g[1] * q, -g[2] * gamma])
+        },
+        &theta.map(f64::ln),
+    )
+    .and_then(|h| std_errors_from_hessian(h, &theta))
+    .map_or_else(Vec::new, |se| se.to_vec())
+}
+
+/// The inverse of a symmetric positive definite matrix by its Cholesky
+/// factor; `None` if it is not positive definite.
+fn invert_positive_definite<const N: usize>(m: [[f64; N]; N]) -> Option<[[f64; N]; N]> {
+    // m = L Lᵀ.
+    let mut l = [[0.0; N]; N];
+    for i in 0..N {
+        for j in 0..=i {
+            let sum: f64 = (0..j).map(|k| l[i][k] * l[j][k]).sum();
+            if i == j {
+                let d = m[i][i] - sum;
+                if !(d > 0.0 && d.is_finite()) {
+                    return None;
+                }
+                l[i][i] = d.sqrt();
+            } else {
+                l[i][j] = (m[i][j] - sum) / l[j][j];
+            }
+        }
+    }
+    // Columns of m⁻¹ from L y = eⱼ, then Lᵀ x = y.
+    let mut inverse = [[0.0; N]; N];
+    for column in 0..N {
+        let mut y = [0.0; N];
+        for i in 0..N {
+            let e = if i == column { 1.0 } else { 0.0 };
+            y[i] = (e - (0..i).map(|k| l[i][k] * y[k]).sum::<f64>()) / l[i][i];
+        }
+        let mut x = [0.0; N];
+        for i in (0..N).rev() {
+            x[i] = (y[i] - (i + 1..N).map(|k| l[k][i] * x[k]).sum::<f64>()) / l[i][i];
+        }
+        for (row, value) in inverse.iter_mut().zip(x) {
+            row[column] = value;
+        }
+    }
+    Some(inverse)
 }
 
 /// Histories compressed to distinct (x, t_x, T) with multiplicities, sorted by x.
@@ -538,20 +700,19 @@ fn fit_compressed(
         iterations: found.iterations,
         evaluations,
         seconds: started.elapsed().as_secs_f64(),
+        std_errors: Vec::new(),
     })
 }
 
-/// Fits the Gamma-Gamma spend model on the informative customers (at least one
-/// repeat occasion, positive mean repeat value); others are ignored.
-pub fn fit_gamma_gamma(spends: &[SpendHistory]) -> Result<FitReport<GammaGammaParams>> {
-    let started = Instant::now();
+/// The informative spends (a repeat occasion, positive mean value) as
+/// distinct (x, mean value) rows with their counts, sorted.
+fn compress_spends(spends: &[SpendHistory]) -> Vec<(SpendHistory, f64)> {
     let mut keys: Vec<(u32, u64)> = spends
         .iter()
         .filter(|s| s.is_informative())
         .map(|s| (s.repeat_occasions, s.mean_repeat_value.to_bits()))
         .collect();
     keys.par_sort_unstable();
-    let customers = keys.len() as u64;
     let mut rows: Vec<(SpendHistory, f64)> = Vec::new();
     for (x, bits) in keys {
         match rows.last_mut() {
@@ -559,12 +720,42 @@ pub fn fit_gamma_gamma(spends: &[SpendHistory]) -> Result<FitReport<GammaGammaPa
             _ => rows.push((SpendHistory { repeat_occasions: x, mean_repeat_value: f64::from_bits(bits) }, 1.0)),
         }
     }
+    rows
+}
+
+/// Gamma-Gamma's total log-likelihood over weighted `rows` and its gradient
+/// with respect to (p, q, γ).
+fn gamma_gamma_objective(rows: &[(SpendHistory, f64)], p: f64, q: f64, gamma: f64) -> (f64, [f64; 3]) {
+    let (psi_q, ln_gamma_param) = (digamma(q), gamma.ln());
+    let [ll, gp, gq, gg] = chunked_sum(rows.len(), |range| {
+        let mut acc = [0.0; 4];
+        for (s, w) in &rows[range] {
+            let x = f64::from(s.repeat_occasions);
+            let m = s.mean_repeat_value;
+            let psi_pxq = digamma(p * x + q);
+            let ln_total = (gamma + m * x).ln();
+            acc[0] += w * GammaGammaParams { p, q, gamma }.log_likelihood(*s);
+            acc[1] += w * x * (psi_pxq - digamma(p * x) + m.ln() + x.ln() - ln_total);
+            acc[2] += w * (psi_pxq - psi_q + ln_gamma_param - ln_total);
+            acc[3] += w * (q / gamma - (p * x + q) / (gamma + m * x));
+        }
+        acc
+    });
+    (ll, [gp, gq, gg])
+}
+
+/// Fits the Gamma-Gamma spend model on the informative customers (at least one
+/// repeat occasion, positive mean repeat value); others are ignored.
+pub fn fit_gamma_gamma(spends: &[SpendHistory]) -> Result<FitReport<GammaGammaParams>> {
+    let started = Instant::now();
+    let rows = compress_spends(spends);
     if rows.len() < 2 {
         return Err(ScoreError::NotIdentified {
             model: "gamma_gamma",
             detail: format!("needs at least two distinct repeat customers with positive spend, found {}", rows.len()),
         });
     }
+    let customers = rows.iter().map(|(_, w)| w).sum::<f64>() as u64;
     let n = customers as f64;
     let spend_scale = rows.iter().map(|(s, w)| s.mean_repeat_value * w).sum::<f64>() / n;
     let scaled: Vec<(SpendHistory, f64)> = rows
@@ -573,23 +764,8 @@ pub fn fit_gamma_gamma(spends: &[SpendHistory]) -> Result<FitReport<GammaGammaPa
         .collect();
     let objective = |theta: &[f64; 3], _want_gradient: bool| -> Option<(f64, Option<[f64; 3]>)> {
         let [p, q, gamma] = theta.map(f64::exp);
-        let (psi_q, ln_gamma_param) = (digamma(q), gamma.ln());
-        let [ll, gp, gq, gg] = chunked_sum(scaled.len(), |range| {
-            let mut acc = [0.0; 4];
-            for (s, w) in &scaled[range] {
-                let x = f64::from(s.repeat_occasions);
-                let m = s.mean_repeat_value;
-                let psi_pxq = digamma(p * x + q);
-                let ln_total = (gamma + m * x).ln();
-                acc[0] += w * GammaGammaParams { p, q, gamma }.log_likelihood(*s);
-                acc[1] += w * x * (psi_pxq - digamma(p * x) + m.ln() + x.ln() - ln_total);
-                acc[2] += w * (psi_pxq - psi_q + ln_gamma_param - ln_total);
-                acc[3] += w * (q / gamma - (p * x + q) / (gamma + m * x));
-            }
-            acc
-        });
-        let grad = [-gp * p / n, -gq * q / n, -gg * gamma / n];
-        Some((-ll / n, Some(grad)))
+        let (ll, [gp, gq, gg]) = gamma_gamma_objective(&scaled, p, q, gamma);
+        Some((-ll / n, Some([-gp * p / n, -gq * q / n, -gg * gamma / n])))
     };
     let found = minimize(objective, [0.0; 3], started + FIT_TIME_BUDGET).ok_or_else(|| ScoreError::NotIdentified {
         model: "gamma_gamma",
@@ -607,6 +783,7 @@ pub fn fit_gamma_gamma(spends: &[SpendHistory]) -> Result<FitReport<GammaGammaPa
         iterations: found.iterations,
         evaluations: found.evaluations,
         seconds: started.elapsed().as_secs_f64(),
+        std_errors: Vec::new(),
     })
 }
 

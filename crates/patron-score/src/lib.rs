@@ -31,7 +31,8 @@ pub mod special;
 pub use clv::{ClvConfig, DiscountSchedule, ScoreCache, ScoreInput, Scorer, Scores, discounted_purchases_if_alive};
 pub use fit::{
     CompressedHistories, FIT_TIME_BUDGET, FitReport, fit_gamma_gamma, fit_purchase_model,
-    fit_purchase_model_compressed, fit_purchase_model_within, purchase_log_likelihood,
+    fit_purchase_model_compressed, fit_purchase_model_within, gamma_gamma_std_errors, purchase_log_likelihood,
+    purchase_std_errors,
 };
 pub use gamma_gamma::{GammaGammaParams, SpendHistory};
 pub use purchase::{BetaGeoParams, History, ParetoParams, PurchaseModel, PurchaseParams};

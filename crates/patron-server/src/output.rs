@@ -32,30 +32,35 @@ pub(crate) fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<()> {
     })
 }
 
-/// `model_params.json`: `{"models":[{"model","params","log_likelihood","customers","time_unit"}, …]}`
+/// `model_params.json`: `{"models":[{"model","params","std_errors","log_likelihood","customers","time_unit"}, …]}`
 /// with every model that could be fitted; failures are listed under `failed`.
+/// `std_errors` has each parameter's standard error, null where the fit's
+/// observed information could not give one.
 pub(crate) fn model_params_json(fits: &ModelFits) -> Value {
     let unit = fits.time_unit.name();
+    let model = |name: &str, named: &[(&'static str, f64)], fit_ll: f64, customers: u64, std_errors: &[f64]| {
+        let params: serde_json::Map<String, Value> = named.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+        let errors: serde_json::Map<String, Value> =
+            named.iter().enumerate().map(|(i, (k, _))| ((*k).to_owned(), json!(std_errors.get(i)))).collect();
+        json!({"model": name, "params": params, "std_errors": errors, "log_likelihood": fit_ll,
+               "customers": customers, "time_unit": unit})
+    };
     let mut models = Vec::new();
     let mut failed = Vec::new();
-    for (model, fit) in &fits.purchase {
+    for (purchase_model, fit) in &fits.purchase {
         match fit {
-            Ok(f) => {
-                let params: serde_json::Map<String, Value> =
-                    f.params.named().iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
-                models.push(json!({"model": model.name(), "params": params, "log_likelihood": f.log_likelihood,
-                                   "customers": f.customers, "time_unit": unit}));
-            }
-            Err(e) => failed.push(json!({"model": model.name(), "error": e})),
+            Ok(f) => models.push(model(
+                purchase_model.name(),
+                &f.params.named(),
+                f.log_likelihood,
+                f.customers,
+                &f.std_errors,
+            )),
+            Err(e) => failed.push(json!({"model": purchase_model.name(), "error": e})),
         }
     }
     match &fits.gamma_gamma {
-        Ok(f) => {
-            let params: serde_json::Map<String, Value> =
-                f.params.named().iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
-            models.push(json!({"model": "gamma_gamma", "params": params, "log_likelihood": f.log_likelihood,
-                               "customers": f.customers, "time_unit": unit}));
-        }
+        Ok(f) => models.push(model("gamma_gamma", &f.params.named(), f.log_likelihood, f.customers, &f.std_errors)),
         Err(e) => failed.push(json!({"model": "gamma_gamma", "error": e})),
     }
     let mut out = json!({"models": models, "fitted_at": fits.fitted_at.to_rfc3339()});

@@ -589,6 +589,7 @@ struct ParamRow {
     log_likelihood: f64,
     customers: i64,
     fitted_at: i64,
+    std_error: Option<f64>,
 }
 
 /// `model_params`: one row per fitted parameter of every model.
@@ -600,31 +601,35 @@ pub(crate) fn model_params_table(shared: Shared) -> ComputedTable {
         Field::new("log_likelihood", DataType::Float64, true),
         Field::new("customers", DataType::Int64, true),
         Field::new("fitted_at", timestamp_type(), true),
+        // Appended by issue 18: from the fit's observed information (NULL where it gave none).
+        Field::new("std_error", DataType::Float64, true),
     ]));
     let rows = Arc::new(move || -> Result<Vec<ArrayRef>> {
         let models = shared.source.engine().models();
         let mut out: Vec<ParamRow> = Vec::new();
         if let Some(fits) = &models.fits {
             let at = fits.fitted_at.micros();
-            let mut push = |model: &str, named: &[(&'static str, f64)], log_likelihood: f64, customers: u64| {
-                for &(param, value) in named {
-                    out.push(ParamRow {
-                        model: model.to_owned(),
-                        param,
-                        value,
-                        log_likelihood,
-                        customers: customers as i64,
-                        fitted_at: at,
-                    });
-                }
-            };
+            let mut push =
+                |model: &str, named: &[(&'static str, f64)], log_likelihood: f64, customers: u64, errors: &[f64]| {
+                    for (i, &(param, value)) in named.iter().enumerate() {
+                        out.push(ParamRow {
+                            model: model.to_owned(),
+                            param,
+                            value,
+                            log_likelihood,
+                            customers: customers as i64,
+                            fitted_at: at,
+                            std_error: errors.get(i).copied(),
+                        });
+                    }
+                };
             for (model, fit) in &fits.purchase {
                 if let Ok(f) = fit {
-                    push(model.name(), &f.params.named(), f.log_likelihood, f.customers);
+                    push(model.name(), &f.params.named(), f.log_likelihood, f.customers, &f.std_errors);
                 }
             }
             if let Ok(f) = &fits.gamma_gamma {
-                push("gamma_gamma", &f.params.named(), f.log_likelihood, f.customers);
+                push("gamma_gamma", &f.params.named(), f.log_likelihood, f.customers, &f.std_errors);
             }
         }
         Ok(vec![
@@ -634,6 +639,7 @@ pub(crate) fn model_params_table(shared: Shared) -> ComputedTable {
             Arc::new(out.iter().map(|r| Some(r.log_likelihood)).collect::<Float64Array>()),
             Arc::new(out.iter().map(|r| Some(r.customers)).collect::<Int64Array>()),
             Arc::new(out.iter().map(|r| Some(r.fitted_at)).collect::<TimestampMicrosecondArray>()),
+            Arc::new(out.iter().map(|r| r.std_error).collect::<Float64Array>()),
         ])
     });
     ComputedTable { name: "model_params", schema, rows }

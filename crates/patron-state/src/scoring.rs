@@ -170,7 +170,12 @@ pub fn fit_models_on(
                 _ => patron_score::FIT_TIME_BUDGET,
             };
             let fit = match &compressed {
-                Ok(data) => fit_purchase_model_within(model, data, budget).map_err(|e| e.to_string()),
+                Ok(data) => fit_purchase_model_within(model, data, budget)
+                    .map(|mut fit| {
+                        fit.std_errors = patron_score::purchase_std_errors(&fit.params, data);
+                        fit
+                    })
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             (model, fit)
@@ -180,7 +185,12 @@ pub fn fit_models_on(
     ModelFits {
         time_unit,
         purchase,
-        gamma_gamma: fit_gamma_gamma(&spends).map_err(|e| e.to_string()),
+        gamma_gamma: fit_gamma_gamma(&spends)
+            .map(|mut fit| {
+                fit.std_errors = patron_score::gamma_gamma_std_errors(&fit.params, &spends);
+                fit
+            })
+            .map_err(|e| e.to_string()),
         mean_occasion_value,
         fitted_at: now,
     }

@@ -935,6 +935,7 @@ mod tests {
                 iterations: 33,
                 evaluations: 40,
                 seconds: 0.012,
+                std_errors: vec![0.0125, 0.378],
             }
         }
         let bg = patron_score::BetaGeoParams { r: 0.243, alpha: 4.414, a: 0.793, b: 2.426 };
