@@ -143,16 +143,7 @@ fn a_restart_and_an_offline_query_serve_the_rows_the_live_server_served() {
     restarted.kill_dash_nine();
 
     let sql = "SELECT * FROM customers ORDER BY customer_id";
-    let offline = patron_tests::patron(&[
-        "query",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--currency",
-        "USD",
-        "--format",
-        "json",
-        sql,
-    ]);
+    let offline = patron_tests::query_offline(&data, &["--currency", "USD"], "json", sql);
     assert!(offline.status.success(), "{}", patron_tests::transcript(&offline));
     let rows: Value = serde_json::from_slice(&offline.stdout).unwrap();
     let differences = row_differences(&served, rows.as_array().unwrap());

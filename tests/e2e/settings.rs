@@ -120,7 +120,7 @@ fn served_clv_follows_the_clv_section_and_equals_patron_score_with_the_same_file
     server.kill_dash_nine();
     let data = dir.path().join("data");
     let sql = "SELECT customer_id, clv FROM customers";
-    let offline = patron(&["query", "--data-dir", data.to_str().unwrap(), "--config", config, "--format", "json", sql]);
+    let offline = patron_tests::query_offline(&data, &["--config", config], "json", sql);
     assert!(offline.status.success(), "{}", transcript(&offline));
     let rows: Value = serde_json::from_slice(&offline.stdout).unwrap();
     let rows = rows.as_array().unwrap();

@@ -488,15 +488,7 @@ fn patron_query_prints_tables_csv_and_json_online_and_offline() {
     assert!(!refused.status.success() && text.contains("403") && text.contains("read-only"), "{text}");
     // Offline on the same data directory once the server is gone.
     server.kill_dash_nine();
-    let offline = patron_tests::patron(&[
-        "query",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--currency",
-        "USD",
-        "--format",
-        "csv",
-        "SELECT count(*) AS n FROM customers",
-    ]);
+    let offline =
+        patron_tests::query_offline(&data, &["--currency", "USD"], "csv", "SELECT count(*) AS n FROM customers");
     assert_eq!(String::from_utf8_lossy(&offline.stdout), "n\n2357\n", "{}", patron_tests::transcript(&offline));
 }

@@ -55,6 +55,15 @@ pub fn patron(args: &[&str]) -> Output {
     Command::new(patron_binary()).args(args).output().expect("patron runs")
 }
 
+/// `patron query --data-dir DATA [flags…] --format FORMAT SQL`: a query on a
+/// data directory offline (no server may hold it).
+pub fn query_offline(data: &Path, flags: &[&str], format: &str, sql: &str) -> Output {
+    let mut args = vec!["query", "--data-dir", data.to_str().expect("utf-8 path")];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["--format", format, sql]);
+    patron(&args)
+}
+
 /// Text of stdout and stderr together, for assertion messages.
 pub fn transcript(output: &Output) -> String {
     format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
