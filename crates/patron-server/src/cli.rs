@@ -238,10 +238,10 @@ pub(crate) struct QueryArgs {
     #[arg(long, value_name = "TOKEN", env = "PATRON_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
     /// Base currency of the data directory (offline only; default EUR, or
-    /// [currency] base in --config).
+    /// `[currency]` base in --config).
     #[arg(long, value_name = "CODE", requires = "data_dir")]
     pub(crate) currency: Option<String>,
-    /// The server's configuration file, for [clv] and [currency] (offline only).
+    /// The server's configuration file, for `[clv]` and `[currency]` (offline only).
     #[arg(long, value_name = "FILE", requires = "data_dir")]
     pub(crate) config: Option<PathBuf>,
 }
@@ -332,7 +332,7 @@ pub(crate) struct DemoArgs {
 #[command(after_help = "Example:\n  patron serve --data-dir ./patron-data --http 127.0.0.1:8080\n  \
     curl -s localhost:8080/v1/events -H 'content-type: application/x-ndjson' --data-binary @events.ndjson")]
 pub(crate) struct ServeArgs {
-    /// Configuration file (auth tokens, TLS, [clv], [currency]); see the README.
+    /// Configuration file (auth tokens, TLS, `[clv]`, `[currency]`); see the README.
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
     /// Directory of the write-ahead log.
@@ -356,8 +356,8 @@ pub(crate) struct ServeArgs {
     /// SQL queries running at once (more wait up to 5 s, then get an error).
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub(crate) sql_concurrency: usize,
-    /// Base currency of the engine (default EUR, or [currency] base in
-    /// --config); events in a currency without a [currency.rates] line are rejected.
+    /// Base currency of the engine (default EUR, or `[currency]` base in
+    /// --config); events in a currency without a `[currency.rates]` line are rejected.
     #[arg(long, value_name = "CODE")]
     pub(crate) currency: Option<String>,
     /// Purchase model for p_alive, churn_risk, expected_orders_90d and clv.
@@ -533,21 +533,21 @@ pub(crate) struct ScoreArgs {
     #[arg(long, value_enum, default_value = "mbgnbd")]
     pub(crate) model: ModelArg,
     /// Base currency: the currency of every output, and of a CSV or Parquet
-    /// file's amounts (default EUR, or [currency] base in --config). NDJSON
-    /// events say their own currency and are converted with [currency.rates].
+    /// file's amounts (default EUR, or `[currency]` base in --config). NDJSON
+    /// events say their own currency and are converted with `[currency.rates]`.
     #[arg(long, value_name = "CODE")]
     pub(crate) currency: Option<String>,
-    /// A server configuration file: its [clv] and [currency] sections are
-    /// used (the flags below override [clv]), so scores match the server's.
+    /// A server configuration file: its `[clv]` and `[currency]` sections are
+    /// used (the flags below override `[clv]`), so scores match the server's.
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
-    /// CLV horizon in days (default 365, or [clv] horizon_days).
+    /// CLV horizon in days (default 365, or `[clv]` horizon_days).
     #[arg(long, value_name = "DAYS")]
     pub(crate) horizon_days: Option<f64>,
-    /// Annual discount rate for CLV (default 0.10, or [clv] annual_discount_rate).
+    /// Annual discount rate for CLV (default 0.10, or `[clv]` annual_discount_rate).
     #[arg(long, value_name = "RATE")]
     pub(crate) discount_rate: Option<f64>,
-    /// Margin as a share of revenue, for CLV (default 1, or [clv] margin).
+    /// Margin as a share of revenue, for CLV (default 1, or `[clv]` margin).
     #[arg(long, value_name = "SHARE")]
     pub(crate) margin: Option<f64>,
     /// How many top customers by CLV to print.
