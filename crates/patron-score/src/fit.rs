@@ -30,7 +30,8 @@ pub struct FitReport<P> {
     pub log_likelihood: f64,
     /// Customers the fit used.
     pub customers: u64,
-    /// Distinct histories after compression.
+    /// Distinct histories after compression (for Gamma-Gamma, the distinct
+    /// repeat counts: its Γ terms are summed once per count).
     pub distinct_histories: usize,
     /// Optimiser iterations.
     pub iterations: usize,
@@ -150,12 +151,12 @@ pub fn purchase_std_errors(params: &PurchaseParams, data: &CompressedHistories) 
 /// information at `params` (the fit on `spends`): central differences of the
 /// analytic gradient, 6 gradients. Empty when the Hessian is not positive definite.
 pub fn gamma_gamma_std_errors(params: &GammaGammaParams, spends: &[SpendHistory]) -> Vec<f64> {
-    let rows = compress_spends(spends);
+    let table = SpendTable::new(spends, 1.0);
     let theta = [params.p, params.q, params.gamma];
     hessian_from_gradient(
         |phi| {
             let [p, q, gamma] = phi.map(f64::exp);
-            let (_, g) = gamma_gamma_objective(&rows, p, q, gamma);
+            let (_, g) = table.objective(p, q, gamma);
             Some([-g[0] * p, -g[1] * q, -g[2] * gamma])
         },
         &theta.map(f64::ln),
@@ -704,67 +705,119 @@ fn fit_compressed(
     })
 }
 
-/// The informative spends (a repeat occasion, positive mean value) as
-/// distinct (x, mean value) rows with their counts, sorted.
-fn compress_spends(spends: &[SpendHistory]) -> Vec<(SpendHistory, f64)> {
-    let mut keys: Vec<(u32, u64)> = spends
-        .iter()
-        .filter(|s| s.is_informative())
-        .map(|s| (s.repeat_occasions, s.mean_repeat_value.to_bits()))
-        .collect();
-    keys.par_sort_unstable();
-    let mut rows: Vec<(SpendHistory, f64)> = Vec::new();
-    for (x, bits) in keys {
-        match rows.last_mut() {
-            Some((s, w)) if s.repeat_occasions == x && s.mean_repeat_value.to_bits() == bits => *w += 1.0,
-            _ => rows.push((SpendHistory { repeat_occasions: x, mean_repeat_value: f64::from_bits(bits) }, 1.0)),
-        }
-    }
-    rows
+/// The informative spends (a repeat occasion, positive mean value) in the
+/// form Gamma-Gamma's likelihood needs, so that an evaluation costs one
+/// logarithm and one division per customer. With x repeats and mean value m,
+/// one customer's log-density is
+/// lnΓ(px+q) − lnΓ(px) − lnΓ(q) + q ln γ + (px−1) ln m + px ln x − (px+q) ln(γ + mx):
+/// the Γ terms depend on x alone and are summed once per distinct x, and the
+/// ln m, ln x terms are linear in p, so their sums are taken once here.
+#[derive(Clone, Debug, Default)]
+struct SpendTable {
+    /// x of each customer.
+    repeats: Vec<f64>,
+    /// Each customer's total repeat spend, m·x (scaled by `scale`).
+    totals: Vec<f64>,
+    /// Distinct x with the number of customers that have it.
+    per_repeats: Vec<(f64, f64)>,
+    /// Σ x (ln m + ln x), with m scaled.
+    linear_in_p: f64,
+    /// Σ ln m, with m scaled.
+    sum_ln_mean: f64,
+    /// Customers.
+    customers: f64,
 }
 
-/// Gamma-Gamma's total log-likelihood over weighted `rows` and its gradient
-/// with respect to (p, q, γ).
-fn gamma_gamma_objective(rows: &[(SpendHistory, f64)], p: f64, q: f64, gamma: f64) -> (f64, [f64; 3]) {
-    let (psi_q, ln_gamma_param) = (digamma(q), gamma.ln());
-    let [ll, gp, gq, gg] = chunked_sum(rows.len(), |range| {
-        let mut acc = [0.0; 4];
-        for (s, w) in &rows[range] {
-            let x = f64::from(s.repeat_occasions);
-            let m = s.mean_repeat_value;
-            let psi_pxq = digamma(p * x + q);
-            let ln_total = (gamma + m * x).ln();
-            acc[0] += w * GammaGammaParams { p, q, gamma }.log_likelihood(*s);
-            acc[1] += w * x * (psi_pxq - digamma(p * x) + m.ln() + x.ln() - ln_total);
-            acc[2] += w * (psi_pxq - psi_q + ln_gamma_param - ln_total);
-            acc[3] += w * (q / gamma - (p * x + q) / (gamma + m * x));
+impl SpendTable {
+    /// The informative spends, with every mean divided by `scale`.
+    fn new(spends: &[SpendHistory], scale: f64) -> Self {
+        let informative: Vec<(f64, f64)> = spends
+            .iter()
+            .filter(|s| s.is_informative())
+            .map(|s| (f64::from(s.repeat_occasions), s.mean_repeat_value / scale))
+            .collect();
+        let mut counts = std::collections::BTreeMap::<u64, f64>::new();
+        for &(x, _) in &informative {
+            *counts.entry(x as u64).or_default() += 1.0;
         }
-        acc
-    });
-    (ll, [gp, gq, gg])
+        let [linear_in_p, sum_ln_mean] = chunked_sum(informative.len(), |range| {
+            informative[range]
+                .iter()
+                .fold([0.0, 0.0], |[linear, logs], &(x, m)| [linear + x * (m.ln() + x.ln()), logs + m.ln()])
+        });
+        Self {
+            repeats: informative.iter().map(|&(x, _)| x).collect(),
+            totals: informative.iter().map(|&(x, m)| x * m).collect(),
+            per_repeats: counts.into_iter().map(|(x, w)| (x as f64, w)).collect(),
+            linear_in_p,
+            sum_ln_mean,
+            customers: informative.len() as f64,
+        }
+    }
+
+    /// Whether two customers differ in (x, m): one alone cannot identify the model.
+    fn has_two_distinct_customers(&self) -> bool {
+        let first = self.repeats.first().zip(self.totals.first());
+        self.repeats.iter().zip(&self.totals).any(|pair| Some(pair) != first)
+    }
+
+    /// Total log-likelihood and its gradient with respect to (p, q, γ).
+    fn objective(&self, p: f64, q: f64, gamma: f64) -> (f64, [f64; 3]) {
+        let n = self.customers;
+        let (mut ll, mut gp, mut gq) = (0.0, 0.0, 0.0);
+        for &(x, w) in &self.per_repeats {
+            ll += w * (ln_gamma(p * x + q) - ln_gamma(p * x));
+            let psi_pxq = digamma(p * x + q);
+            gp += w * x * (psi_pxq - digamma(p * x));
+            gq += w * psi_pxq;
+        }
+        let ln_g = gamma.ln();
+        ll += n * (q * ln_g - ln_gamma(q)) + p * self.linear_in_p - self.sum_ln_mean;
+        gp += self.linear_in_p;
+        gq += n * (ln_g - digamma(q));
+        let mut gg = n * q / gamma;
+        // Σ (px+q) ln(γ+s), Σ x ln(γ+s), Σ ln(γ+s), Σ (px+q)/(γ+s).
+        let [weighted_ln, x_ln, plain_ln, weighted_inverse] = chunked_sum(self.repeats.len(), |range| {
+            let mut acc = [0.0; 4];
+            for (&x, &total) in self.repeats[range.clone()].iter().zip(&self.totals[range]) {
+                let (ln, shape) = ((gamma + total).ln(), p * x + q);
+                acc[0] += shape * ln;
+                acc[1] += x * ln;
+                acc[2] += ln;
+                acc[3] += shape / (gamma + total);
+            }
+            acc
+        });
+        ll -= weighted_ln;
+        gp -= x_ln;
+        gq -= plain_ln;
+        gg -= weighted_inverse;
+        (ll, [gp, gq, gg])
+    }
 }
 
 /// Fits the Gamma-Gamma spend model on the informative customers (at least one
 /// repeat occasion, positive mean repeat value); others are ignored.
 pub fn fit_gamma_gamma(spends: &[SpendHistory]) -> Result<FitReport<GammaGammaParams>> {
     let started = Instant::now();
-    let rows = compress_spends(spends);
-    if rows.len() < 2 {
+    // Spends are fitted in units of their mean, so the optimiser starts near
+    // the answer whatever the currency.
+    let (count, sum) = spends
+        .iter()
+        .filter(|s| s.is_informative())
+        .fold((0usize, 0.0), |(count, sum), s| (count + 1, sum + s.mean_repeat_value));
+    let spend_scale = if count > 0 { sum / count as f64 } else { 1.0 };
+    let table = SpendTable::new(spends, spend_scale);
+    if !table.has_two_distinct_customers() {
         return Err(ScoreError::NotIdentified {
             model: "gamma_gamma",
-            detail: format!("needs at least two distinct repeat customers with positive spend, found {}", rows.len()),
+            detail: format!("needs at least two distinct repeat customers with positive spend, found {}", count.min(1)),
         });
     }
-    let customers = rows.iter().map(|(_, w)| w).sum::<f64>() as u64;
-    let n = customers as f64;
-    let spend_scale = rows.iter().map(|(s, w)| s.mean_repeat_value * w).sum::<f64>() / n;
-    let scaled: Vec<(SpendHistory, f64)> = rows
-        .iter()
-        .map(|(s, w)| (SpendHistory { mean_repeat_value: s.mean_repeat_value / spend_scale, ..*s }, *w))
-        .collect();
+    let (customers, n) = (table.repeats.len() as u64, table.customers);
     let objective = |theta: &[f64; 3], _want_gradient: bool| -> Option<(f64, Option<[f64; 3]>)> {
         let [p, q, gamma] = theta.map(f64::exp);
-        let (ll, [gp, gq, gg]) = gamma_gamma_objective(&scaled, p, q, gamma);
+        let (ll, [gp, gq, gg]) = table.objective(p, q, gamma);
         Some((-ll / n, Some([-gp * p / n, -gq * q / n, -gg * gamma / n])))
     };
     let found = minimize(objective, [0.0; 3], started + FIT_TIME_BUDGET).ok_or_else(|| ScoreError::NotIdentified {
@@ -774,12 +827,13 @@ pub fn fit_gamma_gamma(spends: &[SpendHistory]) -> Result<FitReport<GammaGammaPa
     check_identified("gamma_gamma", &["p", "q", "gamma"], &found)?;
     let [p, q, gamma_scaled] = found.point.map(f64::exp);
     let params = GammaGammaParams { p, q, gamma: gamma_scaled * spend_scale };
-    let log_likelihood: f64 = rows.iter().map(|(s, w)| w * params.log_likelihood(*s)).sum();
+    // The density of a mean spend m is that of m / scale, divided by scale.
+    let log_likelihood = table.objective(p, q, gamma_scaled).0 - n * spend_scale.ln();
     Ok(FitReport {
         params,
         log_likelihood,
         customers,
-        distinct_histories: rows.len(),
+        distinct_histories: table.per_repeats.len(),
         iterations: found.iterations,
         evaluations: found.evaluations,
         seconds: started.elapsed().as_secs_f64(),
@@ -790,6 +844,33 @@ pub fn fit_gamma_gamma(spends: &[SpendHistory]) -> Result<FitReport<GammaGammaPa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gamma_gamma_gradient_and_value_match_the_per_customer_density() {
+        let spends: Vec<SpendHistory> = (0..500u32)
+            .map(|i| SpendHistory { repeat_occasions: 1 + i % 7, mean_repeat_value: 5.0 + f64::from(i % 37) * 1.3 })
+            .chain([SpendHistory { repeat_occasions: 0, mean_repeat_value: 0.0 }])
+            .collect();
+        let table = SpendTable::new(&spends, 1.0);
+        let (p, q, gamma) = (2.5, 3.1, 12.0);
+        let (ll, gradient) = table.objective(p, q, gamma);
+        let direct: f64 = spends
+            .iter()
+            .filter(|s| s.is_informative())
+            .map(|s| GammaGammaParams { p, q, gamma }.log_likelihood(*s))
+            .sum();
+        assert!((ll - direct).abs() < 1e-9 * direct.abs(), "{ll} vs {direct}");
+        let h = 1e-6;
+        let at = |p, q, gamma| table.objective(p, q, gamma).0;
+        let numeric = [
+            (at(p + h, q, gamma) - at(p - h, q, gamma)) / (2.0 * h),
+            (at(p, q + h, gamma) - at(p, q - h, gamma)) / (2.0 * h),
+            (at(p, q, gamma + h) - at(p, q, gamma - h)) / (2.0 * h),
+        ];
+        for (analytic, numeric) in gradient.iter().zip(numeric) {
+            assert!((analytic - numeric).abs() < 1e-5 * numeric.abs().max(1.0), "{analytic} vs {numeric}");
+        }
+    }
 
     #[test]
     fn analytic_gradient_matches_finite_differences() {
