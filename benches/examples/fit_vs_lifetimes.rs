@@ -89,7 +89,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         "{{\"customers\": {n}, \"runs\": {runs}, \"threads\": {threads},\n \
          \"bgnbd\": {{\"r\": {r:e}, \"alpha\": {alpha:e}, \"a\": {a:e}, \"b\": {b:e}, \"log_likelihood\": {ll:e}, \"seconds\": {fit_s}}},\n \
          \"gamma_gamma\": {{\"p\": {p:e}, \"q\": {q:e}, \"v\": {v:e}, \"customers\": {ggn}, \"seconds\": {gg_s}}},\n \
-         \"clv_12_months\": {{\"monthly_discount_rate\": {MONTHLY_DISCOUNT}, \"month_days\": 30, \"seconds\": {clv_s}, \"note\": \"score_all also computes P(alive) and expected orders in 90 days\"}}}}\n",
+         \"clv_12_months\": {{\"monthly_discount_rate\": {MONTHLY_DISCOUNT}, \"month_days\": 30, \"seconds\": {clv_s}, \"note\": \"score_all also computes P(alive), expected orders in 90 and 365 days, the 30-day purchase probability and the next order date\"}}}}\n",
         threads = rayon::current_num_threads(),
         r = bg.r,
         alpha = bg.alpha,
