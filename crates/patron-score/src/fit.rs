@@ -30,8 +30,7 @@ pub struct FitReport<P> {
     pub log_likelihood: f64,
     /// Customers the fit used.
     pub customers: u64,
-    /// Distinct histories after compression (for Gamma-Gamma, the distinct
-    /// repeat counts: its Γ terms are summed once per count).
+    /// Distinct histories after compression.
     pub distinct_histories: usize,
     /// Optimiser iterations.
     pub iterations: usize,
@@ -151,7 +150,7 @@ pub fn purchase_std_errors(params: &PurchaseParams, data: &CompressedHistories) 
 /// information at `params` (the fit on `spends`): central differences of the
 /// analytic gradient, 6 gradients. Empty when the Hessian is not positive definite.
 pub fn gamma_gamma_std_errors(params: &GammaGammaParams, spends: &[SpendHistory]) -> Vec<f64> {
-    let table = SpendTable::new(spends, 1.0);
+    let table = SpendTable::new(spends);
     let theta = [params.p, params.q, params.gamma];
     hessian_from_gradient(
         |phi| {
@@ -712,12 +711,16 @@ fn fit_compressed(
 /// lnΓ(px+q) − lnΓ(px) − lnΓ(q) + q ln γ + (px−1) ln m + px ln x − (px+q) ln(γ + mx):
 /// the Γ terms depend on x alone and are summed once per distinct x, and the
 /// ln m, ln x terms are linear in p, so their sums are taken once here.
+/// Rows are the distinct (x, m) in sorted order with their counts, so the
+/// sums, and the fit, do not depend on the order of the input.
 #[derive(Clone, Debug, Default)]
 struct SpendTable {
-    /// x of each customer.
+    /// x of each distinct row.
     repeats: Vec<f64>,
-    /// Each customer's total repeat spend, m·x (scaled by `scale`).
+    /// Each row's total repeat spend, m·x (scaled by `scale`).
     totals: Vec<f64>,
+    /// Customers with that row.
+    weights: Vec<f64>,
     /// Distinct x with the number of customers that have it.
     per_repeats: Vec<(f64, f64)>,
     /// Σ x (ln m + ln x), with m scaled.
@@ -729,30 +732,62 @@ struct SpendTable {
 }
 
 impl SpendTable {
-    /// The informative spends, with every mean divided by `scale`.
-    fn new(spends: &[SpendHistory], scale: f64) -> Self {
-        let informative: Vec<(f64, f64)> = spends
+    /// The informative spends.
+    fn new(spends: &[SpendHistory]) -> Self {
+        let mut keys: Vec<(u32, u64)> = spends
             .iter()
             .filter(|s| s.is_informative())
-            .map(|s| (f64::from(s.repeat_occasions), s.mean_repeat_value / scale))
+            .map(|s| (s.repeat_occasions, s.mean_repeat_value.to_bits()))
             .collect();
-        let mut counts = std::collections::BTreeMap::<u64, f64>::new();
-        for &(x, _) in &informative {
-            *counts.entry(x as u64).or_default() += 1.0;
+        keys.par_sort_unstable();
+        let mut rows: Vec<(u32, u64, f64)> = Vec::new();
+        for (x, bits) in keys {
+            match rows.last_mut() {
+                Some((last_x, last_bits, w)) if *last_x == x && *last_bits == bits => *w += 1.0,
+                _ => rows.push((x, bits, 1.0)),
+            }
         }
-        let [linear_in_p, sum_ln_mean] = chunked_sum(informative.len(), |range| {
-            informative[range]
-                .iter()
-                .fold([0.0, 0.0], |[linear, logs], &(x, m)| [linear + x * (m.ln() + x.ln()), logs + m.ln()])
+        let mut per_repeats: Vec<(f64, f64)> = Vec::new();
+        for &(x, _, w) in &rows {
+            match per_repeats.last_mut() {
+                Some((last, total)) if *last == f64::from(x) => *total += w,
+                _ => per_repeats.push((f64::from(x), w)),
+            }
+        }
+        let mean = f64::from_bits;
+        let [linear_in_p, sum_ln_mean] = chunked_sum(rows.len(), |range| {
+            rows[range].iter().fold([0.0, 0.0], |[linear, logs], &(x, bits, w)| {
+                let (x, m) = (f64::from(x), mean(bits));
+                [linear + w * x * (m.ln() + x.ln()), logs + w * m.ln()]
+            })
         });
         Self {
-            repeats: informative.iter().map(|&(x, _)| x).collect(),
-            totals: informative.iter().map(|&(x, m)| x * m).collect(),
-            per_repeats: counts.into_iter().map(|(x, w)| (x as f64, w)).collect(),
+            repeats: rows.iter().map(|&(x, ..)| f64::from(x)).collect(),
+            totals: rows.iter().map(|&(x, bits, _)| f64::from(x) * mean(bits)).collect(),
+            weights: rows.iter().map(|&(.., w)| w).collect(),
+            per_repeats,
             linear_in_p,
             sum_ln_mean,
-            customers: informative.len() as f64,
+            customers: rows.iter().map(|&(.., w)| w).sum(),
         }
+    }
+
+    /// The same spends in units of `scale`: totals divided, and the sums of
+    /// logarithms shifted by ln(scale).
+    fn rescaled(&self, scale: f64) -> Self {
+        let repeats_total: f64 = self.repeats.iter().zip(&self.weights).map(|(x, w)| x * w).sum();
+        Self {
+            totals: self.totals.iter().map(|t| t / scale).collect(),
+            linear_in_p: self.linear_in_p - scale.ln() * repeats_total,
+            sum_ln_mean: self.sum_ln_mean - scale.ln() * self.customers,
+            ..self.clone()
+        }
+    }
+
+    /// Mean of the customers' mean spends, summed in the table's order.
+    fn mean_spend(&self) -> f64 {
+        let sum: f64 = self.repeats.iter().zip(&self.totals).zip(&self.weights).map(|((x, t), w)| w * t / x).sum();
+        sum / self.customers
     }
 
     /// Whether two customers differ in (x, m): one alone cannot identify the model.
@@ -779,12 +814,13 @@ impl SpendTable {
         // Σ (px+q) ln(γ+s), Σ x ln(γ+s), Σ ln(γ+s), Σ (px+q)/(γ+s).
         let [weighted_ln, x_ln, plain_ln, weighted_inverse] = chunked_sum(self.repeats.len(), |range| {
             let mut acc = [0.0; 4];
-            for (&x, &total) in self.repeats[range.clone()].iter().zip(&self.totals[range]) {
+            let rows = self.repeats[range.clone()].iter().zip(&self.totals[range.clone()]).zip(&self.weights[range]);
+            for ((&x, &total), &w) in rows {
                 let (ln, shape) = ((gamma + total).ln(), p * x + q);
-                acc[0] += shape * ln;
-                acc[1] += x * ln;
-                acc[2] += ln;
-                acc[3] += shape / (gamma + total);
+                acc[0] += w * shape * ln;
+                acc[1] += w * x * ln;
+                acc[2] += w * ln;
+                acc[3] += w * shape / (gamma + total);
             }
             acc
         });
@@ -802,19 +838,19 @@ pub fn fit_gamma_gamma(spends: &[SpendHistory]) -> Result<FitReport<GammaGammaPa
     let started = Instant::now();
     // Spends are fitted in units of their mean, so the optimiser starts near
     // the answer whatever the currency.
-    let (count, sum) = spends
-        .iter()
-        .filter(|s| s.is_informative())
-        .fold((0usize, 0.0), |(count, sum), s| (count + 1, sum + s.mean_repeat_value));
-    let spend_scale = if count > 0 { sum / count as f64 } else { 1.0 };
-    let table = SpendTable::new(spends, spend_scale);
-    if !table.has_two_distinct_customers() {
+    let unscaled = SpendTable::new(spends);
+    if !unscaled.has_two_distinct_customers() {
         return Err(ScoreError::NotIdentified {
             model: "gamma_gamma",
-            detail: format!("needs at least two distinct repeat customers with positive spend, found {}", count.min(1)),
+            detail: format!(
+                "needs at least two distinct repeat customers with positive spend, found {}",
+                unscaled.repeats.len()
+            ),
         });
     }
-    let (customers, n) = (table.repeats.len() as u64, table.customers);
+    let spend_scale = unscaled.mean_spend();
+    let table = unscaled.rescaled(spend_scale);
+    let (customers, n) = (table.customers as u64, table.customers);
     let objective = |theta: &[f64; 3], _want_gradient: bool| -> Option<(f64, Option<[f64; 3]>)> {
         let [p, q, gamma] = theta.map(f64::exp);
         let (ll, [gp, gq, gg]) = table.objective(p, q, gamma);
@@ -833,7 +869,7 @@ pub fn fit_gamma_gamma(spends: &[SpendHistory]) -> Result<FitReport<GammaGammaPa
         params,
         log_likelihood,
         customers,
-        distinct_histories: table.per_repeats.len(),
+        distinct_histories: table.repeats.len(),
         iterations: found.iterations,
         evaluations: found.evaluations,
         seconds: started.elapsed().as_secs_f64(),
@@ -851,7 +887,7 @@ mod tests {
             .map(|i| SpendHistory { repeat_occasions: 1 + i % 7, mean_repeat_value: 5.0 + f64::from(i % 37) * 1.3 })
             .chain([SpendHistory { repeat_occasions: 0, mean_repeat_value: 0.0 }])
             .collect();
-        let table = SpendTable::new(&spends, 1.0);
+        let table = SpendTable::new(&spends);
         let (p, q, gamma) = (2.5, 3.1, 12.0);
         let (ll, gradient) = table.objective(p, q, gamma);
         let direct: f64 = spends

@@ -208,6 +208,23 @@ fn standard_errors_on_cdnow_match_lifetimes_to_one_percent() {
     assert!(errors.len() == 4 && errors.iter().all(|se| se.is_finite() && *se > 0.0), "{errors:?}");
 }
 
+/// The engine fits spends in shard order, `patron score` in file order: the
+/// Gamma-Gamma fit must be the same bit for bit (it was not once its
+/// likelihood summed customers in input order).
+#[test]
+fn regression_the_gamma_gamma_fit_does_not_depend_on_the_order_of_customers() {
+    let spends: Vec<SpendHistory> = rows("cdnow/cdnow_customers_summary_with_transactions.csv")
+        .iter()
+        .map(|r| SpendHistory { repeat_occasions: num(r, "x") as u32, mean_repeat_value: num(r, "zbar") })
+        .collect();
+    let mut shuffled = spends.clone();
+    shuffled.reverse();
+    shuffled.rotate_left(1234);
+    let (a, b) = (patron_score::fit_gamma_gamma(&spends).unwrap(), patron_score::fit_gamma_gamma(&shuffled).unwrap());
+    assert_eq!(a.params, b.params);
+    assert_eq!(a.log_likelihood.to_bits(), b.log_likelihood.to_bits());
+}
+
 /// Fitting the same summary lifetimes fitted must give lifetimes' optimum.
 #[test]
 fn fits_on_the_cdnow_summary_reproduce_lifetimes() {
