@@ -43,7 +43,9 @@ fn likelihood_and_fit(c: &mut Criterion) {
         group.bench_function(format!("{model}_1m"), |b| b.iter(|| fit_purchase_model(model, black_box(&histories))));
     }
     let fitted = fit_purchase_model(PurchaseModel::BgNbd, &histories).expect("the bench population fits").params;
-    group.bench_function("bgnbd_1m_std_errors", |b| b.iter(|| purchase_std_errors(black_box(&fitted), &compressed)));
+    group.bench_function("bgnbd_1m_std_errors", |b| {
+        b.iter(|| purchase_std_errors(black_box(&fitted), &compressed, patron_score::FIT_TIME_BUDGET))
+    });
     group.finish();
 }
 

@@ -117,8 +117,12 @@ fn hessian_from_value<const N: usize>(
 /// which should be the maximum-likelihood fit on `data`: the Hessian by
 /// central differences of the analytic gradient (BG/NBD, MBG/NBD: 8
 /// gradients) or of the value (Pareto/NBD: 33 values). Empty when that
-/// Hessian is not positive definite.
-pub fn purchase_std_errors(params: &PurchaseParams, data: &CompressedHistories) -> Vec<f64> {
+/// Hessian is not positive definite, or when the evaluations run past
+/// `budget` (a Pareto/NBD likelihood can take seconds on degenerate data,
+/// and a refit must not stall on its errors any more than on its fit).
+pub fn purchase_std_errors(params: &PurchaseParams, data: &CompressedHistories, budget: Duration) -> Vec<f64> {
+    let deadline = Instant::now() + budget;
+    let in_time = || Instant::now() < deadline;
     let theta: [f64; 4] = params.named().map(|(_, v)| v);
     let phi = theta.map(f64::ln);
     let hessian = match params {
@@ -127,6 +131,7 @@ pub fn purchase_std_errors(params: &PurchaseParams, data: &CompressedHistories) 
             hessian_from_gradient(
                 |phi| {
                     let [r, alpha, a, b] = phi.map(f64::exp);
+                    in_time().then_some(())?;
                     let (_, g) = beta_geo_objective(data, &BetaGeoParams { r, alpha, a, b }, modified);
                     Some([-g[0] * r, -g[1] * alpha, -g[2] * a, -g[3] * b])
                 },
@@ -136,6 +141,7 @@ pub fn purchase_std_errors(params: &PurchaseParams, data: &CompressedHistories) 
         PurchaseParams::ParetoNbd(_) => hessian_from_value(
             |phi| {
                 let [r, alpha, s, beta] = phi.map(f64::exp);
+                in_time().then_some(())?;
                 purchase_log_likelihood(&PurchaseParams::ParetoNbd(ParetoParams { r, alpha, s, beta }), data)
                     .ok()
                     .map(|ll| -ll)

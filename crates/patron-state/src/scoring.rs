@@ -172,7 +172,7 @@ pub fn fit_models_on(
             let fit = match &compressed {
                 Ok(data) => fit_purchase_model_within(model, data, budget)
                     .map(|mut fit| {
-                        fit.std_errors = patron_score::purchase_std_errors(&fit.params, data);
+                        fit.std_errors = patron_score::purchase_std_errors(&fit.params, data, budget);
                         fit
                     })
                     .map_err(|e| e.to_string()),
