@@ -20,7 +20,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use patron_benches::{customers, histories, scorer};
 use patron_score::{
     CompressedHistories, PurchaseModel, PurchaseParams, SegmentConfig, SegmentInput, fit_purchase_model,
-    purchase_log_likelihood, purchase_std_errors, segment_population,
+    purchase_log_likelihood, purchase_uncertainty, segment_population,
 };
 
 // mimalloc, as in the binary, so allocation costs match production.
@@ -44,7 +44,7 @@ fn likelihood_and_fit(c: &mut Criterion) {
     }
     let fitted = fit_purchase_model(PurchaseModel::BgNbd, &histories).expect("the bench population fits").params;
     group.bench_function("bgnbd_1m_std_errors", |b| {
-        b.iter(|| purchase_std_errors(black_box(&fitted), &compressed, patron_score::FIT_TIME_BUDGET))
+        b.iter(|| purchase_uncertainty(black_box(&fitted), &compressed, patron_score::FIT_TIME_BUDGET))
     });
     group.finish();
 }

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `patron` binary on real files.
 
+mod backtest;
 mod batch_cdnow;
 mod batch_inputs;
 mod customer_views;

@@ -219,6 +219,16 @@ impl Scorer {
         &self.purchase
     }
 
+    /// The Gamma-Gamma parameters in use (`None`: the fallback order value).
+    pub fn spend(&self) -> Option<GammaGammaParams> {
+        self.spend
+    }
+
+    /// The same scorer with other purchase parameters (in this scorer's time unit).
+    pub(crate) fn with_purchase(&self, purchase: PurchaseParams) -> Self {
+        Self { purchase, ..self.clone() }
+    }
+
     fn history(&self, input: &ScoreInput) -> History {
         History::new(
             input.frequency,

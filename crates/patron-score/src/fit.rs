@@ -47,15 +47,42 @@ pub struct FitReport<P> {
     /// the parameters down), or for fits kept from before standard errors existed.
     #[serde(default)]
     pub std_errors: Vec<f64>,
+    /// Covariance matrix of the logarithms of the parameters (same order,
+    /// row-major, N × N): the inverse of that Hessian in log-parameters. The
+    /// CLV intervals propagate it. Empty exactly when `std_errors` is.
+    #[serde(default)]
+    pub log_covariance: Vec<f64>,
 }
 
-/// Standard errors of θ = e^φ from `hessian`, the Hessian of the total
-/// negative log-likelihood in log-parameters φ at the optimum: inverted,
-/// then the delta method se(θᵢ) = θᵢ √(H⁻¹)ᵢᵢ. `None` if the Hessian is not
-/// positive definite.
-fn std_errors_from_hessian<const N: usize>(hessian: [[f64; N]; N], theta: &[f64; N]) -> Option<[f64; N]> {
-    let covariance = invert_positive_definite(hessian)?;
-    Some(std::array::from_fn(|i| theta[i] * covariance[i][i].sqrt()))
+impl<P> FitReport<P> {
+    /// The fit with the standard errors and covariance of `uncertainty`.
+    pub fn with_uncertainty(mut self, uncertainty: Uncertainty) -> Self {
+        self.std_errors = uncertainty.std_errors;
+        self.log_covariance = uncertainty.log_covariance;
+        self
+    }
+}
+
+/// What the observed information says about fitted parameters; both empty
+/// when the Hessian is not positive definite or could not be computed in time.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Uncertainty {
+    /// Standard error of each parameter.
+    pub std_errors: Vec<f64>,
+    /// Covariance of the parameters' logarithms, row-major N × N.
+    pub log_covariance: Vec<f64>,
+}
+
+/// The uncertainty of θ = e^φ from `hessian`, the Hessian of the total
+/// negative log-likelihood in log-parameters φ at the optimum: inverted into
+/// the covariance of φ, then the delta method se(θᵢ) = θᵢ √(H⁻¹)ᵢᵢ. Empty
+/// if the Hessian is not positive definite.
+fn uncertainty_from_hessian<const N: usize>(hessian: Option<[[f64; N]; N]>, theta: &[f64; N]) -> Uncertainty {
+    let Some(covariance) = hessian.and_then(invert_positive_definite) else { return Uncertainty::default() };
+    Uncertainty {
+        std_errors: (0..N).map(|i| theta[i] * covariance[i][i].sqrt()).collect(),
+        log_covariance: covariance.iter().flatten().copied().collect(),
+    }
 }
 
 /// Step of the central differences in log-parameters.
@@ -112,15 +139,15 @@ fn hessian_from_value<const N: usize>(
     Some(hessian)
 }
 
-/// Standard errors of a purchase model's parameters on `data` (in the order
-/// of [`PurchaseParams::named`]), from the observed information at `params`,
+/// Standard errors and log-covariance of a purchase model's parameters on
+/// `data` (in the order of [`PurchaseParams::named`]), from the observed information at `params`,
 /// which should be the maximum-likelihood fit on `data`: the Hessian by
 /// central differences of the analytic gradient (BG/NBD, MBG/NBD: 8
 /// gradients) or of the value (Pareto/NBD: 33 values). Empty when that
 /// Hessian is not positive definite, or when the evaluations run past
 /// `budget` (a Pareto/NBD likelihood can take seconds on degenerate data,
 /// and a refit must not stall on its errors any more than on its fit).
-pub fn purchase_std_errors(params: &PurchaseParams, data: &CompressedHistories, budget: Duration) -> Vec<f64> {
+pub fn purchase_uncertainty(params: &PurchaseParams, data: &CompressedHistories, budget: Duration) -> Uncertainty {
     let deadline = Instant::now() + budget;
     let in_time = || Instant::now() < deadline;
     let theta: [f64; 4] = params.named().map(|(_, v)| v);
@@ -149,25 +176,24 @@ pub fn purchase_std_errors(params: &PurchaseParams, data: &CompressedHistories, 
             &phi,
         ),
     };
-    hessian.and_then(|h| std_errors_from_hessian(h, &theta)).map_or_else(Vec::new, |se| se.to_vec())
+    uncertainty_from_hessian(hessian, &theta)
 }
 
-/// Standard errors of Gamma-Gamma's (p, q, γ) on `spends`, from the observed
+/// Standard errors and log-covariance of Gamma-Gamma's (p, q, γ) on `spends`, from the observed
 /// information at `params` (the fit on `spends`): central differences of the
 /// analytic gradient, 6 gradients. Empty when the Hessian is not positive definite.
-pub fn gamma_gamma_std_errors(params: &GammaGammaParams, spends: &[SpendHistory]) -> Vec<f64> {
+pub fn gamma_gamma_uncertainty(params: &GammaGammaParams, spends: &[SpendHistory]) -> Uncertainty {
     let table = SpendTable::new(spends);
     let theta = [params.p, params.q, params.gamma];
-    hessian_from_gradient(
+    let hessian = hessian_from_gradient(
         |phi| {
             let [p, q, gamma] = phi.map(f64::exp);
             let (_, g) = table.objective(p, q, gamma);
             Some([-g[0] * p, -g[1] * q, -g[2] * gamma])
         },
         &theta.map(f64::ln),
-    )
-    .and_then(|h| std_errors_from_hessian(h, &theta))
-    .map_or_else(Vec::new, |se| se.to_vec())
+    );
+    uncertainty_from_hessian(hessian, &theta)
 }
 
 /// The inverse of a symmetric positive definite matrix by its Cholesky
@@ -707,6 +733,7 @@ fn fit_compressed(
         evaluations,
         seconds: started.elapsed().as_secs_f64(),
         std_errors: Vec::new(),
+        log_covariance: Vec::new(),
     })
 }
 
@@ -880,6 +907,7 @@ pub fn fit_gamma_gamma(spends: &[SpendHistory]) -> Result<FitReport<GammaGammaPa
         evaluations: found.evaluations,
         seconds: started.elapsed().as_secs_f64(),
         std_errors: Vec::new(),
+        log_covariance: Vec::new(),
     })
 }
 

@@ -6,7 +6,9 @@
 //! - [`gamma_gamma`]: expected order value.
 //! - [`clv`]: discounted CLV and [`Scorer`], which scores one customer (the
 //!   per-event path) or a whole population (the rescore kernel).
+//! - [`interval`]: the 90% interval of CLV from the parameters' uncertainty.
 //! - [`segments`]: RFM, value tier, relationship, lifecycle stage.
+//! - [`validation`]: predictions judged against a holdout period.
 //!
 //! No I/O and no clocks: time arrives as numbers in the model's unit.
 //!
@@ -23,24 +25,28 @@
 pub mod clv;
 pub mod fit;
 pub mod gamma_gamma;
+pub mod interval;
 pub mod purchase;
 pub mod ranking;
 pub mod segments;
 pub mod special;
+pub mod validation;
 
 pub use clv::{ClvConfig, DiscountSchedule, ScoreCache, ScoreInput, Scorer, Scores, discounted_purchases_if_alive};
 pub use fit::{
-    CompressedHistories, FIT_TIME_BUDGET, FitReport, fit_gamma_gamma, fit_purchase_model,
-    fit_purchase_model_compressed, fit_purchase_model_within, gamma_gamma_std_errors, purchase_log_likelihood,
-    purchase_std_errors,
+    CompressedHistories, FIT_TIME_BUDGET, FitReport, Uncertainty, fit_gamma_gamma, fit_purchase_model,
+    fit_purchase_model_compressed, fit_purchase_model_within, gamma_gamma_uncertainty, purchase_log_likelihood,
+    purchase_uncertainty,
 };
 pub use gamma_gamma::{GammaGammaParams, SpendHistory};
+pub use interval::{CLV_INTERVAL_Z, ParameterCovariance, clv_interval};
 pub use purchase::{BetaGeoParams, History, ParetoParams, PurchaseModel, PurchaseParams};
 pub use ranking::{Similarity, average_precision, hit_rate, ndcg, recall};
 pub use segments::{
     LifecycleStage, Relationship, RfmSegment, SegmentConfig, SegmentInput, Segments, ValueTier, lifecycle_stage,
     quintile_scores, rfm_segment, segment_population,
 };
+pub use validation::{CalibrationRow, DecileRow, HoldoutCase, PredictionQuality, assess, calibration_table};
 
 /// Errors of the scoring math.
 #[derive(Debug, thiserror::Error)]

@@ -157,6 +157,16 @@ impl PurchaseParams {
         }
     }
 
+    /// The same model with its parameters replaced by `values`, in the order of [`Self::named`].
+    pub fn with_values(&self, values: [f64; 4]) -> Self {
+        let [r, alpha, third, fourth] = values;
+        match self {
+            Self::BgNbd(_) => Self::BgNbd(BetaGeoParams { r, alpha, a: third, b: fourth }),
+            Self::MbgNbd(_) => Self::MbgNbd(BetaGeoParams { r, alpha, a: third, b: fourth }),
+            Self::ParetoNbd(_) => Self::ParetoNbd(ParetoParams { r, alpha, s: third, beta: fourth }),
+        }
+    }
+
     /// The same model with its time unit multiplied by `units_per_new_unit`
     /// (e.g. 1/7 to go from days to weeks): scale parameters divide by it.
     pub fn rescale_time(&self, old_units_per_new_unit: f64) -> Self {

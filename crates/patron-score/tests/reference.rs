@@ -177,14 +177,14 @@ fn standard_errors_on_cdnow_match_lifetimes_to_one_percent() {
         summary.iter().map(|r| History::new(num(r, "x") as u32, num(r, "t_x"), num(r, "T"))).collect();
     let data = patron_score::CompressedHistories::new(&histories).unwrap();
     let fit = fit_purchase_model(PurchaseModel::BgNbd, &histories).unwrap();
-    let errors = patron_score::purchase_std_errors(&fit.params, &data, patron_score::FIT_TIME_BUDGET);
+    let errors = patron_score::purchase_uncertainty(&fit.params, &data, patron_score::FIT_TIME_BUDGET).std_errors;
     let want = &lifetimes_fits()["bgnbd"]["se"];
     assert_eq!(errors.len(), 4, "{fit:?}");
     for ((name, _), se) in fit.params.named().iter().zip(&errors) {
         assert_close(*se, want[*name].as_f64().unwrap(), 1e-3, &format!("se({name})"));
     }
     let mbg = fit_purchase_model(PurchaseModel::MbgNbd, &histories).unwrap();
-    let errors = patron_score::purchase_std_errors(&mbg.params, &data, patron_score::FIT_TIME_BUDGET);
+    let errors = patron_score::purchase_uncertainty(&mbg.params, &data, patron_score::FIT_TIME_BUDGET).std_errors;
     let want = &lifetimes_fits()["mbgnbd"]["se"];
     assert_eq!(errors.len(), 4);
     for ((name, _), se) in mbg.params.named().iter().zip(&errors) {
@@ -195,7 +195,7 @@ fn standard_errors_on_cdnow_match_lifetimes_to_one_percent() {
         .map(|r| SpendHistory { repeat_occasions: num(r, "x") as u32, mean_repeat_value: num(r, "zbar") })
         .collect();
     let gg = patron_score::fit_gamma_gamma(&spends).unwrap();
-    let errors = patron_score::gamma_gamma_std_errors(&gg.params, &spends);
+    let errors = patron_score::gamma_gamma_uncertainty(&gg.params, &spends).std_errors;
     let want = &lifetimes_fits()["gammagamma"]["se"];
     assert_eq!(errors.len(), 3);
     for ((name, _), se) in gg.params.named().iter().zip(&errors) {
@@ -204,10 +204,10 @@ fn standard_errors_on_cdnow_match_lifetimes_to_one_percent() {
     }
     // Pareto/NBD (no lifetimes reference: its fit starts at random) gives one per parameter too.
     let pareto = fit_purchase_model(PurchaseModel::ParetoNbd, &histories).unwrap();
-    let errors = patron_score::purchase_std_errors(&pareto.params, &data, patron_score::FIT_TIME_BUDGET);
+    let errors = patron_score::purchase_uncertainty(&pareto.params, &data, patron_score::FIT_TIME_BUDGET).std_errors;
     assert!(errors.len() == 4 && errors.iter().all(|se| se.is_finite() && *se > 0.0), "{errors:?}");
     // Out of time, there are none rather than a stalled refit.
-    assert!(patron_score::purchase_std_errors(&pareto.params, &data, std::time::Duration::ZERO).is_empty());
+    assert!(patron_score::purchase_uncertainty(&pareto.params, &data, std::time::Duration::ZERO).std_errors.is_empty());
 }
 
 /// The engine fits spends in shard order, `patron score` in file order: the

@@ -24,6 +24,11 @@ pub(crate) enum Command {
     /// Score a file of transactions in batch: fit the models, score every
     /// customer, write customers.parquet and model_params.json.
     Score(Box<ScoreArgs>),
+    /// Validate the models on a file: fit on a calibration period, predict
+    /// each customer's holdout purchases, P(alive) and CLV, and compare them
+    /// with what happened (and with two baselines); writes customers.parquet,
+    /// report.json and SVG plots.
+    Backtest(Box<BacktestArgs>),
     /// Run the streaming engine with its HTTP API (events in, scores out).
     Serve(ServeArgs),
     /// Zero-setup demo: the engine and API on embedded defaults, fed by a
@@ -559,6 +564,44 @@ pub(crate) struct ScoreArgs {
     /// Recommend only products each customer never bought (the "discover" list).
     #[arg(long)]
     pub(crate) new_only: bool,
+    #[command(flatten)]
+    pub(crate) mapping: MappingArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example (the CDNOW sample: 39 weeks of calibration, 39 of holdout):\n  \
+    patron backtest --input fixtures/cdnow/cdnow_transactions.csv --currency USD \\\n    \
+    --calibration-end 1997-09-30 --holdout-end 1998-06-30 --time-unit weeks --out backtest-cdnow")]
+pub(crate) struct BacktestArgs {
+    /// File of transactions (CSV, CSV.gz, NDJSON events or Parquet).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) input: PathBuf,
+    /// Input format (default: from the file name).
+    #[arg(long, value_enum)]
+    pub(crate) format: Option<FormatArg>,
+    /// End of the calibration period: a date (00:00 UTC) or RFC 3339 time.
+    /// The models see only events up to it.
+    #[arg(long, value_name = "DATE|TS")]
+    pub(crate) calibration_end: String,
+    /// End of the holdout period: the predictions are judged on the events
+    /// after the calibration end and up to this time; later events are ignored.
+    #[arg(long, value_name = "DATE|TS")]
+    pub(crate) holdout_end: String,
+    /// Time unit of the fitted parameters.
+    #[arg(long, value_enum, default_value = "days")]
+    pub(crate) time_unit: TimeUnitArg,
+    /// Purchase model judged.
+    #[arg(long, value_enum, default_value = "mbgnbd")]
+    pub(crate) model: ModelArg,
+    /// Base currency (as in `patron score`).
+    #[arg(long, value_name = "CODE")]
+    pub(crate) currency: Option<String>,
+    /// A server configuration file for `[clv]` and `[currency]` (as in `patron score`).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Directory for customers.parquet, report.json, calibration.svg and decile_lift.svg.
+    #[arg(long, value_name = "DIR", default_value = "patron-backtest")]
+    pub(crate) out: PathBuf,
     #[command(flatten)]
     pub(crate) mapping: MappingArgs,
 }

@@ -3,6 +3,7 @@
 // The allocator (mimalloc) and its settings live in `patron-alloc`.
 use patron_alloc as _;
 
+mod backtest;
 mod cli;
 mod config;
 mod demo;
@@ -29,6 +30,7 @@ fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Score(args) => score::run(&args),
+        cli::Command::Backtest(args) => backtest::run(&args),
         cli::Command::Serve(args) => runtime::run(&args),
         cli::Command::Demo(args) => demo::run(&args),
         cli::Command::Replay(args) => replay::run(&args),

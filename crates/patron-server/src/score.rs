@@ -189,7 +189,7 @@ fn print_read_report(report: &FileReport, ignored_after_end: u64) {
     }
 }
 
-fn print_fits(fits: &ModelFits, chosen: &str, seconds: f64) {
+pub(crate) fn print_fits(fits: &ModelFits, chosen: &str, seconds: f64) {
     println!("\nModels (time unit: {}, fitted in {seconds:.2}s):", fits.time_unit.name());
     for (model, fit) in &fits.purchase {
         let marker = if model.name() == chosen { "*" } else { " " };

@@ -171,9 +171,9 @@ pub fn fit_models_on(
             };
             let fit = match &compressed {
                 Ok(data) => fit_purchase_model_within(model, data, budget)
-                    .map(|mut fit| {
-                        fit.std_errors = patron_score::purchase_std_errors(&fit.params, data, budget);
-                        fit
+                    .map(|fit| {
+                        let uncertainty = patron_score::purchase_uncertainty(&fit.params, data, budget);
+                        fit.with_uncertainty(uncertainty)
                     })
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -186,9 +186,9 @@ pub fn fit_models_on(
         time_unit,
         purchase,
         gamma_gamma: fit_gamma_gamma(&spends)
-            .map(|mut fit| {
-                fit.std_errors = patron_score::gamma_gamma_std_errors(&fit.params, &spends);
-                fit
+            .map(|fit| {
+                let uncertainty = patron_score::gamma_gamma_uncertainty(&fit.params, &spends);
+                fit.with_uncertainty(uncertainty)
             })
             .map_err(|e| e.to_string()),
         mean_occasion_value,

@@ -1,0 +1,143 @@
+//! `patron backtest`: on CDNOW (Fader, Hardie & Lee's split) the expected
+//! holdout purchases of every customer match lifetimes', the report and the
+//! plots are written, and the model beats both baselines where it should.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use arrow::array::AsArray;
+use arrow::datatypes::{Float64Type, Int64Type};
+use patron_tests::{fixture, patron, transcript};
+use serde_json::Value;
+
+use crate::batch_cdnow::read_parquet;
+
+fn backtest(input: &Path, out: &Path, flags: &[&str]) -> (Value, String) {
+    let mut args =
+        vec!["backtest", "--input", input.to_str().expect("utf-8 path"), "--out", out.to_str().expect("utf-8 path")];
+    args.extend_from_slice(flags);
+    let output = patron(&args);
+    let text = transcript(&output);
+    assert!(output.status.success(), "{text}");
+    let report = std::fs::read(out.join("report.json")).unwrap_or_else(|e| panic!("report.json: {e}\n{text}"));
+    (serde_json::from_slice(&report).expect("valid JSON"), text)
+}
+
+fn cdnow(out: &Path, model: &str) -> (Value, String) {
+    backtest(
+        &fixture("cdnow/cdnow_transactions.csv"),
+        out,
+        &[
+            "--calibration-end",
+            "1997-09-30",
+            "--holdout-end",
+            "1998-06-30",
+            "--time-unit",
+            "weeks",
+            "--currency",
+            "USD",
+            "--model",
+            model,
+        ],
+    )
+}
+
+/// lifetimes' per-customer holdout expectations, `fixtures/cdnow/reference/lifetimes_holdout.csv`.
+fn lifetimes_holdout() -> HashMap<String, HashMap<String, f64>> {
+    let mut reader = csv::Reader::from_path(fixture("cdnow/reference/lifetimes_holdout.csv")).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            let values =
+                headers.iter().zip(r.iter()).skip(1).map(|(h, v)| (h.to_owned(), v.parse().unwrap())).collect();
+            (r[0].to_owned(), values)
+        })
+        .collect()
+}
+
+fn predictor<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["predictors"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("{name}"))
+}
+
+#[test]
+fn cdnow_holdout_expectations_match_lifetimes_for_both_beta_geometric_models() {
+    let reference = lifetimes_holdout();
+    for model in ["bgnbd", "mbgnbd"] {
+        let out = tempfile::tempdir().unwrap();
+        let (report, text) = cdnow(out.path(), model);
+        assert_eq!(report["customers_judged"], 2357, "{text}");
+        assert_eq!(report["holdout_days"], 273.0);
+        let batch = read_parquet(&out.path().join("customers.parquet"));
+        let ids = batch.column_by_name("customer_id").unwrap().as_string::<i32>();
+        let expected = batch.column_by_name("expected_holdout_orders").unwrap().as_primitive::<Float64Type>();
+        let actual = batch.column_by_name("actual_holdout_orders").unwrap().as_primitive::<Int64Type>();
+        let p_alive = batch.column_by_name("p_alive").unwrap().as_primitive::<Float64Type>();
+        assert_eq!(batch.num_rows(), reference.len());
+        let mut worst: f64 = 0.0;
+        for i in 0..batch.num_rows() {
+            let want = &reference[ids.value(i)];
+            let gap = (expected.value(i) - want[&format!("{model}_expected_holdout")]).abs();
+            worst = worst.max(gap);
+            assert!(gap < 1e-5, "{model} customer {}: {} vs lifetimes {want:?}", ids.value(i), expected.value(i));
+            assert!((p_alive.value(i) - want[&format!("{model}_p_alive")]).abs() < 1e-5, "{model} p_alive {i}");
+            assert_eq!(actual.value(i) as f64, want["frequency_holdout"], "holdout purchases of {}", ids.value(i));
+        }
+        eprintln!("{model}: largest gap to lifetimes {worst:e}");
+    }
+}
+
+#[test]
+fn cdnow_report_has_the_calibration_table_both_baselines_and_the_plots() {
+    let out = tempfile::tempdir().unwrap();
+    let (report, text) = cdnow(out.path(), "bgnbd");
+    let model = predictor(&report, "bgnbd");
+    let table = model["calibration_table"].as_array().unwrap();
+    assert_eq!(table.len(), 8);
+    assert_eq!(table[7]["or_more"], true);
+    // Customers with no calibration repeat: Fader, Hardie & Lee (2005, Fig. 4)
+    // plot about 0.23 expected and 0.24 actual holdout purchases.
+    let (zero_expected, zero_actual) =
+        (table[0]["expected_orders"].as_f64().unwrap(), table[0]["actual_orders"].as_f64().unwrap());
+    assert!((0.18..0.28).contains(&zero_expected) && (0.18..0.3).contains(&zero_actual), "{table:?}");
+    let q = &model["quality"];
+    for name in ["last_period", "rfm"] {
+        let baseline = &predictor(&report, name)["quality"];
+        assert!(
+            q["mae"].as_f64().unwrap() < baseline["mae"].as_f64().unwrap(),
+            "the model's MAE should beat {name}: {q} vs {baseline}"
+        );
+        assert!(q["brier"].as_f64().unwrap() < baseline["brier"].as_f64().unwrap(), "Brier vs {name}");
+    }
+    let auc = q["auc"].as_f64().unwrap();
+    assert!(auc > 0.7 && auc < 1.0, "AUC {auc}");
+    let lift = q["decile_lift"].as_array().unwrap();
+    assert_eq!(lift.len(), 10);
+    let shares: f64 = lift.iter().map(|d| d["revenue_share"].as_f64().unwrap()).sum();
+    assert!((shares - 1.0).abs() < 1e-9);
+    assert!(lift[0]["lift"].as_f64().unwrap() > 2.0, "{lift:?}");
+    for plot in ["calibration.svg", "decile_lift.svg"] {
+        let svg = std::fs::read_to_string(out.path().join(plot)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("bgnbd") && svg.contains("rfm"), "{plot}");
+    }
+    assert!(text.contains("Calibration table (bgnbd)") && text.contains("last_period"), "{text}");
+}
+
+#[test]
+fn backtest_refuses_a_holdout_that_ends_before_the_calibration() {
+    let out = tempfile::tempdir().unwrap();
+    let output = patron(&[
+        "backtest",
+        "--input",
+        fixture("cdnow/cdnow_transactions.csv").to_str().unwrap(),
+        "--calibration-end",
+        "1997-09-30",
+        "--holdout-end",
+        "1997-06-30",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    assert!(transcript(&output).contains("--holdout-end"), "{}", transcript(&output));
+}
