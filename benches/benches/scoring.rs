@@ -9,6 +9,10 @@
 //!   histories), which every refit adds.
 //! - `rescore/mbgnbd_10m`: P(alive), expected orders in 90 days and 12-month
 //!   CLV for 10,000,000 customers. Target ≤ 1 s.
+//! - `rescore/mbgnbd_1m_intervals`: the same scores plus each customer's
+//!   90% CLV interval (delta method: 8 more whole-population scorings and 6
+//!   order values per customer) for 1,000,000 customers, with the
+//!   covariance of a real fit on them. Target: ready within 60 s of a refit.
 //! - `score_one/*`: the per-event path for one customer (direct evaluation).
 //! - `segments/1m`: RFM quintiles, named segments, tiers for 1,000,000 customers.
 //!
@@ -19,8 +23,9 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use patron_benches::{customers, histories, scorer};
 use patron_score::{
-    CompressedHistories, PurchaseModel, PurchaseParams, SegmentConfig, SegmentInput, fit_purchase_model,
-    purchase_log_likelihood, purchase_uncertainty, segment_population,
+    ClvConfig, CompressedHistories, ParameterCovariance, PurchaseModel, PurchaseParams, Scorer, SegmentConfig,
+    SegmentInput, SpendHistory, fit_gamma_gamma, fit_purchase_model, gamma_gamma_uncertainty, purchase_log_likelihood,
+    purchase_uncertainty, segment_population,
 };
 
 // mimalloc, as in the binary, so allocation costs match production.
@@ -57,6 +62,20 @@ fn rescore(c: &mut Criterion) {
         let scorer = scorer(model);
         group.bench_function(name, |b| b.iter(|| scorer.score_all(black_box(&population))));
     }
+    // The intervals at 1M, with the covariance of fits on those customers.
+    let million = &population[..1_000_000];
+    let fitted = fit_purchase_model(PurchaseModel::MbgNbd, &histories(million)).expect("MBG/NBD fits");
+    let compressed = CompressedHistories::new(&histories(million)).expect("valid histories");
+    let purchase = purchase_uncertainty(&fitted.params, &compressed, patron_score::FIT_TIME_BUDGET);
+    let spends: Vec<SpendHistory> = million.iter().map(|c| c.spend).collect();
+    let spend_fit = fit_gamma_gamma(&spends).expect("Gamma-Gamma fits");
+    let spend = gamma_gamma_uncertainty(&spend_fit.params, &spends);
+    let covariance = ParameterCovariance::from_row_major(&purchase.log_covariance, &spend.log_covariance);
+    assert!(covariance.purchase.is_some() && covariance.spend.is_some(), "both fits give a covariance");
+    let fitted_scorer = Scorer::new(fitted.params, Some(spend_fit.params), 35.0, &ClvConfig::default(), 1.0);
+    group.bench_function("mbgnbd_1m_intervals", |b| {
+        b.iter(|| fitted_scorer.score_all_with_intervals(black_box(million), &covariance))
+    });
     group.finish();
 
     let scorer = scorer(PurchaseParams::MbgNbd);

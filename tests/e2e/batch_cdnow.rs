@@ -165,6 +165,8 @@ fn customers_parquet_has_every_contract_column_and_sane_values() {
             "p_purchase_30d",
             "expected_orders_365d",
             "next_order_at",
+            "clv_low",
+            "clv_high",
         ],
         "the contract's columns, in its order"
     );

@@ -143,6 +143,22 @@ pub struct Scores {
     /// The median date of the next purchase if the customer is alive, in
     /// days since 1970-01-01 (`None` where the model cannot say).
     pub next_order_day: Option<f64>,
+    /// Standard deviation of ln CLV from the uncertainty of the fitted
+    /// parameters ([`crate::interval`]). Only whole-population scoring
+    /// ([`Scorer::score_all_with_intervals`]) computes it; `None` elsewhere
+    /// and where the fits give no covariance.
+    pub clv_log_spread: Option<f64>,
+}
+
+impl Scores {
+    /// These scores with the CLV interval width of `earlier` (the same
+    /// customer's scores from the last whole-population scoring): a single
+    /// customer's rescoring cannot give an interval, which needs the whole
+    /// population rescored eight times, so between refits the relative width
+    /// carries over to the new CLV.
+    pub fn with_spread_of(self, earlier: Option<&Scores>) -> Self {
+        Self { clv_log_spread: earlier.and_then(|s| s.clv_log_spread), ..self }
+    }
 }
 
 /// The parts of a score that depend only on (x, T): what a customer alive at
@@ -294,6 +310,7 @@ impl Scorer {
             p_purchase_30d: if_alive.purchase_30d * p_alive,
             expected_orders_365d: if_alive.k365 * p_alive,
             next_order_day: if_alive.median_wait_days.map(|w| f64::from(input.now_day) + w),
+            clv_log_spread: None,
         }
     }
 

@@ -28,7 +28,7 @@
 use rayon::prelude::*;
 
 use crate::Result;
-use crate::clv::{ScoreInput, Scorer};
+use crate::clv::{ScoreInput, Scorer, Scores};
 use crate::gamma_gamma::GammaGammaParams;
 
 /// z of a two-sided 90% normal interval.
@@ -76,6 +76,18 @@ fn log_slope(up: f64, down: f64) -> f64 {
 }
 
 impl Scorer {
+    /// [`Self::score_all`] with each customer's `clv_log_spread` from `covariance`.
+    pub fn score_all_with_intervals(
+        &self,
+        inputs: &[ScoreInput],
+        covariance: &ParameterCovariance,
+    ) -> Result<Vec<Scores>> {
+        let mut scores = self.score_all(inputs)?;
+        let spreads = self.clv_log_spreads(inputs, covariance)?;
+        scores.par_iter_mut().zip(spreads).for_each(|(s, spread)| s.clv_log_spread = spread);
+        Ok(scores)
+    }
+
     /// The standard deviation of ln CLV of every input from `covariance`, in
     /// the order of `inputs`; `None` for everyone when the purchase fit has no
     /// covariance (or the Gamma-Gamma fit in use has none), and for a

@@ -721,6 +721,7 @@ mod tests {
                 p_purchase_30d: 0.25,
                 expected_orders_365d: 4.0 * i as f64,
                 next_order_day: i.is_multiple_of(2).then_some(10_000.5),
+                clv_log_spread: i.is_multiple_of(4).then_some(0.25),
             })
         };
         let (mut one_by_one, mut at_once) = (book(CHUNK + 10), book(CHUNK + 10));

@@ -52,8 +52,9 @@ pub struct ScoreColumns {
     pub timing: Arc<Vec<Timing>>,
 }
 
-/// One row's prediction timing, in single precision: it feeds campaign
-/// choices, not sums, and keeps the state 12 bytes a customer larger instead of 24.
+/// One row's prediction timing and CLV uncertainty, in single precision:
+/// they feed campaign choices, not sums, and keep the state 16 bytes a
+/// customer larger instead of 32.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Timing {
     /// P(a purchase within 30 days).
@@ -63,6 +64,8 @@ pub struct Timing {
     /// Median time of the next order in whole seconds since 1970 (0: the
     /// model cannot say, or later than 2106).
     pub next_order_second: u32,
+    /// Standard deviation of ln CLV from the parameters' uncertainty (NaN: none).
+    pub clv_log_spread: f32,
 }
 
 impl Timing {
@@ -72,7 +75,13 @@ impl Timing {
             p_purchase_30d: scores.p_purchase_30d as f32,
             expected_orders_365d: scores.expected_orders_365d as f32,
             next_order_second: second.filter(|s| (1.0..=f64::from(u32::MAX)).contains(s)).map_or(0, |s| s as u32),
+            clv_log_spread: scores.clv_log_spread.map_or(f32::NAN, |s| s as f32),
         }
+    }
+
+    /// The standard deviation of ln CLV, if known.
+    pub fn clv_log_spread(&self) -> Option<f64> {
+        (!self.clv_log_spread.is_nan()).then_some(f64::from(self.clv_log_spread))
     }
 
     /// The median date of the next order, days since 1970.
@@ -517,6 +526,7 @@ impl Chunk {
             p_purchase_30d: f64::from(s.timing[row].p_purchase_30d),
             expected_orders_365d: f64::from(s.timing[row].expected_orders_365d),
             next_order_day: s.timing[row].next_order_day(),
+            clv_log_spread: s.timing[row].clv_log_spread(),
         })
     }
 
@@ -598,6 +608,7 @@ mod tests {
             p_purchase_30d: 0.25,
             expected_orders_365d: 4.5,
             next_order_day: Some(10_000.25),
+            clv_log_spread: Some(0.125),
         };
         chunk.push("c-1", Summary::default(), Some(scores), None);
         chunk.push("a-much-longer-customer-id", Summary::default(), None, Some(segments(3)));

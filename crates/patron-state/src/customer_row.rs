@@ -149,6 +149,7 @@ pub fn column_groups(name: &str) -> Option<Groups> {
         "expected_order_value" => Groups { scored: true, expected_order_value: true, ..NONE },
         "clv" => Groups { scored: true, clv: true, ..NONE },
         "p_purchase_30d" | "expected_orders_365d" | "next_order_at" => Groups { scored: true, timing: true, ..NONE },
+        "clv_low" | "clv_high" => Groups { scored: true, clv: true, timing: true, ..NONE },
         "rfm_r" | "rfm_f" | "rfm_m" | "rfm_segment" | "value_tier" | "relationship" => LABELS,
         "lifecycle_stage" => Groups { summaries: true, scored: true, p_alive: true, ..NONE },
         "updated_at" => NONE,
@@ -245,6 +246,8 @@ pub fn customer_column(name: &str, view: &ChunkView, clock: &RowClock) -> Option
         "updated_at" => Some(Arc::new(TimestampMicrosecondArray::from(vec![clock.now.micros(); view.len()]))),
         "p_purchase_30d" => timing(view, |t| t.p_purchase_30d),
         "expected_orders_365d" => timing(view, |t| t.expected_orders_365d),
+        "clv_low" => clv_bound(view, |clv, spread| patron_score::clv_interval(clv, spread).0),
+        "clv_high" => clv_bound(view, |clv, spread| patron_score::clv_interval(clv, spread).1),
         "next_order_at" => {
             let (rows, scored) = (view.scores().timing.as_ref()?, view.scores().scored.as_ref()?);
             let at: TimestampMicrosecondArray = rows
@@ -258,6 +261,20 @@ pub fn customer_column(name: &str, view: &ChunkView, clock: &RowClock) -> Option
         }
         _ => None,
     }
+}
+
+/// One end of the CLV interval: null where the row is unscored or its
+/// scores have no spread (no covariance, or scored between refits).
+fn clv_bound(view: &ChunkView, bound: impl Fn(f64, f64) -> f64) -> Option<ArrayRef> {
+    let s = view.scores();
+    let (scored, clv, timing) = (s.scored.as_ref()?, s.clv.as_ref()?, s.timing.as_ref()?);
+    let values: Float64Array = (0..view.len())
+        .map(|row| {
+            let spread = timing[row].clv_log_spread().filter(|_| scored[row])?;
+            Some(bound(clv[row], spread))
+        })
+        .collect();
+    Some(Arc::new(values))
 }
 
 /// `view` as one batch of `schema` (the whole table or a projection of it).

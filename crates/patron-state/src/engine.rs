@@ -42,7 +42,7 @@ use patron_model::{
     decode_event, encode_event,
 };
 use patron_score::{
-    BetaGeoParams, ClvConfig, GammaGammaParams, PurchaseModel, PurchaseParams, ScoreCache, ScoreInput, Scorer,
+    BetaGeoParams, ClvConfig, GammaGammaParams, PurchaseModel, PurchaseParams, ScoreCache, ScoreInput, Scorer, Scores,
     SegmentInput, segment_population,
 };
 use patron_storage::{RealDisk, Storage, crash_point};
@@ -57,7 +57,7 @@ use crate::item_feed::{self, FeedSender, ItemFeed};
 use crate::items::{ItemConfig, ItemStats, Observed, RecsModel};
 use crate::recommend::{BlendConfig, ListKind, Recommendation, recommend};
 use crate::record::{Applied, CustomerRecord};
-use crate::scoring::{ModelFits, ScoringConfig, fit_models_on, scorer_for};
+use crate::scoring::{ModelFits, ScoringConfig, fit_models_on, parameter_covariance, scorer_for};
 use crate::snapshot::{
     Cut, Section, ShardState, SharedState, Snapshot, SnapshotError, SnapshotFile, list_snapshots, write_snapshot,
 };
@@ -1255,35 +1255,43 @@ impl Engine {
     }
 
     /// Scores every customer with the models in use at the recovered watermark
-    /// (a snapshot keeps models and labels, not scores).
+    /// (a snapshot keeps models and labels, not scores), with CLV intervals
+    /// when the models came from a fit.
     fn rescore_all(&self) {
         let models = self.models();
         let now_day = self.now().map_or(0, Timestamp::day);
         let minor = self.inner.config.currencies.base.minor_per_major();
-        // One thread per shard: at 10M customers this is most of a restart.
-        std::thread::scope(|scope| {
-            for shard in &self.inner.shards {
-                let models = &models;
-                scope.spawn(move || {
+        let covariance =
+            models.fits.as_ref().map(|fits| parameter_covariance(fits, &self.inner.config.scoring)).unwrap_or_default();
+        // Shard by shard, each scored by the whole-population kernel (parallel inside).
+        for shard in &self.inner.shards {
+            let Ok(mut book) = shard.write() else { continue };
+            let (slots, inputs): (Vec<usize>, Vec<ScoreInput>) = book
+                .records()
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, r)| r.score_input(now_day, minor).map(|input| (slot, input)))
+                .unzip();
+            // Should one history fail the kernel, score one by one (without intervals)
+            // so that it costs only that customer its scores.
+            let scores: Vec<Option<Scores>> = match models.scorer.score_all_with_intervals(&inputs, &covariance) {
+                Ok(scores) => scores.into_iter().map(Some).collect(),
+                Err(_) => {
                     let mut cache = ScoreCache::default();
-                    let mut scores = Vec::with_capacity(CHUNK);
-                    if let Ok(mut book) = shard.write() {
-                        // Chunk by chunk: its score columns are made unique once, not per customer.
-                        for chunk in 0..book.len().div_ceil(CHUNK) {
-                            scores.clear();
-                            let records = book.records();
-                            for slot in records.run_from(chunk * CHUNK, CHUNK) {
-                                let input = records.row(slot).and_then(|r| r.score_input(now_day, minor));
-                                if let Some(input) = input {
-                                    scores.push((slot % CHUNK, models.scorer.score_cached(&input, &mut cache).ok()));
-                                }
-                            }
-                            book.set_chunk_scores(chunk, &scores);
-                        }
-                    }
-                });
+                    inputs.iter().map(|input| models.scorer.score_cached(input, &mut cache).ok()).collect()
+                }
+            };
+            // Chunk by chunk: its score columns are made unique once, not per customer.
+            let mut run = Vec::with_capacity(CHUNK);
+            let mut rows = slots.iter().zip(scores).peekable();
+            for chunk in 0..book.len().div_ceil(CHUNK) {
+                run.clear();
+                while let Some((&slot, s)) = rows.next_if(|(slot, _)| **slot / CHUNK == chunk) {
+                    run.push((slot % CHUNK, s));
+                }
+                book.set_chunk_scores(chunk, &run);
             }
-        });
+        }
     }
 
     /// Writes a snapshot of every customer at a consistent cut of the log, keeps
@@ -1454,7 +1462,9 @@ impl Engine {
         let config = &self.inner.config.scoring;
         let fits = fit_models_on(&inputs, mean_value, now, config.time_unit, Some(config.model));
         let scorer = scorer_for(&fits, config)?;
-        let scores = scorer.score_all(&inputs).map_err(StateError::Scoring)?;
+        let scores = scorer
+            .score_all_with_intervals(&inputs, &parameter_covariance(&fits, config))
+            .map_err(StateError::Scoring)?;
         let segment_inputs: Vec<SegmentInput> = all
             .par_iter()
             .zip(scores.par_iter())
@@ -1522,10 +1532,15 @@ impl EventSink for Engine {
     }
 }
 
+/// Rescores one customer after an event, keeping the CLV interval's width
+/// from the last whole-population scoring ([`Scores::with_spread_of`]).
 fn rescore(book: &mut CustomerBook, slot: usize, scorer: &Scorer, cache: &mut ScoreCache, now_day: i32, minor: f64) {
-    let input = book.records().row(slot).and_then(|r| r.score_input(now_day, minor));
+    let row = book.records().row(slot);
+    let input = row.and_then(|r| r.score_input(now_day, minor));
+    let earlier = row.and_then(|r| r.scores());
     if let Some(input) = input {
-        book.set_scores(slot, scorer.score_cached(&input, cache).ok());
+        let scores = scorer.score_cached(&input, cache).ok().map(|s| s.with_spread_of(earlier.as_ref()));
+        book.set_scores(slot, scores);
     }
 }
 

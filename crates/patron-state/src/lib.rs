@@ -47,7 +47,8 @@ pub use patron_recs::{
 pub use record::{Applied, CustomerRecord, History, Summary};
 pub use recs_tables::{products_batch, recommend_all, recommendations_batch, similar_products_batch};
 pub use scoring::{
-    ModelFits, ScoredBook, ScoringConfig, TimeUnit, customers_batch, fit_models, fit_models_on, score_book, scorer_for,
+    ModelFits, ScoredBook, ScoringConfig, TimeUnit, customers_batch, fit_models, fit_models_on, parameter_covariance,
+    score_book, scorer_for,
 };
 
 /// Errors of the state layer.

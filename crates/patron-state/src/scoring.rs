@@ -10,9 +10,9 @@
 use arrow::record_batch::RecordBatch;
 use patron_model::{Currency, Timestamp, customers_schema};
 use patron_score::{
-    ClvConfig, FitReport, GammaGammaParams, History, LifecycleStage, PurchaseModel, PurchaseParams, ScoreInput, Scorer,
-    Scores, SegmentConfig, SegmentInput, Segments, SpendHistory, fit_gamma_gamma, fit_purchase_model_within,
-    segment_population,
+    ClvConfig, FitReport, GammaGammaParams, History, LifecycleStage, ParameterCovariance, PurchaseModel,
+    PurchaseParams, ScoreInput, Scorer, Scores, SegmentConfig, SegmentInput, Segments, SpendHistory, fit_gamma_gamma,
+    fit_purchase_model_within, segment_population,
 };
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -216,6 +216,14 @@ pub fn scorer_for(fits: &ModelFits, config: &ScoringConfig) -> Result<Scorer> {
     ))
 }
 
+/// The covariance of the parameters behind `scorer_for(fits, config)`, for
+/// its CLV intervals.
+pub fn parameter_covariance(fits: &ModelFits, config: &ScoringConfig) -> ParameterCovariance {
+    let purchase = fits.params(config.model).map_or(&[][..], |f| f.log_covariance.as_slice());
+    let spend = fits.gamma_gamma.as_ref().map_or(&[][..], |f| f.log_covariance.as_slice());
+    ParameterCovariance::from_row_major(purchase, spend)
+}
+
 /// Scores and labels of every record of a book, aligned with `book.records()`.
 #[derive(Clone, Debug)]
 pub struct ScoredBook {
@@ -262,7 +270,8 @@ pub fn score_book(
     let now_day = now.day();
     let inputs: Vec<Option<ScoreInput>> = book.records().par_iter().map(|r| r.score_input(now_day, minor)).collect();
     let buyers: Vec<ScoreInput> = inputs.iter().flatten().copied().collect();
-    let buyer_scores = scorer.score_all(&buyers).map_err(StateError::Scoring)?;
+    let buyer_scores =
+        scorer.score_all_with_intervals(&buyers, &parameter_covariance(fits, config)).map_err(StateError::Scoring)?;
     let buyer_records: Vec<_> = book.records().par_iter().filter(|r| r.has_purchased()).collect();
     let segment_inputs: Vec<SegmentInput> = buyer_records
         .par_iter()

@@ -95,7 +95,10 @@ fn customer_view(state: &AppState, customer_id: &CustomerId) -> Option<Response>
     let now = state.engine.now().unwrap_or_else(Timestamp::now);
     let minor = state.currencies.base.minor_per_major();
     // Scored on read: current to the second, with the models in use.
-    let scores = record.score_input(now.day(), minor).and_then(|i| models.scorer.score(&i).ok());
+    let scores = record
+        .score_input(now.day(), minor)
+        .and_then(|i| models.scorer.score(&i).ok())
+        .map(|s| s.with_spread_of(record.scores.as_ref()));
     let mut row = Chunk::with_capacity(1);
     row.push(record.customer_id.as_str(), record.summary, scores, record.segments);
     let clock = RowClock { now, minor_per_major: minor, segments: state.engine.scoring_config().segments };
