@@ -41,8 +41,8 @@ pub struct FitReport<P> {
     /// Standard error of each parameter, in the order of the parameters
     /// (`r, alpha, a, b`; `r, alpha, s, beta`; `p, q, gamma`), from the
     /// observed information: the inverse Hessian of the negative
-    /// log-likelihood at the optimum ([`purchase_std_errors`],
-    /// [`gamma_gamma_std_errors`]; the fits themselves leave this empty).
+    /// log-likelihood at the optimum ([`purchase_uncertainty`],
+    /// [`gamma_gamma_uncertainty`]; the fits themselves leave this empty).
     /// Empty when that Hessian is not positive definite (the data do not pin
     /// the parameters down), or for fits kept from before standard errors existed.
     #[serde(default)]
