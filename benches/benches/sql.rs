@@ -64,7 +64,7 @@ fn sql(c: &mut Criterion) {
     let mut group = c.benchmark_group("tables");
     group.sample_size(10);
     group.bench_function("customers_batch_1m", |b| {
-        b.iter(|| customers_batch(black_box(&book), &scored, currency, &patron_score::SegmentConfig::default()))
+        b.iter(|| customers_batch(black_box(&book), &scored, currency, &ScoringConfig::default()))
     });
     group.finish();
     drop((book, scored));

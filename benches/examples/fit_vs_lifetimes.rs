@@ -71,8 +71,12 @@ fn main() -> Result<(), Box<dyn Error>> {
     let (gg_s, gg) = median_seconds(runs, || fit_gamma_gamma(&spends));
     let gg = gg?;
 
-    let clv_config =
-        ClvConfig { horizon_days: 360.0, annual_discount_rate: (1.0 + MONTHLY_DISCOUNT).powi(12) - 1.0, margin: 1.0 };
+    let clv_config = ClvConfig {
+        horizon_days: 360.0,
+        annual_discount_rate: (1.0 + MONTHLY_DISCOUNT).powi(12) - 1.0,
+        margin: 1.0,
+        retention_cost_per_year: 0.0,
+    };
     let fallback = spends.iter().map(|s| s.mean_repeat_value).sum::<f64>() / spends.len().max(1) as f64;
     let scorer = Scorer::new(fit.params, Some(gg.params), fallback, &clv_config, 1.0);
     let (clv_s, scores) = median_seconds(runs, || scorer.score_all(&population));

@@ -167,6 +167,7 @@ fn customers_parquet_has_every_contract_column_and_sane_values() {
             "next_order_at",
             "clv_low",
             "clv_high",
+            "net_clv",
         ],
         "the contract's columns, in its order"
     );

@@ -14,6 +14,7 @@ const SETTINGS: &str = r#"
 margin = 0.3
 horizon_days = 180
 annual_discount_rate = 0.05
+retention_cost_per_year = 24
 
 [currency]
 base = "EUR"
@@ -33,8 +34,8 @@ fn two_currency_events() -> Vec<String> {
         .collect()
 }
 
-/// `clv` and `revenue` of every customer in `customers.parquet`.
-fn batch_values(path: &std::path::Path) -> HashMap<String, (f64, f64)> {
+/// `clv`, `revenue` and `net_clv` of every customer in `customers.parquet`.
+fn batch_values(path: &std::path::Path) -> HashMap<String, (f64, f64, f64)> {
     let batch = crate::batch_cdnow::read_parquet(path);
     let column = |name: &str| batch.column_by_name(name).unwrap_or_else(|| panic!("no column {name}")).clone();
     let ids = column("customer_id");
@@ -46,8 +47,10 @@ fn batch_values(path: &std::path::Path) -> HashMap<String, (f64, f64)> {
             .unwrap_or_else(|| panic!("{name} is a DOUBLE column"))
             .clone()
     };
-    let (clv, revenue) = (number("clv"), number("revenue"));
-    (0..batch.num_rows()).map(|i| (ids.value(i).to_owned(), (clv.value(i), revenue.value(i)))).collect()
+    let (clv, revenue, net_clv) = (number("clv"), number("revenue"), number("net_clv"));
+    (0..batch.num_rows())
+        .map(|i| (ids.value(i).to_owned(), (clv.value(i), revenue.value(i), net_clv.value(i))))
+        .collect()
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -82,11 +85,12 @@ fn served_clv_follows_the_clv_section_and_equals_patron_score_with_the_same_file
     run_score(&events_path, &configured, &["--config", config, "--top", "0"]);
     let batch = batch_values(&configured.join("customers.parquet"));
     let defaults = dir.path().join("defaults");
-    run_score(&events_path, &defaults, &["--config", config, "--top", "0", "--margin", "1", "--horizon-days", "365"]);
+    let flags = ["--margin", "1", "--horizon-days", "365", "--retention-cost-per-year", "0"];
+    run_score(&events_path, &defaults, &[&["--config", config, "--top", "0"][..], &flags].concat());
     let unconfigured = batch_values(&defaults.join("customers.parquet"));
 
-    let (status, rows) =
-        post_json(&format!("{}/v1/sql", server.url), "text/plain", "SELECT customer_id, clv, revenue FROM customers");
+    let sql = "SELECT customer_id, clv, revenue, net_clv FROM customers";
+    let (status, rows) = post_json(&format!("{}/v1/sql", server.url), "text/plain", sql);
     assert_eq!(status, 200, "{rows}");
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), batch.len());
@@ -94,11 +98,22 @@ fn served_clv_follows_the_clv_section_and_equals_patron_score_with_the_same_file
     for row in rows {
         let id = row["customer_id"].as_str().unwrap();
         let (clv, revenue) = (row["clv"].as_f64().unwrap(), row["revenue"].as_f64().unwrap());
-        let (batch_clv, batch_revenue) = batch[id];
-        if !close(clv, batch_clv) || !close(revenue, batch_revenue) {
-            disagreements.push(format!("{id}: served clv {clv} revenue {revenue}, batch {batch_clv} {batch_revenue}"));
+        let net_clv = row["net_clv"].as_f64().unwrap();
+        let (batch_clv, batch_revenue, batch_net) = batch[id];
+        if !close(clv, batch_clv) || !close(revenue, batch_revenue) || !close(net_clv, batch_net) {
+            disagreements.push(format!(
+                "{id}: served clv {clv} net {net_clv} revenue {revenue}, batch {batch_clv} {batch_net} {batch_revenue}"
+            ));
+        }
+        // 24 a year over 180 days: six months of 30 days, 24 * 30 / 365 at the
+        // end of each, discounted at 5% a year.
+        let retention: f64 = (1..=6).map(|m| 24.0 * 30.0 / 365.0 / 1.05f64.powf(m as f64 / 12.0)).sum();
+        if (clv - net_clv - retention).abs() > 1e-9 {
+            disagreements.push(format!("{id}: clv {clv} - net_clv {net_clv} is not the retention cost {retention}"));
         }
         differs_from_defaults += usize::from(!close(clv, unconfigured[id].0));
+        // Without a retention cost (and no acquisition costs) net_clv is the CLV.
+        assert_eq!(unconfigured[id].2, unconfigured[id].0, "{id}");
     }
     assert!(disagreements.is_empty(), "{} disagree, first {:?}", disagreements.len(), &disagreements[..1]);
     // The settings matter: with margin 1 over 365 days every customer's CLV is another.
@@ -137,6 +152,7 @@ fn bad_settings_stop_the_server_with_the_key_that_is_wrong() {
         ("[clv]\nmargin = 1.5\n", "margin"),
         ("[clv]\nhorizon_days = 0\n", "horizon_days"),
         ("[clv]\nannual_discount_rate = -1\n", "annual_discount_rate"),
+        ("[clv]\nretention_cost_per_year = -5\n", "retention_cost_per_year"),
         ("[clv]\nmargn = 0.3\n", "margn"),
         ("[currency]\nbase = \"EUR\"\n[currency.rates]\nUSD = -0.92\n", "USD"),
         ("[currency]\nbase = \"EUR\"\n[currency.rates]\nEUR = 1.0\n", "EUR"),

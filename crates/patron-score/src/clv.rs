@@ -30,13 +30,19 @@ pub struct ClvConfig {
     pub annual_discount_rate: f64,
     /// Share of revenue that is margin (default 1.0).
     pub margin: f64,
+    /// What keeping one customer costs a year, base-currency major units
+    /// (default 0): `net_clv` subtracts it over the horizon, discounted like the margin.
+    pub retention_cost_per_year: f64,
 }
 
 impl Default for ClvConfig {
     fn default() -> Self {
-        Self { horizon_days: 365.0, annual_discount_rate: 0.10, margin: 1.0 }
+        Self { horizon_days: 365.0, annual_discount_rate: 0.10, margin: 1.0, retention_cost_per_year: 0.0 }
     }
 }
+
+/// Largest yearly retention cost accepted, major units.
+pub const MAX_RETENTION_COST_PER_YEAR: f64 = 1e9;
 
 /// Longest CLV horizon accepted: 100 years of monthly periods.
 pub const MAX_HORIZON_DAYS: f64 = 36_500.0;
@@ -59,7 +65,25 @@ impl ClvConfig {
                 "a yearly rate from 0 (0%) below 10 (1000%)",
             );
         }
+        if !(0.0..=MAX_RETENTION_COST_PER_YEAR).contains(&self.retention_cost_per_year) {
+            return invalid(
+                "retention_cost_per_year",
+                self.retention_cost_per_year,
+                "a yearly amount in the base currency, from 0 to 1e9",
+            );
+        }
         Ok(())
+    }
+
+    /// The retention cost of one customer over the horizon, discounted as
+    /// the CLV's margin is: the yearly cost spread evenly over the same
+    /// months, each month's share discounted at the end of the month.
+    /// `net_clv` = `clv` − this − the acquisition cost, when known.
+    pub fn retention_cost_over_horizon(&self) -> f64 {
+        let schedule = DiscountSchedule::monthly(self, 1.0);
+        let month_days = schedule.period_ends.first().copied().unwrap_or(0.0);
+        let per_month = self.retention_cost_per_year * month_days / 365.0;
+        per_month * schedule.discount_factors.iter().sum::<f64>()
     }
 }
 
@@ -434,7 +458,27 @@ mod tests {
         assert_eq!(named(ClvConfig { horizon_days: 1e9, ..base }), "horizon_days");
         assert_eq!(named(ClvConfig { annual_discount_rate: -1.0, ..base }), "annual_discount_rate");
         assert_eq!(named(ClvConfig { annual_discount_rate: f64::INFINITY, ..base }), "annual_discount_rate");
-        assert!(ClvConfig { margin: 0.3, horizon_days: 180.0, annual_discount_rate: 0.05 }.check().is_ok());
+        assert_eq!(named(ClvConfig { retention_cost_per_year: -5.0, ..base }), "retention_cost_per_year");
+        assert_eq!(named(ClvConfig { retention_cost_per_year: f64::NAN, ..base }), "retention_cost_per_year");
+        let settings =
+            ClvConfig { margin: 0.3, horizon_days: 180.0, annual_discount_rate: 0.05, retention_cost_per_year: 12.0 };
+        assert!(settings.check().is_ok());
+    }
+
+    #[test]
+    fn retention_cost_is_spread_over_the_months_and_discounted_like_the_margin() {
+        // No discounting: a year's cost over a year, half over half a year.
+        let flat = ClvConfig { annual_discount_rate: 0.0, retention_cost_per_year: 24.0, ..ClvConfig::default() };
+        assert!((flat.retention_cost_over_horizon() - 24.0).abs() < 1e-12);
+        let half = ClvConfig { horizon_days: 182.5, ..flat };
+        assert!((half.retention_cost_over_horizon() - 12.0).abs() < 1e-12);
+        // 10% a year: twelve payments of 2 at the ends of months 1..12,
+        // discounted at the monthly equivalent rate.
+        let discounted = ClvConfig { annual_discount_rate: 0.1, ..flat };
+        let monthly = 1.1f64.powf(1.0 / 12.0);
+        let want: f64 = (1..=12).map(|m| 2.0 / monthly.powi(m)).sum();
+        assert!((discounted.retention_cost_over_horizon() - want).abs() < 1e-12);
+        assert_eq!(ClvConfig::default().retention_cost_over_horizon(), 0.0);
     }
 
     fn scorer(purchase: PurchaseParams) -> Scorer {

@@ -52,6 +52,10 @@ pub struct FitReport<P> {
     /// CLV intervals propagate it. Empty exactly when `std_errors` is.
     #[serde(default)]
     pub log_covariance: Vec<f64>,
+    /// Parameters that ended on the edge of what the data can identify, each
+    /// with what it means for the scores (empty for an interior optimum).
+    #[serde(default)]
+    pub boundary: Vec<AtBound>,
 }
 
 impl<P> FitReport<P> {
@@ -437,9 +441,20 @@ const MAX_ITERATIONS: usize = 200;
 /// a numeric gradient is paid once per accepted step, not once per trial.
 /// Errors and non-finite values at trial points shrink the step.
 fn minimize<const N: usize>(
+    objective: impl FnMut(&[f64; N], bool) -> Option<(f64, Option<[f64; N]>)>,
+    start: [f64; N],
+    deadline: Instant,
+) -> Option<Minimum<N>> {
+    minimize_until(objective, start, deadline, LOG_PARAM_LIMIT + 1.0)
+}
+
+/// [`minimize`] that gives up once a coordinate passes ±`runaway` (a
+/// parameter far past the identification limit will not come back).
+fn minimize_until<const N: usize>(
     mut objective: impl FnMut(&[f64; N], bool) -> Option<(f64, Option<[f64; N]>)>,
     start: [f64; N],
     deadline: Instant,
+    runaway: f64,
 ) -> Option<Minimum<N>> {
     const GRADIENT_TOLERANCE: f64 = 1e-10;
     const MAX_STEP: f64 = 3.0;
@@ -498,9 +513,7 @@ fn minimize<const N: usize>(
             h = identity::<N>();
             continue;
         };
-        // A parameter far past the identification limit will not come back:
-        // stop early and let the caller report it.
-        if xn.iter().any(|v| v.abs() > LOG_PARAM_LIMIT + 1.0) {
+        if xn.iter().any(|v| v.abs() > runaway) {
             x = xn;
             g = gn;
             break;
@@ -569,6 +582,138 @@ fn numeric_gradient<const N: usize>(f: &impl Fn(&[f64; N]) -> Option<f64>, theta
 /// is a plain Poisson process) that the data cannot tell apart.
 const LOG_PARAM_LIMIT: f64 = 12.0;
 
+/// A log-parameter this close to ±[`LOG_PARAM_LIMIT`] after a search in the
+/// box counts as on its bound.
+const ON_BOUND: f64 = LOG_PARAM_LIMIT - 0.5;
+
+/// [`minimize`] inside the box |θᵢ| < [`LOG_PARAM_LIMIT`], from `from`: the
+/// search runs in φ with θ = L·tanh(φ/L), so a parameter whose likelihood
+/// keeps rising towards a limiting model settles on the edge (its gradient in
+/// φ vanishes there) while the others converge to their best values given it.
+fn minimize_in_box<const N: usize>(
+    mut objective: impl FnMut(&[f64; N], bool) -> Option<(f64, Option<[f64; N]>)>,
+    from: &[f64; N],
+    deadline: Instant,
+) -> Option<Minimum<N>> {
+    const L: f64 = LOG_PARAM_LIMIT;
+    let inside = |phi: &[f64; N]| phi.map(|v| L * (v / L).tanh());
+    let start = from.map(|v| if v.is_nan() { 0.0 } else { L * (v / L).clamp(-0.999, 0.999).atanh() });
+    let in_phi = |phi: &[f64; N], want_gradient: bool| {
+        let (value, gradient) = objective(&inside(phi), want_gradient)?;
+        let chain = gradient.map(|g| std::array::from_fn(|i| g[i] * (1.0 - (phi[i] / L).tanh().powi(2))));
+        Some((value, chain))
+    };
+    let found = minimize_until(in_phi, start, deadline, f64::INFINITY)?;
+    Some(Minimum { point: inside(&found.point), ..found })
+}
+
+/// Largest standard error of a log-parameter (a factor of e either way)
+/// for the parameters left free when the others sit on their bound.
+const FREE_LOG_SD_LIMIT: f64 = 1.0;
+
+/// A fit on the bound is a limiting model only when one mechanism reached
+/// it, the purchase rates (r, α) or the dropout (a, b; s, β), and the data
+/// pin down the other mechanism's parameters given it: their observed
+/// information (central differences of the gradient, in log-parameters) is
+/// positive definite with standard errors below [`FREE_LOG_SD_LIMIT`].
+/// Anything else (three customers, say) is data that cannot identify the model.
+fn check_one_limit(
+    model: PurchaseModel,
+    names: &[&'static str; 4],
+    point: &[f64; 4],
+    customers: f64,
+    mut objective: impl FnMut(&[f64; 4], bool) -> Option<(f64, Option<[f64; 4]>)>,
+) -> Result<()> {
+    let on_bound = |i: usize| point[i].abs() >= ON_BOUND;
+    let (rates_out, dropout_out) = (on_bound(0) || on_bound(1), on_bound(2) || on_bound(3));
+    let refuse = |why: String| ScoreError::NotIdentified {
+        model: model.name(),
+        detail: format!("the likelihood has no interior optimum and {why}; the data cannot pin the parameters down"),
+    };
+    match (rates_out, dropout_out) {
+        (false, false) => return Ok(()),
+        (true, true) => return Err(refuse("both the purchase rates and the dropout run to their bounds".into())),
+        _ => {}
+    }
+    let free = if rates_out { [2, 3] } else { [0, 1] };
+    let step = 1e-4;
+    let mut gradient_at = |i: usize, sign: f64| {
+        let mut moved = *point;
+        moved[i] += sign * step;
+        objective(&moved, true).and_then(|(_, g)| g)
+    };
+    let mut hessian = [[0.0; 2]; 2];
+    for (column, &i) in free.iter().enumerate() {
+        let (Some(up), Some(down)) = (gradient_at(i, 1.0), gradient_at(i, -1.0)) else {
+            return Err(refuse("the likelihood is not finite next to the optimum".into()));
+        };
+        for (row, &j) in free.iter().enumerate() {
+            hessian[row][column] = (up[j] - down[j]) / (2.0 * step) * customers;
+        }
+    }
+    let [[h00, h01], [h10, h11]] = hessian;
+    let off = 0.5 * (h01 + h10);
+    let determinant = h00 * h11 - off * off;
+    let variances = [h11 / determinant, h00 / determinant];
+    let determined = h00 > 0.0 && determinant > 0.0 && variances.iter().all(|v| v.sqrt() < FREE_LOG_SD_LIMIT);
+    if !determined {
+        let sds: Vec<String> =
+            free.iter().zip(variances).map(|(&i, v)| format!("{} ±{:.2}", names[i], v.sqrt())).collect();
+        return Err(refuse(format!(
+            "{} run to the bound while the others stay loose (log-parameter standard errors {})",
+            if rates_out { "the purchase rates" } else { "the dropout" },
+            sds.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// A fitted parameter on the edge of what the data can identify, and what
+/// that means for the scores built on it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AtBound {
+    /// The parameter's name (`a`, `s`, …).
+    pub parameter: String,
+    /// Its fitted value, in the fit's time unit.
+    pub value: f64,
+    /// What the scores mean with it there.
+    pub meaning: String,
+}
+
+impl std::fmt::Display for AtBound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} = {:.3e} is at its bound: {}", self.parameter, self.value, self.meaning)
+    }
+}
+
+/// What a purchase-model parameter at its lower (`high` false) or upper bound
+/// means for the scores.
+fn boundary_meaning(model: PurchaseModel, parameter: &str, high: bool) -> &'static str {
+    let pareto = model == PurchaseModel::ParetoNbd;
+    match (parameter, high) {
+        ("a", false) | ("b", true) if !pareto => {
+            "almost no customer drops out after a purchase, so P(alive) stays near 1 however long a customer has \
+             been silent; churn_risk cannot rank customers, and CLV treats every past buyer as still buying"
+        }
+        ("s", false) | ("beta", true) if pareto => {
+            "dropout rates are all but zero, so P(alive) stays near 1 however long a customer has been silent; \
+             churn_risk cannot rank customers, and CLV treats every past buyer as still buying"
+        }
+        ("a", true) | ("b", false) | ("s", true) | ("beta", false) => {
+            "customers drop out almost at once, so P(alive) falls to near 0 soon after each purchase and CLV \
+             rests on very few future purchases"
+        }
+        ("r", true) | ("alpha", true) => {
+            "purchase rates hardly differ between customers (the gamma mixing is all but a point), so a \
+             customer's own history moves their expected purchases little"
+        }
+        _ => {
+            "purchase rates are spread so widely that the model leans on each customer's own history alone; \
+             expect unstable predictions for customers with few purchases"
+        }
+    }
+}
+
 fn check_identified<const N: usize>(model: &'static str, names: &[&'static str], found: &Minimum<N>) -> Result<()> {
     for (name, value) in names.iter().zip(&found.point) {
         if !value.is_finite() || value.abs() > LOG_PARAM_LIMIT {
@@ -581,7 +726,8 @@ fn check_identified<const N: usize>(model: &'static str, names: &[&'static str],
             });
         }
     }
-    if found.timed_out {
+    // A search that ran out of time after meeting the convergence test is converged.
+    if found.timed_out && found.gradient > CONVERGED_GRADIENT {
         return Err(ScoreError::NotConverged {
             function: model,
             detail: format!(
@@ -704,19 +850,43 @@ fn fit_compressed(
             if best.as_ref().is_none_or(|(_, b)| value < *b) {
                 best = Some((found, value));
             }
-            if identified && value.is_finite() {
+            // A start that runs off towards a limiting model goes on in the
+            // box below; trying the other starts would only run off again,
+            // at the cost of a whole search each.
+            let ran_off = best.as_ref().is_some_and(|(b, _)| b.point.iter().any(|v| v.abs() > LOG_PARAM_LIMIT));
+            if (identified && value.is_finite()) || ran_off {
                 break;
             }
         }
     }
-    let Some((found, _)) = best else {
+    let Some((mut found, _)) = best else {
         return Err(ScoreError::NotIdentified {
             model: model.name(),
             detail: "the log-likelihood is not finite at any starting point".into(),
         });
     };
+    let runs_off = |m: &Minimum<4>| m.point.iter().any(|v| !v.is_finite() || v.abs() > LOG_PARAM_LIMIT);
+    if runs_off(&found) || found.gradient > CONVERGED_GRADIENT {
+        // The likelihood keeps rising towards a limiting model (or the search
+        // wanders along a flat ridge on the way there): find the best fit
+        // inside the box instead, and say below which parameter sits on its edge.
+        if let Some(bounded) = minimize_in_box(objective, &found.point, deadline) {
+            evaluations += bounded.evaluations;
+            found = bounded;
+        }
+    }
     check_identified(model.name(), &names, &found)?;
+    check_one_limit(model, &names, &found.point, n, objective)?;
     let params = build(&found.point).rescale_time(1.0 / time_scale);
+    let named = params.named();
+    let boundary: Vec<AtBound> = (0..4)
+        .filter(|&i| found.point[i].abs() >= ON_BOUND)
+        .map(|i| AtBound {
+            parameter: names[i].to_owned(),
+            value: named[i].1,
+            meaning: boundary_meaning(model, names[i], found.point[i] > 0.0).to_owned(),
+        })
+        .collect();
     let log_likelihood = purchase_log_likelihood(&params, data)?;
     if !log_likelihood.is_finite() {
         return Err(ScoreError::NotIdentified {
@@ -734,6 +904,7 @@ fn fit_compressed(
         seconds: started.elapsed().as_secs_f64(),
         std_errors: Vec::new(),
         log_covariance: Vec::new(),
+        boundary,
     })
 }
 
@@ -908,12 +1079,60 @@ pub fn fit_gamma_gamma(spends: &[SpendHistory]) -> Result<FitReport<GammaGammaPa
         seconds: started.elapsed().as_secs_f64(),
         std_errors: Vec::new(),
         log_covariance: Vec::new(),
+        boundary: Vec::new(),
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+    use rand_distr::{Distribution, Exp, Gamma};
+
     use super::*;
+
+    /// Customers who never drop out: purchases at a gamma-distributed
+    /// Poisson rate (r 0.8, α 20 days) over 200 to 400 days. The BG/NBD
+    /// likelihood keeps rising as the dropout probability goes to 0.
+    fn customers_who_never_leave() -> Vec<History> {
+        let mut rng = StdRng::seed_from_u64(18);
+        let rates = Gamma::new(0.8, 1.0 / 20.0).unwrap();
+        (0..3000)
+            .map(|i| {
+                let tenure = 200.0 + f64::from(i % 200); // whole days, as real data come
+                let wait = Exp::new(rates.sample(&mut rng)).unwrap();
+                let (mut t, mut x, mut last) = (0.0, 0u32, 0.0);
+                loop {
+                    t += wait.sample(&mut rng);
+                    if t > tenure {
+                        break History::new(x, last, tenure);
+                    }
+                    (x, last) = (x + 1, t.floor());
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_fit_whose_likelihood_runs_to_a_limiting_model_ends_on_the_bound_with_a_warning() {
+        let histories = customers_who_never_leave();
+        for model in [PurchaseModel::BgNbd, PurchaseModel::MbgNbd] {
+            let fit = fit_purchase_model(model, &histories).unwrap_or_else(|e| panic!("{model:?}: {e}"));
+            let on_bound: Vec<&str> = fit.boundary.iter().map(|b| b.parameter.as_str()).collect();
+            let dropout = ["a", "b"];
+            assert!(
+                !on_bound.is_empty() && on_bound.iter().all(|p| dropout.contains(p)),
+                "{model:?}: {:?} {:?}",
+                fit.params,
+                fit.boundary
+            );
+            assert!(fit.boundary.iter().all(|b| b.meaning.contains("P(alive) stays near 1")), "{:?}", fit.boundary);
+            // The rate part is still identified, and close to the truth (mean rate r/α = 0.04 a day).
+            let named = fit.params.named();
+            let (r, alpha) = (named[0].1, named[1].1);
+            assert!((r / alpha - 0.04).abs() < 0.006 && (0.5..1.2).contains(&r), "{model:?}: r {r} α {alpha}");
+        }
+    }
 
     #[test]
     fn gamma_gamma_gradient_and_value_match_the_per_customer_density() {

@@ -34,7 +34,7 @@ pub mod validation;
 
 pub use clv::{ClvConfig, DiscountSchedule, ScoreCache, ScoreInput, Scorer, Scores, discounted_purchases_if_alive};
 pub use fit::{
-    CompressedHistories, FIT_TIME_BUDGET, FitReport, Uncertainty, fit_gamma_gamma, fit_purchase_model,
+    AtBound, CompressedHistories, FIT_TIME_BUDGET, FitReport, Uncertainty, fit_gamma_gamma, fit_purchase_model,
     fit_purchase_model_compressed, fit_purchase_model_within, gamma_gamma_uncertainty, purchase_log_likelihood,
     purchase_uncertainty,
 };

@@ -241,6 +241,7 @@ fn fits_on_the_cdnow_summary_reproduce_lifetimes() {
         (PurchaseModel::ParetoNbd, "paretonbd", ["r", "alpha", "s", "beta"]),
     ] {
         let fit = fit_purchase_model(model, &histories).unwrap();
+        assert!(fit.boundary.is_empty(), "{model}: CDNOW's optimum is interior, {:?}", fit.boundary);
         let want_ll = fits[key]["loglik_unscaled"].as_f64().unwrap();
         // lifetimes stops at a looser tolerance; we may only be better, and only slightly.
         assert!(

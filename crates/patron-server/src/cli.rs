@@ -555,6 +555,10 @@ pub(crate) struct ScoreArgs {
     /// Margin as a share of revenue, for CLV (default 1, or `[clv]` margin).
     #[arg(long, value_name = "SHARE")]
     pub(crate) margin: Option<f64>,
+    /// Yearly cost of keeping one customer, base currency, subtracted over
+    /// the horizon in net_clv (default 0, or `[clv]` retention_cost_per_year).
+    #[arg(long, value_name = "AMOUNT")]
+    pub(crate) retention_cost_per_year: Option<f64>,
     /// How many top customers by CLV to print.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub(crate) top: usize,

@@ -18,6 +18,7 @@
 //! margin = 1.0               # share of revenue that is margin
 //! horizon_days = 365
 //! annual_discount_rate = 0.10
+//! retention_cost_per_year = 0 # what keeping a customer costs a year; net_clv subtracts it
 //!
 //! [currency]                 # optional; without it only --currency (default EUR)
 //! base = "EUR"
@@ -263,10 +264,11 @@ mod tests {
     #[test]
     fn clv_and_currency_sections_are_read_and_checked() {
         let config = Config::parse(
-            "[clv]\nmargin = 0.3\nhorizon_days = 180\n[currency]\nbase = \"EUR\"\n[currency.rates]\nUSD = 0.92\n",
+            "[clv]\nmargin = 0.3\nhorizon_days = 180\nretention_cost_per_year = 12.5\n[currency]\nbase = \"EUR\"\n[currency.rates]\nUSD = 0.92\n",
         )
         .unwrap();
-        assert_eq!(config.clv, ClvConfig { margin: 0.3, horizon_days: 180.0, ..ClvConfig::default() });
+        let clv = ClvConfig { margin: 0.3, horizon_days: 180.0, retention_cost_per_year: 12.5, ..ClvConfig::default() };
+        assert_eq!(config.clv, clv);
         let table = config.currencies(None).unwrap();
         assert_eq!((table.base.code(), table.rates.len()), ("EUR", 1));
         assert_eq!(config.currencies(Some("EUR")).unwrap(), table);
@@ -277,6 +279,7 @@ mod tests {
         for (text, named) in [
             ("[clv]\nmargin = 2\n", "margin"),
             ("[clv]\nmargn = 0.3\n", "margn"),
+            ("[clv]\nretention_cost_per_year = -1\n", "retention_cost_per_year"),
             ("[currency]\nbase = \"EUR\"\n[currency.rates]\nUSD = 0\n", "USD"),
             ("[currency]\nbase = \"EUR\"\n[currency.rates]\nEUR = 1\n", "EUR"),
             ("[currency]\nbase = \"XYZ\"\n", "XYZ"),

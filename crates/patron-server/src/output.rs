@@ -34,6 +34,8 @@ pub(crate) fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<()> {
 
 /// `model_params.json`: `{"models":[{"model","params","std_errors","log_likelihood","customers","time_unit"}, …]}`
 /// with every model that could be fitted; failures are listed under `failed`.
+/// A fit with a parameter on its bound also has `warnings`: one sentence per
+/// such parameter, saying what it means for the scores.
 /// `std_errors` has each parameter's standard error, null where the fit's
 /// observed information could not give one.
 pub(crate) fn model_params_json(fits: &ModelFits) -> Value {
@@ -45,16 +47,19 @@ pub(crate) fn model_params_json(fits: &ModelFits) -> Value {
         json!({"model": name, "params": params, "std_errors": errors, "log_likelihood": fit_ll,
                "customers": customers, "time_unit": unit})
     };
+    let with_warnings = |mut entry: Value, boundary: &[patron_score::AtBound]| {
+        if !boundary.is_empty() {
+            entry["warnings"] = boundary.iter().map(|b| json!(b.to_string())).collect::<Vec<_>>().into();
+        }
+        entry
+    };
     let mut models = Vec::new();
     let mut failed = Vec::new();
     for (purchase_model, fit) in &fits.purchase {
         match fit {
-            Ok(f) => models.push(model(
-                purchase_model.name(),
-                &f.params.named(),
-                f.log_likelihood,
-                f.customers,
-                &f.std_errors,
+            Ok(f) => models.push(with_warnings(
+                model(purchase_model.name(), &f.params.named(), f.log_likelihood, f.customers, &f.std_errors),
+                &f.boundary,
             )),
             Err(e) => failed.push(json!({"model": purchase_model.name(), "error": e})),
         }

@@ -53,8 +53,9 @@ pub(crate) fn run(args: &ScoreArgs) -> Result<()> {
         horizon_days: args.horizon_days.unwrap_or(settings.clv.horizon_days),
         annual_discount_rate: args.discount_rate.unwrap_or(settings.clv.annual_discount_rate),
         margin: args.margin.unwrap_or(settings.clv.margin),
+        retention_cost_per_year: args.retention_cost_per_year.unwrap_or(settings.clv.retention_cost_per_year),
     };
-    clv.check().context("--horizon-days, --discount-rate or --margin")?;
+    clv.check().context("--horizon-days, --discount-rate, --margin or --retention-cost-per-year")?;
     let config =
         ScoringConfig { model: args.model.into(), clv, time_unit: args.time_unit.into(), ..ScoringConfig::default() };
 
@@ -96,7 +97,7 @@ pub(crate) fn run(args: &ScoreArgs) -> Result<()> {
         Err(e) => (ScoredBook::unscored(&book, now, base), Some(e)),
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let batch = customers_batch(&book, &scored, base, &config.segments)?;
+    let batch = customers_batch(&book, &scored, base, &config)?;
     let customers_path = args.out.join("customers.parquet");
     output::write_parquet(&customers_path, &batch)?;
     let params_path = args.out.join("model_params.json");
@@ -204,6 +205,9 @@ pub(crate) fn print_fits(fits: &ModelFits, chosen: &str, seconds: f64) {
                     f.customers,
                     f.iterations
                 );
+                for bound in &f.boundary {
+                    println!("   {:<11} warning: {bound}", "");
+                }
             }
             Err(e) => println!(" {marker}{:<11} fit failed: {e}", model.name()),
         }

@@ -320,11 +320,11 @@ impl TableProvider for CustomersTable {
         let rows: usize = parts.iter().flatten().map(|c| c.len()).sum();
         self.0.counters.record(rows, started.elapsed());
         let partitions = parts.len();
-        let clock = RowClock {
-            now: engine.now().unwrap_or_else(Timestamp::now),
-            minor_per_major: self.0.source.base_currency().minor_per_major(),
-            segments: engine.scoring_config().segments,
-        };
+        let clock = RowClock::new(
+            engine.now().unwrap_or_else(Timestamp::now),
+            self.0.source.base_currency().minor_per_major(),
+            engine.scoring_config(),
+        );
         let out_schema = schema.clone();
         let stream: StreamFn = Arc::new(move |partition| {
             let chunks = parts.get(partition).cloned().unwrap_or_default();
@@ -590,6 +590,26 @@ struct ParamRow {
     customers: i64,
     fitted_at: i64,
     std_error: Option<f64>,
+    warning: Option<String>,
+}
+
+/// What every `model_params` row of one fit repeats.
+struct FitSummary<'a> {
+    log_likelihood: f64,
+    customers: u64,
+    std_errors: &'a [f64],
+    boundary: &'a [patron_score::AtBound],
+}
+
+impl<'a> FitSummary<'a> {
+    fn of<P>(fit: &'a patron_score::FitReport<P>) -> Self {
+        Self {
+            log_likelihood: fit.log_likelihood,
+            customers: fit.customers,
+            std_errors: &fit.std_errors,
+            boundary: &fit.boundary,
+        }
+    }
 }
 
 /// `model_params`: one row per fitted parameter of every model.
@@ -603,33 +623,36 @@ pub(crate) fn model_params_table(shared: Shared) -> ComputedTable {
         Field::new("fitted_at", timestamp_type(), true),
         // Appended by issue 18: from the fit's observed information (NULL where it gave none).
         Field::new("std_error", DataType::Float64, true),
+        // Appended by issue 18: why this parameter is on the edge of what the
+        // data can identify and what that means for the scores (NULL inside).
+        Field::new("warning", DataType::Utf8, true),
     ]));
     let rows = Arc::new(move || -> Result<Vec<ArrayRef>> {
         let models = shared.source.engine().models();
         let mut out: Vec<ParamRow> = Vec::new();
         if let Some(fits) = &models.fits {
             let at = fits.fitted_at.micros();
-            let mut push =
-                |model: &str, named: &[(&'static str, f64)], log_likelihood: f64, customers: u64, errors: &[f64]| {
-                    for (i, &(param, value)) in named.iter().enumerate() {
-                        out.push(ParamRow {
-                            model: model.to_owned(),
-                            param,
-                            value,
-                            log_likelihood,
-                            customers: customers as i64,
-                            fitted_at: at,
-                            std_error: errors.get(i).copied(),
-                        });
-                    }
-                };
+            let mut push = |model: &str, named: &[(&'static str, f64)], fit: FitSummary| {
+                for (i, &(param, value)) in named.iter().enumerate() {
+                    out.push(ParamRow {
+                        model: model.to_owned(),
+                        param,
+                        value,
+                        log_likelihood: fit.log_likelihood,
+                        customers: fit.customers as i64,
+                        fitted_at: at,
+                        std_error: fit.std_errors.get(i).copied(),
+                        warning: fit.boundary.iter().find(|b| b.parameter == param).map(|b| b.meaning.clone()),
+                    });
+                }
+            };
             for (model, fit) in &fits.purchase {
                 if let Ok(f) = fit {
-                    push(model.name(), &f.params.named(), f.log_likelihood, f.customers, &f.std_errors);
+                    push(model.name(), &f.params.named(), FitSummary::of(f));
                 }
             }
             if let Ok(f) = &fits.gamma_gamma {
-                push("gamma_gamma", &f.params.named(), f.log_likelihood, f.customers, &f.std_errors);
+                push("gamma_gamma", &f.params.named(), FitSummary::of(f));
             }
         }
         Ok(vec![
@@ -640,6 +663,7 @@ pub(crate) fn model_params_table(shared: Shared) -> ComputedTable {
             Arc::new(out.iter().map(|r| Some(r.customers)).collect::<Int64Array>()),
             Arc::new(out.iter().map(|r| Some(r.fitted_at)).collect::<TimestampMicrosecondArray>()),
             Arc::new(out.iter().map(|r| r.std_error).collect::<Float64Array>()),
+            Arc::new(out.iter().map(|r| r.warning.as_deref()).collect::<StringArray>()),
         ])
     });
     ComputedTable { name: "model_params", schema, rows }

@@ -44,6 +44,21 @@ pub struct RowClock {
     pub minor_per_major: f64,
     /// Thresholds of the lifecycle stage.
     pub segments: SegmentConfig,
+    /// What `net_clv` subtracts from `clv`: the discounted retention cost
+    /// over the horizon ([`patron_score::ClvConfig::retention_cost_over_horizon`]), major units.
+    pub retention_cost: f64,
+}
+
+impl RowClock {
+    /// The clock of rows scored with `config` at `now`.
+    pub fn new(now: Timestamp, minor_per_major: f64, config: &crate::ScoringConfig) -> Self {
+        Self {
+            now,
+            minor_per_major,
+            segments: config.segments,
+            retention_cost: config.clv.retention_cost_over_horizon(),
+        }
+    }
 }
 
 fn nulls(valid: &[bool]) -> Option<NullBuffer> {
@@ -150,6 +165,7 @@ pub fn column_groups(name: &str) -> Option<Groups> {
         "clv" => Groups { scored: true, clv: true, ..NONE },
         "p_purchase_30d" | "expected_orders_365d" | "next_order_at" => Groups { scored: true, timing: true, ..NONE },
         "clv_low" | "clv_high" => Groups { scored: true, clv: true, timing: true, ..NONE },
+        "net_clv" => Groups { scored: true, clv: true, ..NONE },
         "rfm_r" | "rfm_f" | "rfm_m" | "rfm_segment" | "value_tier" | "relationship" => LABELS,
         "lifecycle_stage" => Groups { summaries: true, scored: true, p_alive: true, ..NONE },
         "updated_at" => NONE,
@@ -246,6 +262,12 @@ pub fn customer_column(name: &str, view: &ChunkView, clock: &RowClock) -> Option
         "updated_at" => Some(Arc::new(TimestampMicrosecondArray::from(vec![clock.now.micros(); view.len()]))),
         "p_purchase_30d" => timing(view, |t| t.p_purchase_30d),
         "expected_orders_365d" => timing(view, |t| t.expected_orders_365d),
+        "net_clv" => {
+            let s = view.scores();
+            let (clv, scored) = (s.clv.as_ref()?, s.scored.as_ref()?);
+            let values: Vec<f64> = clv.iter().map(|c| c - clock.retention_cost).collect();
+            Some(Arc::new(Float64Array::new(ScalarBuffer::from(values), nulls(scored))))
+        }
         "clv_low" => clv_bound(view, |clv, spread| patron_score::clv_interval(clv, spread).0),
         "clv_high" => clv_bound(view, |clv, spread| patron_score::clv_interval(clv, spread).1),
         "next_order_at" => {
@@ -336,7 +358,12 @@ mod tests {
     }
 
     fn clock() -> RowClock {
-        RowClock { now: Timestamp::from_millis(0), minor_per_major: 100.0, segments: SegmentConfig::default() }
+        RowClock {
+            now: Timestamp::from_millis(0),
+            minor_per_major: 100.0,
+            segments: SegmentConfig::default(),
+            retention_cost: 0.0,
+        }
     }
 
     #[test]

@@ -313,12 +313,12 @@ pub fn customers_batch(
     book: &CustomerBook,
     scored: &ScoredBook,
     currency: Currency,
-    segments: &SegmentConfig,
+    config: &ScoringConfig,
 ) -> Result<RecordBatch> {
     let mut chunk = Chunk::with_capacity(book.len());
     for (i, row) in book.records().iter().enumerate() {
         chunk.push(row.customer_id(), *row.summary(), scored.scores[i], scored.segments[i]);
     }
-    let clock = RowClock { now: scored.scored_at, minor_per_major: currency.minor_per_major(), segments: *segments };
+    let clock = RowClock::new(scored.scored_at, currency.minor_per_major(), config);
     customer_batch(customers_schema(), &chunk.view(Groups::ALL), &clock)
 }

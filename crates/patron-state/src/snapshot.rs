@@ -937,6 +937,11 @@ mod tests {
                 seconds: 0.012,
                 std_errors: vec![0.0125, 0.378],
                 log_covariance: vec![0.0026, -0.0011, -0.0011, 0.0073],
+                boundary: vec![patron_score::AtBound {
+                    parameter: "a".into(),
+                    value: 1.5e-6,
+                    meaning: "almost no customer drops out".into(),
+                }],
             }
         }
         let bg = patron_score::BetaGeoParams { r: 0.243, alpha: 4.414, a: 0.793, b: 2.426 };

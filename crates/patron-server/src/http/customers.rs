@@ -101,7 +101,7 @@ fn customer_view(state: &AppState, customer_id: &CustomerId) -> Option<Response>
         .map(|s| s.with_spread_of(record.scores.as_ref()));
     let mut row = Chunk::with_capacity(1);
     row.push(record.customer_id.as_str(), record.summary, scores, record.segments);
-    let clock = RowClock { now, minor_per_major: minor, segments: state.engine.scoring_config().segments };
+    let clock = RowClock::new(now, minor, state.engine.scoring_config());
     let object = customer_batch(patron_model::customers_schema(), &row.view(Groups::ALL), &clock)
         .map_err(anyhow::Error::from)
         .and_then(|batch| row_json(&batch, 0));
