@@ -115,14 +115,47 @@ fn row_differences(before: &[Value], after: &[Value]) -> Vec<String> {
     differences
 }
 
-/// Issue 18, "a restart serves what it served", for a server whose last
-/// event came before its last refit: after kill -9 and a restart on the same
-/// directory, and offline through `patron query --data-dir`, every
-/// `customers` row equals what the live server served, with no provisional
-/// scores or missing segments in between. (Events after the last refit are
-/// not covered yet: the restart scores everyone at the recovered watermark
-/// and refits, while the live server kept the older scores of the customers
-/// those events did not touch.)
+/// Events after the refit: CDNOW's next 600 purchases (after 1997-09-30,
+/// mostly customers the refit scored), three new customers, a refund and a
+/// consent change.
+fn events_after_the_refit() -> Vec<String> {
+    let mut reader = csv::Reader::from_path(patron_tests::fixture("cdnow/cdnow_transactions.csv")).unwrap();
+    let mut events: Vec<String> = reader
+        .records()
+        .map(|row| row.unwrap())
+        .filter(|row| &row[1] > "19970930")
+        .take(600)
+        .enumerate()
+        .map(|(i, row)| {
+            let d = &row[1];
+            format!(
+                r#"{{"type":"purchase","event_id":"later-{i}","customer_id":"{}","timestamp":"{}-{}-{}T00:00:00Z","currency":"USD","revenue":"{}"}}"#,
+                &row[0], &d[..4], &d[4..6], &d[6..], &row[3]
+            )
+        })
+        .collect();
+    for (i, day) in ["1997-10-02", "1997-10-20", "1997-11-05"].iter().enumerate() {
+        events.push(format!(
+            r#"{{"type":"purchase","event_id":"newcomer-{i}","customer_id":"newcomer-{i}","timestamp":"{day}T12:00:00Z","currency":"USD","revenue":"19.99"}}"#
+        ));
+    }
+    events.push(
+        r#"{"type":"refund","event_id":"refund-1","customer_id":"3","order_id":"o-3","timestamp":"1997-10-03T00:00:00Z","currency":"USD","amount":"5.00"}"#.into(),
+    );
+    events.push(
+        r#"{"type":"consent","event_id":"consent-1","customer_id":"4","timestamp":"1997-10-04T00:00:00Z","channels":{"email":true}}"#.into(),
+    );
+    events
+}
+
+/// Issue 18, "a restart serves what it served": after a refit and then more
+/// events (customers rescored one by one, new customers, a refund, a
+/// consent change), kill -9 and a restart on the same directory, and an
+/// offline `patron query --data-dir`, every `customers` row equals what the
+/// live server served, with no provisional scores or missing segments in
+/// between. The refit's snapshot keeps the models, labels and interval
+/// widths; the log tail replays the later events, and each customer is
+/// scored as of the last refit or their own later purchase, as live.
 #[test]
 fn a_restart_and_an_offline_query_serve_the_rows_the_live_server_served() {
     let dir = tempfile::tempdir().unwrap();
@@ -130,9 +163,19 @@ fn a_restart_and_an_offline_query_serve_the_rows_the_live_server_served() {
     let flags = ["--currency", "USD", "--refit-interval", "3600"];
     let server = Server::start(&data, &flags);
     load_cdnow(&server);
+    let at_refit = customers_over_sql(&server);
+    let later = events_after_the_refit();
+    let (status, body) = post_json(&format!("{}/v1/events", server.url), "application/x-ndjson", &later.join("\n"));
+    assert_eq!((status, body["accepted"].as_u64()), (200, Some(later.len() as u64)), "{body}");
     let served = customers_over_sql(&server);
-    assert_eq!(served.len(), 2357);
-    assert!(served.iter().all(|row| row["rfm_segment"].is_string() && row["clv"].is_number()), "scored rows");
+    assert_eq!(served.len(), 2360);
+    // The later events changed what is served (else the test would prove nothing).
+    let moved = at_refit.iter().zip(&served).filter(|(a, b)| a["clv"] != b["clv"]).count();
+    assert!(moved > 100, "only {moved} customers rescored");
+    // Every buyer is scored; the newcomers have no labels until the next refit.
+    let newcomer = |row: &Value| row["customer_id"].as_str().is_some_and(|id| id.starts_with("newcomer-"));
+    assert!(served.iter().all(|row| row["clv"].is_number()), "scored rows");
+    assert!(served.iter().all(|row| row["rfm_segment"].is_string() != newcomer(row)), "labels of the refit");
     server.kill_dash_nine();
 
     let restarted = Server::start(&data, &flags);

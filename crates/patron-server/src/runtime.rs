@@ -100,8 +100,10 @@ pub(crate) fn open_engine(
             q.reason
         );
     }
-    if report.events > 0 {
-        match engine.refit() {
+    // Restored models keep serving what they served (a refit would score
+    // everyone anew); only a directory that never had a fit gets one now.
+    if report.events > 0 && engine.models().fits.is_none() {
+        match engine.refit_durably() {
             Ok(_) => tracing::info!("models fitted on the recovered customers"),
             Err(e) => tracing::warn!("no fit yet ({e}); scores are provisional"),
         }
@@ -223,7 +225,7 @@ pub(crate) async fn serve(
             }
             last_seen = accepted;
             let engine = engine.clone();
-            match tokio::task::spawn_blocking(move || engine.refit()).await {
+            match tokio::task::spawn_blocking(move || engine.refit_durably()).await {
                 Ok(Ok(_)) => tracing::info!("periodic refit done"),
                 Ok(Err(e)) => tracing::warn!("periodic refit failed: {e}"),
                 Err(e) => tracing::warn!("periodic refit panicked: {e}"),

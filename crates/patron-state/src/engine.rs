@@ -495,6 +495,20 @@ impl Inner {
         (hash, IdHasher::shard(hash, self.shards.len()))
     }
 
+    /// The day customers are scored as of between refits. Under the event
+    /// clock it is the day of the last refit (a customer's own later purchase
+    /// moves theirs on, in `score_input`), so a customer's scores depend only
+    /// on their record and the models, never on how events from other
+    /// customers interleaved: a restart that replays the same log recomputes
+    /// exactly what was served. Under the wall clock, today; before any fit,
+    /// the watermark.
+    fn scoring_day(&self, models: &ModelState) -> i32 {
+        match (self.config.clock, &models.fits) {
+            (Clock::Event, Some(fits)) => fits.fitted_at.day(),
+            _ => self.now().map_or(0, Timestamp::day),
+        }
+    }
+
     fn now(&self) -> Option<Timestamp> {
         match self.config.clock {
             Clock::Wall => Some(Timestamp::now()),
@@ -803,6 +817,7 @@ impl Engine {
             config: config.clone(),
         });
         let mut start_seq = 0;
+        let kept_spreads = loaded.as_ref().is_some_and(|s| s.keeps_spreads);
         if let Some(snapshot) = loaded {
             start_seq = snapshot.next_seq;
             inner.watermark_ms.store(snapshot.watermark_ms, Ordering::Relaxed);
@@ -925,7 +940,7 @@ impl Engine {
         // Joined after the shard writers, whose feed senders end its loop.
         threads.push(feed_thread);
         let engine = Self { inner, quarantined: Mutex::new(quarantined), wal: Some(wal), senders, threads };
-        engine.rescore_all();
+        engine.rescore_all(kept_spreads);
         engine.refresh_recommendations();
         Ok((engine, report))
     }
@@ -1254,15 +1269,20 @@ impl Engine {
             .collect()
     }
 
-    /// Scores every customer with the models in use at the recovered watermark
-    /// (a snapshot keeps models and labels, not scores), with CLV intervals
-    /// when the models came from a fit.
-    fn rescore_all(&self) {
+    /// Scores every recovered customer as the live engine last scored them:
+    /// with the models in use, as of the scoring day ([`Inner::scoring_day`]),
+    /// and with the CLV interval width the snapshot kept (`kept_spreads`;
+    /// older snapshots did not keep it, and then the intervals are computed
+    /// afresh, as a refit would). A snapshot keeps models, labels and widths,
+    /// not scores.
+    fn rescore_all(&self, kept_spreads: bool) {
         let models = self.models();
-        let now_day = self.now().map_or(0, Timestamp::day);
+        let now_day = self.inner.scoring_day(&models);
         let minor = self.inner.config.currencies.base.minor_per_major();
-        let covariance =
-            models.fits.as_ref().map(|fits| parameter_covariance(fits, &self.inner.config.scoring)).unwrap_or_default();
+        let covariance = match &models.fits {
+            Some(fits) if !kept_spreads => parameter_covariance(fits, &self.inner.config.scoring),
+            _ => Default::default(),
+        };
         // Shard by shard, each scored by the whole-population kernel (parallel inside).
         for shard in &self.inner.shards {
             let Ok(mut book) = shard.write() else { continue };
@@ -1274,13 +1294,19 @@ impl Engine {
                 .unzip();
             // Should one history fail the kernel, score one by one (without intervals)
             // so that it costs only that customer its scores.
-            let scores: Vec<Option<Scores>> = match models.scorer.score_all_with_intervals(&inputs, &covariance) {
+            let mut scores: Vec<Option<Scores>> = match models.scorer.score_all_with_intervals(&inputs, &covariance) {
                 Ok(scores) => scores.into_iter().map(Some).collect(),
                 Err(_) => {
                     let mut cache = ScoreCache::default();
                     inputs.iter().map(|input| models.scorer.score_cached(input, &mut cache).ok()).collect()
                 }
             };
+            if kept_spreads {
+                for (s, &slot) in scores.iter_mut().zip(&slots) {
+                    let kept = book.records().row(slot).and_then(|r| r.scores());
+                    *s = s.map(|s| s.with_spread_of(kept.as_ref()));
+                }
+            }
             // Chunk by chunk: its score columns are made unique once, not per customer.
             let mut run = Vec::with_capacity(CHUNK);
             let mut rows = slots.iter().zip(scores).peekable();
@@ -1290,6 +1316,17 @@ impl Engine {
                     run.push((slot % CHUNK, s));
                 }
                 book.set_chunk_scores(chunk, &run);
+            }
+            // Whatever cannot be scored holds no scores, not a snapshot's placeholder.
+            let unscorable: Vec<usize> = (0..book.len())
+                .filter(|&slot| {
+                    book.records()
+                        .row(slot)
+                        .is_some_and(|r| r.scores().is_some() && r.score_input(now_day, minor).is_none())
+                })
+                .collect();
+            for slot in unscorable {
+                book.set_scores(slot, None);
             }
         }
     }
@@ -1430,6 +1467,16 @@ impl Engine {
         let refitted = self.refit_models();
         self.refresh_recommendations();
         refitted
+    }
+
+    /// [`Self::refit`], then a snapshot, so that the models and the CLV
+    /// interval widths the refit serves are durable and a restart serves
+    /// them again. The refit stands if the snapshot fails (the error says
+    /// so); a crash between the two restarts with the previous refit's scores.
+    pub fn refit_durably(&self) -> Result<Arc<ModelState>> {
+        let models = self.refit()?;
+        self.snapshot().map_err(|e| StateError::RefitNotDurable(Box::new(e)))?;
+        Ok(models)
     }
 
     fn refit_models(&self) -> Result<Arc<ModelState>> {
@@ -1598,7 +1645,7 @@ fn apply_batch(
                 }
             }
         }
-        let now_day = inner.now().map_or(0, Timestamp::day);
+        let now_day = inner.scoring_day(models);
         touched.sort_unstable();
         touched.dedup();
         for slot in touched.drain(..) {

@@ -124,6 +124,10 @@ pub enum StateError {
     /// A shard writer went away before it answered.
     #[error("a shard writer stopped")]
     ShardStopped,
+    /// A refit succeeded and is served, but its snapshot failed: a restart
+    /// before the next successful one serves the previous refit's scores.
+    #[error("the refit is served but not durable (a restart would serve the previous refit): {0}")]
+    RefitNotDurable(#[source] Box<StateError>),
     /// A refit was asked for before any event arrived.
     #[error("no events yet")]
     NoEvents,

@@ -377,13 +377,7 @@ const DAY_MS: i64 = 86_400_000;
 /// consent flags u8 (2 bits each) │ consent times varint ×3 │ labels: 0, or 1 + 7 codes │
 /// purchase profile (PurchaseProfile::encode_compact; version 7 adds its evicted products)
 /// ```
-pub fn encode_customer_compact(
-    id: &str,
-    summary: &Summary,
-    history: &History,
-    segments: Option<Segments>,
-    out: &mut Vec<u8>,
-) {
+pub fn encode_customer_compact(id: &str, summary: &Summary, history: &History, kept: Kept, out: &mut Vec<u8>) {
     codec::put_varint(out, id.len() as u64);
     out.extend_from_slice(id.as_bytes());
     let days = &history.occasion_days;
@@ -409,14 +403,49 @@ pub fn encode_customer_compact(
     for s in summary.consent_at_s {
         codec::put_varint(out, u64::from(s));
     }
-    match segments {
+    match kept.segments {
         None => out.push(0),
         Some(g) => {
             out.push(1);
             out.extend_from_slice(&g.codes());
         }
     }
+    match kept.clv_log_spread {
+        None => out.push(0),
+        Some(spread) => {
+            out.push(1);
+            // Served in single precision (chunk::Timing), so this is exact.
+            out.extend_from_slice(&(spread as f32).to_le_bytes());
+        }
+    }
     history.purchases.encode_compact(out);
+}
+
+/// What a snapshot keeps of a customer's model outputs: the labels of the
+/// last population run and the CLV interval width of the last
+/// whole-population scoring. The scores themselves are recomputed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Kept {
+    /// Labels, if segmented.
+    pub segments: Option<Segments>,
+    /// Standard deviation of ln CLV, if an interval was computed.
+    pub clv_log_spread: Option<f64>,
+}
+
+/// Scores that carry only the CLV interval width a snapshot kept: recovery
+/// rescores every customer ([`crate::Engine::open`]) and replaces the rest
+/// before anything reads them.
+fn awaiting_rescore(clv_log_spread: f64) -> Scores {
+    Scores {
+        p_alive: f64::NAN,
+        expected_orders_90d: f64::NAN,
+        expected_order_value: f64::NAN,
+        clv: f64::NAN,
+        p_purchase_30d: f64::NAN,
+        expected_orders_365d: f64::NAN,
+        next_order_day: None,
+        clv_log_spread: Some(clv_log_spread),
+    }
 }
 
 fn decode_flag(bits: u8) -> Option<Option<bool>> {
@@ -439,7 +468,7 @@ impl CustomerRecord {
     /// bytes are not a valid record (cut short, out of range, inconsistent).
     /// `with_forgotten`: the profile holds its evicted products (snapshot
     /// version 7); see [`PurchaseProfile::settle_inherited`] otherwise.
-    pub fn decode_compact(r: &mut ByteReader<'_>, with_forgotten: bool) -> Option<Self> {
+    pub fn decode_compact(r: &mut ByteReader<'_>, with_forgotten: bool, with_spread: bool) -> Option<Self> {
         let id_len = usize::try_from(r.varint()?).ok()?;
         let customer_id = CustomerId::new(std::str::from_utf8(r.take(id_len)?).ok()?).ok()?;
         let count = usize::try_from(r.varint()?).ok()?;
@@ -481,6 +510,13 @@ impl CustomerRecord {
             1 => Some(Segments::from_codes(r.array::<7>()?)?),
             _ => return None,
         };
+        if with_spread {
+            record.scores = match r.u8()? {
+                0 => None,
+                1 => Some(awaiting_rescore(f64::from(f32::from_le_bytes(r.array::<4>()?)))),
+                _ => return None,
+            };
+        }
         record.history = History { occasion_days, purchases: PurchaseProfile::decode_compact(r, with_forgotten)? };
         Some(record)
     }
@@ -642,15 +678,31 @@ mod tests {
     /// truncation is refused; returns the encoded size.
     fn compact_round_trip(r: &CustomerRecord) -> usize {
         let mut bytes = Vec::new();
-        encode_customer_compact(r.customer_id.as_str(), &r.summary, &r.history, r.segments, &mut bytes);
+        let kept = Kept { segments: r.segments, clv_log_spread: r.scores.and_then(|s| s.clv_log_spread) };
+        encode_customer_compact(r.customer_id.as_str(), &r.summary, &r.history, kept, &mut bytes);
         let mut reader = ByteReader::new(&bytes, 0);
-        assert_eq!(CustomerRecord::decode_compact(&mut reader, true).as_ref(), Some(r));
+        assert_eq!(CustomerRecord::decode_compact(&mut reader, true, true).as_ref(), Some(r));
         assert_eq!(reader.remaining(), 0);
         for cut in 0..bytes.len() {
-            let decoded = CustomerRecord::decode_compact(&mut ByteReader::new(&bytes[..cut], 0), true);
+            let decoded = CustomerRecord::decode_compact(&mut ByteReader::new(&bytes[..cut], 0), true, true);
             assert!(decoded.is_none(), "cut at {cut}");
         }
         bytes.len()
+    }
+
+    #[test]
+    fn the_clv_interval_width_survives_a_snapshot_and_only_it() {
+        let mut r = CustomerRecord::new(CustomerId::new("spread").unwrap());
+        r.history.purchases.record(3, 20_000, 1.0, 5);
+        r.scores = Some(awaiting_rescore(f64::from(0.1234_f32)));
+        let mut bytes = Vec::new();
+        let kept = Kept { segments: None, clv_log_spread: Some(f64::from(0.1234_f32)) };
+        encode_customer_compact(r.customer_id.as_str(), &r.summary, &r.history, kept, &mut bytes);
+        let decoded = CustomerRecord::decode_compact(&mut ByteReader::new(&bytes, 0), true, true).unwrap();
+        let scores = decoded.scores.expect("a width");
+        assert_eq!(scores.clv_log_spread, Some(f64::from(0.1234_f32)), "exactly the served width");
+        assert!(scores.clv.is_nan() && scores.p_alive.is_nan(), "nothing else is kept: recovery rescores");
+        compact_round_trip(&CustomerRecord::new(CustomerId::new("no-width").unwrap()));
     }
 
     #[test]
@@ -701,8 +753,15 @@ mod tests {
         let mut light = CustomerRecord::new(CustomerId::new("light").unwrap());
         light.history.purchases.record(3, 20_000, 1.0, 5);
         let mut v7 = Vec::new();
-        encode_customer_compact(light.customer_id.as_str(), &light.summary, &light.history, None, &mut v7);
-        let mut old = CustomerRecord::decode_compact(&mut ByteReader::new(&v7[..v7.len() - 1], 0), false).unwrap();
+        encode_customer_compact(light.customer_id.as_str(), &light.summary, &light.history, Kept::default(), &mut v7);
+        // Version 7 had no width byte: it comes right before the profile.
+        let mut profile = Vec::new();
+        light.history.purchases.encode_compact(&mut profile);
+        assert_eq!(v7.remove(v7.len() - profile.len() - 1), 0);
+        let v7_read = CustomerRecord::decode_compact(&mut ByteReader::new(&v7, 0), true, false).unwrap();
+        assert_eq!(v7_read.history, light.history);
+        let mut old =
+            CustomerRecord::decode_compact(&mut ByteReader::new(&v7[..v7.len() - 1], 0), false, false).unwrap();
         assert!(!old.history.purchases.knows_every_product(), "unknown until settled");
         old.history.purchases.settle_inherited(5);
         assert_eq!(old.history, light.history, "one product of five: nothing was evicted");

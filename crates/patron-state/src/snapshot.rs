@@ -16,7 +16,9 @@
 //!   variable-length integers ([`crate::record::encode_customer_compact`],
 //!   about half the fixed-width size) and remembered event fingerprints in
 //!   9 bytes instead of 12. Scores are not stored: they are recomputed at
-//!   recovery with the fitted models, which are.
+//!   recovery with the fitted models, which are, and with each customer's
+//!   CLV interval width (version 8), which only a whole-population scoring
+//!   computes and per-event rescoring keeps.
 //! - **Encoded in parallel, streamed to the file.** Each shard's thread
 //!   encodes its customers (from `Arc` clones of its chunks taken at the cut,
 //!   so the shard goes on applying events) into blocks of about 1 MiB, each
@@ -30,7 +32,7 @@
 //!   book on its own thread.
 //!
 //! ```text
-//! magic "PATRSNAP" │ version u32 = 7 │ next_seq u64 │ watermark_ms i64 │ customers u64 │
+//! magic "PATRSNAP" │ version u32 = 8 │ next_seq u64 │ watermark_ms i64 │ customers u64 │
 //! id key [u64; 2] │ products u32 │ product ids (u16 length + UTF-8)… │
 //! blocks… (each: whole customers of one shard, or one shard's dedup index) │
 //! tail: product statistics │ models (u32 length + CBOR; 0: provisional) │
@@ -46,7 +48,8 @@
 //! in the header because it also routes customers to shards: a recovery with
 //! another shard count routes each customer as it is decoded.
 //!
-//! Older versions are still read: 6 (as 7, without the products each
+//! Older versions are still read: 7 (as 8, without interval widths: recovery
+//! computes them afresh), 6 (as 7, without the products each
 //! profile evicted; see `PurchaseProfile::settle_inherited`), 5 (fixed-width customers, one section per
 //! shard, one checksum over the file), 4 (one run of all customers) and 3
 //! (records with an 8-id ring, which is skipped; no dedup index).
@@ -63,11 +66,13 @@ use patron_storage::{Storage, StorageFile, crash_point};
 use crate::chunk::Chunk;
 use crate::dedup::{DedupIndex, IdHasher};
 use crate::items::{ItemConfig, ItemStats};
-use crate::record::{CustomerRecord, History, encode_customer_compact};
+use crate::record::{CustomerRecord, History, Kept, encode_customer_compact};
 use crate::scoring::ModelFits;
 
 const MAGIC: &[u8; 8] = b"PATRSNAP";
-const VERSION: u32 = 7;
+const VERSION: u32 = 8;
+/// Compact customers with their evicted products, without the CLV interval width.
+const VERSION_WITHOUT_SPREAD: u32 = 7;
 /// Blocks of compact customers whose profiles lack their evicted products.
 const VERSION_WITHOUT_BOUGHT: u32 = 6;
 /// Fixed-width customers in one section per shard, one checksum over the file.
@@ -106,6 +111,9 @@ pub struct Snapshot {
     /// Each shard's watermark (milliseconds, `i64::MIN`: none) and remembered
     /// event fingerprints, in shard order.
     pub dedup: Vec<(i64, DedupIndex)>,
+    /// Whether the records carry the CLV interval width they were served
+    /// with (version 8), so recovery keeps it instead of computing it afresh.
+    pub keeps_spreads: bool,
 }
 
 /// One shard's part of a snapshot.
@@ -314,7 +322,9 @@ fn encode_shard(shard: u32, state: &ShardState<'_>, block_bytes: usize, send: &m
     let mut customers = 0;
     for (chunk, histories) in state.section.chunks.iter().zip(&state.section.histories) {
         for (row, history) in histories.iter().enumerate().take(chunk.len()) {
-            encode_customer_compact(chunk.id(row), &chunk.summaries()[row], history, chunk.segments(row), &mut bytes);
+            let spread = chunk.scores(row).and_then(|s| s.clv_log_spread);
+            let kept = Kept { segments: chunk.segments(row), clv_log_spread: spread };
+            encode_customer_compact(chunk.id(row), &chunk.summaries()[row], history, kept, &mut bytes);
             customers += 1;
             if bytes.len() >= block_bytes {
                 let full = std::mem::replace(&mut bytes, Vec::with_capacity(block_bytes + 4096));
@@ -497,7 +507,7 @@ struct BlockSpan {
 /// How customers are laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layout {
-    Compact { with_forgotten: bool },
+    Compact { with_forgotten: bool, with_spread: bool },
     FixedWidth { with_rings: bool },
 }
 
@@ -537,8 +547,15 @@ impl SnapshotFile {
         let crc = u32::from_le_bytes(body[crc_at..].try_into().unwrap_or([0; 4]));
         body.truncate(crc_at);
         let version = u32::from_le_bytes(body[8..12].try_into().unwrap_or([0; 4]));
-        if ![VERSION, VERSION_WITHOUT_BOUGHT, VERSION_FIXED_WIDTH, VERSION_WITHOUT_SECTIONS, VERSION_WITH_RINGS]
-            .contains(&version)
+        if ![
+            VERSION,
+            VERSION_WITHOUT_SPREAD,
+            VERSION_WITHOUT_BOUGHT,
+            VERSION_FIXED_WIDTH,
+            VERSION_WITHOUT_SECTIONS,
+            VERSION_WITH_RINGS,
+        ]
+        .contains(&version)
         {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
@@ -599,7 +616,9 @@ impl SnapshotFile {
             run_end: std::sync::OnceLock::new(),
         };
         match version {
-            VERSION | VERSION_WITHOUT_BOUGHT => file.read_block_table(records_start..tail_offset, table_offset)?,
+            VERSION | VERSION_WITHOUT_SPREAD | VERSION_WITHOUT_BOUGHT => {
+                file.read_block_table(records_start..tail_offset, table_offset)?
+            }
             VERSION_FIXED_WIDTH => file.read_section_table()?,
             _ => {}
         }
@@ -683,7 +702,10 @@ impl SnapshotFile {
 
     fn layout(&self) -> Layout {
         if self.version >= VERSION_WITHOUT_BOUGHT {
-            Layout::Compact { with_forgotten: self.version == VERSION }
+            Layout::Compact {
+                with_forgotten: self.version >= VERSION_WITHOUT_SPREAD,
+                with_spread: self.version >= VERSION,
+            }
         } else {
             Layout::FixedWidth { with_rings: self.version == VERSION_WITH_RINGS }
         }
@@ -718,7 +740,9 @@ impl SnapshotFile {
         for i in 0..count {
             let at = reader.position();
             let record = match self.layout() {
-                Layout::Compact { with_forgotten } => CustomerRecord::decode_compact(&mut reader, with_forgotten),
+                Layout::Compact { with_forgotten, with_spread } => {
+                    CustomerRecord::decode_compact(&mut reader, with_forgotten, with_spread)
+                }
                 Layout::FixedWidth { with_rings } => {
                     let mut pos = at;
                     let record = CustomerRecord::decode(&self.body[..end], &mut pos, with_rings);
@@ -818,7 +842,18 @@ impl SnapshotFile {
             return Err(SnapshotError::TrailingBytes(tail.end - reader.position()));
         }
         let (next_seq, watermark_ms, products) = (self.next_seq, self.watermark_ms, self.products);
-        Ok(Snapshot { next_seq, watermark_ms, records: Vec::new(), products, items, models, id_key, dedup })
+        let keeps_spreads = self.version >= VERSION;
+        Ok(Snapshot {
+            next_seq,
+            watermark_ms,
+            records: Vec::new(),
+            products,
+            items,
+            models,
+            id_key,
+            dedup,
+            keeps_spreads,
+        })
     }
 
     /// Every shard's dedup index (version 6), each checked and built on its

@@ -57,14 +57,18 @@ pub(crate) async fn post_refresh_recommendations(State(state): State<Arc<AppStat
     .await
 }
 
-/// `POST /v1/admin/refit`: fits the models on every customer now.
+/// `POST /v1/admin/refit`: fits the models on every customer now, then
+/// writes a snapshot so that a restart serves the same scores.
 pub(crate) async fn post_refit(State(state): State<Arc<AppState>>) -> Response {
     let started = Instant::now();
-    blocking(move || match state.engine.refit() {
+    blocking(move || match state.engine.refit_durably() {
         Ok(models) => {
             let mut body = models.fits.as_ref().map_or(json!({}), crate::output::model_params_json);
             body["seconds"] = started.elapsed().as_secs_f64().into();
             axum::Json(body).into_response()
+        }
+        Err(e @ patron_state::StateError::RefitNotDurable(_)) => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, "refit_not_durable", e.to_string())
         }
         Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, "fit_failed", e.to_string()),
     })
