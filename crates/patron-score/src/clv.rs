@@ -78,7 +78,8 @@ impl ClvConfig {
     /// The retention cost of one customer over the horizon, discounted as
     /// the CLV's margin is: the yearly cost spread evenly over the same
     /// months, each month's share discounted at the end of the month.
-    /// `net_clv` = `clv` − this − the acquisition cost, when known.
+    /// `net_clv` = `clv` − this (acquisition costs are not subtracted yet:
+    /// events do not carry them).
     pub fn retention_cost_over_horizon(&self) -> f64 {
         let schedule = DiscountSchedule::monthly(self, 1.0);
         let month_days = schedule.period_ends.first().copied().unwrap_or(0.0);

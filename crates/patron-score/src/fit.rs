@@ -60,7 +60,13 @@ pub struct FitReport<P> {
 
 impl<P> FitReport<P> {
     /// The fit with the standard errors and covariance of `uncertainty`.
+    /// A fit with a parameter on its bound keeps none: the curvature there
+    /// describes the edge of the box, not the data, and would give CLV
+    /// intervals that look precise and are not.
     pub fn with_uncertainty(mut self, uncertainty: Uncertainty) -> Self {
+        if !self.boundary.is_empty() {
+            return self;
+        }
         self.std_errors = uncertainty.std_errors;
         self.log_covariance = uncertainty.log_covariance;
         self
@@ -1131,6 +1137,11 @@ mod tests {
             let named = fit.params.named();
             let (r, alpha) = (named[0].1, named[1].1);
             assert!((r / alpha - 0.04).abs() < 0.006 && (0.5..1.2).contains(&r), "{model:?}: r {r} α {alpha}");
+            // No standard errors from the edge of the box, so no CLV intervals from them.
+            let data = CompressedHistories::new(&histories).unwrap();
+            let uncertainty = purchase_uncertainty(&fit.params, &data, Duration::from_secs(5));
+            let fit = fit.with_uncertainty(uncertainty);
+            assert!(fit.std_errors.is_empty() && fit.log_covariance.is_empty(), "{model:?}");
         }
     }
 
