@@ -346,32 +346,58 @@ fn beta_geo_expected_if_alive(p: &BetaGeoParams, t: f64, frequency: u32, tenure:
     }
 }
 
-/// Series terms allowed in the Pareto/NBD ₂F₁: enough for its argument up to
-/// 0.998 (β at least 1/500 of α + t), which real fits stay far below; beyond it
-/// the fit is degenerate and a clear error beats grinding through millions of terms.
-const PARETO_SERIES_TERMS: usize = 20_000;
-
-/// ln A₀ of the Pareto/NBD likelihood (Fader & Hardie 2005, "A note on deriving
-/// the Pareto/NBD model"), or −∞ when t_x = T.
-fn pareto_ln_a0(p: &ParetoParams, h: History) -> Result<f64> {
+/// ln of the Pareto/NBD dropout integral
+///
+/// ```text
+/// I = ∫_{t_x}^{T} (α + τ)^−(r+x) · (β + τ)^−(s+1) dτ
+/// ```
+///
+/// (the chance of dying at τ after the last purchase, with the rates
+/// integrated out, up to the factors the caller adds), or −∞ when t_x = T.
+/// It is A₀ / (r + s + x) of Fader & Hardie (2005), "A note on deriving the
+/// Pareto/NBD model", which writes it with ₂F₁(r+s+x, ·; r+s+x+1; z) at both
+/// ends. That series needs about 1/(1 − z) terms, and z → 1 whenever β ≫ α
+/// (dropout rare), which is where real fits go: on UCI Online Retail, 20,000
+/// terms per customer made one likelihood evaluation cost 0.4 s.
+///
+/// Here the integral is taken directly, in u = ln((c + τ)/(c + t_x)) with c
+/// the smaller of α and β, where the integrand is exp φ(u) with
+/// φ(u) = (1 − e)u − q·ln((d + τ)/(d + t_x)) (e, q the exponents of c and of
+/// the other constant d): smooth, and concave, so it lies below its tangent
+/// at 0 and the range can stop where φ has fallen by 45 (e⁻⁴⁵ of the peak).
+/// 16-point Gauss–Legendre runs on panels across which φ varies by at most
+/// 6, where it is exact to about 1e-15. No difference of two nearly equal
+/// terms is formed, so the result keeps its relative precision at any z.
+/// A test checks it against the series where the series converges.
+fn pareto_ln_dropout_integral(p: &ParetoParams, h: History) -> f64 {
+    /// Log-variation of the integrand across one panel.
+    const PANEL_VARIATION: f64 = 6.0;
+    /// Where the integrand has fallen below e⁻⁴⁵ of its start, the rest is dropped.
+    const NEGLIGIBLE: f64 = 45.0;
     let ParetoParams { r, alpha, s, beta } = *p;
-    let x = f64::from(h.frequency);
-    let rsx = r + s + x;
-    let (hi, lo, second) = if alpha >= beta { (alpha, beta, s + 1.0) } else { (beta, alpha, r + x) };
-    let at = |t: f64| -> Result<f64> {
-        let f = crate::special::hyp2f1_bounded(rsx, second, rsx + 1.0, (hi - lo) / (hi + t), PARETO_SERIES_TERMS)?;
-        Ok(f.ln() - rsx * (hi + t).ln())
+    let (from, to) = (h.recency, h.tenure);
+    if to <= from {
+        return f64::NEG_INFINITY;
+    }
+    let (with_alpha, with_beta) = ((alpha, r + f64::from(h.frequency)), (beta, s + 1.0));
+    let ((c, e), (d, q)) = if alpha <= beta { (with_alpha, with_beta) } else { (with_beta, with_alpha) };
+    let length = ((c + to) / (c + from)).ln();
+    let phi = |u: f64| {
+        let tau = (c + from) * u.exp() - c;
+        (1.0 - e) * u - q * ((d + tau.max(from)) / (d + from)).ln()
     };
-    let at_recency = at(h.recency)?;
-    if h.tenure <= h.recency {
-        return Ok(f64::NEG_INFINITY);
+    let decay_at_start = (e - 1.0) + q * (c + from) / (d + from);
+    let end = if decay_at_start > 0.0 { length.min(NEGLIGIBLE / decay_at_start) } else { length };
+    let steepest = (1.0 - e).abs() + q;
+    let panels = (steepest * end / PANEL_VARIATION).ceil().clamp(1.0, 256.0) as usize;
+    let nodes = crate::special::gauss_legendre_16();
+    let width = end / panels as f64;
+    let mut sum = 0.0;
+    for panel in 0..panels {
+        let start = panel as f64 * width;
+        sum += nodes.iter().map(|&(x, w)| w * phi(start + width * x).exp()).sum::<f64>();
     }
-    let at_tenure = at(h.tenure)?;
-    let ratio = (at_tenure - at_recency).exp();
-    if ratio >= 1.0 {
-        return Ok(f64::NEG_INFINITY);
-    }
-    Ok(at_recency + (-ratio).ln_1p())
+    (1.0 - e) * (c + from).ln() - q * (d + from).ln() + (sum * width).ln()
 }
 
 fn pareto_log_likelihood(p: &ParetoParams, h: History) -> Result<f64> {
@@ -379,17 +405,17 @@ fn pareto_log_likelihood(p: &ParetoParams, h: History) -> Result<f64> {
     let x = f64::from(h.frequency);
     let head = ln_gamma(r + x) - ln_gamma(r) + r * alpha.ln() + s * beta.ln();
     let survived = -(r + x) * (alpha + h.tenure).ln() - s * (beta + h.tenure).ln();
-    let dropped = s.ln() - (r + s + x).ln() + pareto_ln_a0(p, h)?;
+    let dropped = s.ln() + pareto_ln_dropout_integral(p, h);
     Ok(head + log_add_exp(survived, dropped))
 }
 
 fn pareto_p_alive(p: &ParetoParams, h: History) -> Result<f64> {
     let ParetoParams { r, alpha, s, beta } = *p;
     let x = f64::from(h.frequency);
-    let log_odds_dead = s.ln() - (r + s + x).ln()
+    let log_odds_dead = s.ln()
         + (r + x) * (alpha + h.tenure).ln()
         + s * (beta + h.tenure).ln()
-        + pareto_ln_a0(p, h)?;
+        + pareto_ln_dropout_integral(p, h);
     Ok(logistic_complement(log_odds_dead))
 }
 
@@ -402,6 +428,65 @@ fn pareto_expected_if_alive(p: &ParetoParams, t: f64, frequency: u32, tenure: f6
 
 #[cfg(test)]
 mod tests {
+    /// The ₂F₁ series form of A₀ (Fader & Hardie 2005), which Patron used
+    /// before the quadrature: the reference where the series converges.
+    fn series_ln_a0(p: &ParetoParams, h: History) -> Result<f64> {
+        const PARETO_SERIES_TERMS: usize = 200_000;
+        let ParetoParams { r, alpha, s, beta } = *p;
+        let x = f64::from(h.frequency);
+        let rsx = r + s + x;
+        let (hi, lo, second) = if alpha >= beta { (alpha, beta, s + 1.0) } else { (beta, alpha, r + x) };
+        let at = |t: f64| -> Result<f64> {
+            let f = crate::special::hyp2f1_bounded(rsx, second, rsx + 1.0, (hi - lo) / (hi + t), PARETO_SERIES_TERMS)?;
+            Ok(f.ln() - rsx * (hi + t).ln())
+        };
+        let at_recency = at(h.recency)?;
+        let ratio = (at(h.tenure)? - at_recency).exp();
+        Ok(at_recency + (-ratio).ln_1p())
+    }
+
+    #[test]
+    fn the_dropout_integral_matches_the_hypergeometric_series() {
+        let params = [
+            ParetoParams { r: 0.55, alpha: 10.58, s: 0.61, beta: 11.67 },
+            ParetoParams { r: 0.72, alpha: 65.86, s: 0.05, beta: 3000.0 },
+            ParetoParams { r: 2.5, alpha: 3.0, s: 1.7, beta: 0.4 },
+            ParetoParams { r: 0.3, alpha: 0.2, s: 3.0, beta: 80.0 },
+            ParetoParams { r: 1.0, alpha: 5.0, s: 0.0001, beta: 5.0 },
+        ];
+        let mut worst = 0.0_f64;
+        for p in params {
+            for x in [0u32, 1, 2, 7, 30, 82] {
+                for (t_x, t) in [(0.0, 38.0), (0.5, 38.0), (20.0, 38.0), (37.9, 38.0), (1.0, 283.0), (150.0, 283.0)] {
+                    if x == 0 && t_x > 0.0 {
+                        continue;
+                    }
+                    let h = History::new(x, t_x, t);
+                    let rsx = p.r + p.s + f64::from(x);
+                    let Ok(series) = series_ln_a0(&p, h) else { continue };
+                    let quadrature = pareto_ln_dropout_integral(&p, h) + rsx.ln();
+                    let relative = (quadrature - series).abs();
+                    worst = worst.max(relative);
+                    assert!(relative < 1e-9, "{p:?} x={x} t_x={t_x} T={t}: {quadrature} vs series {series}");
+                }
+            }
+        }
+        assert!(worst > 0.0, "compared something");
+    }
+
+    /// Regression (issue 18, UCI Online Retail): with dropout near its bound
+    /// (β ≫ α) the series needed 20,000 terms a customer, and fitting
+    /// Pareto/NBD on 3,370 customers took 28 s. The quadrature costs the same
+    /// at any β and still agrees with a long series there.
+    #[test]
+    fn regression_a_rare_dropout_likelihood_needs_no_long_series() {
+        let p = ParetoParams { r: 0.7224, alpha: 2.33, s: 0.01, beta: 1234.0 };
+        let h = History::new(40, 6.0, 10.0);
+        let series = series_ln_a0(&p, h).expect("converges within 200,000 terms");
+        let quadrature = pareto_ln_dropout_integral(&p, h) + (p.r + p.s + 40.0).ln();
+        assert!((quadrature - series).abs() < 1e-9, "{quadrature} vs {series}");
+    }
+
     use super::*;
 
     /// lifetimes' BG/NBD fit on the CDNOW summary (weeks).
