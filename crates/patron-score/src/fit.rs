@@ -312,6 +312,22 @@ impl CompressedHistories {
         }
     }
 
+    /// Every `stride`-th row with its weight: a sample that estimates the
+    /// same per-customer mean (for [`minimize_warm`]).
+    fn every(&self, stride: usize) -> Self {
+        let pick = |column: &Vec<f64>| column.iter().step_by(stride).copied().collect::<Vec<f64>>();
+        let weight = pick(&self.weight);
+        Self {
+            frequency: self.frequency.iter().step_by(stride).copied().collect(),
+            recency: pick(&self.recency),
+            tenure: pick(&self.tenure),
+            customers: weight.iter().sum::<f64>() as u64,
+            weight,
+            group: self.group.iter().step_by(stride).copied().collect(),
+            distinct_frequencies: self.distinct_frequencies.clone(),
+        }
+    }
+
     fn history(&self, i: usize) -> History {
         History::new(self.frequency[i], self.recency[i], self.tenure[i])
     }
@@ -425,6 +441,8 @@ struct Minimum<const N: usize> {
     gradient: f64,
     /// Whether the search stopped at its deadline.
     timed_out: bool,
+    /// BFGS's approximation of the inverse Hessian at `point`.
+    inverse_hessian: [[f64; N]; N],
 }
 
 /// Wall-time budget of one model's fit (all starting points together). A fit
@@ -451,7 +469,33 @@ fn minimize<const N: usize>(
     start: [f64; N],
     deadline: Instant,
 ) -> Option<Minimum<N>> {
-    minimize_until(objective, start, deadline, LOG_PARAM_LIMIT + 1.0)
+    minimize_until(objective, start, None, deadline, LOG_PARAM_LIMIT + 1.0)
+}
+
+/// Rows a likelihood must have before its fit starts from a fit on a sample.
+const WARM_START_ROWS: usize = 40_000;
+
+/// Rows of the sample a warm start fits first.
+const WARM_START_SAMPLE_ROWS: usize = 16_000;
+
+/// The step between the rows of the warm start's sample, or `None` when
+/// `rows` are few enough to fit directly.
+fn warm_start_stride(rows: usize) -> Option<usize> {
+    (rows >= WARM_START_ROWS).then(|| rows / WARM_START_SAMPLE_ROWS)
+}
+
+/// [`minimize`] from where a fit on a sample ended: its point and its
+/// inverse Hessian. The objectives are per-customer means, and a sample of
+/// every k-th distinct row estimates the same mean, so the sample's optimum
+/// is close and its curvature is the full data's; the full likelihood then
+/// needs a few evaluations instead of some twenty-five. The answer is the
+/// full data's optimum either way: only the path there is shorter.
+fn minimize_warm<const N: usize>(
+    objective: impl FnMut(&[f64; N], bool) -> Option<(f64, Option<[f64; N]>)>,
+    sample: &Minimum<N>,
+    deadline: Instant,
+) -> Option<Minimum<N>> {
+    minimize_until(objective, sample.point, Some(sample.inverse_hessian), deadline, LOG_PARAM_LIMIT + 1.0)
 }
 
 /// [`minimize`] that gives up once a coordinate passes ±`runaway` (a
@@ -459,6 +503,7 @@ fn minimize<const N: usize>(
 fn minimize_until<const N: usize>(
     mut objective: impl FnMut(&[f64; N], bool) -> Option<(f64, Option<[f64; N]>)>,
     start: [f64; N],
+    initial_inverse_hessian: Option<[[f64; N]; N]>,
     deadline: Instant,
     runaway: f64,
 ) -> Option<Minimum<N>> {
@@ -469,7 +514,8 @@ fn minimize_until<const N: usize>(
     let (mut fx, start_gradient) = objective(&x, true).filter(|(f, _)| f.is_finite())?;
     let mut g = start_gradient.filter(finite)?;
     let mut evaluations = 1;
-    let mut h = identity::<N>();
+    let warm = initial_inverse_hessian.is_some();
+    let mut h = initial_inverse_hessian.unwrap_or_else(identity::<N>);
     let mut iterations = 0;
     let mut timed_out = false;
     while iterations < MAX_ITERATIONS {
@@ -528,7 +574,7 @@ fn minimize_until<const N: usize>(
         let y: [f64; N] = std::array::from_fn(|i| gn[i] - g[i]);
         let sy = dot(&s, &y);
         if sy > 1e-16 {
-            if iterations == 1 {
+            if iterations == 1 && !warm {
                 let scale = sy / dot(&y, &y);
                 h = identity::<N>().map(|row| row.map(|v| v * scale));
             }
@@ -543,7 +589,7 @@ fn minimize_until<const N: usize>(
         }
     }
     let gradient = g.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
-    Some(Minimum { point: x, iterations, evaluations, gradient, timed_out })
+    Some(Minimum { point: x, iterations, evaluations, gradient, timed_out, inverse_hessian: h })
 }
 
 fn identity<const N: usize>() -> [[f64; N]; N] {
@@ -609,7 +655,7 @@ fn minimize_in_box<const N: usize>(
         let chain = gradient.map(|g| std::array::from_fn(|i| g[i] * (1.0 - (phi[i] / L).tanh().powi(2))));
         Some((value, chain))
     };
-    let found = minimize_until(in_phi, start, deadline, f64::INFINITY)?;
+    let found = minimize_until(in_phi, start, None, deadline, f64::INFINITY)?;
     Some(Minimum { point: inside(&found.point), ..found })
 }
 
@@ -819,36 +865,28 @@ fn fit_compressed(
         PurchaseModel::ParetoNbd => ["r", "alpha", "s", "beta"],
         _ => ["r", "alpha", "a", "b"],
     };
-    let build = |theta: &[f64; 4]| -> PurchaseParams {
-        let [r, alpha, third, fourth] = theta.map(f64::exp);
-        match model {
-            PurchaseModel::BgNbd => PurchaseParams::BgNbd(BetaGeoParams { r, alpha, a: third, b: fourth }),
-            PurchaseModel::MbgNbd => PurchaseParams::MbgNbd(BetaGeoParams { r, alpha, a: third, b: fourth }),
-            PurchaseModel::ParetoNbd => PurchaseParams::ParetoNbd(ParetoParams { r, alpha, s: third, beta: fourth }),
-        }
-    };
+    let build = |theta: &[f64; 4]| build_purchase_params(model, theta);
     let mean_negative_ll = |theta: &[f64; 4]| -> Option<f64> {
         purchase_log_likelihood(&build(theta), &scaled).ok().map(|ll| -ll / n).filter(|v| v.is_finite())
     };
-    let objective = |theta: &[f64; 4], want_gradient: bool| -> Option<(f64, Option<[f64; 4]>)> {
-        match build(theta) {
-            PurchaseParams::BgNbd(p) | PurchaseParams::MbgNbd(p) => {
-                let (ll, g) = beta_geo_objective(&scaled, &p, model == PurchaseModel::MbgNbd);
-                let params = [p.r, p.alpha, p.a, p.b];
-                Some((-ll / n, Some(std::array::from_fn(|i| -g[i] * params[i] / n))))
-            }
-            PurchaseParams::ParetoNbd(_) => {
-                let value = mean_negative_ll(theta)?;
-                let gradient = if want_gradient { Some(numeric_gradient(&mean_negative_ll, theta)?) } else { None };
-                Some((value, gradient))
-            }
-        }
-    };
+    let objective = purchase_objective(model, &scaled);
+    let mut evaluations = 0;
+    let sample = warm_start_stride(scaled.len()).map(|stride| scaled.every(stride));
+    let sample_fit = sample.as_ref().and_then(|sample| {
+        let found = minimize(purchase_objective(model, sample), [0.0; 4], deadline)?;
+        evaluations += found.evaluations;
+        (found.gradient <= CONVERGED_GRADIENT && found.point.iter().all(|v| v.abs() <= LOG_PARAM_LIMIT))
+            .then_some(found)
+    });
     let starts: [[f64; 4]; 3] = [[0.0; 4], [-1.0, 0.0, -0.5, 0.5], [0.5, 1.0, 0.5, 1.5]];
     let mut best: Option<(Minimum<4>, f64)> = None;
-    let mut evaluations = 0;
-    for start in starts {
-        if let Some(found) = minimize(objective, start, deadline) {
+    for attempt in 0..=starts.len() {
+        let found = match (attempt, &sample_fit) {
+            (0, Some(sample)) => minimize_warm(objective, sample, deadline),
+            (0, None) => continue,
+            (i, _) => minimize(objective, starts[i - 1], deadline),
+        };
+        if let Some(found) = found {
             evaluations += found.evaluations;
             let value = mean_negative_ll(&found.point).unwrap_or(f64::INFINITY);
             let identified =
@@ -912,6 +950,44 @@ fn fit_compressed(
         log_covariance: Vec::new(),
         boundary,
     })
+}
+
+/// The parameters of `model` at log-parameters `theta` (r, α, then a, b or s, β).
+fn build_purchase_params(model: PurchaseModel, theta: &[f64; 4]) -> PurchaseParams {
+    let [r, alpha, third, fourth] = theta.map(f64::exp);
+    match model {
+        PurchaseModel::BgNbd => PurchaseParams::BgNbd(BetaGeoParams { r, alpha, a: third, b: fourth }),
+        PurchaseModel::MbgNbd => PurchaseParams::MbgNbd(BetaGeoParams { r, alpha, a: third, b: fourth }),
+        PurchaseModel::ParetoNbd => PurchaseParams::ParetoNbd(ParetoParams { r, alpha, s: third, beta: fourth }),
+    }
+}
+
+/// The mean negative log-likelihood per customer of `data` under `model`, in
+/// log-parameters, with its gradient: analytic for the BG/NBD family (always
+/// given), central differences for Pareto/NBD (only when asked).
+fn purchase_objective(
+    model: PurchaseModel,
+    data: &CompressedHistories,
+) -> impl Fn(&[f64; 4], bool) -> Option<(f64, Option<[f64; 4]>)> + Copy + '_ {
+    let n = data.customers as f64;
+    let mean_negative_ll = move |theta: &[f64; 4]| -> Option<f64> {
+        purchase_log_likelihood(&build_purchase_params(model, theta), data)
+            .ok()
+            .map(|ll| -ll / n)
+            .filter(|v| v.is_finite())
+    };
+    move |theta: &[f64; 4], want_gradient: bool| match build_purchase_params(model, theta) {
+        PurchaseParams::BgNbd(p) | PurchaseParams::MbgNbd(p) => {
+            let (ll, g) = beta_geo_objective(data, &p, model == PurchaseModel::MbgNbd);
+            let params = [p.r, p.alpha, p.a, p.b];
+            Some((-ll / n, Some(std::array::from_fn(|i| -g[i] * params[i] / n))))
+        }
+        PurchaseParams::ParetoNbd(_) => {
+            let value = mean_negative_ll(theta)?;
+            let gradient = if want_gradient { Some(numeric_gradient(&mean_negative_ll, theta)?) } else { None };
+            Some((value, gradient))
+        }
+    }
 }
 
 /// The informative spends (a repeat occasion, positive mean value) in the
@@ -994,6 +1070,26 @@ impl SpendTable {
         }
     }
 
+    /// Every `stride`-th row with its weight (for [`minimize_warm`]).
+    fn every(&self, stride: usize) -> Self {
+        let repeats: Vec<f64> = self.repeats.iter().step_by(stride).copied().collect();
+        let totals: Vec<f64> = self.totals.iter().step_by(stride).copied().collect();
+        let weights: Vec<f64> = self.weights.iter().step_by(stride).copied().collect();
+        let mut per_repeats: Vec<(f64, f64)> = Vec::new();
+        let (mut linear_in_p, mut sum_ln_mean) = (0.0, 0.0);
+        for ((&x, &total), &w) in repeats.iter().zip(&totals).zip(&weights) {
+            match per_repeats.last_mut() {
+                Some((last, count)) if *last == x => *count += w,
+                _ => per_repeats.push((x, w)),
+            }
+            let ln_mean = (total / x).ln();
+            linear_in_p += w * x * (ln_mean + x.ln());
+            sum_ln_mean += w * ln_mean;
+        }
+        let customers = weights.iter().sum();
+        Self { repeats, totals, weights, per_repeats, linear_in_p, sum_ln_mean, customers }
+    }
+
     /// Mean of the customers' mean spends, summed in the table's order.
     fn mean_spend(&self) -> f64 {
         let sum: f64 = self.repeats.iter().zip(&self.totals).zip(&self.weights).map(|((x, t), w)| w * t / x).sum();
@@ -1042,6 +1138,17 @@ impl SpendTable {
     }
 }
 
+/// The mean negative log-likelihood per customer of `table` in
+/// log-parameters (p, q, γ), with its gradient.
+fn spend_objective(table: &SpendTable) -> impl Fn(&[f64; 3], bool) -> Option<(f64, Option<[f64; 3]>)> + Copy + '_ {
+    let n = table.customers;
+    move |theta: &[f64; 3], _want_gradient: bool| {
+        let [p, q, gamma] = theta.map(f64::exp);
+        let (ll, [gp, gq, gg]) = table.objective(p, q, gamma);
+        Some((-ll / n, Some([-gp * p / n, -gq * q / n, -gg * gamma / n])))
+    }
+}
+
 /// Fits the Gamma-Gamma spend model on the informative customers (at least one
 /// repeat occasion, positive mean repeat value); others are ignored.
 pub fn fit_gamma_gamma(spends: &[SpendHistory]) -> Result<FitReport<GammaGammaParams>> {
@@ -1061,15 +1168,21 @@ pub fn fit_gamma_gamma(spends: &[SpendHistory]) -> Result<FitReport<GammaGammaPa
     let spend_scale = unscaled.mean_spend();
     let table = unscaled.rescaled(spend_scale);
     let (customers, n) = (table.customers as u64, table.customers);
-    let objective = |theta: &[f64; 3], _want_gradient: bool| -> Option<(f64, Option<[f64; 3]>)> {
-        let [p, q, gamma] = theta.map(f64::exp);
-        let (ll, [gp, gq, gg]) = table.objective(p, q, gamma);
-        Some((-ll / n, Some([-gp * p / n, -gq * q / n, -gg * gamma / n])))
-    };
-    let found = minimize(objective, [0.0; 3], started + FIT_TIME_BUDGET).ok_or_else(|| ScoreError::NotIdentified {
+    let deadline = started + FIT_TIME_BUDGET;
+    let sample = warm_start_stride(table.repeats.len()).map(|stride| table.every(stride));
+    let sample_fit = sample
+        .as_ref()
+        .and_then(|sample| minimize(spend_objective(sample), [0.0; 3], deadline))
+        .filter(|found| found.gradient <= CONVERGED_GRADIENT && found.point.iter().all(|v| v.abs() <= LOG_PARAM_LIMIT));
+    let found = match &sample_fit {
+        Some(sample) => minimize_warm(spend_objective(&table), sample, deadline),
+        None => minimize(spend_objective(&table), [0.0; 3], deadline),
+    }
+    .ok_or_else(|| ScoreError::NotIdentified {
         model: "gamma_gamma",
         detail: "the log-likelihood is not finite at the starting point".into(),
     })?;
+    let sample_evaluations = sample_fit.as_ref().map_or(0, |s| s.evaluations);
     check_identified("gamma_gamma", &["p", "q", "gamma"], &found)?;
     let [p, q, gamma_scaled] = found.point.map(f64::exp);
     let params = GammaGammaParams { p, q, gamma: gamma_scaled * spend_scale };
@@ -1081,7 +1194,7 @@ pub fn fit_gamma_gamma(spends: &[SpendHistory]) -> Result<FitReport<GammaGammaPa
         customers,
         distinct_histories: table.repeats.len(),
         iterations: found.iterations,
-        evaluations: found.evaluations,
+        evaluations: found.evaluations + sample_evaluations,
         seconds: started.elapsed().as_secs_f64(),
         std_errors: Vec::new(),
         log_covariance: Vec::new(),
@@ -1142,6 +1255,66 @@ mod tests {
             let uncertainty = purchase_uncertainty(&fit.params, &data, Duration::from_secs(5));
             let fit = fit.with_uncertainty(uncertainty);
             assert!(fit.std_errors.is_empty() && fit.log_covariance.is_empty(), "{model:?}");
+        }
+    }
+
+    /// The warm start (issue 18, item 2: fits at 50× lifetimes) shortens the
+    /// path, not the answer: on data large enough to take it, the fits end
+    /// where a search from the usual start on all the data ends.
+    #[test]
+    fn a_warm_started_fit_ends_where_a_cold_one_does() {
+        let mut rng = StdRng::seed_from_u64(18);
+        // The BG/NBD process with CDNOW-like parameters (r 0.25, α 30 days, a 0.8, b 2.4).
+        let rates = Gamma::new(0.25, 1.0 / 30.0).unwrap();
+        let dropouts = rand_distr::Beta::new(0.8, 2.4).unwrap();
+        let values = Gamma::new(6.0, 1.0).unwrap();
+        let histories: Vec<History> = (0..60_000)
+            .map(|_| {
+                let rate: f64 = rates.sample(&mut rng);
+                let dropout: f64 = dropouts.sample(&mut rng);
+                let tenure = 100.0 + 300.0 * rand::Rng::random::<f64>(&mut rng);
+                let (mut t, mut x, mut last) = (0.0, 0u32, 0.0);
+                loop {
+                    t += Exp::new(rate.max(1e-6)).unwrap().sample(&mut rng);
+                    if t > tenure {
+                        break;
+                    }
+                    x += 1;
+                    last = t;
+                    if rand::Rng::random::<f64>(&mut rng) < dropout {
+                        break;
+                    }
+                }
+                History::new(x, last, tenure)
+            })
+            .collect();
+        let data = CompressedHistories::new(&histories).unwrap();
+        assert!(warm_start_stride(data.len()).is_some(), "{} rows take the warm start", data.len());
+        let warm = fit_purchase_model_compressed(PurchaseModel::BgNbd, &data).unwrap();
+        let time_scale = data.tenure.iter().fold(0.0_f64, |m, &v| m.max(v)) / 10.0;
+        let scaled = data.scaled(time_scale);
+        let deadline = Instant::now() + FIT_TIME_BUDGET;
+        let cold = minimize(purchase_objective(PurchaseModel::BgNbd, &scaled), [0.0; 4], deadline).unwrap();
+        let cold = build_purchase_params(PurchaseModel::BgNbd, &cold.point).rescale_time(1.0 / time_scale);
+        // Both stop within the same tolerance of the optimum (lifetimes agrees to about 1e-7 at 1M).
+        for ((name, w), (_, c)) in warm.params.named().iter().zip(cold.named()) {
+            assert!((w - c).abs() < 1e-5 * c.abs(), "{name}: warm {w} cold {c}");
+        }
+        let cold_ll = purchase_log_likelihood(&cold, &data).unwrap();
+        assert!(warm.log_likelihood >= cold_ll - 1e-9 * cold_ll.abs(), "{} vs {cold_ll}", warm.log_likelihood);
+
+        let spends: Vec<SpendHistory> = (0..50_000u32)
+            .map(|i| SpendHistory { repeat_occasions: 1 + i % 9, mean_repeat_value: values.sample(&mut rng) * 5.0 })
+            .collect();
+        let table = SpendTable::new(&spends);
+        assert!(warm_start_stride(table.repeats.len()).is_some(), "{} spend rows", table.repeats.len());
+        let warm = fit_gamma_gamma(&spends).unwrap();
+        let scale = table.mean_spend();
+        let rescaled = table.rescaled(scale);
+        let cold = minimize(spend_objective(&rescaled), [0.0; 3], deadline).unwrap();
+        let [p, q, gamma] = cold.point.map(f64::exp);
+        for (w, c) in [(warm.params.p, p), (warm.params.q, q), (warm.params.gamma, gamma * scale)] {
+            assert!((w - c).abs() < 1e-5 * c.abs(), "warm {w} cold {c}");
         }
     }
 
