@@ -48,6 +48,7 @@ pub fn purchase_events(index: usize, input: &ScoreInput, now_day: i32) -> Vec<Ev
                     order_id: None,
                     items: Vec::new(),
                     revenue_minor: (value * 100.0).round() as i64,
+                    acquisition: None,
                 }),
             }
         })

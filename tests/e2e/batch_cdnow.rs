@@ -168,15 +168,18 @@ fn customers_parquet_has_every_contract_column_and_sane_values() {
             "clv_low",
             "clv_high",
             "net_clv",
+            "acquisition_cost",
+            "acquisition_channel",
         ],
         "the contract's columns, in its order"
     );
     let n = c.num_rows();
     assert_eq!(n, 2357);
-    // Every CDNOW customer bought and has scores and labels; none stated consent.
+    // Every CDNOW customer bought and has scores and labels; none stated
+    // consent, and a file states no acquisitions.
     for name in &names {
         let nulls = column(c, name).null_count();
-        let expected = if name.starts_with("consent_") { n } else { 0 };
+        let expected = if name.starts_with("consent_") || name.starts_with("acquisition_") { n } else { 0 };
         assert_eq!(nulls, expected, "{name}: {nulls} nulls");
     }
     let f64s = |name: &str| column(c, name).as_primitive::<Float64Type>().values().to_vec();

@@ -175,3 +175,68 @@ fn bad_settings_stop_the_server_with_the_key_that_is_wrong() {
     let said = transcript(&output);
     assert!(!output.status.success() && said.contains("--currency USD") && said.contains("EUR"), "{said}");
 }
+
+/// Issue 18, item 4: an acquisition cost and channel, stated on a first order
+/// or on a `customer` event, in a configured currency, are converted like
+/// every amount, survive a kill -9, and are subtracted in `net_clv`; SQL gives
+/// CLV to acquisition cost by channel.
+#[test]
+fn acquisition_costs_are_converted_kept_across_a_crash_and_subtracted_from_net_clv() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("patron.toml");
+    std::fs::write(&config, SETTINGS).unwrap();
+    let config = config.to_str().unwrap();
+    let data = dir.path().join("data");
+    let args = ["--config", config, "--refit-interval", "3600"];
+    let events = [
+        r#"{"type":"purchase","event_id":"a-1","customer_id":"won-by-search","timestamp":"2025-01-02T10:00:00Z","currency":"USD","revenue":"40","acquisition_cost":"25.00","acquisition_channel":"paid_search"}"#,
+        r#"{"type":"purchase","event_id":"a-2","customer_id":"won-by-search","timestamp":"2025-02-02T10:00:00Z","currency":"EUR","revenue":"30"}"#,
+        r#"{"type":"purchase","event_id":"a-3","customer_id":"referred","timestamp":"2025-01-05T10:00:00Z","currency":"EUR","revenue":"20"}"#,
+        r#"{"type":"customer","event_id":"a-4","customer_id":"referred","timestamp":"2025-01-05T11:00:00Z","currency":"EUR","acquisition_cost":"4","acquisition_channel":"referral"}"#,
+        r#"{"type":"purchase","event_id":"a-5","customer_id":"referred","timestamp":"2025-03-01T10:00:00Z","currency":"EUR","revenue":"25"}"#,
+    ];
+    let server = Server::start(&data, &args);
+    let (status, body) = post_json(&format!("{}/v1/events", server.url), "application/x-ndjson", &events.join("\n"));
+    assert_eq!((status, body["accepted"].as_u64()), (200, Some(5)), "{body}");
+    let wrong = r#"{"type":"refund","event_id":"a-6","customer_id":"referred","timestamp":"2025-03-02T10:00:00Z","amount":"1","acquisition_channel":"x"}"#;
+    let (status, body) = post_json(&format!("{}/v1/events", server.url), "application/x-ndjson", wrong);
+    assert_eq!((status, body["accepted"].as_u64()), (200, Some(0)), "{body}");
+    let reason = body["rejected"][0]["error"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("acquisition_channel: only a purchase or a customer event"), "{body}");
+
+    let by_channel = "SELECT acquisition_channel, sum(acquisition_cost) AS cost, sum(clv) / sum(acquisition_cost) AS clv_to_cac, \
+                      sum(clv - net_clv - acquisition_cost) AS retention FROM customers GROUP BY 1 ORDER BY 1";
+    let query = |url: &str| {
+        let (status, rows) = post_json(&format!("{url}/v1/sql"), "text/plain", by_channel);
+        assert_eq!(status, 200, "{rows}");
+        rows
+    };
+    let before = query(&server.url);
+    let rows = before.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{before}");
+    assert_eq!(rows[0]["acquisition_channel"], "paid_search");
+    assert!((rows[0]["cost"].as_f64().unwrap() - 23.0).abs() < 1e-9, "25 USD at 0.92: {before}");
+    assert_eq!(rows[1]["acquisition_channel"], "referral");
+    assert!((rows[1]["cost"].as_f64().unwrap() - 4.0).abs() < 1e-9, "{before}");
+    for row in rows {
+        // net_clv = clv − retention cost over the horizon − acquisition cost.
+        let retention = row["retention"].as_f64().unwrap();
+        assert!(retention > 0.0 && retention < 24.0 * 180.0 / 365.0, "{row}");
+    }
+    let (status, customer) = get_json(&format!("{}/v1/customers/referred", server.url));
+    assert_eq!(status, 200, "{customer}");
+    assert_eq!(
+        (customer["acquisition_cost"].as_f64(), customer["acquisition_channel"].as_str()),
+        (Some(4.0), Some("referral"))
+    );
+
+    server.kill_dash_nine();
+    let server = Server::start(&data, &args);
+    assert_eq!(query(&server.url), before, "the same acquisitions and net CLV after kill -9");
+    // A snapshot holds them too, and a second restart reads them from it.
+    let (status, body) = post_json(&format!("{}/v1/admin/snapshot", server.url), "text/plain", "");
+    assert_eq!(status, 200, "{body}");
+    drop(server);
+    let server = Server::start(&data, &args);
+    assert_eq!(query(&server.url), before, "read back from the snapshot");
+}

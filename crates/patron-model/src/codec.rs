@@ -5,15 +5,26 @@
 //! building JSON. Layout (little-endian), one event after another:
 //!
 //! ```text
-//! kind u8 (1 purchase, 2 refund, 3 consent) │ event_id str │ customer_id str │ timestamp i64 │ body
+//! kind u8 (1 purchase, 2 refund, 3 consent, 4 purchase with acquisition, 5 customer) │ event_id str │ customer_id str │ timestamp i64 │ body
 //! purchase: order_id opt-str │ revenue_minor i64 │ items u32 │ items × (product str │ category opt-str │
 //!           quantity mantissa i128 │ quantity scale u8 │ unit_price opt-i64)
 //! refund:   order_id opt-str │ amount_minor i64
 //! consent:  email u8 │ sms u8 │ push u8            (0 unset, 1 false, 2 true)
+//! purchase with acquisition: purchase │ acquisition
+//! customer: acquisition
+//! acquisition: cost opt-i64 │ channel opt-str
+//! ```
+//!
+//! A purchase without an acquisition keeps kind 1, so logs written before
+//! acquisitions existed read unchanged.
+//!
+//! ```text
 //! str = len u16 + UTF-8 bytes; opt-str = u8 flag (+ str); opt-i64 = u8 flag (+ i64)
 //! ```
 
-use crate::event::{Consent, CustomerId, Event, EventId, EventKind, LineItem, ProductId, Purchase, Refund};
+use crate::event::{
+    Acquisition, Consent, CustomerId, Event, EventId, EventKind, LineItem, ProductId, Purchase, Refund,
+};
 use crate::money::Decimal;
 use crate::time::Timestamp;
 
@@ -59,10 +70,12 @@ pub fn flag(b: Option<bool>) -> u8 {
 
 /// Appends `event` in the binary layout.
 pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
-    out.push(match event.kind {
+    out.push(match &event.kind {
+        EventKind::Purchase(p) if p.acquisition.is_some() => 4,
         EventKind::Purchase(_) => 1,
         EventKind::Refund(_) => 2,
         EventKind::Consent(_) => 3,
+        EventKind::Customer(_) => 5,
     });
     put_str(out, event.event_id.as_str());
     put_str(out, event.customer_id.as_str());
@@ -77,13 +90,10 @@ pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
                 put_opt_str(out, item.category.as_deref());
                 out.extend_from_slice(&item.quantity.mantissa.to_le_bytes());
                 out.push(item.quantity.scale as u8);
-                match item.unit_price_minor {
-                    Some(p) => {
-                        out.push(1);
-                        out.extend_from_slice(&p.to_le_bytes());
-                    }
-                    None => out.push(0),
-                }
+                put_opt_i64(out, item.unit_price_minor);
+            }
+            if let Some(acquisition) = &p.acquisition {
+                put_acquisition(out, acquisition);
             }
         }
         EventKind::Refund(r) => {
@@ -91,7 +101,23 @@ pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
             out.extend_from_slice(&r.amount_minor.to_le_bytes());
         }
         EventKind::Consent(c) => out.extend_from_slice(&[flag(c.email), flag(c.sms), flag(c.push)]),
+        EventKind::Customer(a) => put_acquisition(out, a),
     }
+}
+
+fn put_opt_i64(out: &mut Vec<u8>, v: Option<i64>) {
+    match v {
+        Some(v) => {
+            out.push(1);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        None => out.push(0),
+    }
+}
+
+fn put_acquisition(out: &mut Vec<u8>, a: &Acquisition) {
+    put_opt_i64(out, a.cost_minor);
+    put_opt_str(out, a.channel.as_deref());
 }
 
 /// Bounds-checked little-endian reader shared by Patron's binary formats
@@ -202,6 +228,19 @@ impl<'a> ByteReader<'a> {
             _ => None,
         }
     }
+    /// An optional i64: a flag byte, then the value if present.
+    fn opt_i64(&mut self) -> Option<Option<i64>> {
+        match self.u8()? {
+            0 => Some(None),
+            1 => self.i64().map(Some),
+            _ => None,
+        }
+    }
+
+    fn acquisition(&mut self) -> Option<Acquisition> {
+        Some(Acquisition { cost_minor: self.opt_i64()?, channel: self.opt_str()?.map(Into::into) })
+    }
+
     /// An optional boolean written by [`flag`].
     pub fn flag(&mut self) -> Option<Option<bool>> {
         match self.u8()? {
@@ -221,7 +260,7 @@ pub fn decode_event(bytes: &[u8], pos: &mut usize) -> Option<Event> {
     let customer_id = CustomerId::new(r.str()?).ok()?;
     let timestamp = Timestamp::from_millis(r.i64()?);
     let kind = match kind {
-        1 => {
+        1 | 4 => {
             let order_id = r.opt_str()?.map(Into::into);
             let revenue_minor = r.i64()?;
             let count = u32::from_le_bytes(r.array()?) as usize;
@@ -231,17 +270,15 @@ pub fn decode_event(bytes: &[u8], pos: &mut usize) -> Option<Event> {
                 let category = r.opt_str()?.map(Into::into);
                 let mantissa = i128::from_le_bytes(r.array()?);
                 let scale = u32::from(r.u8()?);
-                let unit_price_minor = match r.u8()? {
-                    0 => None,
-                    1 => Some(r.i64()?),
-                    _ => return None,
-                };
+                let unit_price_minor = r.opt_i64()?;
                 items.push(LineItem { product_id, category, quantity: Decimal { mantissa, scale }, unit_price_minor });
             }
-            EventKind::Purchase(Purchase { order_id, items, revenue_minor })
+            let acquisition = if kind == 4 { Some(r.acquisition()?) } else { None };
+            EventKind::Purchase(Purchase { order_id, items, revenue_minor, acquisition })
         }
         2 => EventKind::Refund(Refund { order_id: r.opt_str()?.map(Into::into), amount_minor: r.i64()? }),
         3 => EventKind::Consent(Consent { email: r.flag()?, sms: r.flag()?, push: r.flag()? }),
+        5 => EventKind::Customer(r.acquisition()?),
         _ => return None,
     };
     *pos = r.pos;

@@ -19,6 +19,10 @@ use crate::time::{EARLIEST_MS, MS_PER_DAY, Timestamp};
 /// Longest id accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
 
+/// Longest acquisition channel name accepted, in bytes: channels are a
+/// short vocabulary (`paid_search`, `referral`…) that SQL groups by.
+pub const MAX_CHANNEL_BYTES: usize = 64;
+
 /// Deepest JSON nesting accepted inside one event (event → items → item is 3).
 pub const MAX_EVENT_DEPTH: usize = 8;
 
@@ -100,6 +104,19 @@ pub struct Purchase {
     pub items: Vec<LineItem>,
     /// Order revenue in base-currency minor units.
     pub revenue_minor: i64,
+    /// What it cost to win this customer, when the order says (usually on
+    /// the first order).
+    pub acquisition: Option<Acquisition>,
+}
+
+/// What it cost to win a customer and through which channel, as stated on a
+/// purchase or on a `customer` event. The latest statement applied wins.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Acquisition {
+    /// The cost in base-currency minor units, when stated.
+    pub cost_minor: Option<i64>,
+    /// The marketing channel that won the customer (`paid_search`, `referral`…), when stated.
+    pub channel: Option<Box<str>>,
 }
 
 /// A refund of (part of) an order.
@@ -132,6 +149,8 @@ pub enum EventKind {
     Refund(Refund),
     /// Consent changed.
     Consent(Consent),
+    /// Facts about the customer outside any order: what it cost to win them.
+    Customer(Acquisition),
 }
 
 /// A validated, normalised event.
@@ -265,6 +284,10 @@ pub(crate) struct RawEvent<'a> {
     #[serde(borrow)]
     pub(crate) amount: Option<Scalar<'a>>,
     pub(crate) channels: Option<Consent>,
+    #[serde(borrow)]
+    pub(crate) acquisition_cost: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub(crate) acquisition_channel: Option<Scalar<'a>>,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -336,6 +359,9 @@ pub fn check_bounds(event: &Event) -> Result<(), EventError> {
     match &event.kind {
         EventKind::Purchase(p) => {
             amount(p.revenue_minor, "revenue".into())?;
+            if let Some(cost) = p.acquisition.as_ref().and_then(|a| a.cost_minor) {
+                amount(cost, "acquisition_cost".into())?;
+            }
             if p.items.len() > MAX_ITEMS_PER_EVENT {
                 return Err(EventError::field(
                     "items",
@@ -352,6 +378,7 @@ pub fn check_bounds(event: &Event) -> Result<(), EventError> {
         }
         EventKind::Refund(r) => amount(r.amount_minor, "amount".into()),
         EventKind::Consent(_) => Ok(()),
+        EventKind::Customer(a) => a.cost_minor.map_or(Ok(()), |c| amount(c, "acquisition_cost".into())),
     }
 }
 
@@ -520,6 +547,14 @@ impl Validator {
         let to_base = |amount: &Decimal, field: &str| {
             self.currencies.to_base_minor(amount, currency).map_err(|r| EventError::field(field, r))
         };
+        let acquisition = Self::acquisition(&raw, &to_base)?;
+        if acquisition.is_some() && !matches!(kind_text, "purchase" | "customer") {
+            let field = if raw.acquisition_cost.is_some() { "acquisition_cost" } else { "acquisition_channel" };
+            return Err(EventError::field(
+                field,
+                format!("only a purchase or a customer event states an acquisition, not a {}", preview(kind_text)),
+            ));
+        }
         let kind = match kind_text {
             "purchase" => {
                 let mut items = Vec::new();
@@ -557,6 +592,7 @@ impl Validator {
                     order_id: order_id.filter(|o| *o != event_id.as_str()).map(Into::into),
                     items,
                     revenue_minor,
+                    acquisition,
                 })
             }
             "refund" => {
@@ -584,14 +620,51 @@ impl Validator {
                 }
                 EventKind::Consent(channels)
             }
+            "customer" => EventKind::Customer(acquisition.ok_or_else(|| {
+                EventError::field(
+                    "acquisition_cost",
+                    "missing: a customer event states acquisition_cost, acquisition_channel or both",
+                )
+            })?),
             other => {
                 return Err(EventError::field(
                     "type",
-                    format!("unknown event type {} (expected purchase, refund or consent)", preview(other)),
+                    format!("unknown event type {} (expected purchase, refund, consent or customer)", preview(other)),
                 ));
             }
         };
         Ok(Event { event_id, customer_id, timestamp, kind })
+    }
+
+    /// The acquisition an event states, if any: its cost in base minor units
+    /// (converted like every amount) and its channel.
+    fn acquisition(
+        raw: &RawEvent<'_>,
+        to_base: &impl Fn(&Decimal, &str) -> Result<i64, EventError>,
+    ) -> Result<Option<Acquisition>, EventError> {
+        let cost_minor = match &raw.acquisition_cost {
+            None => None,
+            Some(c) => Some(to_base(&non_negative(c, "acquisition_cost")?, "acquisition_cost")?),
+        };
+        let channel = match &raw.acquisition_channel {
+            None => None,
+            Some(c) => {
+                let text = c.text();
+                let name = text.trim();
+                if name.is_empty() {
+                    return Err(EventError::field("acquisition_channel", "is empty"));
+                }
+                if name.len() > MAX_CHANNEL_BYTES {
+                    return Err(EventError::field(
+                        "acquisition_channel",
+                        format!("is {} bytes long, the limit is {MAX_CHANNEL_BYTES}", name.len()),
+                    ));
+                }
+                check_id_text(name, "acquisition_channel")?;
+                Some(name.into())
+            }
+        };
+        Ok((cost_minor.is_some() || channel.is_some()).then_some(Acquisition { cost_minor, channel }))
     }
 
     /// One line of a purchase and its total in base minor units (if priced).
@@ -754,6 +827,9 @@ impl Event {
                     })
                     .collect();
                 obj.insert("items".into(), items.into());
+                if let Some(acquisition) = &p.acquisition {
+                    acquisition_json(obj, acquisition, base);
+                }
             }
             EventKind::Refund(r) => {
                 obj.insert("type".into(), "refund".into());
@@ -773,8 +849,22 @@ impl Event {
                 }
                 obj.insert("channels".into(), channels.into());
             }
+            EventKind::Customer(a) => {
+                obj.insert("type".into(), "customer".into());
+                acquisition_json(obj, a, base);
+            }
         }
         v
+    }
+}
+
+fn acquisition_json(obj: &mut serde_json::Map<String, Value>, a: &Acquisition, base: Currency) {
+    if let Some(cost) = a.cost_minor {
+        obj.insert("currency".into(), base.code().into());
+        obj.insert("acquisition_cost".into(), minor_text(cost, base).into());
+    }
+    if let Some(channel) = &a.channel {
+        obj.insert("acquisition_channel".into(), channel.as_ref().into());
     }
 }
 
@@ -889,6 +979,38 @@ mod tests {
             ),
             Err(EventError::Json(_))
         ));
+    }
+
+    #[test]
+    fn acquisitions_are_read_from_purchases_and_customer_events() {
+        let first = PURCHASE.replace(
+            r#""revenue":"59.90""#,
+            r#""revenue":"59.90","acquisition_cost":"12.50","acquisition_channel":"paid_search""#,
+        );
+        let EventKind::Purchase(p) = decode(&first).unwrap().kind else { panic!("purchase") };
+        assert_eq!(p.acquisition, Some(Acquisition { cost_minor: Some(1250), channel: Some("paid_search".into()) }));
+        let customer = r#"{"type":"customer","event_id":"cu-1","customer_id":"c-42","timestamp":"2026-11-23T10:00:00Z","acquisition_cost":4}"#;
+        assert_eq!(
+            decode(customer).unwrap().kind,
+            EventKind::Customer(Acquisition { cost_minor: Some(400), channel: None })
+        );
+        let bare = r#"{"type":"customer","event_id":"cu-1","customer_id":"c-42","timestamp":"2026-11-23T10:00:00Z"}"#;
+        assert_eq!(field_of(bare), "acquisition_cost");
+        let negative = customer.replace(r#""acquisition_cost":4"#, r#""acquisition_cost":"-4""#);
+        assert_eq!(field_of(&negative), "acquisition_cost");
+        let huge = customer.replace(r#""acquisition_cost":4"#, r#""acquisition_cost":"2000000000000""#);
+        assert_eq!(field_of(&huge), "acquisition_cost");
+        let long = customer.replace(
+            r#""acquisition_cost":4"#,
+            &format!(r#""acquisition_channel":"{}""#, "x".repeat(MAX_CHANNEL_BYTES + 1)),
+        );
+        assert_eq!(field_of(&long), "acquisition_channel");
+        let on_refund = r#"{"type":"refund","event_id":"r","customer_id":"c","timestamp":"2026-11-22T08:00:00Z","amount":"1","acquisition_cost":"3"}"#;
+        assert_eq!(field_of(on_refund), "acquisition_cost");
+        let v = validator();
+        for json in [first.as_str(), customer, bare] {
+            assert_eq!(v.decode(json.as_bytes()), v.decode_general(json.as_bytes()), "{json}");
+        }
     }
 
     /// Issue 12: two purchases of 92233720368547758 summed past 64 bits and

@@ -180,6 +180,8 @@ impl<'a> Reader<'a> {
             revenue: None,
             amount: None,
             channels: None,
+            acquisition_cost: None,
+            acquisition_channel: None,
         };
         let mut seen = 0u16;
         self.members(|reader, key| {

@@ -49,6 +49,8 @@ pub fn customers_schema() -> SchemaRef {
             f("clv_low", Float64, true),
             f("clv_high", Float64, true),
             f("net_clv", Float64, true),
+            f("acquisition_cost", Float64, true),
+            f("acquisition_channel", Utf8, true),
         ]))
     });
     SCHEMA.clone()
@@ -104,7 +106,7 @@ mod tests {
     #[test]
     fn customers_columns_follow_the_contract_in_order() {
         let names: Vec<String> = customers_schema().fields().iter().map(|f| f.name().clone()).collect();
-        let contract = "customer_id, first_purchase_at, last_purchase_at, orders, frequency, recency_days, tenure_days, revenue, avg_order_value, p_alive, churn_risk, expected_orders_90d, expected_order_value, clv, rfm_r, rfm_f, rfm_m, rfm_segment, value_tier, relationship, lifecycle_stage, consent_email, consent_sms, consent_push, updated_at, p_purchase_30d, expected_orders_365d, next_order_at, clv_low, clv_high, net_clv";
+        let contract = "customer_id, first_purchase_at, last_purchase_at, orders, frequency, recency_days, tenure_days, revenue, avg_order_value, p_alive, churn_risk, expected_orders_90d, expected_order_value, clv, rfm_r, rfm_f, rfm_m, rfm_segment, value_tier, relationship, lifecycle_stage, consent_email, consent_sms, consent_push, updated_at, p_purchase_30d, expected_orders_365d, next_order_at, clv_low, clv_high, net_clv, acquisition_cost, acquisition_channel";
         assert_eq!(names.join(", "), contract);
     }
 }

@@ -2,8 +2,8 @@
 //! input, however broken, panics the decoder.
 
 use patron_model::{
-    Consent, CurrencyTable, CustomerId, Decimal, Event, EventId, EventKind, LineItem, ProductId, Purchase, Refund,
-    Timestamp, Validator,
+    Acquisition, Consent, CurrencyTable, CustomerId, Decimal, Event, EventId, EventKind, LineItem, ProductId, Purchase,
+    Refund, Timestamp, Validator,
 };
 use proptest::prelude::*;
 
@@ -36,14 +36,27 @@ fn normalise(mut d: Decimal) -> Decimal {
     d
 }
 
+fn acquisition() -> impl Strategy<Value = Acquisition> {
+    (proptest::option::of(0i64..100_000_000), proptest::option::of("[a-z_]{1,20}"))
+        .prop_filter("states something", |(cost, channel)| cost.is_some() || channel.is_some())
+        .prop_map(|(cost_minor, channel)| Acquisition { cost_minor, channel: channel.map(Into::into) })
+}
+
 fn event() -> impl Strategy<Value = Event> {
     let kind = prop_oneof![
-        (proptest::collection::vec(item(), 0..4), 0i64..1_000_000_000, proptest::option::of("[a-z0-9-]{1,10}"))
-            .prop_map(|(items, revenue_minor, order)| EventKind::Purchase(Purchase {
+        (
+            proptest::collection::vec(item(), 0..4),
+            0i64..1_000_000_000,
+            proptest::option::of("[a-z0-9-]{1,10}"),
+            proptest::option::of(acquisition())
+        )
+            .prop_map(|(items, revenue_minor, order, acquisition)| EventKind::Purchase(Purchase {
                 order_id: order.map(|o| format!("order-{o}").into()),
                 items,
-                revenue_minor
+                revenue_minor,
+                acquisition
             })),
+        acquisition().prop_map(EventKind::Customer),
         (1i64..1_000_000_000, proptest::option::of("[a-z0-9-]{1,10}")).prop_map(|(amount_minor, order)| {
             EventKind::Refund(Refund { order_id: order.map(Into::into), amount_minor })
         }),

@@ -165,7 +165,8 @@ pub fn column_groups(name: &str) -> Option<Groups> {
         "clv" => Groups { scored: true, clv: true, ..NONE },
         "p_purchase_30d" | "expected_orders_365d" | "next_order_at" => Groups { scored: true, timing: true, ..NONE },
         "clv_low" | "clv_high" => Groups { scored: true, clv: true, timing: true, ..NONE },
-        "net_clv" => Groups { scored: true, clv: true, ..NONE },
+        "net_clv" => Groups { summaries: true, scored: true, clv: true, ..NONE },
+        "acquisition_cost" | "acquisition_channel" => SUMMARIES,
         "rfm_r" | "rfm_f" | "rfm_m" | "rfm_segment" | "value_tier" | "relationship" => LABELS,
         "lifecycle_stage" => Groups { summaries: true, scored: true, p_alive: true, ..NONE },
         "updated_at" => NONE,
@@ -264,9 +265,26 @@ pub fn customer_column(name: &str, view: &ChunkView, clock: &RowClock) -> Option
         "expected_orders_365d" => timing(view, |t| t.expected_orders_365d),
         "net_clv" => {
             let s = view.scores();
-            let (clv, scored) = (s.clv.as_ref()?, s.scored.as_ref()?);
-            let values: Vec<f64> = clv.iter().map(|c| c - clock.retention_cost).collect();
+            let (clv, scored, summaries) = (s.clv.as_ref()?, s.scored.as_ref()?, summaries()?);
+            let values: Vec<f64> = clv
+                .iter()
+                .zip(summaries)
+                .map(|(c, r)| {
+                    let acquisition = r.acquisition_cost_minor().map_or(0.0, |cost| cost as f64 / minor);
+                    c - clock.retention_cost - acquisition
+                })
+                .collect();
             Some(Arc::new(Float64Array::new(ScalarBuffer::from(values), nulls(scored))))
+        }
+        "acquisition_cost" => Some(Arc::new(
+            summaries()?.iter().map(|r| r.acquisition_cost_minor().map(|c| c as f64 / minor)).collect::<Float64Array>(),
+        )),
+        "acquisition_channel" => {
+            let codes = per_summary(summaries()?, Summary::acquisition_channel_code);
+            let names = crate::channel::with_names(|names| {
+                codes.iter().map(|&code| crate::channel::lookup(names, code).cloned()).collect::<Vec<_>>()
+            });
+            Some(Arc::new(names.iter().map(|n| n.as_deref()).collect::<StringArray>()))
         }
         "clv_low" => clv_bound(view, |clv, spread| patron_score::clv_interval(clv, spread).0),
         "clv_high" => clv_bound(view, |clv, spread| patron_score::clv_interval(clv, spread).1),

@@ -25,7 +25,7 @@
 //!   customer; it then stays at the limit rather than turning negative.
 
 use patron_model::codec::{self, ByteReader};
-use patron_model::{Consent, CustomerId, Event, EventKind, Timestamp};
+use patron_model::{Acquisition, Consent, CustomerId, Event, EventKind, Timestamp};
 use patron_score::{LifecycleStage, ScoreInput, Scores, SegmentConfig, Segments, SpendHistory, lifecycle_stage};
 
 use crate::catalog::ProductCatalog;
@@ -59,6 +59,10 @@ pub struct Summary {
     /// Purchase events (orders).
     pub orders: u64,
     occasions: u32,
+    /// The acquisition channel's code ([`crate::channel`]), or `NO_CHANNEL`.
+    acquisition_channel: u32,
+    /// What it cost to win the customer, minor units; [`NO_COST`]: not stated.
+    acquisition_cost_minor: i64,
     /// When each channel's consent was last stated, in seconds since
     /// 1990-01-01 (validation refuses earlier events; `u32` reaches 2126),
     /// 0: never. Consent changes within one second are ordered by arrival.
@@ -67,13 +71,15 @@ pub struct Summary {
     pub consent: Consent,
     first_occasion_value_minor: i64,
     total_occasion_value_minor: i64,
-    /// Gross purchases minus refunds, minor units.
+    /// Gross purchases minus refunds, minor units (what was refunded is
+    /// the difference from `total_occasion_value_minor`, so it needs no field).
     pub revenue_minor: i64,
-    /// Refunded so far, minor units.
-    pub refunded_minor: i64,
     first_purchase_ms: i64,
     last_purchase_ms: i64,
 }
+
+/// "Not stated" in [`Summary`]'s acquisition cost (costs are never negative).
+const NO_COST: i64 = -1;
 
 /// 1990-01-01T00:00:00Z in Unix milliseconds: the epoch of [`Summary`]'s consent times.
 const CONSENT_EPOCH_MS: i64 = 631_152_000_000;
@@ -88,11 +94,12 @@ impl Default for Summary {
         Self {
             orders: 0,
             occasions: 0,
+            acquisition_channel: crate::channel::NO_CHANNEL,
+            acquisition_cost_minor: NO_COST,
             consent: Consent::default(),
             first_occasion_value_minor: 0,
             total_occasion_value_minor: 0,
             revenue_minor: 0,
-            refunded_minor: 0,
             first_purchase_ms: NO_TIME,
             last_purchase_ms: NO_TIME,
             consent_at_s: [0; 3],
@@ -147,6 +154,9 @@ impl Summary {
         match &event.kind {
             EventKind::Purchase(p) => {
                 self.purchase(history, event.timestamp, p.revenue_minor);
+                if let Some(acquisition) = &p.acquisition {
+                    self.acquired(acquisition);
+                }
                 if let Some(t) = tracking.filter(|_| !p.items.is_empty()) {
                     let lines = basket_lines(p, t.catalog);
                     t.items.record(t.observed, &mut history.purchases, event.timestamp.day(), lines, t.history_limit);
@@ -154,7 +164,6 @@ impl Summary {
             }
             EventKind::Refund(r) => {
                 self.revenue_minor = self.revenue_minor.saturating_sub(r.amount_minor);
-                self.refunded_minor = self.refunded_minor.saturating_add(r.amount_minor);
             }
             EventKind::Consent(c) => {
                 // Last writer by event time wins, per channel.
@@ -175,7 +184,34 @@ impl Summary {
                     }
                 }
             }
+            EventKind::Customer(acquisition) => self.acquired(acquisition),
         }
+    }
+
+    /// Takes what an event states about the acquisition; the latest
+    /// statement applied wins, field by field.
+    fn acquired(&mut self, acquisition: &Acquisition) {
+        if let Some(cost) = acquisition.cost_minor {
+            self.acquisition_cost_minor = cost;
+        }
+        if let Some(channel) = &acquisition.channel {
+            self.acquisition_channel = crate::channel::intern(channel);
+        }
+    }
+
+    /// Refunded so far, minor units.
+    pub fn refunded_minor(&self) -> i64 {
+        self.total_occasion_value_minor.saturating_sub(self.revenue_minor)
+    }
+
+    /// What it cost to win the customer, minor units, when stated.
+    pub fn acquisition_cost_minor(&self) -> Option<i64> {
+        (self.acquisition_cost_minor != NO_COST).then_some(self.acquisition_cost_minor)
+    }
+
+    /// The channel's code ([`crate::channel`]); 0 when no channel was stated.
+    pub fn acquisition_channel_code(&self) -> u32 {
+        self.acquisition_channel
     }
 
     fn purchase(&mut self, history: &mut History, at: Timestamp, value_minor: i64) {
@@ -348,7 +384,7 @@ pub(crate) fn encode_customer(id: &str, summary: &Summary, history: &History, ou
         out.extend_from_slice(&v.to_le_bytes());
     }
     out.extend_from_slice(&summary.orders.to_le_bytes());
-    for v in [summary.revenue_minor, summary.refunded_minor, summary.first_purchase_ms, summary.last_purchase_ms] {
+    for v in [summary.revenue_minor, summary.refunded_minor(), summary.first_purchase_ms, summary.last_purchase_ms] {
         out.extend_from_slice(&v.to_le_bytes());
     }
     for c in [summary.consent.email, summary.consent.sms, summary.consent.push] {
@@ -375,6 +411,8 @@ const DAY_MS: i64 = 86_400_000;
 /// first and total occasion value zigzag │ orders varint │ revenue, refunded zigzag │
 /// (only with occasions) first and last purchase: ms into their day, varint │
 /// consent flags u8 (2 bits each) │ consent times varint ×3 │ labels: 0, or 1 + 7 codes │
+/// CLV interval width: 0, or 1 + f32 (version 8) │
+/// acquisition: u8 (bit 0 cost, bit 1 channel) │ cost varint │ channel (varint length + UTF-8) (version 9) │
 /// purchase profile (PurchaseProfile::encode_compact; version 7 adds its evicted products)
 /// ```
 pub fn encode_customer_compact(id: &str, summary: &Summary, history: &History, kept: Kept, out: &mut Vec<u8>) {
@@ -392,7 +430,7 @@ pub fn encode_customer_compact(id: &str, summary: &Summary, history: &History, k
     codec::put_zigzag(out, summary.total_occasion_value_minor);
     codec::put_varint(out, summary.orders);
     codec::put_zigzag(out, summary.revenue_minor);
-    codec::put_zigzag(out, summary.refunded_minor);
+    codec::put_zigzag(out, summary.refunded_minor());
     if !days.is_empty() {
         for ms in [summary.first_purchase_ms, summary.last_purchase_ms] {
             codec::put_varint(out, ms.rem_euclid(DAY_MS) as u64);
@@ -418,7 +456,34 @@ pub fn encode_customer_compact(id: &str, summary: &Summary, history: &History, k
             out.extend_from_slice(&(spread as f32).to_le_bytes());
         }
     }
+    let cost = summary.acquisition_cost_minor();
+    let channel = crate::channel::name(summary.acquisition_channel);
+    out.push(u8::from(cost.is_some()) | u8::from(channel.is_some()) << 1);
+    if let Some(cost) = cost {
+        codec::put_varint(out, cost as u64);
+    }
+    if let Some(channel) = channel {
+        codec::put_varint(out, channel.len() as u64);
+        out.extend_from_slice(channel.as_bytes());
+    }
     history.purchases.encode_compact(out);
+}
+
+/// What a snapshot version's compact customers hold beyond version 6's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompactLayout {
+    /// The profile holds its evicted products (version 7); see
+    /// [`PurchaseProfile::settle_inherited`] otherwise.
+    pub with_forgotten: bool,
+    /// The CLV interval width (version 8).
+    pub with_spread: bool,
+    /// The acquisition cost and channel (version 9).
+    pub with_acquisition: bool,
+}
+
+impl CompactLayout {
+    /// What [`encode_customer_compact`] writes now.
+    pub const CURRENT: Self = Self { with_forgotten: true, with_spread: true, with_acquisition: true };
 }
 
 /// What a snapshot keeps of a customer's model outputs: the labels of the
@@ -464,11 +529,11 @@ impl CustomerRecord {
         encode_customer(self.customer_id.as_str(), &self.summary, &self.history, out);
     }
 
-    /// Reads a record written by [`encode_customer_compact`]; `None` if the
-    /// bytes are not a valid record (cut short, out of range, inconsistent).
-    /// `with_forgotten`: the profile holds its evicted products (snapshot
-    /// version 7); see [`PurchaseProfile::settle_inherited`] otherwise.
-    pub fn decode_compact(r: &mut ByteReader<'_>, with_forgotten: bool, with_spread: bool) -> Option<Self> {
+    /// Reads a record written by [`encode_customer_compact`] in `layout`;
+    /// `None` if the bytes are not a valid record (cut short, out of range,
+    /// inconsistent).
+    pub fn decode_compact(r: &mut ByteReader<'_>, layout: CompactLayout) -> Option<Self> {
+        let CompactLayout { with_forgotten, with_spread, with_acquisition } = layout;
         let id_len = usize::try_from(r.varint()?).ok()?;
         let customer_id = CustomerId::new(std::str::from_utf8(r.take(id_len)?).ok()?).ok()?;
         let count = usize::try_from(r.varint()?).ok()?;
@@ -489,7 +554,7 @@ impl CustomerRecord {
         s.total_occasion_value_minor = r.zigzag()?;
         s.orders = r.varint()?;
         s.revenue_minor = r.zigzag()?;
-        s.refunded_minor = r.zigzag()?;
+        r.zigzag()?; // refunded: total occasion value − revenue
         if let (Some(&first), Some(&last)) = (occasion_days.first(), occasion_days.last()) {
             for (day, ms) in [(first, &mut s.first_purchase_ms), (last, &mut s.last_purchase_ms)] {
                 let into_day = i64::try_from(r.varint()?).ok().filter(|&m| m < DAY_MS)?;
@@ -517,6 +582,21 @@ impl CustomerRecord {
                 _ => return None,
             };
         }
+        if with_acquisition {
+            let stated = r.u8()?;
+            if stated & !3 != 0 {
+                return None;
+            }
+            let s = &mut record.summary;
+            if stated & 1 != 0 {
+                s.acquisition_cost_minor = i64::try_from(r.varint()?).ok()?;
+            }
+            if stated & 2 != 0 {
+                let len = usize::try_from(r.varint()?).ok()?;
+                let name = std::str::from_utf8(r.take(len)?).ok()?;
+                s.acquisition_channel = crate::channel::intern(name);
+            }
+        }
         record.history = History { occasion_days, purchases: PurchaseProfile::decode_compact(r, with_forgotten)? };
         Some(record)
     }
@@ -543,7 +623,7 @@ impl CustomerRecord {
         s.total_occasion_value_minor = r.i64()?;
         s.orders = r.u64()?;
         s.revenue_minor = r.i64()?;
-        s.refunded_minor = r.i64()?;
+        r.i64()?; // refunded: total occasion value − revenue
         s.first_purchase_ms = r.i64()?;
         s.last_purchase_ms = r.i64()?;
         s.consent = Consent { email: r.flag()?, sms: r.flag()?, push: r.flag()? };
@@ -579,7 +659,8 @@ mod tests {
 
     #[test]
     fn a_summary_is_80_bytes() {
-        // The memory target (150 bytes per customer) is mostly this.
+        // The memory target (150 bytes per customer) is mostly this: the
+        // acquisition took the refunded total's place (it is derived).
         assert_eq!(std::mem::size_of::<Summary>(), 80);
     }
 
@@ -681,13 +762,38 @@ mod tests {
         let kept = Kept { segments: r.segments, clv_log_spread: r.scores.and_then(|s| s.clv_log_spread) };
         encode_customer_compact(r.customer_id.as_str(), &r.summary, &r.history, kept, &mut bytes);
         let mut reader = ByteReader::new(&bytes, 0);
-        assert_eq!(CustomerRecord::decode_compact(&mut reader, true, true).as_ref(), Some(r));
+        assert_eq!(CustomerRecord::decode_compact(&mut reader, CompactLayout::CURRENT).as_ref(), Some(r));
         assert_eq!(reader.remaining(), 0);
         for cut in 0..bytes.len() {
-            let decoded = CustomerRecord::decode_compact(&mut ByteReader::new(&bytes[..cut], 0), true, true);
+            let decoded =
+                CustomerRecord::decode_compact(&mut ByteReader::new(&bytes[..cut], 0), CompactLayout::CURRENT);
             assert!(decoded.is_none(), "cut at {cut}");
         }
         bytes.len()
+    }
+
+    #[test]
+    fn an_acquisition_is_kept_and_the_latest_statement_wins() {
+        let validator = Validator::new(CurrencyTable::default());
+        let mut r = CustomerRecord::new(CustomerId::new("won").unwrap());
+        assert_eq!((r.acquisition_cost_minor(), r.acquisition_channel_code()), (None, crate::channel::NO_CHANNEL));
+        let first = r#"{"type":"purchase","event_id":"o1","customer_id":"won","timestamp":"2025-01-01T10:00:00Z","revenue":"30","acquisition_cost":"12.5","acquisition_channel":"record-test-search"}"#;
+        r.apply(&validator.decode(first.as_bytes()).unwrap());
+        assert_eq!(r.acquisition_cost_minor(), Some(1250));
+        assert_eq!(crate::channel::name(r.acquisition_channel_code()).as_deref(), Some("record-test-search"));
+        let restated = r#"{"type":"customer","event_id":"k1","customer_id":"won","timestamp":"2025-01-02T10:00:00Z","acquisition_cost":"9"}"#;
+        r.apply(&validator.decode(restated.as_bytes()).unwrap());
+        assert_eq!(r.acquisition_cost_minor(), Some(900), "the latest cost");
+        assert_eq!(
+            crate::channel::name(r.acquisition_channel_code()).as_deref(),
+            Some("record-test-search"),
+            "a statement without a channel keeps the channel"
+        );
+        let refund =
+            r#"{"type":"refund","event_id":"r1","customer_id":"won","timestamp":"2025-01-03T10:00:00Z","amount":"5"}"#;
+        r.apply(&validator.decode(refund.as_bytes()).unwrap());
+        assert_eq!((r.revenue_minor, r.refunded_minor()), (2500, 500));
+        compact_round_trip(&r);
     }
 
     #[test]
@@ -698,7 +804,7 @@ mod tests {
         let mut bytes = Vec::new();
         let kept = Kept { segments: None, clv_log_spread: Some(f64::from(0.1234_f32)) };
         encode_customer_compact(r.customer_id.as_str(), &r.summary, &r.history, kept, &mut bytes);
-        let decoded = CustomerRecord::decode_compact(&mut ByteReader::new(&bytes, 0), true, true).unwrap();
+        let decoded = CustomerRecord::decode_compact(&mut ByteReader::new(&bytes, 0), CompactLayout::CURRENT).unwrap();
         let scores = decoded.scores.expect("a width");
         assert_eq!(scores.clv_log_spread, Some(f64::from(0.1234_f32)), "exactly the served width");
         assert!(scores.clv.is_nan() && scores.p_alive.is_nan(), "nothing else is kept: recovery rescores");
@@ -754,14 +860,17 @@ mod tests {
         light.history.purchases.record(3, 20_000, 1.0, 5);
         let mut v7 = Vec::new();
         encode_customer_compact(light.customer_id.as_str(), &light.summary, &light.history, Kept::default(), &mut v7);
-        // Version 7 had no width byte: it comes right before the profile.
+        // Version 7 had neither the width byte nor the acquisition byte
+        // (both 0 here): they come right before the profile.
         let mut profile = Vec::new();
         light.history.purchases.encode_compact(&mut profile);
-        assert_eq!(v7.remove(v7.len() - profile.len() - 1), 0);
-        let v7_read = CustomerRecord::decode_compact(&mut ByteReader::new(&v7, 0), true, false).unwrap();
+        assert_eq!(v7.remove(v7.len() - profile.len() - 1), 0, "no acquisition");
+        assert_eq!(v7.remove(v7.len() - profile.len() - 1), 0, "no width");
+        let v7_layout = CompactLayout { with_forgotten: true, with_spread: false, with_acquisition: false };
+        let v7_read = CustomerRecord::decode_compact(&mut ByteReader::new(&v7, 0), v7_layout).unwrap();
         assert_eq!(v7_read.history, light.history);
-        let mut old =
-            CustomerRecord::decode_compact(&mut ByteReader::new(&v7[..v7.len() - 1], 0), false, false).unwrap();
+        let v6_layout = CompactLayout { with_forgotten: false, ..v7_layout };
+        let mut old = CustomerRecord::decode_compact(&mut ByteReader::new(&v7[..v7.len() - 1], 0), v6_layout).unwrap();
         assert!(!old.history.purchases.knows_every_product(), "unknown until settled");
         old.history.purchases.settle_inherited(5);
         assert_eq!(old.history, light.history, "one product of five: nothing was evicted");

@@ -32,7 +32,7 @@
 //!   book on its own thread.
 //!
 //! ```text
-//! magic "PATRSNAP" │ version u32 = 8 │ next_seq u64 │ watermark_ms i64 │ customers u64 │
+//! magic "PATRSNAP" │ version u32 = 9 │ next_seq u64 │ watermark_ms i64 │ customers u64 │
 //! id key [u64; 2] │ products u32 │ product ids (u16 length + UTF-8)… │
 //! blocks… (each: whole customers of one shard, or one shard's dedup index) │
 //! tail: product statistics │ models (u32 length + CBOR; 0: provisional) │
@@ -48,7 +48,7 @@
 //! in the header because it also routes customers to shards: a recovery with
 //! another shard count routes each customer as it is decoded.
 //!
-//! Older versions are still read: 7 (as 8, without interval widths: recovery
+//! Older versions are still read: 8 (as 9, without acquisitions), 7 (as 8, without interval widths: recovery
 //! computes them afresh), 6 (as 7, without the products each
 //! profile evicted; see `PurchaseProfile::settle_inherited`), 5 (fixed-width customers, one section per
 //! shard, one checksum over the file), 4 (one run of all customers) and 3
@@ -66,11 +66,13 @@ use patron_storage::{Storage, StorageFile, crash_point};
 use crate::chunk::Chunk;
 use crate::dedup::{DedupIndex, IdHasher};
 use crate::items::{ItemConfig, ItemStats};
-use crate::record::{CustomerRecord, History, Kept, encode_customer_compact};
+use crate::record::{CompactLayout, CustomerRecord, History, Kept, encode_customer_compact};
 use crate::scoring::ModelFits;
 
 const MAGIC: &[u8; 8] = b"PATRSNAP";
-const VERSION: u32 = 8;
+const VERSION: u32 = 9;
+/// Compact customers with their CLV interval width, without their acquisition.
+const VERSION_WITHOUT_ACQUISITION: u32 = 8;
 /// Compact customers with their evicted products, without the CLV interval width.
 const VERSION_WITHOUT_SPREAD: u32 = 7;
 /// Blocks of compact customers whose profiles lack their evicted products.
@@ -507,7 +509,7 @@ struct BlockSpan {
 /// How customers are laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layout {
-    Compact { with_forgotten: bool, with_spread: bool },
+    Compact(CompactLayout),
     FixedWidth { with_rings: bool },
 }
 
@@ -549,6 +551,7 @@ impl SnapshotFile {
         let version = u32::from_le_bytes(body[8..12].try_into().unwrap_or([0; 4]));
         if ![
             VERSION,
+            VERSION_WITHOUT_ACQUISITION,
             VERSION_WITHOUT_SPREAD,
             VERSION_WITHOUT_BOUGHT,
             VERSION_FIXED_WIDTH,
@@ -616,7 +619,7 @@ impl SnapshotFile {
             run_end: std::sync::OnceLock::new(),
         };
         match version {
-            VERSION | VERSION_WITHOUT_SPREAD | VERSION_WITHOUT_BOUGHT => {
+            VERSION | VERSION_WITHOUT_ACQUISITION | VERSION_WITHOUT_SPREAD | VERSION_WITHOUT_BOUGHT => {
                 file.read_block_table(records_start..tail_offset, table_offset)?
             }
             VERSION_FIXED_WIDTH => file.read_section_table()?,
@@ -702,10 +705,11 @@ impl SnapshotFile {
 
     fn layout(&self) -> Layout {
         if self.version >= VERSION_WITHOUT_BOUGHT {
-            Layout::Compact {
+            Layout::Compact(CompactLayout {
                 with_forgotten: self.version >= VERSION_WITHOUT_SPREAD,
-                with_spread: self.version >= VERSION,
-            }
+                with_spread: self.version >= VERSION_WITHOUT_ACQUISITION,
+                with_acquisition: self.version >= VERSION,
+            })
         } else {
             Layout::FixedWidth { with_rings: self.version == VERSION_WITH_RINGS }
         }
@@ -740,9 +744,7 @@ impl SnapshotFile {
         for i in 0..count {
             let at = reader.position();
             let record = match self.layout() {
-                Layout::Compact { with_forgotten, with_spread } => {
-                    CustomerRecord::decode_compact(&mut reader, with_forgotten, with_spread)
-                }
+                Layout::Compact(layout) => CustomerRecord::decode_compact(&mut reader, layout),
                 Layout::FixedWidth { with_rings } => {
                     let mut pos = at;
                     let record = CustomerRecord::decode(&self.body[..end], &mut pos, with_rings);
@@ -842,7 +844,7 @@ impl SnapshotFile {
             return Err(SnapshotError::TrailingBytes(tail.end - reader.position()));
         }
         let (next_seq, watermark_ms, products) = (self.next_seq, self.watermark_ms, self.products);
-        let keeps_spreads = self.version >= VERSION;
+        let keeps_spreads = self.version >= VERSION_WITHOUT_ACQUISITION;
         Ok(Snapshot {
             next_seq,
             watermark_ms,
