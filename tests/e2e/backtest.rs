@@ -7,7 +7,7 @@ use std::path::Path;
 
 use arrow::array::AsArray;
 use arrow::datatypes::{Float64Type, Int64Type};
-use patron_tests::{fixture, patron, transcript};
+use patron_tests::{Server, fixture, load_cdnow, patron, post_json, transcript};
 use serde_json::Value;
 
 use crate::batch_cdnow::read_parquet;
@@ -178,4 +178,64 @@ fn uci_backtest_runs_and_names_the_parameter_on_its_bound() {
     let (q, last) = (&model["quality"], &predictor(&report, "last_period")["quality"]);
     assert!(q["mae"].as_f64().unwrap() < last["mae"].as_f64().unwrap(), "{q} vs {last}");
     assert!(out.path().join("calibration.svg").exists() && out.path().join("decile_lift.svg").exists());
+}
+
+/// The CDNOW purchases after the calibration end (1997-09-30), as events
+/// numbered like `patron_tests::cdnow_calibration`'s.
+fn cdnow_holdout_events() -> Vec<String> {
+    let mut reader = csv::Reader::from_path(fixture("cdnow/cdnow_transactions.csv")).unwrap();
+    let mut events = Vec::new();
+    for (i, row) in reader.records().enumerate() {
+        let row = row.unwrap();
+        let d = &row[1];
+        if d > "19970930" {
+            events.push(format!(
+                r#"{{"type":"purchase","event_id":"line-{}","customer_id":"{}","timestamp":"{}-{}-{}T00:00:00Z","currency":"USD","revenue":"{}"}}"#,
+                i + 2, &row[0], &d[..4], &d[4..6], &d[6..], &row[3]
+            ));
+        }
+    }
+    events
+}
+
+/// Issue 18, item 3: a live server keeps its refit's predictions and the
+/// `model_quality` table judges them against what happened since, exactly as
+/// `patron backtest` judges the same split offline.
+#[test]
+fn the_live_model_quality_table_judges_a_refit_as_patron_backtest_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--currency", "USD", "--refit-interval", "3600"]);
+    load_cdnow(&server);
+    let holdout = cdnow_holdout_events();
+    for chunk in holdout.chunks(1000) {
+        let (status, body) = post_json(&format!("{}/v1/events", server.url), "application/x-ndjson", &chunk.join("\n"));
+        assert_eq!((status, body["accepted"].as_u64()), (200, Some(chunk.len() as u64)), "{body}");
+    }
+    // The holdout ends on 1998-06-30: a consent change of someone who never
+    // bought (so not judged) moves "now" there.
+    let marker = r#"{"type":"consent","event_id":"end","customer_id":"nobody","timestamp":"1998-06-30T00:00:00Z","channels":{"email":false}}"#;
+    let (status, body) = post_json(&format!("{}/v1/events", server.url), "application/json", marker);
+    assert_eq!((status, body["accepted"].as_u64()), (200, Some(1)), "{body}");
+    let (status, rows) = post_json(&format!("{}/v1/sql", server.url), "text/plain", "SELECT * FROM model_quality");
+    assert_eq!(status, 200, "{rows}");
+    let live = &rows.as_array().unwrap()[0];
+    assert_eq!((live["model"].as_str(), live["days_since"].as_f64()), (Some("mbgnbd"), Some(273.0)), "{rows}");
+
+    let out = tempfile::tempdir().unwrap();
+    let flags =
+        ["--calibration-end", "1997-09-30", "--holdout-end", "1998-06-30", "--currency", "USD", "--model", "mbgnbd"];
+    let (report, _) = backtest(&fixture("cdnow/cdnow_transactions.csv"), out.path(), &flags);
+    let offline = &predictor(&report, "mbgnbd")["quality"];
+    assert_eq!(live["customers"].as_u64(), offline["customers"].as_u64(), "{live} {offline}");
+    for (column, key) in [
+        ("expected_orders", "mean_expected_orders"),
+        ("actual_orders", "mean_actual_orders"),
+        ("mae", "mae"),
+        ("rmse", "rmse"),
+        ("auc", "auc"),
+        ("brier", "brier"),
+    ] {
+        let (a, b) = (live[column].as_f64().unwrap(), offline[key].as_f64().unwrap());
+        assert!((a - b).abs() <= 1e-9 * b.abs(), "{column}: live {a}, patron backtest {b}");
+    }
 }

@@ -46,7 +46,10 @@ pub use segments::{
     LifecycleStage, Relationship, RfmSegment, SegmentConfig, SegmentInput, Segments, ValueTier, lifecycle_stage,
     quintile_scores, rfm_segment, segment_population,
 };
-pub use validation::{CalibrationRow, DecileRow, HoldoutCase, PredictionQuality, assess, calibration_table};
+pub use validation::{
+    CalibrationRow, DecileRow, HoldoutCase, HoldoutPrediction, PredictionQuality, assess, calibration_table,
+    predict_holdout,
+};
 
 /// Errors of the scoring math.
 #[derive(Debug, thiserror::Error)]

@@ -412,10 +412,8 @@ fn pareto_log_likelihood(p: &ParetoParams, h: History) -> Result<f64> {
 fn pareto_p_alive(p: &ParetoParams, h: History) -> Result<f64> {
     let ParetoParams { r, alpha, s, beta } = *p;
     let x = f64::from(h.frequency);
-    let log_odds_dead = s.ln()
-        + (r + x) * (alpha + h.tenure).ln()
-        + s * (beta + h.tenure).ln()
-        + pareto_ln_dropout_integral(p, h);
+    let log_odds_dead =
+        s.ln() + (r + x) * (alpha + h.tenure).ln() + s * (beta + h.tenure).ln() + pareto_ln_dropout_integral(p, h);
     Ok(logistic_complement(log_odds_dead))
 }
 

@@ -13,6 +13,32 @@
 
 use serde::Serialize;
 
+use crate::{History, PurchaseParams, Result};
+
+/// What a purchase model fitted at the end of a calibration period predicts
+/// for one customer over the `horizon` after it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HoldoutPrediction {
+    /// Expected purchases in the horizon.
+    pub expected_orders: f64,
+    /// P(alive) at the end of the calibration period.
+    pub p_alive: f64,
+    /// Probability of at least one purchase in the horizon.
+    pub p_purchase: f64,
+}
+
+/// The predictions for `history` (in the model's time unit) over `horizon`
+/// (same unit): the one definition `patron backtest` and the live
+/// `model_quality` table both judge.
+pub fn predict_holdout(params: &PurchaseParams, history: History, horizon: f64) -> Result<HoldoutPrediction> {
+    let p_alive = params.p_alive(history)?;
+    Ok(HoldoutPrediction {
+        expected_orders: params.expected_purchases(horizon, history)?,
+        p_alive,
+        p_purchase: p_alive * params.p_purchase_if_alive(horizon, history.frequency, history.tenure),
+    })
+}
+
 /// One customer's predictions at the calibration end and what happened after.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct HoldoutCase {

@@ -367,6 +367,7 @@ impl SqlEngine {
         register("similar_products", Arc::new(tables::ProductTable::similar_products(shared.clone())))?;
         register("products", Arc::new(tables::ProductTable::products(shared.clone())))?;
         register("model_params", Arc::new(tables::model_params_table(shared.clone())))?;
+        register("model_quality", Arc::new(tables::model_quality_table(shared.clone())))?;
         register("rejected_events", Arc::new(tables::rejected_events_table(shared.clone())))?;
         register("engine_stats", Arc::new(tables::engine_stats_table(shared)))?;
         Ok(Self {

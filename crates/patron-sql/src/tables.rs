@@ -29,6 +29,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use patron_model::{
     Currency, CustomerId, Timestamp, customers_schema, products_schema, recommendations_schema, similar_products_schema,
 };
+use patron_score::PredictionQuality;
 use patron_state::customer_row::{RowClock, customer_batch, schema_groups};
 use patron_state::{
     Chunk, ChunkView, CustomerBook, Engine, products_batch, recommend_all, recommendations_batch,
@@ -667,6 +668,45 @@ pub(crate) fn model_params_table(shared: Shared) -> ComputedTable {
         ])
     });
     ComputedTable { name: "model_params", schema, rows }
+}
+
+/// `model_quality`: each kept refit's predictions of the configured model,
+/// judged against what its customers have done since (one row per refit,
+/// oldest first; see `patron_state::quality`).
+pub(crate) fn model_quality_table(shared: Shared) -> ComputedTable {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("fitted_at", timestamp_type(), false),
+        Field::new("model", DataType::Utf8, false),
+        Field::new("judged_at", timestamp_type(), false),
+        Field::new("days_since", DataType::Float64, false),
+        Field::new("customers", DataType::Int64, false),
+        Field::new("expected_orders", DataType::Float64, false),
+        Field::new("actual_orders", DataType::Float64, false),
+        Field::new("mae", DataType::Float64, false),
+        Field::new("rmse", DataType::Float64, false),
+        Field::new("auc", DataType::Float64, true),
+        Field::new("brier", DataType::Float64, false),
+    ]));
+    let rows = Arc::new(move || -> Result<Vec<ArrayRef>> {
+        let rows = shared.source.engine().model_quality().map_err(state_error)?;
+        let number = |f: fn(&PredictionQuality) -> f64| -> ArrayRef {
+            Arc::new(rows.iter().map(|r| Some(f(&r.quality))).collect::<Float64Array>())
+        };
+        Ok(vec![
+            Arc::new(rows.iter().map(|r| Some(r.fitted_at.micros())).collect::<TimestampMicrosecondArray>()),
+            Arc::new(rows.iter().map(|r| Some(r.model.name())).collect::<StringArray>()),
+            Arc::new(rows.iter().map(|r| Some(r.judged_at.micros())).collect::<TimestampMicrosecondArray>()),
+            Arc::new(rows.iter().map(|r| Some(r.days_since)).collect::<Float64Array>()),
+            Arc::new(rows.iter().map(|r| Some(r.quality.customers as i64)).collect::<Int64Array>()),
+            number(|q| q.mean_expected_orders),
+            number(|q| q.mean_actual_orders),
+            number(|q| q.mae),
+            number(|q| q.rmse),
+            Arc::new(rows.iter().map(|r| r.quality.auc).collect::<Float64Array>()),
+            number(|q| q.brier),
+        ])
+    });
+    ComputedTable { name: "model_quality", schema, rows }
 }
 
 /// `rejected_events`: the bounded store of the newest rejections.

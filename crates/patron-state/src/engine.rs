@@ -614,6 +614,8 @@ struct Inner {
     recs: RwLock<Arc<RecsModel>>,
     shards: Vec<RwLock<CustomerBook>>,
     models: RwLock<Arc<ModelState>>,
+    /// The last refits' models, oldest first, for `model_quality` ([`crate::quality`]).
+    frozen: Mutex<std::collections::VecDeque<Arc<ModelState>>>,
     watermark_ms: AtomicI64,
     /// The key of every shard's event fingerprints (stored in snapshots).
     hasher: IdHasher,
@@ -802,13 +804,17 @@ impl Engine {
                 Some(ModelState { scorer, fits: Some(fits), provisional: false })
             })
             .unwrap_or_else(|| provisional_models(&config.scoring));
+        let models = Arc::new(models);
+        // The snapshot's refit is judged again after a restart; older ones are not kept.
+        let frozen = if models.fits.is_some() { vec![models.clone()] } else { Vec::new() };
         let inner = Arc::new(Inner {
             failure: OnceLock::new(),
             shards: books.into_iter().map(RwLock::new).collect(),
             catalog,
             items,
             recs: RwLock::new(Arc::new(RecsModel::default())),
-            models: RwLock::new(Arc::new(models)),
+            models: RwLock::new(models),
+            frozen: Mutex::new(frozen.into()),
             watermark_ms: AtomicI64::new(i64::MIN),
             hasher,
             stats: EngineStats::default(),
@@ -1250,6 +1256,39 @@ impl Engine {
         Ok(guards.iter().map(|book| book.records().chunks().iter().map(|c| c.view(groups)).collect()).collect())
     }
 
+    /// Every kept refit's predictions for the configured model, judged
+    /// against what its customers have done since, oldest refit first (see
+    /// [`crate::quality`]). Each shard's read lock is held while its
+    /// customers' histories are split at the refits' days (no model is
+    /// evaluated under it).
+    pub fn model_quality(&self) -> Result<Vec<crate::quality::QualityRow>> {
+        let Some(now) = self.now() else { return Ok(Vec::new()) };
+        let frozen: Vec<Arc<ModelState>> =
+            self.inner.frozen.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect();
+        let fits: Vec<&ModelFits> = frozen.iter().filter_map(|m| m.fits.as_ref()).collect();
+        let days: Vec<i32> = fits.iter().map(|f| f.fitted_at.day()).collect();
+        let per_shard = self.with_books(|book| {
+            let mut cases = vec![Vec::new(); days.len()];
+            for row in book.records().iter() {
+                let occasions = row.history().occasion_days();
+                for (out, &day) in cases.iter_mut().zip(&days) {
+                    out.extend(crate::quality::split_at(occasions, day));
+                }
+            }
+            cases
+        })?;
+        let model = self.inner.config.scoring.model;
+        Ok(fits
+            .iter()
+            .enumerate()
+            .filter_map(|(k, fits)| {
+                let cases: Vec<crate::quality::FrozenCase> =
+                    per_shard.iter().flat_map(|shard| shard[k].iter().copied()).collect();
+                crate::quality::judge(fits, model, &cases, now)
+            })
+            .collect())
+    }
+
     /// Runs `f` over every shard's book under its read lock, in shard order.
     /// A poisoned lock (a writer panicked while changing that shard) is an
     /// error: a view of part of the population must not pass for the whole.
@@ -1543,6 +1582,13 @@ impl Engine {
         if let Ok(mut models) = self.inner.models.write() {
             *models = state.clone();
         }
+        {
+            let mut frozen = self.inner.frozen.lock().unwrap_or_else(PoisonError::into_inner);
+            if frozen.len() == crate::quality::KEPT_REFITS {
+                frozen.pop_front();
+            }
+            frozen.push_back(state.clone());
+        }
         self.inner.stats.refits.fetch_add(1, Ordering::Relaxed);
         self.inner.stats.last_refit_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         Ok(state)
@@ -1782,6 +1828,7 @@ mod tests {
                 order_id: None,
                 items: Vec::new(),
                 revenue_minor,
+                acquisition: None,
             }),
         }
     }

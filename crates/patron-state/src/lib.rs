@@ -21,12 +21,14 @@
 #![deny(missing_docs)]
 
 pub mod book;
+pub mod channel;
 pub mod chunk;
 pub mod customer_row;
 pub mod dedup;
 pub mod engine;
 pub mod evaluate;
 mod item_feed;
+pub mod quality;
 pub mod record;
 pub mod recs_tables;
 pub mod scoring;

@@ -22,7 +22,9 @@ use arrow::record_batch::RecordBatch;
 use indicatif::{ProgressBar, ProgressStyle};
 use patron_ingest::{FileReport, ReadOptions, ingest_file};
 use patron_model::{Event, EventSink, SinkError, SubmitOutcome, Timestamp, Validator};
-use patron_score::{CalibrationRow, History, HoldoutCase, PredictionQuality, assess, calibration_table};
+use patron_score::{
+    CalibrationRow, History, HoldoutCase, PredictionQuality, assess, calibration_table, predict_holdout,
+};
 use patron_state::{CustomerBook, ScoringConfig, SharedBook, fit_models, score_book};
 use serde_json::{Value, json};
 
@@ -144,13 +146,13 @@ pub(crate) fn run(args: &BacktestArgs) -> Result<()> {
             f64::from(input.recency_days) / unit_days,
             f64::from(input.tenure_days) / unit_days,
         );
-        let p_alive = fit.params.p_alive(history)?;
+        let predicted = predict_holdout(&fit.params, history, horizon)?;
         judged.push(Judged {
             customer_id: row.customer_id().to_owned(),
             calibration_repeats: input.frequency,
-            expected_orders: fit.params.expected_purchases(horizon, history)?,
-            p_alive,
-            p_purchase: p_alive * fit.params.p_purchase_if_alive(horizon, input.frequency, history.tenure),
+            expected_orders: predicted.expected_orders,
+            p_alive: predicted.p_alive,
+            p_purchase: predicted.p_purchase,
             clv: scores.clv,
             holdout: holdout_totals.get(row.customer_id()).copied().unwrap_or_default(),
         });
