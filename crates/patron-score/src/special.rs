@@ -126,40 +126,6 @@ pub(crate) fn series_tail(a: f64, b: f64, c: f64, z: f64, first: f64, offset: us
     })
 }
 
-/// Nodes and weights of 16-point Gauss–Legendre quadrature on [0, 1]:
-/// Σ wᵢ f(xᵢ) integrates polynomials up to degree 31 exactly. Computed once,
-/// by Newton's method on the Legendre polynomial P₁₆ from the usual
-/// cos(π(i − ¼)/(n + ½)) starting points.
-pub(crate) fn gauss_legendre_16() -> &'static [(f64, f64); 16] {
-    static NODES: std::sync::LazyLock<[(f64, f64); 16]> = std::sync::LazyLock::new(|| {
-        const N: usize = 16;
-        let n = N as f64;
-        let mut nodes = [(0.0, 0.0); N];
-        for (i, node) in nodes.iter_mut().enumerate() {
-            let mut x = (std::f64::consts::PI * (i as f64 + 0.75) / (n + 0.5)).cos();
-            let mut derivative = 1.0;
-            for _ in 0..100 {
-                // P_N(x) and P_{N−1}(x) by the three-term recurrence.
-                let (mut p0, mut p1) = (1.0, x);
-                for k in 2..=N {
-                    let k = k as f64;
-                    (p0, p1) = (p1, ((2.0 * k - 1.0) * x * p1 - (k - 1.0) * p0) / k);
-                }
-                derivative = n * (x * p1 - p0) / (x * x - 1.0);
-                let step = p1 / derivative;
-                x -= step;
-                if step.abs() < 1e-16 {
-                    break;
-                }
-            }
-            // From [−1, 1] to [0, 1]: the weight halves.
-            *node = (0.5 * (1.0 - x), 1.0 / ((1.0 - x * x) * derivative * derivative));
-        }
-        nodes
-    });
-    &NODES
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,18 +147,6 @@ mod tests {
             let numeric = (ln_gamma(x + h) - ln_gamma(x - h)) / (2.0 * h);
             assert!((digamma(x) - numeric).abs() < 1e-6 * (1.0 + numeric.abs()), "x={x}");
         }
-    }
-
-    #[test]
-    fn gauss_legendre_integrates_polynomials_to_degree_31_and_smooth_functions() {
-        let nodes = gauss_legendre_16();
-        assert!((nodes.iter().map(|(_, w)| w).sum::<f64>() - 1.0).abs() < 1e-15);
-        for degree in [0, 1, 7, 20, 31] {
-            let integral: f64 = nodes.iter().map(|(x, w)| w * x.powi(degree)).sum();
-            assert!((integral - 1.0 / f64::from(degree + 1)).abs() < 1e-14, "x^{degree}");
-        }
-        let integral: f64 = nodes.iter().map(|(x, w)| w * (3.0 * x).exp()).sum();
-        assert!((integral - (3f64.exp() - 1.0) / 3.0).abs() < 1e-13);
     }
 
     #[test]
