@@ -11,6 +11,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("patron-alloc", &[]),
     ("patron-model", &[]),
     ("patron-score", &[]),
+    ("patron-campaign", &[]),
     ("patron-storage", &[]),
     ("patron-wal", &["patron-storage"]),
     ("patron-workload", &["patron-model", "patron-score"]),
