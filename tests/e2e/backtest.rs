@@ -170,6 +170,15 @@ fn uci_backtest_runs_and_names_the_parameter_on_its_bound() {
         // The purchase rates are identified all the same: lifetimes' MBG/NBD has r 0.7224, α 65.862 days.
         let (r, alpha) = (model["params"]["r"].as_f64().unwrap(), model["params"]["alpha"].as_f64().unwrap());
         assert!((r - 0.7224).abs() < 1e-3 && (alpha - 65.862).abs() < 0.05, "{model}");
+        // So they keep standard errors, given the dropout at its bound; the
+        // dropout's parameters have none.
+        let errors = &model["std_errors"];
+        let (third, fourth) = if model["model"] == "pareto_nbd" { ("s", "beta") } else { ("a", "b") };
+        assert!(errors[third].is_null() && errors[fourth].is_null(), "{model}");
+        if model["model"] != "pareto_nbd" {
+            let (se_r, se_alpha) = (errors["r"].as_f64().unwrap(), errors["alpha"].as_f64().unwrap());
+            assert!(se_r > 0.0 && se_r < 0.1 * r && se_alpha > 0.0 && se_alpha < 0.1 * alpha, "{model}");
+        }
     }
     assert!(models[3].get("warnings").is_none(), "Gamma-Gamma is interior: {}", models[3]);
     assert!(text.contains("warning: a = ") && text.contains("is at its bound"), "{text}");

@@ -45,11 +45,15 @@ pub struct FitReport<P> {
     /// [`gamma_gamma_uncertainty`]; the fits themselves leave this empty).
     /// Empty when that Hessian is not positive definite (the data do not pin
     /// the parameters down), or for fits kept from before standard errors existed.
+    /// For a fit on a bound ([`Self::boundary`]), NaN for each parameter on
+    /// its bound, and for the others the errors given those at their bound
+    /// (from the Hessian's block of the free parameters).
     #[serde(default)]
     pub std_errors: Vec<f64>,
     /// Covariance matrix of the logarithms of the parameters (same order,
     /// row-major, N × N): the inverse of that Hessian in log-parameters. The
-    /// CLV intervals propagate it. Empty exactly when `std_errors` is.
+    /// CLV intervals propagate it. Empty when `std_errors` is, and for a fit
+    /// on a bound.
     #[serde(default)]
     pub log_covariance: Vec<f64>,
     /// Parameters that ended on the edge of what the data can identify, each
@@ -60,11 +64,13 @@ pub struct FitReport<P> {
 
 impl<P> FitReport<P> {
     /// The fit with the standard errors and covariance of `uncertainty`.
-    /// A fit with a parameter on its bound keeps none: the curvature there
-    /// describes the edge of the box, not the data, and would give CLV
-    /// intervals that look precise and are not.
+    /// A fit with a parameter on its bound keeps no covariance and no error
+    /// for that parameter: the curvature there describes the edge of the
+    /// box, not the data, and would give CLV intervals that look precise and
+    /// are not. The free parameters keep their errors given the bound ones.
     pub fn with_uncertainty(mut self, uncertainty: Uncertainty) -> Self {
         if !self.boundary.is_empty() {
+            self.std_errors = uncertainty.given_bound(&self.boundary);
             return self;
         }
         self.std_errors = uncertainty.std_errors;
@@ -81,17 +87,71 @@ pub struct Uncertainty {
     pub std_errors: Vec<f64>,
     /// Covariance of the parameters' logarithms, row-major N × N.
     pub log_covariance: Vec<f64>,
+    /// The parameters' names and values, and the Hessian of the negative
+    /// log-likelihood in their logarithms (row-major N × N), for
+    /// [`Self::given_bound`]; empty when it could not be computed.
+    pub names: Vec<&'static str>,
+    /// The parameters' values.
+    pub values: Vec<f64>,
+    /// That Hessian.
+    pub log_hessian: Vec<f64>,
+}
+
+impl Uncertainty {
+    /// Standard errors with the parameters in `bound` held at their bound:
+    /// NaN for every parameter of a mechanism that reached its bound (for a
+    /// purchase model the rates r, α or the dropout, as in `check_one_limit`:
+    /// the data pin neither of its two parameters), and for the others the
+    /// delta method on the inverse of the Hessian's block of the free
+    /// parameters. Empty when that block is not positive definite.
+    fn given_bound(&self, bound: &[AtBound]) -> Vec<f64> {
+        let n = self.names.len();
+        if self.log_hessian.len() != n * n || self.values.len() != n {
+            return Vec::new();
+        }
+        let is_bound = |i: usize| bound.iter().any(|b| b.parameter == self.names[i]);
+        let mechanism = |i: usize| if n == 4 { i / 2 } else { i };
+        let free: Vec<usize> =
+            (0..n).filter(|&i| !(0..n).any(|j| is_bound(j) && mechanism(j) == mechanism(i))).collect();
+        let block = |i: usize, j: usize| self.log_hessian[free[i] * n + free[j]];
+        let diagonal: Option<Vec<f64>> = match free.len() {
+            1 => (block(0, 0) > 0.0).then(|| vec![1.0 / block(0, 0)]),
+            2 => invert_positive_definite::<2>(std::array::from_fn(|i| std::array::from_fn(|j| block(i, j))))
+                .map(|inverse| (0..2).map(|i| inverse[i][i]).collect()),
+            3 => invert_positive_definite::<3>(std::array::from_fn(|i| std::array::from_fn(|j| block(i, j))))
+                .map(|inverse| (0..3).map(|i| inverse[i][i]).collect()),
+            _ => None,
+        };
+        let Some(diagonal) = diagonal else { return Vec::new() };
+        let mut errors = vec![f64::NAN; n];
+        for (k, &i) in free.iter().enumerate() {
+            errors[i] = self.values[i] * diagonal[k].sqrt();
+        }
+        errors
+    }
 }
 
 /// The uncertainty of θ = e^φ from `hessian`, the Hessian of the total
 /// negative log-likelihood in log-parameters φ at the optimum: inverted into
 /// the covariance of φ, then the delta method se(θᵢ) = θᵢ √(H⁻¹)ᵢᵢ. Empty
 /// if the Hessian is not positive definite.
-fn uncertainty_from_hessian<const N: usize>(hessian: Option<[[f64; N]; N]>, theta: &[f64; N]) -> Uncertainty {
-    let Some(covariance) = hessian.and_then(invert_positive_definite) else { return Uncertainty::default() };
+fn uncertainty_from_hessian<const N: usize>(
+    hessian: Option<[[f64; N]; N]>,
+    names: [&'static str; N],
+    theta: &[f64; N],
+) -> Uncertainty {
+    let Some(hessian) = hessian else { return Uncertainty::default() };
+    let kept = Uncertainty {
+        names: names.to_vec(),
+        values: theta.to_vec(),
+        log_hessian: hessian.iter().flatten().copied().collect(),
+        ..Uncertainty::default()
+    };
+    let Some(covariance) = invert_positive_definite(hessian) else { return kept };
     Uncertainty {
         std_errors: (0..N).map(|i| theta[i] * covariance[i][i].sqrt()).collect(),
         log_covariance: covariance.iter().flatten().copied().collect(),
+        ..kept
     }
 }
 
@@ -161,6 +221,7 @@ pub fn purchase_uncertainty(params: &PurchaseParams, data: &CompressedHistories,
     let deadline = Instant::now() + budget;
     let in_time = || Instant::now() < deadline;
     let theta: [f64; 4] = params.named().map(|(_, v)| v);
+    let names: [&'static str; 4] = params.named().map(|(k, _)| k);
     let phi = theta.map(f64::ln);
     let hessian = match params {
         PurchaseParams::BgNbd(_) | PurchaseParams::MbgNbd(_) => {
@@ -186,7 +247,7 @@ pub fn purchase_uncertainty(params: &PurchaseParams, data: &CompressedHistories,
             &phi,
         ),
     };
-    uncertainty_from_hessian(hessian, &theta)
+    uncertainty_from_hessian(hessian, names, &theta)
 }
 
 /// Standard errors and log-covariance of Gamma-Gamma's (p, q, γ) on `spends`, from the observed
@@ -203,7 +264,7 @@ pub fn gamma_gamma_uncertainty(params: &GammaGammaParams, spends: &[SpendHistory
         },
         &theta.map(f64::ln),
     );
-    uncertainty_from_hessian(hessian, &theta)
+    uncertainty_from_hessian(hessian, ["p", "q", "gamma"], &theta)
 }
 
 /// The inverse of a symmetric positive definite matrix by its Cholesky
@@ -1238,10 +1299,10 @@ mod tests {
         let histories = customers_who_never_leave();
         for model in [PurchaseModel::BgNbd, PurchaseModel::MbgNbd] {
             let fit = fit_purchase_model(model, &histories).unwrap_or_else(|e| panic!("{model:?}: {e}"));
-            let on_bound: Vec<&str> = fit.boundary.iter().map(|b| b.parameter.as_str()).collect();
+            let on_bound: Vec<String> = fit.boundary.iter().map(|b| b.parameter.clone()).collect();
             let dropout = ["a", "b"];
             assert!(
-                !on_bound.is_empty() && on_bound.iter().all(|p| dropout.contains(p)),
+                !on_bound.is_empty() && on_bound.iter().all(|p| dropout.contains(&p.as_str())),
                 "{model:?}: {:?} {:?}",
                 fit.params,
                 fit.boundary
@@ -1251,11 +1312,22 @@ mod tests {
             let named = fit.params.named();
             let (r, alpha) = (named[0].1, named[1].1);
             assert!((r / alpha - 0.04).abs() < 0.006 && (0.5..1.2).contains(&r), "{model:?}: r {r} α {alpha}");
-            // No standard errors from the edge of the box, so no CLV intervals from them.
+            // No error for the dropout, which ran to the edge of the box,
+            // and no covariance, so no CLV intervals; the rate parameters
+            // keep their errors given the limiting dropout.
             let data = CompressedHistories::new(&histories).unwrap();
             let uncertainty = purchase_uncertainty(&fit.params, &data, Duration::from_secs(5));
             let fit = fit.with_uncertainty(uncertainty);
-            assert!(fit.std_errors.is_empty() && fit.log_covariance.is_empty(), "{model:?}");
+            assert!(fit.log_covariance.is_empty(), "{model:?}");
+            assert_eq!(fit.std_errors.len(), 4, "{model:?}");
+            for (i, (name, value)) in fit.params.named().iter().enumerate() {
+                let error = fit.std_errors[i];
+                if dropout.contains(name) {
+                    assert!(error.is_nan(), "{model:?} {name}: {error}");
+                } else {
+                    assert!(error > 0.0 && error < 0.5 * value, "{model:?} {name} = {value} ± {error}");
+                }
+            }
         }
     }
 

@@ -642,7 +642,7 @@ pub(crate) fn model_params_table(shared: Shared) -> ComputedTable {
                         log_likelihood: fit.log_likelihood,
                         customers: fit.customers as i64,
                         fitted_at: at,
-                        std_error: fit.std_errors.get(i).copied(),
+                        std_error: fit.std_errors.get(i).copied().filter(|v| v.is_finite()),
                         warning: fit.boundary.iter().find(|b| b.parameter == param).map(|b| b.meaning.clone()),
                     });
                 }
