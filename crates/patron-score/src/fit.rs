@@ -87,13 +87,13 @@ pub struct Uncertainty {
     pub std_errors: Vec<f64>,
     /// Covariance of the parameters' logarithms, row-major N × N.
     pub log_covariance: Vec<f64>,
-    /// The parameters' names and values, and the Hessian of the negative
-    /// log-likelihood in their logarithms (row-major N × N), for
-    /// [`Self::given_bound`]; empty when it could not be computed.
+    /// The parameters' names, in order (for the errors of a fit on a bound,
+    /// see [`FitReport::with_uncertainty`]); empty when the Hessian could not be computed.
     pub names: Vec<&'static str>,
     /// The parameters' values.
     pub values: Vec<f64>,
-    /// That Hessian.
+    /// The Hessian of the negative log-likelihood in the parameters'
+    /// logarithms, row-major N × N.
     pub log_hessian: Vec<f64>,
 }
 
@@ -542,7 +542,7 @@ const WARM_START_SAMPLE_ROWS: usize = 16_000;
 /// The step between the rows of the warm start's sample, or `None` when
 /// `rows` are few enough to fit directly.
 fn warm_start_stride(rows: usize) -> Option<usize> {
-    (rows >= WARM_START_ROWS).then(|| rows / WARM_START_SAMPLE_ROWS)
+    (rows >= WARM_START_ROWS).then_some(rows / WARM_START_SAMPLE_ROWS)
 }
 
 /// [`minimize`] from where a fit on a sample ended: its point and its
@@ -1013,6 +1013,10 @@ fn fit_compressed(
     })
 }
 
+/// An objective's value at a point and, when given, its gradient (`None`:
+/// not finite there).
+type Evaluation<const N: usize> = Option<(f64, Option<[f64; N]>)>;
+
 /// The parameters of `model` at log-parameters `theta` (r, α, then a, b or s, β).
 fn build_purchase_params(model: PurchaseModel, theta: &[f64; 4]) -> PurchaseParams {
     let [r, alpha, third, fourth] = theta.map(f64::exp);
@@ -1029,7 +1033,7 @@ fn build_purchase_params(model: PurchaseModel, theta: &[f64; 4]) -> PurchasePara
 fn purchase_objective(
     model: PurchaseModel,
     data: &CompressedHistories,
-) -> impl Fn(&[f64; 4], bool) -> Option<(f64, Option<[f64; 4]>)> + Copy + '_ {
+) -> impl Fn(&[f64; 4], bool) -> Evaluation<4> + Copy + '_ {
     let n = data.customers as f64;
     let mean_negative_ll = move |theta: &[f64; 4]| -> Option<f64> {
         purchase_log_likelihood(&build_purchase_params(model, theta), data)
@@ -1202,7 +1206,7 @@ impl SpendTable {
 
 /// The mean negative log-likelihood per customer of `table` in
 /// log-parameters (p, q, γ), with its gradient.
-fn spend_objective(table: &SpendTable) -> impl Fn(&[f64; 3], bool) -> Option<(f64, Option<[f64; 3]>)> + Copy + '_ {
+fn spend_objective(table: &SpendTable) -> impl Fn(&[f64; 3], bool) -> Evaluation<3> + Copy + '_ {
     let n = table.customers;
     move |theta: &[f64; 3], _want_gradient: bool| {
         let [p, q, gamma] = theta.map(f64::exp);
