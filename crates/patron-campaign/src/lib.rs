@@ -6,8 +6,8 @@
 //! the difference between the groups is what the campaign caused. This crate
 //! holds the two pieces of that which are pure arithmetic, so the engine, the
 //! SQL tables and the tests share one definition:
-//! - [`split`]: the deterministic assignment of a customer to a group;
-//! - [`uplift`]: incremental conversions, revenue, margin and ROI, each with a
+//! - [`mod@split`]: the deterministic assignment of a customer to a group;
+//! - [`mod@uplift`]: incremental conversions, revenue, margin and ROI, each with a
 //!   95% confidence interval.
 #![deny(missing_docs)]
 
