@@ -5,7 +5,7 @@
 //! building JSON. Layout (little-endian), one event after another:
 //!
 //! ```text
-//! kind u8 (1 purchase, 2 refund, 3 consent, 4 purchase with acquisition, 5 customer) │ event_id str │ customer_id str │ timestamp i64 │ body
+//! kind u8 (1 purchase, 2 refund, 3 consent, 4 purchase with acquisition, 5 customer, 6 campaign response) │ event_id str │ customer_id str │ timestamp i64 │ body
 //! purchase: order_id opt-str │ revenue_minor i64 │ items u32 │ items × (product str │ category opt-str │
 //!           quantity mantissa i128 │ quantity scale u8 │ unit_price opt-i64)
 //! refund:   order_id opt-str │ amount_minor i64
@@ -13,6 +13,7 @@
 //! purchase with acquisition: purchase │ acquisition
 //! customer: acquisition
 //! acquisition: cost opt-i64 │ channel opt-str
+//! campaign response: campaign_id str │ response u8 (0 delivered, 1 opened, 2 clicked, 3 unsubscribed, 4 bounced)
 //! ```
 //!
 //! A purchase without an acquisition keeps kind 1, so logs written before
@@ -23,7 +24,8 @@
 //! ```
 
 use crate::event::{
-    Acquisition, Consent, CustomerId, Event, EventId, EventKind, LineItem, ProductId, Purchase, Refund,
+    Acquisition, CampaignResponse, Consent, CustomerId, Event, EventId, EventKind, LineItem, ProductId, Purchase,
+    Refund, Response,
 };
 use crate::money::Decimal;
 use crate::time::Timestamp;
@@ -76,6 +78,7 @@ pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
         EventKind::Refund(_) => 2,
         EventKind::Consent(_) => 3,
         EventKind::Customer(_) => 5,
+        EventKind::CampaignResponse(_) => 6,
     });
     put_str(out, event.event_id.as_str());
     put_str(out, event.customer_id.as_str());
@@ -102,6 +105,10 @@ pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
         }
         EventKind::Consent(c) => out.extend_from_slice(&[flag(c.email), flag(c.sms), flag(c.push)]),
         EventKind::Customer(a) => put_acquisition(out, a),
+        EventKind::CampaignResponse(r) => {
+            put_str(out, &r.campaign_id);
+            out.push(r.response.code());
+        }
     }
 }
 
@@ -279,6 +286,10 @@ pub fn decode_event(bytes: &[u8], pos: &mut usize) -> Option<Event> {
         2 => EventKind::Refund(Refund { order_id: r.opt_str()?.map(Into::into), amount_minor: r.i64()? }),
         3 => EventKind::Consent(Consent { email: r.flag()?, sms: r.flag()?, push: r.flag()? }),
         5 => EventKind::Customer(r.acquisition()?),
+        6 => EventKind::CampaignResponse(CampaignResponse {
+            campaign_id: r.str()?.into(),
+            response: Response::from_code(r.u8()?)?,
+        }),
         _ => return None,
     };
     *pos = r.pos;

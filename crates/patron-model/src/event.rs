@@ -151,6 +151,69 @@ pub enum EventKind {
     Consent(Consent),
     /// Facts about the customer outside any order: what it cost to win them.
     Customer(Acquisition),
+    /// How a campaign member reacted to a contact.
+    CampaignResponse(CampaignResponse),
+}
+
+/// A member's reaction to a campaign's contact (`campaign_response`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CampaignResponse {
+    /// The campaign that made the contact.
+    pub campaign_id: Box<str>,
+    /// What the member did.
+    pub response: Response,
+}
+
+/// The reactions a channel reports, from weakest to strongest engagement
+/// (`unsubscribed` and `bounced` aside).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Response {
+    /// The message reached the customer.
+    Delivered,
+    /// The customer opened it.
+    Opened,
+    /// The customer clicked through.
+    Clicked,
+    /// The customer withdrew consent on the campaign's channel.
+    Unsubscribed,
+    /// The message could not be delivered.
+    Bounced,
+}
+
+impl Response {
+    /// Every response, in code order.
+    pub const ALL: [Self; 5] = [Self::Delivered, Self::Opened, Self::Clicked, Self::Unsubscribed, Self::Bounced];
+
+    /// The name used in events and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Opened => "opened",
+            Self::Clicked => "clicked",
+            Self::Unsubscribed => "unsubscribed",
+            Self::Bounced => "bounced",
+        }
+    }
+
+    /// The response named `text`.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    /// The one-byte code of the log encoding.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The response of a log code.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(code)).copied()
+    }
+
+    /// Whether the member engaged with the message (opened or clicked): a responder.
+    pub fn engaged(self) -> bool {
+        matches!(self, Self::Opened | Self::Clicked)
+    }
 }
 
 /// A validated, normalised event.
@@ -288,6 +351,10 @@ pub(crate) struct RawEvent<'a> {
     pub(crate) acquisition_cost: Option<Scalar<'a>>,
     #[serde(borrow)]
     pub(crate) acquisition_channel: Option<Scalar<'a>>,
+    #[serde(borrow, alias = "campaignId")]
+    pub(crate) campaign_id: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub(crate) response: Option<Scalar<'a>>,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -377,7 +444,7 @@ pub fn check_bounds(event: &Event) -> Result<(), EventError> {
             Ok(())
         }
         EventKind::Refund(r) => amount(r.amount_minor, "amount".into()),
-        EventKind::Consent(_) => Ok(()),
+        EventKind::Consent(_) | EventKind::CampaignResponse(_) => Ok(()),
         EventKind::Customer(a) => a.cost_minor.map_or(Ok(()), |c| amount(c, "acquisition_cost".into())),
     }
 }
@@ -626,10 +693,31 @@ impl Validator {
                     "missing: a customer event states acquisition_cost, acquisition_channel or both",
                 )
             })?),
+            "campaign_response" => {
+                let campaign_id = required(&raw.campaign_id, "campaign_id")?;
+                if campaign_id.trim().is_empty() {
+                    return Err(EventError::field("campaign_id", "is empty"));
+                }
+                check_id_text(&campaign_id, "campaign_id")?;
+                let response_text = required(&raw.response, "response")?;
+                let response = Response::parse(&response_text).ok_or_else(|| {
+                    EventError::field(
+                        "response",
+                        format!(
+                            "{} is not one of delivered, opened, clicked, unsubscribed, bounced",
+                            preview(&response_text)
+                        ),
+                    )
+                })?;
+                EventKind::CampaignResponse(CampaignResponse { campaign_id: campaign_id.as_ref().into(), response })
+            }
             other => {
                 return Err(EventError::field(
                     "type",
-                    format!("unknown event type {} (expected purchase, refund, consent or customer)", preview(other)),
+                    format!(
+                        "unknown event type {} (expected purchase, refund, consent, customer or campaign_response)",
+                        preview(other)
+                    ),
                 ));
             }
         };
@@ -852,6 +940,11 @@ impl Event {
             EventKind::Customer(a) => {
                 obj.insert("type".into(), "customer".into());
                 acquisition_json(obj, a, base);
+            }
+            EventKind::CampaignResponse(r) => {
+                obj.insert("type".into(), "campaign_response".into());
+                obj.insert("campaign_id".into(), r.campaign_id.as_ref().into());
+                obj.insert("response".into(), r.response.as_str().into());
             }
         }
         v

@@ -182,6 +182,8 @@ impl<'a> Reader<'a> {
             channels: None,
             acquisition_cost: None,
             acquisition_channel: None,
+            campaign_id: None,
+            response: None,
         };
         let mut seen = 0u16;
         self.members(|reader, key| {

@@ -22,11 +22,12 @@ use std::sync::{Arc, Mutex};
 use hashbrown::HashTable;
 use rayon::prelude::*;
 
-use patron_model::{CustomerId, Event, EventSink, SinkError, SubmitOutcome, Timestamp};
+use patron_model::{CustomerId, Event, EventKind, EventSink, Response, SinkError, SubmitOutcome, Timestamp};
 use patron_score::{Scores, Segments};
 
 use crate::catalog::ProductCatalog;
 pub use crate::chunk::CHUNK;
+use crate::campaigns::ShardCampaigns;
 use crate::chunk::Chunk;
 use crate::dedup::{Admission, DedupIndex, IdHasher};
 use crate::items::{ItemStats, Observed};
@@ -346,6 +347,7 @@ pub struct CustomerBook {
     accepted: u64,
     duplicates: u64,
     beyond_horizon: u64,
+    campaigns: ShardCampaigns,
 }
 
 impl Default for CustomerBook {
@@ -378,6 +380,7 @@ impl CustomerBook {
             accepted: 0,
             duplicates: 0,
             beyond_horizon: 0,
+            campaigns: ShardCampaigns::default(),
         }
     }
 
@@ -457,6 +460,14 @@ impl CustomerBook {
     /// included, is updated now.
     pub fn apply_deferring(&mut self, event: &Event, hash: u64) -> (Option<usize>, Applied) {
         debug_assert_eq!(hash, self.hasher.customer_hash(event.customer_id.as_str()));
+        // A response the campaign refuses must not use up its event id.
+        let unsubscribes_from = match &event.kind {
+            EventKind::CampaignResponse(r) => match self.campaigns.admit_response(&event.customer_id, &r.campaign_id) {
+                Ok(channel) => (r.response == Response::Unsubscribed).then_some(channel),
+                Err(refusal) => return (None, Applied::Refused(refusal)),
+            },
+            _ => None,
+        };
         let fingerprint = self.hasher.event_fingerprint(hash, &event.event_id);
         match self.dedup.admit(fingerprint, event.timestamp.day()) {
             Admission::New => {}
@@ -485,10 +496,37 @@ impl CustomerBook {
         };
         if let Some((summary, history)) = self.records.row_mut(slot) {
             summary.apply(history, event, Some(tracking));
+            if let Some(channel) = unsubscribes_from {
+                summary.apply_consent(&crate::campaigns::unsubscribe(channel), event.timestamp);
+            }
+        }
+        if !self.campaigns.is_empty() {
+            self.attribute(event);
         }
         self.accepted += 1;
         self.watermark = Some(self.watermark.map_or(event.timestamp, |w| w.max(event.timestamp)));
         (Some(slot), Applied::Accepted)
+    }
+
+    /// What an applied event means to the customer's campaigns.
+    fn attribute(&mut self, event: &Event) {
+        let (customer, at) = (&event.customer_id, event.timestamp);
+        match &event.kind {
+            EventKind::Purchase(p) => self.campaigns.attribute(customer, at, 1, p.revenue_minor),
+            EventKind::Refund(r) => self.campaigns.attribute(customer, at, 0, -r.amount_minor),
+            EventKind::CampaignResponse(r) => self.campaigns.respond(customer, &r.campaign_id, r.response, at),
+            EventKind::Consent(_) | EventKind::Customer(_) => {}
+        }
+    }
+
+    /// This shard's campaign memberships.
+    pub fn campaigns(&self) -> &ShardCampaigns {
+        &self.campaigns
+    }
+
+    /// This shard's campaign memberships, to create, close or restore campaigns.
+    pub fn campaigns_mut(&mut self) -> &mut ShardCampaigns {
+        &mut self.campaigns
     }
 
     /// The purchases recorded by [`Self::apply_deferring`] since the last
@@ -503,6 +541,7 @@ impl CustomerBook {
     /// The last record moves into the freed slot.
     pub fn remove(&mut self, customer_id: &CustomerId) -> bool {
         let hash = self.hasher.customer_hash(customer_id.as_str());
+        self.campaigns.remove(customer_id);
         let Some(slot) = self.index.remove(hash, customer_id.as_str(), &self.records) else { return false };
         let last = self.records.len() - 1;
         self.records.swap_remove(slot);
@@ -643,6 +682,9 @@ impl EventSink for SharedBook {
                 Applied::BeyondHorizon { remembered_from_day } => outcome
                     .refused
                     .push(patron_model::Refused { index, reason: crate::beyond_horizon_reason(remembered_from_day) }),
+                Applied::Refused(refusal) => {
+                    outcome.refused.push(patron_model::Refused { index, reason: refusal.to_string() });
+                }
             }
         }
         Ok(outcome)

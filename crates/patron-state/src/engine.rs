@@ -50,6 +50,7 @@ use patron_wal::{RecoveryReport, Wal, WalError, WalOptions};
 use rayon::prelude::*;
 
 use crate::book::CustomerBook;
+use crate::campaigns::{self, CampaignDefinition, GroupResult, GroupSums, Member, MemberSeed};
 use crate::catalog::ProductCatalog;
 use crate::chunk::CHUNK;
 use crate::dedup::{DEFAULT_DEDUP_HORIZON_DAYS, DedupIndex, IdHasher};
@@ -158,6 +159,8 @@ pub struct EngineStats {
     pub duplicates: AtomicU64,
     /// Events refused as older than the deduplication horizon remembers.
     pub beyond_horizon: AtomicU64,
+    /// Campaign responses refused (unknown campaign, not a member).
+    pub refused_responses: AtomicU64,
     /// Batches waiting in shard queues.
     pub queued_batches: AtomicU64,
     /// Completed refits.
@@ -440,6 +443,8 @@ struct ShardImage {
     /// The shard's own watermark.
     watermark_ms: i64,
     dedup: DedupIndex,
+    /// The shard's campaign memberships.
+    members: Vec<(CustomerId, Member)>,
 }
 
 enum ShardMessage {
@@ -450,6 +455,10 @@ enum ShardMessage {
     /// checkpoint marker has been applied), forgetting old fingerprints first.
     /// Then wait at the gate while the shared product statistics are serialised.
     Checkpoint(Sender<ShardImage>, Arc<CheckpointGate>),
+    /// Add a campaign with the shard's members; answers once added.
+    Campaign(Arc<CampaignDefinition>, Vec<MemberSeed>, Sender<()>),
+    /// Freeze a campaign's results; answers once frozen.
+    CloseCampaign(Arc<str>, Sender<()>),
 }
 
 /// Holds every shard writer still between "my book is serialised" and "the
@@ -473,6 +482,12 @@ const CHECKPOINT_MARKER: &[u8] = b"\0patron-checkpoint";
 /// Prefix of the log record that erases a customer (followed by the id).
 const ERASE_PREFIX: &[u8] = b"\0patron-erase:";
 
+/// Prefix of the log record that creates a campaign ([`campaigns::encode_creation`]).
+const CAMPAIGN_PREFIX: &[u8] = b"\0patron-campaign:";
+
+/// Prefix of the log record that closes a campaign ([`campaigns::encode_close`]).
+const CLOSE_CAMPAIGN_PREFIX: &[u8] = b"\0patron-campaign-close:";
+
 /// What [`Engine::snapshot`] did.
 #[derive(Clone, Debug)]
 pub struct SnapshotReport {
@@ -493,6 +508,26 @@ impl Inner {
     fn route(&self, customer: &CustomerId) -> (u64, usize) {
         let hash = self.hasher.customer_hash(customer.as_str());
         (hash, IdHasher::shard(hash, self.shards.len()))
+    }
+
+    /// A campaign's members, split by the shard each belongs to.
+    fn seeds_per_shard(&self, seeds: Vec<MemberSeed>) -> Vec<Vec<MemberSeed>> {
+        let mut per_shard: Vec<Vec<MemberSeed>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
+        for seed in seeds {
+            per_shard[self.route(&seed.customer_id).1].push(seed);
+        }
+        per_shard
+    }
+
+    fn campaigns_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<CampaignDefinition>> {
+        self.campaigns.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks a campaign closed (the first close wins).
+    fn close_in_registry(&self, id: &str, closed_at: Timestamp) {
+        if let Some(d) = self.campaigns_mut().iter_mut().find(|d| &*d.campaign_id == id) {
+            d.closed_at.get_or_insert(closed_at);
+        }
     }
 
     /// The day customers are scored as of between refits. Under the event
@@ -624,6 +659,12 @@ struct Inner {
     item_feed: ItemFeed,
     /// Per shard, what `/metrics` reads without a shard lock.
     gauges: Vec<ShardGauges>,
+    /// Every campaign, in creation order, as of the last log record routed
+    /// to the shards (updated in log order, so a snapshot's cut reads it right).
+    campaigns: RwLock<Vec<CampaignDefinition>>,
+    /// Held while a campaign is created or closed: one at a time, so an id is
+    /// checked and logged without a race.
+    campaign_writes: Mutex<()>,
     config: EngineConfig,
 }
 
@@ -703,6 +744,10 @@ enum Replayed {
     Event { seq: u64, index: usize, event: Event, hash: u64 },
     /// An erasure.
     Erase(CustomerId),
+    /// A campaign's creation, with the shard's members.
+    Campaign(Arc<CampaignDefinition>, Vec<MemberSeed>),
+    /// A campaign's close.
+    CloseCampaign(Arc<str>),
 }
 
 /// Applies one replayed entry to its shard's book; an event whose apply
@@ -717,6 +762,14 @@ fn replay_into(
     let (seq, index, event, hash) = match replayed {
         Replayed::Erase(customer) => {
             book.remove(&customer);
+            return;
+        }
+        Replayed::Campaign(definition, seeds) => {
+            book.campaigns_mut().create(&definition, seeds);
+            return;
+        }
+        Replayed::CloseCampaign(id) => {
+            book.campaigns_mut().close(&id);
             return;
         }
         Replayed::Event { seq, index, event, hash } => (seq, index, event, hash),
@@ -735,6 +788,7 @@ fn replay_into(
                 Applied::Accepted => &inner.stats.accepted,
                 Applied::Duplicate => &inner.stats.duplicates,
                 Applied::BeyondHorizon { .. } => &inner.stats.beyond_horizon,
+                Applied::Refused(_) => &inner.stats.refused_responses,
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
@@ -793,7 +847,16 @@ impl Engine {
                 (fresh, IdHasher::random(), false)
             }
         };
-        let books = with_dedup_state(books, loaded.as_mut(), config.dedup_horizon_days, hasher, rerouted);
+        let mut books = with_dedup_state(books, loaded.as_mut(), config.dedup_horizon_days, hasher, rerouted);
+        let (definitions, members) = campaigns::decode_snapshot(loaded.as_ref().map_or(&[][..], |s| &s.campaigns))
+            .ok_or(StateError::CampaignsUnreadable)?;
+        let mut per_shard: Vec<Vec<(CustomerId, Member)>> = (0..books.len()).map(|_| Vec::new()).collect();
+        for (customer, member) in members {
+            per_shard[IdHasher::shard(hasher.customer_hash(customer.as_str()), books.len())].push((customer, member));
+        }
+        for (book, members) in books.iter_mut().zip(per_shard) {
+            book.campaigns_mut().restore(&definitions, members);
+        }
         // The models fitted before the snapshot score the log tail and everyone
         // after it, as they did before the restart (provisional ones if none).
         let models = loaded
@@ -820,6 +883,8 @@ impl Engine {
             stats: EngineStats::default(),
             item_feed: ItemFeed::default(),
             gauges: (0..shards).map(|_| ShardGauges::default()).collect(),
+            campaigns: RwLock::new(definitions),
+            campaign_writes: Mutex::new(()),
             config: config.clone(),
         });
         let mut start_seq = 0;
@@ -874,6 +939,32 @@ impl Engine {
                 let replay = |seq: u64, _count: u32, payload: &[u8]| {
                     first_logged.get_or_insert(seq);
                     if seq < start_seq || payload == CHECKPOINT_MARKER {
+                        return;
+                    }
+                    if let Some(body) = payload.strip_prefix(CAMPAIGN_PREFIX) {
+                        match campaigns::decode_creation(body) {
+                            Some((definition, seeds)) => {
+                                let definition = Arc::new(definition);
+                                for (shard, seeds) in inner.seeds_per_shard(seeds).into_iter().enumerate() {
+                                    send(shard, Replayed::Campaign(definition.clone(), seeds));
+                                }
+                                inner.campaigns_mut().push((*definition).clone());
+                            }
+                            None => quarantine(seq, None, None, "the campaign record does not decode".into(), payload),
+                        }
+                        return;
+                    }
+                    if let Some(body) = payload.strip_prefix(CLOSE_CAMPAIGN_PREFIX) {
+                        match campaigns::decode_close(body) {
+                            Some((id, closed_at)) => {
+                                let id: Arc<str> = id.into();
+                                inner.close_in_registry(&id, closed_at);
+                                for shard in 0..inner.shards.len() {
+                                    send(shard, Replayed::CloseCampaign(id.clone()));
+                                }
+                            }
+                            None => quarantine(seq, None, None, "the campaign close does not decode".into(), payload),
+                        }
                         return;
                     }
                     if let Some(id) = payload.strip_prefix(ERASE_PREFIX) {
@@ -1409,6 +1500,129 @@ impl Engine {
         Ok(existed)
     }
 
+    /// Creates a campaign with its frozen membership: one log record holds
+    /// both, so the answer (after it is durable and every shard added its
+    /// members) means a crash cannot lose either. Ids are never reused.
+    pub fn create_campaign(&self, definition: CampaignDefinition, seeds: Vec<MemberSeed>) -> Result<CampaignDefinition> {
+        if let Some(failure) = self.failure() {
+            return Err(StateError::ShardFailed(failure.clone()));
+        }
+        let wal = self.wal.as_ref().ok_or(StateError::ShuttingDown)?;
+        let _one_at_a_time = self.inner.campaign_writes.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.campaign(&definition.campaign_id).is_some() {
+            return Err(StateError::CampaignExists(definition.campaign_id.to_string()));
+        }
+        let definition = CampaignDefinition { members: seeds.len() as u64, closed_at: None, ..definition };
+        let mut payload = CAMPAIGN_PREFIX.to_vec();
+        campaigns::encode_creation(&definition, &seeds, &mut payload);
+        if payload.len() > wal.max_payload() {
+            return Err(StateError::CampaignTooLarge {
+                members: seeds.len(),
+                bytes: payload.len(),
+                max: wal.max_payload(),
+            });
+        }
+        let (tx, rx) = bounded(1);
+        let (senders, inner) = (self.senders.clone(), self.inner.clone());
+        let shared = Arc::new(definition.clone());
+        wal.submit(payload, 1, move |result| {
+            // In log order: the members' earlier events reach their shards first.
+            let answer = result.map_err(StateError::Log).and_then(|_| {
+                inner.campaigns_mut().push((*shared).clone());
+                let per_shard = inner.seeds_per_shard(seeds);
+                let mut replies = Vec::with_capacity(senders.len());
+                for (sender, seeds) in senders.iter().zip(per_shard) {
+                    let (reply, added) = bounded(1);
+                    sender.send(ShardMessage::Campaign(shared.clone(), seeds, reply)).map_err(|_| StateError::ShardStopped)?;
+                    replies.push(added);
+                }
+                Ok(replies)
+            });
+            let _ = tx.send(answer);
+        })
+        .map_err(StateError::Log)?;
+        for added in rx.recv().map_err(|_| StateError::LogStopped)?? {
+            added.recv().map_err(|_| StateError::ShardStopped)?;
+        }
+        crash_point("campaign-created");
+        Ok(definition)
+    }
+
+    /// Closes a campaign at `closed_at`, freezing its results; closing a
+    /// closed campaign changes nothing. Returns the campaign as it stands.
+    pub fn close_campaign(&self, campaign_id: &str, closed_at: Timestamp) -> Result<CampaignDefinition> {
+        if let Some(failure) = self.failure() {
+            return Err(StateError::ShardFailed(failure.clone()));
+        }
+        let wal = self.wal.as_ref().ok_or(StateError::ShuttingDown)?;
+        let _one_at_a_time = self.inner.campaign_writes.lock().unwrap_or_else(PoisonError::into_inner);
+        let existing = self.campaign(campaign_id).ok_or_else(|| StateError::UnknownCampaign(campaign_id.to_owned()))?;
+        if existing.closed_at.is_some() {
+            return Ok(existing);
+        }
+        let mut payload = CLOSE_CAMPAIGN_PREFIX.to_vec();
+        campaigns::encode_close(campaign_id, closed_at, &mut payload);
+        let (tx, rx) = bounded(1);
+        let (senders, inner) = (self.senders.clone(), self.inner.clone());
+        let id: Arc<str> = campaign_id.into();
+        wal.submit(payload, 1, move |result| {
+            let answer = result.map_err(StateError::Log).and_then(|_| {
+                inner.close_in_registry(&id, closed_at);
+                let mut replies = Vec::with_capacity(senders.len());
+                for sender in &senders {
+                    let (reply, closed) = bounded(1);
+                    sender.send(ShardMessage::CloseCampaign(id.clone(), reply)).map_err(|_| StateError::ShardStopped)?;
+                    replies.push(closed);
+                }
+                Ok(replies)
+            });
+            let _ = tx.send(answer);
+        })
+        .map_err(StateError::Log)?;
+        for closed in rx.recv().map_err(|_| StateError::LogStopped)?? {
+            closed.recv().map_err(|_| StateError::ShardStopped)?;
+        }
+        self.campaign(campaign_id).ok_or_else(|| StateError::UnknownCampaign(campaign_id.to_owned()))
+    }
+
+    /// Every campaign, in creation order.
+    pub fn campaigns(&self) -> Vec<CampaignDefinition> {
+        self.inner.campaigns.read().map(|d| d.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// The campaign `campaign_id`.
+    pub fn campaign(&self, campaign_id: &str) -> Option<CampaignDefinition> {
+        let definitions = self.inner.campaigns.read().unwrap_or_else(PoisonError::into_inner);
+        definitions.iter().find(|d| &*d.campaign_id == campaign_id).cloned()
+    }
+
+    /// Every campaign with its treatment and control results, with the
+    /// configured margin, in creation order.
+    pub fn campaign_results(&self) -> Result<Vec<(CampaignDefinition, [GroupResult; 2])>> {
+        let minor = self.inner.config.currencies.base.minor_per_major();
+        let per_shard = self.with_books(|book| {
+            campaigns::shard_sums(book.campaigns(), minor, |c| book.row(c).and_then(|r| r.scores()).map(|s| s.clv))
+        })?;
+        let mut sums: std::collections::HashMap<Arc<str>, [GroupSums; 2]> = std::collections::HashMap::new();
+        for shard in per_shard {
+            for (id, groups) in shard {
+                let total = sums.entry(id).or_default();
+                total[0].merge(&groups[0]);
+                total[1].merge(&groups[1]);
+            }
+        }
+        let margin = self.inner.config.scoring.clv.margin;
+        Ok(self
+            .campaigns()
+            .into_iter()
+            .map(|d| {
+                let groups = sums.get(&d.campaign_id).copied().unwrap_or_default();
+                let rows = campaigns::results(&d, &groups, margin, minor);
+                (d, rows)
+            })
+            .collect())
+    }
+
     /// [`Self::snapshot`], keeping the `keep` newest snapshots and truncating
     /// the log before the oldest kept one.
     fn snapshot_keeping(&self, keep: usize) -> Result<SnapshotReport> {
@@ -1418,6 +1632,7 @@ impl Engine {
         let wal = self.wal.as_ref().ok_or(StateError::ShuttingDown)?;
         let (tx, rx) = bounded(1);
         let senders = self.senders.clone();
+        let inner = self.inner.clone();
         wal.submit(CHECKPOINT_MARKER.to_vec(), 1, move |result| {
             let answer = result.map_err(StateError::Log).map(|appended| {
                 // Runs in log order: every earlier record has already been routed to the shards.
@@ -1439,12 +1654,14 @@ impl Engine {
                         image
                     })
                     .collect();
-                (appended.first_seq, replies, gate)
+                // In log order too: exactly the campaigns created before the marker.
+                let definitions = inner.campaigns.read().map(|d| d.clone()).unwrap_or_else(|p| p.into_inner().clone());
+                (appended.first_seq, replies, gate, definitions)
             });
             let _ = tx.send(answer);
         })
         .map_err(StateError::Log)?;
-        let (marker_seq, replies, gate) = rx.recv().map_err(|_| StateError::LogStopped)??;
+        let (marker_seq, replies, gate, definitions) = rx.recv().map_err(|_| StateError::LogStopped)??;
         let (mut images, mut shard_failed) = (Vec::new(), false);
         for reply in replies {
             match reply.recv() {
@@ -1467,8 +1684,19 @@ impl Engine {
         // Taken after the shards answered, so it covers every product their records name.
         let products = self.inner.catalog.names();
         let models = self.models();
-        let shared =
-            SharedState { products: &products, items: &items, models: models.fits.as_ref(), hasher: self.inner.hasher };
+        let mut campaign_bytes = Vec::new();
+        if !definitions.is_empty() {
+            let members: Vec<Vec<(CustomerId, Member)>> =
+                images.iter_mut().map(|image| std::mem::take(&mut image.members)).collect();
+            campaigns::encode_snapshot(&definitions, &members, &mut campaign_bytes);
+        }
+        let shared = SharedState {
+            products: &products,
+            items: &items,
+            models: models.fits.as_ref(),
+            hasher: self.inner.hasher,
+            campaigns: &campaign_bytes,
+        };
         let shards: Vec<ShardState<'_>> = images
             .iter()
             .map(|image| ShardState { section: &image.section, watermark_ms: image.watermark_ms, dedup: &image.dedup })
@@ -1687,7 +1915,12 @@ fn apply_batch(
                 }
                 (_, Applied::Duplicate) => outcome.duplicates += 1,
                 (_, Applied::BeyondHorizon { remembered_from_day }) => {
+                    inner.stats.beyond_horizon.fetch_add(1, Ordering::Relaxed);
                     outcome.refused.push(Refused { index, reason: beyond_horizon_reason(remembered_from_day) });
+                }
+                (_, Applied::Refused(refusal)) => {
+                    inner.stats.refused_responses.fetch_add(1, Ordering::Relaxed);
+                    outcome.refused.push(Refused { index, reason: refusal.to_string() });
                 }
             }
         }
@@ -1742,13 +1975,28 @@ fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardMessage>, feed: 
                 let _ = reply.send(existed);
                 continue;
             }
+            ShardMessage::Campaign(definition, seeds, reply) => {
+                if let Ok(mut book) = inner.shards[shard].write() {
+                    book.campaigns_mut().create(&definition, seeds);
+                    let _ = reply.send(());
+                }
+                continue;
+            }
+            ShardMessage::CloseCampaign(id, reply) => {
+                if let Ok(mut book) = inner.shards[shard].write() {
+                    book.campaigns_mut().close(&id);
+                    let _ = reply.send(());
+                }
+                continue;
+            }
             ShardMessage::Checkpoint(reply, gate) => {
                 // The one place fingerprints are forgotten: the snapshot's cut (see crate::dedup).
                 let image = inner.shards[shard].write().ok().map(|mut book| {
                     book.forget_beyond_horizon();
                     inner.gauges[shard].publish(&book);
                     let watermark_ms = book.watermark().map_or(i64::MIN, Timestamp::millis);
-                    ShardImage { section: book.records().section(), watermark_ms, dedup: book.dedup().clone() }
+                    let members = book.campaigns().members().map(|(c, m)| (c.clone(), m.clone())).collect();
+                    ShardImage { section: book.records().section(), watermark_ms, dedup: book.dedup().clone(), members }
                 });
                 // A poisoned lock sends nothing: the snapshot is then refused.
                 if let Some(image) = image {
@@ -1787,7 +2035,6 @@ fn shard_writer(inner: &Inner, shard: usize, rx: &Receiver<ShardMessage>, feed: 
         };
         inner.stats.accepted.fetch_add(outcome.accepted as u64, Ordering::Relaxed);
         inner.stats.duplicates.fetch_add(outcome.duplicates as u64, Ordering::Relaxed);
-        inner.stats.beyond_horizon.fetch_add(outcome.refused.len() as u64, Ordering::Relaxed);
         batch.completion.finish_part(outcome);
     }
 }

@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 pub mod book;
+pub mod campaigns;
 pub mod channel;
 pub mod chunk;
 pub mod customer_row;
@@ -149,6 +150,27 @@ pub enum StateError {
     /// Building an Arrow batch failed.
     #[error("building the Arrow batch failed: {0}")]
     Arrow(String),
+    /// A campaign with this id exists already.
+    #[error("campaign_id: a campaign {0:?} exists already (ids are never reused, so results stay unambiguous)")]
+    CampaignExists(String),
+    /// No campaign has this id.
+    #[error("no campaign {0:?}")]
+    UnknownCampaign(String),
+    /// The campaign's membership does not fit in one log record.
+    #[error(
+        "the audience of {members} members takes {bytes} bytes in the log, over the {max} a record may hold; narrow the audience or raise [wal] segment_bytes"
+    )]
+    CampaignTooLarge {
+        /// Members.
+        members: usize,
+        /// Bytes of the log record.
+        bytes: usize,
+        /// Largest record the log takes.
+        max: usize,
+    },
+    /// The snapshot's campaigns do not decode.
+    #[error("the snapshot's campaigns do not decode")]
+    CampaignsUnreadable,
 }
 
 /// " (unreadable snapshots: path: why; …)", or nothing when there are none.

@@ -129,7 +129,7 @@ impl History {
 
 /// What became of an event (the idempotency check is the book's, see
 /// [`crate::dedup`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {
     /// First time this event id was seen for this customer.
     Accepted,
@@ -140,6 +140,8 @@ pub enum Applied {
         /// The first day still remembered (days since 1970-01-01, UTC).
         remembered_from_day: i32,
     },
+    /// A campaign response the campaign does not accept: refused, not applied.
+    Refused(crate::campaigns::ResponseRefusal),
 }
 
 fn time(ms: i64) -> Option<Timestamp> {
@@ -165,26 +167,28 @@ impl Summary {
             EventKind::Refund(r) => {
                 self.revenue_minor = self.revenue_minor.saturating_sub(r.amount_minor);
             }
-            EventKind::Consent(c) => {
-                // Last writer by event time wins, per channel.
-                let at = consent_second(event.timestamp);
-                for (slot, (state, new)) in [
-                    (&mut self.consent.email, c.email),
-                    (&mut self.consent.sms, c.sms),
-                    (&mut self.consent.push, c.push),
-                ]
+            EventKind::Consent(c) => self.apply_consent(c, event.timestamp),
+            EventKind::Customer(acquisition) => self.acquired(acquisition),
+            // Its effect (membership, consent) needs the campaign: the book applies it.
+            EventKind::CampaignResponse(_) => {}
+        }
+    }
+
+    /// Applies consent stated at `at`: per channel, the last statement by
+    /// event time wins.
+    pub fn apply_consent(&mut self, c: &Consent, at: Timestamp) {
+        let at = consent_second(at);
+        for (slot, (state, new)) in
+            [(&mut self.consent.email, c.email), (&mut self.consent.sms, c.sms), (&mut self.consent.push, c.push)]
                 .into_iter()
                 .enumerate()
-                {
-                    if let Some(value) = new
-                        && self.consent_at_s[slot] <= at
-                    {
-                        *state = Some(value);
-                        self.consent_at_s[slot] = at;
-                    }
-                }
+        {
+            if let Some(value) = new
+                && self.consent_at_s[slot] <= at
+            {
+                *state = Some(value);
+                self.consent_at_s[slot] = at;
             }
-            EventKind::Customer(acquisition) => self.acquired(acquisition),
         }
     }
 

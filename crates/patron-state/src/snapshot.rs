@@ -32,10 +32,11 @@
 //!   book on its own thread.
 //!
 //! ```text
-//! magic "PATRSNAP" │ version u32 = 9 │ next_seq u64 │ watermark_ms i64 │ customers u64 │
+//! magic "PATRSNAP" │ version u32 = 10 │ next_seq u64 │ watermark_ms i64 │ customers u64 │
 //! id key [u64; 2] │ products u32 │ product ids (u16 length + UTF-8)… │
 //! blocks… (each: whole customers of one shard, or one shard's dedup index) │
 //! tail: product statistics │ models (u32 length + CBOR; 0: provisional) │
+//!       campaigns (u64 length + `campaigns::encode_snapshot`; 0: none) │
 //!       shards u32 │ per shard: watermark_ms i64 │
 //! block table: count u32 │ per block: kind u8 (0 customers, 1 dedup), shard u32, offset u64,
 //!              bytes u64, customers u64, crc32c u32 │
@@ -48,7 +49,7 @@
 //! in the header because it also routes customers to shards: a recovery with
 //! another shard count routes each customer as it is decoded.
 //!
-//! Older versions are still read: 8 (as 9, without acquisitions), 7 (as 8, without interval widths: recovery
+//! Older versions are still read: 9 (as 10, without campaigns), 8 (as 9, without acquisitions), 7 (as 8, without interval widths: recovery
 //! computes them afresh), 6 (as 7, without the products each
 //! profile evicted; see `PurchaseProfile::settle_inherited`), 5 (fixed-width customers, one section per
 //! shard, one checksum over the file), 4 (one run of all customers) and 3
@@ -70,7 +71,9 @@ use crate::record::{CompactLayout, CustomerRecord, History, Kept, encode_custome
 use crate::scoring::ModelFits;
 
 const MAGIC: &[u8; 8] = b"PATRSNAP";
-const VERSION: u32 = 9;
+const VERSION: u32 = 10;
+/// Version 10 without the campaigns in its tail.
+const VERSION_WITHOUT_CAMPAIGNS: u32 = 9;
 /// Compact customers with their CLV interval width, without their acquisition.
 const VERSION_WITHOUT_ACQUISITION: u32 = 8;
 /// Compact customers with their evicted products, without the CLV interval width.
@@ -116,6 +119,9 @@ pub struct Snapshot {
     /// Whether the records carry the CLV interval width they were served
     /// with (version 8), so recovery keeps it instead of computing it afresh.
     pub keeps_spreads: bool,
+    /// The campaigns and their members ([`crate::campaigns::decode_snapshot`];
+    /// empty before version 10 or without campaigns).
+    pub campaigns: Vec<u8>,
 }
 
 /// One shard's part of a snapshot.
@@ -140,6 +146,8 @@ pub struct SharedState<'a> {
     pub models: Option<&'a ModelFits>,
     /// The key of the event fingerprints.
     pub hasher: IdHasher,
+    /// The campaigns and their members ([`crate::campaigns::encode_snapshot`]; empty: none).
+    pub campaigns: &'a [u8],
 }
 
 /// A part of a snapshot file that can be malformed.
@@ -451,6 +459,8 @@ fn write_in_blocks(
     let models = shared.models.and_then(ModelFits::to_bytes).unwrap_or_default();
     tail.extend_from_slice(&(models.len() as u32).to_le_bytes());
     tail.extend_from_slice(&models);
+    tail.extend_from_slice(&(shared.campaigns.len() as u64).to_le_bytes());
+    tail.extend_from_slice(shared.campaigns);
     tail.extend_from_slice(&(shards.len() as u32).to_le_bytes());
     for state in shards {
         tail.extend_from_slice(&state.watermark_ms.to_le_bytes());
@@ -551,6 +561,7 @@ impl SnapshotFile {
         let version = u32::from_le_bytes(body[8..12].try_into().unwrap_or([0; 4]));
         if ![
             VERSION,
+            VERSION_WITHOUT_CAMPAIGNS,
             VERSION_WITHOUT_ACQUISITION,
             VERSION_WITHOUT_SPREAD,
             VERSION_WITHOUT_BOUGHT,
@@ -619,7 +630,11 @@ impl SnapshotFile {
             run_end: std::sync::OnceLock::new(),
         };
         match version {
-            VERSION | VERSION_WITHOUT_ACQUISITION | VERSION_WITHOUT_SPREAD | VERSION_WITHOUT_BOUGHT => {
+            VERSION
+            | VERSION_WITHOUT_CAMPAIGNS
+            | VERSION_WITHOUT_ACQUISITION
+            | VERSION_WITHOUT_SPREAD
+            | VERSION_WITHOUT_BOUGHT => {
                 file.read_block_table(records_start..tail_offset, table_offset)?
             }
             VERSION_FIXED_WIDTH => file.read_section_table()?,
@@ -708,7 +723,7 @@ impl SnapshotFile {
             Layout::Compact(CompactLayout {
                 with_forgotten: self.version >= VERSION_WITHOUT_SPREAD,
                 with_spread: self.version >= VERSION_WITHOUT_ACQUISITION,
-                with_acquisition: self.version >= VERSION,
+                with_acquisition: self.version >= VERSION_WITHOUT_CAMPAIGNS,
             })
         } else {
             Layout::FixedWidth { with_rings: self.version == VERSION_WITH_RINGS }
@@ -817,6 +832,7 @@ impl SnapshotFile {
         if items.len() > self.products.len() {
             return Err(SnapshotError::StatisticsOutsideCatalogue);
         }
+        let mut campaigns = Vec::new();
         let (models, id_key, dedup) = match self.layout() {
             Layout::FixedWidth { with_rings: true } => (None, None, Vec::new()),
             Layout::FixedWidth { with_rings: false } => {
@@ -831,6 +847,10 @@ impl SnapshotFile {
                     [] => None,
                     bytes => Some(ModelFits::from_bytes(bytes).ok_or(SnapshotError::Invalid(Part::FittedModels))?),
                 };
+                if self.version >= VERSION {
+                    let len = usize::try_from(reader.u64().ok_or_else(invalid)?).map_err(|_| invalid())?;
+                    campaigns = reader.take(len).ok_or_else(invalid)?.to_vec();
+                }
                 let shards = reader.u32().ok_or_else(invalid)? as usize;
                 if shards != self.dedup_blocks.len() {
                     return Err(invalid());
@@ -855,6 +875,7 @@ impl SnapshotFile {
             id_key,
             dedup,
             keeps_spreads,
+            campaigns,
         })
     }
 
@@ -1014,6 +1035,7 @@ mod tests {
             items: &items,
             models: Some(&models),
             hasher: IdHasher::from_key([3, 4]),
+            campaigns: b"campaign bytes",
         };
         let (path, size) = write_in_blocks(&RealDisk, dir, cut(42, 1_000), &shards, &shared, block_bytes).unwrap();
         assert_eq!(size, std::fs::metadata(&path).unwrap().len());
@@ -1038,6 +1060,7 @@ mod tests {
             assert_eq!(back.dedup, vec![(1_000, index), (i64::MIN, DedupIndex::new(Some(35)))]);
             let models = back.models.expect("the fitted models are kept");
             assert_eq!(format!("{models:?}"), format!("{:?}", fits()), "every number exactly");
+            assert_eq!(back.campaigns, b"campaign bytes", "the campaigns are kept as given");
         }
     }
 
@@ -1073,7 +1096,7 @@ mod tests {
         write_two_shards(dir.path(), BLOCK_BYTES);
         let mut items = Vec::new();
         ItemStats::default().encode(&mut items);
-        let shared = SharedState { products: &[], items: &items, models: None, hasher: IdHasher::from_key([1, 2]) };
+        let shared = SharedState { products: &[], items: &items, models: None, hasher: IdHasher::from_key([1, 2]), campaigns: &[] };
         let (path, _) = write_snapshot(&RealDisk, dir.path(), cut(7, 0), &[], &shared).unwrap();
         let empty = read_snapshot(&RealDisk, &path, ItemConfig::default(), None).unwrap();
         assert_eq!((empty.records.len(), empty.dedup.len(), empty.models.is_none()), (0, 0, true));
