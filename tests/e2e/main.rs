@@ -3,6 +3,7 @@
 mod backtest;
 mod batch_cdnow;
 mod batch_inputs;
+mod campaigns;
 mod customer_views;
 mod demo;
 mod fail_stop;

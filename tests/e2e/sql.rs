@@ -99,7 +99,7 @@ impl sqllogictest::DB for HttpSql {
 
 use std::io::Read;
 
-fn run_slt_dir(dir: &Path, url: &str) {
+pub(crate) fn run_slt_dir(dir: &Path, url: &str) {
     let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.retain(|p| p.extension().is_some_and(|e| e == "slt"));
     files.sort();

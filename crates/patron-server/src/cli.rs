@@ -47,6 +47,76 @@ pub(crate) enum Command {
     /// event stream; report throughput, latency and freshness percentiles,
     /// server RSS and CPU, and write them as JSON.
     Loadgen(LoadgenArgs),
+    /// Create, list, show or close campaigns on a running server.
+    Campaign(CampaignArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    patron campaign create --id winback-2026-12 --name 'Win back' --channel email \\\n      \
+      --audience \"SELECT customer_id FROM customers WHERE lifecycle_stage = 'at_risk'\" \\\n      \
+      --control-share 0.1 --cost-per-contact 0.05 --currency EUR --ends-at 2026-12-31T00:00:00Z\n  \
+    patron campaign list\n  \
+    patron campaign show winback-2026-12\n  \
+    patron campaign close winback-2026-12")]
+pub(crate) struct CampaignArgs {
+    #[command(subcommand)]
+    pub(crate) action: CampaignAction,
+    /// Base URL of the server.
+    #[arg(long, global = true, value_name = "URL", default_value = "http://127.0.0.1:8080", value_parser = units::server_url)]
+    pub(crate) url: String,
+    /// Bearer token with the campaign (or admin) role (default: $PATRON_TOKEN).
+    #[arg(long, global = true, value_name = "TOKEN", env = "PATRON_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CampaignAction {
+    /// Create a campaign: freeze its audience, split it, log it.
+    Create(CampaignCreateArgs),
+    /// Every campaign with its results.
+    List,
+    /// One campaign with its results and whether they are significant.
+    Show {
+        /// The campaign's id.
+        campaign_id: String,
+    },
+    /// Freeze a campaign's results.
+    Close {
+        /// The campaign's id.
+        campaign_id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CampaignCreateArgs {
+    /// The campaign's id (unique, never reused).
+    #[arg(long = "id", value_name = "ID")]
+    pub(crate) campaign_id: String,
+    /// What marketers call it (default: the id).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Contact channel: email, sms or push.
+    #[arg(long)]
+    pub(crate) channel: String,
+    /// Read-only SQL returning a customer_id column.
+    #[arg(long = "audience", value_name = "SQL")]
+    pub(crate) audience_sql: String,
+    /// Share of the audience held out as control.
+    #[arg(long, default_value_t = 0.1)]
+    pub(crate) control_share: f64,
+    /// What one contact costs, in --currency.
+    #[arg(long, value_name = "AMOUNT", default_value = "0")]
+    pub(crate) cost_per_contact: String,
+    /// Currency of --cost-per-contact (default: the server's base currency).
+    #[arg(long, value_name = "CODE")]
+    pub(crate) currency: Option<String>,
+    /// Start of the attribution window, RFC 3339 (default: now).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) starts_at: Option<String>,
+    /// End of the attribution window, RFC 3339 (default: open).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) ends_at: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -44,6 +44,8 @@ pub(crate) enum Role {
     Ingest,
     /// Read customers and metrics.
     Query,
+    /// Create, list, read and close campaigns (their audience queries are read-only SQL).
+    Campaign,
     /// Refit, inspect rejections, and everything else.
     Admin,
 }

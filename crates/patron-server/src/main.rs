@@ -4,6 +4,7 @@
 use patron_alloc as _;
 
 mod backtest;
+mod campaign_cli;
 mod cli;
 mod config;
 mod demo;
@@ -37,6 +38,7 @@ fn main() -> std::process::ExitCode {
         cli::Command::Query(args) => query::run(&args),
         cli::Command::EvalRecs(args) => eval_recs::run(&args),
         cli::Command::Loadgen(args) => loadgen::run(&args),
+        cli::Command::Campaign(args) => campaign_cli::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

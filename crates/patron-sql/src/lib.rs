@@ -7,6 +7,7 @@
 //! [`ScanCounters::max_lock_micros`]) and builds its batches afterwards.
 
 mod admission;
+mod campaign_tables;
 mod exec;
 pub mod flight;
 pub mod format;

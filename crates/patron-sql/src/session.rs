@@ -38,6 +38,7 @@ use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 
 use crate::admission::{self, Access};
+use crate::campaign_tables;
 use crate::tables::{self, LiveSource, ScanCounters, Shared};
 
 /// Limits of every SQL query.
@@ -369,6 +370,9 @@ impl SqlEngine {
         register("model_params", Arc::new(tables::model_params_table(shared.clone())))?;
         register("model_quality", Arc::new(tables::model_quality_table(shared.clone())))?;
         register("rejected_events", Arc::new(tables::rejected_events_table(shared.clone())))?;
+        register("campaigns", Arc::new(campaign_tables::campaigns_table(shared.clone())))?;
+        register("campaign_members", Arc::new(campaign_tables::campaign_members_table(shared.clone())))?;
+        register("campaign_results", Arc::new(campaign_tables::campaign_results_table(shared.clone())))?;
         register("engine_stats", Arc::new(tables::engine_stats_table(shared)))?;
         Ok(Self {
             ctx: Arc::new(ctx),

@@ -105,7 +105,7 @@ impl fmt::Debug for Shared {
     }
 }
 
-fn timestamp_type() -> DataType {
+pub(crate) fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, None)
 }
 
@@ -349,7 +349,7 @@ pub const RECOMMENDATIONS_PER_CUSTOMER: usize = 10;
 /// Customers computed per shard read lock in a full scan of `recommendations`.
 pub(crate) const RECOMMENDATION_SCAN_CHUNK: usize = 1024;
 
-fn state_error(e: patron_state::StateError) -> DataFusionError {
+pub(crate) fn state_error(e: patron_state::StateError) -> DataFusionError {
     DataFusionError::Execution(e.to_string())
 }
 
@@ -539,9 +539,9 @@ impl TableProvider for ProductTable {
 
 /// A table whose rows are computed whole on each scan (they are small).
 pub(crate) struct ComputedTable {
-    name: &'static str,
-    schema: SchemaRef,
-    rows: Arc<dyn Fn() -> Result<Vec<ArrayRef>> + Send + Sync>,
+    pub(crate) name: &'static str,
+    pub(crate) schema: SchemaRef,
+    pub(crate) rows: Arc<dyn Fn() -> Result<Vec<ArrayRef>> + Send + Sync>,
 }
 
 impl fmt::Debug for ComputedTable {
@@ -743,6 +743,7 @@ pub(crate) fn engine_stats_rows(shared: &Shared) -> Vec<(String, f64)> {
         ("events_accepted".to_owned(), load(&stats.accepted)),
         ("events_duplicate".to_owned(), load(&stats.duplicates)),
         ("events_beyond_dedup_horizon".to_owned(), load(&stats.beyond_horizon)),
+        ("events_refused_responses".to_owned(), load(&stats.refused_responses)),
         ("customers".to_owned(), customers as f64),
         ("products".to_owned(), engine.catalog().len() as f64),
         ("shards".to_owned(), engine.shard_count() as f64),

@@ -25,9 +25,9 @@ use rayon::prelude::*;
 use patron_model::{CustomerId, Event, EventKind, EventSink, Response, SinkError, SubmitOutcome, Timestamp};
 use patron_score::{Scores, Segments};
 
+use crate::campaigns::ShardCampaigns;
 use crate::catalog::ProductCatalog;
 pub use crate::chunk::CHUNK;
-use crate::campaigns::ShardCampaigns;
 use crate::chunk::Chunk;
 use crate::dedup::{Admission, DedupIndex, IdHasher};
 use crate::items::{ItemStats, Observed};

@@ -20,7 +20,9 @@
 //!   window started earlier: the audience was chosen at creation, from data
 //!   that already included them.
 //! - **Responses** (`campaign_response` events) are accepted only from
-//!   members of a known campaign; the last one by event time is kept.
+//!   treatment members of a known campaign (control members are never
+//!   contacted, so a response from one is refused as a sender's mistake);
+//!   the last one by event time is kept.
 //!   `unsubscribed` withdraws consent on the campaign's channel, even after
 //!   the campaign was closed (an objection is never dropped).
 
@@ -58,6 +60,9 @@ pub struct CampaignDefinition {
     pub excluded_no_consent: u64,
     /// When it was closed (results frozen), if it was.
     pub closed_at: Option<Timestamp>,
+    /// The groups' mean CLV change (treatment, control) frozen at the close:
+    /// scores keep moving after it, results do not.
+    pub clv_change_at_close: [Option<f64>; 2],
 }
 
 /// A member as the audience froze them.
@@ -134,6 +139,16 @@ pub enum ResponseRefusal {
         /// The campaign.
         campaign: Box<str>,
     },
+    /// The customer is held out as control: the campaign never contacted them.
+    #[error(
+        "customer_id: {customer} is in the control group of campaign {campaign:?}, which is never contacted; a response from them means the sender contacted the wrong list"
+    )]
+    ControlGroup {
+        /// The customer.
+        customer: CustomerId,
+        /// The campaign.
+        campaign: Box<str>,
+    },
 }
 
 /// One shard's campaigns: every campaign's window, and the members among the
@@ -178,18 +193,17 @@ impl ShardCampaigns {
 
     /// Checks a response before it is applied: the channel whose consent an
     /// unsubscribe withdraws, or why it is refused.
-    pub fn admit_response(
-        &self,
-        customer: &CustomerId,
-        campaign_id: &str,
-    ) -> Result<Channel, ResponseRefusal> {
-        let window = self.windows.get(campaign_id).ok_or_else(|| ResponseRefusal::UnknownCampaign(campaign_id.into()))?;
-        let is_member =
-            self.members.get(customer).is_some_and(|ms| ms.iter().any(|m| &*m.campaign_id == campaign_id));
-        if !is_member {
-            return Err(ResponseRefusal::NotAMember { customer: customer.clone(), campaign: campaign_id.into() });
+    pub fn admit_response(&self, customer: &CustomerId, campaign_id: &str) -> Result<Channel, ResponseRefusal> {
+        let window =
+            self.windows.get(campaign_id).ok_or_else(|| ResponseRefusal::UnknownCampaign(campaign_id.into()))?;
+        let member = self.members.get(customer).and_then(|ms| ms.iter().find(|m| &*m.campaign_id == campaign_id));
+        match member {
+            None => Err(ResponseRefusal::NotAMember { customer: customer.clone(), campaign: campaign_id.into() }),
+            Some(m) if m.group == Group::Control => {
+                Err(ResponseRefusal::ControlGroup { customer: customer.clone(), campaign: campaign_id.into() })
+            }
+            Some(_) => Ok(window.channel),
         }
-        Ok(window.channel)
     }
 
     /// Records an admitted response (no effect on a closed campaign's results).
@@ -237,7 +251,11 @@ impl ShardCampaigns {
     }
 
     /// Restores members kept by a snapshot (the windows come from the definitions).
-    pub fn restore(&mut self, definitions: &[CampaignDefinition], members: impl IntoIterator<Item = (CustomerId, Member)>) {
+    pub fn restore(
+        &mut self,
+        definitions: &[CampaignDefinition],
+        members: impl IntoIterator<Item = (CustomerId, Member)>,
+    ) {
         for d in definitions {
             self.windows.insert(d.campaign_id.clone(), Window::of(d));
         }
@@ -297,6 +315,24 @@ fn put_time(out: &mut Vec<u8>, at: Option<Timestamp>) {
     }
 }
 
+fn put_opt_f64(out: &mut Vec<u8>, v: Option<f64>) {
+    match v {
+        Some(x) => {
+            out.push(1);
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        None => out.push(0),
+    }
+}
+
+fn read_opt_f64(r: &mut ByteReader<'_>) -> Option<Option<f64>> {
+    match r.u8()? {
+        0 => Some(None),
+        1 => Some(Some(f64::from_bits(r.u64()?))),
+        _ => None,
+    }
+}
+
 fn read_time(r: &mut ByteReader<'_>) -> Option<Option<Timestamp>> {
     match r.u8()? {
         0 => Some(None),
@@ -308,7 +344,8 @@ fn read_time(r: &mut ByteReader<'_>) -> Option<Option<Timestamp>> {
 /// Appends a definition:
 /// `id str │ name str │ channel u8 │ audience_sql (u32 length + UTF-8) │
 /// control_share f64 │ cost_per_contact_minor i64 │ created_at i64 │ starts_at i64 │
-/// ends_at opt-i64 │ members u64 │ excluded_no_consent u64 │ closed_at opt-i64`.
+/// ends_at opt-i64 │ members u64 │ excluded_no_consent u64 │ closed_at opt-i64 │
+/// clv_change_at_close 2 × opt-f64`.
 pub fn encode_definition(d: &CampaignDefinition, out: &mut Vec<u8>) {
     put_str(out, &d.campaign_id);
     put_str(out, &d.name);
@@ -323,6 +360,7 @@ pub fn encode_definition(d: &CampaignDefinition, out: &mut Vec<u8>) {
     out.extend_from_slice(&d.members.to_le_bytes());
     out.extend_from_slice(&d.excluded_no_consent.to_le_bytes());
     put_time(out, d.closed_at);
+    d.clv_change_at_close.iter().for_each(|v| put_opt_f64(out, *v));
 }
 
 /// Reads a definition written by [`encode_definition`].
@@ -345,6 +383,7 @@ pub fn decode_definition(r: &mut ByteReader<'_>) -> Option<CampaignDefinition> {
         members: r.u64()?,
         excluded_no_consent: r.u64()?,
         closed_at: read_time(r)?,
+        clv_change_at_close: [read_opt_f64(r)?, read_opt_f64(r)?],
     })
 }
 
@@ -382,18 +421,33 @@ pub fn decode_creation(bytes: &[u8]) -> Option<(CampaignDefinition, Vec<MemberSe
     (r.position() == bytes.len()).then_some((definition, seeds))
 }
 
-/// The log record's body for a close: `id str │ closed_at i64`.
-pub fn encode_close(campaign_id: &str, closed_at: Timestamp, out: &mut Vec<u8>) {
-    put_str(out, campaign_id);
-    out.extend_from_slice(&closed_at.millis().to_le_bytes());
+/// A campaign's close: when, and the CLV changes it froze.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Close {
+    /// The campaign.
+    pub campaign_id: Arc<str>,
+    /// When it was closed.
+    pub closed_at: Timestamp,
+    /// The groups' mean CLV change (treatment, control) at the close.
+    pub clv_change: [Option<f64>; 2],
+}
+
+/// The log record's body for a close: `id str │ closed_at i64 │ clv_change 2 × opt-f64`.
+pub fn encode_close(close: &Close, out: &mut Vec<u8>) {
+    put_str(out, &close.campaign_id);
+    out.extend_from_slice(&close.closed_at.millis().to_le_bytes());
+    close.clv_change.iter().for_each(|v| put_opt_f64(out, *v));
 }
 
 /// Reads a record written by [`encode_close`].
-pub fn decode_close(bytes: &[u8]) -> Option<(Box<str>, Timestamp)> {
+pub fn decode_close(bytes: &[u8]) -> Option<Close> {
     let mut r = ByteReader::new(bytes, 0);
-    let id = r.str()?.into();
-    let at = Timestamp::from_millis(r.i64()?);
-    (r.position() == bytes.len()).then_some((id, at))
+    let close = Close {
+        campaign_id: r.str()?.into(),
+        closed_at: Timestamp::from_millis(r.i64()?),
+        clv_change: [read_opt_f64(&mut r)?, read_opt_f64(&mut r)?],
+    };
+    (r.position() == bytes.len()).then_some(close)
 }
 
 /// A snapshot's campaigns: `definitions u32 │ definitions… │ members u64 │
@@ -559,7 +613,11 @@ pub fn results(
     let [treatment, control] = sums;
     let cost_per_contact = definition.cost_per_contact_minor as f64 / minor_per_major;
     let contacted = treatment.outcome.members;
-    let mean_change = |s: &GroupSums| (s.clv_change.1 > 0).then(|| s.clv_change.0 / s.clv_change.1 as f64);
+    let live_change = |s: &GroupSums| (s.clv_change.1 > 0).then(|| s.clv_change.0 / s.clv_change.1 as f64);
+    let changes = match definition.closed_at {
+        Some(_) => definition.clv_change_at_close,
+        None => [live_change(treatment), live_change(control)],
+    };
     let economics = CampaignEconomics { margin, cost_per_contact, contacted };
     let effect = uplift(&treatment.outcome, &control.outcome, &economics).map(|u| Effect {
         incremental_conversions: u.incremental_conversions,
@@ -567,7 +625,7 @@ pub fn results(
         incremental_revenue: u.incremental_revenue,
         incremental_margin: u.incremental_margin,
         roi: u.roi,
-        clv_change_difference: mean_change(treatment).zip(mean_change(control)).map(|(t, c)| t - c),
+        clv_change_difference: changes[0].zip(changes[1]).map(|(t, c)| t - c),
         significant: u.incremental_conversions.excludes_zero()
             || u.incremental_orders.excludes_zero()
             || u.incremental_revenue.excludes_zero(),
@@ -578,7 +636,7 @@ pub fn results(
         outcome: s.outcome,
         contacted,
         responders: s.responders,
-        clv_change: mean_change(s),
+        clv_change: changes[usize::from(group_code(group))],
         cost: cost_per_contact * contacted as f64,
         effect,
     };
@@ -603,6 +661,7 @@ mod tests {
             members: 2,
             excluded_no_consent: 1,
             closed_at: None,
+            clv_change_at_close: [None, Some(-2.5)],
         }
     }
 
@@ -656,6 +715,9 @@ mod tests {
         assert!(refusal.to_string().contains("not a member"), "{refusal}");
         let refusal = shard.admit_response(&stranger, "nope").unwrap_err();
         assert!(refusal.to_string().contains("no campaign"), "{refusal}");
+        let b = CustomerId::new("b").unwrap();
+        let refusal = shard.admit_response(&b, "winback").unwrap_err();
+        assert!(refusal.to_string().contains("control group"), "{refusal}");
         let a = CustomerId::new("a").unwrap();
         assert_eq!(shard.admit_response(&a, "winback"), Ok(Channel::Email));
         shard.respond(&a, "winback", Response::Clicked, Timestamp::from_millis(3_000));

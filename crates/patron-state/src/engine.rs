@@ -524,9 +524,12 @@ impl Inner {
     }
 
     /// Marks a campaign closed (the first close wins).
-    fn close_in_registry(&self, id: &str, closed_at: Timestamp) {
-        if let Some(d) = self.campaigns_mut().iter_mut().find(|d| &*d.campaign_id == id) {
-            d.closed_at.get_or_insert(closed_at);
+    fn close_in_registry(&self, close: &campaigns::Close) {
+        if let Some(d) = self.campaigns_mut().iter_mut().find(|d| d.campaign_id == close.campaign_id)
+            && d.closed_at.is_none()
+        {
+            d.closed_at = Some(close.closed_at);
+            d.clv_change_at_close = close.clv_change;
         }
     }
 
@@ -956,11 +959,10 @@ impl Engine {
                     }
                     if let Some(body) = payload.strip_prefix(CLOSE_CAMPAIGN_PREFIX) {
                         match campaigns::decode_close(body) {
-                            Some((id, closed_at)) => {
-                                let id: Arc<str> = id.into();
-                                inner.close_in_registry(&id, closed_at);
+                            Some(close) => {
+                                inner.close_in_registry(&close);
                                 for shard in 0..inner.shards.len() {
-                                    send(shard, Replayed::CloseCampaign(id.clone()));
+                                    send(shard, Replayed::CloseCampaign(close.campaign_id.clone()));
                                 }
                             }
                             None => quarantine(seq, None, None, "the campaign close does not decode".into(), payload),
@@ -1503,7 +1505,11 @@ impl Engine {
     /// Creates a campaign with its frozen membership: one log record holds
     /// both, so the answer (after it is durable and every shard added its
     /// members) means a crash cannot lose either. Ids are never reused.
-    pub fn create_campaign(&self, definition: CampaignDefinition, seeds: Vec<MemberSeed>) -> Result<CampaignDefinition> {
+    pub fn create_campaign(
+        &self,
+        definition: CampaignDefinition,
+        seeds: Vec<MemberSeed>,
+    ) -> Result<CampaignDefinition> {
         if let Some(failure) = self.failure() {
             return Err(StateError::ShardFailed(failure.clone()));
         }
@@ -1512,7 +1518,12 @@ impl Engine {
         if self.campaign(&definition.campaign_id).is_some() {
             return Err(StateError::CampaignExists(definition.campaign_id.to_string()));
         }
-        let definition = CampaignDefinition { members: seeds.len() as u64, closed_at: None, ..definition };
+        let definition = CampaignDefinition {
+            members: seeds.len() as u64,
+            closed_at: None,
+            clv_change_at_close: [None, None],
+            ..definition
+        };
         let mut payload = CAMPAIGN_PREFIX.to_vec();
         campaigns::encode_creation(&definition, &seeds, &mut payload);
         if payload.len() > wal.max_payload() {
@@ -1533,7 +1544,9 @@ impl Engine {
                 let mut replies = Vec::with_capacity(senders.len());
                 for (sender, seeds) in senders.iter().zip(per_shard) {
                     let (reply, added) = bounded(1);
-                    sender.send(ShardMessage::Campaign(shared.clone(), seeds, reply)).map_err(|_| StateError::ShardStopped)?;
+                    sender
+                        .send(ShardMessage::Campaign(shared.clone(), seeds, reply))
+                        .map_err(|_| StateError::ShardStopped)?;
                     replies.push(added);
                 }
                 Ok(replies)
@@ -1560,18 +1573,28 @@ impl Engine {
         if existing.closed_at.is_some() {
             return Ok(existing);
         }
+        // The CLV changes as of now are frozen with the window.
+        let now = self.campaign_results()?;
+        let groups = now.iter().find(|(d, _)| &*d.campaign_id == campaign_id).map(|(_, g)| g);
+        let close = campaigns::Close {
+            campaign_id: campaign_id.into(),
+            closed_at,
+            clv_change: groups.map_or([None, None], |[t, c]| [t.clv_change, c.clv_change]),
+        };
         let mut payload = CLOSE_CAMPAIGN_PREFIX.to_vec();
-        campaigns::encode_close(campaign_id, closed_at, &mut payload);
+        campaigns::encode_close(&close, &mut payload);
         let (tx, rx) = bounded(1);
         let (senders, inner) = (self.senders.clone(), self.inner.clone());
-        let id: Arc<str> = campaign_id.into();
+        let id = close.campaign_id.clone();
         wal.submit(payload, 1, move |result| {
             let answer = result.map_err(StateError::Log).and_then(|_| {
-                inner.close_in_registry(&id, closed_at);
+                inner.close_in_registry(&close);
                 let mut replies = Vec::with_capacity(senders.len());
                 for sender in &senders {
                     let (reply, closed) = bounded(1);
-                    sender.send(ShardMessage::CloseCampaign(id.clone(), reply)).map_err(|_| StateError::ShardStopped)?;
+                    sender
+                        .send(ShardMessage::CloseCampaign(id.clone(), reply))
+                        .map_err(|_| StateError::ShardStopped)?;
                     replies.push(closed);
                 }
                 Ok(replies)

@@ -634,9 +634,7 @@ impl SnapshotFile {
             | VERSION_WITHOUT_CAMPAIGNS
             | VERSION_WITHOUT_ACQUISITION
             | VERSION_WITHOUT_SPREAD
-            | VERSION_WITHOUT_BOUGHT => {
-                file.read_block_table(records_start..tail_offset, table_offset)?
-            }
+            | VERSION_WITHOUT_BOUGHT => file.read_block_table(records_start..tail_offset, table_offset)?,
             VERSION_FIXED_WIDTH => file.read_section_table()?,
             _ => {}
         }
@@ -1096,7 +1094,13 @@ mod tests {
         write_two_shards(dir.path(), BLOCK_BYTES);
         let mut items = Vec::new();
         ItemStats::default().encode(&mut items);
-        let shared = SharedState { products: &[], items: &items, models: None, hasher: IdHasher::from_key([1, 2]), campaigns: &[] };
+        let shared = SharedState {
+            products: &[],
+            items: &items,
+            models: None,
+            hasher: IdHasher::from_key([1, 2]),
+            campaigns: &[],
+        };
         let (path, _) = write_snapshot(&RealDisk, dir.path(), cut(7, 0), &[], &shared).unwrap();
         let empty = read_snapshot(&RealDisk, &path, ItemConfig::default(), None).unwrap();
         assert_eq!((empty.records.len(), empty.dedup.len(), empty.models.is_none()), (0, 0, true));

@@ -452,7 +452,8 @@ pub(crate) async fn post_events(
     });
     match rx.await {
         Ok(Ok(outcome)) => {
-            // Events the engine refused after validation (beyond the deduplication horizon).
+            // Events the engine refused after validation (beyond the deduplication horizon, or a
+            // campaign response from a non-member).
             let refused: Vec<RejectedEvent> = outcome
                 .refused
                 .iter()

@@ -6,6 +6,8 @@
 //! - [`customers`]: `GET /v1/customers/{id}`, its recommendations, and
 //!   erasure (`DELETE`, admin).
 //! - [`sql`]: `POST /v1/sql`.
+//! - [`campaigns`]: `POST /v1/campaigns`, `GET /v1/campaigns[/{id}]`,
+//!   `POST /v1/campaigns/{id}/close` (role `campaign`).
 //! - [`admin`]: refit, neighbour refresh, snapshot, the rejected events,
 //!   `/health` and `/ready`.
 //! - `/metrics` is [`crate::metrics`]; `GET /` is [`crate::status_page`].
@@ -19,6 +21,7 @@
 //! Errors are `{"error":{"code":…,"message":…}}` with a stable code.
 
 pub(crate) mod admin;
+pub(crate) mod campaigns;
 pub(crate) mod customers;
 pub(crate) mod events;
 pub(crate) mod sql;
@@ -170,6 +173,13 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
                 .route("/v1/admin/snapshot", post(admin::post_snapshot))
                 .route("/v1/admin/rejected", get(admin::get_rejected)),
             Role::Admin,
+        ))
+        .merge(guarded(
+            Router::new()
+                .route("/v1/campaigns", post(campaigns::post_campaign).get(campaigns::list_campaigns))
+                .route("/v1/campaigns/{id}", get(campaigns::get_campaign))
+                .route("/v1/campaigns/{id}/close", post(campaigns::close_campaign)),
+            Role::Campaign,
         ))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(admin::ready))

@@ -104,7 +104,7 @@ pub(crate) async fn post_sql(State(state): State<Arc<AppState>>, headers: Header
 }
 
 /// The HTTP answer to a failed query.
-fn sql_error(e: &SqlError) -> Response {
+pub(crate) fn sql_error(e: &SqlError) -> Response {
     let (status, code) = match e {
         SqlError::Refused(_) => (StatusCode::FORBIDDEN, "read_only"),
         SqlError::Empty | SqlError::SeveralStatements(_) | SqlError::Syntax(_) => {
