@@ -16,9 +16,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("patron-wal", &["patron-storage"]),
     ("patron-workload", &["patron-model", "patron-score"]),
     ("patron-recs", &["patron-model", "patron-score"]),
-    ("patron-state", &["patron-model", "patron-score", "patron-recs", "patron-storage", "patron-wal"]),
+    (
+        "patron-state",
+        &["patron-model", "patron-score", "patron-campaign", "patron-recs", "patron-storage", "patron-wal"],
+    ),
     ("patron-ingest", &["patron-model"]),
-    ("patron-sql", &["patron-model", "patron-score", "patron-state"]),
+    ("patron-sql", &["patron-model", "patron-score", "patron-campaign", "patron-state"]),
     ("patron-loadgen", &["patron-workload"]),
     (
         "patron-server",
@@ -26,6 +29,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "patron-alloc",
             "patron-model",
             "patron-score",
+            "patron-campaign",
             "patron-wal",
             "patron-workload",
             "patron-state",

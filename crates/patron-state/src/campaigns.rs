@@ -735,7 +735,7 @@ mod tests {
         shard.attribute(&a, Timestamp::from_millis(3_000), 1, 700);
         let members: Vec<_> = shard.members().map(|(c, m)| (c.clone(), m.clone())).collect();
         let mut bytes = Vec::new();
-        encode_snapshot(std::slice::from_ref(&d), &[members.clone()], &mut bytes);
+        encode_snapshot(std::slice::from_ref(&d), std::slice::from_ref(&members), &mut bytes);
         let (defs, back) = decode_snapshot(&bytes).unwrap();
         assert_eq!(defs, vec![d.clone()]);
         assert_eq!(back.len(), 2);
