@@ -20,6 +20,11 @@ fn demo_streams_a_synthetic_shop_durably_and_prints_how_to_query_it() {
         "/v1/customers/",
         "/v1/sql",
         "psql -h 127.0.0.1 -p ",
+        // Halfway through, it runs a campaign and prints its results at the end.
+        "campaign demo-winback: ",
+        "  treatment ",
+        "  control ",
+        "incremental revenue",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
@@ -34,4 +39,7 @@ fn demo_streams_a_synthetic_shop_durably_and_prints_how_to_query_it() {
         .filter_map(|v| v.parse::<f64>().ok())
         .sum();
     assert!(customers >= 500.0, "{customers} customers recovered:\n{metrics}");
+    let (status, campaign) = patron_tests::get_json(&format!("{}/v1/campaigns/demo-winback", server.url));
+    assert_eq!(status, 200, "the demo's campaign is durable: {campaign}");
+    assert!(campaign["members"].as_u64().unwrap() > 0, "{campaign}");
 }

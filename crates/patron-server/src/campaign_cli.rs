@@ -91,7 +91,7 @@ fn interval(v: &Value) -> String {
     format!("{} [{}, {}]", number(&v["estimate"]), number(&v["low"]), number(&v["high"]))
 }
 
-fn campaign_text(c: &Value) -> String {
+pub(crate) fn campaign_text(c: &Value) -> String {
     let mut out = String::new();
     let window_end = c["ends_at"].as_str().unwrap_or("open");
     let state = c["closed_at"].as_str().map_or_else(|| "open".to_owned(), |at| format!("closed {at}"));
@@ -119,11 +119,11 @@ fn campaign_text(c: &Value) -> String {
             out,
             "  {:<9} {:>8} {:>9} {:>10} {:>7} {:>7} {:>12} {:>9.2}%",
             g["group"].as_str().unwrap_or("?"),
-            g["members"],
-            g["contacted"],
-            g["responders"],
-            g["buyers"],
-            g["orders"],
+            g["members"].to_string(),
+            g["contacted"].to_string(),
+            g["responders"].to_string(),
+            g["buyers"].to_string(),
+            g["orders"].to_string(),
             number(&g["revenue"]),
             g["conversion_rate"].as_f64().unwrap_or(0.0) * 100.0,
         );

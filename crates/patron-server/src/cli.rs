@@ -398,6 +398,12 @@ pub(crate) struct DemoArgs {
     /// Seed of the synthetic shop.
     #[arg(long, default_value_t = 42)]
     pub(crate) seed: u64,
+    /// Halfway through, the demo creates an e-mail campaign to every
+    /// consenting buyer (control share 0.3) and plants this effect on the
+    /// treatment group: their purchase rate × (1 + uplift). 0 plants no effect
+    /// (the results should then show none); a negative value skips the campaign.
+    #[arg(long, value_name = "UPLIFT", default_value_t = 0.5, allow_negative_numbers = true)]
+    pub(crate) campaign_uplift: f64,
     /// Purchase model for the scores.
     #[arg(long, value_enum, default_value = "mbgnbd")]
     pub(crate) model: ModelArg,

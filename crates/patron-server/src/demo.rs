@@ -67,12 +67,14 @@ pub(crate) fn run(args: &DemoArgs) -> Result<()> {
         let engine = state.engine().clone();
         let (rate, customers, duration, seed, data_dir) =
             (args.rate.max(1), args.customers.max(1), args.duration, args.seed, args.data_dir.clone());
+        let uplift = (args.campaign_uplift >= 0.0).then_some(args.campaign_uplift);
         let serve_after = args.serve_after.unwrap_or_else(|| std::io::stdout().is_terminal());
         let url_for_stream = url.clone();
         let interrupted = stop_rx.clone();
         let streaming = tokio::task::spawn_blocking(move || {
             let links = Links { url: url_for_stream, pg: pg_at, serve_after };
-            stream(&engine, &links, &data_dir.display().to_string(), rate, customers, duration, seed, || {
+            let shop = Shop { rate, customers, duration, seed, uplift };
+            stream(&engine, &links, &data_dir.display().to_string(), &shop, || {
                 interrupted.has_changed().unwrap_or(true)
             })
         });
@@ -104,36 +106,95 @@ struct Links {
     serve_after: bool,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn stream(
-    engine: &Arc<Engine>,
-    links: &Links,
-    data_dir: &str,
+/// What the demo streams.
+struct Shop {
     rate: u64,
     customers: usize,
     duration: Duration,
     seed: u64,
+    /// The planted campaign's uplift (`None`: no campaign).
+    uplift: Option<f64>,
+}
+
+/// The demo's campaign (see `DemoArgs::campaign_uplift`).
+const DEMO_CAMPAIGN: &str = "demo-winback";
+
+/// Creates the demo's campaign over the demo's own API, as a marketer would,
+/// and plants its effect on the treatment members the server chose. Returns
+/// the line to print.
+fn start_campaign(engine: &Engine, links: &Links, events: &mut EventStream, uplift: f64) -> Result<String> {
+    let starts_at = engine.watermark().context("no events yet")?;
+    let body = serde_json::json!({
+        "campaign_id": DEMO_CAMPAIGN,
+        "name": "Win back buyers by e-mail (demo)",
+        "channel": "email",
+        "audience_sql": "SELECT customer_id FROM customers WHERE orders >= 1",
+        "control_share": 0.3,
+        "cost_per_contact": "0.05",
+        "starts_at": starts_at.to_rfc3339(),
+    });
+    let created: serde_json::Value = ureq::post(&format!("{}/v1/campaigns", links.url))
+        .send_json(body)
+        .map_err(|e| anyhow::anyhow!("creating the demo campaign: {e}"))?
+        .into_json()?;
+    let treated: Vec<String> = engine
+        .with_books(|book| {
+            book.campaigns()
+                .members()
+                .filter(|(_, m)| &*m.campaign_id == DEMO_CAMPAIGN && m.group == patron_campaign::Group::Treatment)
+                .map(|(c, _)| c.as_str().to_owned())
+                .collect::<Vec<_>>()
+        })?
+        .concat();
+    let reached = events.plant_campaign(DEMO_CAMPAIGN, treated, uplift, starts_at.millis());
+    Ok(format!(
+        "campaign {DEMO_CAMPAIGN}: {} members ({reached} treatment) of {} buyers, {} left out without e-mail consent; planted uplift {:.0}%",
+        created["members"],
+        created["audience"],
+        created["excluded_no_consent"],
+        uplift * 100.0
+    ))
+}
+
+fn stream(
+    engine: &Arc<Engine>,
+    links: &Links,
+    data_dir: &str,
+    shop: &Shop,
     interrupted: impl Fn() -> bool,
 ) -> Result<()> {
+    let Shop { rate, customers, duration, seed, uplift } = *shop;
     let run_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let config = ShopConfig { customers, id_prefix: format!("d{run_id}"), ..ShopConfig::default() };
-    let mut events = EventStream::new(config, seed).peekable();
+    let mut events = EventStream::new(config, seed);
+    let mut campaign: Option<String> = None;
     let validator = Validator { max_ahead_ms: i64::MAX / 4, ..Validator::new(CurrencyTable::default()) };
     let tty = std::io::stdout().is_terminal();
     let started = Instant::now();
     let tick = Duration::from_millis(100);
     let per_tick = (rate / 10).max(1) as usize;
     let (mut sent, mut last_print, mut last_accepted, mut last_print_at) = (0u64, Instant::now(), 0u64, Instant::now());
-    while started.elapsed() < duration && events.peek().is_some() && !interrupted() {
+    while started.elapsed() < duration && !interrupted() {
         let tick_started = Instant::now();
+        if let Some(uplift) = uplift.filter(|_| campaign.is_none() && started.elapsed() >= duration / 2) {
+            let line = start_campaign(engine, links, &mut events, uplift)
+                .unwrap_or_else(|e| format!("campaign {DEMO_CAMPAIGN} not started: {e}"));
+            campaign = Some(line);
+        }
         let batch: Vec<_> =
             events.by_ref().take(per_tick).filter_map(|line| validator.decode(line.as_bytes()).ok()).collect();
+        if batch.is_empty() {
+            break;
+        }
         sent += batch.len() as u64;
         engine.submit(batch).map_err(|e| anyhow::anyhow!("the engine refused events: {e}"))?;
         if last_print.elapsed() >= Duration::from_secs(1) {
             let accepted = engine.stats().accepted.load(Ordering::Relaxed);
             let per_second = (accepted - last_accepted) as f64 / last_print_at.elapsed().as_secs_f64();
             print_summary(engine, links, data_dir, per_second, sent, started.elapsed(), Frame::Live { clear: tty })?;
+            if let Some(line) = &campaign {
+                println!("\n  {line}");
+            }
             (last_print, last_accepted, last_print_at) = (Instant::now(), accepted, Instant::now());
         }
         if let Some(rest) = tick.checked_sub(tick_started.elapsed()) {
@@ -143,6 +204,17 @@ fn stream(
     let _ = engine.refit();
     let average = engine.stats().accepted.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
     print_summary(engine, links, data_dir, average, sent, started.elapsed(), Frame::Last)?;
+    if let Some(line) = &campaign {
+        let shown = ureq::get(&format!("{}/v1/campaigns/{DEMO_CAMPAIGN}", links.url))
+            .call()
+            .ok()
+            .and_then(|r| r.into_json::<serde_json::Value>().ok());
+        println!("\n  {line}");
+        if let Some(shown) = shown {
+            print!("{}", crate::campaign_cli::campaign_text(&shown));
+        }
+        println!("  (patron campaign show {DEMO_CAMPAIGN}, or SELECT * FROM campaign_results, for more)");
+    }
     Ok(())
 }
 

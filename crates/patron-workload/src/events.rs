@@ -10,6 +10,12 @@
 //! on: each customer has a home category that 80% of their baskets start in,
 //! and each product has one complement (in its category) that joins it in the
 //! basket half of the time. Without it the stream is exactly as before.
+//!
+//! [`EventStream::plant_campaign`] plants a campaign's effect whose truth is
+//! known: from the contact on, the treatment members buy at `1 + uplift` times
+//! their rate (the remaining wait to each one's next purchase shrinks by that
+//! factor, which for exponential waits is the same as the higher rate from
+//! now on), and they answer the contact with `campaign_response` events.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -66,7 +72,14 @@ impl Default for ShopConfig {
 enum Pending {
     Purchase { customer: usize },
     Refund { customer: usize, order: u64, amount_cents: u64 },
+    Response { customer: usize, response: &'static str },
 }
+
+/// How treatment members answer a planted campaign's contact: each gets
+/// `delivered`; then these shares open, click (of all members) and unsubscribe.
+const OPEN_SHARE: f64 = 0.35;
+const CLICK_SHARE: f64 = 0.12;
+const UNSUBSCRIBE_SHARE: f64 = 0.01;
 
 struct Customer {
     rate: f64,
@@ -96,6 +109,8 @@ pub struct EventStream {
     category_zipf: Zipf<f64>,
     consent_sent: Vec<bool>,
     outbox: Vec<String>,
+    /// The planted campaign's id, once one is planted.
+    campaign: Option<String>,
 }
 
 const MS_PER_DAY: f64 = 86_400_000.0;
@@ -137,6 +152,7 @@ impl EventStream {
             category_zipf: Zipf::new(categories as f64, 1.1).unwrap_or_else(|_| Zipf::new(1.0, 1.0).expect("valid")),
             consent_sent: vec![false; config.customers],
             outbox: Vec::new(),
+            campaign: None,
             rng,
             config,
         };
@@ -145,6 +161,67 @@ impl EventStream {
             stream.schedule(stream.config.start_ms + arrival as i64, Pending::Purchase { customer });
         }
         stream
+    }
+
+    /// Plants campaign `campaign_id`'s effect at event time `at_ms` on the
+    /// treatment members `treated` (customer ids of this stream; others are
+    /// ignored): they buy at `1 + uplift` times their rate from then on, and
+    /// answer with responses (delivered, then some opened, clicked or
+    /// unsubscribed). Returns how many members it reached.
+    pub fn plant_campaign(
+        &mut self,
+        campaign_id: &str,
+        treated: impl IntoIterator<Item = String>,
+        uplift: f64,
+        at_ms: i64,
+    ) -> usize {
+        let prefix = format!("{}-c", self.config.id_prefix);
+        let mut members = vec![false; self.customers.len()];
+        for id in treated {
+            if let Some(i) = id.strip_prefix(&prefix).and_then(|n| n.parse::<usize>().ok())
+                && i < members.len()
+            {
+                members[i] = true;
+            }
+        }
+        let factor = (1.0 + uplift).max(1e-6);
+        for (customer, c) in self.customers.iter_mut().enumerate() {
+            if members[customer] {
+                c.rate *= factor;
+            }
+        }
+        // The waits already drawn shrink by the same factor.
+        let queued = std::mem::take(&mut self.queue).into_vec();
+        for Reverse((when, seq, slot)) in queued {
+            let sooner = match &self.pending[slot] {
+                Some(Pending::Purchase { customer }) if members[*customer] && when > at_ms => {
+                    at_ms + ((when - at_ms) as f64 / factor) as i64
+                }
+                _ => when,
+            };
+            self.queue.push(Reverse((sooner.max(at_ms), seq, slot)));
+        }
+        self.campaign = Some(campaign_id.to_owned());
+        let hour = 3_600_000;
+        let mut reached = 0;
+        for customer in (0..members.len()).filter(|&c| members[c]) {
+            reached += 1;
+            self.schedule(at_ms + hour, Pending::Response { customer, response: "delivered" });
+            let draw = self.rng.random::<f64>();
+            let later = if draw < UNSUBSCRIBE_SHARE {
+                Some("unsubscribed")
+            } else if draw < UNSUBSCRIBE_SHARE + CLICK_SHARE {
+                Some("clicked")
+            } else if draw < UNSUBSCRIBE_SHARE + OPEN_SHARE {
+                Some("opened")
+            } else {
+                None
+            };
+            if let Some(response) = later {
+                self.schedule(at_ms + 6 * hour, Pending::Response { customer, response });
+            }
+        }
+        reached
     }
 
     fn schedule(&mut self, at_ms: i64, what: Pending) {
@@ -251,6 +328,10 @@ impl Iterator for EventStream {
                 }
                 event
             }
+            Pending::Response { customer, response } => format!(
+                r#"{{"type":"campaign_response","event_id":"{prefix}-m{customer}-{response}","customer_id":"{prefix}-c{customer}","timestamp":{at_ms},"campaign_id":"{}","response":"{response}"}}"#,
+                self.campaign.as_deref().unwrap_or("")
+            ),
             Pending::Refund { customer, order, amount_cents } => format!(
                 r#"{{"type":"refund","event_id":"{prefix}-r{order}","customer_id":"{prefix}-c{customer}","order_id":"{prefix}-o{order}","timestamp":{at_ms},"amount":"{}.{:02}"}}"#,
                 amount_cents / 100,
@@ -303,6 +384,61 @@ mod tests {
         // The value the generator gave before planted tastes existed.
         assert_eq!(digest(ShopConfig::default()), 0x83fe_1938_14ba_fc0f);
         assert_ne!(digest(ShopConfig { planted_tastes: true, ..ShopConfig::default() }), 0x83fe_1938_14ba_fc0f);
+    }
+
+    /// The planted campaign doubles the treated customers' purchases after the
+    /// contact (against the untreated half), answers each contact, and
+    /// leaves the stream before the contact as it was.
+    #[test]
+    fn a_planted_campaign_raises_the_treated_rate_and_sends_responses() {
+        let config = ShopConfig { customers: 6_000, arrival_days: 30, ..ShopConfig::default() };
+        let contact = config.start_ms + 60 * 86_400_000;
+        let window_end = contact + 60 * 86_400_000;
+        let mut stream = EventStream::new(config.clone(), 9);
+        let mut before = Vec::new();
+        for event in stream.by_ref() {
+            let at: i64 = event
+                .split("\"timestamp\":")
+                .nth(1)
+                .and_then(|r| r.split([',', '}']).next()?.parse().ok())
+                .unwrap_or(0);
+            before.push(event);
+            if at > contact {
+                break;
+            }
+        }
+        let untouched: Vec<String> = EventStream::new(config, 9).take(before.len()).collect();
+        assert_eq!(before, untouched, "nothing changes before the contact");
+        let treated: Vec<String> = (0..6_000).step_by(2).map(|i| format!("demo-c{i}")).collect();
+        assert_eq!(stream.plant_campaign("camp", treated, 1.0, contact), 3_000);
+        let (mut purchases, mut delivered, mut engaged) = ([0usize; 2], 0, 0);
+        for event in stream {
+            let at: i64 = event
+                .split("\"timestamp\":")
+                .nth(1)
+                .and_then(|r| r.split([',', '}']).next()?.parse().ok())
+                .unwrap_or(0);
+            if at >= window_end {
+                break;
+            }
+            let customer: usize = event
+                .split("\"customer_id\":\"demo-c")
+                .nth(1)
+                .and_then(|r| r.split('"').next()?.parse().ok())
+                .unwrap_or(1);
+            if event.contains("\"type\":\"purchase\"") {
+                purchases[customer % 2] += 1;
+            } else if event.contains("campaign_response") {
+                assert_eq!(customer % 2, 0, "only treated members answer: {event}");
+                assert!(event.contains("\"campaign_id\":\"camp\""), "{event}");
+                delivered += usize::from(event.contains("delivered"));
+                engaged += usize::from(event.contains("opened") || event.contains("clicked"));
+            }
+        }
+        let ratio = purchases[0] as f64 / purchases[1] as f64;
+        assert!((1.7..2.3).contains(&ratio), "treated bought {ratio:.2}× the untreated: {purchases:?}");
+        assert_eq!(delivered, 3_000);
+        assert!((800..1_300).contains(&engaged), "{engaged} opened or clicked");
     }
 
     #[test]
