@@ -265,3 +265,79 @@ fn erasure_removes_a_member_from_every_campaign_table_and_file() {
         }
     }
 }
+
+/// The README's marketer walk-through with the CLI, under tokens: the
+/// `campaign` role creates, lists, shows and closes; `query` may not.
+#[test]
+fn the_campaign_cli_walks_a_campaign_through_with_the_campaign_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("patron.toml");
+    std::fs::write(
+        &config,
+        "[[auth.tokens]]\ntoken = \"producer-secret-0123456789\"\nroles = [\"ingest\"]\n\
+         [[auth.tokens]]\ntoken = \"analyst-secret-0123456789\"\nroles = [\"query\"]\n\
+         [[auth.tokens]]\ntoken = \"marketer-secret-0123456789\"\nroles = [\"campaign\"]\n",
+    )
+    .unwrap();
+    let mut flags = SERVE.to_vec();
+    flags.extend(["--config", config.to_str().unwrap()]);
+    let server = Server::start(&dir.path().join("data"), &flags);
+    for chunk in lines(&fixture("campaign/before.ndjson")).chunks(100) {
+        let response = ureq::post(&format!("{}/v1/events", server.url))
+            .set("Authorization", "Bearer producer-secret-0123456789")
+            .set("Content-Type", "application/x-ndjson")
+            .send_string(&chunk.join("\n"))
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let refused = ureq::post(&format!("{}/v1/campaigns", server.url))
+        .set("Authorization", "Bearer analyst-secret-0123456789")
+        .send_string(&slt_campaign().to_string());
+    assert!(matches!(refused, Err(ureq::Error::Status(403, _))), "a query token may not create campaigns");
+    let cli = |args: &[&str]| {
+        let output = Command::new(patron_tests::patron_binary())
+            .arg("campaign")
+            .args(args)
+            .args(["--url", &server.url])
+            .env("PATRON_TOKEN", "marketer-secret-0123456789")
+            .output()
+            .unwrap();
+        let text = patron_tests::transcript(&output);
+        assert!(output.status.success(), "patron campaign {args:?}:\n{text}");
+        text
+    };
+    let created = cli(&[
+        "create",
+        "--id",
+        "winback-cli",
+        "--name",
+        "Win back by e-mail",
+        "--channel",
+        "email",
+        "--audience",
+        "SELECT customer_id FROM customers WHERE customer_id LIKE 'shopper-%'",
+        "--control-share",
+        "0.3",
+        "--cost-per-contact",
+        "0.05",
+        "--starts-at",
+        "2026-11-01T00:00:00Z",
+    ]);
+    assert!(created.contains("created campaign winback-cli (email): 10 members"), "{created}");
+    assert!(created.contains("2 left out without email consent"), "{created}");
+    let listed = cli(&["list"]);
+    assert!(listed.contains("winback-cli \"Win back by e-mail\" via email"), "{listed}");
+    let shown = cli(&["show", "winback-cli"]);
+    assert!(shown.contains("  treatment ") && shown.contains("  control "), "{shown}");
+    assert!(shown.contains("not yet significant"), "{shown}");
+    let closed = cli(&["close", "winback-cli"]);
+    assert!(closed.contains(", closed 20"), "{closed}");
+    // Errors come back in words, with a failing exit status.
+    let missing = Command::new(patron_tests::patron_binary())
+        .args(["campaign", "show", "nope", "--url", &server.url])
+        .env("PATRON_TOKEN", "marketer-secret-0123456789")
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(patron_tests::transcript(&missing).contains("404: no campaign \"nope\""), "{}", patron_tests::transcript(&missing));
+}
