@@ -339,5 +339,55 @@ fn the_campaign_cli_walks_a_campaign_through_with_the_campaign_role() {
         .output()
         .unwrap();
     assert!(!missing.status.success());
-    assert!(patron_tests::transcript(&missing).contains("404: no campaign \"nope\""), "{}", patron_tests::transcript(&missing));
+    assert!(
+        patron_tests::transcript(&missing).contains("404: no campaign \"nope\""),
+        "{}",
+        patron_tests::transcript(&missing)
+    );
+}
+
+/// `patron loadgen --campaign ID --responses SHARE` mixes responses for the
+/// campaign's treatment members into its stream; the server accepts every one.
+#[test]
+fn loadgen_mixes_campaign_responses_that_the_server_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = campaign_server(dir.path());
+    let out = dir.path().join("run.json");
+    let output = patron_tests::patron(&[
+        "loadgen",
+        "--url",
+        &server.url,
+        "--rate",
+        "4000",
+        "--duration",
+        "2s",
+        "--warmup",
+        "250ms",
+        "--batch",
+        "200",
+        "--customers",
+        "2000",
+        "--malformed",
+        "0",
+        "--duplicates",
+        "0",
+        "--campaign",
+        "winback-slt",
+        "--responses",
+        "0.05",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", patron_tests::transcript(&output));
+    let run: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(run["config"]["responses"]["campaign"], "winback-slt", "{run}");
+    assert_eq!(run["rejected"].as_u64(), Some(0), "every response is from a treatment member: {run}");
+    let stats = sql_csv(&server, "SELECT value FROM engine_stats WHERE name = 'events_refused_responses'");
+    assert_eq!(stats.trim(), "value\n2.0", "only the fixture's two refusals");
+    let delivered = sql_csv(
+        &server,
+        "SELECT count(*) AS n FROM campaign_members WHERE responded_at > TIMESTAMP '2026-12-01 00:00:00'",
+    );
+    let n: u64 = delivered.lines().nth(1).unwrap().parse().unwrap();
+    assert!(n >= 5, "the load's responses reached the members: {delivered}");
 }

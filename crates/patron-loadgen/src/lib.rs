@@ -66,6 +66,10 @@ pub struct LoadConfig {
     pub malformed_share: f64,
     /// Share of events sent a second time (each must count as a duplicate).
     pub duplicate_share: f64,
+    /// Campaign responses to mix in: the campaign, and their share of the
+    /// events. Each goes to a random treatment member of the campaign, read
+    /// from the server's `campaign_members` before the run (each must be accepted).
+    pub responses: Option<(String, f64)>,
     /// Time between freshness markers.
     pub marker_every: Duration,
     /// Bearer token with the ingest and query roles.
@@ -109,6 +113,7 @@ impl Default for LoadConfig {
             batch: 1_000,
             malformed_share: 0.001,
             duplicate_share: 0.001,
+            responses: None,
             marker_every: Duration::from_millis(100),
             token: None,
             server_pid: None,
@@ -319,7 +324,15 @@ struct Generator {
     malformed_sent: u64,
     duplicates_sent: u64,
     markers: u64,
+    /// The campaign and its treatment members, when responses are mixed in.
+    responders: Option<(String, Vec<String>)>,
+    responses_sent: u64,
 }
+
+/// What the mixed-in responses say, in proportion: most are deliveries,
+/// some opens and clicks, a few unsubscribes and bounces.
+const RESPONSE_MIX: [(&str, f64); 5] =
+    [("delivered", 0.6), ("opened", 0.25), ("clicked", 0.1), ("bounced", 0.04), ("unsubscribed", 0.01)];
 
 /// Malformed events of several kinds; every one must be rejected.
 const MALFORMED: [&str; 5] = [
@@ -351,6 +364,8 @@ impl Generator {
             malformed_sent: 0,
             duplicates_sent: 0,
             markers: 0,
+            responders: None,
+            responses_sent: 0,
             run,
         };
         generator.restart();
@@ -396,6 +411,30 @@ impl Generator {
         }
     }
 
+    /// A campaign response when `roll` (uniform, shifted past the other
+    /// mixed-in kinds) falls in the responses' share.
+    fn response(&mut self, roll: f64) -> Option<String> {
+        let share = self.config.responses.as_ref().map_or(0.0, |r| r.1);
+        if !(0.0..share).contains(&roll) {
+            return None;
+        }
+        let (campaign, members) = self.responders.as_ref().filter(|(_, m)| !m.is_empty())?;
+        let customer = &members[self.rng.random_range(0..members.len())];
+        let mut pick: f64 = self.rng.random();
+        let response = RESPONSE_MIX.iter().find(|(_, p)| {
+            pick -= p;
+            pick < 0.0
+        });
+        let response = response.map_or("delivered", |r| r.0);
+        self.responses_sent += 1;
+        Some(format!(
+            r#"{{"type":"campaign_response","event_id":"{}-resp{}","customer_id":"{customer}","timestamp":{},"campaign_id":"{campaign}","response":"{response}"}}"#,
+            self.run,
+            self.responses_sent,
+            now_ms()
+        ))
+    }
+
     /// A batch with a marker first when `marker`.
     fn batch(&mut self, scheduled: Instant, marker: bool) -> Batch {
         let mut batch = self.unmarked_batch(scheduled, marker as u64);
@@ -422,6 +461,8 @@ impl Generator {
                 let kind = MALFORMED[self.malformed_sent as usize % MALFORMED.len()];
                 let line = kind.replace("EID", &format!("{}-bad{}", self.run, self.malformed_sent));
                 self.malformed_sent += 1;
+                push(&mut body, &mut events, &line);
+            } else if let Some(line) = self.response(roll - self.config.malformed_share - self.config.duplicate_share) {
                 push(&mut body, &mut events, &line);
             } else if roll < self.config.malformed_share + self.config.duplicate_share && !self.recent.is_empty() {
                 let i = self.rng.random_range(0..self.recent.len());
@@ -457,6 +498,23 @@ struct WorkerTotals {
     rejected: u64,
     overload_retries: u64,
     failed: u64,
+}
+
+/// The treatment members of `campaign`, from the server's `campaign_members`.
+fn treatment_members(config: &LoadConfig, campaign: &str) -> Result<Vec<String>, LoadError> {
+    let url = format!("{}/v1/sql", config.url.trim_end_matches('/'));
+    let sql = format!(
+        "SELECT customer_id FROM campaign_members WHERE campaign_id = '{}' AND \"group\" = 'treatment'",
+        campaign.replace('\'', "''")
+    );
+    let unreachable = |reason: String| LoadError::Unreachable { url: url.clone(), reason };
+    let rows: Vec<serde_json::Value> = authorised(agent().post(&url), config.token.as_deref())
+        .set("Accept", "application/json")
+        .send_string(&sql)
+        .map_err(|e| unreachable(e.to_string()))?
+        .into_json()
+        .map_err(|e| unreachable(e.to_string()))?;
+    Ok(rows.iter().filter_map(|r| r["customer_id"].as_str().map(str::to_owned)).collect())
 }
 
 fn agent() -> ureq::Agent {
@@ -642,6 +700,21 @@ pub fn run(config: &LoadConfig, live: &Live) -> Result<LoadReport, LoadError> {
     }
     let health = format!("{}/health", config.url.trim_end_matches('/'));
     agent().get(&health).call().map_err(|e| LoadError::Unreachable { url: health.clone(), reason: e.to_string() })?;
+    let responders = match &config.responses {
+        Some((campaign, share)) => {
+            if !(0.0..0.5).contains(share) {
+                return Err(LoadError::Config("--responses is a share below 0.5".into()));
+            }
+            let members = treatment_members(config, campaign)?;
+            if members.is_empty() {
+                return Err(LoadError::Config(format!(
+                    "campaign {campaign:?} has no treatment members on the server to send responses for"
+                )));
+            }
+            Some((campaign.clone(), members))
+        }
+        None => None,
+    };
     let (batch_tx, batch_rx) = bounded::<Batch>(config.connections * 2);
     let (marker_tx, marker_rx) = unbounded();
     let done_sending = AtomicBool::new(false);
@@ -649,6 +722,7 @@ pub fn run(config: &LoadConfig, live: &Live) -> Result<LoadReport, LoadError> {
     let timeline = Mutex::new(Vec::new());
     let peak_rss = AtomicU64::new(0);
     let mut generator = Generator::new(config);
+    generator.responders = responders;
     let run_id = generator.run.clone();
     let prebuilt = prebuild(&mut generator, config, live);
     let prebuilt_events: u64 = prebuilt.iter().map(|b| b.events).sum();
@@ -850,6 +924,31 @@ mod tests {
         let (bad, dup) = (generator.malformed_sent, generator.duplicates_sent);
         assert!((50..=160).contains(&bad) && (40..=160).contains(&dup), "{bad} malformed, {dup} duplicates");
         assert!(batch.body.contains(r#""currency":"XYZ""#) && batch.body.contains(r#""quantity":0"#));
+    }
+
+    #[test]
+    fn campaign_responses_are_mixed_in_at_their_share_for_treatment_members_only() {
+        let config = LoadConfig {
+            batch: 4000,
+            malformed_share: 0.0,
+            duplicate_share: 0.0,
+            responses: Some(("winback".into(), 0.1)),
+            ..LoadConfig::default()
+        };
+        let mut generator = Generator::new(&config);
+        let members: Vec<String> = (0..50).map(|i| format!("member-{i}")).collect();
+        generator.responders = Some(("winback".into(), members.clone()));
+        let batch = generator.batch(Instant::now(), false);
+        let responses: Vec<&str> = batch.body.lines().filter(|l| l.contains("campaign_response")).collect();
+        assert!((300..=500).contains(&responses.len()), "{} responses in 4000 events", responses.len());
+        for line in &responses {
+            let customer = line.split("\"customer_id\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap();
+            assert!(members.iter().any(|m| m == customer), "{line}");
+            assert!(line.contains("\"campaign_id\":\"winback\""), "{line}");
+        }
+        assert!(
+            responses.iter().any(|l| l.contains("\"opened\"")) && responses.iter().any(|l| l.contains("\"delivered\""))
+        );
     }
 
     #[test]

@@ -154,6 +154,13 @@ pub(crate) struct LoadgenArgs {
     /// Share of events sent twice (each must come back as a duplicate).
     #[arg(long, value_name = "SHARE", default_value_t = 0.001)]
     pub(crate) duplicates: f64,
+    /// Mix in campaign responses for this campaign's treatment members (read
+    /// from the server before the run), at --responses share of the events.
+    #[arg(long, value_name = "ID", requires = "responses")]
+    pub(crate) campaign: Option<String>,
+    /// Share of events that are campaign responses (with --campaign).
+    #[arg(long, value_name = "SHARE", requires = "campaign")]
+    pub(crate) responses: Option<f64>,
     /// Time between freshness markers.
     #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = units::duration)]
     pub(crate) marker_every: Duration,
