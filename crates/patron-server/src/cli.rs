@@ -298,7 +298,8 @@ pub(crate) enum SimilarityArg {
 )]
 pub(crate) struct QueryArgs {
     /// The SQL statement (one; read-only). Tables: customers, recommendations,
-    /// similar_products, products, model_params, rejected_events, engine_stats.
+    /// similar_products, products, model_params, model_quality, rejected_events,
+    /// campaigns, campaign_members, campaign_results, engine_stats.
     #[arg(value_name = "SQL")]
     pub(crate) sql: String,
     /// Base URL of a running server.

@@ -170,7 +170,7 @@ impl Collector for EngineFigures {
         sample(
             &mut out,
             "patron_events_rejected",
-            "Events rejected by validation or refused as beyond the deduplication horizon.",
+            "Events rejected by validation, refused as beyond the deduplication horizon, or campaign responses refused.",
             &counter(self.rejected.total()),
         )?;
         let (remembered, dedup_bytes) = e.dedup_usage();
