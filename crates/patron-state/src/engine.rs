@@ -1533,30 +1533,17 @@ impl Engine {
                 max: wal.max_payload(),
             });
         }
-        let (tx, rx) = bounded(1);
-        let (senders, inner) = (self.senders.clone(), self.inner.clone());
         let shared = Arc::new(definition.clone());
-        wal.submit(payload, 1, move |result| {
-            // In log order: the members' earlier events reach their shards first.
-            let answer = result.map_err(StateError::Log).and_then(|_| {
-                inner.campaigns_mut().push((*shared).clone());
-                let per_shard = inner.seeds_per_shard(seeds);
-                let mut replies = Vec::with_capacity(senders.len());
-                for (sender, seeds) in senders.iter().zip(per_shard) {
-                    let (reply, added) = bounded(1);
-                    sender
-                        .send(ShardMessage::Campaign(shared.clone(), seeds, reply))
-                        .map_err(|_| StateError::ShardStopped)?;
-                    replies.push(added);
-                }
-                Ok(replies)
-            });
-            let _ = tx.send(answer);
-        })
-        .map_err(StateError::Log)?;
-        for added in rx.recv().map_err(|_| StateError::LogStopped)?? {
-            added.recv().map_err(|_| StateError::ShardStopped)?;
-        }
+        // The members' earlier events reach their shards first.
+        self.log_and_tell_shards(wal, payload, move |inner, replies| {
+            inner.campaigns_mut().push((*shared).clone());
+            let per_shard = inner.seeds_per_shard(seeds);
+            per_shard
+                .into_iter()
+                .zip(replies)
+                .map(|(seeds, reply)| ShardMessage::Campaign(shared.clone(), seeds, reply))
+                .collect()
+        })?;
         crash_point("campaign-created");
         Ok(definition)
     }
@@ -1583,29 +1570,39 @@ impl Engine {
         };
         let mut payload = CLOSE_CAMPAIGN_PREFIX.to_vec();
         campaigns::encode_close(&close, &mut payload);
+        self.log_and_tell_shards(wal, payload, move |inner, replies| {
+            inner.close_in_registry(&close);
+            replies.into_iter().map(|reply| ShardMessage::CloseCampaign(close.campaign_id.clone(), reply)).collect()
+        })?;
+        self.campaign(campaign_id).ok_or_else(|| StateError::UnknownCampaign(campaign_id.to_owned()))
+    }
+
+    /// Logs `payload`; once it is durable, in log order, `in_log_order` makes
+    /// one message per shard (each with its shard's reply channel), which are
+    /// sent; returns once every shard has answered.
+    fn log_and_tell_shards(
+        &self,
+        wal: &Wal,
+        payload: Vec<u8>,
+        in_log_order: impl FnOnce(&Inner, Vec<Sender<()>>) -> Vec<ShardMessage> + Send + 'static,
+    ) -> Result<()> {
         let (tx, rx) = bounded(1);
         let (senders, inner) = (self.senders.clone(), self.inner.clone());
-        let id = close.campaign_id.clone();
         wal.submit(payload, 1, move |result| {
             let answer = result.map_err(StateError::Log).and_then(|_| {
-                inner.close_in_registry(&close);
-                let mut replies = Vec::with_capacity(senders.len());
-                for sender in &senders {
-                    let (reply, closed) = bounded(1);
-                    sender
-                        .send(ShardMessage::CloseCampaign(id.clone(), reply))
-                        .map_err(|_| StateError::ShardStopped)?;
-                    replies.push(closed);
+                let (replies, answers): (Vec<_>, Vec<_>) = senders.iter().map(|_| bounded(1)).unzip();
+                for (sender, message) in senders.iter().zip(in_log_order(&inner, replies)) {
+                    sender.send(message).map_err(|_| StateError::ShardStopped)?;
                 }
-                Ok(replies)
+                Ok(answers)
             });
             let _ = tx.send(answer);
         })
         .map_err(StateError::Log)?;
-        for closed in rx.recv().map_err(|_| StateError::LogStopped)?? {
-            closed.recv().map_err(|_| StateError::ShardStopped)?;
+        for answer in rx.recv().map_err(|_| StateError::LogStopped)?? {
+            answer.recv().map_err(|_| StateError::ShardStopped)?;
         }
-        self.campaign(campaign_id).ok_or_else(|| StateError::UnknownCampaign(campaign_id.to_owned()))
+        Ok(())
     }
 
     /// Every campaign, in creation order.
