@@ -21,6 +21,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["patron-model", "patron-score", "patron-campaign", "patron-recs", "patron-storage", "patron-wal"],
     ),
     ("patron-ingest", &["patron-model"]),
+    ("patron-sources", &[]),
     ("patron-sql", &["patron-model", "patron-score", "patron-campaign", "patron-state"]),
     ("patron-loadgen", &["patron-workload"]),
     (
@@ -34,6 +35,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "patron-workload",
             "patron-state",
             "patron-ingest",
+            "patron-sources",
             "patron-sql",
             "patron-loadgen",
         ],

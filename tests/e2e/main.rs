@@ -13,6 +13,7 @@ mod loadgen;
 mod recs;
 mod serve;
 mod settings;
+mod sources;
 mod sql;
 mod status_page;
 mod tls;

@@ -25,7 +25,9 @@ use futures_util::StreamExt;
 use patron_model::{Event, EventError, MAX_EVENT_DEPTH, SinkError, Validator, check_depth, truncate_message};
 use serde_json::{Value, json};
 
-use super::{AppState, error, with_retry_after};
+use patron_sources::Source;
+
+use super::{AppState, error, sources, with_retry_after};
 use crate::rejected::RejectedEvent;
 
 /// Rejections of one body described in its answer (the rest are counted).
@@ -53,6 +55,7 @@ const BODY_TOTAL_TIMEOUT: Duration = Duration::from_secs(60);
 const PRESIZED_AT_MOST: usize = 4 << 20;
 
 /// A decoded body: valid events, how many were rejected, and the first rejections described.
+#[derive(Default)]
 pub(crate) struct Decoded {
     pub(crate) events: Vec<Event>,
     /// Each event's position in the body.
@@ -85,18 +88,21 @@ impl Decoded {
     }
 
     /// Keeps the event decoded from `raw` at `index`, or its rejection.
-    fn one(&mut self, index: usize, raw: &[u8], decoded: Result<Event, EventError>) {
+    pub(crate) fn one(&mut self, index: usize, raw: &[u8], decoded: Result<Event, EventError>) {
         match decoded {
             Ok(e) => {
                 self.events.push(e);
                 self.positions.push(index);
             }
-            Err(e) => {
-                self.rejected_count += 1;
-                if self.rejected.len() < DETAILED_REJECTIONS {
-                    self.rejected.push(RejectedEvent::new("http", index as u64, e.to_string(), raw));
-                }
-            }
+            Err(e) => self.reject(index, e.to_string(), raw),
+        }
+    }
+
+    /// Counts a rejection of `raw` at `index`, kept in detail up to [`DETAILED_REJECTIONS`].
+    pub(crate) fn reject(&mut self, index: usize, reason: String, raw: &[u8]) {
+        self.rejected_count += 1;
+        if self.rejected.len() < DETAILED_REJECTIONS {
+            self.rejected.push(RejectedEvent::new("http", index as u64, reason, raw));
         }
     }
 }
@@ -398,11 +404,45 @@ fn unsupported_encoding(headers: &HeaderMap) -> Option<String> {
     (!text.eq_ignore_ascii_case("identity")).then(|| text.to_owned())
 }
 
+/// The query string of `POST /v1/events`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IngestQuery {
+    /// The body is in a source's format (`segment`, `ga4`, `shopify`, `snowplow`).
+    source: Option<String>,
+}
+
+/// Header naming the body's source, for senders that cannot add a query string.
+const SOURCE_HEADER: &str = "x-patron-source";
+
+/// The source a request names by `?source=` or the [`SOURCE_HEADER`] header.
+fn requested_source(query: &IngestQuery, headers: &HeaderMap) -> Result<Option<Source>, Response> {
+    let named =
+        query.source.clone().or_else(|| headers.get(SOURCE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned));
+    match named {
+        None => Ok(None),
+        Some(name) => Source::parse(&name).map(Some).ok_or_else(|| {
+            let known: Vec<&str> = Source::ALL.iter().map(|s| s.as_str()).collect();
+            error(
+                StatusCode::BAD_REQUEST,
+                "unknown_source",
+                format!("source {:?} is not one of {}", truncate_message(name, 64), known.join(", ")),
+            )
+        }),
+    }
+}
+
 pub(crate) async fn post_events(
     State(state): State<std::sync::Arc<AppState>>,
+    query: Result<axum::extract::Query<IngestQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let source =
+        match super::query(query).map_err(IntoResponse::into_response).and_then(|q| requested_source(&q, &headers)) {
+            Ok(source) => source,
+            Err(response) => return response,
+        };
     if let Some(failure) = state.engine().failure() {
         return with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "shard_failed", failure.to_string()), 5);
     }
@@ -434,7 +474,19 @@ pub(crate) async fn post_events(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-ndjson") || v.starts_with("application/jsonl"));
     let validator = Validator::new(state.currencies().clone());
-    let decoded = match decode_body_on_pool(bytes, ndjson, validator).await {
+    let (decoded, ignored) = match source {
+        Some(source) => {
+            let received_ms = patron_model::Timestamp::now().millis();
+            match tokio::task::spawn_blocking(move || sources::decode(&bytes, ndjson, source, &validator, received_ms))
+                .await
+            {
+                Ok(d) => (Ok(Ok(d.0)), Some(d.1)),
+                Err(e) => (Err(e), None),
+            }
+        }
+        None => (decode_body_on_pool(bytes, ndjson, validator).await, None),
+    };
+    let decoded = match decoded {
         Ok(Ok(d)) => d,
         Ok(Err(message)) => return error(StatusCode::BAD_REQUEST, "invalid_body", message),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
@@ -470,11 +522,14 @@ pub(crate) async fn post_events(
                 state.rejected().record(outcome.refused.len() as u64, refused);
             }
             let answered: Vec<Value> = rejected.iter().map(|(i, e)| json!({"index": i, "error": e})).collect();
-            axum::Json(json!({
+            let mut answer = json!({
                 "accepted": outcome.accepted, "duplicates": outcome.duplicates, "rejected": answered,
                 "rejected_count": invalid_count + outcome.refused.len(),
-            }))
-            .into_response()
+            });
+            if let (Some(ignored), Some(fields)) = (ignored, answer.as_object_mut()) {
+                fields.insert("ignored".into(), ignored.into());
+            }
+            axum::Json(answer).into_response()
         }
         Ok(Err(SinkError::Overloaded { retry_after_ms })) => with_retry_after(
             error(StatusCode::TOO_MANY_REQUESTS, "overloaded", "the write-ahead log queue is full; retry later"),

@@ -2,7 +2,7 @@
 //!
 //! - [`events`]: `POST /v1/events` (one JSON object, a JSON array, or
 //!   NDJSON). The answer comes after the accepted events are durable and
-//!   applied.
+//!   applied. With `?source=`, [`sources`] reads the body in a source's format.
 //! - [`customers`]: `GET /v1/customers/{id}`, its recommendations, and
 //!   erasure (`DELETE`, admin).
 //! - [`sql`]: `POST /v1/sql`.
@@ -24,6 +24,7 @@ pub(crate) mod admin;
 pub(crate) mod campaigns;
 pub(crate) mod customers;
 pub(crate) mod events;
+pub(crate) mod sources;
 pub(crate) mod sql;
 
 use std::net::SocketAddr;
