@@ -103,3 +103,40 @@ fn a_pretty_printed_webhook_a_header_and_bad_records_get_specific_answers() {
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("unknown_source")), "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("segment, ga4, shopify, snowplow"), "{body}");
 }
+
+/// `patron replay --source` reads a file of source records as the endpoint
+/// does; `--source` on a CSV file is refused with the reason.
+#[test]
+fn replay_with_a_source_gives_the_customers_of_the_native_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let (from_file, native) = (server(dir.path(), "file"), server(dir.path(), "native"));
+    for (source, currency) in [("segment", "EUR"), ("shopify", "USD"), ("ga4", "GBP"), ("snowplow", "EUR")] {
+        let input = fixture(&format!("sources/{source}.ndjson"));
+        let output = patron_tests::patron(&[
+            "replay",
+            "--url",
+            &from_file.url,
+            "--input",
+            input.to_str().unwrap(),
+            "--source",
+            source,
+            "--currency",
+            currency,
+        ]);
+        let text = patron_tests::transcript(&output);
+        assert!(output.status.success() && text.contains(", 0 rejected by the server"), "{source}: {text}");
+        let expected = std::fs::read_to_string(fixture(&format!("sources/{source}.native.ndjson"))).unwrap();
+        let (status, body) = post(&native, "", "application/x-ndjson", &expected);
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(customers(&from_file), customers(&native));
+    let csv = fixture("cdnow/cdnow_transactions.csv");
+    let output =
+        patron_tests::patron(&["replay", "--url", &from_file.url, "--input", csv.to_str().unwrap(), "--source", "ga4"]);
+    assert!(!output.status.success());
+    assert!(
+        patron_tests::transcript(&output).contains("--source ga4 reads NDJSON records"),
+        "{}",
+        patron_tests::transcript(&output)
+    );
+}

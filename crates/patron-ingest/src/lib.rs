@@ -153,6 +153,26 @@ pub struct ReadOptions {
     pub format: Option<FileFormat>,
     /// Column roles for CSV and Parquet.
     pub mapping: ColumnMapping,
+    /// NDJSON records in a source's format (`patron_sources`), translated
+    /// into events before validation; `None`: Patron's own events.
+    pub source: Option<patron_sources::Source>,
+}
+
+/// The native events (wire JSON) of one source record; what it holds that
+/// is not e-commerce is dropped. A record that cannot be read or translated
+/// is an error naming the source's field.
+fn translate(source: patron_sources::Source, line: &[u8]) -> Result<Vec<String>, EventError> {
+    let record: serde_json::Value = serde_json::from_slice(line)
+        .map_err(|e| EventError::Json(patron_model::truncate_message(e.to_string(), 512)))?;
+    // A file has no arrival time: GA4 events without their own time are refused.
+    let translated = source.translate(&record, None).map_err(|e| match e.field() {
+        Some(field) => EventError::Field {
+            field: field.to_owned(),
+            reason: e.to_string().strip_prefix(&format!("{field}: ")).unwrap_or("").to_owned(),
+        },
+        None => EventError::Json(e.to_string()),
+    })?;
+    Ok(translated.events.into_iter().map(|e| e.to_string()).collect())
 }
 
 /// What reading a file did.
@@ -189,6 +209,16 @@ pub enum IngestError {
     /// Format not given and not guessable.
     #[error("cannot tell the format of {0} from its name; pass --format csv|ndjson|parquet")]
     UnknownFormat(PathBuf),
+    /// `--source` names records, which only NDJSON holds.
+    #[error("--source {adapter} reads NDJSON records, one a line, but {} is {format}", path.display())]
+    SourceNeedsNdjson {
+        /// The source's adapter.
+        adapter: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Its format.
+        format: &'static str,
+    },
     /// A required column role has no column.
     #[error("no {role} column found; name it with {flag} (columns: {})", available.join(", "))]
     MissingColumn {
@@ -285,6 +315,15 @@ pub fn ingest_file(
         .format
         .or_else(|| FileFormat::from_path(path))
         .ok_or_else(|| IngestError::UnknownFormat(path.into()))?;
+    if let Some(source) = options.source
+        && format != FileFormat::Ndjson
+    {
+        return Err(IngestError::SourceNeedsNdjson {
+            adapter: source.as_str(),
+            path: path.into(),
+            format: format.name(),
+        });
+    }
     let io = |source| IngestError::Io { path: path.into(), source };
     let file = File::open(path).map_err(io)?;
     let total = file.metadata().map_err(io)?.len();
@@ -308,9 +347,23 @@ pub fn ingest_file(
                     continue;
                 }
                 records += 1;
-                match validator.decode(trimmed) {
-                    Ok(event) => batcher.push(event)?,
-                    Err(e) => log.reject(position, e, String::from_utf8_lossy(trimmed).into_owned()),
+                let raw = || String::from_utf8_lossy(trimmed).into_owned();
+                match options.source {
+                    None => match validator.decode(trimmed) {
+                        Ok(event) => batcher.push(event)?,
+                        Err(e) => log.reject(position, e, raw()),
+                    },
+                    Some(source) => match translate(source, trimmed) {
+                        Ok(events) => {
+                            for native in events {
+                                match validator.decode(native.as_bytes()) {
+                                    Ok(event) => batcher.push(event)?,
+                                    Err(e) => log.reject(position, e, native),
+                                }
+                            }
+                        }
+                        Err(e) => log.reject(position, e, raw()),
+                    },
                 }
                 if records.is_multiple_of(65_536) {
                     tick();

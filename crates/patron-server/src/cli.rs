@@ -359,6 +359,10 @@ pub(crate) struct ReplayArgs {
     /// Input format (default: from the file name).
     #[arg(long, value_enum)]
     pub(crate) format: Option<FormatArg>,
+    /// The NDJSON records are in a source's format (segment, ga4, shopify,
+    /// snowplow) and are translated as `POST /v1/events?source=` does.
+    #[arg(long, value_name = "SOURCE", value_parser = units::source)]
+    pub(crate) source: Option<patron_sources::Source>,
     /// Currency of the file's amounts (must be the server's base currency or have a rate there).
     #[arg(long, value_name = "CODE", default_value = "EUR")]
     pub(crate) currency: String,
@@ -608,6 +612,10 @@ pub(crate) struct ScoreArgs {
     /// Input format (default: from the file name).
     #[arg(long, value_enum)]
     pub(crate) format: Option<FormatArg>,
+    /// The NDJSON records are in a source's format (segment, ga4, shopify,
+    /// snowplow) and are translated as `POST /v1/events?source=` does.
+    #[arg(long, value_name = "SOURCE", value_parser = units::source)]
+    pub(crate) source: Option<patron_sources::Source>,
     /// Directory for customers.parquet, recommendations.parquet and model_params.json.
     #[arg(long, value_name = "DIR", default_value = "patron-out")]
     pub(crate) out: PathBuf,

@@ -82,7 +82,11 @@ pub(crate) fn run(args: &EvalRecsArgs) -> Result<()> {
     let base = Currency::from_code(&args.currency)
         .with_context(|| format!("--currency {:?} is not an ISO 4217 code Patron knows", args.currency))?;
     let validator = Validator::new(CurrencyTable::only(base));
-    let options = ReadOptions { format: args.format.map(Into::into), mapping: args.mapping.to_mapping(base.code()) };
+    let options = ReadOptions {
+        format: args.format.map(Into::into),
+        mapping: args.mapping.to_mapping(base.code()),
+        source: None,
+    };
     let sink = Collect::default();
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} ({eta})")

@@ -151,7 +151,11 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<()> {
         latencies: Mutex::new(Vec::new()),
     };
     let validator = Validator::new(CurrencyTable::only(base));
-    let options = ReadOptions { format: args.format.map(Into::into), mapping: args.mapping.to_mapping(base.code()) };
+    let options = ReadOptions {
+        format: args.format.map(Into::into),
+        mapping: args.mapping.to_mapping(base.code()),
+        source: args.source,
+    };
     let report = ingest_file(&args.input, &options, &validator, &sink, &|read, total| {
         bar.set_message(format!("(read {} of {} bytes)", read, total));
     })

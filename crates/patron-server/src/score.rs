@@ -60,7 +60,11 @@ pub(crate) fn run(args: &ScoreArgs) -> Result<()> {
         ScoringConfig { model: args.model.into(), clv, time_unit: args.time_unit.into(), ..ScoringConfig::default() };
 
     let validator = Validator::new(currencies);
-    let options = ReadOptions { format: args.format.map(Into::into), mapping: args.mapping.to_mapping(base.code()) };
+    let options = ReadOptions {
+        format: args.format.map(Into::into),
+        mapping: args.mapping.to_mapping(base.code()),
+        source: args.source,
+    };
     let window = ObservationWindow { inner: SharedBook::default(), end, ignored: AtomicU64::new(0) };
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{spinner} reading {msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({eta})")

@@ -159,6 +159,14 @@ pub(crate) fn day(text: &str) -> Result<i32, String> {
         .ok_or_else(|| format!("{text:?} is not a date (YYYY-MM-DD)"))
 }
 
+/// A source named by `--source` (`segment`, `ga4`, `shopify`, `snowplow`).
+pub(crate) fn source(text: &str) -> Result<patron_sources::Source, String> {
+    patron_sources::Source::parse(text).ok_or_else(|| {
+        let known: Vec<&str> = patron_sources::Source::ALL.iter().map(|s| s.as_str()).collect();
+        format!("{text:?} is not one of {}", known.join(", "))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,8 @@
 //! - The customer is `user_id`, else `client_id` (a device, which is what GA4
 //!   has before a login).
 //! - An event's time is its own `timestamp_micros`, else the request's, else
-//!   the time the request arrived (GA4's own rule).
+//!   the time the request arrived (GA4's own rule); read from a file, where
+//!   nothing arrived, an event without a time is refused.
 //! - `purchase` is a purchase with id `params.transaction_id`, value
 //!   `params.value` (else the items' prices times quantities) and currency
 //!   `params.currency`; items take `item_id` (else `item_name`),
@@ -20,7 +21,7 @@ use crate::{SourceError, Translation, amount_at, at, first_id, id_at};
 
 pub(crate) fn translate(
     request: &Map<String, Value>,
-    received_ms: i64,
+    received_ms: Option<i64>,
     out: &mut Translation,
 ) -> Result<(), SourceError> {
     let events =
@@ -42,7 +43,8 @@ pub(crate) fn translate(
         let at_ms = micros_to_ms(event, "timestamp_micros")
             .map_err(|e| prefixed(e, i))?
             .or(request_time)
-            .unwrap_or(received_ms);
+            .or(received_ms)
+            .ok_or_else(|| SourceError::Missing(field("timestamp_micros")))?;
         let params =
             at(event, "params").and_then(Value::as_object).ok_or_else(|| SourceError::Missing(field("params")))?;
         let transaction = id_at(params, "transaction_id")

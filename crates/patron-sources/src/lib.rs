@@ -58,8 +58,9 @@ impl Source {
     }
 
     /// The Patron events one record stands for. `received_ms` is when the
-    /// record arrived: GA4 dates events without a timestamp by it, as GA4 does.
-    pub fn translate(self, record: &Value, received_ms: i64) -> Result<Translation, SourceError> {
+    /// record arrived: GA4 dates events without a timestamp by it, as GA4
+    /// does (`None`, as for a file: such events are refused).
+    pub fn translate(self, record: &Value, received_ms: Option<i64>) -> Result<Translation, SourceError> {
         let object = record.as_object().ok_or_else(|| SourceError::NotAnObject(kind_of(record)))?;
         let mut out = Translation::default();
         match self {
@@ -209,7 +210,7 @@ mod tests {
 
     #[test]
     fn a_record_that_is_not_an_object_is_refused_with_what_it_is() {
-        let err = Source::Segment.translate(&serde_json::json!([1]), 0).unwrap_err();
+        let err = Source::Segment.translate(&serde_json::json!([1]), None).unwrap_err();
         assert_eq!(err.to_string(), "expected a JSON object, got an array");
     }
 

@@ -20,7 +20,7 @@ fn fixture(name: &str) -> Vec<Value> {
 fn translate(source: Source) -> (Vec<Value>, Vec<String>) {
     let (mut events, mut ignored) = (Vec::new(), Vec::new());
     for record in fixture(&format!("{}.ndjson", source.as_str())) {
-        let t = source.translate(&record, 1_795_000_000_000).unwrap();
+        let t = source.translate(&record, Some(1_795_000_000_000)).unwrap();
         events.extend(t.events);
         ignored.extend(t.ignored);
     }
@@ -58,9 +58,11 @@ fn snowplow_transaction_becomes_a_purchase_and_its_items_are_ignored() {
 #[test]
 fn a_ga4_event_without_its_own_time_takes_the_requests_or_the_arrival() {
     let request = json!({"client_id":"c-1","events":[{"name":"purchase","params":{"transaction_id":"t-1","value":5}}]});
-    let t = Source::Ga4.translate(&request, 1_795_000_000_000).unwrap();
+    let t = Source::Ga4.translate(&request, Some(1_795_000_000_000)).unwrap();
     assert_eq!(t.events[0]["timestamp"], 1_795_000_000_000i64);
     assert_eq!(t.events[0]["customer_id"], "c-1", "the device id when there is no user id");
+    let err = Source::Ga4.translate(&request, None).unwrap_err();
+    assert_eq!(err.to_string(), "events[0].timestamp_micros: missing", "a file has no arrival time");
 }
 
 #[test]
@@ -103,7 +105,7 @@ fn what_cannot_be_attributed_is_refused_naming_the_sources_field() {
         ),
     ];
     for (source, record, expected) in cases {
-        let err: SourceError = source.translate(&record, 0).unwrap_err();
+        let err: SourceError = source.translate(&record, Some(0)).unwrap_err();
         assert!(err.to_string().starts_with(expected), "{source:?}: {err}");
     }
 }

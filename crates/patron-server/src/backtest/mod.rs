@@ -104,7 +104,11 @@ pub(crate) fn run(args: &BacktestArgs) -> Result<()> {
         ..ScoringConfig::default()
     };
     let validator = Validator::new(currencies);
-    let options = ReadOptions { format: args.format.map(Into::into), mapping: args.mapping.to_mapping(base.code()) };
+    let options = ReadOptions {
+        format: args.format.map(Into::into),
+        mapping: args.mapping.to_mapping(base.code()),
+        source: None,
+    };
 
     let first = Periods::new(&[(None, calibration_end), (Some(calibration_end), holdout_end)]);
     let report = read(args, &options, &validator, &first, "calibration and holdout")?;

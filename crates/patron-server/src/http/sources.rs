@@ -44,8 +44,8 @@ pub(crate) fn decode(
     let mut out = Decoded::default();
     let mut ignored = 0;
     for (index, (record, raw)) in records(body, ndjson).into_iter().enumerate() {
-        let translated =
-            record.and_then(|r| source.translate(&r, received_ms).map_err(|e| format!("{} {e}", source.as_str())));
+        let translated = record
+            .and_then(|r| source.translate(&r, Some(received_ms)).map_err(|e| format!("{} {e}", source.as_str())));
         match translated {
             Ok(translation) => {
                 ignored += translation.ignored.len();
