@@ -326,22 +326,39 @@ impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
 }
 
 /// An event as read, before validation (by [`crate::event_scan`] or serde_json).
+///
+/// Each accepted spelling of a field has a slot of its own, so valid JSON
+/// that sends two of them (Segment sends `product_id` and `sku`) is never
+/// refused: the canonical spelling wins, then the others in the order the
+/// accessors list them ([`Self::customer`], [`RawItem::product`], …).
 #[derive(Debug, Deserialize, PartialEq)]
 pub(crate) struct RawEvent<'a> {
     #[serde(rename = "type", borrow)]
     pub(crate) kind: Option<Scalar<'a>>,
-    #[serde(borrow, alias = "eventId")]
+    #[serde(borrow)]
     pub(crate) event_id: Option<Scalar<'a>>,
-    #[serde(borrow, alias = "userId", alias = "user_id", alias = "customerId")]
+    #[serde(borrow, rename = "eventId")]
+    pub(crate) event_id_camel: Option<Scalar<'a>>,
+    #[serde(borrow)]
     pub(crate) customer_id: Option<Scalar<'a>>,
-    #[serde(borrow, alias = "orderId")]
+    #[serde(borrow, rename = "customerId")]
+    pub(crate) customer_id_camel: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub(crate) user_id: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "userId")]
+    pub(crate) user_id_camel: Option<Scalar<'a>>,
+    #[serde(borrow)]
     pub(crate) order_id: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "orderId")]
+    pub(crate) order_id_camel: Option<Scalar<'a>>,
     #[serde(borrow)]
     pub(crate) timestamp: Option<Scalar<'a>>,
     #[serde(borrow)]
     pub(crate) currency: Option<Scalar<'a>>,
-    #[serde(borrow, alias = "products")]
+    #[serde(borrow)]
     pub(crate) items: Option<BoundedItems<'a>>,
+    #[serde(borrow)]
+    pub(crate) products: Option<BoundedItems<'a>>,
     #[serde(borrow)]
     pub(crate) revenue: Option<Scalar<'a>>,
     #[serde(borrow)]
@@ -351,22 +368,72 @@ pub(crate) struct RawEvent<'a> {
     pub(crate) acquisition_cost: Option<Scalar<'a>>,
     #[serde(borrow)]
     pub(crate) acquisition_channel: Option<Scalar<'a>>,
-    #[serde(borrow, alias = "campaignId")]
+    #[serde(borrow)]
     pub(crate) campaign_id: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "campaignId")]
+    pub(crate) campaign_id_camel: Option<Scalar<'a>>,
     #[serde(borrow)]
     pub(crate) response: Option<Scalar<'a>>,
 }
 
+/// The first slot of `slots` that was sent (else the first, empty).
+fn first_sent<'s, T>(slots: [&'s Option<T>; N_SPELLINGS]) -> &'s Option<T> {
+    slots.iter().copied().find(|s| s.is_some()).unwrap_or(slots[0])
+}
+
+/// Most spellings one field accepts.
+const N_SPELLINGS: usize = 4;
+
+impl<'a> RawEvent<'a> {
+    /// `event_id`, else `eventId`.
+    fn event(&self) -> &Option<Scalar<'a>> {
+        first_sent([&self.event_id, &self.event_id_camel, &None, &None])
+    }
+
+    /// `customer_id`, else `customerId`, `user_id`, `userId`.
+    fn customer(&self) -> &Option<Scalar<'a>> {
+        first_sent([&self.customer_id, &self.customer_id_camel, &self.user_id, &self.user_id_camel])
+    }
+
+    /// `order_id`, else `orderId`.
+    fn order(&self) -> &Option<Scalar<'a>> {
+        first_sent([&self.order_id, &self.order_id_camel, &None, &None])
+    }
+
+    /// `items`, else `products`.
+    fn lines(&self) -> &Option<BoundedItems<'a>> {
+        first_sent([&self.items, &self.products, &None, &None])
+    }
+
+    /// `campaign_id`, else `campaignId`.
+    fn campaign(&self) -> &Option<Scalar<'a>> {
+        first_sent([&self.campaign_id, &self.campaign_id_camel, &None, &None])
+    }
+}
+
 #[derive(Debug, Deserialize, PartialEq)]
 pub(crate) struct RawItem<'a> {
-    #[serde(borrow, alias = "item_id", alias = "sku", alias = "productId")]
+    #[serde(borrow)]
     pub(crate) product_id: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "productId")]
+    pub(crate) product_id_camel: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub(crate) item_id: Option<Scalar<'a>>,
+    #[serde(borrow)]
+    pub(crate) sku: Option<Scalar<'a>>,
     #[serde(borrow)]
     pub(crate) category: Option<Scalar<'a>>,
     #[serde(borrow)]
     pub(crate) quantity: Option<Scalar<'a>>,
     #[serde(borrow)]
     pub(crate) price: Option<Scalar<'a>>,
+}
+
+impl<'a> RawItem<'a> {
+    /// `product_id`, else `productId`, `item_id`, `sku`.
+    fn product(&self) -> &Option<Scalar<'a>> {
+        first_sent([&self.product_id, &self.product_id_camel, &self.item_id, &self.sku])
+    }
 }
 
 /// The items of one purchase, refused while decoding once there are more than
@@ -585,15 +652,15 @@ impl Validator {
     fn validate(&self, raw: RawEvent<'_>) -> Result<Event, EventError> {
         let kind_cow = required(&raw.kind, "type")?;
         let kind_text: &str = &kind_cow;
-        let customer_id = id(&raw.customer_id, "customer_id", CustomerId::new)?;
-        let order_id_text = raw.order_id.as_ref().map(Scalar::text);
+        let customer_id = id(raw.customer(), "customer_id", CustomerId::new)?;
+        let order_id_text = raw.order().as_ref().map(Scalar::text);
         let order_id = order_id_text.as_deref();
         if let Some(order) = order_id {
             check_id_text(order, "order_id")?;
         }
-        let event_id = match (&raw.event_id, order_id, kind_text) {
+        let event_id = match (raw.event(), order_id, kind_text) {
             (None, Some(order), "purchase") => EventId::new(order).map_err(|r| EventError::field("order_id", r))?,
-            _ => id(&raw.event_id, "event_id", EventId::new)?,
+            _ => id(raw.event(), "event_id", EventId::new)?,
         };
         let timestamp = self.timestamp(&raw.timestamp)?;
         let currency = match &raw.currency {
@@ -626,7 +693,7 @@ impl Validator {
             "purchase" => {
                 let mut items = Vec::new();
                 let mut line_total_sum: Option<i64> = Some(0);
-                for (i, item) in raw.items.iter().flat_map(|items| &items.0).enumerate() {
+                for (i, item) in raw.lines().iter().flat_map(|items| &items.0).enumerate() {
                     // Field names get their `items[i].` prefix only when there is an error.
                     let item = Self::line_item(item, &to_base).map_err(|e| e.in_item(i))?;
                     let (item, line_total) = item;
@@ -694,7 +761,7 @@ impl Validator {
                 )
             })?),
             "campaign_response" => {
-                let campaign_id = required(&raw.campaign_id, "campaign_id")?;
+                let campaign_id = required(raw.campaign(), "campaign_id")?;
                 if campaign_id.trim().is_empty() {
                     return Err(EventError::field("campaign_id", "is empty"));
                 }
@@ -760,7 +827,7 @@ impl Validator {
         item: &RawItem<'_>,
         to_base: &impl Fn(&Decimal, &str) -> Result<i64, EventError>,
     ) -> Result<(LineItem, Option<i64>), EventError> {
-        let product_id = id(&item.product_id, "product_id", ProductId::new)?;
+        let product_id = id(item.product(), "product_id", ProductId::new)?;
         let category = match &item.category {
             Some(c) if !c.text().trim().is_empty() => {
                 check_id_text(&c.text(), "category")?;
@@ -980,6 +1047,20 @@ mod tests {
         match decode(json) {
             Err(EventError::Field { field, .. }) => field,
             other => panic!("expected a field error for {json}, got {other:?}"),
+        }
+    }
+
+    /// Issue 20: Segment sends `product_id` and `sku` together, and a
+    /// tracker may send `customer_id` beside `userId`; valid JSON was refused
+    /// as "duplicate field". The canonical spelling wins.
+    #[test]
+    fn regression_two_spellings_of_a_field_take_the_canonical_one_instead_of_refusing_valid_json() {
+        let json = r#"{"type":"purchase","eventId":"e-2","event_id":"e-1","userId":"u-2","customer_id":"c-1","timestamp":"2026-11-23T10:15:00Z","products":[{"sku":"s-9","product_id":"p-1","price":"2"}],"items":[{"sku":"s-1","item_id":"i-1","price":"3"}]}"#;
+        for event in [decode(json).unwrap(), validator().decode_general(json.as_bytes()).unwrap()] {
+            assert_eq!((event.event_id.as_str(), event.customer_id.as_str()), ("e-1", "c-1"));
+            let EventKind::Purchase(p) = &event.kind else { panic!("{event:?}") };
+            assert_eq!(p.items.len(), 1, "items wins over products");
+            assert_eq!(p.items[0].product_id.as_str(), "i-1", "item_id wins over sku");
         }
     }
 

@@ -21,7 +21,7 @@
 use std::borrow::Cow;
 
 use crate::MAX_ITEMS_PER_EVENT;
-use crate::event::{BoundedItems, CUSTOMER_ID_FIELDS, Consent, RawEvent, RawItem, Scalar};
+use crate::event::{BoundedItems, Consent, RawEvent, RawItem, Scalar};
 
 /// The event in `text` if it has the common shape, else `None` (decode it
 /// with `serde_json`, which gives the same result or the error). Text is
@@ -33,16 +33,23 @@ pub(crate) fn scan_event(text: &str) -> Option<RawEvent<'_>> {
     (reader.at == text.len()).then_some(event)
 }
 
-/// Fields of an event, one bit each (aliases share their field's bit).
+/// Fields of an event, one bit each (each accepted spelling is a field of
+/// its own, as in [`RawEvent`]).
 #[derive(Clone, Copy)]
 enum Field {
     Kind,
     EventId,
+    EventIdCamel,
     CustomerId,
+    CustomerIdCamel,
+    UserId,
+    UserIdCamel,
     OrderId,
+    OrderIdCamel,
     Timestamp,
     Currency,
     Items,
+    Products,
     Revenue,
     Amount,
     Channels,
@@ -51,15 +58,21 @@ enum Field {
 fn event_field(key: &str) -> Option<Field> {
     Some(match key {
         "type" => Field::Kind,
-        "event_id" | "eventId" => Field::EventId,
-        "order_id" | "orderId" => Field::OrderId,
+        "event_id" => Field::EventId,
+        "eventId" => Field::EventIdCamel,
+        "customer_id" => Field::CustomerId,
+        "customerId" => Field::CustomerIdCamel,
+        "user_id" => Field::UserId,
+        "userId" => Field::UserIdCamel,
+        "order_id" => Field::OrderId,
+        "orderId" => Field::OrderIdCamel,
         "timestamp" => Field::Timestamp,
         "currency" => Field::Currency,
-        "items" | "products" => Field::Items,
+        "items" => Field::Items,
+        "products" => Field::Products,
         "revenue" => Field::Revenue,
         "amount" => Field::Amount,
         "channels" => Field::Channels,
-        customer if CUSTOMER_ID_FIELDS.contains(&customer) => Field::CustomerId,
         _ => return None,
     })
 }
@@ -172,17 +185,24 @@ impl<'a> Reader<'a> {
         let mut event = RawEvent {
             kind: None,
             event_id: None,
+            event_id_camel: None,
             customer_id: None,
+            customer_id_camel: None,
+            user_id: None,
+            user_id_camel: None,
             order_id: None,
+            order_id_camel: None,
             timestamp: None,
             currency: None,
             items: None,
+            products: None,
             revenue: None,
             amount: None,
             channels: None,
             acquisition_cost: None,
             acquisition_channel: None,
             campaign_id: None,
+            campaign_id_camel: None,
             response: None,
         };
         let mut seen = 0u16;
@@ -196,13 +216,19 @@ impl<'a> Reader<'a> {
             match field {
                 Field::Kind => event.kind = Some(reader.scalar()?),
                 Field::EventId => event.event_id = Some(reader.scalar()?),
+                Field::EventIdCamel => event.event_id_camel = Some(reader.scalar()?),
                 Field::CustomerId => event.customer_id = Some(reader.scalar()?),
+                Field::CustomerIdCamel => event.customer_id_camel = Some(reader.scalar()?),
+                Field::UserId => event.user_id = Some(reader.scalar()?),
+                Field::UserIdCamel => event.user_id_camel = Some(reader.scalar()?),
                 Field::OrderId => event.order_id = Some(reader.scalar()?),
+                Field::OrderIdCamel => event.order_id_camel = Some(reader.scalar()?),
                 Field::Timestamp => event.timestamp = Some(reader.scalar()?),
                 Field::Currency => event.currency = Some(reader.scalar()?),
                 Field::Revenue => event.revenue = Some(reader.scalar()?),
                 Field::Amount => event.amount = Some(reader.scalar()?),
                 Field::Items => event.items = Some(reader.items()?),
+                Field::Products => event.products = Some(reader.items()?),
                 Field::Channels => event.channels = Some(reader.channels()?),
             }
             Some(())
@@ -229,10 +255,21 @@ impl<'a> Reader<'a> {
     }
 
     fn item(&mut self) -> Option<RawItem<'a>> {
-        let mut item = RawItem { product_id: None, category: None, quantity: None, price: None };
+        let mut item = RawItem {
+            product_id: None,
+            product_id_camel: None,
+            item_id: None,
+            sku: None,
+            category: None,
+            quantity: None,
+            price: None,
+        };
         self.members(|reader, key| {
             let slot = match key {
-                "product_id" | "item_id" | "sku" | "productId" => &mut item.product_id,
+                "product_id" => &mut item.product_id,
+                "productId" => &mut item.product_id_camel,
+                "item_id" => &mut item.item_id,
+                "sku" => &mut item.sku,
                 "category" => &mut item.category,
                 "quantity" => &mut item.quantity,
                 "price" => &mut item.price,
@@ -283,7 +320,7 @@ mod tests {
         std::str::from_utf8(json).ok().and_then(scan_event)
     }
 
-    const SHAPES: [&str; 8] = [
+    const SHAPES: [&str; 9] = [
         r#"{"type":"purchase","event_id":"o1","customer_id":"c1","timestamp":"2025-01-01T00:00:00Z","revenue":"5"}"#,
         r#"{"type":"purchase","event_id":"lg-1-o0","customer_id":"lg-1-c622317","timestamp":1701473775573,"items":[{"product_id":"p8","category":"cat8","quantity":1,"price":"32.51"},{"sku":"p9","quantity":2}]}"#,
         r#"{"type":"consent","event_id":"k1","customer_id":"c1","timestamp":1701473857863,"channels":{"email":false,"sms":true,"push":false}}"#,
@@ -293,6 +330,8 @@ mod tests {
         // Every other alias the reader knows, so that each is checked against serde's.
         r#"{"type":"purchase","event_id":"a","user_id":"u","timestamp":1,"items":[{"item_id":"i","quantity":1},{"productId":"p"}]}"#,
         r#"{"type":"purchase","event_id":"b","customerId":"u","order_id":"o","timestamp":1,"revenue":"2"}"#,
+        // Two spellings of one field each keep their own slot.
+        r#"{"type":"purchase","eventId":"c","event_id":"d","customer_id":"a","userId":"b","orderId":"o","products":[{"product_id":"p","sku":"s","productId":"q"}],"items":[]}"#,
     ];
 
     /// The shapes the fast path is for are read by it, and as serde_json reads them.
@@ -349,7 +388,6 @@ mod tests {
             r#"{"type":"purchase","revenue":-0}"#,
             r#"{"type":"purchase","revenue":0123}"#,
             r#"{"type":"purchase","revenue":1234567890123456789}"#,
-            r#"{"type":"purchase","customer_id":"a","userId":"b"}"#,
             r#"{"type":"purchase","type":"refund"}"#,
             r#"{"type":"purchase","source":"web"}"#,
             r#"{"type":"purchase","items":[{"sku":"a","sku":"b"}]}"#,
