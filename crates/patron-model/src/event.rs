@@ -249,6 +249,39 @@ pub enum EventError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Several fields are wrong: every one, in the order of the event's checks.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Several(Vec<EventError>),
+}
+
+/// The errors of one event, gathered so that all are reported at once.
+#[derive(Default)]
+struct Collected(Vec<EventError>);
+
+impl Collected {
+    /// The value, or `None` with its error kept.
+    fn keep<T>(&mut self, result: Result<T, EventError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(EventError::Several(errors)) => {
+                self.0.extend(errors);
+                None
+            }
+            Err(error) => {
+                self.0.push(error);
+                None
+            }
+        }
+    }
+
+    /// No error, one, or [`EventError::Several`].
+    fn into_error(mut self) -> Option<EventError> {
+        match self.0.len() {
+            0 => None,
+            1 => self.0.pop(),
+            _ => Some(EventError::Several(self.0)),
+        }
+    }
 }
 
 impl EventError {
@@ -264,10 +297,11 @@ impl EventError {
         }
     }
 
-    /// The offending field, if the error is about one.
+    /// The offending field, if the error is about one (the first, of several).
     pub fn field_name(&self) -> Option<&str> {
         match self {
             Self::Field { field, .. } => Some(field),
+            Self::Several(errors) => errors.first().and_then(Self::field_name),
             _ => None,
         }
     }
@@ -650,19 +684,41 @@ impl Validator {
     }
 
     fn validate(&self, raw: RawEvent<'_>) -> Result<Event, EventError> {
-        let kind_cow = required(&raw.kind, "type")?;
-        let kind_text: &str = &kind_cow;
-        let customer_id = id(raw.customer(), "customer_id", CustomerId::new)?;
+        // Every field is checked, and every error reported at once; what
+        // depends on a field in error (amounts on an unknown currency, the
+        // body on a missing type) is checked once that field is right.
+        let mut errors = Collected::default();
+        let kind_cow = errors.keep(required(&raw.kind, "type"));
+        let kind_text: &str = kind_cow.as_deref().unwrap_or("");
+        let customer_id = errors.keep(id(raw.customer(), "customer_id", CustomerId::new));
         let order_id_text = raw.order().as_ref().map(Scalar::text);
         let order_id = order_id_text.as_deref();
-        if let Some(order) = order_id {
-            check_id_text(order, "order_id")?;
-        }
-        let event_id = match (raw.event(), order_id, kind_text) {
-            (None, Some(order), "purchase") => EventId::new(order).map_err(|r| EventError::field("order_id", r))?,
-            _ => id(raw.event(), "event_id", EventId::new)?,
+        let order_ok = order_id.is_none_or(|order| errors.keep(check_id_text(order, "order_id")).is_some());
+        let event_id = errors.keep(match (raw.event(), order_id, kind_text) {
+            (None, Some(order), "purchase") => EventId::new(order).map_err(|r| EventError::field("order_id", r)),
+            _ => id(raw.event(), "event_id", EventId::new),
+        });
+        let timestamp = errors.keep(self.timestamp(&raw.timestamp));
+        let currency = errors.keep(self.currency(&raw));
+        let kind = match (&kind_cow, currency) {
+            (Some(_), Some(currency)) if order_ok => {
+                errors.keep(self.body(&raw, kind_text, currency, order_id, event_id.as_ref().map(EventId::as_str)))
+            }
+            _ => None,
         };
-        let timestamp = self.timestamp(&raw.timestamp)?;
+        match (errors.into_error(), customer_id, event_id, timestamp, kind) {
+            (None, Some(customer_id), Some(event_id), Some(timestamp), Some(kind)) => {
+                Ok(Event { event_id, customer_id, timestamp, kind })
+            }
+            (Some(error), ..) => Err(error),
+            // Every missing part pushed its error: not reached.
+            (None, ..) => Err(EventError::field("type", "missing")),
+        }
+    }
+
+    /// The currency of an event's amounts: the base unless it says, and one
+    /// with a rate to the base.
+    fn currency(&self, raw: &RawEvent<'_>) -> Result<Currency, EventError> {
         let currency = match &raw.currency {
             None => self.currencies.base,
             Some(s) => Currency::from_code(&s.text()).ok_or_else(|| {
@@ -678,10 +734,22 @@ impl Validator {
                 ),
             ));
         }
+        Ok(currency)
+    }
+
+    /// What an event of type `kind_text` says, its amounts in `currency`.
+    fn body(
+        &self,
+        raw: &RawEvent<'_>,
+        kind_text: &str,
+        currency: Currency,
+        order_id: Option<&str>,
+        event_id: Option<&str>,
+    ) -> Result<EventKind, EventError> {
         let to_base = |amount: &Decimal, field: &str| {
             self.currencies.to_base_minor(amount, currency).map_err(|r| EventError::field(field, r))
         };
-        let acquisition = Self::acquisition(&raw, &to_base)?;
+        let acquisition = Self::acquisition(raw, &to_base)?;
         if acquisition.is_some() && !matches!(kind_text, "purchase" | "customer") {
             let field = if raw.acquisition_cost.is_some() { "acquisition_cost" } else { "acquisition_channel" };
             return Err(EventError::field(
@@ -689,14 +757,18 @@ impl Validator {
                 format!("only a purchase or a customer event states an acquisition, not a {}", preview(kind_text)),
             ));
         }
-        let kind = match kind_text {
+        Ok(match kind_text {
             "purchase" => {
                 let mut items = Vec::new();
                 let mut line_total_sum: Option<i64> = Some(0);
+                let mut item_errors = Collected::default();
                 for (i, item) in raw.lines().iter().flat_map(|items| &items.0).enumerate() {
                     // Field names get their `items[i].` prefix only when there is an error.
-                    let item = Self::line_item(item, &to_base).map_err(|e| e.in_item(i))?;
-                    let (item, line_total) = item;
+                    let Some((item, line_total)) =
+                        item_errors.keep(Self::line_item(item, &to_base).map_err(|e| e.in_item(i)))
+                    else {
+                        continue;
+                    };
                     line_total_sum = match (line_total_sum, line_total) {
                         (Some(sum), Some(t)) => Some(sum.checked_add(t).filter(|s| *s <= MAX_AMOUNT_MINOR).ok_or_else(
                             || {
@@ -712,6 +784,9 @@ impl Validator {
                     };
                     items.push(item);
                 }
+                if let Some(error) = item_errors.into_error() {
+                    return Err(error);
+                }
                 let revenue_minor = match (&raw.revenue, line_total_sum) {
                     (Some(r), _) => to_base(&non_negative(r, "revenue")?, "revenue")?,
                     (None, Some(sum)) if !items.is_empty() => sum,
@@ -723,7 +798,7 @@ impl Validator {
                     }
                 };
                 EventKind::Purchase(Purchase {
-                    order_id: order_id.filter(|o| *o != event_id.as_str()).map(Into::into),
+                    order_id: order_id.filter(|o| Some(*o) != event_id).map(Into::into),
                     items,
                     revenue_minor,
                     acquisition,
@@ -787,8 +862,7 @@ impl Validator {
                     ),
                 ));
             }
-        };
-        Ok(Event { event_id, customer_id, timestamp, kind })
+        })
     }
 
     /// The acquisition an event states, if any: its cost in base minor units
@@ -1048,6 +1122,25 @@ mod tests {
             Err(EventError::Field { field, .. }) => field,
             other => panic!("expected a field error for {json}, got {other:?}"),
         }
+    }
+
+    /// Issue 20: GA4's shape sent as is was refused three times in a row,
+    /// one missing field per try. Every error of an event comes at once.
+    #[test]
+    fn regression_every_error_of_an_event_is_reported_at_once() {
+        let err = decode(r#"{"type":"purchase","currency":"XYZ"}"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "customer_id: missing; event_id: missing; timestamp: missing; currency: \"XYZ\" is not an ISO 4217 code Patron knows"
+        );
+        assert_eq!(err.field_name(), Some("customer_id"));
+        let items = r#"{"type":"purchase","event_id":"o","customer_id":"c","timestamp":"2026-11-23T10:15:00Z","items":[{"product_id":"","quantity":1},{"product_id":"p","quantity":0},{"product_id":"q","price":"-1"}]}"#;
+        let err = decode(items).unwrap_err();
+        let text = err.to_string();
+        for field in ["items[0].product_id", "items[1].quantity", "items[2].price"] {
+            assert!(text.contains(field), "{field} missing from {text}");
+        }
+        assert_eq!(decode(PURCHASE).map(|e| e.customer_id.as_str().to_owned()), Ok("c-42".to_owned()));
     }
 
     /// Issue 20: Segment sends `product_id` and `sku` together, and a
