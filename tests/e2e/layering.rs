@@ -20,7 +20,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "patron-state",
         &["patron-model", "patron-score", "patron-campaign", "patron-recs", "patron-storage", "patron-wal"],
     ),
-    ("patron-ingest", &["patron-model"]),
+    ("patron-ingest", &["patron-model", "patron-sources"]),
     ("patron-sources", &[]),
     ("patron-sql", &["patron-model", "patron-score", "patron-campaign", "patron-state"]),
     ("patron-loadgen", &["patron-workload"]),

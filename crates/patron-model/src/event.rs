@@ -397,7 +397,14 @@ pub(crate) struct RawEvent<'a> {
     pub(crate) revenue: Option<Scalar<'a>>,
     #[serde(borrow)]
     pub(crate) amount: Option<Scalar<'a>>,
-    pub(crate) channels: Option<Consent>,
+    #[serde(borrow)]
+    pub(crate) channels: Option<std::collections::BTreeMap<Cow<'a, str>, RawConsent<'a>>>,
+    #[serde(borrow)]
+    pub(crate) email: Option<RawConsent<'a>>,
+    #[serde(borrow)]
+    pub(crate) sms: Option<RawConsent<'a>>,
+    #[serde(borrow)]
+    pub(crate) push: Option<RawConsent<'a>>,
     #[serde(borrow)]
     pub(crate) acquisition_cost: Option<Scalar<'a>>,
     #[serde(borrow)]
@@ -408,6 +415,92 @@ pub(crate) struct RawEvent<'a> {
     pub(crate) campaign_id_camel: Option<Scalar<'a>>,
     #[serde(borrow)]
     pub(crate) response: Option<Scalar<'a>>,
+}
+
+/// One channel's consent as sent: a boolean, or a word (`granted`, `opted_out`…).
+#[derive(Debug, PartialEq)]
+pub(crate) enum RawConsent<'a> {
+    Flag(bool),
+    Word(Cow<'a, str>),
+    /// A number, an array or an object: read (a purchase may carry an
+    /// `email` object of its own), refused only where consent is expected.
+    Other(&'static str),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawConsent<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ConsentVisitor;
+        impl<'de> Visitor<'de> for ConsentVisitor {
+            type Value = RawConsent<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a boolean or a consent word")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(RawConsent::Flag(v))
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(RawConsent::Word(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawConsent::Word(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(RawConsent::Word(Cow::Owned(v)))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(RawConsent::Other("a number"))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(RawConsent::Other("a number"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(RawConsent::Other("a number"))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(RawConsent::Other("an array"))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+                Ok(RawConsent::Other("an object"))
+            }
+        }
+        deserializer.deserialize_any(ConsentVisitor)
+    }
+}
+
+/// The words read as consent given or refused (any case).
+const CONSENT_YES: [&str; 6] = ["true", "yes", "granted", "opted_in", "opt_in", "subscribed"];
+const CONSENT_NO: [&str; 7] = ["false", "no", "denied", "opted_out", "opt_out", "unsubscribed", "not_subscribed"];
+
+impl RawConsent<'_> {
+    /// The consent stated, or why the value is not one.
+    fn given(&self, field: &str) -> Result<bool, EventError> {
+        match self {
+            Self::Flag(b) => Ok(*b),
+            Self::Other(what) => {
+                Err(EventError::field(field, format!("expected true, false or a consent word, got {what}")))
+            }
+            Self::Word(w) => {
+                let word = w.trim().to_ascii_lowercase();
+                if CONSENT_YES.contains(&word.as_str()) {
+                    Ok(true)
+                } else if CONSENT_NO.contains(&word.as_str()) {
+                    Ok(false)
+                } else {
+                    Err(EventError::field(
+                        field,
+                        format!(
+                            "{} is not a consent: send true or false, or one of {} / {}",
+                            preview(w),
+                            CONSENT_YES.join(", "),
+                            CONSENT_NO.join(", ")
+                        ),
+                    ))
+                }
+            }
+        }
+    }
 }
 
 /// The first slot of `slots` that was sent (else the first, empty).
@@ -822,13 +915,7 @@ impl Validator {
                 }
                 EventKind::Refund(Refund { order_id: order_id.map(Into::into), amount_minor })
             }
-            "consent" => {
-                let channels = raw.channels.ok_or_else(|| EventError::field("channels", "missing"))?;
-                if channels == Consent::default() {
-                    return Err(EventError::field("channels", "names no channel (email, sms, push)"));
-                }
-                EventKind::Consent(channels)
-            }
+            "consent" => EventKind::Consent(Self::consent(raw)?),
             "customer" => EventKind::Customer(acquisition.ok_or_else(|| {
                 EventError::field(
                     "acquisition_cost",
@@ -863,6 +950,60 @@ impl Validator {
                 ));
             }
         })
+    }
+
+    /// The consent a `consent` event states, nested under `channels` or
+    /// flat (`"email": false`), as booleans or words; a flat field and the
+    /// same channel under `channels` must agree.
+    fn consent(raw: &RawEvent<'_>) -> Result<Consent, EventError> {
+        let mut errors = Collected::default();
+        let mut consent = Consent::default();
+        let mut stated = false;
+        for (name, value) in raw.channels.iter().flatten() {
+            let field = format!("channels.{name}");
+            let slot = match name.as_ref() {
+                "email" => &mut consent.email,
+                "sms" => &mut consent.sms,
+                "push" => &mut consent.push,
+                other => {
+                    errors.keep::<()>(Err(EventError::field(
+                        field,
+                        format!(
+                            "Patron keeps consent for email, sms and push; {} is not stored yet, so the event is refused rather than half applied",
+                            preview(other)
+                        ),
+                    )));
+                    continue;
+                }
+            };
+            *slot = errors.keep(value.given(&field));
+            stated = true;
+        }
+        for (name, flat, slot) in [
+            ("email", &raw.email, &mut consent.email),
+            ("sms", &raw.sms, &mut consent.sms),
+            ("push", &raw.push, &mut consent.push),
+        ] {
+            let Some(value) = flat else { continue };
+            stated = true;
+            match (errors.keep(value.given(name)), *slot) {
+                (Some(given), Some(nested)) if given != nested => {
+                    errors.keep::<()>(Err(EventError::field(
+                        name,
+                        format!("says {given} but channels.{name} says {nested}"),
+                    )));
+                }
+                (given @ Some(_), _) => *slot = given,
+                (None, _) => {}
+            }
+        }
+        if let Some(error) = errors.into_error() {
+            return Err(error);
+        }
+        if !stated || consent == Consent::default() {
+            return Err(EventError::field("channels", "missing: name at least one of email, sms, push"));
+        }
+        Ok(consent)
     }
 
     /// The acquisition an event states, if any: its cost in base minor units
@@ -1240,12 +1381,53 @@ mod tests {
         assert!(matches!(decode(&format!("{}{}", "[".repeat(20), "]".repeat(20))), Err(EventError::TooDeep { .. })));
         assert!(matches!(validator().decode(b"{\"type\":\"purchase\xff\"}"), Err(EventError::Json(_))));
         assert!(matches!(decode("{not json"), Err(EventError::Json(_))));
-        assert!(matches!(
-            decode(
+        assert_eq!(
+            field_of(
                 r#"{"type":"consent","event_id":"k","customer_id":"c","timestamp":1795000000000,"channels":{"fax":true}}"#
             ),
-            Err(EventError::Json(_))
-        ));
+            "channels.fax"
+        );
+    }
+
+    /// Issue 20: consent as people send it was refused: `"granted"` (a
+    /// boolean was expected), a flat `email: false`, and another channel
+    /// ("invalid JSON: unknown field", though the JSON was valid).
+    #[test]
+    fn regression_consent_words_and_the_flat_form_are_read_and_other_channels_get_a_field_error() {
+        let consent = |body: &str| {
+            decode(&format!(
+                r#"{{"type":"consent","event_id":"k","customer_id":"c","timestamp":1795000000000,{body}}}"#
+            ))
+        };
+        let kind = |body: &str| match consent(body) {
+            Ok(Event { kind: EventKind::Consent(c), .. }) => c,
+            other => panic!("{body}: {other:?}"),
+        };
+        assert_eq!(
+            kind(r#""channels":{"email":"granted","sms":"Opted_Out"}"#),
+            Consent { email: Some(true), sms: Some(false), push: None }
+        );
+        assert_eq!(
+            kind(r#""email":false,"push":"subscribed""#),
+            Consent { email: Some(false), sms: None, push: Some(true) }
+        );
+        assert_eq!(kind(r#""channels":{"email":true},"email":true"#).email, Some(true));
+        let conflict = consent(r#""channels":{"email":true},"email":"denied""#).unwrap_err();
+        assert_eq!(conflict.to_string(), "email: says false but channels.email says true");
+        let word = consent(r#""channels":{"email":"maybe"}"#).unwrap_err();
+        assert!(word.to_string().starts_with("channels.email: \"maybe\" is not a consent"), "{word}");
+        let other = consent(r#""channels":{"email":true,"whatsapp":true}"#).unwrap_err();
+        assert!(
+            other.to_string().starts_with("channels.whatsapp: Patron keeps consent for email, sms and push"),
+            "{other}"
+        );
+        assert_eq!(consent(r#""channels":{}"#).unwrap_err().field_name(), Some("channels"));
+        // Another event's own `email` object or text is not consent, and not an error there.
+        let purchase = PURCHASE
+            .replace(r#""revenue":"59.90""#, r#""revenue":"59.90","email":{"address":"a@b.c"},"sms":"+4912345""#);
+        assert!(decode(&purchase).is_ok());
+        let object = consent(r#""email":{"address":"a@b.c"}"#).unwrap_err();
+        assert_eq!(object.to_string(), "email: expected true, false or a consent word, got an object");
     }
 
     #[test]

@@ -21,7 +21,7 @@
 use std::borrow::Cow;
 
 use crate::MAX_ITEMS_PER_EVENT;
-use crate::event::{BoundedItems, Consent, RawEvent, RawItem, Scalar};
+use crate::event::{BoundedItems, RawConsent, RawEvent, RawItem, Scalar};
 
 /// The event in `text` if it has the common shape, else `None` (decode it
 /// with `serde_json`, which gives the same result or the error). Text is
@@ -199,6 +199,9 @@ impl<'a> Reader<'a> {
             revenue: None,
             amount: None,
             channels: None,
+            email: None,
+            sms: None,
+            push: None,
             acquisition_cost: None,
             acquisition_channel: None,
             campaign_id: None,
@@ -280,18 +283,18 @@ impl<'a> Reader<'a> {
         Some(item)
     }
 
-    fn channels(&mut self) -> Option<Consent> {
-        let mut consent = Consent::default();
+    /// The channels of a consent event, when each is one of the three
+    /// channels, sent once, as a boolean (words and other channels go to serde_json).
+    fn channels(&mut self) -> Option<std::collections::BTreeMap<Cow<'a, str>, RawConsent<'a>>> {
+        let mut channels = std::collections::BTreeMap::new();
         self.members(|reader, key| {
-            let slot = match key {
-                "email" => &mut consent.email,
-                "sms" => &mut consent.sms,
-                "push" => &mut consent.push,
-                _ => return None,
-            };
-            fill_once(slot, reader.boolean())
+            if !matches!(key, "email" | "sms" | "push") || channels.contains_key(key) {
+                return None;
+            }
+            channels.insert(Cow::Borrowed(key), RawConsent::Flag(reader.boolean()?));
+            Some(())
         })?;
-        Some(consent)
+        Some(channels)
     }
 }
 
