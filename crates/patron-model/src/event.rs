@@ -504,7 +504,7 @@ impl RawConsent<'_> {
 }
 
 /// The first slot of `slots` that was sent (else the first, empty).
-fn first_sent<'s, T>(slots: [&'s Option<T>; N_SPELLINGS]) -> &'s Option<T> {
+fn first_sent<T>(slots: [&Option<T>; N_SPELLINGS]) -> &Option<T> {
     slots.iter().copied().find(|s| s.is_some()).unwrap_or(slots[0])
 }
 

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 use patron_sources::Source;
 
-use super::{AppState, error, sources, with_retry_after};
+use super::{ApiError, AppState, error, sources, with_retry_after};
 use crate::rejected::RejectedEvent;
 
 /// Rejections of one body described in its answer (the rest are counted).
@@ -416,15 +416,14 @@ pub(crate) struct IngestQuery {
 const SOURCE_HEADER: &str = "x-patron-source";
 
 /// The source a request names by `?source=` or the [`SOURCE_HEADER`] header.
-fn requested_source(query: &IngestQuery, headers: &HeaderMap) -> Result<Option<Source>, Response> {
+fn requested_source(query: &IngestQuery, headers: &HeaderMap) -> Result<Option<Source>, ApiError> {
     let named =
         query.source.clone().or_else(|| headers.get(SOURCE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned));
     match named {
         None => Ok(None),
         Some(name) => Source::parse(&name).map(Some).ok_or_else(|| {
             let known: Vec<&str> = Source::ALL.iter().map(|s| s.as_str()).collect();
-            error(
-                StatusCode::BAD_REQUEST,
+            ApiError::bad_request(
                 "unknown_source",
                 format!("source {:?} is not one of {}", truncate_message(name, 64), known.join(", ")),
             )
@@ -438,11 +437,10 @@ pub(crate) async fn post_events(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let source =
-        match super::query(query).map_err(IntoResponse::into_response).and_then(|q| requested_source(&q, &headers)) {
-            Ok(source) => source,
-            Err(response) => return response,
-        };
+    let source = match super::query(query).and_then(|q| requested_source(&q, &headers)) {
+        Ok(source) => source,
+        Err(refusal) => return refusal.into_response(),
+    };
     if let Some(failure) = state.engine().failure() {
         return with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "shard_failed", failure.to_string()), 5);
     }
