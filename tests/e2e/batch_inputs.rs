@@ -171,3 +171,50 @@ fn write_csv_as_parquet(csv_path: &std::path::Path, parquet_path: &std::path::Pa
     writer.write(&batch).unwrap();
     writer.close().unwrap();
 }
+
+/// Issue 20: a semicolon-separated file failed with a misleading "not a
+/// column" message, and Excel serial dates could not be read at all.
+#[test]
+fn regression_delimiters_are_detected_or_given_and_excel_dates_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let cdnow = std::fs::read_to_string(fixture("cdnow/cdnow_transactions.csv")).unwrap();
+    let (comma, _) = score_cdnow_file(&fixture("cdnow/cdnow_transactions.csv"), &dir.path().join("comma"));
+    for (name, delimiter, flag) in [("semicolon", ";", None), ("tab", "\t", None), ("pipe", "|", Some("|"))] {
+        let input = dir.path().join(format!("{name}.csv"));
+        std::fs::write(&input, cdnow.replace(',', delimiter)).unwrap();
+        let mut extra = vec!["--top", "0"];
+        if let Some(flag) = flag {
+            extra.extend(["--delimiter", flag]);
+        }
+        let (params, text) = score_like_cdnow(&input, &dir.path().join(name), &extra);
+        let how = if flag.is_some() { "--delimiter" } else { "detected" };
+        assert!(text.contains(&format!("({how})")), "{name}: {text}");
+        assert_eq!(params["models"], comma["models"], "{name}: the same fits as the comma file");
+    }
+    let excel = dir.path().join("excel.csv");
+    std::fs::write(&excel, "customer,when,amount\nc1,40513.35,10\nc1,40600,12.5\nc2,40513,3\n").unwrap();
+    let out = dir.path().join("excel");
+    let output = patron(&[
+        "score",
+        "--input",
+        excel.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--customer-col",
+        "customer",
+        "--time-col",
+        "when",
+        "--amount-col",
+        "amount",
+        "--time-format",
+        "excel",
+        "--top",
+        "0",
+    ]);
+    let text = transcript(&output);
+    assert!(text.contains("3 events accepted"), "{text}");
+    assert!(text.contains("Excel serial days"), "{text}");
+    assert!(text.contains("note: no --currency given: the file's amounts are taken as EUR"), "said loudly: {text}");
+    let output = patron(&["score", "--input", excel.to_str().unwrap(), "--delimiter", "comma"]);
+    assert!(!output.status.success() && transcript(&output).contains("is not a delimiter"), "{}", transcript(&output));
+}

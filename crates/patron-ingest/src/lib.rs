@@ -380,7 +380,12 @@ pub fn ingest_file(
             }
         }
         FileFormat::Csv => {
-            let mut csv = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
+            let mut reader = BufReader::with_capacity(1 << 16, reader);
+            let (delimiter, detected) = match options.mapping.delimiter {
+                Some(d) => (d, false),
+                None => (sniff_delimiter(reader.fill_buf().map_err(io)?), true),
+            };
+            let mut csv = csv::ReaderBuilder::new().flexible(true).delimiter(delimiter).from_reader(reader);
             let headers: Vec<String> = csv
                 .headers()
                 .map_err(|e| IngestError::Csv { path: path.into(), detail: format!("cannot read the header: {e}") })?
@@ -420,7 +425,10 @@ pub fn ingest_file(
                     }
                 }
             }
-            finish_tabular(assembler, validator, &mut batcher, &mut log, format)?
+            let mut report = finish_tabular(assembler, validator, &mut batcher, &mut log, format)?;
+            let how = if detected { "detected" } else { "--delimiter" };
+            report.columns = report.columns.map(|c| format!("{c}; delimiter {} ({how})", delimiter_name(delimiter)));
+            report
         }
         FileFormat::Parquet => {
             drop(reader);
@@ -430,6 +438,34 @@ pub fn ingest_file(
     batcher.flush()?;
     tick();
     Ok(FileReport { events: batcher.events, outcome: batcher.outcome, rejections: log, ..report })
+}
+
+/// Delimiters a CSV file may use, in order of preference on a tie.
+const DELIMITERS: [u8; 4] = [b',', b';', b'\t', b'|'];
+
+/// The delimiter of a CSV file from its first line: the candidate that occurs
+/// most often outside quotes (a comma when none does).
+fn sniff_delimiter(head: &[u8]) -> u8 {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let mut counts = [0usize; DELIMITERS.len()];
+    let mut quoted = false;
+    for &b in line {
+        if b == b'"' {
+            quoted = !quoted;
+        } else if !quoted && let Some(i) = DELIMITERS.iter().position(|&d| d == b) {
+            counts[i] += 1;
+        }
+    }
+    let best = (0..DELIMITERS.len()).max_by_key(|&i| (counts[i], std::cmp::Reverse(i))).unwrap_or(0);
+    if counts[best] == 0 { b',' } else { DELIMITERS[best] }
+}
+
+/// A delimiter as people name it.
+fn delimiter_name(d: u8) -> String {
+    match d {
+        b'\t' => "tab".to_owned(),
+        other => format!("{:?}", char::from(other)),
+    }
 }
 
 fn finish_tabular(

@@ -38,6 +38,8 @@ pub struct ColumnMapping {
     pub time_format: Option<String>,
     /// Currency of the file's amounts (default: the base currency).
     pub currency: Option<String>,
+    /// `--delimiter` of a CSV file (default: detected from the header line).
+    pub delimiter: Option<u8>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,7 +182,7 @@ impl Assembler {
     pub(crate) fn new(columns: Columns, mapping: &ColumnMapping) -> Self {
         Self {
             columns,
-            time_format: mapping.time_format.clone().map(TimeFormat::Pattern),
+            time_format: mapping.time_format.as_deref().map(TimeFormat::named),
             explicit_time_format: mapping.time_format.is_some(),
             currency: mapping.currency.clone(),
             purchases: Vec::new(),

@@ -33,9 +33,20 @@ pub enum TimeFormat {
     EpochSeconds,
     /// A strftime pattern, read as UTC.
     Pattern(String),
+    /// Excel's serial dates: days (with a fraction for the time of day)
+    /// since 1899-12-30, as spreadsheets store them (`--time-format excel`).
+    ExcelSerial,
 }
 
+/// 1899-12-30T00:00:00Z, day 0 of Excel's serial dates, in Unix milliseconds.
+const EXCEL_EPOCH_MS: i64 = -2_209_161_600_000;
+
 impl TimeFormat {
+    /// The format `--time-format` names: `excel`, or a strftime pattern.
+    pub fn named(name: &str) -> Self {
+        if name.trim().eq_ignore_ascii_case("excel") { Self::ExcelSerial } else { Self::Pattern(name.to_owned()) }
+    }
+
     /// Picks the format that reads `sample`.
     pub fn detect(sample: &str) -> Option<Self> {
         let s = sample.trim();
@@ -61,6 +72,10 @@ impl TimeFormat {
             Self::EpochMillis => s.parse().ok().map(Timestamp::from_millis),
             Self::EpochSeconds => s.parse::<i64>().ok().and_then(|v| v.checked_mul(1000)).map(Timestamp::from_millis),
             Self::Pattern(p) => parse_pattern(s, p),
+            Self::ExcelSerial => {
+                let days: f64 = s.parse().ok().filter(|d: &f64| d.is_finite() && *d >= 0.0 && *d < 2_958_466.0)?;
+                Some(Timestamp::from_millis(EXCEL_EPOCH_MS + (days * 86_400_000.0).round() as i64))
+            }
         }
     }
 
@@ -71,6 +86,7 @@ impl TimeFormat {
             Self::EpochMillis => "epoch milliseconds".into(),
             Self::EpochSeconds => "epoch seconds".into(),
             Self::Pattern(p) => format!("{p:?}"),
+            Self::ExcelSerial => "Excel serial days".into(),
         }
     }
 }
@@ -102,6 +118,16 @@ mod tests {
             assert_eq!(f.parse(input).unwrap().to_rfc3339(), want, "{input} as {}", f.describe());
         }
         assert!(TimeFormat::detect("next tuesday").is_none());
+    }
+
+    /// Issue 20: Excel serial dates could not be expressed at all.
+    #[test]
+    fn regression_excel_serial_dates_are_read_with_time_format_excel() {
+        let f = TimeFormat::named("Excel");
+        assert_eq!(f.parse("40513").unwrap().to_rfc3339(), "2010-12-01T00:00:00.000Z");
+        assert_eq!(f.parse("40513.35").unwrap().to_rfc3339(), "2010-12-01T08:24:00.000Z");
+        assert!(f.parse("-1").is_none() && f.parse("soon").is_none());
+        assert_eq!(TimeFormat::named("%d/%m/%Y"), TimeFormat::Pattern("%d/%m/%Y".into()));
     }
 
     #[test]

@@ -583,6 +583,9 @@ pub(crate) struct MappingArgs {
     /// strftime format of the time column (common formats are detected without it).
     #[arg(long, value_name = "FORMAT")]
     pub(crate) time_format: Option<String>,
+    /// Field delimiter of a CSV file: `,`, `;`, `tab` or `|` (default: detected from the header line).
+    #[arg(long, value_name = "CHAR", value_parser = units::delimiter)]
+    pub(crate) delimiter: Option<u8>,
 }
 
 impl MappingArgs {
@@ -598,6 +601,7 @@ impl MappingArgs {
             price: self.price_col.clone(),
             time_format: self.time_format.clone(),
             currency: Some(currency.to_owned()),
+            delimiter: self.delimiter,
         }
     }
 }

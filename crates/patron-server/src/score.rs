@@ -41,6 +41,12 @@ pub(crate) fn run(args: &ScoreArgs) -> Result<()> {
     let settings = args.config.as_deref().map(Config::load).transpose()?.unwrap_or_default();
     let currencies = settings.currencies(args.currency.as_deref())?;
     let base = currencies.base;
+    if args.currency.is_none() && settings.currency.is_none() && args.source.is_none() {
+        // A file's amounts carry no currency: a wrong guess would mislabel every figure.
+        eprintln!(
+            "note: no --currency given: the file's amounts are taken as {base}; pass --currency CODE if they are not"
+        );
+    }
     let end = args
         .observation_end
         .as_deref()

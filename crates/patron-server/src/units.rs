@@ -167,6 +167,15 @@ pub(crate) fn source(text: &str) -> Result<patron_sources::Source, String> {
     })
 }
 
+/// A CSV delimiter named by `--delimiter`: one ASCII character, or `tab`.
+pub(crate) fn delimiter(text: &str) -> Result<u8, String> {
+    match text {
+        "tab" | "\\t" | "\t" => Ok(b'\t'),
+        one if one.len() == 1 && one.is_ascii() && !one.as_bytes()[0].is_ascii_alphanumeric() => Ok(one.as_bytes()[0]),
+        other => Err(format!("{other:?} is not a delimiter: give one character such as , ; | or the word tab")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
