@@ -78,6 +78,9 @@ fn orders_are_baskets_unit_prices_multiply_and_negative_rows_are_refunds() {
         dir.path().to_str().unwrap(),
         "--currency",
         "GBP",
+        // Every date of this sample reads both month-first and day-first.
+        "--time-format",
+        "%m/%d/%Y %H:%M",
     ]);
     let text = transcript(&output);
     assert!(text.contains("order=InvoiceNo product=StockCode quantity=Quantity price=UnitPrice"), "{text}");
@@ -217,4 +220,44 @@ fn regression_delimiters_are_detected_or_given_and_excel_dates_are_read() {
     assert!(text.contains("note: no --currency given: the file's amounts are taken as EUR"), "said loudly: {text}");
     let output = patron(&["score", "--input", excel.to_str().unwrap(), "--delimiter", "comma"]);
     assert!(!output.status.success() && transcript(&output).contains("is not a delimiter"), "{}", transcript(&output));
+}
+
+/// Issue 20: day-first dates (`01/12/2010`) were taken as month-first:
+/// thousands of rows accepted with swapped dates, the rest rejected. Many
+/// rows are now looked at before a reading is chosen, and a file that reads
+/// both ways is refused with an example of each.
+#[test]
+fn regression_day_first_dates_are_recognised_and_ambiguous_ones_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let day_first = dir.path().join("day_first.csv");
+    std::fs::write(
+        &day_first,
+        "customer,when,amount\nc1,01/12/2010 08:26,10\nc1,02/12/2010 09:00,12\nc2,13/12/2010 10:00,3\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let args = ["--customer-col", "customer", "--time-col", "when", "--amount-col", "amount", "--currency", "GBP"];
+    let mut score = vec!["score", "--input", day_first.to_str().unwrap(), "--out", out.to_str().unwrap(), "--top", "0"];
+    score.extend(args);
+    let output = patron(&score);
+    let text = transcript(&output);
+    assert!(text.contains("3 events accepted") && text.contains("%d/%m/%Y %H:%M"), "{text}");
+    let customers = read_parquet(&out.join("customers.parquet"));
+    let first = customers.column_by_name("first_purchase_at").unwrap();
+    for row in 0..customers.num_rows() {
+        let first = arrow::util::display::array_value_to_string(first, row).unwrap();
+        assert!(first.starts_with("2010-12-"), "read day-first: {first}");
+    }
+    let ambiguous = dir.path().join("ambiguous.csv");
+    std::fs::write(&ambiguous, "customer,when,amount\nc1,01/12/2010,10\nc2,02/11/2010,12\n").unwrap();
+    let mut score = vec!["score", "--input", ambiguous.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    score.extend(args);
+    let output = patron(&score);
+    let text = transcript(&output);
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains("when: \"01/12/2010\" reads as 2010-01-12T00:00:00.000Z month-first and as 2010-12-01T00:00:00.000Z day-first"),
+        "{text}"
+    );
+    assert!(text.contains("--time-format '%m/%d/%Y' or '%d/%m/%Y'"), "{text}");
 }

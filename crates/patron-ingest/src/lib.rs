@@ -209,6 +209,9 @@ pub enum IngestError {
     /// Format not given and not guessable.
     #[error("cannot tell the format of {0} from its name; pass --format csv|ndjson|parquet")]
     UnknownFormat(PathBuf),
+    /// Slashed dates that read both month-first and day-first in every row looked at.
+    #[error("{0}")]
+    AmbiguousDates(Box<DateAmbiguity>),
     /// `--source` names records, which only NDJSON holds.
     #[error("--source {adapter} reads NDJSON records, one a line, but {} is {format}", path.display())]
     SourceNeedsNdjson {
@@ -394,9 +397,23 @@ pub fn ingest_file(
                 .collect();
             let mut assembler =
                 tabular::Assembler::new(tabular::Columns::resolve(headers, &options.mapping)?, &options.mapping);
+            // Rows read ahead to choose between month-first and day-first dates, then applied first.
+            let mut ahead = if options.mapping.time_format.is_none() {
+                settle_dates(&mut csv, &mut assembler)?
+            } else {
+                Vec::new()
+            }
+            .into_iter();
             let mut record = csv::ByteRecord::new();
             loop {
-                match csv.read_byte_record(&mut record) {
+                let read = match ahead.next() {
+                    Some(buffered) => {
+                        record = buffered;
+                        Ok(true)
+                    }
+                    None => csv.read_byte_record(&mut record),
+                };
+                match read {
                     Ok(false) => break,
                     Ok(true) => {
                         let line = record.position().map_or(0, |p| p.line());
@@ -438,6 +455,95 @@ pub fn ingest_file(
     batcher.flush()?;
     tick();
     Ok(FileReport { events: batcher.events, outcome: batcher.outcome, rejections: log, ..report })
+}
+
+/// Why the dates of a file cannot be read without `--time-format`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{column}: {example:?} reads as {month_first} month-first and as {day_first} day-first, and none of the first {rows} rows tells them apart; pass --time-format '{month_pattern}' or '{day_pattern}'"
+)]
+pub struct DateAmbiguity {
+    /// The time column.
+    pub column: String,
+    /// A value.
+    pub example: String,
+    /// Its month-first reading.
+    pub month_first: String,
+    /// Its day-first reading.
+    pub day_first: String,
+    /// Rows looked at.
+    pub rows: usize,
+    /// The month-first pattern.
+    pub month_pattern: String,
+    /// The day-first pattern.
+    pub day_pattern: String,
+}
+
+/// Most rows read ahead to tell month-first from day-first dates.
+const DATE_LOOKAHEAD_ROWS: usize = 200_000;
+
+/// Reads rows ahead until their dates settle how slashed dates are read:
+/// a value only one reading accepts (`13/01/2010` is day-first) decides. When
+/// every row looked at reads both ways, the file is refused with an example
+/// of each reading rather than read half wrong. Returns the rows read.
+fn settle_dates<R: Read>(
+    csv: &mut csv::Reader<R>,
+    assembler: &mut tabular::Assembler,
+) -> Result<Vec<csv::ByteRecord>, IngestError> {
+    let (time, column) = assembler.time_column();
+    let column = column.to_owned();
+    let mut rows = Vec::new();
+    let mut candidates: Option<(timeparse::TimeFormat, timeparse::TimeFormat, String)> = None;
+    let mut record = csv::ByteRecord::new();
+    while rows.len() < DATE_LOOKAHEAD_ROWS && matches!(csv.read_byte_record(&mut record), Ok(true)) {
+        rows.push(record.clone());
+        let Some(value) = record.get(time).and_then(|v| std::str::from_utf8(v).ok()).map(str::trim) else { continue };
+        if value.is_empty() {
+            continue;
+        }
+        let (first, second, _) = match &candidates {
+            Some(c) => c,
+            None => {
+                let Some(detected) = timeparse::TimeFormat::detect(value) else { continue };
+                let Some(twin) = detected.twin() else {
+                    assembler.settle_time_format(detected);
+                    return Ok(rows);
+                };
+                candidates.insert((detected, twin, value.to_owned()))
+            }
+        };
+        match (first.parse(value).is_some(), second.parse(value).is_some()) {
+            (true, false) => {
+                assembler.settle_time_format(first.clone());
+                return Ok(rows);
+            }
+            (false, true) => {
+                assembler.settle_time_format(second.clone());
+                return Ok(rows);
+            }
+            _ => {}
+        }
+    }
+    match candidates {
+        None => Ok(rows),
+        Some((first, second, example)) => {
+            let (month, day) = if first.month_first() { (first, second) } else { (second, first) };
+            let reading = |f: &timeparse::TimeFormat| f.parse(&example).map_or_else(String::new, |t| t.to_rfc3339());
+            let pattern = |f: &timeparse::TimeFormat| match f {
+                timeparse::TimeFormat::Pattern(p) => p.clone(),
+                other => other.describe(),
+            };
+            Err(IngestError::AmbiguousDates(Box::new(DateAmbiguity {
+                column,
+                month_first: reading(&month),
+                day_first: reading(&day),
+                example,
+                rows: rows.len(),
+                month_pattern: pattern(&month),
+                day_pattern: pattern(&day),
+            })))
+        }
+    }
 }
 
 /// Delimiters a CSV file may use, in order of preference on a tie.

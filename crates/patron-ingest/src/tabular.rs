@@ -197,6 +197,17 @@ impl Assembler {
         &self.columns
     }
 
+    /// The column of the event times.
+    pub(crate) fn time_column(&self) -> (usize, &str) {
+        (self.columns.time, &self.columns.names[self.columns.time])
+    }
+
+    /// Reads every time with `format`, chosen by the caller from many rows
+    /// (reported as detected).
+    pub(crate) fn settle_time_format(&mut self, format: TimeFormat) {
+        self.time_format = Some(format);
+    }
+
     pub(crate) fn time_format(&self) -> Option<String> {
         self.time_format
             .as_ref()

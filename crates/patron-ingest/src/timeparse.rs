@@ -18,6 +18,9 @@ const CANDIDATES: &[&str] = &[
     "%m/%d/%Y %H:%M:%S",
     "%m/%d/%Y %H:%M",
     "%m/%d/%Y",
+    "%d/%m/%Y %H:%M:%S",
+    "%d/%m/%Y %H:%M",
+    "%d/%m/%Y",
     "%d.%m.%Y %H:%M:%S",
     "%d.%m.%Y",
 ];
@@ -62,6 +65,23 @@ impl TimeFormat {
             };
         }
         CANDIDATES.iter().find(|f| parse_pattern(s, f).is_some()).map(|f| Self::Pattern((*f).to_owned()))
+    }
+
+    /// The other reading of a slashed date (`%m/%d/…` and `%d/%m/…`), if this
+    /// is one: both read `01/12/2010`, as different days.
+    pub fn twin(&self) -> Option<Self> {
+        let Self::Pattern(p) = self else { return None };
+        let swapped = if let Some(rest) = p.strip_prefix("%m/%d/") {
+            format!("%d/%m/{rest}")
+        } else {
+            format!("%m/%d/{}", p.strip_prefix("%d/%m/")?)
+        };
+        Some(Self::Pattern(swapped))
+    }
+
+    /// Whether this reads the month first (else the day, for a slashed date).
+    pub fn month_first(&self) -> bool {
+        matches!(self, Self::Pattern(p) if p.starts_with("%m/"))
     }
 
     /// Reads one value.
@@ -118,6 +138,17 @@ mod tests {
             assert_eq!(f.parse(input).unwrap().to_rfc3339(), want, "{input} as {}", f.describe());
         }
         assert!(TimeFormat::detect("next tuesday").is_none());
+    }
+
+    #[test]
+    fn a_slashed_date_has_a_twin_read_the_other_way() {
+        let month_first = TimeFormat::detect("12/1/2010 8:26").unwrap();
+        let day_first = month_first.twin().unwrap();
+        assert!(month_first.month_first() && !day_first.month_first());
+        assert_eq!(day_first.parse("12/1/2010 8:26").unwrap().to_rfc3339(), "2010-01-12T08:26:00.000Z");
+        assert_eq!(day_first.twin(), Some(month_first));
+        assert_eq!(TimeFormat::detect("13/01/2010"), Some(TimeFormat::Pattern("%d/%m/%Y".into())));
+        assert_eq!(TimeFormat::Rfc3339.twin(), None);
     }
 
     /// Issue 20: Excel serial dates could not be expressed at all.
