@@ -17,7 +17,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::{SourceError, Translation, amount_at, at, first_id, id_at};
+use crate::{SourceError, Translation, amount_at, at, first_id, id_at, lines_at};
 
 pub(crate) fn translate(
     request: &Map<String, Value>,
@@ -54,7 +54,13 @@ pub(crate) fn translate(
         let mut native = if name == "purchase" {
             let mut purchase = json!({
                 "type": "purchase", "event_id": transaction, "customer_id": customer, "timestamp": at_ms,
-                "items": items(params, i)?,
+                "items": lines_at(
+                    params,
+                    "items",
+                    &field("params.items"),
+                    &["item_id", "item_name"],
+                    &[("item_category", "category"), ("quantity", "quantity"), ("price", "price")],
+                )?,
             });
             if let Some(value) = value {
                 purchase.as_object_mut().expect("json! object").insert("revenue".into(), value);
@@ -120,33 +126,4 @@ fn micros_to_ms(object: &Map<String, Value>, field: &str) -> Result<Option<i64>,
             .map_err(|_| invalid("expected whole microseconds")),
         Some(_) => Err(invalid("expected whole microseconds")),
     }
-}
-
-/// `params.items` as Patron items.
-fn items(params: &Map<String, Value>, event: usize) -> Result<Vec<Value>, SourceError> {
-    let Some(items) = at(params, "items") else { return Ok(Vec::new()) };
-    let field = |j: usize, name: &str| format!("events[{event}].params.items[{j}].{name}");
-    let items = items.as_array().ok_or_else(|| SourceError::Invalid {
-        field: format!("events[{event}].params.items"),
-        reason: "expected an array".into(),
-    })?;
-    items
-        .iter()
-        .enumerate()
-        .map(|(j, item)| {
-            let item = item
-                .as_object()
-                .ok_or_else(|| SourceError::Invalid { field: field(j, ""), reason: "expected an object".into() })?;
-            let id =
-                first_id(item, &["item_id", "item_name"])?.ok_or_else(|| SourceError::Missing(field(j, "item_id")))?;
-            let mut line = json!({ "product_id": id });
-            let fields = line.as_object_mut().expect("json! object");
-            for (from, to) in [("item_category", "category"), ("quantity", "quantity"), ("price", "price")] {
-                if let Some(value) = at(item, from) {
-                    fields.insert(to.into(), value.clone());
-                }
-            }
-            Ok(line)
-        })
-        .collect()
 }

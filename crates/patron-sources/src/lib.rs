@@ -169,6 +169,42 @@ fn amount_at(object: &Map<String, Value>, path: &str) -> Result<Option<Value>, S
     }
 }
 
+/// The array at `path` in `object` as Patron items: each line's id is the
+/// first of `ids` it has, and each `(from, to)` field is copied as sent.
+/// Errors name the line as `shown[i].field`.
+fn lines_at(
+    object: &Map<String, Value>,
+    path: &str,
+    shown: &str,
+    ids: &[&str],
+    copies: &[(&str, &str)],
+) -> Result<Vec<Value>, SourceError> {
+    let Some(lines) = at(object, path) else { return Ok(Vec::new()) };
+    let lines = lines
+        .as_array()
+        .ok_or_else(|| SourceError::Invalid { field: shown.to_owned(), reason: "expected an array".into() })?;
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let field = |name: &str| format!("{shown}[{i}].{name}");
+            let line = line.as_object().ok_or_else(|| SourceError::Invalid {
+                field: format!("{shown}[{i}]"),
+                reason: "expected an object".into(),
+            })?;
+            let id = first_id(line, ids)?.ok_or_else(|| SourceError::Missing(field(ids[0])))?;
+            let mut item = serde_json::json!({ "product_id": id });
+            let fields = item.as_object_mut().expect("json! object");
+            for (from, to) in copies {
+                if let Some(value) = at(line, from) {
+                    fields.insert((*to).into(), value.clone());
+                }
+            }
+            Ok(item)
+        })
+        .collect()
+}
+
 /// A consent statement as a boolean: `true`/`false`, or the words sources
 /// use (`granted`, `subscribed`, `opted_in`, `yes`… and their opposites).
 /// `None` for a state that says neither (Shopify's `pending`).

@@ -17,7 +17,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::{SourceError, Translation, amount_at, at, consent_event, consent_word, first_id, id_at};
+use crate::{SourceError, Translation, amount_at, at, consent_event, consent_word, first_id, id_at, lines_at};
 
 pub(crate) fn translate(call: &Map<String, Value>, out: &mut Translation) -> Result<(), SourceError> {
     let kind = at(call, "type").and_then(Value::as_str).unwrap_or("");
@@ -46,7 +46,13 @@ pub(crate) fn translate(call: &Map<String, Value>, out: &mut Translation) -> Res
                 order.clone().or(message_id).ok_or_else(|| SourceError::Missing("properties.order_id".into()))?;
             let mut purchase = json!({
                 "type": "purchase", "event_id": event_id, "customer_id": customer, "timestamp": timestamp,
-                "items": products(call)?,
+                "items": lines_at(
+                    call,
+                    "properties.products",
+                    "properties.products",
+                    &["product_id", "sku", "id"],
+                    &[("category", "category"), ("quantity", "quantity"), ("price", "price")],
+                )?,
             });
             let fields = purchase.as_object_mut().expect("json! object");
             if let Some(value) = amount_at(call, "properties.total")?.or(amount_at(call, "properties.revenue")?) {
@@ -94,33 +100,4 @@ pub(crate) fn translate(call: &Map<String, Value>, out: &mut Translation) -> Res
         }
     }
     Ok(())
-}
-
-/// `properties.products` as Patron items.
-fn products(call: &Map<String, Value>) -> Result<Vec<Value>, SourceError> {
-    let Some(products) = at(call, "properties.products") else { return Ok(Vec::new()) };
-    let products = products.as_array().ok_or_else(|| SourceError::Invalid {
-        field: "properties.products".into(),
-        reason: "expected an array".into(),
-    })?;
-    products
-        .iter()
-        .enumerate()
-        .map(|(i, product)| {
-            let field = |name: &str| format!("properties.products[{i}].{name}");
-            let product = product
-                .as_object()
-                .ok_or_else(|| SourceError::Invalid { field: field(""), reason: "expected an object".into() })?;
-            let id = first_id(product, &["product_id", "sku", "id"])?
-                .ok_or_else(|| SourceError::Missing(field("product_id")))?;
-            let mut item = json!({ "product_id": id });
-            let fields = item.as_object_mut().expect("json! object");
-            for (from, to) in [("category", "category"), ("quantity", "quantity"), ("price", "price")] {
-                if let Some(value) = at(product, from) {
-                    fields.insert(to.into(), value.clone());
-                }
-            }
-            Ok(item)
-        })
-        .collect()
 }

@@ -17,7 +17,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::{SourceError, Translation, amount_at, at, consent_event, consent_word, first_id, id_at};
+use crate::{SourceError, Translation, amount_at, at, consent_event, consent_word, id_at, lines_at};
 
 pub(crate) fn translate(payload: &Map<String, Value>, out: &mut Translation) -> Result<(), SourceError> {
     if payload.contains_key("refund_line_items") {
@@ -54,7 +54,13 @@ pub(crate) fn translate(payload: &Map<String, Value>, out: &mut Translation) -> 
         .ok_or_else(|| SourceError::Missing("created_at".into()))?;
     let mut purchase = json!({
         "type": "purchase", "event_id": order, "customer_id": customer, "timestamp": when,
-        "items": line_items(payload)?,
+        "items": lines_at(
+            payload,
+            "line_items",
+            "line_items",
+            &["product_id", "sku", "variant_id"],
+            &[("quantity", "quantity"), ("price", "price")],
+        )?,
     });
     let fields = purchase.as_object_mut().expect("json! object");
     if let Some(total) = amount_at(payload, "total_price")? {
@@ -88,32 +94,4 @@ fn channels(customer: &Map<String, Value>, buyer_accepts_marketing: Option<&Valu
         channels.insert("sms".into(), sms.into());
     }
     channels
-}
-
-/// `line_items` as Patron items.
-fn line_items(payload: &Map<String, Value>) -> Result<Vec<Value>, SourceError> {
-    let Some(lines) = at(payload, "line_items") else { return Ok(Vec::new()) };
-    let lines = lines
-        .as_array()
-        .ok_or_else(|| SourceError::Invalid { field: "line_items".into(), reason: "expected an array".into() })?;
-    lines
-        .iter()
-        .enumerate()
-        .map(|(i, line)| {
-            let field = |name: &str| format!("line_items[{i}].{name}");
-            let line = line
-                .as_object()
-                .ok_or_else(|| SourceError::Invalid { field: field(""), reason: "expected an object".into() })?;
-            let id = first_id(line, &["product_id", "sku", "variant_id"])?
-                .ok_or_else(|| SourceError::Missing(field("product_id")))?;
-            let mut item = json!({ "product_id": id });
-            let fields = item.as_object_mut().expect("json! object");
-            for name in ["quantity", "price"] {
-                if let Some(value) = at(line, name) {
-                    fields.insert(name.into(), value.clone());
-                }
-            }
-            Ok(item)
-        })
-        .collect()
 }
