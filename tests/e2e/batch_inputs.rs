@@ -261,3 +261,32 @@ fn regression_day_first_dates_are_recognised_and_ambiguous_ones_refused() {
     );
     assert!(text.contains("--time-format '%m/%d/%Y' or '%d/%m/%Y'"), "{text}");
 }
+
+/// Issue 20: the 20 examples printed were all of one error while 234,047
+/// rows failed for another. A few examples of each kind are shown.
+#[test]
+fn regression_every_kind_of_rejection_gets_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("mixed.csv");
+    let mut text = String::from("customer_id,date,amount\n");
+    for i in 0..1_500 {
+        text.push_str(&format!("c{i},not a date,1\n"));
+    }
+    text.push_str("c1,2020-01-01,twelve\nc2,2020-01-02,also bad\nc3,2020-01-03,5\n");
+    std::fs::write(&input, text).unwrap();
+    let output = patron(&[
+        "score",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--currency",
+        "EUR",
+    ]);
+    let text = transcript(&output);
+    let dates = text.lines().filter(|l| l.contains("rejected line") && l.contains("date:")).count();
+    assert_eq!(dates, 3, "a few of the frequent kind: {text}");
+    assert!(text.contains("rejected line 1502: amount: \"twelve\""), "the rare kind is shown too: {text}");
+    assert!(text.contains("rejected line 1503: amount: \"also bad\""), "{text}");
+    assert!(text.contains("… and 1497 more"), "{text}");
+}

@@ -102,11 +102,14 @@ pub struct Rejection {
     pub position: u64,
     /// What was wrong, naming the field.
     pub error: String,
+    /// The field at fault (`(record)` when none is named).
+    pub field: String,
     /// The record, truncated.
     pub raw: String,
 }
 
-/// Rejections: the first 1,000 verbatim, all counted by field.
+/// Rejections: the first 1,000 verbatim, and the first
+/// [`EXAMPLES_PER_FIELD`] of every field beyond them, all counted by field.
 #[derive(Clone, Debug, Default)]
 pub struct RejectionLog {
     kept: Vec<Rejection>,
@@ -114,25 +117,45 @@ pub struct RejectionLog {
     by_field: BTreeMap<String, u64>,
 }
 
+/// Rejections kept of each field whatever came before, so that every kind
+/// of error has examples to show (a file whose first thousand errors are
+/// all one kind still shows the others).
+pub const EXAMPLES_PER_FIELD: usize = 3;
+
 impl RejectionLog {
     fn reject(&mut self, position: u64, error: EventError, raw: String) {
         self.total += 1;
         let field = error.field_name().unwrap_or("(record)").to_owned();
-        *self.by_field.entry(field).or_default() += 1;
-        if self.kept.len() < KEPT_REJECTIONS {
+        let seen = self.by_field.entry(field.clone()).or_default();
+        *seen += 1;
+        if self.kept.len() < KEPT_REJECTIONS || *seen <= EXAMPLES_PER_FIELD as u64 {
             let mut raw = raw;
             if raw.len() > RAW_EXCERPT {
                 let cut = (0..=RAW_EXCERPT).rev().find(|&i| raw.is_char_boundary(i)).unwrap_or(0);
                 raw.truncate(cut);
                 raw.push('…');
             }
-            self.kept.push(Rejection { position, error: error.to_string(), raw });
+            self.kept.push(Rejection { position, error: error.to_string(), field, raw });
         }
     }
 
     /// Rejections kept verbatim, in input order.
     pub fn kept(&self) -> &[Rejection] {
         &self.kept
+    }
+
+    /// Up to `per_field` kept rejections of each field, in input order: the
+    /// examples to show, so that no kind of error hides behind another.
+    pub fn examples(&self, per_field: usize) -> Vec<&Rejection> {
+        let mut shown: BTreeMap<&str, usize> = BTreeMap::new();
+        self.kept
+            .iter()
+            .filter(|r| {
+                let n = shown.entry(r.field.as_str()).or_default();
+                *n += 1;
+                *n <= per_field
+            })
+            .collect()
     }
 
     /// All rejections.

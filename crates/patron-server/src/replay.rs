@@ -164,7 +164,7 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<()> {
     if let Some(columns) = &report.columns {
         println!("Columns: {columns}; time format {}", report.time_format.as_deref().unwrap_or("unknown"));
     }
-    for r in report.rejections.kept().iter().take(20) {
+    for r in report.rejections.examples(patron_ingest::EXAMPLES_PER_FIELD) {
         eprintln!("  rejected line {}: {}", r.position, r.error);
     }
     let server_rejected = sink.rejected_by_server.load(Ordering::Relaxed);

@@ -188,12 +188,13 @@ fn print_read_report(report: &FileReport, ignored_after_end: u64) {
     );
     let log = &report.rejections;
     if log.total() > 0 {
-        const SHOWN: usize = 20;
-        for r in log.kept().iter().take(SHOWN) {
+        // A few of each kind, so no kind of error hides behind a more frequent one.
+        let shown = log.examples(patron_ingest::EXAMPLES_PER_FIELD);
+        for r in &shown {
             eprintln!("  rejected line {}: {}", r.position, r.error);
         }
-        if log.total() as usize > SHOWN {
-            eprintln!("  … and {} more", log.total() as usize - SHOWN);
+        if log.total() as usize > shown.len() {
+            eprintln!("  … and {} more", log.total() as usize - shown.len());
         }
         let by_field: Vec<String> = log.by_field().iter().map(|(f, n)| format!("{f}: {n}")).collect();
         eprintln!("  rejections by field: {}", by_field.join(", "));
