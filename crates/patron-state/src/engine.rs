@@ -538,12 +538,15 @@ impl Inner {
     /// moves theirs on, in `score_input`), so a customer's scores depend only
     /// on their record and the models, never on how events from other
     /// customers interleaved: a restart that replays the same log recomputes
-    /// exactly what was served. Under the wall clock, today; before any fit,
-    /// the watermark.
+    /// exactly what was served. Before any fit, the same holds with no refit
+    /// day: each customer is scored as of their own latest purchase (day 0
+    /// is before every event), not as of the watermark, which depends on how
+    /// the shards' events interleaved. Under the wall clock, today.
     fn scoring_day(&self, models: &ModelState) -> i32 {
         match (self.config.clock, &models.fits) {
             (Clock::Event, Some(fits)) => fits.fitted_at.day(),
-            _ => self.now().map_or(0, Timestamp::day),
+            (Clock::Event, None) => 0,
+            (Clock::Wall, _) => self.now().map_or(0, Timestamp::day),
         }
     }
 
