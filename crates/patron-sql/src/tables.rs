@@ -744,6 +744,7 @@ pub(crate) fn engine_stats_rows(shared: &Shared) -> Vec<(String, f64)> {
         ("events_duplicate".to_owned(), load(&stats.duplicates)),
         ("events_beyond_dedup_horizon".to_owned(), load(&stats.beyond_horizon)),
         ("events_refused_responses".to_owned(), load(&stats.refused_responses)),
+        ("events_refused_refunds".to_owned(), load(&stats.refused_refunds)),
         ("customers".to_owned(), customers as f64),
         ("products".to_owned(), engine.catalog().len() as f64),
         ("shards".to_owned(), engine.shard_count() as f64),

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use hashbrown::HashTable;
 use rayon::prelude::*;
 
-use patron_model::{CustomerId, Event, EventKind, EventSink, Response, SinkError, SubmitOutcome, Timestamp};
+use patron_model::{CustomerId, Event, EventKind, EventSink, Refund, Response, SinkError, SubmitOutcome, Timestamp};
 use patron_score::{Scores, Segments};
 
 use crate::campaigns::ShardCampaigns;
@@ -31,6 +31,7 @@ pub use crate::chunk::CHUNK;
 use crate::chunk::Chunk;
 use crate::dedup::{Admission, DedupIndex, IdHasher};
 use crate::items::{ItemStats, Observed};
+use crate::orders::{Amount, RefundRefusal};
 use crate::record::{Applied, CustomerRecord, DEFAULT_HISTORY, History, Summary, Tracking};
 
 /// One customer as stored: a row of a chunk and its history.
@@ -348,6 +349,8 @@ pub struct CustomerBook {
     duplicates: u64,
     beyond_horizon: u64,
     campaigns: ShardCampaigns,
+    /// Digits of the base currency's minor unit, to state amounts in refusals.
+    money_exponent: u32,
 }
 
 impl Default for CustomerBook {
@@ -381,6 +384,7 @@ impl CustomerBook {
             duplicates: 0,
             beyond_horizon: 0,
             campaigns: ShardCampaigns::default(),
+            money_exponent: 2,
         }
     }
 
@@ -399,6 +403,13 @@ impl CustomerBook {
             }
         }
         self.dedup = dedup;
+        self
+    }
+
+    /// This book, stating amounts in refusals with `exponent` digits after
+    /// the point (the base currency's; 2 unless said).
+    pub fn with_money_exponent(mut self, exponent: u32) -> Self {
+        self.money_exponent = exponent;
         self
     }
 
@@ -464,11 +475,22 @@ impl CustomerBook {
         let unsubscribes_from = match &event.kind {
             EventKind::CampaignResponse(r) => match self.campaigns.admit_response(&event.customer_id, &r.campaign_id) {
                 Ok(channel) => (r.response == Response::Unsubscribed).then_some(channel),
-                Err(refusal) => return (None, Applied::Refused(refusal)),
+                Err(refusal) => return (None, Applied::Refused(refusal.into())),
             },
             _ => None,
         };
         let fingerprint = self.hasher.event_fingerprint(hash, &event.event_id);
+        // A refund is checked against what it refunds, unless it is a
+        // duplicate (which is reported as such below, not refused).
+        let refund_of = match &event.kind {
+            EventKind::Refund(r) if self.dedup.peek(fingerprint, event.timestamp.day()) == Admission::New => {
+                match self.settle_refund(event, r, hash) {
+                    Ok(order) => order,
+                    Err(refusal) => return (None, Applied::Refused(refusal.into())),
+                }
+            }
+            _ => None,
+        };
         match self.dedup.admit(fingerprint, event.timestamp.day()) {
             Admission::New => {}
             Admission::Duplicate => {
@@ -495,7 +517,19 @@ impl CustomerBook {
             observed: &mut self.observed,
         };
         if let Some((summary, history)) = self.records.row_mut(slot) {
-            summary.apply(history, event, Some(tracking));
+            match (&event.kind, refund_of) {
+                (EventKind::Refund(r), Some((order, day))) => {
+                    summary.refund_order(history, day, r.amount_minor);
+                    self.dedup.orders_mut().refund(order, r.amount_minor);
+                }
+                (EventKind::Purchase(p), _) => {
+                    let order = p.order_id.as_deref().unwrap_or(event.event_id.as_str());
+                    let day = event.timestamp.day();
+                    self.dedup.orders_mut().open(self.hasher.order_fingerprint(hash, order), day, p.revenue_minor);
+                    summary.apply(history, event, Some(tracking));
+                }
+                _ => summary.apply(history, event, Some(tracking)),
+            }
             if let Some(channel) = unsubscribes_from {
                 summary.apply_consent(&crate::campaigns::unsubscribe(channel), event.timestamp);
             }
@@ -506,6 +540,47 @@ impl CustomerBook {
         self.accepted += 1;
         self.watermark = Some(self.watermark.map_or(event.timestamp, |w| w.max(event.timestamp)));
         (Some(slot), Applied::Accepted)
+    }
+
+    /// What a new refund nets against: `Some((order fingerprint, day))` for
+    /// a remembered order, `None` for revenue only (no order named, or one
+    /// old enough to have been forgotten); refused beyond what remains.
+    fn settle_refund(&self, event: &Event, refund: &Refund, hash: u64) -> Result<Option<(u64, i32)>, RefundRefusal> {
+        let amount = |minor| Amount { minor, exponent: self.money_exponent };
+        let customer = &event.customer_id;
+        let summary = self
+            .index
+            .get(hash, customer.as_str(), &self.records)
+            .and_then(|slot| self.records.row(slot))
+            .map(|row| row.summary())
+            .filter(|s| s.has_purchased())
+            .ok_or_else(|| RefundRefusal::NoPurchases(customer.clone()))?;
+        let ledger = self.dedup.orders();
+        if let Some(order) = &refund.order_id {
+            let fingerprint = self.hasher.order_fingerprint(hash, order);
+            match ledger.balance(fingerprint) {
+                Some(balance) if refund.amount_minor > balance.remaining_minor => {
+                    return Err(RefundRefusal::ExceedsOrder {
+                        order: order.clone(),
+                        amount: amount(refund.amount_minor),
+                        remaining: amount(balance.remaining_minor),
+                    });
+                }
+                Some(balance) => return Ok(Some((fingerprint, balance.day))),
+                // Every order of this customer would still be remembered.
+                None if summary.first_day().is_some_and(|day| ledger.remembers_day(day)) => {
+                    return Err(RefundRefusal::UnknownOrder { customer: customer.clone(), order: order.clone() });
+                }
+                None => {}
+            }
+        }
+        if refund.amount_minor > summary.revenue_minor {
+            return Err(RefundRefusal::ExceedsRevenue {
+                amount: amount(refund.amount_minor),
+                revenue: amount(summary.revenue_minor.max(0)),
+            });
+        }
+        Ok(None)
     }
 
     /// What an applied event means to the customer's campaigns.
@@ -852,5 +927,102 @@ mod tests {
         drop(held);
         book.apply(&purchase(2));
         assert_eq!(book.get(&id(3)).unwrap().orders, 3);
+    }
+
+    fn event(json: &str) -> Event {
+        patron_model::Validator::new(patron_model::CurrencyTable::default()).decode(json.as_bytes()).unwrap()
+    }
+
+    fn order(id: &str, customer: &str, day: &str, revenue: &str) -> Event {
+        event(&format!(
+            r#"{{"type":"purchase","event_id":"{id}","customer_id":"{customer}","timestamp":"{day}T10:00:00Z","revenue":"{revenue}"}}"#
+        ))
+    }
+
+    fn refund(id: &str, customer: &str, order: Option<&str>, day: &str, amount: &str) -> Event {
+        let order = order.map(|o| format!(r#","order_id":"{o}""#)).unwrap_or_default();
+        event(&format!(
+            r#"{{"type":"refund","event_id":"{id}","customer_id":"{customer}"{order},"timestamp":"{day}T12:00:00Z","amount":"{amount}"}}"#
+        ))
+    }
+
+    fn refusal(applied: Applied) -> String {
+        match applied {
+            Applied::Refused(refusal) => refusal.to_string(),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refund_naming_its_order_lowers_that_occasion_value() {
+        let mut book = CustomerBook::new();
+        let c = CustomerId::new("c").unwrap();
+        book.apply(&order("o-1", "c", "2025-01-01", "19"));
+        book.apply(&order("o-2", "c", "2025-02-01", "100"));
+        book.apply(&order("o-3", "c", "2025-03-01", "20"));
+        assert_eq!(book.get(&c).unwrap().mean_repeat_value_minor(), 6_000.0);
+        assert_eq!(book.apply(&refund("r-1", "c", Some("o-2"), "2025-03-02", "40")), Applied::Accepted);
+        let r = book.get(&c).unwrap();
+        assert_eq!((r.revenue_minor, r.total_occasion_value_minor()), (9_900, 9_900));
+        assert_eq!(r.mean_repeat_value_minor(), 4_000.0, "the spend model sees what was kept");
+        // The first occasion's value drops when its order is refunded.
+        book.apply(&refund("r-2", "c", Some("o-1"), "2025-03-02", "19"));
+        let r = book.get(&c).unwrap();
+        assert_eq!((r.revenue_minor, r.mean_repeat_value_minor()), (8_000, 4_000.0));
+        assert_eq!(r.refunds_without_order_minor(), 0);
+    }
+
+    #[test]
+    fn regression_a_refund_larger_than_its_order_is_refused_and_keeps_its_id() {
+        let mut book = CustomerBook::new();
+        book.apply(&order("o-1", "c", "2025-01-01", "19"));
+        let reason = refusal(book.apply(&refund("r-1", "c", Some("o-1"), "2025-01-02", "5000")));
+        assert_eq!(reason, r#"amount: 5000.00 exceeds the 19.00 that remains of order "o-1""#);
+        assert_eq!(book.get(&CustomerId::new("c").unwrap()).unwrap().revenue_minor, 1_900, "nothing applied");
+        // Refunds add up against the order; the refused id was not used up.
+        assert_eq!(book.apply(&refund("r-1", "c", Some("o-1"), "2025-01-02", "15")), Applied::Accepted);
+        let reason = refusal(book.apply(&refund("r-2", "c", Some("o-1"), "2025-01-02", "5")));
+        assert!(reason.contains("the 4.00 that remains"), "{reason}");
+        assert_eq!(book.apply(&refund("r-1", "c", Some("o-1"), "2025-01-02", "15")), Applied::Duplicate);
+    }
+
+    #[test]
+    fn regression_a_refund_for_an_unknown_customer_or_order_is_refused() {
+        let mut book = CustomerBook::new();
+        let reason = refusal(book.apply(&refund("r-1", "ghost", Some("o-1"), "2025-01-02", "5")));
+        assert_eq!(reason, "customer_id: ghost has no purchases, so there is nothing to refund");
+        assert!(book.is_empty(), "no prospect with negative revenue is created");
+        book.apply(&order("o-1", "c", "2025-01-01", "19"));
+        let reason = refusal(book.apply(&refund("r-1", "c", Some("o-9"), "2025-01-02", "5")));
+        assert!(reason.starts_with(r#"order_id: customer c has no order "o-9""#), "{reason}");
+        // Another customer's order is not this customer's.
+        book.apply(&order("o-2", "d", "2025-01-01", "50"));
+        assert!(matches!(book.apply(&refund("r-2", "c", Some("o-2"), "2025-01-02", "5")), Applied::Refused(_)));
+    }
+
+    #[test]
+    fn a_refund_without_its_order_lowers_revenue_within_what_was_paid() {
+        let mut book = CustomerBook::new();
+        book.apply(&order("o-1", "c", "2025-01-01", "19"));
+        let reason = refusal(book.apply(&refund("r-1", "c", None, "2025-01-02", "20")));
+        assert!(reason.starts_with("amount: 20.00 exceeds the customer's net revenue of 19.00"), "{reason}");
+        assert_eq!(book.apply(&refund("r-1", "c", None, "2025-01-02", "9")), Applied::Accepted);
+        let r = book.get(&CustomerId::new("c").unwrap()).unwrap();
+        assert_eq!((r.revenue_minor, r.total_occasion_value_minor(), r.refunds_without_order_minor()), (1_000, 1_900, 900));
+    }
+
+    #[test]
+    fn a_refund_of_an_order_older_than_the_horizon_lowers_revenue_only() {
+        let mut book = CustomerBook::new().with_dedup(IdHasher::from_key([1, 2]), DedupIndex::new(Some(10)));
+        book.apply(&order("o-1", "c", "2025-01-01", "19"));
+        book.forget_beyond_horizon();
+        book.apply(&order("o-2", "c", "2025-03-01", "30"));
+        book.forget_beyond_horizon();
+        assert_eq!(book.dedup().orders().len(), 1, "o-1 is forgotten with the event ids of its day");
+        assert_eq!(book.apply(&refund("r-1", "c", Some("o-1"), "2025-03-02", "19")), Applied::Accepted);
+        let r = book.get(&CustomerId::new("c").unwrap()).unwrap();
+        assert_eq!((r.revenue_minor, r.total_occasion_value_minor()), (3_000, 4_900));
+        let reason = refusal(book.apply(&refund("r-2", "c", Some("o-1"), "2025-03-02", "40")));
+        assert!(reason.contains("net revenue of 30.00"), "{reason}");
     }
 }

@@ -35,6 +35,8 @@ use patron_model::EventId;
 use patron_model::codec::{self, ByteReader};
 use siphasher::sip::SipHasher13;
 
+use crate::orders::OrderLedger;
+
 /// Default horizon of event time over which duplicates are recognised.
 pub const DEFAULT_DEDUP_HORIZON_DAYS: u32 = 35;
 
@@ -97,6 +99,16 @@ impl IdHasher {
         h.write(event.as_str().as_bytes());
         h.finish()
     }
+
+    /// The fingerprint of `(customer, order)` in the order ledger
+    /// ([`crate::orders`]), from [`Self::customer_hash`].
+    pub fn order_fingerprint(&self, customer_hash: u64, order: &str) -> u64 {
+        let mut h = self.sip();
+        h.write_u64(customer_hash);
+        h.write_u8(b'#');
+        h.write(order.as_bytes());
+        h.finish()
+    }
 }
 
 /// What the index says of an event.
@@ -134,53 +146,69 @@ pub(crate) fn part_of(hash: u64) -> usize {
     (hash >> 32) as usize % PARTS
 }
 
-/// The remembered fingerprints, split into [`PARTS`] tables by [`part_of`].
-#[derive(Clone, Debug)]
-struct Parts(Vec<HashTable<Remembered>>);
+/// An entry of a [`Parts`] table: keyed by a fingerprint that is already a
+/// keyed hash, so it is its own table hash.
+pub(crate) trait Fingerprinted {
+    fn fingerprint(&self) -> u64;
+}
 
-impl Parts {
-    fn new() -> Self {
+impl Fingerprinted for Remembered {
+    fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+}
+
+/// Entries keyed by fingerprint, split into [`PARTS`] tables by [`part_of`].
+#[derive(Clone, Debug)]
+pub(crate) struct Parts<T>(Vec<HashTable<T>>);
+
+impl<T: Fingerprinted> Parts<T> {
+    pub(crate) fn new() -> Self {
         Self((0..PARTS).map(|_| HashTable::new()).collect())
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.iter().map(HashTable::len).sum()
     }
 
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.iter().all(HashTable::is_empty)
     }
 
-    fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.0.iter().map(HashTable::capacity).sum()
     }
 
-    fn iter(&self) -> impl Iterator<Item = &Remembered> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
         self.0.iter().flat_map(HashTable::iter)
     }
 
-    fn contains(&self, r: &Remembered) -> bool {
-        self.0[part_of(r.fingerprint)].find(r.fingerprint, |o| o == r).is_some()
+    pub(crate) fn get(&self, fingerprint: u64) -> Option<&T> {
+        self.0[part_of(fingerprint)].find(fingerprint, |o| o.fingerprint() == fingerprint)
     }
 
-    fn retain(&mut self, keep: impl Fn(&Remembered) -> bool) {
+    pub(crate) fn get_mut(&mut self, fingerprint: u64) -> Option<&mut T> {
+        self.0[part_of(fingerprint)].find_mut(fingerprint, |o| o.fingerprint() == fingerprint)
+    }
+
+    pub(crate) fn retain(&mut self, keep: impl Fn(&T) -> bool) {
         for table in &mut self.0 {
             table.retain(|r| keep(r));
-            table.shrink_to(table.len(), |r| r.fingerprint);
+            table.shrink_to(table.len(), T::fingerprint);
         }
     }
 
-    fn reserve(&mut self, total: usize) {
+    pub(crate) fn reserve(&mut self, total: usize) {
         for table in &mut self.0 {
-            table.reserve(total / PARTS, |r| r.fingerprint);
+            table.reserve(total / PARTS, T::fingerprint);
         }
     }
 
-    /// Remembers `r` unless its fingerprint is there; whether it was new.
-    fn insert(&mut self, r: Remembered) -> bool {
-        let table = &mut self.0[part_of(r.fingerprint)];
-        // The fingerprint is already a keyed hash: it is its own table hash.
-        match table.entry(r.fingerprint, |o| o.fingerprint == r.fingerprint, |o| o.fingerprint) {
+    /// Inserts `r` unless its fingerprint is there; whether it was new.
+    pub(crate) fn insert(&mut self, r: T) -> bool {
+        let fingerprint = r.fingerprint();
+        let table = &mut self.0[part_of(fingerprint)];
+        match table.entry(fingerprint, |o| o.fingerprint() == fingerprint, T::fingerprint) {
             hashbrown::hash_table::Entry::Occupied(_) => false,
             hashbrown::hash_table::Entry::Vacant(slot) => {
                 slot.insert(r);
@@ -193,7 +221,9 @@ impl Parts {
 /// One shard's remembered event fingerprints.
 #[derive(Clone, Debug)]
 pub struct DedupIndex {
-    table: Parts,
+    table: Parts<Remembered>,
+    /// Orders open to refunds, over the same horizon.
+    orders: OrderLedger,
     horizon_days: Option<u32>,
     /// Fingerprints of events before this day have been forgotten.
     remembered_from_day: i32,
@@ -213,7 +243,8 @@ impl PartialEq for DedupIndex {
             && self.remembered_from_day == other.remembered_from_day
             && self.oldest_since_cut == other.oldest_since_cut
             && self.table.len() == other.table.len()
-            && self.table.iter().all(|r| other.table.contains(r))
+            && self.table.iter().all(|r| other.table.get(r.fingerprint) == Some(r))
+        && self.orders == other.orders
     }
 }
 
@@ -221,7 +252,13 @@ impl DedupIndex {
     /// An empty index forgetting events older than `horizon_days` before the
     /// watermark (`None`: remembers everything, as `patron score` does).
     pub fn new(horizon_days: Option<u32>) -> Self {
-        Self { table: Parts::new(), horizon_days, remembered_from_day: i32::MIN, oldest_since_cut: i32::MAX }
+        Self {
+            table: Parts::new(),
+            orders: OrderLedger::default(),
+            horizon_days,
+            remembered_from_day: i32::MIN,
+            oldest_since_cut: i32::MAX,
+        }
     }
 
     /// This index, refusing events before `day` (for state whose earlier
@@ -229,6 +266,7 @@ impl DedupIndex {
     pub fn remembering_from(mut self, day: i32) -> Self {
         self.remembered_from_day = self.remembered_from_day.max(day);
         self.table.retain(|r| r.day >= day);
+        self.orders.forget_before(day);
         self
     }
 
@@ -240,6 +278,29 @@ impl DedupIndex {
         self.table.retain(|r| r.day >= from);
         for r in other.table.iter().filter(|r| r.day >= from) {
             self.admit(r.fingerprint, r.day);
+        }
+        self.orders.forget_before(from);
+        self.orders.absorb(&other.orders, from);
+    }
+
+    /// The orders open to refunds.
+    pub fn orders(&self) -> &OrderLedger {
+        &self.orders
+    }
+
+    /// The orders open to refunds, to open or refund one.
+    pub fn orders_mut(&mut self) -> &mut OrderLedger {
+        &mut self.orders
+    }
+
+    /// What [`Self::admit`] would say, without remembering anything.
+    pub fn peek(&self, fingerprint: u64, day: i32) -> Admission {
+        if day < self.remembered_from_day {
+            Admission::BeyondHorizon { remembered_from_day: self.remembered_from_day }
+        } else if self.table.get(fingerprint).is_some() {
+            Admission::Duplicate
+        } else {
+            Admission::New
         }
     }
 
@@ -270,6 +331,7 @@ impl DedupIndex {
         self.remembered_from_day = cut;
         let before = self.table.len();
         self.table.retain(|r| r.day >= cut);
+        self.orders.forget_before(cut);
         before - self.table.len()
     }
 
@@ -317,6 +379,7 @@ impl DedupIndex {
     /// bytes u64 │ (fingerprint u64, day − base_day varint)…`. The days of a
     /// horizon differ by a few dozen, so an entry takes 9 bytes instead of 12;
     /// `bytes` lets a reader find the next index without decoding this one.
+    /// Version 11 appends the order ledger ([`OrderLedger::encode`]).
     pub fn encode_compact(&self, out: &mut Vec<u8>) {
         let base_day = self.table.iter().map(|r| r.day).min().unwrap_or(0);
         out.extend_from_slice(&self.remembered_from_day.to_le_bytes());
@@ -332,11 +395,13 @@ impl DedupIndex {
         }
         let length = (out.len() - start) as u64;
         out[length_at..start].copy_from_slice(&length.to_le_bytes());
+        self.orders.encode(out);
     }
 
-    /// Reads what [`Self::encode_compact`] wrote, with this run's horizon;
+    /// Reads what [`Self::encode_compact`] wrote, with this run's horizon
+    /// (`with_orders`: the order ledger follows, from version 11 on);
     /// `None` if the bytes are not a valid index.
-    pub fn decode_compact(r: &mut ByteReader<'_>, horizon_days: Option<u32>) -> Option<Self> {
+    pub fn decode_compact(r: &mut ByteReader<'_>, horizon_days: Option<u32>, with_orders: bool) -> Option<Self> {
         let remembered_from_day = r.u32()? as i32;
         let oldest_since_cut = r.u32()? as i32;
         let count = usize::try_from(r.u64()?).ok()?;
@@ -355,6 +420,11 @@ impl DedupIndex {
         }
         if entries.remaining() != 0 {
             return None;
+        }
+        if with_orders {
+            index.orders = OrderLedger::decode(r)?;
+        } else {
+            index.orders.forget_before(remembered_from_day);
         }
         index.oldest_since_cut = oldest_since_cut;
         Some(index)
@@ -376,6 +446,7 @@ impl DedupIndex {
                 return None;
             }
         }
+        index.orders.forget_before(remembered_from_day);
         index.oldest_since_cut = oldest_since_cut;
         Some(index)
     }
@@ -489,18 +560,21 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(DedupIndex::decode(&mut ByteReader::new(&bytes[..cut], 0), Some(35)).is_none(), "cut at {cut}");
         }
+        // Orders ride in the compact layout only (version 11).
+        index.orders_mut().open(42, 140, 1_900);
+        index.orders_mut().open(43, 149, 0);
         let mut compact = Vec::new();
         index.encode_compact(&mut compact);
         assert!(compact.len() < bytes.len(), "{} against {} bytes", compact.len(), bytes.len());
         let mut reader = ByteReader::new(&compact, 0);
-        assert_eq!(DedupIndex::decode_compact(&mut reader, Some(35)), Some(index.clone()));
+        assert_eq!(DedupIndex::decode_compact(&mut reader, Some(35), true), Some(index.clone()));
         assert_eq!(reader.remaining(), 0);
         for cut in 0..compact.len() {
             let mut r = ByteReader::new(&compact[..cut], 0);
-            assert!(DedupIndex::decode_compact(&mut r, Some(35)).is_none(), "cut at {cut}");
+            assert!(DedupIndex::decode_compact(&mut r, Some(35), true).is_none(), "cut at {cut}");
         }
         let mut empty = Vec::new();
         DedupIndex::new(None).encode_compact(&mut empty);
-        assert_eq!(DedupIndex::decode_compact(&mut ByteReader::new(&empty, 0), None), Some(DedupIndex::new(None)));
+        assert_eq!(DedupIndex::decode_compact(&mut ByteReader::new(&empty, 0), None, true), Some(DedupIndex::new(None)));
     }
 }

@@ -57,7 +57,7 @@ use crate::dedup::{DEFAULT_DEDUP_HORIZON_DAYS, DedupIndex, IdHasher};
 use crate::item_feed::{self, FeedSender, ItemFeed};
 use crate::items::{ItemConfig, ItemStats, Observed, RecsModel};
 use crate::recommend::{BlendConfig, ListKind, Recommendation, recommend};
-use crate::record::{Applied, CustomerRecord};
+use crate::record::{Applied, CustomerRecord, Refusal};
 use crate::scoring::{ModelFits, ScoringConfig, fit_models_on, parameter_covariance, scorer_for};
 use crate::snapshot::{
     Cut, Section, ShardState, SharedState, Snapshot, SnapshotError, SnapshotFile, list_snapshots, write_snapshot,
@@ -161,6 +161,8 @@ pub struct EngineStats {
     pub beyond_horizon: AtomicU64,
     /// Campaign responses refused (unknown campaign, not a member).
     pub refused_responses: AtomicU64,
+    /// Refunds refused (no purchases, unknown order, more than remains).
+    pub refused_refunds: AtomicU64,
     /// Batches waiting in shard queues.
     pub queued_batches: AtomicU64,
     /// Completed refits.
@@ -306,6 +308,7 @@ struct Restored {
 fn empty_book(config: &EngineConfig, hasher: IdHasher) -> CustomerBook {
     CustomerBook::with_catalog(Default::default(), Default::default(), config.history_limit)
         .with_dedup(hasher, DedupIndex::new(None))
+        .with_money_exponent(config.currencies.base.exponent())
 }
 
 /// Reads the snapshot at `path` into one book per shard. When it was written
@@ -794,7 +797,8 @@ fn replay_into(
                 Applied::Accepted => &inner.stats.accepted,
                 Applied::Duplicate => &inner.stats.duplicates,
                 Applied::BeyondHorizon { .. } => &inner.stats.beyond_horizon,
-                Applied::Refused(_) => &inner.stats.refused_responses,
+                Applied::Refused(Refusal::Response(_)) => &inner.stats.refused_responses,
+                Applied::Refused(Refusal::Refund(_)) => &inner.stats.refused_refunds,
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
@@ -853,7 +857,12 @@ impl Engine {
                 (fresh, IdHasher::random(), false)
             }
         };
-        let mut books = with_dedup_state(books, loaded.as_mut(), config.dedup_horizon_days, hasher, rerouted);
+        let exponent = config.currencies.base.exponent();
+        let mut books: Vec<CustomerBook> =
+            with_dedup_state(books, loaded.as_mut(), config.dedup_horizon_days, hasher, rerouted)
+                .into_iter()
+                .map(|book| book.with_money_exponent(exponent))
+                .collect();
         let (definitions, members) = campaigns::decode_snapshot(loaded.as_ref().map_or(&[][..], |s| &s.campaigns))
             .ok_or(StateError::CampaignsUnreadable)?;
         let mut per_shard: Vec<Vec<(CustomerId, Member)>> = (0..books.len()).map(|_| Vec::new()).collect();
@@ -1942,7 +1951,11 @@ fn apply_batch(
                     outcome.refused.push(Refused { index, reason: beyond_horizon_reason(remembered_from_day) });
                 }
                 (_, Applied::Refused(refusal)) => {
-                    inner.stats.refused_responses.fetch_add(1, Ordering::Relaxed);
+                    let counter = match refusal {
+                        Refusal::Response(_) => &inner.stats.refused_responses,
+                        Refusal::Refund(_) => &inner.stats.refused_refunds,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
                     outcome.refused.push(Refused { index, reason: refusal.to_string() });
                 }
             }

@@ -29,6 +29,7 @@ pub mod dedup;
 pub mod engine;
 pub mod evaluate;
 mod item_feed;
+pub mod orders;
 pub mod quality;
 pub mod record;
 pub mod recs_tables;
@@ -47,7 +48,8 @@ pub use patron_recs::{
     BlendConfig, DiscoverWeights, ItemConfig, ItemStats, ListKind, Observed, ProductCatalog, PurchaseProfile, Reason,
     Recommendation, RecsModel, catalog, forgotten, items, profile, recommend,
 };
-pub use record::{Applied, CustomerRecord, History, Summary};
+pub use orders::{OrderLedger, RefundRefusal};
+pub use record::{Applied, CustomerRecord, History, Refusal, Summary};
 pub use recs_tables::{products_batch, recommend_all, recommendations_batch, similar_products_batch};
 pub use scoring::{
     ModelFits, ScoredBook, ScoringConfig, TimeUnit, customers_batch, fit_models, fit_models_on, parameter_covariance,

@@ -16,9 +16,11 @@
 //! - `first_occasion_value_minor` is the value of the earliest occasion day, so
 //!   the mean repeat value is `(total − first) / x` exactly even when an earlier
 //!   purchase arrives late.
-//! - Money is base-currency minor units; refunds reduce `revenue_minor` but not
-//!   the occasion values the spend model is fitted on (refunds rarely name the
-//!   occasion they undo).
+//! - Money is base-currency minor units. A refund that names a remembered
+//!   order ([`crate::orders`]) lowers that order's occasion value as well as
+//!   `revenue_minor`, so the spend model is fitted on what was kept; a refund
+//!   without an order lowers `revenue_minor` only (it does not say which
+//!   occasion it undoes).
 //! - Money sums saturate at the 64-bit limit instead of wrapping or panicking.
 //!   Validation bounds each amount at `patron_model::MAX_AMOUNT_MINOR` (10^14),
 //!   so a sum reaches the limit only after some 92,000 maximal events of one
@@ -71,8 +73,9 @@ pub struct Summary {
     pub consent: Consent,
     first_occasion_value_minor: i64,
     total_occasion_value_minor: i64,
-    /// Gross purchases minus refunds, minor units (what was refunded is
-    /// the difference from `total_occasion_value_minor`, so it needs no field).
+    /// Gross purchases minus refunds, minor units (what was refunded without
+    /// naming an order is the difference from `total_occasion_value_minor`,
+    /// which is net of refunds that named theirs, so it needs no field).
     pub revenue_minor: i64,
     first_purchase_ms: i64,
     last_purchase_ms: i64,
@@ -140,8 +143,21 @@ pub enum Applied {
         /// The first day still remembered (days since 1970-01-01, UTC).
         remembered_from_day: i32,
     },
-    /// A campaign response the campaign does not accept: refused, not applied.
-    Refused(crate::campaigns::ResponseRefusal),
+    /// Refused with a reason (a campaign response the campaign does not
+    /// accept, a refund beyond what was paid): not applied.
+    Refused(Refusal),
+}
+
+/// Why an event was refused after validation: what the state knows makes it
+/// impossible to apply. Its event id is not used up.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A campaign response.
+    #[error(transparent)]
+    Response(#[from] crate::campaigns::ResponseRefusal),
+    /// A refund.
+    #[error(transparent)]
+    Refund(#[from] crate::orders::RefundRefusal),
 }
 
 fn time(ms: i64) -> Option<Timestamp> {
@@ -164,6 +180,7 @@ impl Summary {
                     t.items.record(t.observed, &mut history.purchases, event.timestamp.day(), lines, t.history_limit);
                 }
             }
+            // Without its order (which only the book knows), a refund lowers revenue.
             EventKind::Refund(r) => {
                 self.revenue_minor = self.revenue_minor.saturating_sub(r.amount_minor);
             }
@@ -203,8 +220,19 @@ impl Summary {
         }
     }
 
-    /// Refunded so far, minor units.
-    pub fn refunded_minor(&self) -> i64 {
+    /// Applies a refund of `amount_minor` netted against an order of
+    /// `order_day`: that occasion's value drops with the revenue.
+    pub fn refund_order(&mut self, history: &History, order_day: i32, amount_minor: i64) {
+        self.revenue_minor = self.revenue_minor.saturating_sub(amount_minor);
+        self.total_occasion_value_minor = self.total_occasion_value_minor.saturating_sub(amount_minor).max(0);
+        if history.occasion_days.first() == Some(&order_day) {
+            self.first_occasion_value_minor =
+                self.first_occasion_value_minor.saturating_sub(amount_minor).clamp(0, self.total_occasion_value_minor);
+        }
+    }
+
+    /// Refunded without naming an order, minor units.
+    pub fn refunds_without_order_minor(&self) -> i64 {
         self.total_occasion_value_minor.saturating_sub(self.revenue_minor)
     }
 
@@ -388,7 +416,7 @@ pub(crate) fn encode_customer(id: &str, summary: &Summary, history: &History, ou
         out.extend_from_slice(&v.to_le_bytes());
     }
     out.extend_from_slice(&summary.orders.to_le_bytes());
-    for v in [summary.revenue_minor, summary.refunded_minor(), summary.first_purchase_ms, summary.last_purchase_ms] {
+    for v in [summary.revenue_minor, summary.refunds_without_order_minor(), summary.first_purchase_ms, summary.last_purchase_ms] {
         out.extend_from_slice(&v.to_le_bytes());
     }
     for c in [summary.consent.email, summary.consent.sms, summary.consent.push] {
@@ -434,7 +462,7 @@ pub fn encode_customer_compact(id: &str, summary: &Summary, history: &History, k
     codec::put_zigzag(out, summary.total_occasion_value_minor);
     codec::put_varint(out, summary.orders);
     codec::put_zigzag(out, summary.revenue_minor);
-    codec::put_zigzag(out, summary.refunded_minor());
+    codec::put_zigzag(out, summary.refunds_without_order_minor());
     if !days.is_empty() {
         for ms in [summary.first_purchase_ms, summary.last_purchase_ms] {
             codec::put_varint(out, ms.rem_euclid(DAY_MS) as u64);
@@ -558,7 +586,7 @@ impl CustomerRecord {
         s.total_occasion_value_minor = r.zigzag()?;
         s.orders = r.varint()?;
         s.revenue_minor = r.zigzag()?;
-        r.zigzag()?; // refunded: total occasion value − revenue
+        r.zigzag()?; // refunded without an order: total occasion value − revenue
         if let (Some(&first), Some(&last)) = (occasion_days.first(), occasion_days.last()) {
             for (day, ms) in [(first, &mut s.first_purchase_ms), (last, &mut s.last_purchase_ms)] {
                 let into_day = i64::try_from(r.varint()?).ok().filter(|&m| m < DAY_MS)?;
@@ -627,7 +655,7 @@ impl CustomerRecord {
         s.total_occasion_value_minor = r.i64()?;
         s.orders = r.u64()?;
         s.revenue_minor = r.i64()?;
-        r.i64()?; // refunded: total occasion value − revenue
+        r.i64()?; // refunded without an order: total occasion value − revenue
         s.first_purchase_ms = r.i64()?;
         s.last_purchase_ms = r.i64()?;
         s.consent = Consent { email: r.flag()?, sms: r.flag()?, push: r.flag()? };
@@ -796,7 +824,7 @@ mod tests {
         let refund =
             r#"{"type":"refund","event_id":"r1","customer_id":"won","timestamp":"2025-01-03T10:00:00Z","amount":"5"}"#;
         r.apply(&validator.decode(refund.as_bytes()).unwrap());
-        assert_eq!((r.revenue_minor, r.refunded_minor()), (2500, 500));
+        assert_eq!((r.revenue_minor, r.refunds_without_order_minor()), (2500, 500));
         compact_round_trip(&r);
     }
 

@@ -32,9 +32,9 @@
 //!   book on its own thread.
 //!
 //! ```text
-//! magic "PATRSNAP" │ version u32 = 10 │ next_seq u64 │ watermark_ms i64 │ customers u64 │
+//! magic "PATRSNAP" │ version u32 = 11 │ next_seq u64 │ watermark_ms i64 │ customers u64 │
 //! id key [u64; 2] │ products u32 │ product ids (u16 length + UTF-8)… │
-//! blocks… (each: whole customers of one shard, or one shard's dedup index) │
+//! blocks… (each: whole customers of one shard, or one shard's dedup index and order ledger) │
 //! tail: product statistics │ models (u32 length + CBOR; 0: provisional) │
 //!       campaigns (u64 length + `campaigns::encode_snapshot`; 0: none) │
 //!       shards u32 │ per shard: watermark_ms i64 │
@@ -49,7 +49,8 @@
 //! in the header because it also routes customers to shards: a recovery with
 //! another shard count routes each customer as it is decoded.
 //!
-//! Older versions are still read: 9 (as 10, without campaigns), 8 (as 9, without acquisitions), 7 (as 8, without interval widths: recovery
+//! Older versions are still read: 10 (as 11, without order ledgers: refunds of
+//! orders from before the upgrade lower revenue only), 9 (as 10, without campaigns), 8 (as 9, without acquisitions), 7 (as 8, without interval widths: recovery
 //! computes them afresh), 6 (as 7, without the products each
 //! profile evicted; see `PurchaseProfile::settle_inherited`), 5 (fixed-width customers, one section per
 //! shard, one checksum over the file), 4 (one run of all customers) and 3
@@ -71,7 +72,9 @@ use crate::record::{CompactLayout, CustomerRecord, History, Kept, encode_custome
 use crate::scoring::ModelFits;
 
 const MAGIC: &[u8; 8] = b"PATRSNAP";
-const VERSION: u32 = 10;
+const VERSION: u32 = 11;
+/// Version 11 without the order ledger in its dedup blocks.
+const VERSION_WITHOUT_ORDERS: u32 = 10;
 /// Version 10 without the campaigns in its tail.
 const VERSION_WITHOUT_CAMPAIGNS: u32 = 9;
 /// Compact customers with their CLV interval width, without their acquisition.
@@ -561,6 +564,7 @@ impl SnapshotFile {
         let version = u32::from_le_bytes(body[8..12].try_into().unwrap_or([0; 4]));
         if ![
             VERSION,
+            VERSION_WITHOUT_ORDERS,
             VERSION_WITHOUT_CAMPAIGNS,
             VERSION_WITHOUT_ACQUISITION,
             VERSION_WITHOUT_SPREAD,
@@ -631,6 +635,7 @@ impl SnapshotFile {
         };
         match version {
             VERSION
+            | VERSION_WITHOUT_ORDERS
             | VERSION_WITHOUT_CAMPAIGNS
             | VERSION_WITHOUT_ACQUISITION
             | VERSION_WITHOUT_SPREAD
@@ -845,7 +850,7 @@ impl SnapshotFile {
                     [] => None,
                     bytes => Some(ModelFits::from_bytes(bytes).ok_or(SnapshotError::Invalid(Part::FittedModels))?),
                 };
-                if self.version >= VERSION {
+                if self.version >= VERSION_WITHOUT_ORDERS {
                     let len = usize::try_from(reader.u64().ok_or_else(invalid)?).map_err(|_| invalid())?;
                     campaigns = reader.take(len).ok_or_else(invalid)?.to_vec();
                 }
@@ -860,6 +865,14 @@ impl SnapshotFile {
         };
         if reader.position() != tail.end {
             return Err(SnapshotError::TrailingBytes(tail.end - reader.position()));
+        }
+        let mut dedup = dedup;
+        if self.version < VERSION && self.watermark_ms != i64::MIN {
+            // No ledger: any order up to the cut may exist unrecorded.
+            let after_cut = patron_model::Timestamp::from_millis(self.watermark_ms).day().saturating_add(1);
+            for (_, index) in &mut dedup {
+                index.orders_mut().forget_before(after_cut);
+            }
         }
         let (next_seq, watermark_ms, products) = (self.next_seq, self.watermark_ms, self.products);
         let keeps_spreads = self.version >= VERSION_WITHOUT_ACQUISITION;
@@ -880,6 +893,7 @@ impl SnapshotFile {
     /// Every shard's dedup index (version 6), each checked and built on its
     /// own thread (tens of millions of fingerprints at 10M customers).
     fn decode_dedup_blocks(&self, horizon_days: Option<u32>) -> Result<Vec<DedupIndex>, SnapshotError> {
+        let with_orders = self.version >= VERSION;
         std::thread::scope(|scope| {
             let workers: Vec<_> = self
                 .dedup_blocks
@@ -891,7 +905,7 @@ impl SnapshotFile {
                             return Err(SnapshotError::BlockChecksum { at: block.bytes.start });
                         }
                         let mut reader = ByteReader::new(bytes, 0);
-                        match DedupIndex::decode_compact(&mut reader, horizon_days) {
+                        match DedupIndex::decode_compact(&mut reader, horizon_days, with_orders) {
                             Some(index) if reader.remaining() == 0 => Ok(index),
                             _ => Err(SnapshotError::DedupIndex { at: block.bytes.start }),
                         }

@@ -428,6 +428,48 @@ fn an_event_older_than_the_remembered_horizon_is_refused_with_a_reason_at_its_po
     assert!(bytes >= remembered * 17);
 }
 
+#[test]
+fn refunds_net_against_their_orders_the_same_after_a_snapshot_and_after_a_replay_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let validator = Validator::new(CurrencyTable::default());
+    let event = |json: String| validator.decode(json.as_bytes()).unwrap();
+    let order = |id: &str, day: &str, revenue: &str| {
+        event(format!(
+            r#"{{"type":"purchase","event_id":"{id}","customer_id":"c","timestamp":"{day}T10:00:00Z","revenue":"{revenue}"}}"#
+        ))
+    };
+    let refund = |id: &str, order: &str, amount: &str| {
+        event(format!(
+            r#"{{"type":"refund","event_id":"{id}","customer_id":"c","order_id":"{order}","timestamp":"2025-03-02T10:00:00Z","amount":"{amount}"}}"#
+        ))
+    };
+    let config = || EngineConfig { shards: 2, ..EngineConfig::new(dir.path()) };
+    let c = CustomerId::new("c").unwrap();
+    let state = |engine: &Engine| {
+        let r = engine.customer(&c).unwrap();
+        (r.revenue_minor, r.total_occasion_value_minor())
+    };
+    {
+        let (engine, _) = Engine::open(config()).unwrap();
+        engine.submit(vec![order("o-1", "2025-01-01", "19"), order("o-2", "2025-02-01", "100")]).unwrap();
+        engine.snapshot().unwrap();
+        // After the snapshot: this refund is in the log tail only.
+        assert_eq!(engine.submit(vec![refund("r-1", "o-2", "60")]).unwrap().accepted, 1);
+        assert_eq!(state(&engine), (5_900, 5_900));
+    }
+    let (engine, _) = Engine::open(config()).unwrap();
+    assert_eq!(state(&engine), (5_900, 5_900), "replayed from snapshot and log");
+    let outcome = engine.submit(vec![refund("r-2", "o-2", "41"), refund("r-3", "o-1", "19")]).unwrap();
+    assert_eq!((outcome.accepted, outcome.refused.len()), (1, 1));
+    assert_eq!(outcome.refused[0].reason, r#"amount: 41.00 exceeds the 40.00 that remains of order "o-2""#);
+    engine.snapshot().unwrap();
+    drop(engine);
+    let (engine, _) = Engine::open(config()).unwrap();
+    assert_eq!(state(&engine), (4_000, 4_000));
+    assert_eq!(engine.submit(vec![refund("r-4", "o-2", "40.01")]).unwrap().refused.len(), 1, "the ledger was kept");
+    assert_eq!(engine.stats().refused_refunds.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
 fn compat_events() -> (Vec<Event>, Vec<Event>) {
     let validator = Validator::new(CurrencyTable::only(Currency::from_code("USD").unwrap()));
     let shop: Vec<Event> =
