@@ -24,6 +24,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod refunds;
 mod tabular;
 pub mod timeparse;
 
@@ -215,6 +216,21 @@ pub struct FileReport {
     pub outcome: SubmitOutcome,
     /// Rejected records.
     pub rejections: RejectionLog,
+    /// Refunded rows of a tabular file that no earlier order of the file
+    /// explains: refunded without an order, so they lower revenue only.
+    pub refund_rows_without_order: u64,
+}
+
+impl FileReport {
+    /// What became of refunded rows no order explains, for the run summary.
+    pub fn refund_note(&self) -> Option<String> {
+        (self.refund_rows_without_order > 0).then(|| {
+            format!(
+                "{} refunded rows match no earlier order of their customer in the file (discounts, fees, purchases from before it): refunded without an order, they lower revenue but no order's value.",
+                self.refund_rows_without_order
+            )
+        })
+    }
 }
 
 /// Errors that stop a file from being read at all.
@@ -306,13 +322,31 @@ impl<R: Read> Read for Counting<R> {
 struct Batcher<'a> {
     sink: &'a dyn EventSink,
     pending: Vec<Event>,
+    /// The position (line or row) in the file of each pending event.
+    positions: Vec<u64>,
     events: u64,
     outcome: SubmitOutcome,
+    /// Events the sink refused after validation (a refund beyond its
+    /// order, an event beyond the dedup horizon): position and reason.
+    refused: Vec<(u64, String)>,
 }
 
-impl Batcher<'_> {
-    fn push(&mut self, event: Event) -> Result<(), IngestError> {
+impl<'a> Batcher<'a> {
+    fn new(sink: &'a dyn EventSink) -> Self {
+        Self {
+            sink,
+            pending: Vec::with_capacity(BATCH),
+            positions: Vec::with_capacity(BATCH),
+            events: 0,
+            outcome: SubmitOutcome::default(),
+            refused: Vec::new(),
+        }
+    }
+
+    /// Queues the event read at `position`.
+    fn push(&mut self, event: Event, position: u64) -> Result<(), IngestError> {
         self.pending.push(event);
+        self.positions.push(position);
         self.events += 1;
         if self.pending.len() >= BATCH { self.flush() } else { Ok(()) }
     }
@@ -324,7 +358,21 @@ impl Batcher<'_> {
         let got = self.sink.submit(std::mem::take(&mut self.pending))?;
         self.outcome.accepted += got.accepted;
         self.outcome.duplicates += got.duplicates;
+        for refused in got.refused {
+            let position = self.positions.get(refused.index).copied().unwrap_or_default();
+            self.refused.push((position, refused.reason));
+        }
+        self.positions.clear();
         Ok(())
+    }
+
+    /// Moves what the sink refused into `log`, as rejections of their records.
+    fn log_refused(&mut self, log: &mut RejectionLog) {
+        for (position, reason) in self.refused.drain(..) {
+            let (field, why) = reason.split_once(": ").unwrap_or(("(record)", reason.as_str()));
+            let error = EventError::Field { field: field.to_owned(), reason: why.to_owned() };
+            log.reject(position, error, "(valid, refused by the state)".to_owned());
+        }
     }
 }
 
@@ -358,8 +406,7 @@ pub fn ingest_file(
     let gz = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"));
     let reader: Box<dyn Read> =
         if gz { Box::new(flate2::read::MultiGzDecoder::new(counted)) } else { Box::new(counted) };
-    let mut batcher =
-        Batcher { sink, pending: Vec::with_capacity(BATCH), events: 0, outcome: SubmitOutcome::default() };
+    let mut batcher = Batcher::new(sink);
     let mut log = RejectionLog::default();
     let tick = || progress(read.load(Ordering::Relaxed), total);
     let report = match format {
@@ -376,14 +423,14 @@ pub fn ingest_file(
                 let raw = || String::from_utf8_lossy(trimmed).into_owned();
                 match options.source {
                     None => match validator.decode(trimmed) {
-                        Ok(event) => batcher.push(event)?,
+                        Ok(event) => batcher.push(event, position)?,
                         Err(e) => log.reject(position, e, raw()),
                     },
                     Some(source) => match translate(source, trimmed) {
                         Ok(events) => {
                             for native in events {
                                 match validator.decode(native.as_bytes()) {
-                                    Ok(event) => batcher.push(event)?,
+                                    Ok(event) => batcher.push(event, position)?,
                                     Err(e) => log.reject(position, e, native),
                                 }
                             }
@@ -403,6 +450,7 @@ pub fn ingest_file(
                 events: 0,
                 outcome: SubmitOutcome::default(),
                 rejections: RejectionLog::default(),
+                refund_rows_without_order: 0,
             }
         }
         FileFormat::Csv => {
@@ -476,6 +524,7 @@ pub fn ingest_file(
         }
     };
     batcher.flush()?;
+    batcher.log_refused(&mut log);
     tick();
     Ok(FileReport { events: batcher.events, outcome: batcher.outcome, rejections: log, ..report })
 }
@@ -607,9 +656,10 @@ fn finish_tabular(
     let columns = Some(assembler.columns().describe());
     let time_format = assembler.time_format();
     let records = assembler.rows;
-    for (position, raw, result) in assembler.finish(validator) {
+    let (events, refund_rows_without_order) = assembler.finish(validator);
+    for (position, raw, result) in events {
         match result {
-            Ok(event) => batcher.push(event)?,
+            Ok(event) => batcher.push(event, position)?,
             Err(e) => log.reject(position, e, raw),
         }
     }
@@ -621,6 +671,7 @@ fn finish_tabular(
         events: 0,
         outcome: SubmitOutcome::default(),
         rejections: RejectionLog::default(),
+        refund_rows_without_order,
     })
 }
 

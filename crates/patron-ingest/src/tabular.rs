@@ -7,7 +7,7 @@
 //! event a producer would send and validated by the same [`Validator`], so a
 //! file and a stream of the same purchases build the same state.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use patron_model::{Decimal, Event, EventError, Timestamp, Validator};
 use serde_json::{Value, json};
@@ -149,20 +149,26 @@ impl Columns {
     }
 }
 
-struct Line {
-    product: Option<String>,
-    category: Option<String>,
-    quantity: Decimal,
-    unit_price: Option<Decimal>,
+/// One row of an order (of a refund: its quantity and amount made positive).
+pub(crate) struct Line {
+    pub(crate) line: u64,
+    pub(crate) product: Option<String>,
+    pub(crate) category: Option<String>,
+    pub(crate) quantity: Decimal,
+    pub(crate) unit_price: Option<Decimal>,
+    /// The row's total.
+    pub(crate) amount: Decimal,
 }
 
-struct Order {
-    first_line: u64,
-    last_line: u64,
-    customer: String,
-    time: Timestamp,
-    lines: Vec<Line>,
-    total: Decimal,
+/// Rows sharing an order id (a purchase, or a refund).
+pub(crate) struct Order {
+    pub(crate) id: String,
+    pub(crate) first_line: u64,
+    pub(crate) last_line: u64,
+    pub(crate) customer: String,
+    pub(crate) time: Timestamp,
+    pub(crate) lines: Vec<Line>,
+    pub(crate) total: Decimal,
 }
 
 /// Turns rows into orders, then orders into validated events.
@@ -267,8 +273,9 @@ impl Assembler {
         } else {
             (&mut self.purchases, &mut self.purchase_index)
         };
-        let slot = *index.entry(key).or_insert_with(|| {
+        let slot = *index.entry(key.clone()).or_insert_with(|| {
             orders.push(Order {
+                id: key,
                 first_line: line,
                 last_line: line,
                 customer: customer.to_owned(),
@@ -293,29 +300,24 @@ impl Assembler {
         order.total = order.total.checked_add(&total.abs()).ok_or_else(|| field_error("(order)", "total overflows"))?;
         order.time = order.time.min(time);
         order.last_line = line;
-        if !is_refund {
-            order.lines.push(Line {
-                product: optional(self.columns.product),
-                category: optional(self.columns.category),
-                quantity,
-                unit_price,
-            });
-        }
+        order.lines.push(Line {
+            line,
+            product: optional(self.columns.product),
+            category: optional(self.columns.category),
+            quantity: quantity.abs(),
+            unit_price,
+            amount: total.abs(),
+        });
         Ok(())
     }
 
-    /// Validates every order as an event; returns (first line, outcome) pairs.
-    pub(crate) fn finish(self, validator: &Validator) -> Vec<(u64, String, Result<Event, EventError>)> {
+    /// Validates every order as an event; returns (first line, outcome)
+    /// pairs, and how many refunded rows no order explains
+    /// ([`crate::refunds`]).
+    pub(crate) fn finish(self, validator: &Validator) -> (Vec<(u64, String, Result<Event, EventError>)>, u64) {
         let currency = self.currency.clone().unwrap_or_else(|| validator.currencies.base.code().to_owned());
         let mut out = Vec::with_capacity(self.purchases.len() + self.refunds.len());
-        let purchase_ids: HashSet<&String> = self.purchase_index.keys().collect();
-        let mut refund_ids: Vec<(&String, usize)> = self.refund_index.iter().map(|(k, &v)| (k, v)).collect();
-        refund_ids.sort_by_key(|(_, v)| *v);
-        let mut purchase_ids_ordered: Vec<(&String, usize)> =
-            self.purchase_index.iter().map(|(k, &v)| (k, v)).collect();
-        purchase_ids_ordered.sort_by_key(|(_, v)| *v);
-        for (id, slot) in purchase_ids_ordered {
-            let order = &self.purchases[slot];
+        for order in &self.purchases {
             let all_priced = order.lines.iter().all(|l| l.unit_price.is_some() && l.product.is_some());
             let items: Vec<Value> = order
                 .lines
@@ -334,30 +336,40 @@ impl Assembler {
                 })
                 .collect();
             let mut event = json!({
-                "type": "purchase", "event_id": id, "customer_id": order.customer,
+                "type": "purchase", "event_id": order.id, "customer_id": order.customer,
                 "timestamp": order.time.millis(), "currency": currency, "items": items,
             });
             if !all_priced || items.is_empty() {
                 event["revenue"] = order.total.to_text().into();
             }
-            out.push(decoded(validator, order, &event));
+            out.push(decoded(validator, order.first_line, order.last_line, &event));
         }
-        for (id, slot) in refund_ids {
+        let names = &self.columns.names;
+        let by_product = self.columns.product.map(|product| crate::refunds::RefundColumns {
+            product: &names[product],
+        });
+        let matched = crate::refunds::match_refunds(&self.purchases, &self.purchase_index, &self.refunds, by_product);
+        for (slot, refund) in matched.refunds {
             let order = &self.refunds[slot];
-            let event_id = if purchase_ids.contains(id) { format!("{id}#refund") } else { id.clone() };
-            let event = json!({
-                "type": "refund", "event_id": event_id, "customer_id": order.customer, "order_id": id,
-                "timestamp": order.time.millis(), "currency": currency, "amount": order.total.to_text(),
+            let mut event = json!({
+                "type": "refund", "event_id": refund.event_id, "customer_id": order.customer,
+                "timestamp": order.time.millis(), "currency": currency, "amount": refund.amount.to_text(),
             });
-            out.push(decoded(validator, order, &event));
+            if let Some(order_id) = refund.order_id {
+                event["order_id"] = order_id.into();
+            }
+            out.push(decoded(validator, refund.first_line, refund.last_line, &event));
         }
-        out
+        for (line, error) in matched.rejected {
+            out.push((line, format!("line {line}: a refunded row"), Err(error)));
+        }
+        (out, matched.rows_without_order)
     }
 }
 
-fn decoded(validator: &Validator, order: &Order, event: &Value) -> (u64, String, Result<Event, EventError>) {
-    let raw = format!("lines {}-{}: {event}", order.first_line, order.last_line);
-    (order.first_line, raw, validator.decode(event.to_string().as_bytes()))
+fn decoded(validator: &Validator, first: u64, last: u64, event: &Value) -> (u64, String, Result<Event, EventError>) {
+    let raw = format!("lines {first}-{last}: {event}");
+    (first, raw, validator.decode(event.to_string().as_bytes()))
 }
 
 fn field_error(field: impl Into<String>, reason: impl Into<String>) -> EventError {

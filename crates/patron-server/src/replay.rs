@@ -164,6 +164,9 @@ pub(crate) fn run(args: &ReplayArgs) -> Result<()> {
     if let Some(columns) = &report.columns {
         println!("Columns: {columns}; time format {}", report.time_format.as_deref().unwrap_or("unknown"));
     }
+    if let Some(note) = report.refund_note() {
+        println!("{note}");
+    }
     for r in report.rejections.examples(patron_ingest::EXAMPLES_PER_FIELD) {
         eprintln!("  rejected line {}: {}", r.position, r.error);
     }

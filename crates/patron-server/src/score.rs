@@ -177,6 +177,9 @@ fn print_read_report(report: &FileReport, ignored_after_end: u64) {
     if let Some(columns) = &report.columns {
         println!("Columns: {columns}; time format {}", report.time_format.as_deref().unwrap_or("unknown"));
     }
+    if let Some(note) = report.refund_note() {
+        println!("{note}");
+    }
     println!(
         "Read {} {} records: {} events accepted, {} duplicates, {} after the observation end ignored, {} records rejected.",
         report.records,

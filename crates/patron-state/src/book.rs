@@ -556,6 +556,7 @@ impl CustomerBook {
             .filter(|s| s.has_purchased())
             .ok_or_else(|| RefundRefusal::NoPurchases(customer.clone()))?;
         let ledger = self.dedup.orders();
+        let mut netted = None;
         if let Some(order) = &refund.order_id {
             let fingerprint = self.hasher.order_fingerprint(hash, order);
             match ledger.balance(fingerprint) {
@@ -566,7 +567,7 @@ impl CustomerBook {
                         remaining: amount(balance.remaining_minor),
                     });
                 }
-                Some(balance) => return Ok(Some((fingerprint, balance.day))),
+                Some(balance) => netted = Some((fingerprint, balance.day)),
                 // Every order of this customer would still be remembered.
                 None if summary.first_day().is_some_and(|day| ledger.remembers_day(day)) => {
                     return Err(RefundRefusal::UnknownOrder { customer: customer.clone(), order: order.clone() });
@@ -574,13 +575,14 @@ impl CustomerBook {
                 None => {}
             }
         }
+        // Refunds in all never exceed what was paid, whatever they name.
         if refund.amount_minor > summary.revenue_minor {
             return Err(RefundRefusal::ExceedsRevenue {
                 amount: amount(refund.amount_minor),
                 revenue: amount(summary.revenue_minor.max(0)),
             });
         }
-        Ok(None)
+        Ok(netted)
     }
 
     /// What an applied event means to the customer's campaigns.

@@ -203,10 +203,8 @@ pub enum RefundRefusal {
         /// What remains of the order.
         remaining: Amount,
     },
-    /// A refund without an order larger than what the customer paid, net.
-    #[error(
-        "amount: {amount} exceeds the customer's net revenue of {revenue} (name the order with order_id to refund a known order)"
-    )]
+    /// More than the customer paid, net of earlier refunds.
+    #[error("amount: {amount} exceeds the customer's net revenue of {revenue} (what they paid less earlier refunds)")]
     ExceedsRevenue {
         /// The refund.
         amount: Amount,
