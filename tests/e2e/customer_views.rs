@@ -140,7 +140,7 @@ fn events_after_the_refit() -> Vec<String> {
         ));
     }
     events.push(
-        r#"{"type":"refund","event_id":"refund-1","customer_id":"3","order_id":"o-3","timestamp":"1997-10-03T00:00:00Z","currency":"USD","amount":"5.00"}"#.into(),
+        r#"{"type":"refund","event_id":"refund-1","customer_id":"3","timestamp":"1997-10-03T00:00:00Z","currency":"USD","amount":"5.00"}"#.into(),
     );
     events.push(
         r#"{"type":"consent","event_id":"consent-1","customer_id":"4","timestamp":"1997-10-04T00:00:00Z","channels":{"email":true}}"#.into(),

@@ -291,3 +291,37 @@ fn the_hostile_corpus_neither_loses_data_nor_kills_the_server() {
     assert_alive_and_ready(&server);
     assert_eq!(present(&server), Some(acknowledged.len() as u64));
 }
+
+/// The backend corpus (`fixtures/bad_input/backends.jsonl`, issue 20): events
+/// as backends send them, each with the answer it must get, in order, on one
+/// real server. Afterwards the refused refunds must have left no trace.
+#[test]
+fn backend_payloads_get_their_specific_answers_and_refused_refunds_leave_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let server = start(&dir.path().join("data"), &config);
+    let corpus = std::fs::read_to_string(patron_tests::fixture("bad_input/backends.jsonl")).unwrap();
+    for line in corpus.lines().filter(|l| !l.trim().is_empty()) {
+        let case: Value = serde_json::from_str(line).unwrap();
+        let name = case["case"].as_str().unwrap();
+        let query = case["source"].as_str().map(|s| format!("?source={s}")).unwrap_or_default();
+        let url = format!("{}/v1/events{query}", server.url);
+        let (status, answer, _) =
+            request("POST", &url, INGEST, &[("Content-Type", "application/json")], case["send"].to_string().as_bytes());
+        assert_eq!(status, 200, "{name}: {answer}");
+        assert_eq!(answer["accepted"], case["accepted"], "{name}: {answer}");
+        assert_eq!(answer["duplicates"].as_u64().unwrap_or(0), case["duplicates"].as_u64().unwrap_or(0), "{name}");
+        let errors: Vec<&str> = answer["rejected"]
+            .as_array()
+            .map(|r| r.iter().filter_map(|e| e["error"].as_str()).collect())
+            .unwrap_or_default();
+        let expected: Vec<&str> = case["errors"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        assert_eq!(errors, expected, "{name}: {answer}");
+    }
+    let (status, rows) =
+        sql(&server, QUERY, "SELECT customer_id, revenue FROM customers WHERE customer_id IN ('shopper', 'ghost')");
+    assert_eq!(status, 200, "{rows}");
+    assert_eq!(rows, serde_json::json!([{"customer_id": "shopper", "revenue": 15.0}]), "only the Segment refund of 4 applied");
+    let (_, stats) = sql(&server, ADMIN, "SELECT value FROM engine_stats WHERE name = 'events_refused_refunds'");
+    assert_eq!(stats[0]["value"].as_f64(), Some(4.0), "{stats}");
+}

@@ -941,10 +941,16 @@ impl Validator {
                 EventKind::CampaignResponse(CampaignResponse { campaign_id: campaign_id.as_ref().into(), response })
             }
             other => {
+                // Segment's call types: the sender most likely forgot ?source=segment.
+                let hint = if ["track", "identify", "page", "screen", "group", "alias"].contains(&other) {
+                    "; a Segment call? send it with ?source=segment"
+                } else {
+                    ""
+                };
                 return Err(EventError::field(
                     "type",
                     format!(
-                        "unknown event type {} (expected purchase, refund, consent, customer or campaign_response)",
+                        "unknown event type {} (expected purchase, refund, consent, customer or campaign_response{hint})",
                         preview(other)
                     ),
                 ));
