@@ -205,22 +205,6 @@ fn lines_at(
         .collect()
 }
 
-/// A consent statement as a boolean: `true`/`false`, or the words sources
-/// use (`granted`, `subscribed`, `opted_in`, `yes`… and their opposites).
-/// `None` for a state that says neither (Shopify's `pending`).
-fn consent_word(value: &Value) -> Option<bool> {
-    match value {
-        Value::Bool(b) => Some(*b),
-        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "true" | "yes" | "granted" | "subscribed" | "opted_in" | "opt_in" | "opt-in" => Some(true),
-            "false" | "no" | "denied" | "unsubscribed" | "not_subscribed" | "opted_out" | "opt_out" | "opt-out"
-            | "redacted" => Some(false),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
 /// A consent event, or `None` when no channel is stated.
 fn consent_event(event_id: &str, customer_id: &str, timestamp: Value, channels: Map<String, Value>) -> Option<Value> {
     (!channels.is_empty()).then(|| {
@@ -250,14 +234,4 @@ mod tests {
         assert_eq!(err.to_string(), "expected a JSON object, got an array");
     }
 
-    #[test]
-    fn consent_words_read_as_booleans() {
-        for yes in ["granted", "subscribed", "opted_in", "TRUE"] {
-            assert_eq!(consent_word(&Value::from(yes)), Some(true), "{yes}");
-        }
-        for no in ["denied", "unsubscribed", "not_subscribed", "opted_out"] {
-            assert_eq!(consent_word(&Value::from(no)), Some(false), "{no}");
-        }
-        assert_eq!(consent_word(&Value::from("pending")), None);
-    }
 }

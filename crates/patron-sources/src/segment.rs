@@ -17,7 +17,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::{SourceError, Translation, amount_at, at, consent_event, consent_word, first_id, id_at, lines_at};
+use crate::{SourceError, Translation, amount_at, at, consent_event, first_id, id_at, lines_at};
 
 pub(crate) fn translate(call: &Map<String, Value>, out: &mut Translation) -> Result<(), SourceError> {
     let kind = at(call, "type").and_then(Value::as_str).unwrap_or("");
@@ -87,10 +87,10 @@ pub(crate) fn translate(call: &Map<String, Value>, out: &mut Translation) -> Res
             let mut channels = Map::new();
             for (name, value) in preferences {
                 let channel = name.to_ascii_lowercase();
-                if ["email", "sms", "push"].contains(&channel.as_str())
-                    && let Some(given) = consent_word(value)
-                {
-                    channels.insert(channel, given.into());
+                // The value passes as sent: Patron's validator reads booleans
+                // and consent words, and names the field of anything else.
+                if ["email", "sms", "push"].contains(&channel.as_str()) {
+                    channels.insert(channel, value.clone());
                 }
             }
             match consent_event(&event_id, &customer, timestamp, channels) {

@@ -8,16 +8,16 @@
 //!   guest checkout has no customer and is refused with that reason.
 //! - Its customer's marketing consent comes along as a consent event:
 //!   `customer.email_marketing_consent.state` and
-//!   `customer.sms_marketing_consent.state` (`subscribed` is yes;
-//!   `not_subscribed`, `unsubscribed` and `redacted` are no; `pending` says
-//!   nothing), else the older `buyer_accepts_marketing` for e-mail.
+//!   `customer.sms_marketing_consent.state`, passed as sent (Patron reads `subscribed` as yes,
+//!   `not_subscribed` and `unsubscribed` as no), except `redacted` (no) and `pending` (says
+//!   nothing); else the older `buyer_accepts_marketing` for e-mail.
 //! - A customer webhook gives only that consent event.
 //! - A refund webhook names its order but not its customer, and Patron does
 //!   not yet look orders up, so it is refused with that reason.
 
 use serde_json::{Map, Value, json};
 
-use crate::{SourceError, Translation, amount_at, at, consent_event, consent_word, id_at, lines_at};
+use crate::{SourceError, Translation, amount_at, at, consent_event, id_at, lines_at};
 
 pub(crate) fn translate(payload: &Map<String, Value>, out: &mut Translation) -> Result<(), SourceError> {
     if payload.contains_key("refund_line_items") {
@@ -81,17 +81,41 @@ pub(crate) fn translate(payload: &Map<String, Value>, out: &mut Translation) -> 
     Ok(())
 }
 
+/// A Shopify marketing consent state as Patron reads it: `subscribed`,
+/// `not_subscribed` and `unsubscribed` pass as sent (Patron's consent words),
+/// `redacted` (the customer's data was erased) is a no, and `pending`
+/// (double opt-in not confirmed yet) says nothing.
+fn consent_state(value: &Value) -> Option<Value> {
+    match value.as_str().map(str::to_ascii_lowercase).as_deref() {
+        Some("pending") => None,
+        Some("redacted") => Some(Value::Bool(false)),
+        _ => Some(value.clone()),
+    }
+}
+
 /// E-mail and SMS consent stated by a customer object.
 fn channels(customer: &Map<String, Value>, buyer_accepts_marketing: Option<&Value>) -> Map<String, Value> {
     let mut channels = Map::new();
     let email = at(customer, "email_marketing_consent.state")
-        .and_then(consent_word)
-        .or_else(|| buyer_accepts_marketing.or(at(customer, "accepts_marketing")).and_then(Value::as_bool));
+        .and_then(consent_state)
+        .or_else(|| buyer_accepts_marketing.or(at(customer, "accepts_marketing")).filter(|v| v.is_boolean()).cloned());
     if let Some(email) = email {
-        channels.insert("email".into(), email.into());
+        channels.insert("email".into(), email);
     }
-    if let Some(sms) = at(customer, "sms_marketing_consent.state").and_then(consent_word) {
-        channels.insert("sms".into(), sms.into());
+    if let Some(sms) = at(customer, "sms_marketing_consent.state").and_then(consent_state) {
+        channels.insert("sms".into(), sms);
     }
     channels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shopify_consent_states_pass_as_words_except_redacted_and_pending() {
+        assert_eq!(consent_state(&Value::from("subscribed")), Some(Value::from("subscribed")));
+        assert_eq!(consent_state(&Value::from("REDACTED")), Some(Value::Bool(false)));
+        assert_eq!(consent_state(&Value::from("pending")), None);
+    }
 }
