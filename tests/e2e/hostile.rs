@@ -324,4 +324,30 @@ fn backend_payloads_get_their_specific_answers_and_refused_refunds_leave_no_trac
     assert_eq!(rows, serde_json::json!([{"customer_id": "shopper", "revenue": 15.0}]), "only the Segment refund of 4 applied");
     let (_, stats) = sql(&server, ADMIN, "SELECT value FROM engine_stats WHERE name = 'events_refused_refunds'");
     assert_eq!(stats[0]["value"].as_f64(), Some(4.0), "{stats}");
+
+    // Channels beyond the three are kept and queryable, across a snapshot,
+    // a later statement in the log tail, and a kill -9.
+    let consents = |server: &Server| {
+        sql(&server, QUERY, "SELECT customer_id, channel, consent, CAST(stated_at AS VARCHAR) AS at FROM channel_consents").1
+    };
+    let expected = serde_json::json!([
+        {"customer_id": "shopper", "channel": "postal", "consent": false, "at": "2026-01-05T10:03:00"},
+        {"customer_id": "shopper", "channel": "whatsapp", "consent": true, "at": "2026-01-05T10:03:00"},
+    ]);
+    assert_eq!(consents(&server), expected);
+    assert_eq!(request("POST", &format!("{}/v1/admin/snapshot", server.url), ADMIN, &[], b"").0, 200);
+    let later = r#"{"type":"consent","event_id":"k-6","customer_id":"shopper","timestamp":"2026-01-08T09:00:00Z","channels":{"whatsapp":"opted_out"}}"#;
+    let older = r#"{"type":"consent","event_id":"k-7","customer_id":"shopper","timestamp":"2026-01-01T09:00:00Z","channels":{"postal":true}}"#;
+    assert_eq!(events(&server, &format!("{later}\n{older}")).1["accepted"], 2);
+    let expected = serde_json::json!([
+        {"customer_id": "shopper", "channel": "postal", "consent": false, "at": "2026-01-05T10:03:00"},
+        {"customer_id": "shopper", "channel": "whatsapp", "consent": false, "at": "2026-01-08T09:00:00"},
+    ]);
+    assert_eq!(consents(&server), expected, "the latest statement by event time wins, per channel");
+    let data = dir.path().join("data");
+    server.kill_dash_nine();
+    let server = start(&data, &config);
+    assert_eq!(consents(&server), expected, "after kill -9: snapshot and log tail");
+    assert_eq!(request("DELETE", &format!("{}/v1/customers/shopper", server.url), ADMIN, &[], b"").0, 200);
+    assert_eq!(consents(&server), serde_json::json!([]), "erased with the customer");
 }

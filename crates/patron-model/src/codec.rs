@@ -5,27 +5,29 @@
 //! building JSON. Layout (little-endian), one event after another:
 //!
 //! ```text
-//! kind u8 (1 purchase, 2 refund, 3 consent, 4 purchase with acquisition, 5 customer, 6 campaign response) │ event_id str │ customer_id str │ timestamp i64 │ body
+//! kind u8 (1 purchase, 2 refund, 3 consent, 4 purchase with acquisition, 5 customer, 6 campaign response,
+//!         7 consent with other channels) │ event_id str │ customer_id str │ timestamp i64 │ body
 //! purchase: order_id opt-str │ revenue_minor i64 │ items u32 │ items × (product str │ category opt-str │
 //!           quantity mantissa i128 │ quantity scale u8 │ unit_price opt-i64)
 //! refund:   order_id opt-str │ amount_minor i64
 //! consent:  email u8 │ sms u8 │ push u8            (0 unset, 1 false, 2 true)
+//! consent with other channels: consent │ count u8 │ count × (channel str │ given u8)
 //! purchase with acquisition: purchase │ acquisition
 //! customer: acquisition
 //! acquisition: cost opt-i64 │ channel opt-str
 //! campaign response: campaign_id str │ response u8 (0 delivered, 1 opened, 2 clicked, 3 unsubscribed, 4 bounced)
 //! ```
 //!
-//! A purchase without an acquisition keeps kind 1, so logs written before
-//! acquisitions existed read unchanged.
+//! A purchase without an acquisition keeps kind 1 and a consent without
+//! other channels kind 3, so logs written before either existed read unchanged.
 //!
 //! ```text
 //! str = len u16 + UTF-8 bytes; opt-str = u8 flag (+ str); opt-i64 = u8 flag (+ i64)
 //! ```
 
 use crate::event::{
-    Acquisition, CampaignResponse, Consent, CustomerId, Event, EventId, EventKind, LineItem, ProductId, Purchase,
-    Refund, Response,
+    Acquisition, CampaignResponse, ChannelConsent, Consent, ConsentChange, CustomerId, Event, EventId, EventKind,
+    LineItem, ProductId, Purchase, Refund, Response,
 };
 use crate::money::Decimal;
 use crate::time::Timestamp;
@@ -76,7 +78,8 @@ pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
         EventKind::Purchase(p) if p.acquisition.is_some() => 4,
         EventKind::Purchase(_) => 1,
         EventKind::Refund(_) => 2,
-        EventKind::Consent(_) => 3,
+        EventKind::Consent(c) if c.other.is_empty() => 3,
+        EventKind::Consent(_) => 7,
         EventKind::Customer(_) => 5,
         EventKind::CampaignResponse(_) => 6,
     });
@@ -103,7 +106,17 @@ pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
             put_opt_str(out, r.order_id.as_deref());
             out.extend_from_slice(&r.amount_minor.to_le_bytes());
         }
-        EventKind::Consent(c) => out.extend_from_slice(&[flag(c.email), flag(c.sms), flag(c.push)]),
+        EventKind::Consent(change) => {
+            let c = &change.channels;
+            out.extend_from_slice(&[flag(c.email), flag(c.sms), flag(c.push)]);
+            if !change.other.is_empty() {
+                out.push(change.other.len() as u8);
+                for o in &change.other {
+                    put_str(out, &o.channel);
+                    out.push(u8::from(o.given));
+                }
+            }
+        }
         EventKind::Customer(a) => put_acquisition(out, a),
         EventKind::CampaignResponse(r) => {
             put_str(out, &r.campaign_id);
@@ -284,7 +297,22 @@ pub fn decode_event(bytes: &[u8], pos: &mut usize) -> Option<Event> {
             EventKind::Purchase(Purchase { order_id, items, revenue_minor, acquisition })
         }
         2 => EventKind::Refund(Refund { order_id: r.opt_str()?.map(Into::into), amount_minor: r.i64()? }),
-        3 => EventKind::Consent(Consent { email: r.flag()?, sms: r.flag()?, push: r.flag()? }),
+        3 | 7 => {
+            let channels = Consent { email: r.flag()?, sms: r.flag()?, push: r.flag()? };
+            let mut other = Vec::new();
+            if kind == 7 {
+                for _ in 0..r.u8()? {
+                    let channel = r.str()?.into();
+                    let given = match r.u8()? {
+                        0 => false,
+                        1 => true,
+                        _ => return None,
+                    };
+                    other.push(ChannelConsent { channel, given });
+                }
+            }
+            EventKind::Consent(ConsentChange { channels, other })
+        }
         5 => EventKind::Customer(r.acquisition()?),
         6 => EventKind::CampaignResponse(CampaignResponse {
             campaign_id: r.str()?.into(),

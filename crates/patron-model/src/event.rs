@@ -140,6 +140,30 @@ pub struct Consent {
     pub push: Option<bool>,
 }
 
+/// Longest name of a consent channel beyond email, sms and push, in bytes.
+pub const MAX_CHANNEL_NAME: usize = 32;
+/// Most channels beyond email, sms and push one consent event may state.
+pub const MAX_OTHER_CHANNELS: usize = 16;
+
+/// Consent on a channel other than email, sms and push (`whatsapp`,
+/// `postal`…), kept per customer beside the three contract columns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelConsent {
+    /// The channel, lowercase (`[a-z0-9_-]`, at most [`MAX_CHANNEL_NAME`] bytes).
+    pub channel: Box<str>,
+    /// Given (true) or refused (false).
+    pub given: bool,
+}
+
+/// What a consent event states: the three contract channels, and any others.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConsentChange {
+    /// Email, SMS and push.
+    pub channels: Consent,
+    /// Other channels, by name, in name order.
+    pub other: Vec<ChannelConsent>,
+}
+
 /// What happened.
 #[derive(Clone, Debug, PartialEq)]
 pub enum EventKind {
@@ -148,7 +172,7 @@ pub enum EventKind {
     /// Money returned.
     Refund(Refund),
     /// Consent changed.
-    Consent(Consent),
+    Consent(ConsentChange),
     /// Facts about the customer outside any order: what it cost to win them.
     Customer(Acquisition),
     /// How a campaign member reacted to a contact.
@@ -961,9 +985,10 @@ impl Validator {
     /// The consent a `consent` event states, nested under `channels` or
     /// flat (`"email": false`), as booleans or words; a flat field and the
     /// same channel under `channels` must agree.
-    fn consent(raw: &RawEvent<'_>) -> Result<Consent, EventError> {
+    fn consent(raw: &RawEvent<'_>) -> Result<ConsentChange, EventError> {
         let mut errors = Collected::default();
         let mut consent = Consent::default();
+        let mut other: Vec<ChannelConsent> = Vec::new();
         let mut stated = false;
         for (name, value) in raw.channels.iter().flatten() {
             let field = format!("channels.{name}");
@@ -971,19 +996,38 @@ impl Validator {
                 "email" => &mut consent.email,
                 "sms" => &mut consent.sms,
                 "push" => &mut consent.push,
-                other => {
-                    errors.keep::<()>(Err(EventError::field(
-                        field,
-                        format!(
-                            "Patron keeps consent for email, sms and push; {} is not stored yet, so the event is refused rather than half applied",
-                            preview(other)
-                        ),
-                    )));
+                name => {
+                    let channel = name.to_ascii_lowercase();
+                    let well_formed = !channel.is_empty()
+                        && channel.len() <= MAX_CHANNEL_NAME
+                        && channel.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                    if !well_formed {
+                        errors.keep::<()>(Err(EventError::field(
+                            field,
+                            format!(
+                                "a channel name is 1 to {MAX_CHANNEL_NAME} letters, digits, '_' or '-', got {}",
+                                preview(name)
+                            ),
+                        )));
+                    } else if ["email", "sms", "push"].contains(&channel.as_str()) {
+                        errors.keep::<()>(Err(EventError::field(field, format!("write it as {channel:?}"))));
+                    } else if other.iter().any(|o| *o.channel == *channel) {
+                        errors.keep::<()>(Err(EventError::field(field, "the same channel twice")));
+                    } else if let Some(given) = errors.keep(value.given(&field)) {
+                        other.push(ChannelConsent { channel: channel.into(), given });
+                    }
+                    stated = true;
                     continue;
                 }
             };
             *slot = errors.keep(value.given(&field));
             stated = true;
+        }
+        if other.len() > MAX_OTHER_CHANNELS {
+            errors.keep::<()>(Err(EventError::field(
+                "channels",
+                format!("{} channels beyond email, sms and push; at most {MAX_OTHER_CHANNELS}", other.len()),
+            )));
         }
         for (name, flat, slot) in [
             ("email", &raw.email, &mut consent.email),
@@ -1006,10 +1050,14 @@ impl Validator {
         if let Some(error) = errors.into_error() {
             return Err(error);
         }
-        if !stated || consent == Consent::default() {
-            return Err(EventError::field("channels", "missing: name at least one of email, sms, push"));
+        if !stated || (consent == Consent::default() && other.is_empty()) {
+            return Err(EventError::field(
+                "channels",
+                "missing: name at least one channel (email, sms, push or another)",
+            ));
         }
-        Ok(consent)
+        other.sort_by(|a, b| a.channel.cmp(&b.channel));
+        Ok(ConsentChange { channels: consent, other })
     }
 
     /// The acquisition an event states, if any: its cost in base minor units
@@ -1215,13 +1263,17 @@ impl Event {
                     obj.insert("order_id".into(), order.as_ref().into());
                 }
             }
-            EventKind::Consent(c) => {
+            EventKind::Consent(change) => {
                 obj.insert("type".into(), "consent".into());
                 let mut channels = serde_json::Map::new();
+                let c = &change.channels;
                 for (name, value) in [("email", c.email), ("sms", c.sms), ("push", c.push)] {
                     if let Some(v) = value {
                         channels.insert(name.into(), v.into());
                     }
+                }
+                for o in &change.other {
+                    channels.insert(o.channel.as_ref().into(), o.given.into());
                 }
                 obj.insert("channels".into(), channels.into());
             }
@@ -1317,7 +1369,8 @@ mod tests {
         let r = decode(r#"{"type":"refund","event_id":"r-77","customer_id":"c-42","order_id":"o-1001","timestamp":"2026-11-22T08:00:00Z","currency":"EUR","amount":"59.90"}"#).unwrap();
         assert!(matches!(r.kind, EventKind::Refund(Refund { amount_minor: 5990, .. })));
         let k = decode(r#"{"type":"consent","event_id":"k-5","customer_id":"c-42","timestamp":"2026-11-23T10:16:00Z","channels":{"email":true,"sms":false,"push":false}}"#).unwrap();
-        assert_eq!(k.kind, EventKind::Consent(Consent { email: Some(true), sms: Some(false), push: Some(false) }));
+        let channels = Consent { email: Some(true), sms: Some(false), push: Some(false) };
+        assert_eq!(k.kind, EventKind::Consent(ConsentChange { channels, other: Vec::new() }));
     }
 
     /// The one-pass reader changes speed, not results: the general decoder
@@ -1389,7 +1442,7 @@ mod tests {
         assert!(matches!(decode("{not json"), Err(EventError::Json(_))));
         assert_eq!(
             field_of(
-                r#"{"type":"consent","event_id":"k","customer_id":"c","timestamp":1795000000000,"channels":{"fax":true}}"#
+                r#"{"type":"consent","event_id":"k","customer_id":"c","timestamp":1795000000000,"channels":{"fax":"maybe"}}"#
             ),
             "channels.fax"
         );
@@ -1399,16 +1452,17 @@ mod tests {
     /// boolean was expected), a flat `email: false`, and another channel
     /// ("invalid JSON: unknown field", though the JSON was valid).
     #[test]
-    fn regression_consent_words_and_the_flat_form_are_read_and_other_channels_get_a_field_error() {
+    fn regression_consent_words_the_flat_form_and_other_channels_are_read() {
         let consent = |body: &str| {
             decode(&format!(
                 r#"{{"type":"consent","event_id":"k","customer_id":"c","timestamp":1795000000000,{body}}}"#
             ))
         };
-        let kind = |body: &str| match consent(body) {
+        let change = |body: &str| match consent(body) {
             Ok(Event { kind: EventKind::Consent(c), .. }) => c,
             other => panic!("{body}: {other:?}"),
         };
+        let kind = |body: &str| change(body).channels;
         assert_eq!(
             kind(r#""channels":{"email":"granted","sms":"Opted_Out"}"#),
             Consent { email: Some(true), sms: Some(false), push: None }
@@ -1422,11 +1476,19 @@ mod tests {
         assert_eq!(conflict.to_string(), "email: says false but channels.email says true");
         let word = consent(r#""channels":{"email":"maybe"}"#).unwrap_err();
         assert!(word.to_string().starts_with("channels.email: \"maybe\" is not a consent"), "{word}");
-        let other = consent(r#""channels":{"email":true,"whatsapp":true}"#).unwrap_err();
-        assert!(
-            other.to_string().starts_with("channels.whatsapp: Patron keeps consent for email, sms and push"),
-            "{other}"
-        );
+        // Issue 20: any channel name is kept, beside the three.
+        let other = change(r#""channels":{"email":true,"WhatsApp":"opted_in","postal":false}"#);
+        assert_eq!(other.channels, Consent { email: Some(true), sms: None, push: None });
+        let named: Vec<(&str, bool)> = other.other.iter().map(|o| (o.channel.as_ref(), o.given)).collect();
+        assert_eq!(named, vec![("postal", false), ("whatsapp", true)], "lowercase, in name order");
+        assert_eq!(change(r#""channels":{"line":true}"#).other.len(), 1, "another channel alone is a consent");
+        let bad = consent(r#""channels":{"what's app":true}"#).unwrap_err();
+        assert!(bad.to_string().starts_with("channels.what's app: a channel name is 1 to 32"), "{bad}");
+        let twice = consent(r#""channels":{"Fax":true,"fax":false}"#).unwrap_err();
+        assert_eq!(twice.to_string(), "channels.fax: the same channel twice");
+        let many: Vec<String> = (0..17).map(|i| format!(r#""c{i:02}":true"#)).collect();
+        let too_many = consent(&format!(r#""channels":{{{}}}"#, many.join(","))).unwrap_err();
+        assert_eq!(too_many.field_name(), Some("channels"));
         assert_eq!(consent(r#""channels":{}"#).unwrap_err().field_name(), Some("channels"));
         // Another event's own `email` object or text is not consent, and not an error there.
         let purchase = PURCHASE

@@ -27,9 +27,10 @@ pub mod time;
 
 pub use codec::{ByteReader, decode_event, encode_event};
 pub use event::{
-    Acquisition, CampaignResponse, Consent, CustomerId, Event, EventError, EventId, EventKind, LineItem,
-    MAX_AMOUNT_MINOR, MAX_CHANNEL_BYTES, MAX_EVENT_DEPTH, MAX_ID_BYTES, MAX_ITEMS_PER_EVENT, MAX_QUANTITY, ProductId,
-    Purchase, Refund, Response, Validator, check_bounds, check_depth, claimed_customer_ids,
+    Acquisition, CampaignResponse, ChannelConsent, Consent, ConsentChange, CustomerId, Event, EventError, EventId,
+    EventKind, LineItem, MAX_AMOUNT_MINOR, MAX_CHANNEL_BYTES, MAX_CHANNEL_NAME, MAX_EVENT_DEPTH, MAX_ID_BYTES,
+    MAX_ITEMS_PER_EVENT, MAX_OTHER_CHANNELS, MAX_QUANTITY, ProductId, Purchase, Refund, Response, Validator,
+    check_bounds, check_depth, claimed_customer_ids,
 };
 pub use money::{Currency, CurrencyTable, Decimal, DecimalError, RateError};
 pub use quote::{preview, truncate_message};

@@ -2,8 +2,8 @@
 //! input, however broken, panics the decoder.
 
 use patron_model::{
-    Acquisition, Consent, CurrencyTable, CustomerId, Decimal, Event, EventId, EventKind, LineItem, ProductId, Purchase,
-    Refund, Timestamp, Validator,
+    Acquisition, ChannelConsent, Consent, ConsentChange, CurrencyTable, CustomerId, Decimal, Event, EventId, EventKind,
+    LineItem, ProductId, Purchase, Refund, Timestamp, Validator,
 };
 use proptest::prelude::*;
 
@@ -60,8 +60,20 @@ fn event() -> impl Strategy<Value = Event> {
         (1i64..1_000_000_000, proptest::option::of("[a-z0-9-]{1,10}")).prop_map(|(amount_minor, order)| {
             EventKind::Refund(Refund { order_id: order.map(Into::into), amount_minor })
         }),
-        (any::<Option<bool>>(), any::<Option<bool>>(), any::<bool>())
-            .prop_map(|(email, sms, push)| EventKind::Consent(Consent { email, sms, push: Some(push) })),
+        (
+            any::<Option<bool>>(),
+            any::<Option<bool>>(),
+            any::<bool>(),
+            proptest::collection::btree_map("[a-z][a-z0-9_]{0,11}", any::<bool>(), 0..3)
+        )
+            .prop_map(|(email, sms, push, other)| EventKind::Consent(ConsentChange {
+                channels: Consent { email, sms, push: Some(push) },
+                // Named apart from the three (a `c-` prefix), in name order as decoding gives.
+                other: other
+                    .into_iter()
+                    .map(|(name, given)| ChannelConsent { channel: format!("c-{name}").into(), given })
+                    .collect(),
+            })),
     ];
     (id_text(), id_text(), 631_152_000_000i64..1_795_000_000_000, kind).prop_map(|(e, c, ms, kind)| Event {
         event_id: EventId::new(&e).unwrap(),

@@ -8,6 +8,7 @@
 
 mod admission;
 mod campaign_tables;
+mod consent_table;
 mod exec;
 pub mod flight;
 pub mod format;

@@ -351,6 +351,9 @@ pub struct CustomerBook {
     campaigns: ShardCampaigns,
     /// Digits of the base currency's minor unit, to state amounts in refusals.
     money_exponent: u32,
+    /// Customers who stated consent on a channel beyond email, sms and push,
+    /// so that listing those consents visits them alone.
+    with_other_consent: hashbrown::HashSet<CustomerId>,
 }
 
 impl Default for CustomerBook {
@@ -385,6 +388,7 @@ impl CustomerBook {
             beyond_horizon: 0,
             campaigns: ShardCampaigns::default(),
             money_exponent: 2,
+            with_other_consent: hashbrown::HashSet::new(),
         }
     }
 
@@ -534,6 +538,12 @@ impl CustomerBook {
                 summary.apply_consent(&crate::campaigns::unsubscribe(channel), event.timestamp);
             }
         }
+        if let EventKind::Consent(c) = &event.kind
+            && !c.other.is_empty()
+            && !self.with_other_consent.contains(&event.customer_id)
+        {
+            self.with_other_consent.insert(event.customer_id.clone());
+        }
         if !self.campaigns.is_empty() {
             self.attribute(event);
         }
@@ -596,6 +606,16 @@ impl CustomerBook {
         }
     }
 
+    /// Each customer's consent on channels beyond email, sms and push (only
+    /// customers who stated any are visited).
+    pub fn other_consents(&self) -> impl Iterator<Item = (&CustomerId, &[crate::record::OtherConsent])> {
+        self.with_other_consent.iter().filter_map(|id| {
+            let hash = self.hasher.customer_hash(id.as_str());
+            let slot = self.index.get(hash, id.as_str(), &self.records)?;
+            Some((id, self.records.row(slot)?.history().other_consent()))
+        })
+    }
+
     /// This shard's campaign memberships.
     pub fn campaigns(&self) -> &ShardCampaigns {
         &self.campaigns
@@ -619,6 +639,7 @@ impl CustomerBook {
     pub fn remove(&mut self, customer_id: &CustomerId) -> bool {
         let hash = self.hasher.customer_hash(customer_id.as_str());
         self.campaigns.remove(customer_id);
+        self.with_other_consent.remove(customer_id);
         let Some(slot) = self.index.remove(hash, customer_id.as_str(), &self.records) else { return false };
         let last = self.records.len() - 1;
         self.records.swap_remove(slot);
@@ -641,6 +662,9 @@ impl CustomerBook {
     pub fn insert_records(&mut self, records: &mut Vec<CustomerRecord>) {
         for record in records.iter_mut() {
             record.history.purchases.settle_inherited(self.history_limit);
+            if !record.history.other_consent().is_empty() {
+                self.with_other_consent.insert(record.customer_id.clone());
+            }
         }
         let hashes: Vec<u64> = records.iter().map(|r| self.hasher.customer_hash(r.customer_id.as_str())).collect();
         let first = self.records.push_all(records);
@@ -652,6 +676,9 @@ impl CustomerBook {
     /// Adds a record restored from a snapshot (its id must be new to the book).
     pub fn insert_record(&mut self, mut record: CustomerRecord) {
         record.history.purchases.settle_inherited(self.history_limit);
+        if !record.history.other_consent().is_empty() {
+            self.with_other_consent.insert(record.customer_id.clone());
+        }
         let hash = self.hasher.customer_hash(record.customer_id.as_str());
         let slot = self.records.push(record);
         self.index.insert(hash, slot, &self.records, &self.hasher);

@@ -49,7 +49,7 @@ pub use patron_recs::{
     Recommendation, RecsModel, catalog, forgotten, items, profile, recommend,
 };
 pub use orders::{OrderLedger, RefundRefusal};
-pub use record::{Applied, CustomerRecord, History, Refusal, Summary};
+pub use record::{Applied, CustomerRecord, History, OtherConsent, Refusal, Summary};
 pub use recs_tables::{products_batch, recommend_all, recommendations_batch, similar_products_batch};
 pub use scoring::{
     ModelFits, ScoredBook, ScoringConfig, TimeUnit, customers_batch, fit_models, fit_models_on, parameter_covariance,

@@ -27,7 +27,7 @@
 //!   customer; it then stays at the limit rather than turning negative.
 
 use patron_model::codec::{self, ByteReader};
-use patron_model::{Acquisition, Consent, CustomerId, Event, EventKind, Timestamp};
+use patron_model::{Acquisition, ChannelConsent, Consent, CustomerId, Event, EventKind, Timestamp};
 use patron_score::{LifecycleStage, ScoreInput, Scores, SegmentConfig, Segments, SpendHistory, lifecycle_stage};
 
 use crate::catalog::ProductCatalog;
@@ -116,6 +116,32 @@ pub struct History {
     occasion_days: Vec<i32>,
     /// Purchase counts by product (bounded, and what it evicted), for recommendations.
     pub purchases: PurchaseProfile,
+    /// Consent on channels beyond email, sms and push, in channel-code
+    /// order; boxed so that the many customers without any pay 8 bytes.
+    other_consent: Option<Box<Vec<OtherConsent>>>,
+}
+
+/// Consent on a channel beyond email, sms and push.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OtherConsent {
+    /// The channel's code ([`crate::channel`]).
+    channel: u32,
+    /// Given or refused.
+    pub given: bool,
+    /// When it was stated, as [`Summary`] keeps consent times.
+    at_s: u32,
+}
+
+impl OtherConsent {
+    /// The channel's name.
+    pub fn channel(&self) -> std::sync::Arc<str> {
+        crate::channel::name(self.channel).unwrap_or_else(|| "".into())
+    }
+
+    /// When it was stated.
+    pub fn stated_at(&self) -> Timestamp {
+        Timestamp::from_millis(CONSENT_EPOCH_MS + i64::from(self.at_s) * 1000)
+    }
 }
 
 impl History {
@@ -124,9 +150,34 @@ impl History {
         &self.occasion_days
     }
 
-    /// Heap bytes held (occasion days and the profile's entries and evicted products).
+    /// Consent on channels beyond email, sms and push.
+    pub fn other_consent(&self) -> &[OtherConsent] {
+        self.other_consent.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    /// Applies consent on other channels stated at `at`: per channel, the
+    /// last statement by event time wins (as for the three).
+    fn apply_other_consent(&mut self, stated: &[ChannelConsent], at: Timestamp) {
+        if stated.is_empty() {
+            return;
+        }
+        let at_s = consent_second(at);
+        let kept = self.other_consent.get_or_insert_with(Default::default);
+        for c in stated {
+            let channel = crate::channel::intern(&c.channel);
+            match kept.binary_search_by_key(&channel, |o| o.channel) {
+                Ok(i) if kept[i].at_s <= at_s => kept[i] = OtherConsent { channel, given: c.given, at_s },
+                Ok(_) => {}
+                Err(i) => kept.insert(i, OtherConsent { channel, given: c.given, at_s }),
+            }
+        }
+    }
+
+    /// Heap bytes held (occasion days, the profile's entries and evicted
+    /// products, other channels' consent).
     pub fn heap_bytes(&self) -> usize {
-        self.occasion_days.capacity() * 4 + self.purchases.heap_bytes()
+        let other = self.other_consent.as_ref().map_or(0, |o| 24 + o.capacity() * std::mem::size_of::<OtherConsent>());
+        self.occasion_days.capacity() * 4 + self.purchases.heap_bytes() + other
     }
 }
 
@@ -184,7 +235,10 @@ impl Summary {
             EventKind::Refund(r) => {
                 self.revenue_minor = self.revenue_minor.saturating_sub(r.amount_minor);
             }
-            EventKind::Consent(c) => self.apply_consent(c, event.timestamp),
+            EventKind::Consent(c) => {
+                self.apply_consent(&c.channels, event.timestamp);
+                history.apply_other_consent(&c.other, event.timestamp);
+            }
             EventKind::Customer(acquisition) => self.acquired(acquisition),
             // Its effect (membership, consent) needs the campaign: the book applies it.
             EventKind::CampaignResponse(_) => {}
@@ -445,6 +499,7 @@ const DAY_MS: i64 = 86_400_000;
 /// consent flags u8 (2 bits each) │ consent times varint ×3 │ labels: 0, or 1 + 7 codes │
 /// CLV interval width: 0, or 1 + f32 (version 8) │
 /// acquisition: u8 (bit 0 cost, bit 1 channel) │ cost varint │ channel (varint length + UTF-8) (version 9) │
+/// other channels' consent: count varint │ (name varint length + UTF-8, given u8, time varint)… (version 11) │
 /// purchase profile (PurchaseProfile::encode_compact; version 7 adds its evicted products)
 /// ```
 pub fn encode_customer_compact(id: &str, summary: &Summary, history: &History, kept: Kept, out: &mut Vec<u8>) {
@@ -498,6 +553,15 @@ pub fn encode_customer_compact(id: &str, summary: &Summary, history: &History, k
         codec::put_varint(out, channel.len() as u64);
         out.extend_from_slice(channel.as_bytes());
     }
+    let other = history.other_consent();
+    codec::put_varint(out, other.len() as u64);
+    for o in other {
+        let name = o.channel();
+        codec::put_varint(out, name.len() as u64);
+        out.extend_from_slice(name.as_bytes());
+        out.push(u8::from(o.given));
+        codec::put_varint(out, u64::from(o.at_s));
+    }
     history.purchases.encode_compact(out);
 }
 
@@ -511,11 +575,14 @@ pub struct CompactLayout {
     pub with_spread: bool,
     /// The acquisition cost and channel (version 9).
     pub with_acquisition: bool,
+    /// Consent on other channels (version 11).
+    pub with_other_consent: bool,
 }
 
 impl CompactLayout {
     /// What [`encode_customer_compact`] writes now.
-    pub const CURRENT: Self = Self { with_forgotten: true, with_spread: true, with_acquisition: true };
+    pub const CURRENT: Self =
+        Self { with_forgotten: true, with_spread: true, with_acquisition: true, with_other_consent: true };
 }
 
 /// What a snapshot keeps of a customer's model outputs: the labels of the
@@ -565,7 +632,7 @@ impl CustomerRecord {
     /// `None` if the bytes are not a valid record (cut short, out of range,
     /// inconsistent).
     pub fn decode_compact(r: &mut ByteReader<'_>, layout: CompactLayout) -> Option<Self> {
-        let CompactLayout { with_forgotten, with_spread, with_acquisition } = layout;
+        let CompactLayout { with_forgotten, with_spread, with_acquisition, with_other_consent } = layout;
         let id_len = usize::try_from(r.varint()?).ok()?;
         let customer_id = CustomerId::new(std::str::from_utf8(r.take(id_len)?).ok()?).ok()?;
         let count = usize::try_from(r.varint()?).ok()?;
@@ -629,7 +696,28 @@ impl CustomerRecord {
                 s.acquisition_channel = crate::channel::intern(name);
             }
         }
-        record.history = History { occasion_days, purchases: PurchaseProfile::decode_compact(r, with_forgotten)? };
+        let mut other_consent = Vec::new();
+        if with_other_consent {
+            for _ in 0..r.varint()? {
+                let len = usize::try_from(r.varint()?).ok()?;
+                let channel = crate::channel::intern(std::str::from_utf8(r.take(len)?).ok()?);
+                let given = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return None,
+                };
+                let at_s = r.varint_u32()?;
+                other_consent.push(OtherConsent { channel, given, at_s });
+            }
+            // Codes differ between runs: keep them in this run's code order.
+            other_consent.sort_by_key(|o| o.channel);
+            if other_consent.windows(2).any(|w| w[0].channel == w[1].channel) {
+                return None;
+            }
+        }
+        let purchases = PurchaseProfile::decode_compact(r, with_forgotten)?;
+        let other_consent = (!other_consent.is_empty()).then(|| Box::new(other_consent));
+        record.history = History { occasion_days, purchases, other_consent };
         Some(record)
     }
 
@@ -670,7 +758,7 @@ impl CustomerRecord {
         if with_ring {
             r.take(8 * 8 + 2)?;
         }
-        record.history = History { occasion_days, purchases: PurchaseProfile::decode(&mut r)? };
+        record.history = History { occasion_days, purchases: PurchaseProfile::decode(&mut r)?, other_consent: None };
         *pos = r.position();
         Some(record)
     }
@@ -713,6 +801,35 @@ mod tests {
         assert_eq!(r.consent.email, Some(false), "the same second: the later arrival wins");
         r.apply(&consent("1990-01-01T00:00:00Z", true));
         assert_eq!(r.consent.email, Some(false));
+    }
+
+    #[test]
+    fn other_channels_keep_the_latest_statement_and_survive_the_compact_layout() {
+        let validator = Validator::new(CurrencyTable::default());
+        let consent = |id: &str, at: &str, channels: &str| {
+            let json = format!(
+                r#"{{"type":"consent","event_id":"{id}","customer_id":"c","timestamp":"{at}","channels":{channels}}}"#
+            );
+            validator.decode(json.as_bytes()).unwrap()
+        };
+        let mut r = CustomerRecord::new(CustomerId::new("c").unwrap());
+        r.apply(&consent("k1", "2025-01-02T00:00:00Z", r#"{"whatsapp":true,"postal":false}"#));
+        r.apply(&consent("k2", "2025-01-01T00:00:00Z", r#"{"whatsapp":false,"line":true}"#));
+        let kept = |r: &CustomerRecord| -> Vec<(String, bool)> {
+            let mut v: Vec<(String, bool)> =
+                r.history.other_consent().iter().map(|o| (o.channel().to_string(), o.given)).collect();
+            v.sort();
+            v
+        };
+        let expected = vec![("line".to_owned(), true), ("postal".to_owned(), false), ("whatsapp".to_owned(), true)];
+        assert_eq!(kept(&r), expected, "an older statement arriving late does not win");
+        assert_eq!(r.consent, Consent::default(), "the three contract channels are untouched");
+        let mut bytes = Vec::new();
+        encode_customer_compact("c", &r.summary, &r.history, Kept::default(), &mut bytes);
+        let back = CustomerRecord::decode_compact(&mut ByteReader::new(&bytes, 0), CompactLayout::CURRENT).unwrap();
+        assert_eq!(kept(&back), expected);
+        let whatsapp = back.history.other_consent().iter().find(|o| &*o.channel() == "whatsapp").unwrap();
+        assert_eq!(whatsapp.stated_at(), Timestamp::parse_date_or_rfc3339("2025-01-02T00:00:00Z").unwrap());
     }
 
     #[test]
@@ -892,13 +1009,15 @@ mod tests {
         light.history.purchases.record(3, 20_000, 1.0, 5);
         let mut v7 = Vec::new();
         encode_customer_compact(light.customer_id.as_str(), &light.summary, &light.history, Kept::default(), &mut v7);
-        // Version 7 had neither the width byte nor the acquisition byte
-        // (both 0 here): they come right before the profile.
+        // Version 7 had neither the width byte, the acquisition byte nor the
+        // other channels' count (all 0 here): they come right before the profile.
         let mut profile = Vec::new();
         light.history.purchases.encode_compact(&mut profile);
+        assert_eq!(v7.remove(v7.len() - profile.len() - 1), 0, "no other channels (version 11)");
         assert_eq!(v7.remove(v7.len() - profile.len() - 1), 0, "no acquisition");
         assert_eq!(v7.remove(v7.len() - profile.len() - 1), 0, "no width");
-        let v7_layout = CompactLayout { with_forgotten: true, with_spread: false, with_acquisition: false };
+        let v7_layout =
+            CompactLayout { with_forgotten: true, with_spread: false, with_acquisition: false, with_other_consent: false };
         let v7_read = CustomerRecord::decode_compact(&mut ByteReader::new(&v7, 0), v7_layout).unwrap();
         assert_eq!(v7_read.history, light.history);
         let v6_layout = CompactLayout { with_forgotten: false, ..v7_layout };

@@ -49,8 +49,9 @@
 //! in the header because it also routes customers to shards: a recovery with
 //! another shard count routes each customer as it is decoded.
 //!
-//! Older versions are still read: 10 (as 11, without order ledgers: refunds of
-//! orders from before the upgrade lower revenue only), 9 (as 10, without campaigns), 8 (as 9, without acquisitions), 7 (as 8, without interval widths: recovery
+//! Older versions are still read: 10 (as 11, without order ledgers, so refunds
+//! of orders from before the upgrade lower revenue only, and without consent
+//! on channels beyond email, sms and push), 9 (as 10, without campaigns), 8 (as 9, without acquisitions), 7 (as 8, without interval widths: recovery
 //! computes them afresh), 6 (as 7, without the products each
 //! profile evicted; see `PurchaseProfile::settle_inherited`), 5 (fixed-width customers, one section per
 //! shard, one checksum over the file), 4 (one run of all customers) and 3
@@ -727,6 +728,7 @@ impl SnapshotFile {
                 with_forgotten: self.version >= VERSION_WITHOUT_SPREAD,
                 with_spread: self.version >= VERSION_WITHOUT_ACQUISITION,
                 with_acquisition: self.version >= VERSION_WITHOUT_CAMPAIGNS,
+                with_other_consent: self.version >= VERSION,
             })
         } else {
             Layout::FixedWidth { with_rings: self.version == VERSION_WITH_RINGS }
