@@ -318,12 +318,19 @@ fn backend_payloads_get_their_specific_answers_and_refused_refunds_leave_no_trac
         let expected: Vec<&str> = case["errors"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
         assert_eq!(errors, expected, "{name}: {answer}");
     }
-    let (status, rows) =
-        sql(&server, QUERY, "SELECT customer_id, revenue FROM customers WHERE customer_id IN ('shopper', 'ghost')");
+    let (status, rows) = sql(
+        &server,
+        QUERY,
+        "SELECT customer_id, revenue FROM customers WHERE customer_id IN ('shopper', 'ghost', 'ga4-user') ORDER BY 1",
+    );
     assert_eq!(status, 200, "{rows}");
-    assert_eq!(rows, serde_json::json!([{"customer_id": "shopper", "revenue": 15.0}]), "only the Segment refund of 4 applied");
+    assert_eq!(
+        rows,
+        serde_json::json!([{"customer_id": "ga4-user", "revenue": 0.0}, {"customer_id": "shopper", "revenue": 15.0}]),
+        "only the Segment refund of 4 and the GA4 full refund applied"
+    );
     let (_, stats) = sql(&server, ADMIN, "SELECT value FROM engine_stats WHERE name = 'events_refused_refunds'");
-    assert_eq!(stats[0]["value"].as_f64(), Some(4.0), "{stats}");
+    assert_eq!(stats[0]["value"].as_f64(), Some(5.0), "{stats}");
 
     // Channels beyond the three are kept and queryable, across a snapshot,
     // a later statement in the log tail, and a kill -9.

@@ -6,10 +6,11 @@
 //!
 //! ```text
 //! kind u8 (1 purchase, 2 refund, 3 consent, 4 purchase with acquisition, 5 customer, 6 campaign response,
-//!         7 consent with other channels) │ event_id str │ customer_id str │ timestamp i64 │ body
+//!         7 consent with other channels, 8 refund of what remains of an order) │ event_id str │ customer_id str │ timestamp i64 │ body
 //! purchase: order_id opt-str │ revenue_minor i64 │ items u32 │ items × (product str │ category opt-str │
 //!           quantity mantissa i128 │ quantity scale u8 │ unit_price opt-i64)
 //! refund:   order_id opt-str │ amount_minor i64
+//! refund of what remains of an order: order_id opt-str (always present)
 //! consent:  email u8 │ sms u8 │ push u8            (0 unset, 1 false, 2 true)
 //! consent with other channels: consent │ count u8 │ count × (channel str │ given u8)
 //! purchase with acquisition: purchase │ acquisition
@@ -77,7 +78,8 @@ pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
     out.push(match &event.kind {
         EventKind::Purchase(p) if p.acquisition.is_some() => 4,
         EventKind::Purchase(_) => 1,
-        EventKind::Refund(_) => 2,
+        EventKind::Refund(r) if r.amount_minor.is_some() => 2,
+        EventKind::Refund(_) => 8,
         EventKind::Consent(c) if c.other.is_empty() => 3,
         EventKind::Consent(_) => 7,
         EventKind::Customer(_) => 5,
@@ -104,7 +106,9 @@ pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
         }
         EventKind::Refund(r) => {
             put_opt_str(out, r.order_id.as_deref());
-            out.extend_from_slice(&r.amount_minor.to_le_bytes());
+            if let Some(amount) = r.amount_minor {
+                out.extend_from_slice(&amount.to_le_bytes());
+            }
         }
         EventKind::Consent(change) => {
             let c = &change.channels;
@@ -296,7 +300,8 @@ pub fn decode_event(bytes: &[u8], pos: &mut usize) -> Option<Event> {
             let acquisition = if kind == 4 { Some(r.acquisition()?) } else { None };
             EventKind::Purchase(Purchase { order_id, items, revenue_minor, acquisition })
         }
-        2 => EventKind::Refund(Refund { order_id: r.opt_str()?.map(Into::into), amount_minor: r.i64()? }),
+        2 => EventKind::Refund(Refund { order_id: r.opt_str()?.map(Into::into), amount_minor: Some(r.i64()?) }),
+        8 => EventKind::Refund(Refund { order_id: Some(r.opt_str()??.into()), amount_minor: None }),
         3 | 7 => {
             let channels = Consent { email: r.flag()?, sms: r.flag()?, push: r.flag()? };
             let mut other = Vec::new();

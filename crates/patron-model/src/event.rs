@@ -124,8 +124,10 @@ pub struct Acquisition {
 pub struct Refund {
     /// The refunded order, when known.
     pub order_id: Option<Box<str>>,
-    /// Refunded amount in base-currency minor units (positive).
-    pub amount_minor: i64,
+    /// Refunded amount in base-currency minor units (positive); `None`:
+    /// whatever remains of the order (which `order_id` then names), as
+    /// GA4 sends a whole-order refund.
+    pub amount_minor: Option<i64>,
 }
 
 /// Marketing consent per channel; `None` leaves a channel unchanged.
@@ -661,7 +663,7 @@ pub fn check_bounds(event: &Event) -> Result<(), EventError> {
             }
             Ok(())
         }
-        EventKind::Refund(r) => amount(r.amount_minor, "amount".into()),
+        EventKind::Refund(r) => r.amount_minor.map_or(Ok(()), |a| amount(a, "amount".into())),
         EventKind::Consent(_) | EventKind::CampaignResponse(_) => Ok(()),
         EventKind::Customer(a) => a.cost_minor.map_or(Ok(()), |c| amount(c, "acquisition_cost".into())),
     }
@@ -925,7 +927,18 @@ impl Validator {
                 let amount = match (&raw.amount, &raw.revenue) {
                     (Some(a), _) => non_negative(a, "amount")?,
                     (None, Some(r)) => non_negative(r, "revenue")?,
-                    (None, None) => return Err(EventError::field("amount", "missing")),
+                    (None, None) if order_id.is_some() => {
+                        return Ok(EventKind::Refund(Refund {
+                            order_id: order_id.map(Into::into),
+                            amount_minor: None,
+                        }));
+                    }
+                    (None, None) => {
+                        return Err(EventError::field(
+                            "amount",
+                            "missing (without an amount, a refund refunds what remains of its order, so it needs order_id)",
+                        ));
+                    }
                 };
                 if amount.is_zero() {
                     return Err(EventError::field("amount", "must be positive"));
@@ -937,7 +950,7 @@ impl Validator {
                         format!("{} rounds to 0 minor units of {}", amount.to_text(), self.currencies.base),
                     ));
                 }
-                EventKind::Refund(Refund { order_id: order_id.map(Into::into), amount_minor })
+                EventKind::Refund(Refund { order_id: order_id.map(Into::into), amount_minor: Some(amount_minor) })
             }
             "consent" => EventKind::Consent(Self::consent(raw)?),
             "customer" => EventKind::Customer(acquisition.ok_or_else(|| {
@@ -1258,7 +1271,9 @@ impl Event {
             EventKind::Refund(r) => {
                 obj.insert("type".into(), "refund".into());
                 obj.insert("currency".into(), base.code().into());
-                obj.insert("amount".into(), minor_text(r.amount_minor, base).into());
+                if let Some(amount) = r.amount_minor {
+                    obj.insert("amount".into(), minor_text(amount, base).into());
+                }
                 if let Some(order) = &r.order_id {
                     obj.insert("order_id".into(), order.as_ref().into());
                 }
@@ -1367,7 +1382,13 @@ mod tests {
         assert_eq!(p.revenue_minor, 5990);
         assert_eq!(p.items[0].unit_price_minor, Some(5990));
         let r = decode(r#"{"type":"refund","event_id":"r-77","customer_id":"c-42","order_id":"o-1001","timestamp":"2026-11-22T08:00:00Z","currency":"EUR","amount":"59.90"}"#).unwrap();
-        assert!(matches!(r.kind, EventKind::Refund(Refund { amount_minor: 5990, .. })));
+        assert!(matches!(r.kind, EventKind::Refund(Refund { amount_minor: Some(5990), .. })));
+        // Without an amount, a refund takes what remains of the order it names.
+        let whole = decode(r#"{"type":"refund","event_id":"r-2","customer_id":"c-42","order_id":"o-1","timestamp":"2026-11-23T08:00:00Z"}"#).unwrap();
+        assert!(matches!(whole.kind, EventKind::Refund(Refund { amount_minor: None, .. })));
+        let nothing =
+            decode(r#"{"type":"refund","event_id":"r-3","customer_id":"c-42","timestamp":"2026-11-23T08:00:00Z"}"#);
+        assert!(nothing.unwrap_err().to_string().starts_with("amount: missing (without an amount"));
         let k = decode(r#"{"type":"consent","event_id":"k-5","customer_id":"c-42","timestamp":"2026-11-23T10:16:00Z","channels":{"email":true,"sms":false,"push":false}}"#).unwrap();
         let channels = Consent { email: Some(true), sms: Some(false), push: Some(false) };
         assert_eq!(k.kind, EventKind::Consent(ConsentChange { channels, other: Vec::new() }));

@@ -58,8 +58,10 @@ fn event() -> impl Strategy<Value = Event> {
             })),
         acquisition().prop_map(EventKind::Customer),
         (1i64..1_000_000_000, proptest::option::of("[a-z0-9-]{1,10}")).prop_map(|(amount_minor, order)| {
-            EventKind::Refund(Refund { order_id: order.map(Into::into), amount_minor })
+            EventKind::Refund(Refund { order_id: order.map(Into::into), amount_minor: Some(amount_minor) })
         }),
+        "[a-z0-9-]{1,10}"
+            .prop_map(|order| EventKind::Refund(Refund { order_id: Some(order.into()), amount_minor: None })),
         (
             any::<Option<bool>>(),
             any::<Option<bool>>(),
@@ -154,7 +156,7 @@ proptest! {
             r#"{{"type":"refund","event_id":"r","customer_id":"c","timestamp":"2026-11-22T08:00:00Z","amount":"{revenue}"}}"#
         );
         if let Ok(Event { kind: EventKind::Refund(r), .. }) = validator().decode(refund.as_bytes()) {
-            prop_assert!((1..=patron_model::MAX_AMOUNT_MINOR).contains(&r.amount_minor));
+            prop_assert!(r.amount_minor.is_some_and(|a| (1..=patron_model::MAX_AMOUNT_MINOR).contains(&a)));
         }
     }
 }

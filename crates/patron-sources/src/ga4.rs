@@ -12,7 +12,8 @@
 //! - `refund` is a refund of `params.transaction_id` for `params.value`. Its
 //!   id is the transaction, the word refund and the value, so a retried
 //!   request counts once. A refund without a value (GA4's "whole order")
-//!   is refused: Patron does not yet look orders up.
+//!   refunds what remains of the order (id: the transaction and
+//!   `-refund-all`); Patron looks the order up.
 //! - Every other event name is ignored.
 
 use serde_json::{Map, Value, json};
@@ -67,20 +68,19 @@ pub(crate) fn translate(
             }
             purchase
         } else {
-            let value = value.ok_or_else(|| SourceError::Invalid {
-                field: field("params.value"),
-                reason:
-                    "missing: a refund of the whole order needs its value, since Patron does not yet look orders up"
-                        .into(),
-            })?;
             let value_text = match &value {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => "all".to_owned(),
             };
-            json!({
+            let mut refund = json!({
                 "type": "refund", "event_id": format!("{transaction}-refund-{value_text}"), "customer_id": customer,
-                "timestamp": at_ms, "order_id": transaction, "amount": value,
-            })
+                "timestamp": at_ms, "order_id": transaction,
+            });
+            if let Some(value) = value {
+                refund.as_object_mut().expect("json! object").insert("amount".into(), value);
+            }
+            refund
         };
         if let Some(currency) = at(params, "currency") {
             native.as_object_mut().expect("json! object").insert("currency".into(), currency.clone());

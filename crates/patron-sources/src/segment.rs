@@ -6,7 +6,8 @@
 //!   call's `messageId`. Its value is `total` (what the customer paid), else
 //!   `revenue`, else the products' prices times quantities.
 //! - `Order Refunded` is a refund of `properties.order_id`, with id the call's
-//!   `messageId` (each refund is its own message) and amount `total`, else `revenue`.
+//!   `messageId` (each refund is its own message) and amount `total`, else
+//!   `revenue`, else what remains of the order (a full refund).
 //! - `Segment Consent Preference Updated` states consent for the categories
 //!   named `email`, `sms` or `push` in `context.consent.categoryPreferences`.
 //! - The customer is `userId`, else `anonymousId`; the time `timestamp`,
@@ -67,13 +68,14 @@ pub(crate) fn translate(call: &Map<String, Value>, out: &mut Translation) -> Res
             let order = id_at(call, "properties.order_id")?
                 .ok_or_else(|| SourceError::Missing("properties.order_id".into()))?;
             let event_id = message_id.unwrap_or_else(|| format!("{order}-refund"));
-            let amount = amount_at(call, "properties.total")?
-                .or(amount_at(call, "properties.revenue")?)
-                .ok_or_else(|| SourceError::Missing("properties.total".into()))?;
             let mut refund = json!({
                 "type": "refund", "event_id": event_id, "customer_id": customer, "timestamp": timestamp,
-                "order_id": order, "amount": amount,
+                "order_id": order,
             });
+            // Without one, the refund takes what remains of the order.
+            if let Some(amount) = amount_at(call, "properties.total")?.or(amount_at(call, "properties.revenue")?) {
+                refund.as_object_mut().expect("json! object").insert("amount".into(), amount);
+            }
             if let Some(currency) = at(call, "properties.currency") {
                 refund.as_object_mut().expect("json! object").insert("currency".into(), currency.clone());
             }

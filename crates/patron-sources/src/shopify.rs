@@ -12,8 +12,8 @@
 //!   `not_subscribed` and `unsubscribed` as no), except `redacted` (no) and `pending` (says
 //!   nothing); else the older `buyer_accepts_marketing` for e-mail.
 //! - A customer webhook gives only that consent event.
-//! - A refund webhook names its order but not its customer, and Patron does
-//!   not yet look orders up, so it is refused with that reason.
+//! - A refund webhook names its order but not its customer, and Patron finds
+//!   an order through its customer, so it is refused with that reason.
 
 use serde_json::{Map, Value, json};
 
@@ -23,8 +23,9 @@ pub(crate) fn translate(payload: &Map<String, Value>, out: &mut Translation) -> 
     if payload.contains_key("refund_line_items") {
         return Err(SourceError::Invalid {
             field: "order_id".into(),
-            reason: "a Shopify refund names its order but not its customer, and Patron does not yet look orders up; \
-                     send it as a Patron refund event with the order's customer_id"
+            reason: "a Shopify refund names its order but not its customer, and Patron finds an order through its \
+                     customer; send it as a Patron refund event with the order's customer_id (an amount is optional: \
+                     without one, the refund takes what remains of the order)"
                 .into(),
         });
     }

@@ -67,7 +67,7 @@ fn a_ga4_event_without_its_own_time_takes_the_requests_or_the_arrival() {
 
 #[test]
 fn what_cannot_be_attributed_is_refused_naming_the_sources_field() {
-    let cases: [(Source, Value, &str); 7] = [
+    let cases: [(Source, Value, &str); 6] = [
         (
             Source::Segment,
             json!({"type":"track","event":"Order Completed","timestamp":"2026-11-20T10:00:00Z","properties":{"order_id":"o"}}),
@@ -80,19 +80,15 @@ fn what_cannot_be_attributed_is_refused_naming_the_sources_field() {
         ),
         (
             Source::Segment,
-            json!({"type":"track","event":"Order Refunded","userId":"u","timestamp":"2026-11-20T10:00:00Z","properties":{"order_id":"o"}}),
-            "properties.total: missing",
+            json!({"type":"track","event":"Order Refunded","userId":"u","timestamp":"2026-11-20T10:00:00Z","properties":{"total":5}}),
+            "properties.order_id: missing",
         ),
         (
             Source::Ga4,
             json!({"client_id":"c","events":[{"name":"purchase","params":{"value":3}}]}),
             "events[0].params.transaction_id: missing",
         ),
-        (
-            Source::Ga4,
-            json!({"client_id":"c","events":[{"name":"refund","params":{"transaction_id":"t"}}]}),
-            "events[0].params.value: missing",
-        ),
+
         (
             Source::Shopify,
             json!({"id":1,"created_at":"2026-11-20T10:00:00Z","line_items":[]}),
@@ -108,4 +104,22 @@ fn what_cannot_be_attributed_is_refused_naming_the_sources_field() {
         let err: SourceError = source.translate(&record, Some(0)).unwrap_err();
         assert!(err.to_string().starts_with(expected), "{source:?}: {err}");
     }
+}
+
+/// GA4's and Segment's full refunds state no value: the native refund then
+/// has no amount, and Patron refunds what remains of the order.
+#[test]
+fn a_full_refund_without_a_value_refunds_what_remains_of_its_order() {
+    let ga4 = json!({"client_id":"c","user_id":"u","events":[{"name":"refund","timestamp_micros":1795000000000000i64,"params":{"transaction_id":"t-1"}}]});
+    let translated = Source::Ga4.translate(&ga4, None).unwrap();
+    assert_eq!(
+        translated.events,
+        vec![json!({"type":"refund","event_id":"t-1-refund-all","customer_id":"u","timestamp":1795000000000i64,"order_id":"t-1"})]
+    );
+    let segment = json!({"type":"track","event":"Order Refunded","userId":"u","messageId":"m-1","timestamp":"2026-11-20T10:00:00Z","properties":{"order_id":"o-1"}});
+    let translated = Source::Segment.translate(&segment, None).unwrap();
+    assert_eq!(
+        translated.events,
+        vec![json!({"type":"refund","event_id":"m-1","customer_id":"u","timestamp":"2026-11-20T10:00:00Z","order_id":"o-1"})]
+    );
 }

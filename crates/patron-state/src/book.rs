@@ -34,6 +34,17 @@ use crate::items::{ItemStats, Observed};
 use crate::orders::{Amount, RefundRefusal};
 use crate::record::{Applied, CustomerRecord, DEFAULT_HISTORY, History, Summary, Tracking};
 
+/// What a refund takes once checked against the state.
+#[derive(Clone, Copy, Debug)]
+struct Settled {
+    /// The amount, minor units (what remains of the order when the refund
+    /// states none).
+    amount_minor: i64,
+    /// The remembered order it nets against (fingerprint, day); `None`:
+    /// revenue only (no order named, or one old enough to be forgotten).
+    order: Option<(u64, i32)>,
+}
+
 /// One customer as stored: a row of a chunk and its history.
 #[derive(Clone, Copy, Debug)]
 pub struct Row<'a> {
@@ -486,10 +497,10 @@ impl CustomerBook {
         let fingerprint = self.hasher.event_fingerprint(hash, &event.event_id);
         // A refund is checked against what it refunds, unless it is a
         // duplicate (which is reported as such below, not refused).
-        let refund_of = match &event.kind {
+        let settled = match &event.kind {
             EventKind::Refund(r) if self.dedup.peek(fingerprint, event.timestamp.day()) == Admission::New => {
                 match self.settle_refund(event, r, hash) {
-                    Ok(order) => order,
+                    Ok(settled) => Some(settled),
                     Err(refusal) => return (None, Applied::Refused(refusal.into())),
                 }
             }
@@ -521,10 +532,13 @@ impl CustomerBook {
             observed: &mut self.observed,
         };
         if let Some((summary, history)) = self.records.row_mut(slot) {
-            match (&event.kind, refund_of) {
-                (EventKind::Refund(r), Some((order, day))) => {
-                    summary.refund_order(history, day, r.amount_minor);
-                    self.dedup.orders_mut().refund(order, r.amount_minor);
+            match (&event.kind, settled) {
+                (EventKind::Refund(_), Some(Settled { amount_minor, order: Some((order, day)) })) => {
+                    summary.refund_order(history, day, amount_minor);
+                    self.dedup.orders_mut().refund(order, amount_minor);
+                }
+                (EventKind::Refund(_), Some(Settled { amount_minor, order: None })) => {
+                    summary.refund_revenue(amount_minor);
                 }
                 (EventKind::Purchase(p), _) => {
                     let order = p.order_id.as_deref().unwrap_or(event.event_id.as_str());
@@ -545,17 +559,16 @@ impl CustomerBook {
             self.with_other_consent.insert(event.customer_id.clone());
         }
         if !self.campaigns.is_empty() {
-            self.attribute(event);
+            self.attribute(event, settled.map_or(0, |s| s.amount_minor));
         }
         self.accepted += 1;
         self.watermark = Some(self.watermark.map_or(event.timestamp, |w| w.max(event.timestamp)));
         (Some(slot), Applied::Accepted)
     }
 
-    /// What a new refund nets against: `Some((order fingerprint, day))` for
-    /// a remembered order, `None` for revenue only (no order named, or one
-    /// old enough to have been forgotten); refused beyond what remains.
-    fn settle_refund(&self, event: &Event, refund: &Refund, hash: u64) -> Result<Option<(u64, i32)>, RefundRefusal> {
+    /// What a new refund takes and what it nets against (see [`Settled`]);
+    /// refused beyond what remains.
+    fn settle_refund(&self, event: &Event, refund: &Refund, hash: u64) -> Result<Settled, RefundRefusal> {
         let amount = |minor| Amount { minor, exponent: self.money_exponent };
         let customer = &event.customer_id;
         let summary = self
@@ -566,41 +579,51 @@ impl CustomerBook {
             .filter(|s| s.has_purchased())
             .ok_or_else(|| RefundRefusal::NoPurchases(customer.clone()))?;
         let ledger = self.dedup.orders();
-        let mut netted = None;
+        let mut settled = Settled { amount_minor: refund.amount_minor.unwrap_or(0), order: None };
         if let Some(order) = &refund.order_id {
             let fingerprint = self.hasher.order_fingerprint(hash, order);
             match ledger.balance(fingerprint) {
-                Some(balance) if refund.amount_minor > balance.remaining_minor => {
-                    return Err(RefundRefusal::ExceedsOrder {
-                        order: order.clone(),
-                        amount: amount(refund.amount_minor),
-                        remaining: amount(balance.remaining_minor),
-                    });
+                Some(balance) => {
+                    let wanted = refund.amount_minor.unwrap_or(balance.remaining_minor);
+                    if wanted > balance.remaining_minor {
+                        return Err(RefundRefusal::ExceedsOrder {
+                            order: order.clone(),
+                            amount: amount(wanted),
+                            remaining: amount(balance.remaining_minor),
+                        });
+                    }
+                    if wanted <= 0 {
+                        return Err(RefundRefusal::NothingLeft(order.clone()));
+                    }
+                    settled = Settled { amount_minor: wanted, order: Some((fingerprint, balance.day)) };
                 }
-                Some(balance) => netted = Some((fingerprint, balance.day)),
                 // Every order of this customer would still be remembered.
                 None if summary.first_day().is_some_and(|day| ledger.remembers_day(day)) => {
                     return Err(RefundRefusal::UnknownOrder { customer: customer.clone(), order: order.clone() });
                 }
+                // Forgotten: a stated amount lowers revenue only; "what
+                // remains" cannot be known any more.
+                None if refund.amount_minor.is_none() => return Err(RefundRefusal::OrderForgotten(order.clone())),
                 None => {}
             }
         }
         // Refunds in all never exceed what was paid, whatever they name.
-        if refund.amount_minor > summary.revenue_minor {
+        if settled.amount_minor > summary.revenue_minor {
             return Err(RefundRefusal::ExceedsRevenue {
-                amount: amount(refund.amount_minor),
+                amount: amount(settled.amount_minor),
                 revenue: amount(summary.revenue_minor.max(0)),
             });
         }
-        Ok(netted)
+        Ok(settled)
     }
 
-    /// What an applied event means to the customer's campaigns.
-    fn attribute(&mut self, event: &Event) {
+    /// What an applied event means to the customer's campaigns
+    /// (`refunded_minor`: what a refund took, settled against its order).
+    fn attribute(&mut self, event: &Event, refunded_minor: i64) {
         let (customer, at) = (&event.customer_id, event.timestamp);
         match &event.kind {
             EventKind::Purchase(p) => self.campaigns.attribute(customer, at, 1, p.revenue_minor),
-            EventKind::Refund(r) => self.campaigns.attribute(customer, at, 0, -r.amount_minor),
+            EventKind::Refund(_) => self.campaigns.attribute(customer, at, 0, -refunded_minor),
             EventKind::CampaignResponse(r) => self.campaigns.respond(customer, &r.campaign_id, r.response, at),
             EventKind::Consent(_) | EventKind::Customer(_) => {}
         }
@@ -1038,6 +1061,29 @@ mod tests {
         assert_eq!(book.apply(&refund("r-1", "c", None, "2025-01-02", "9")), Applied::Accepted);
         let r = book.get(&CustomerId::new("c").unwrap()).unwrap();
         assert_eq!((r.revenue_minor, r.total_occasion_value_minor(), r.refunds_without_order_minor()), (1_000, 1_900, 900));
+    }
+
+    #[test]
+    fn a_refund_without_an_amount_takes_what_remains_of_its_order() {
+        let whole = |id: &str, order: &str, day: &str| {
+            event(&format!(
+                r#"{{"type":"refund","event_id":"{id}","customer_id":"c","order_id":"{order}","timestamp":"{day}T12:00:00Z"}}"#
+            ))
+        };
+        let mut book = CustomerBook::new().with_dedup(IdHasher::from_key([1, 2]), DedupIndex::new(Some(10)));
+        book.apply(&order("o-1", "c", "2025-01-01", "19"));
+        book.forget_beyond_horizon();
+        book.apply(&order("o-2", "c", "2025-03-01", "30"));
+        book.apply(&order("o-3", "c", "2025-03-02", "12"));
+        book.forget_beyond_horizon();
+        book.apply(&refund("r-1", "c", Some("o-2"), "2025-03-03", "10"));
+        assert_eq!(book.apply(&whole("r-2", "o-2", "2025-03-04")), Applied::Accepted);
+        let r = book.get(&CustomerId::new("c").unwrap()).unwrap();
+        assert_eq!((r.revenue_minor, r.total_occasion_value_minor()), (3_100, 3_100), "the 20.00 left of o-2");
+        let reason = refusal(book.apply(&whole("r-3", "o-2", "2025-03-05")));
+        assert_eq!(reason, r#"order_id: order "o-2" was already refunded in full"#);
+        let reason = refusal(book.apply(&whole("r-4", "o-1", "2025-03-05")));
+        assert!(reason.starts_with(r#"amount: missing, and order "o-1" is older than the orders still remembered"#));
     }
 
     #[test]

@@ -193,6 +193,14 @@ pub enum RefundRefusal {
         /// The order named.
         order: Box<str>,
     },
+    /// A refund of what remains of an order already refunded in full.
+    #[error("order_id: order {0:?} was already refunded in full")]
+    NothingLeft(Box<str>),
+    /// A refund of what remains of an order too old to be remembered.
+    #[error(
+        "amount: missing, and order {0:?} is older than the orders still remembered (the deduplication horizon), so what remains of it is unknown; send the amount"
+    )]
+    OrderForgotten(Box<str>),
     /// More than remains of the order.
     #[error("amount: {amount} exceeds the {remaining} that remains of order {order:?}")]
     ExceedsOrder {

@@ -231,10 +231,9 @@ impl Summary {
                     t.items.record(t.observed, &mut history.purchases, event.timestamp.day(), lines, t.history_limit);
                 }
             }
-            // Without its order (which only the book knows), a refund lowers revenue.
-            EventKind::Refund(r) => {
-                self.revenue_minor = self.revenue_minor.saturating_sub(r.amount_minor);
-            }
+            // Without its order (which only the book knows), a refund lowers
+            // revenue; one of "what remains" needs the book to settle it.
+            EventKind::Refund(r) => self.refund_revenue(r.amount_minor.unwrap_or(0)),
             EventKind::Consent(c) => {
                 self.apply_consent(&c.channels, event.timestamp);
                 history.apply_other_consent(&c.other, event.timestamp);
@@ -283,6 +282,12 @@ impl Summary {
             self.first_occasion_value_minor =
                 self.first_occasion_value_minor.saturating_sub(amount_minor).clamp(0, self.total_occasion_value_minor);
         }
+    }
+
+    /// Applies a refund of `amount_minor` that names no remembered order:
+    /// revenue drops, no occasion's value does.
+    pub fn refund_revenue(&mut self, amount_minor: i64) {
+        self.revenue_minor = self.revenue_minor.saturating_sub(amount_minor);
     }
 
     /// Refunded without naming an order, minor units.
