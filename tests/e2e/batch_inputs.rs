@@ -303,8 +303,15 @@ fn regression_every_kind_of_rejection_gets_examples() {
 fn regression_uci_cancellations_net_against_their_invoices() {
     let dir = tempfile::tempdir().unwrap();
     let input = fixture("online_retail/online_retail.csv.gz");
-    let output =
-        patron(&["score", "--input", input.to_str().unwrap(), "--out", dir.path().to_str().unwrap(), "--currency", "GBP"]);
+    let output = patron(&[
+        "score",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--currency",
+        "GBP",
+    ]);
     let text = transcript(&output);
     assert!(output.status.success(), "{text}");
     assert!(text.contains("order=InvoiceNo product=StockCode quantity=Quantity price=UnitPrice"), "{text}");
@@ -325,5 +332,8 @@ fn regression_uci_cancellations_net_against_their_invoices() {
     assert!(revenue.value(row("12346.0")).abs() < 1e-9);
     assert!((0..ids.len()).all(|i| revenue.value(i) >= 0.0), "no customer ends with negative revenue");
     assert!(text.contains("refunded rows match no earlier order"), "{text}");
-    assert!(text.contains("has no purchases, so there is nothing to refund"), "refund-only customers are named: {text}");
+    assert!(
+        text.contains("has no purchases, so there is nothing to refund"),
+        "refund-only customers are named: {text}"
+    );
 }

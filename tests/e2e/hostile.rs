@@ -335,7 +335,12 @@ fn backend_payloads_get_their_specific_answers_and_refused_refunds_leave_no_trac
     // Channels beyond the three are kept and queryable, across a snapshot,
     // a later statement in the log tail, and a kill -9.
     let consents = |server: &Server| {
-        sql(&server, QUERY, "SELECT customer_id, channel, consent, CAST(stated_at AS VARCHAR) AS at FROM channel_consents").1
+        sql(
+            server,
+            QUERY,
+            "SELECT customer_id, channel, consent, CAST(stated_at AS VARCHAR) AS at FROM channel_consents",
+        )
+        .1
     };
     let expected = serde_json::json!([
         {"customer_id": "shopper", "channel": "postal", "consent": false, "at": "2026-01-05T10:03:00"},

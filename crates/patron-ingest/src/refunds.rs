@@ -126,8 +126,8 @@ pub(crate) fn match_refunds(
         let lines = open.get_mut(refund.customer.as_str());
         let mut lines = lines.map(|l| l.iter_mut().collect::<Vec<_>>()).unwrap_or_default();
         for line in &refund.lines {
-            let unexplained = match_line(line, refund.time, purchases, &mut lines, &mut per_order)
-                .and_then(|rest| match rest {
+            let unexplained =
+                match_line(line, refund.time, purchases, &mut lines, &mut per_order).and_then(|rest| match rest {
                     Some(amount) => without_order.checked_add(&amount).ok_or("amount overflows").map(Some),
                     None => Ok(None),
                 });
@@ -213,7 +213,7 @@ fn match_line(
             (true, _) => line.amount,
             (false, Some(price)) => price.checked_mul(&take).ok_or("amount overflows")?,
             (false, None) => {
-                return Err("the refund spans several orders and no unit price says how to split its amount".into());
+                return Err("the refund spans several orders and no unit price says how to split its amount");
             }
         };
         amounts.push(amount);
@@ -244,14 +244,7 @@ mod tests {
     fn line(n: u64, product: &str, quantity: &str, price: &str) -> Line {
         let (quantity, unit_price) = (decimal(quantity), decimal(price));
         let amount = quantity.checked_mul(&unit_price).unwrap();
-        Line {
-            line: n,
-            product: Some(product.into()),
-            category: None,
-            quantity,
-            unit_price: Some(unit_price),
-            amount,
-        }
+        Line { line: n, product: Some(product.into()), category: None, quantity, unit_price: Some(unit_price), amount }
     }
 
     fn order(id: &str, day: &str, lines: Vec<Line>) -> Order {

@@ -171,6 +171,10 @@ pub(crate) struct Order {
     pub(crate) total: Decimal,
 }
 
+/// An order of the file as an event: its first line, its text (for a
+/// rejection) and the validated event or why not.
+pub(crate) type Assembled = (u64, String, Result<Event, EventError>);
+
 /// Turns rows into orders, then orders into validated events.
 pub(crate) struct Assembler {
     columns: Columns,
@@ -314,7 +318,7 @@ impl Assembler {
     /// Validates every order as an event; returns (first line, outcome)
     /// pairs, and how many refunded rows no order explains
     /// ([`crate::refunds`]).
-    pub(crate) fn finish(self, validator: &Validator) -> (Vec<(u64, String, Result<Event, EventError>)>, u64) {
+    pub(crate) fn finish(self, validator: &Validator) -> (Vec<Assembled>, u64) {
         let currency = self.currency.clone().unwrap_or_else(|| validator.currencies.base.code().to_owned());
         let mut out = Vec::with_capacity(self.purchases.len() + self.refunds.len());
         for order in &self.purchases {
@@ -345,9 +349,7 @@ impl Assembler {
             out.push(decoded(validator, order.first_line, order.last_line, &event));
         }
         let names = &self.columns.names;
-        let by_product = self.columns.product.map(|product| crate::refunds::RefundColumns {
-            product: &names[product],
-        });
+        let by_product = self.columns.product.map(|product| crate::refunds::RefundColumns { product: &names[product] });
         let matched = crate::refunds::match_refunds(&self.purchases, &self.purchase_index, &self.refunds, by_product);
         for (slot, refund) in matched.refunds {
             let order = &self.refunds[slot];
@@ -367,7 +369,7 @@ impl Assembler {
     }
 }
 
-fn decoded(validator: &Validator, first: u64, last: u64, event: &Value) -> (u64, String, Result<Event, EventError>) {
+fn decoded(validator: &Validator, first: u64, last: u64, event: &Value) -> Assembled {
     let raw = format!("lines {first}-{last}: {event}");
     (first, raw, validator.decode(event.to_string().as_bytes()))
 }

@@ -233,5 +233,4 @@ mod tests {
         let err = Source::Segment.translate(&serde_json::json!([1]), None).unwrap_err();
         assert_eq!(err.to_string(), "expected a JSON object, got an array");
     }
-
 }

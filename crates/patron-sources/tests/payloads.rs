@@ -88,7 +88,6 @@ fn what_cannot_be_attributed_is_refused_naming_the_sources_field() {
             json!({"client_id":"c","events":[{"name":"purchase","params":{"value":3}}]}),
             "events[0].params.transaction_id: missing",
         ),
-
         (
             Source::Shopify,
             json!({"id":1,"created_at":"2026-11-20T10:00:00Z","line_items":[]}),
@@ -114,12 +113,16 @@ fn a_full_refund_without_a_value_refunds_what_remains_of_its_order() {
     let translated = Source::Ga4.translate(&ga4, None).unwrap();
     assert_eq!(
         translated.events,
-        vec![json!({"type":"refund","event_id":"t-1-refund-all","customer_id":"u","timestamp":1795000000000i64,"order_id":"t-1"})]
+        vec![
+            json!({"type":"refund","event_id":"t-1-refund-all","customer_id":"u","timestamp":1795000000000i64,"order_id":"t-1"})
+        ]
     );
     let segment = json!({"type":"track","event":"Order Refunded","userId":"u","messageId":"m-1","timestamp":"2026-11-20T10:00:00Z","properties":{"order_id":"o-1"}});
     let translated = Source::Segment.translate(&segment, None).unwrap();
     assert_eq!(
         translated.events,
-        vec![json!({"type":"refund","event_id":"m-1","customer_id":"u","timestamp":"2026-11-20T10:00:00Z","order_id":"o-1"})]
+        vec![
+            json!({"type":"refund","event_id":"m-1","customer_id":"u","timestamp":"2026-11-20T10:00:00Z","order_id":"o-1"})
+        ]
     );
 }

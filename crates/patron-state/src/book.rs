@@ -1060,7 +1060,10 @@ mod tests {
         assert!(reason.starts_with("amount: 20.00 exceeds the customer's net revenue of 19.00"), "{reason}");
         assert_eq!(book.apply(&refund("r-1", "c", None, "2025-01-02", "9")), Applied::Accepted);
         let r = book.get(&CustomerId::new("c").unwrap()).unwrap();
-        assert_eq!((r.revenue_minor, r.total_occasion_value_minor(), r.refunds_without_order_minor()), (1_000, 1_900, 900));
+        assert_eq!(
+            (r.revenue_minor, r.total_occasion_value_minor(), r.refunds_without_order_minor()),
+            (1_000, 1_900, 900)
+        );
     }
 
     #[test]

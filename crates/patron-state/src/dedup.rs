@@ -244,7 +244,7 @@ impl PartialEq for DedupIndex {
             && self.oldest_since_cut == other.oldest_since_cut
             && self.table.len() == other.table.len()
             && self.table.iter().all(|r| other.table.get(r.fingerprint) == Some(r))
-        && self.orders == other.orders
+            && self.orders == other.orders
     }
 }
 
@@ -379,7 +379,7 @@ impl DedupIndex {
     /// bytes u64 │ (fingerprint u64, day − base_day varint)…`. The days of a
     /// horizon differ by a few dozen, so an entry takes 9 bytes instead of 12;
     /// `bytes` lets a reader find the next index without decoding this one.
-    /// Version 11 appends the order ledger ([`OrderLedger::encode`]).
+    /// Version 11 appends the order ledger (see [`crate::orders`]).
     pub fn encode_compact(&self, out: &mut Vec<u8>) {
         let base_day = self.table.iter().map(|r| r.day).min().unwrap_or(0);
         out.extend_from_slice(&self.remembered_from_day.to_le_bytes());
@@ -575,6 +575,9 @@ mod tests {
         }
         let mut empty = Vec::new();
         DedupIndex::new(None).encode_compact(&mut empty);
-        assert_eq!(DedupIndex::decode_compact(&mut ByteReader::new(&empty, 0), None, true), Some(DedupIndex::new(None)));
+        assert_eq!(
+            DedupIndex::decode_compact(&mut ByteReader::new(&empty, 0), None, true),
+            Some(DedupIndex::new(None))
+        );
     }
 }

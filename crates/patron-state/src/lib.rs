@@ -44,11 +44,11 @@ pub use engine::{
     beyond_horizon_reason,
 };
 // The recommender's core lives below this crate; its modules keep their paths here.
+pub use orders::{OrderLedger, RefundRefusal};
 pub use patron_recs::{
     BlendConfig, DiscoverWeights, ItemConfig, ItemStats, ListKind, Observed, ProductCatalog, PurchaseProfile, Reason,
     Recommendation, RecsModel, catalog, forgotten, items, profile, recommend,
 };
-pub use orders::{OrderLedger, RefundRefusal};
 pub use record::{Applied, CustomerRecord, History, OtherConsent, Refusal, Summary};
 pub use recs_tables::{products_batch, recommend_all, recommendations_batch, similar_products_batch};
 pub use scoring::{

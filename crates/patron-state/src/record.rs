@@ -117,7 +117,8 @@ pub struct History {
     /// Purchase counts by product (bounded, and what it evicted), for recommendations.
     pub purchases: PurchaseProfile,
     /// Consent on channels beyond email, sms and push, in channel-code
-    /// order; boxed so that the many customers without any pay 8 bytes.
+    /// order.
+    #[expect(clippy::box_collection, reason = "8 bytes for the many customers without any, against 24 for a Vec")]
     other_consent: Option<Box<Vec<OtherConsent>>>,
 }
 
@@ -475,7 +476,12 @@ pub(crate) fn encode_customer(id: &str, summary: &Summary, history: &History, ou
         out.extend_from_slice(&v.to_le_bytes());
     }
     out.extend_from_slice(&summary.orders.to_le_bytes());
-    for v in [summary.revenue_minor, summary.refunds_without_order_minor(), summary.first_purchase_ms, summary.last_purchase_ms] {
+    for v in [
+        summary.revenue_minor,
+        summary.refunds_without_order_minor(),
+        summary.first_purchase_ms,
+        summary.last_purchase_ms,
+    ] {
         out.extend_from_slice(&v.to_le_bytes());
     }
     for c in [summary.consent.email, summary.consent.sms, summary.consent.push] {
@@ -1021,8 +1027,12 @@ mod tests {
         assert_eq!(v7.remove(v7.len() - profile.len() - 1), 0, "no other channels (version 11)");
         assert_eq!(v7.remove(v7.len() - profile.len() - 1), 0, "no acquisition");
         assert_eq!(v7.remove(v7.len() - profile.len() - 1), 0, "no width");
-        let v7_layout =
-            CompactLayout { with_forgotten: true, with_spread: false, with_acquisition: false, with_other_consent: false };
+        let v7_layout = CompactLayout {
+            with_forgotten: true,
+            with_spread: false,
+            with_acquisition: false,
+            with_other_consent: false,
+        };
         let v7_read = CustomerRecord::decode_compact(&mut ByteReader::new(&v7, 0), v7_layout).unwrap();
         assert_eq!(v7_read.history, light.history);
         let v6_layout = CompactLayout { with_forgotten: false, ..v7_layout };
