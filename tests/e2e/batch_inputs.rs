@@ -1,6 +1,6 @@
 //! `patron score` on broken, NDJSON and Parquet inputs.
 
-use patron_tests::{fixture, patron, score_like_cdnow, transcript};
+use patron_tests::{fixture, patron, run_score, score_like_cdnow, transcript};
 
 use crate::batch_cdnow::read_parquet;
 
@@ -303,17 +303,7 @@ fn regression_every_kind_of_rejection_gets_examples() {
 fn regression_uci_cancellations_net_against_their_invoices() {
     let dir = tempfile::tempdir().unwrap();
     let input = fixture("online_retail/online_retail.csv.gz");
-    let output = patron(&[
-        "score",
-        "--input",
-        input.to_str().unwrap(),
-        "--out",
-        dir.path().to_str().unwrap(),
-        "--currency",
-        "GBP",
-    ]);
-    let text = transcript(&output);
-    assert!(output.status.success(), "{text}");
+    let (_, text) = run_score(&input, dir.path(), &["--currency", "GBP"]);
     assert!(text.contains("order=InvoiceNo product=StockCode quantity=Quantity price=UnitPrice"), "{text}");
     let customers = read_parquet(&dir.path().join("customers.parquet"));
     use arrow::array::{Array, AsArray};

@@ -235,6 +235,11 @@ fn match_line(
 mod tests {
     use super::*;
 
+    /// (event id, order, amount) of each refund to emit.
+    fn emitted(matched: &Matched) -> Vec<(&str, Option<&str>, String)> {
+        matched.refunds.iter().map(|(_, r)| (r.event_id.as_str(), r.order_id.as_deref(), r.amount.to_text())).collect()
+    }
+
     const COLUMNS: RefundColumns<'static> = RefundColumns { product: "StockCode" };
 
     fn decimal(text: &str) -> Decimal {
@@ -276,11 +281,7 @@ mod tests {
             order("C500000", "2011-12-10", vec![line(8, "D", "1", "5")]),
         ];
         let matched = match_refunds(&purchases, &ids, &refunds, Some(COLUMNS));
-        let got: Vec<(&str, Option<&str>, String)> = matched
-            .refunds
-            .iter()
-            .map(|(_, r)| (r.event_id.as_str(), r.order_id.as_deref(), r.amount.to_text()))
-            .collect();
+        let got = emitted(&matched);
         assert_eq!(
             got,
             vec![
@@ -302,11 +303,7 @@ mod tests {
             order("C3", "2011-01-03", vec![line(4, "A", "2", "1")]),
         ];
         let matched = match_refunds(&purchases, &ids, &refunds, Some(COLUMNS));
-        let got: Vec<(&str, Option<&str>, String)> = matched
-            .refunds
-            .iter()
-            .map(|(_, r)| (r.event_id.as_str(), r.order_id.as_deref(), r.amount.to_text()))
-            .collect();
+        let got = emitted(&matched);
         assert_eq!(
             got,
             vec![

@@ -355,10 +355,11 @@ impl DedupIndex {
         self.horizon_days
     }
 
-    /// Bytes the table occupies: one 16-byte entry and one control byte per
-    /// bucket, buckets being a power of two at most 7/8 full.
+    /// Bytes the tables occupy: per bucket of the event table one 16-byte
+    /// entry and one control byte (buckets being a power of two at most 7/8
+    /// full), plus the order ledger's ([`OrderLedger::memory_bytes`]).
     pub fn memory_bytes(&self) -> usize {
-        self.table.capacity() * (std::mem::size_of::<Remembered>() + 1)
+        self.table.capacity() * (std::mem::size_of::<Remembered>() + 1) + self.orders.memory_bytes()
     }
 
     /// Appends the index in the fixed-width layout of snapshot version 5 (tests write old files with it): `remembered_from_day i32 │
