@@ -219,6 +219,10 @@ pub struct LoadReport {
     pub duplicates_sent: u64,
     /// Requests answered 429/503 and sent again after `Retry-After`.
     pub overload_retries: u64,
+    /// Refunds sent again because they overtook their order on another
+    /// connection (the shop's years are compressed into seconds); each is
+    /// counted once, by its final answer.
+    pub refunds_resent: u64,
     /// Requests that failed otherwise (their events are not counted as accepted).
     pub failed_requests: u64,
     /// Seconds spent sending.
@@ -498,6 +502,33 @@ struct WorkerTotals {
     rejected: u64,
     overload_retries: u64,
     failed: u64,
+    refunds_resent: u64,
+}
+
+/// Times a refund that overtook its order is sent again, 20 ms apart.
+const REFUND_RESENDS: u32 = 5;
+
+/// The refunds of `body` the server refused because their order was not
+/// there yet. The shop's history is compressed into seconds and batches go
+/// out on several connections, so a refund can overtake its order; a real
+/// producer, whose refunds come days later, resends such a refund, and so
+/// does the generator.
+fn overtaken_refunds(body: &str, answer: &serde_json::Value) -> Vec<String> {
+    let lines: Vec<&str> = body.lines().collect();
+    answer["rejected"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            r["error"].as_str().is_some_and(|e| {
+                (e.starts_with("customer_id:") && e.contains("has no purchases"))
+                    || (e.starts_with("order_id:") && e.contains("has no order"))
+            })
+        })
+        .filter_map(|r| lines.get(usize::try_from(r["index"].as_u64()?).ok()?).copied())
+        .filter(|line| line.contains(r#""type":"refund""#))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The treatment members of `campaign`, from the server's `campaign_members`.
@@ -556,6 +587,11 @@ fn connection(
                         .as_u64()
                         .unwrap_or_else(|| body["rejected"].as_array().map_or(0, |r| r.len() as u64));
                     live.accepted.fetch_add(count("accepted"), Ordering::Relaxed);
+                    let overtaken = overtaken_refunds(&batch.body, &body);
+                    if !overtaken.is_empty() {
+                        totals.rejected -= overtaken.len() as u64;
+                        resend_refunds(&agent, &url, config, overtaken, &mut totals, live);
+                    }
                     for m in &batch.markers {
                         let _ = sent_markers.send((m.clone(), start));
                     }
@@ -580,6 +616,45 @@ fn connection(
         }
     }
     (totals, latency)
+}
+
+/// Sends `refunds` again until their orders are there (see
+/// [`overtaken_refunds`]), counting each once by its final answer.
+fn resend_refunds(
+    agent: &ureq::Agent,
+    url: &str,
+    config: &LoadConfig,
+    mut refunds: Vec<String>,
+    totals: &mut WorkerTotals,
+    live: &Live,
+) {
+    for attempt in 1..=REFUND_RESENDS {
+        std::thread::sleep(Duration::from_millis(20));
+        totals.refunds_resent += refunds.len() as u64;
+        let body = refunds.join("\n");
+        let request = authorised(agent.post(url).set("Content-Type", "application/x-ndjson"), config.token.as_deref());
+        let Ok(response) = request.send_string(&body) else {
+            if attempt == REFUND_RESENDS {
+                totals.rejected += refunds.len() as u64;
+            }
+            continue;
+        };
+        let answer: serde_json::Value = response.into_json().unwrap_or_default();
+        let count = |k: &str| answer[k].as_u64().unwrap_or(0);
+        totals.accepted += count("accepted");
+        totals.duplicates += count("duplicates");
+        live.accepted.fetch_add(count("accepted"), Ordering::Relaxed);
+        let still = overtaken_refunds(&body, &answer);
+        let other_rejections = count("rejected_count").saturating_sub(still.len() as u64);
+        totals.rejected += other_rejections;
+        if still.is_empty() {
+            return;
+        }
+        if attempt == REFUND_RESENDS {
+            totals.rejected += still.len() as u64;
+        }
+        refunds = still;
+    }
 }
 
 /// An empty latency histogram in microseconds, 3 significant figures.
@@ -828,6 +903,7 @@ pub fn run(config: &LoadConfig, live: &Live) -> Result<LoadReport, LoadError> {
         totals.duplicates += t.duplicates;
         totals.rejected += t.rejected;
         totals.overload_retries += t.overload_retries;
+        totals.refunds_resent += t.refunds_resent;
         totals.failed += t.failed;
     }
     let usage_after = config.server_pid.and_then(process_usage);
@@ -849,6 +925,7 @@ pub fn run(config: &LoadConfig, live: &Live) -> Result<LoadReport, LoadError> {
         malformed_sent: sent_malformed,
         duplicates_sent: sent_duplicates,
         overload_retries: totals.overload_retries,
+        refunds_resent: totals.refunds_resent,
         failed_requests: totals.failed,
         seconds: send_seconds,
         http_latency_ms: Percentiles::of(&latency),
@@ -909,6 +986,26 @@ fn server_stat(config: &LoadConfig, name: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_refunds_refused_for_a_missing_order_are_sent_again() {
+        let body = [
+            r#"{"type":"refund","event_id":"r1","customer_id":"c1","order_id":"o1","timestamp":1,"amount":"5"}"#,
+            r#"{"type":"refund","event_id":"r2","customer_id":"c2","order_id":"o2","timestamp":1,"amount":"5"}"#,
+            r#"{"type":"purchase","event_id":"o3","customer_id":"c3","timestamp":1,"revenue":"5"}"#,
+            r#"{"type":"refund","event_id":"r4","customer_id":"c4","order_id":"o4","timestamp":1,"amount":"500"}"#,
+        ]
+        .join("\n");
+        let answer = serde_json::json!({"rejected": [
+            {"index": 0, "error": "customer_id: c1 has no purchases, so there is nothing to refund"},
+            {"index": 1, "error": "order_id: customer c2 has no order \"o2\" (a refund nets against its order, which must be sent first)"},
+            {"index": 2, "error": "customer_id: missing"},
+            {"index": 3, "error": "amount: 500.00 exceeds the 5.00 that remains of order \"o4\""},
+        ]});
+        let again = overtaken_refunds(&body, &answer);
+        assert_eq!(again.len(), 2);
+        assert!(again[0].contains(r#""event_id":"r1""#) && again[1].contains(r#""event_id":"r2""#));
+    }
 
     #[test]
     fn batches_mix_in_the_configured_malformed_and_duplicate_shares() {

@@ -135,7 +135,8 @@ pub(crate) fn run(args: &LoadgenArgs) -> Result<()> {
 fn print_report(r: &LoadReport) {
     println!(
         "{:.0} events/s accepted (durable) over {:.1}s: {} sent, {} accepted, {} duplicates, {} rejected \
-         ({} malformed and {} duplicates sent on purpose), {} overload retries, {} failed requests",
+         ({} malformed and {} duplicates sent on purpose), {} overload retries, {} failed requests, \
+         {} refunds sent again after overtaking their order",
         r.events_per_s,
         r.seconds,
         r.sent,
@@ -145,7 +146,8 @@ fn print_report(r: &LoadReport) {
         r.malformed_sent,
         r.duplicates_sent,
         r.overload_retries,
-        r.failed_requests
+        r.failed_requests,
+        r.refunds_resent
     );
     let line = |name: &str, p: &patron_loadgen::Percentiles| {
         println!(
