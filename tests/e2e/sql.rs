@@ -423,6 +423,47 @@ fn python_client(script: &str, args: &[String], statements: &str) -> Vec<serde_j
     String::from_utf8(output.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
+/// Issue 21: SQLAlchemy's psycopg dialect connects unmodified (it parses
+/// `version()` and looks types up with `to_regtype` inside savepoints), and
+/// `pandas.read_sql` through it reads what HTTP reads. psql sees the same
+/// release in `SHOW server_version`.
+#[test]
+fn sqlalchemy_and_pandas_connect_unmodified_and_read_what_http_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = shop_server(dir.path());
+    let sql = "SELECT customer_id, orders, revenue, clv FROM customers ORDER BY customer_id";
+    let args = [server.pg.ip().to_string(), server.pg.port().to_string(), sql.to_owned()];
+    let answer = python_client("sqlalchemy_read.py", &args, "").pop().expect("one answer");
+    assert_eq!(answer["server_version_info"], serde_json::json!([16, 6]), "{answer}");
+    assert!(answer["version"].as_str().unwrap().starts_with("PostgreSQL 16.6 (Patron "), "{answer}");
+    let columns: Vec<String> =
+        answer["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();
+    assert_eq!(columns, ["customer_id", "orders", "revenue", "clv"]);
+    let expected = http_rows(&server.url, sql, &columns);
+    let got = answer["rows"].as_array().unwrap();
+    assert_eq!(got.len(), expected.len(), "{answer}");
+    for (g, e) in got.iter().zip(&expected) {
+        let g = g.as_array().unwrap();
+        assert!(g.iter().zip(e).all(|(a, b)| same_value(a, b)), "pandas {g:?} vs HTTP {e:?}");
+    }
+    let psql = Command::new("psql")
+        .args(["-h", &server.pg.ip().to_string(), "-p", &server.pg.port().to_string(), "-U", "analyst"])
+        .args(["-d", "patron", "-X", "-A", "-t", "-c", "SHOW server_version"])
+        .args(["-c", "BEGIN", "-c", "SAVEPOINT a", "-c", "SELECT to_regtype('int4')", "-c", "RELEASE SAVEPOINT a"])
+        .args(["-c", "SELECT to_regtype('no_such_type') IS NULL", "-c", "SAVEPOINT b", "-c", "ROLLBACK TO SAVEPOINT b"])
+        .args(["-c", "SELECT 1", "-c", "COMMIT"])
+        .output()
+        .expect("psql is installed");
+    let text = String::from_utf8_lossy(&psql.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        ["16.6 (Patron 0.1.0)", "BEGIN", "SAVEPOINT", "23", "RELEASE", "t", "SAVEPOINT", "ROLLBACK", "1", "COMMIT"],
+        "{}",
+        String::from_utf8_lossy(&psql.stderr)
+    );
+}
+
 #[test]
 fn adbc_flight_sql_reads_the_same_rows_as_http() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,6 +13,7 @@ mod exec;
 pub mod flight;
 pub mod format;
 pub mod pg;
+pub mod pg_functions;
 mod scram;
 mod session;
 mod tables;

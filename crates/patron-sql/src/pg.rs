@@ -41,7 +41,7 @@ use pgwire::api::auth::{
 };
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, QueryResponse, Response};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type};
@@ -97,8 +97,12 @@ impl QueryHook for GuardHook {
         _session_context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
+        if is_show_server_version(statement) {
+            return Some(server_version_row(&Format::UnifiedText));
+        }
         match classify(statement) {
             Verdict::Cosmetic => None,
+            Verdict::NoOp(tag) => Some(Ok(Response::Execution(Tag::new(tag)))),
             Verdict::Refused(what) => Some(Err(user_error(&SqlError::Refused(what)))),
             Verdict::Query => {
                 let result = match self.sql.plan(statement, access_of(&*client)).await {
@@ -122,6 +126,11 @@ impl QueryHook for GuardHook {
     ) -> Option<PgWireResult<LogicalPlan>> {
         match classify(statement) {
             Verdict::Cosmetic => None,
+            // Answered at execution (below); the plan is never run.
+            Verdict::NoOp(_) => Some(Ok(LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+                produce_one_row: false,
+                schema: Arc::new(datafusion::common::DFSchema::empty()),
+            }))),
             Verdict::Refused(what) => Some(Err(user_error(&SqlError::Refused(what)))),
             Verdict::Query => Some(self.sql.plan(statement, access_of(client)).await.map_err(|e| user_error(&e))),
         }
@@ -129,14 +138,38 @@ impl QueryHook for GuardHook {
 
     async fn handle_extended_query(
         &self,
-        _statement: &Statement,
+        statement: &Statement,
         _logical_plan: &LogicalPlan,
         _params: &ParamValues,
         _session_context: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        None
+        if is_show_server_version(statement) {
+            return Some(server_version_row(&Format::UnifiedText));
+        }
+        match classify(statement) {
+            Verdict::NoOp(tag) => Some(Ok(Response::Execution(Tag::new(tag)))),
+            _ => None,
+        }
     }
+}
+
+fn is_show_server_version(statement: &Statement) -> bool {
+    matches!(statement, Statement::ShowVariable { variable }
+        if variable.len() == 1 && variable[0].value.eq_ignore_ascii_case("server_version"))
+}
+
+/// `SHOW server_version`, answered as the startup parameter says
+/// ([`crate::pg_functions::server_version`]) instead of the library's
+/// "datafusion …" text.
+fn server_version_row(format: &Format) -> PgWireResult<Response> {
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+    let schema = Arc::new(Schema::new(vec![Field::new("server_version", DataType::Utf8, false)]));
+    let column = Arc::new(StringArray::from(vec![crate::pg_functions::server_version()]));
+    let batch = RecordBatch::try_new(schema.clone(), vec![column]).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    respond(QueryResult { schema, batches: vec![batch] }, format, Arc::new(FormatOptions::default()))
 }
 
 /// The library's simple-protocol handler behind a complexity check of the raw
@@ -272,7 +305,7 @@ impl StartupHandler for Startup {
                     let mechanisms = vec!["SCRAM-SHA-256".to_owned()];
                     client.send(PgWireBackendMessage::Authentication(Authentication::SASL(mechanisms))).await?;
                 } else {
-                    finish_authentication(client, &DefaultServerParameterProvider::default()).await?;
+                    finish_authentication(client, &server_parameters()).await?;
                 }
             }
             PgWireFrontendMessage::PasswordMessageFamily(message) => {
@@ -304,7 +337,7 @@ impl StartupHandler for Startup {
                         client.metadata_mut().insert(ACCESS_KEY.to_owned(), role.to_owned());
                         let data = server_final.into_bytes().into();
                         client.send(PgWireBackendMessage::Authentication(Authentication::SASLFinal(data))).await?;
-                        finish_authentication(client, &DefaultServerParameterProvider::default()).await?;
+                        finish_authentication(client, &server_parameters()).await?;
                     }
                 }
             }
@@ -398,4 +431,12 @@ pub async fn serve(
             },
         }
     }
+}
+
+/// The startup parameters: pgwire's defaults, with a `server_version`
+/// that names Patron after the PostgreSQL release clients parse.
+fn server_parameters() -> DefaultServerParameterProvider {
+    let mut parameters = DefaultServerParameterProvider::default();
+    parameters.server_version = crate::pg_functions::server_version();
+    parameters
 }

@@ -40,6 +40,7 @@ use tokio::sync::Semaphore;
 use crate::admission::{self, Access};
 use crate::campaign_tables;
 use crate::consent_table;
+use crate::pg_functions;
 use crate::tables::{self, LiveSource, ScanCounters, Shared};
 
 /// Limits of every SQL query.
@@ -194,6 +195,11 @@ pub(crate) enum Verdict {
     /// A harmless session statement drivers send (`SET application_name`,
     /// `BEGIN`, `SHOW …`): the wire layer answers it without touching the engine.
     Cosmetic,
+    /// A savepoint statement, which drivers send around their own lookups
+    /// (psycopg's `conn.transaction()` inside SQLAlchemy's transaction): a
+    /// read-only session has nothing to roll back, so the wire layer answers
+    /// with this command tag and does nothing.
+    NoOp(&'static str),
     /// Refused, with what it was.
     Refused(String),
 }
@@ -230,9 +236,12 @@ pub(crate) fn classify(statement: &Statement) -> Verdict {
         Statement::Query(_) | Statement::ShowTables { .. } | Statement::ShowColumns { .. } => Verdict::Query,
         Statement::Explain { statement: inner, .. } => match classify(inner) {
             Verdict::Query => Verdict::Query,
-            Verdict::Cosmetic => Verdict::Refused("EXPLAIN of a session statement".into()),
+            Verdict::Cosmetic | Verdict::NoOp(_) => Verdict::Refused("EXPLAIN of a session statement".into()),
             refused => refused,
         },
+        Statement::Savepoint { .. } => Verdict::NoOp("SAVEPOINT"),
+        Statement::ReleaseSavepoint { .. } => Verdict::NoOp("RELEASE"),
+        Statement::Rollback { savepoint: Some(_), .. } => Verdict::NoOp("ROLLBACK"),
         Statement::StartTransaction { .. } | Statement::Commit { .. } | Statement::Rollback { .. } => Verdict::Cosmetic,
         Statement::ShowVariable { .. } | Statement::ShowStatus { .. } => Verdict::Cosmetic,
         Statement::Set(set) => match set {
@@ -359,6 +368,7 @@ impl SqlEngine {
             .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         admission::bounded_functions(&ctx, limits.max_result_bytes);
+        pg_functions::register(&ctx);
         let counters = Arc::new(ScanCounters::default());
         let shared = Shared { source, counters: counters.clone() };
         let register = |name: &str, table: Arc<dyn datafusion::catalog::TableProvider>| {
@@ -426,7 +436,7 @@ impl SqlEngine {
         match statement {
             DfStatement::Statement(s) => match classify(s) {
                 Verdict::Query => Ok(()),
-                Verdict::Cosmetic => Err(SqlError::Refused(statement_kind(s))),
+                Verdict::Cosmetic | Verdict::NoOp(_) => Err(SqlError::Refused(statement_kind(s))),
                 Verdict::Refused(what) => Err(SqlError::Refused(what)),
             },
             DfStatement::Explain(explain) => Self::check(&explain.statement),
@@ -438,8 +448,11 @@ impl SqlEngine {
 
     /// Plans a parsed statement that is a query and only reads tables
     /// `access` allows, re-verifying the plan.
-    pub async fn plan_parsed(&self, statement: DfStatement, access: Access) -> Result<LogicalPlan, SqlError> {
+    pub async fn plan_parsed(&self, mut statement: DfStatement, access: Access) -> Result<LogicalPlan, SqlError> {
         Self::check(&statement)?;
+        if let DfStatement::Statement(inner) = &mut statement {
+            pg_functions::rewrite(inner);
+        }
         let tables = self.ctx.state().resolve_table_references(&statement).map_err(SqlError::from_datafusion)?;
         for table in &tables {
             admission::check_table(table.table(), access)?;
