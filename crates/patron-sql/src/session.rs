@@ -451,7 +451,7 @@ impl SqlEngine {
     pub async fn plan_parsed(&self, mut statement: DfStatement, access: Access) -> Result<LogicalPlan, SqlError> {
         Self::check(&statement)?;
         if let DfStatement::Statement(inner) = &mut statement {
-            pg_functions::rewrite(inner);
+            pg_functions::rewrite(inner).map_err(|e| SqlError::Plan(e.to_string()))?;
         }
         let tables = self.ctx.state().resolve_table_references(&statement).map_err(SqlError::from_datafusion)?;
         for table in &tables {
