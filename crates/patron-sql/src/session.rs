@@ -119,6 +119,9 @@ pub enum SqlError {
     /// The threads that execute queries could not be started.
     #[error("cannot start the SQL execution threads: {0}")]
     Threads(#[source] std::io::Error),
+    /// A `to_char` pattern field Patron cannot format as PostgreSQL does.
+    #[error(transparent)]
+    Pattern(#[from] pg_functions::PatternError),
 }
 
 impl SqlError {
@@ -130,6 +133,7 @@ impl SqlError {
             Self::TooComplex(_) => "54001", // statement_too_complex
             Self::Forbidden(_) => "42501",  // insufficient_privilege
             Self::Plan(_) => "42P01",
+            Self::Pattern(_) => "22007", // invalid_datetime_format
             Self::Timeout(_) => "57014",
             Self::TooManyRows(_) | Self::TooLarge(_) | Self::Memory(_) => "53200",
             Self::Busy(_) => "53300",
@@ -451,7 +455,7 @@ impl SqlEngine {
     pub async fn plan_parsed(&self, mut statement: DfStatement, access: Access) -> Result<LogicalPlan, SqlError> {
         Self::check(&statement)?;
         if let DfStatement::Statement(inner) = &mut statement {
-            pg_functions::rewrite(inner).map_err(|e| SqlError::Plan(e.to_string()))?;
+            pg_functions::rewrite(inner)?;
         }
         let tables = self.ctx.state().resolve_table_references(&statement).map_err(SqlError::from_datafusion)?;
         for table in &tables {

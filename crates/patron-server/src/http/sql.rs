@@ -110,7 +110,7 @@ pub(crate) fn sql_error(e: &SqlError) -> Response {
         SqlError::Empty | SqlError::SeveralStatements(_) | SqlError::Syntax(_) => {
             (StatusCode::BAD_REQUEST, "sql_syntax")
         }
-        SqlError::Plan(_) => (StatusCode::BAD_REQUEST, "sql_invalid"),
+        SqlError::Plan(_) | SqlError::Pattern(_) => (StatusCode::BAD_REQUEST, "sql_invalid"),
         SqlError::Timeout(_) => (StatusCode::UNPROCESSABLE_ENTITY, "query_timeout"),
         SqlError::TooManyRows(_) => (StatusCode::UNPROCESSABLE_ENTITY, "too_many_rows"),
         SqlError::TooLarge(_) => (StatusCode::UNPROCESSABLE_ENTITY, "result_too_large"),
