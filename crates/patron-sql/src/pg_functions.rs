@@ -21,6 +21,13 @@
 //! pattern without `%` is read as PostgreSQL's and translated to strftime
 //! ([`postgres_pattern`]); a PostgreSQL field that has no strftime
 //! equivalent is refused with its name, never printed as text.
+//!
+//! `a IS DISTINCT FROM b AND c`: the parser binds `AND`/`OR` tighter than
+//! `IS [NOT] DISTINCT FROM` and reads `a IS DISTINCT FROM (b AND c)`, a
+//! silently wrong answer; PostgreSQL reads `(a IS DISTINCT FROM b) AND c`.
+//! A parenthesised operand stays a `Nested` expression, so an unparenthesised
+//! `AND`/`OR` on the right of `IS [NOT] DISTINCT FROM` can only come from
+//! that precedence, and the rewrite moves it back out ([`distinct_precedence`]).
 
 use std::sync::LazyLock;
 
@@ -250,10 +257,30 @@ fn to_char_pattern(expr: &mut Expr) -> Option<&mut String> {
     }
 }
 
+/// Gives `IS [NOT] DISTINCT FROM` PostgreSQL's precedence over `AND`/`OR`
+/// (see the module documentation).
+fn distinct_precedence(expr: &mut Expr) {
+    use datafusion::sql::sqlparser::ast::BinaryOperator;
+    let (Expr::IsDistinctFrom(_, right) | Expr::IsNotDistinctFrom(_, right)) = expr else { return };
+    if !matches!(right.as_ref(), Expr::BinaryOp { op: BinaryOperator::And | BinaryOperator::Or, .. }) {
+        return;
+    }
+    let placeholder = Expr::Value(datafusion::sql::sqlparser::ast::Value::Null.into());
+    let Expr::BinaryOp { left: inner, op, right: rest } = std::mem::replace(right.as_mut(), placeholder) else {
+        return;
+    };
+    // a IS DISTINCT FROM (b op c)  →  (a IS DISTINCT FROM b) op c
+    **right = *inner;
+    let mut comparison = std::mem::replace(expr, Expr::Value(datafusion::sql::sqlparser::ast::Value::Null.into()));
+    distinct_precedence(&mut comparison);
+    *expr = Expr::BinaryOp { left: Box::new(comparison), op, right: rest };
+}
+
 /// Rewrites the calls PostgreSQL clients make that DataFusion lacks (see the
 /// module documentation) into what it can plan.
 pub fn rewrite(statement: &mut Statement) -> Result<(), PatternError> {
     let flow = visit_expressions_mut(statement, |expr| {
+        distinct_precedence(expr);
         if let Some(arg) = single_argument(expr, "to_regtype")
             && let Some(lookup) = type_oid_lookup(arg.clone())
         {
@@ -299,6 +326,41 @@ mod tests {
     fn version_reads_as_postgresql_and_names_patron() {
         assert!(VERSION.starts_with("PostgreSQL 16.6 (Patron "), "{}", *VERSION);
         assert!(server_version().starts_with("16.6 (Patron "));
+    }
+
+    /// Found under issue 19: `a IS DISTINCT FROM true AND b = 'x'` was read as
+    /// `a IS DISTINCT FROM (true AND b = 'x')`.
+    /// The tree of the first selected expression, with every grouping explicit.
+    fn shape(sql: &str) -> String {
+        fn render(e: &Expr) -> String {
+            match e {
+                Expr::BinaryOp { left, op, right } => format!("({} {op} {})", render(left), render(right)),
+                Expr::IsDistinctFrom(a, b) => format!("distinct({}, {})", render(a), render(b)),
+                Expr::IsNotDistinctFrom(a, b) => format!("not_distinct({}, {})", render(a), render(b)),
+                Expr::Nested(inner) => render(inner),
+                other => other.to_string(),
+            }
+        }
+        let mut statement = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap().pop().unwrap();
+        rewrite(&mut statement).unwrap();
+        let Statement::Query(query) = statement else { panic!("a query") };
+        let SetExpr::Select(select) = *query.body else { panic!("a select") };
+        match &select.projection[0] {
+            datafusion::sql::sqlparser::ast::SelectItem::UnnamedExpr(e) => render(e),
+            other => panic!("{other}"),
+        }
+    }
+
+    /// Found under issue 19: `a IS DISTINCT FROM true AND b = 'x'` was read as
+    /// `a IS DISTINCT FROM (true AND b = 'x')`.
+    #[test]
+    fn regression_is_distinct_from_binds_tighter_than_and_and_or() {
+        assert_eq!(
+            shape("SELECT a IS DISTINCT FROM true AND b = 'x' OR c IS NOT DISTINCT FROM d AND e"),
+            "((distinct(a, true) AND (b = 'x')) OR (not_distinct(c, d) AND e))"
+        );
+        assert_eq!(shape("SELECT a IS DISTINCT FROM b AND c AND d"), "((distinct(a, b) AND c) AND d)");
+        assert_eq!(shape("SELECT a IS DISTINCT FROM (true AND b)"), "distinct(a, (true AND b))", "parentheses hold");
     }
 
     /// Issue 21: `to_char(first_purchase_at, 'YYYY-MM')` printed `YYYY-MM`.
