@@ -27,7 +27,7 @@
 //! silently wrong answer; PostgreSQL reads `(a IS DISTINCT FROM b) AND c`.
 //! A parenthesised operand stays a `Nested` expression, so an unparenthesised
 //! `AND`/`OR` on the right of `IS [NOT] DISTINCT FROM` can only come from
-//! that precedence, and the rewrite moves it back out ([`distinct_precedence`]).
+//! that precedence, and the rewrite moves it back out (`distinct_precedence`).
 
 use std::sync::LazyLock;
 
