@@ -102,7 +102,6 @@ fn segments(c: &mut Criterion) {
             occasions: c.frequency + 1,
             revenue: c.spend.mean_repeat_value * f64::from(c.frequency + 1),
             clv: s.clv,
-            expected_orders_90d: s.expected_orders_90d,
             p_alive: s.p_alive,
         })
         .collect();

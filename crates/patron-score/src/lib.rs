@@ -43,8 +43,9 @@ pub use interval::{CLV_INTERVAL_Z, ParameterCovariance, clv_interval};
 pub use purchase::{BetaGeoParams, History, ParetoParams, PurchaseModel, PurchaseParams};
 pub use ranking::{Similarity, average_precision, hit_rate, ndcg, recall};
 pub use segments::{
-    LifecycleStage, Relationship, RfmSegment, SegmentConfig, SegmentInput, Segments, ValueTier, lifecycle_stage,
-    quintile_scores, rfm_segment, segment_population,
+    Aliveness, LifecycleStage, Relationship, RfmSegment, SegmentConfig, SegmentDefinition, SegmentInput, Segments,
+    ValueTier, definitions as segment_definitions, lifecycle_stage, quintile_scores, relationship, rfm_segment,
+    segment_population,
 };
 pub use validation::{
     CalibrationRow, DecileRow, HoldoutCase, HoldoutPrediction, PredictionQuality, assess, calibration_table,

@@ -1,10 +1,27 @@
 //! Population-relative labels: RFM quintile scores and named segments, value
 //! tier, relationship (value × loyalty) and lifecycle stage.
 //!
-//! The rules are written out in the README ("Segments"); this module is their
-//! single source. Quintile scores are exact (a sort of the population), and a
-//! customer's score is 1 + ⌊5 · (share of customers strictly worse)⌋, so tied
-//! customers always share a score.
+//! This module is the single source of the rules; [`definitions`] puts them
+//! in words for the `segment_definitions` table and the README repeats them.
+//! Quintile scores are exact (a sort of the population), and a customer's
+//! score is 1 + ⌊5 · (share of customers strictly worse)⌋, so tied customers
+//! always share a score.
+//!
+//! Labels that speak about the same thing read one notion of it, so they
+//! cannot contradict each other:
+//! - **alive or not** is the lifecycle stage (P(alive) against two
+//!   thresholds). The named RFM segment is chosen among the names that fit
+//!   the stage ([`Aliveness`]): a lapsed customer is never a "Champion", and
+//!   RFM "At Risk" is always lifecycle `at_risk`. Relationship's loyalty axis
+//!   is the same test.
+//! - **high value** is CLV in the top half (the median, as the contract of
+//!   `relationship` says). Value tier splits high value into `most_valuable`
+//!   and `potential`; everyone below the median is `low_value`, which is
+//!   exactly relationship's low-value row.
+//!
+//! The RFM segment and the relationship are therefore derived at read from
+//! the stored scores and tier and the current stage ([`rfm_segment`],
+//! [`relationship`]), as the stage itself is.
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -39,27 +56,27 @@ macro_rules! labels {
 labels!(
     /// Named RFM segment.
     RfmSegment {
-        /// Bought recently, often and for a lot.
+        /// Alive, bought recently, often and for a lot.
         Champions => "Champions",
-        /// Buy regularly and spend well.
+        /// Alive, buy often and spend well.
         Loyal => "Loyal",
-        /// Recent customers with more than one purchase.
+        /// Alive, recent, more than one purchase.
         PotentialLoyalist => "Potential Loyalist",
-        /// Bought for the first time very recently.
+        /// Alive, among the most recent first purchases.
         New => "New",
-        /// Bought once, recently.
+        /// Alive, bought once, recently.
         Promising => "Promising",
-        /// Middling recency, above-average frequency and spend.
+        /// Alive, neither recent nor frequent nor big spenders.
         NeedAttention => "Need Attention",
-        /// Middling recency, low frequency and spend.
+        /// At risk, low frequency and spend.
         AboutToSleep => "About to Sleep",
-        /// Used to buy often or for a lot, not seen for a while.
+        /// At risk, used to buy often or for a lot.
         AtRisk => "At Risk",
-        /// Best customers by frequency and spend, not seen for a while.
+        /// At risk, among the best by frequency and spend.
         CantLoseThem => "Can't Lose Them",
-        /// Low recency, frequency and spend.
+        /// Lapsed, used to buy often or for a lot.
         Hibernating => "Hibernating",
-        /// The lowest recency, low frequency and spend.
+        /// Lapsed, low frequency and spend.
         Lost => "Lost",
     }
 );
@@ -69,9 +86,9 @@ labels!(
     ValueTier {
         /// Top 20% by CLV.
         MostValuable => "most_valuable",
-        /// High expected purchases, low revenue so far.
+        /// High value (CLV in the top half), not among the most valuable.
         Potential => "potential",
-        /// Everyone else.
+        /// CLV in the bottom half.
         LowValue => "low_value",
     }
 );
@@ -79,11 +96,11 @@ labels!(
 labels!(
     /// Value versus loyalty (Reinartz & Kumar): the two axes are separate.
     Relationship {
-        /// High CLV and likely alive.
+        /// High value and alive.
         TrueFriend => "true_friend",
-        /// High CLV, unlikely to stay: profitable, not loyal.
+        /// High value, at risk or lapsed: profitable, not loyal.
         Butterfly => "butterfly",
-        /// Likely alive, low CLV: loyal, not profitable.
+        /// Alive, low value: loyal, not profitable.
         Barnacle => "barnacle",
         /// Neither.
         Stranger => "stranger",
@@ -99,7 +116,7 @@ labels!(
         FirstTime => "first_time",
         /// More than one occasion.
         Repeat => "repeat",
-        /// Many occasions and likely alive.
+        /// Many occasions and alive.
         Loyal => "loyal",
         /// P(alive) has dropped below the at-risk threshold.
         AtRisk => "at_risk",
@@ -114,11 +131,10 @@ labels!(
 pub struct SegmentConfig {
     /// Share of customers labelled `most_valuable` (top by CLV).
     pub most_valuable_share: f64,
-    /// Share of customers with the highest expected purchases that may be `potential`.
-    pub potential_share: f64,
-    /// P(alive) at or above which a customer counts as loyal for `relationship`.
-    pub loyal_p_alive: f64,
-    /// P(alive) below which a buyer is `at_risk`.
+    /// Share of customers of high value (top by CLV): `most_valuable` and
+    /// `potential`, and relationship's high-value row. 0.5 is the median.
+    pub high_value_share: f64,
+    /// P(alive) below which a buyer is `at_risk` (and not loyal for `relationship`).
     pub at_risk_p_alive: f64,
     /// P(alive) below which a buyer is `lapsed`.
     pub lapsed_p_alive: f64,
@@ -130,8 +146,7 @@ impl Default for SegmentConfig {
     fn default() -> Self {
         Self {
             most_valuable_share: 0.2,
-            potential_share: 0.4,
-            loyal_p_alive: 0.5,
+            high_value_share: 0.5,
             at_risk_p_alive: 0.5,
             lapsed_p_alive: 0.2,
             loyal_min_repeat_occasions: 3,
@@ -150,8 +165,6 @@ pub struct SegmentInput {
     pub revenue: f64,
     /// Customer lifetime value.
     pub clv: f64,
-    /// Expected purchases in the next 90 days.
-    pub expected_orders_90d: f64,
     /// P(alive).
     pub p_alive: f64,
 }
@@ -291,21 +304,75 @@ pub fn quintile_scores(values: &[f64], higher_is_better: bool) -> Vec<u8> {
     values.par_iter().map(|&v| cuts.score(v)).collect()
 }
 
-/// The named segment of an (R, F, M) score triple; first matching rule wins.
-pub fn rfm_segment(r: u8, f: u8, m: u8) -> RfmSegment {
+/// Whether a buyer is still buying, as the purchase model sees it: the one
+/// notion of aliveness every label reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Aliveness {
+    /// P(alive) at or above the at-risk threshold (or not scored yet).
+    Alive,
+    /// P(alive) below the at-risk threshold, at or above the lapsed one.
+    AtRisk,
+    /// P(alive) below the lapsed threshold.
+    Lapsed,
+}
+
+impl LifecycleStage {
+    /// The aliveness this stage states (`None` for a prospect, who never bought).
+    pub fn aliveness(self) -> Option<Aliveness> {
+        match self {
+            Self::Prospect => None,
+            Self::FirstTime | Self::Repeat | Self::Loyal => Some(Aliveness::Alive),
+            Self::AtRisk => Some(Aliveness::AtRisk),
+            Self::Lapsed => Some(Aliveness::Lapsed),
+        }
+    }
+}
+
+impl RfmSegment {
+    /// The aliveness every customer with this name has.
+    pub fn aliveness(self) -> Aliveness {
+        match self {
+            Self::Champions
+            | Self::Loyal
+            | Self::PotentialLoyalist
+            | Self::New
+            | Self::Promising
+            | Self::NeedAttention => Aliveness::Alive,
+            Self::AboutToSleep | Self::AtRisk | Self::CantLoseThem => Aliveness::AtRisk,
+            Self::Hibernating | Self::Lost => Aliveness::Lapsed,
+        }
+    }
+}
+
+/// The named segment of an (R, F, M) score triple, among the names of the
+/// buyer's aliveness; first matching rule wins, with FM = (F + M) / 2.
+pub fn rfm_segment(r: u8, f: u8, m: u8, aliveness: Aliveness) -> RfmSegment {
     let fm = f64::from(f + m) / 2.0;
-    match r {
-        _ if r >= 4 && fm >= 4.5 => RfmSegment::Champions,
-        _ if r >= 3 && fm >= 3.5 => RfmSegment::Loyal,
-        4 | 5 if f >= 2 => RfmSegment::PotentialLoyalist,
-        5 => RfmSegment::New,
-        4 => RfmSegment::Promising,
-        3 if fm >= 2.5 => RfmSegment::NeedAttention,
-        3 => RfmSegment::AboutToSleep,
-        _ if fm >= 4.5 => RfmSegment::CantLoseThem,
-        _ if fm >= 3.0 => RfmSegment::AtRisk,
-        2 => RfmSegment::Hibernating,
-        _ => RfmSegment::Lost,
+    match aliveness {
+        Aliveness::Alive => match r {
+            _ if r >= 4 && fm >= 4.5 => RfmSegment::Champions,
+            _ if fm >= 3.5 => RfmSegment::Loyal,
+            4 | 5 if f >= 2 => RfmSegment::PotentialLoyalist,
+            5 => RfmSegment::New,
+            4 => RfmSegment::Promising,
+            _ => RfmSegment::NeedAttention,
+        },
+        Aliveness::AtRisk if fm >= 4.5 => RfmSegment::CantLoseThem,
+        Aliveness::AtRisk if fm >= 3.0 => RfmSegment::AtRisk,
+        Aliveness::AtRisk => RfmSegment::AboutToSleep,
+        Aliveness::Lapsed if fm >= 3.0 => RfmSegment::Hibernating,
+        Aliveness::Lapsed => RfmSegment::Lost,
+    }
+}
+
+/// The value × loyalty quadrant: high value is any tier but `low_value`,
+/// loyal is alive.
+pub fn relationship(tier: ValueTier, aliveness: Aliveness) -> Relationship {
+    match (tier != ValueTier::LowValue, aliveness == Aliveness::Alive) {
+        (true, true) => Relationship::TrueFriend,
+        (true, false) => Relationship::Butterfly,
+        (false, true) => Relationship::Barnacle,
+        (false, false) => Relationship::Stranger,
     }
 }
 
@@ -328,44 +395,136 @@ pub fn lifecycle_stage(repeat_occasions: u32, p_alive: f64, config: &SegmentConf
 pub fn segment_population(inputs: &[SegmentInput], config: &SegmentConfig) -> Vec<Segments> {
     let recency = Ranks::new(inputs.par_iter().map(|i| i.days_since_last_purchase)).lower_better();
     let frequency = Ranks::new(inputs.par_iter().map(|i| f64::from(i.occasions))).higher_better();
-    let monetary_ranks = Ranks::new(inputs.par_iter().map(|i| i.revenue));
-    let monetary = monetary_ranks.higher_better();
-    let revenue_top_half = monetary_ranks.top_share(0.5);
+    let monetary = Ranks::new(inputs.par_iter().map(|i| i.revenue)).higher_better();
     let clv_ranks = Ranks::new(inputs.par_iter().map(|i| i.clv));
-    let (clv_top_half, clv_most_valuable) = (clv_ranks.top_share(0.5), clv_ranks.top_share(config.most_valuable_share));
-    let expected_top = Ranks::new(inputs.par_iter().map(|i| i.expected_orders_90d)).top_share(config.potential_share);
+    let (high_value, most_valuable) =
+        (clv_ranks.top_share(config.high_value_share), clv_ranks.top_share(config.most_valuable_share));
     inputs
         .par_iter()
         .map(|i| {
             let rfm_r = recency.score(i.days_since_last_purchase);
             let rfm_f = frequency.score(f64::from(i.occasions));
             let rfm_m = monetary.score(i.revenue);
-            let high_value = clv_top_half.contains(i.clv);
-            let value_tier = if clv_most_valuable.contains(i.clv) {
+            let value_tier = if most_valuable.contains(i.clv) {
                 ValueTier::MostValuable
-            } else if expected_top.contains(i.expected_orders_90d) && !revenue_top_half.contains(i.revenue) {
+            } else if high_value.contains(i.clv) {
                 ValueTier::Potential
             } else {
                 ValueTier::LowValue
             };
-            let loyal = i.p_alive >= config.loyal_p_alive;
-            let relationship = match (high_value, loyal) {
-                (true, true) => Relationship::TrueFriend,
-                (true, false) => Relationship::Butterfly,
-                (false, true) => Relationship::Barnacle,
-                (false, false) => Relationship::Stranger,
-            };
+            let lifecycle_stage = lifecycle_stage(i.occasions.saturating_sub(1), i.p_alive, config);
+            let aliveness = lifecycle_stage.aliveness().unwrap_or(Aliveness::Alive);
             Segments {
                 rfm_r,
                 rfm_f,
                 rfm_m,
-                rfm_segment: rfm_segment(rfm_r, rfm_f, rfm_m),
+                rfm_segment: rfm_segment(rfm_r, rfm_f, rfm_m, aliveness),
                 value_tier,
-                relationship,
-                lifecycle_stage: lifecycle_stage(i.occasions.saturating_sub(1), i.p_alive, config),
+                relationship: relationship(value_tier, aliveness),
+                lifecycle_stage,
             }
         })
         .collect()
+}
+
+/// One label's rule, in words, with the thresholds in force.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SegmentDefinition {
+    /// The `customers` column holding the label.
+    pub family: &'static str,
+    /// The label as stored.
+    pub label: &'static str,
+    /// When a customer gets it.
+    pub rule: String,
+    /// The configured thresholds the rule reads, as `name = value` pairs.
+    pub thresholds: String,
+}
+
+/// Every label's rule in words, with the thresholds of `config`: the rows of
+/// the `segment_definitions` table.
+pub fn definitions(config: &SegmentConfig) -> Vec<SegmentDefinition> {
+    let c = config;
+    let alive = format!("at_risk_p_alive = {}", c.at_risk_p_alive);
+    let at_risk = format!("at_risk_p_alive = {}, lapsed_p_alive = {}", c.at_risk_p_alive, c.lapsed_p_alive);
+    let lapsed = format!("lapsed_p_alive = {}", c.lapsed_p_alive);
+    let tiers = format!("most_valuable_share = {}, high_value_share = {}", c.most_valuable_share, c.high_value_share);
+    let row = |family, label: &'static str, rule: &str, thresholds: &str| SegmentDefinition {
+        family,
+        label,
+        rule: rule.to_owned(),
+        thresholds: thresholds.to_owned(),
+    };
+    let rfm = |segment: RfmSegment, rule: &str| {
+        let thresholds = match segment.aliveness() {
+            Aliveness::Alive => &alive,
+            Aliveness::AtRisk => &at_risk,
+            Aliveness::Lapsed => &lapsed,
+        };
+        row("rfm_segment", segment.as_str(), rule, thresholds)
+    };
+    let most_valuable = format!("CLV in the top {}% of buyers", c.most_valuable_share * 100.0);
+    let potential = format!("CLV in the top {}% of buyers (high value), not most_valuable", c.high_value_share * 100.0);
+    let repeat = format!("alive; 1 to {} repeat purchase days", c.loyal_min_repeat_occasions.saturating_sub(1));
+    let loyal = format!("alive; {} or more repeat purchase days", c.loyal_min_repeat_occasions);
+    vec![
+        rfm(
+            RfmSegment::Champions,
+            "alive (lifecycle first_time, repeat or loyal); R >= 4 and FM >= 4.5, where FM = (F + M) / 2",
+        ),
+        rfm(RfmSegment::Loyal, "alive; not Champions; FM >= 3.5"),
+        rfm(RfmSegment::PotentialLoyalist, "alive; R >= 4 and F >= 2; not above"),
+        rfm(RfmSegment::New, "alive; R = 5; not above"),
+        rfm(RfmSegment::Promising, "alive; R = 4; not above"),
+        rfm(RfmSegment::NeedAttention, "alive; R <= 3 and FM < 3.5"),
+        rfm(RfmSegment::CantLoseThem, "at risk (lifecycle at_risk); FM >= 4.5"),
+        rfm(RfmSegment::AtRisk, "at risk; 3 <= FM < 4.5"),
+        rfm(RfmSegment::AboutToSleep, "at risk; FM < 3"),
+        rfm(RfmSegment::Hibernating, "lapsed (lifecycle lapsed); FM >= 3"),
+        rfm(RfmSegment::Lost, "lapsed; FM < 3"),
+        row("value_tier", ValueTier::MostValuable.as_str(), &most_valuable, &tiers),
+        row("value_tier", ValueTier::Potential.as_str(), &potential, &tiers),
+        row("value_tier", ValueTier::LowValue.as_str(), "CLV in the bottom half of buyers (not high value)", &tiers),
+        row(
+            "relationship",
+            Relationship::TrueFriend.as_str(),
+            "high value (most_valuable or potential) and alive",
+            &alive,
+        ),
+        row("relationship", Relationship::Butterfly.as_str(), "high value, at risk or lapsed", &alive),
+        row("relationship", Relationship::Barnacle.as_str(), "low_value and alive", &alive),
+        row("relationship", Relationship::Stranger.as_str(), "low_value, at risk or lapsed", &alive),
+        row(
+            "lifecycle_stage",
+            LifecycleStage::Prospect.as_str(),
+            "no purchase yet (a consent or an acquisition only)",
+            "",
+        ),
+        row("lifecycle_stage", LifecycleStage::Lapsed.as_str(), "bought; p_alive < lapsed_p_alive", &lapsed),
+        row(
+            "lifecycle_stage",
+            LifecycleStage::AtRisk.as_str(),
+            "bought; lapsed_p_alive <= p_alive < at_risk_p_alive",
+            &at_risk,
+        ),
+        row(
+            "lifecycle_stage",
+            LifecycleStage::Loyal.as_str(),
+            &loyal,
+            &format!("{alive}, loyal_min_repeat_occasions = {}", c.loyal_min_repeat_occasions),
+        ),
+        row(
+            "lifecycle_stage",
+            LifecycleStage::Repeat.as_str(),
+            &repeat,
+            &format!("{alive}, loyal_min_repeat_occasions = {}", c.loyal_min_repeat_occasions),
+        ),
+        row(
+            "lifecycle_stage",
+            LifecycleStage::FirstTime.as_str(),
+            "alive; one purchase day (or bought, not yet scored)",
+            &alive,
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -423,20 +582,88 @@ mod tests {
     }
 
     #[test]
-    fn every_score_triple_has_exactly_one_segment_and_all_segments_occur() {
+    fn every_score_triple_has_exactly_one_segment_of_its_aliveness_and_all_segments_occur() {
         let mut seen = std::collections::HashSet::new();
-        for r in 1..=5 {
-            for f in 1..=5 {
-                for m in 1..=5 {
-                    seen.insert(rfm_segment(r, f, m));
+        for aliveness in [Aliveness::Alive, Aliveness::AtRisk, Aliveness::Lapsed] {
+            for r in 1..=5 {
+                for f in 1..=5 {
+                    for m in 1..=5 {
+                        let segment = rfm_segment(r, f, m, aliveness);
+                        assert_eq!(segment.aliveness(), aliveness, "{segment} for ({r}, {f}, {m})");
+                        seen.insert(segment);
+                    }
                 }
             }
         }
         assert_eq!(seen.len(), RfmSegment::ALL.len());
-        assert_eq!(rfm_segment(5, 5, 5), RfmSegment::Champions);
-        assert_eq!(rfm_segment(1, 5, 5), RfmSegment::CantLoseThem);
-        assert_eq!(rfm_segment(5, 1, 1), RfmSegment::New);
-        assert_eq!(rfm_segment(1, 1, 1), RfmSegment::Lost);
+        assert_eq!(rfm_segment(5, 5, 5, Aliveness::Alive), RfmSegment::Champions);
+        assert_eq!(rfm_segment(5, 5, 5, Aliveness::Lapsed), RfmSegment::Hibernating);
+        assert_eq!(rfm_segment(1, 5, 5, Aliveness::AtRisk), RfmSegment::CantLoseThem);
+        assert_eq!(rfm_segment(1, 5, 5, Aliveness::Alive), RfmSegment::Loyal);
+        assert_eq!(rfm_segment(5, 1, 1, Aliveness::Alive), RfmSegment::New);
+        assert_eq!(rfm_segment(1, 1, 1, Aliveness::Lapsed), RfmSegment::Lost);
+    }
+
+    /// Regression (issue 21): one run had 669 Champions with lifecycle
+    /// `lapsed`, RFM "At Risk" customers that were mostly lifecycle `lapsed`,
+    /// and `low_value` customers labelled `butterfly` (high value). On any
+    /// population, the labels that speak of the same thing now agree.
+    #[test]
+    fn regression_labels_never_contradict_each_other() {
+        use proptest::prelude::*;
+        let buyer = (0.0f64..400.0, 1u32..30, 0.0f64..2000.0, 0.0f64..3000.0, 0.0f64..=1.0);
+        proptest!(|(buyers in proptest::collection::vec(buyer, 1..300))| {
+            let inputs: Vec<SegmentInput> = buyers
+                .iter()
+                .map(|&(days, occasions, revenue, clv, p_alive)| SegmentInput {
+                    days_since_last_purchase: days,
+                    occasions,
+                    revenue,
+                    clv,
+                    p_alive,
+                })
+                .collect();
+            let config = SegmentConfig::default();
+            let mut clvs: Vec<f64> = inputs.iter().map(|i| i.clv).collect();
+            clvs.sort_by(f64::total_cmp);
+            for (input, labels) in inputs.iter().zip(segment_population(&inputs, &config)) {
+                let aliveness = labels.lifecycle_stage.aliveness();
+                prop_assert_eq!(Some(labels.rfm_segment.aliveness()), aliveness);
+                let high_value = labels.value_tier != ValueTier::LowValue;
+                let strictly_above = clvs.iter().filter(|&&c| c > input.clv).count() as f64;
+                prop_assert_eq!(high_value, strictly_above < 0.5 * clvs.len() as f64, "high value is the top half by CLV");
+                let relationship_high = matches!(labels.relationship, Relationship::TrueFriend | Relationship::Butterfly);
+                prop_assert_eq!(relationship_high, high_value);
+                let relationship_loyal = matches!(labels.relationship, Relationship::TrueFriend | Relationship::Barnacle);
+                prop_assert_eq!(relationship_loyal, aliveness == Some(Aliveness::Alive));
+                if labels.rfm_segment == RfmSegment::Champions {
+                    prop_assert!(labels.rfm_r >= 4);
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn definitions_cover_every_label_once_and_state_the_thresholds_in_force() {
+        let config = SegmentConfig { at_risk_p_alive: 0.6, most_valuable_share: 0.1, ..SegmentConfig::default() };
+        let rows = definitions(&config);
+        let mut families: Vec<(&str, Vec<&str>)> = vec![
+            ("rfm_segment", RfmSegment::ALL.iter().map(|l| l.as_str()).collect()),
+            ("value_tier", ValueTier::ALL.iter().map(|l| l.as_str()).collect()),
+            ("relationship", Relationship::ALL.iter().map(|l| l.as_str()).collect()),
+            ("lifecycle_stage", LifecycleStage::ALL.iter().map(|l| l.as_str()).collect()),
+        ];
+        for (family, labels) in &mut families {
+            let mut defined: Vec<&str> = rows.iter().filter(|r| r.family == *family).map(|r| r.label).collect();
+            defined.sort_unstable();
+            labels.sort_unstable();
+            assert_eq!(&defined, labels, "{family}");
+        }
+        assert_eq!(rows.len(), families.iter().map(|(_, l)| l.len()).sum::<usize>());
+        let at_risk = rows.iter().find(|r| r.family == "lifecycle_stage" && r.label == "at_risk").unwrap();
+        assert!(at_risk.thresholds.contains("at_risk_p_alive = 0.6"), "{at_risk:?}");
+        let top = rows.iter().find(|r| r.label == "most_valuable").unwrap();
+        assert!(top.rule.contains("top 10%"), "{top:?}");
     }
 
     #[test]
@@ -456,7 +683,6 @@ mod tests {
             occasions: 3,
             revenue: 100.0,
             clv,
-            expected_orders_90d: 1.0,
             p_alive,
         };
         let inputs = [buyer(500.0, 0.9), buyer(400.0, 0.1), buyer(1.0, 0.9), buyer(2.0, 0.1)];

@@ -15,6 +15,7 @@ pub mod format;
 pub mod pg;
 pub mod pg_functions;
 mod scram;
+mod segment_table;
 mod session;
 mod tables;
 mod tls;

@@ -41,6 +41,7 @@ use crate::admission::{self, Access};
 use crate::campaign_tables;
 use crate::consent_table;
 use crate::pg_functions;
+use crate::segment_table;
 use crate::tables::{self, LiveSource, ScanCounters, Shared};
 
 /// Limits of every SQL query.
@@ -389,6 +390,7 @@ impl SqlEngine {
         register("campaign_members", Arc::new(campaign_tables::campaign_members_table(shared.clone())))?;
         register("campaign_results", Arc::new(campaign_tables::campaign_results_table(shared.clone())))?;
         register("channel_consents", Arc::new(consent_table::channel_consents_table(shared.clone())))?;
+        register("segment_definitions", Arc::new(segment_table::segment_definitions_table(shared.clone())))?;
         register("engine_stats", Arc::new(tables::engine_stats_table(shared)))?;
         Ok(Self {
             ctx: Arc::new(ctx),

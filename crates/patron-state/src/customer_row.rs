@@ -15,7 +15,8 @@
 //! are copied; DataFusion groups views faster than offsets and bytes, see
 //! the benchmark notes in the README). The columns that depend on "now"
 //! (`recency_days`, `tenure_days`, `lifecycle_stage`, `updated_at`) are
-//! computed from the summaries at read.
+//! computed from the summaries at read, and so are `rfm_segment` and
+//! `relationship`, which name the current stage's aliveness.
 
 use std::ptr::NonNull;
 use std::sync::{Arc, LazyLock};
@@ -29,7 +30,7 @@ use arrow::datatypes::ArrowNativeType;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use patron_model::Timestamp;
-use patron_score::{LifecycleStage, Relationship, RfmSegment, Scores, SegmentConfig, ValueTier};
+use patron_score::{Aliveness, LifecycleStage, Relationship, RfmSegment, Scores, SegmentConfig, ValueTier};
 
 use crate::chunk::{ChunkView, Groups, LabelColumns, ScoreView, Timing};
 use crate::record::Summary;
@@ -150,6 +151,7 @@ const NONE: Groups = Groups {
 const IDS: Groups = Groups { ids: true, ..NONE };
 const SUMMARIES: Groups = Groups { summaries: true, ..NONE };
 const LABELS: Groups = Groups { labels: true, ..NONE };
+const LIFECYCLE: Groups = Groups { summaries: true, scored: true, p_alive: true, ..NONE };
 
 /// The column groups of a chunk that column `name` of `customers` is derived
 /// from (`None`: the table has no such column). A scan takes only these, so
@@ -167,8 +169,10 @@ pub fn column_groups(name: &str) -> Option<Groups> {
         "clv_low" | "clv_high" => Groups { scored: true, clv: true, timing: true, ..NONE },
         "net_clv" => Groups { summaries: true, scored: true, clv: true, ..NONE },
         "acquisition_cost" | "acquisition_channel" => SUMMARIES,
-        "rfm_r" | "rfm_f" | "rfm_m" | "rfm_segment" | "value_tier" | "relationship" => LABELS,
-        "lifecycle_stage" => Groups { summaries: true, scored: true, p_alive: true, ..NONE },
+        "rfm_r" | "rfm_f" | "rfm_m" | "value_tier" => LABELS,
+        "lifecycle_stage" => LIFECYCLE,
+        // Chosen among the names of the current lifecycle stage (see patron_score::segments).
+        "rfm_segment" | "relationship" => LIFECYCLE.union(LABELS),
         "updated_at" => NONE,
         _ => return None,
     })
@@ -207,6 +211,26 @@ pub fn customer_column(name: &str, view: &ChunkView, clock: &RowClock) -> Option
         let l = view.labels()?;
         Some(table.column(codes(l), &l.segmented))
     };
+    let stages = || -> Option<Vec<LifecycleStage>> {
+        let s = view.scores();
+        let (summaries, scored, p_alive) = (summaries()?, s.scored.as_ref()?, s.p_alive.as_ref()?);
+        let stage = |(row, summary): (usize, &Summary)| {
+            let scores = scored[row].then(|| Scores { p_alive: p_alive[row], ..Scores::default() });
+            summary.lifecycle_with(scores.as_ref(), &clock.segments)
+        };
+        Some(summaries.iter().enumerate().map(stage).collect())
+    };
+    // A label read from the stored labels and the current stage's aliveness.
+    let by_aliveness = |table: &LabelTable, code: fn(&LabelColumns, usize, Aliveness) -> u8| -> Option<ArrayRef> {
+        let (l, stages) = (view.labels()?, stages()?);
+        let codes: Vec<u8> = (0..stages.len())
+            .map(|row| match (l.segmented[row], stages[row].aliveness()) {
+                (true, Some(aliveness)) => code(l, row, aliveness),
+                _ => 0,
+            })
+            .collect();
+        Some(table.column(&codes, &l.segmented))
+    };
     match name {
         "customer_id" => {
             let ids = view.ids()?;
@@ -241,20 +265,16 @@ pub fn customer_column(name: &str, view: &ChunkView, clock: &RowClock) -> Option
         "rfm_r" => rfm(|l| &l.rfm_r),
         "rfm_f" => rfm(|l| &l.rfm_f),
         "rfm_m" => rfm(|l| &l.rfm_m),
-        "rfm_segment" => label(&RFM_SEGMENTS, |l| &l.rfm_segment),
+        "rfm_segment" => by_aliveness(&RFM_SEGMENTS, |l, row, aliveness| {
+            patron_score::rfm_segment(l.rfm_r[row], l.rfm_f[row], l.rfm_m[row], aliveness).code()
+        }),
         "value_tier" => label(&VALUE_TIERS, |l| &l.value_tier),
-        "relationship" => label(&RELATIONSHIPS, |l| &l.relationship),
+        "relationship" => by_aliveness(&RELATIONSHIPS, |l, row, aliveness| {
+            let tier = ValueTier::from_code(l.value_tier[row]).unwrap_or(ValueTier::LowValue);
+            patron_score::relationship(tier, aliveness).code()
+        }),
         "lifecycle_stage" => {
-            let s = view.scores();
-            let (summaries, scored, p_alive) = (summaries()?, s.scored.as_ref()?, s.p_alive.as_ref()?);
-            let codes: Vec<u8> = summaries
-                .iter()
-                .enumerate()
-                .map(|(row, summary)| {
-                    let scores = scored[row].then(|| Scores { p_alive: p_alive[row], ..Scores::default() });
-                    summary.lifecycle_with(scores.as_ref(), &clock.segments).code()
-                })
-                .collect();
+            let codes: Vec<u8> = stages()?.iter().map(|stage| stage.code()).collect();
             Some(LIFECYCLE_STAGES.column(&codes, &[]))
         }
         "consent_email" => consent(|r| r.consent.email),
@@ -418,28 +438,53 @@ mod tests {
         assert_eq!((clv.value(0), ids.as_string::<i32>().value(1)), (5.0, "c-2"), "the view outlives the chunk");
     }
 
+    /// The named RFM segment and the relationship are read from the stored
+    /// scores and tier with the stage's aliveness now, whatever the labelling
+    /// kernel stored (a purchase since the refit may have revived a lapsed
+    /// customer); rows without labels read as null.
     #[test]
-    fn labels_read_as_their_text_and_unlabelled_rows_as_null() {
+    fn labels_read_as_their_text_named_for_the_current_stage_and_unlabelled_rows_as_null() {
         use arrow::array::{Array, AsArray};
-        let mut chunk = Chunk::with_capacity(RfmSegment::ALL.len() + 1);
-        for segment in RfmSegment::ALL {
-            let labels = patron_score::Segments {
-                rfm_r: 1,
-                rfm_f: 2,
-                rfm_m: 3,
-                rfm_segment: *segment,
-                value_tier: ValueTier::ALL[0],
-                relationship: Relationship::ALL[0],
-                lifecycle_stage: LifecycleStage::ALL[0],
+        let cases: Vec<(u8, u8, u8, f64, ValueTier)> = vec![
+            (5, 5, 5, 0.9, ValueTier::MostValuable),
+            (5, 5, 5, 0.1, ValueTier::MostValuable),
+            (1, 5, 5, 0.3, ValueTier::Potential),
+            (2, 2, 3, 0.3, ValueTier::LowValue),
+            (1, 1, 1, 0.05, ValueTier::LowValue),
+            (5, 1, 1, 0.8, ValueTier::LowValue),
+        ];
+        let mut chunk = Chunk::with_capacity(cases.len() + 1);
+        for &(rfm_r, rfm_f, rfm_m, p_alive, value_tier) in &cases {
+            let stored = patron_score::Segments {
+                rfm_r,
+                rfm_f,
+                rfm_m,
+                rfm_segment: RfmSegment::Champions,
+                value_tier,
+                relationship: Relationship::TrueFriend,
+                lifecycle_stage: LifecycleStage::Loyal,
             };
-            chunk.push("c", Summary::default(), None, Some(labels));
+            let scores = Scores { p_alive, ..Scores::default() };
+            chunk.push("c", Summary::buyer_of_occasions(2), Some(scores), Some(stored));
         }
         chunk.push("unlabelled", Summary::default(), None, None);
-        let column = customer_column("rfm_segment", &chunk.view(Groups::ALL), &clock()).unwrap();
-        let texts = column.as_string_view();
-        for (row, segment) in RfmSegment::ALL.iter().enumerate() {
-            assert_eq!(texts.value(row), segment.as_str());
-        }
-        assert!(texts.is_null(RfmSegment::ALL.len()));
+        let view = chunk.view(Groups::ALL);
+        let read = |name: &str| {
+            let column = customer_column(name, &view, &clock()).unwrap();
+            let texts = column.as_string_view();
+            (0..texts.len()).map(|row| texts.is_valid(row).then(|| texts.value(row).to_owned())).collect::<Vec<_>>()
+        };
+        let expected = |names: &[&str]| names.iter().map(|n| Some((*n).to_owned())).chain([None]).collect::<Vec<_>>();
+        assert_eq!(
+            read("rfm_segment"),
+            expected(&["Champions", "Hibernating", "Can't Lose Them", "About to Sleep", "Lost", "New"])
+        );
+        assert_eq!(
+            read("relationship"),
+            expected(&["true_friend", "butterfly", "butterfly", "stranger", "stranger", "barnacle"])
+        );
+        let stages = read("lifecycle_stage");
+        assert_eq!(stages[..2], [Some("repeat".to_owned()), Some("lapsed".to_owned())]);
+        assert_eq!(stages[6], Some("prospect".to_owned()));
     }
 }

@@ -1819,7 +1819,6 @@ impl Engine {
                 occasions: g.occasions,
                 revenue: g.revenue,
                 clv: s.clv,
-                expected_orders_90d: s.expected_orders_90d,
                 p_alive: s.p_alive,
             })
             .collect();

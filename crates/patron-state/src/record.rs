@@ -87,6 +87,14 @@ const NO_COST: i64 = -1;
 /// 1990-01-01T00:00:00Z in Unix milliseconds: the epoch of [`Summary`]'s consent times.
 const CONSENT_EPOCH_MS: i64 = 631_152_000_000;
 
+#[cfg(test)]
+impl Summary {
+    /// A buyer with `occasions` purchase days and nothing else, for tests of the labels.
+    pub(crate) fn buyer_of_occasions(occasions: u32) -> Self {
+        Self { orders: u64::from(occasions), occasions, ..Self::default() }
+    }
+}
+
 /// An event time as [`Summary`] keeps consent times (1 or more: 0 is "never").
 fn consent_second(at: Timestamp) -> u32 {
     u32::try_from((at.millis() - CONSENT_EPOCH_MS).div_euclid(1000)).unwrap_or(u32::MAX).max(1)

@@ -282,7 +282,6 @@ pub fn score_book(
             occasions: record.occasions(),
             revenue: record.revenue_minor as f64 / minor,
             clv: s.clv,
-            expected_orders_90d: s.expected_orders_90d,
             p_alive: s.p_alive,
         })
         .collect();
