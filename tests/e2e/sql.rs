@@ -160,6 +160,11 @@ fn psql_reads_the_same_rows_as_http() {
         "SELECT rfm_segment, count(*) AS customers, round(avg(clv), 4) AS avg_clv FROM customers GROUP BY 1 ORDER BY 1",
         "SELECT model, param, round(value, 6) AS value FROM model_params ORDER BY model, param",
         "SELECT count(*) AS n, sum(orders) AS orders FROM customers",
+        // Regression (issue 21): the pgwire library replaced a correlated
+        // subquery in the select list with NULL; queries over Patron's tables
+        // are now planned from the client's text, as over HTTP.
+        "SELECT c.customer_id, (SELECT count(*) FROM customers o WHERE o.orders = c.orders) AS same_orders \
+         FROM customers c WHERE c.customer_id IN ('1', '2', '1000') ORDER BY 1",
     ] {
         let output = psql(&server, None, sql);
         assert!(output.status.success(), "psql failed on {sql}: {}", String::from_utf8_lossy(&output.stderr));
@@ -276,6 +281,12 @@ fn psycopg_reads_the_same_rows_as_http() {
         ("SELECT rfm_segment, count(*) AS customers, avg(clv) AS avg_clv FROM customers GROUP BY 1 ORDER BY 1", None),
         ("SELECT model, param, value, customers FROM model_params ORDER BY model, param", None),
         ("SELECT customer_id, revenue, orders FROM customers WHERE revenue > 1000 ORDER BY customer_id", None),
+        // Regression (issue 21): a correlated subquery in the select list read NULL over pgwire.
+        (
+            "SELECT c.customer_id, (SELECT count(*) FROM customers o WHERE o.orders = c.orders) AS same_orders \
+             FROM customers c WHERE c.customer_id = %s",
+            Some("1000"),
+        ),
     ];
     let input: String = statements
         .iter()

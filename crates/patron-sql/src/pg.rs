@@ -15,7 +15,12 @@
 //!   and its roles decide what the connection may read ([`Access`]); without
 //!   tokens every connection is accepted;
 //! - statement text is vetted by [`check_complexity`] before the library's
-//!   parser sees it (simple and extended protocol alike).
+//!   parser sees it (simple and extended protocol alike);
+//! - a query over Patron's own tables (and no catalog table) is parsed and
+//!   planned from the client's text exactly as `POST /v1/sql` does, so both
+//!   answer alike: the library's rewrites are for the catalog queries of
+//!   psql and drivers, and one of them replaces a correlated subquery in the
+//!   select list with NULL, a silently wrong answer over user tables.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -172,9 +177,43 @@ fn server_version_row(format: &Format) -> PgWireResult<Response> {
     respond(QueryResult { schema, batches: vec![batch] }, format, Arc::new(FormatOptions::default()))
 }
 
+/// Whether `statement` is a query that reads Patron tables and no catalog
+/// table (`pg_catalog`, `information_schema`, or an unqualified `pg_…`):
+/// such a query is planned by [`SqlEngine`] from the client's own text.
+fn reads_own_tables_only(statement: &Statement) -> bool {
+    use std::ops::ControlFlow;
+    if !matches!(classify(statement), Verdict::Query) {
+        return false;
+    }
+    let mut own = false;
+    let catalog = datafusion::sql::sqlparser::ast::visit_relations(statement, |name| {
+        let parts: Vec<String> = name.0.iter().map(|part| part.to_string().to_ascii_lowercase()).collect();
+        let is_catalog = match parts.as_slice() {
+            [.., schema, _] => schema == "pg_catalog" || schema == "information_schema",
+            [table] => table.starts_with("pg_"),
+            [] => false,
+        };
+        own |= !is_catalog;
+        if is_catalog { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    });
+    own && catalog.is_continue()
+}
+
+/// The statements of `sql` when every one reads Patron tables only (see
+/// [`reads_own_tables_only`]); `None` sends the text down the library's path.
+fn own_statements(sql: &str) -> Option<Vec<Statement>> {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    let statements = datafusion::sql::sqlparser::parser::Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    (!statements.is_empty() && statements.iter().all(reads_own_tables_only)).then_some(statements)
+}
+
 /// The library's simple-protocol handler behind a complexity check of the raw
-/// text (its parser would otherwise build an arbitrarily deep tree first).
-struct CheckedSimple(Arc<DfSessionService>);
+/// text (its parser would otherwise build an arbitrarily deep tree first);
+/// queries over Patron's tables go to [`SqlEngine`] directly.
+struct CheckedSimple {
+    library: Arc<DfSessionService>,
+    sql: Arc<SqlEngine>,
+}
 
 #[async_trait]
 impl SimpleQueryHandler for CheckedSimple {
@@ -186,12 +225,28 @@ impl SimpleQueryHandler for CheckedSimple {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         check_complexity(query).map_err(|e| user_error(&e))?;
-        SimpleQueryHandler::do_query(self.0.as_ref(), client, query).await
+        let Some(statements) = own_statements(query) else {
+            return SimpleQueryHandler::do_query(self.library.as_ref(), client, query).await;
+        };
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let mut responses = Vec::with_capacity(statements.len());
+        for statement in &statements {
+            let result = match self.sql.plan(statement, access_of(&*client)).await {
+                Ok(plan) => self.sql.execute(plan).await,
+                Err(e) => Err(e),
+            };
+            responses.push(respond(result.map_err(|e| user_error(&e))?, &Format::UnifiedText, options.clone())?);
+        }
+        Ok(responses)
     }
 }
 
-/// The library's statement parser behind the same complexity check.
-struct CheckedParser(Arc<Parser>);
+/// The library's statement parser behind the same complexity check; a query
+/// over Patron's tables is planned by [`SqlEngine`] from the client's text.
+struct CheckedParser {
+    library: Arc<Parser>,
+    sql: Arc<SqlEngine>,
+}
 
 #[async_trait]
 impl QueryParser for CheckedParser {
@@ -202,15 +257,20 @@ impl QueryParser for CheckedParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         check_complexity(sql).map_err(|e| user_error(&e))?;
-        self.0.parse_sql(client, sql, types).await
+        if let Some(mut statements) = own_statements(sql).filter(|s| s.len() == 1) {
+            let statement = statements.remove(0);
+            let plan = self.sql.plan(&statement, access_of(client)).await.map_err(|e| user_error(&e))?;
+            return Ok(Some((sql.to_owned(), Some((statement, plan)))));
+        }
+        self.library.parse_sql(client, sql, types).await
     }
 
     fn get_parameter_types(&self, statement: &Self::Statement) -> PgWireResult<Vec<Type>> {
-        self.0.get_parameter_types(statement)
+        self.library.get_parameter_types(statement)
     }
 
     fn get_result_schema(&self, statement: &Self::Statement, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
-        self.0.get_result_schema(statement, format)
+        self.library.get_result_schema(statement, format)
     }
 }
 
@@ -379,10 +439,10 @@ impl PgHandlers {
         let hooks: Vec<Arc<dyn QueryHook>> =
             vec![Arc::new(GuardHook { sql: sql.clone() }), Arc::new(SetShowHook), Arc::new(TransactionStatementHook)];
         let service = Arc::new(DfSessionService::new_with_hooks(ctx, hooks));
-        let parser = Arc::new(CheckedParser(service.query_parser()));
+        let parser = Arc::new(CheckedParser { library: service.query_parser(), sql: sql.clone() });
         Ok(Self {
-            extended: Arc::new(ExtendedHandler { inner: service.clone(), parser, sql }),
-            simple: Arc::new(CheckedSimple(service)),
+            extended: Arc::new(ExtendedHandler { inner: service.clone(), parser, sql: sql.clone() }),
+            simple: Arc::new(CheckedSimple { library: service, sql }),
             startup: Arc::new(Startup { scram }),
         })
     }
