@@ -434,6 +434,49 @@ fn python_client(script: &str, args: &[String], statements: &str) -> Vec<serde_j
     String::from_utf8(output.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
+/// Issue 21: the PostgreSQL JDBC driver (pgjdbc, as DBeaver, Metabase and
+/// Tableau use it) reads Patron unmodified: its version parse, the
+/// `DatabaseMetaData` calls those tools make at connect time, a prepared
+/// statement with parameters (past pgjdbc's switch to a named server-side
+/// statement) and a result read with a fetch size, all equal to HTTP's.
+#[test]
+fn jdbc_metadata_prepared_statements_and_fetch_size_read_what_http_reads() {
+    let jar = std::env::var("PATRON_PGJDBC_JAR").unwrap_or_else(|_| "/usr/share/java/postgresql.jar".to_owned());
+    assert!(Path::new(&jar).exists(), "pgjdbc at {jar} (tests/run installs Debian's libpostgresql-jdbc-java)");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["--currency", "USD", "--refit-interval", "3600"]);
+    load_cdnow(&server);
+    let output = Command::new("java")
+        .args(["-cp", &jar])
+        .arg(workspace_root().join("tests/clients/JdbcRead.java"))
+        .args([server.pg.ip().to_string(), server.pg.port().to_string(), "1000".to_owned()])
+        .output()
+        .expect("java runs (tests/run installs default-jdk-headless)");
+    assert!(output.status.success(), "JdbcRead failed: {}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let answers: std::collections::HashMap<&str, &str> = stdout.lines().filter_map(|l| l.split_once('\t')).collect();
+    let http = |sql: &str| http_csv(&server.url, sql).lines().skip(1).collect::<Vec<_>>().join(",");
+
+    assert_eq!(answers["product"], "PostgreSQL 16.6 (Patron 0.1.0)");
+    assert_eq!(answers["major"], "16");
+    let tables =
+        http("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name");
+    assert!(tables.contains("customers") && tables.contains("segment_definitions"), "{tables}");
+    assert_eq!(answers["tables"], tables);
+    let columns: Vec<&str> = answers["columns"].split(',').collect();
+    let names = http(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'customers' ORDER BY ordinal_position",
+    );
+    assert_eq!(columns.iter().map(|c| c.split(':').next().unwrap()).collect::<Vec<_>>().join(","), names);
+    for typed in
+        ["customer_id:text", "orders:int8", "clv:float8", "rfm_r:int4", "consent_email:bool", "updated_at:timestamp"]
+    {
+        assert!(columns.contains(&typed), "{typed} in {columns:?}");
+    }
+    assert_eq!(answers["prepared"], http("SELECT customer_id, orders, clv FROM customers WHERE customer_id = '1000'"));
+    assert_eq!(answers["fetched"], http("SELECT count(*), sum(orders) FROM customers"));
+}
+
 /// Issue 21: SQLAlchemy's psycopg dialect connects unmodified (it parses
 /// `version()` and looks types up with `to_regtype` inside savepoints), and
 /// `pandas.read_sql` through it reads what HTTP reads. psql sees the same
