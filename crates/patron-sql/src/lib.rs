@@ -14,6 +14,7 @@ pub mod flight;
 pub mod format;
 pub mod pg;
 pub mod pg_functions;
+mod pg_semantics;
 mod scram;
 mod segment_table;
 mod session;

@@ -41,6 +41,7 @@ use crate::admission::{self, Access};
 use crate::campaign_tables;
 use crate::consent_table;
 use crate::pg_functions;
+use crate::pg_semantics;
 use crate::segment_table;
 use crate::tables::{self, LiveSource, ScanCounters, Shared};
 
@@ -464,6 +465,9 @@ impl SqlEngine {
             admission::check_table(table.table(), access)?;
         }
         let plan = self.ctx.state().statement_to_plan(statement).await.map_err(SqlError::from_datafusion)?;
+        // On the plan as written, so its schema (what clients are told the
+        // columns are) already has the types PostgreSQL's answers have.
+        let plan = pg_semantics::postgres_semantics(plan).map_err(SqlError::from_datafusion)?;
         verify_read_only(&plan)?;
         Ok(plan)
     }
