@@ -34,6 +34,8 @@ pub use event::{
 };
 pub use money::{Currency, CurrencyTable, Decimal, DecimalError, RateError};
 pub use quote::{preview, truncate_message};
-pub use schema::{customers_schema, products_schema, recommendations_schema, similar_products_schema};
+pub use schema::{
+    CUSTOMERS_COLUMN_COMMENTS, customers_schema, products_schema, recommendations_schema, similar_products_schema,
+};
 pub use sink::{EventSink, Refused, SinkError, SubmitOutcome};
 pub use time::{MS_PER_DAY, Timestamp};

@@ -9,6 +9,7 @@
 mod admission;
 mod campaign_tables;
 mod consent_table;
+mod describe;
 mod exec;
 pub mod flight;
 pub mod format;

@@ -436,6 +436,8 @@ impl PgHandlers {
         let ctx = sql.context().clone();
         setup_pg_catalog(&ctx, "datafusion", EmptyContextProvider)
             .map_err(|e| SqlError::Execution(format!("cannot set up pg_catalog: {e}")))?;
+        crate::describe::register(&ctx, "datafusion")
+            .map_err(|e| SqlError::Execution(format!("cannot set up the table descriptions: {e}")))?;
         let hooks: Vec<Arc<dyn QueryHook>> =
             vec![Arc::new(GuardHook { sql: sql.clone() }), Arc::new(SetShowHook), Arc::new(TransactionStatementHook)];
         let service = Arc::new(DfSessionService::new_with_hooks(ctx, hooks));

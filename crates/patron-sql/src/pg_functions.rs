@@ -282,6 +282,7 @@ pub fn rewrite(statement: &mut Statement) -> Result<(), PatternError> {
     let flow = visit_expressions_mut(statement, |expr| {
         distinct_precedence(expr);
         crate::pg_semantics::rename_functions(expr);
+        crate::describe::rewrite(expr);
         if let Some(arg) = single_argument(expr, "to_regtype")
             && let Some(lookup) = type_oid_lookup(arg.clone())
         {
