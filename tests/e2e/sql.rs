@@ -221,6 +221,50 @@ fn psql_reads_the_same_rows_as_http() {
     assert!(psql(&server, None, "SELECT 1").status.success());
 }
 
+/// Issue 21: psql's meta-commands answer: `\l`, `\dn`, `\dt`, `\dt+` (with
+/// a description of every table), `\d` and `\d+` (with a comment on every
+/// `customers` column, as `col_description` gives it).
+#[test]
+fn psql_meta_commands_describe_every_table_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = shop_server(dir.path());
+    let run = |command: &str| {
+        let output = psql(&server, None, command);
+        assert!(output.status.success(), "{command}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert!(run("\\l").lines().any(|l| l.starts_with("datafusion,")), "\\l lists the database");
+    assert!(run("\\dn").lines().any(|l| l.starts_with("public,")), "\\dn lists the schema");
+    let tables =
+        http_csv(&server.url, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'");
+    let tables: Vec<&str> = tables.lines().skip(1).collect();
+    assert!(tables.len() >= 13, "{tables:?}");
+    let listed = run("\\dt+");
+    for table in &tables {
+        let line =
+            listed.lines().find(|l| l.split(',').nth(1) == Some(table)).unwrap_or_else(|| panic!("{table}:\n{listed}"));
+        let description = line.rsplit(',').next().unwrap();
+        assert!(description.len() > 10, "\\dt+ describes {table}: {line}");
+    }
+    let described = run("\\d+ customers");
+    let expected = http_csv(
+        &server.url,
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'customers' ORDER BY ordinal_position",
+    );
+    let columns: Vec<&str> = expected.lines().skip(1).collect();
+    for column in &columns {
+        let line =
+            described.lines().find(|l| l.starts_with(&format!("{column},"))).unwrap_or_else(|| panic!("{column}"));
+        assert!(line.trim_end_matches('"').len() > column.len() + 40, "{column} has a comment: {line}");
+    }
+    assert!(described.contains("Lifetime value: discounted expected margin"), "{described}");
+    assert!(run("\\d segment_definitions").contains("thresholds"));
+    let comment = run(
+        "SELECT col_description('customers'::regclass, 14) AS clv, obj_description('customers'::regclass, 'pg_class') AS t",
+    );
+    assert!(comment.contains("Lifetime value") && comment.contains("One row per customer"), "{comment}");
+}
+
 #[test]
 fn pgwire_passwords_are_query_tokens() {
     let dir = tempfile::tempdir().unwrap();
