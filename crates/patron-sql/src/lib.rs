@@ -9,6 +9,7 @@
 mod admission;
 mod campaign_tables;
 mod consent_table;
+mod copy_out;
 mod describe;
 mod exec;
 pub mod flight;
@@ -26,5 +27,5 @@ pub use tls::TLS_HANDSHAKE_TIMEOUT;
 
 pub use admission::{Access, MAX_NESTING, MAX_OPERATORS, SQL_THREAD_STACK_BYTES, check_complexity};
 pub use format::{ResultFormat, encode};
-pub use session::{QueryResult, SqlEngine, SqlError, SqlLimits};
+pub use session::{QueryResult, QueryStream, SqlEngine, SqlError, SqlLimits};
 pub use tables::{LiveSource, RECOMMENDATIONS_PER_CUSTOMER, RejectedRow, ScanCounters};

@@ -7,6 +7,11 @@
 //!   planned and run by [`SqlEngine`] (read-only, bounded), the harmless
 //!   session statements drivers send (`SET application_name`, `BEGIN`, `SHOW`)
 //!   go to the library's hooks, everything else is refused with SQLSTATE 25006;
+//! - the read-only bulk paths stream: `COPY … TO STDOUT` sends each batch as
+//!   a `CopyData` message as it is computed ([`crate::copy_out`]), and
+//!   `DECLARE … CURSOR FOR query` keeps the running query in a portal from
+//!   which `FETCH` (answered by the library's cursor hook) pulls rows;
+//!   neither holds the whole answer ([`SqlEngine::execute_stream`]);
 //! - the extended protocol (prepared statements) is parsed by the library,
 //!   vetted by the same hook at parse time, and executed here by
 //!   [`SqlEngine::execute`] with the portal's result formats;
@@ -34,6 +39,7 @@ use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_se
 use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::hooks::{HookClient, QueryHook};
@@ -46,11 +52,12 @@ use pgwire::api::auth::{
 };
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
-use pgwire::api::stmt::QueryParser;
+use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::copy::CopyData;
 use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
@@ -109,6 +116,8 @@ impl QueryHook for GuardHook {
             Verdict::Cosmetic => None,
             Verdict::NoOp(tag) => Some(Ok(Response::Execution(Tag::new(tag)))),
             Verdict::Refused(what) => Some(Err(user_error(&SqlError::Refused(what)))),
+            Verdict::CopyOut => Some(self.copy_out(statement, access_of(&*client)).await),
+            Verdict::DeclareCursor => Some(self.declare_cursor(statement, client).await),
             Verdict::Query => {
                 let result = match self.sql.plan(statement, access_of(&*client)).await {
                     Ok(plan) => self.sql.execute(plan).await,
@@ -132,11 +141,16 @@ impl QueryHook for GuardHook {
         match classify(statement) {
             Verdict::Cosmetic => None,
             // Answered at execution (below); the plan is never run.
-            Verdict::NoOp(_) => Some(Ok(LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
-                produce_one_row: false,
-                schema: Arc::new(datafusion::common::DFSchema::empty()),
-            }))),
+            Verdict::NoOp(_) => Some(Ok(empty_plan())),
             Verdict::Refused(what) => Some(Err(user_error(&SqlError::Refused(what)))),
+            // Checked and planned now, so errors come at parse time; run at execution.
+            Verdict::CopyOut | Verdict::DeclareCursor => Some(
+                match self.bulk_query(statement) {
+                    Ok(query) => self.sql.plan(&query, access_of(client)).await.map(|_| empty_plan()),
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| user_error(&e)),
+            ),
             Verdict::Query => Some(self.sql.plan(statement, access_of(client)).await.map_err(|e| user_error(&e))),
         }
     }
@@ -147,15 +161,95 @@ impl QueryHook for GuardHook {
         _logical_plan: &LogicalPlan,
         _params: &ParamValues,
         _session_context: &SessionContext,
-        _client: &mut dyn HookClient,
+        client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         if is_show_server_version(statement) {
             return Some(server_version_row(&Format::UnifiedText));
         }
         match classify(statement) {
             Verdict::NoOp(tag) => Some(Ok(Response::Execution(Tag::new(tag)))),
+            Verdict::CopyOut => Some(self.copy_out(statement, access_of(&*client)).await),
+            Verdict::DeclareCursor => Some(self.declare_cursor(statement, client).await),
             _ => None,
         }
+    }
+}
+
+/// The plan of a statement answered by the wire layer itself.
+fn empty_plan() -> LogicalPlan {
+    LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+        produce_one_row: false,
+        schema: Arc::new(datafusion::common::DFSchema::empty()),
+    })
+}
+
+impl GuardHook {
+    /// The query whose rows a `COPY … TO STDOUT` or a single-cursor `DECLARE` reads.
+    fn bulk_query(&self, statement: &Statement) -> Result<Statement, SqlError> {
+        match statement {
+            Statement::Copy { .. } => Ok(crate::copy_out::copy_out(statement)?.query),
+            Statement::Declare { stmts } => match stmts.as_slice() {
+                [declare] if declare.binary != Some(true) => declare
+                    .for_query
+                    .as_ref()
+                    .map(|query| Statement::Query(query.clone()))
+                    .ok_or_else(|| SqlError::Refused("DECLARE without a query".into())),
+                [_] => Err(SqlError::Refused("a BINARY cursor (text cursors are read)".into())),
+                _ => Err(SqlError::Refused("DECLARE of several cursors in one statement".into())),
+            },
+            _ => Err(SqlError::Refused("this statement".into())),
+        }
+    }
+
+    /// `COPY … TO STDOUT`: the rows in COPY format, one message per batch as
+    /// the plan computes it.
+    async fn copy_out(&self, statement: &Statement, access: Access) -> PgWireResult<Response> {
+        use futures_util::StreamExt;
+        let copy = crate::copy_out::copy_out(statement).map_err(|e| user_error(&e))?;
+        let plan = self.sql.plan(&copy.query, access).await.map_err(|e| user_error(&e))?;
+        let stream = self.sql.execute_stream(plan).await.map_err(|e| user_error(&e))?;
+        let columns = stream.schema.fields().len();
+        let header = copy.format.header().then(|| crate::copy_out::header(&stream.schema, &copy.format));
+        let format = copy.format;
+        let rows = stream.into_batches().map(move |batch| {
+            let batch = batch.map_err(|e| user_error(&e))?;
+            let bytes = crate::copy_out::encode(&batch, &format).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+            Ok(CopyData::new(bytes::Bytes::from(bytes)))
+        });
+        let header = futures_util::stream::iter(header.map(|h| Ok(CopyData::new(bytes::Bytes::from(h)))));
+        Ok(Response::CopyOut(CopyResponse::new(0, columns, header.chain(rows))))
+    }
+
+    /// `DECLARE name CURSOR FOR query`: the query starts and its rows wait in
+    /// a portal of the connection, which `FETCH` reads and `CLOSE` (or the
+    /// end of the connection) drops, cancelling the query.
+    async fn declare_cursor(&self, statement: &Statement, client: &mut dyn HookClient) -> PgWireResult<Response> {
+        use futures_util::StreamExt;
+        let query = self.bulk_query(statement).map_err(|e| user_error(&e))?;
+        let Statement::Declare { stmts } = statement else {
+            return Err(user_error(&SqlError::Refused("this statement".into())));
+        };
+        let name = stmts.first().and_then(|d| d.names.first()).map(|n| n.value.clone()).unwrap_or_default();
+        let plan = self.sql.plan(&query, access_of(&*client)).await.map_err(|e| user_error(&e))?;
+        let stream = self.sql.execute_stream(plan.clone()).await.map_err(|e| user_error(&e))?;
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let fields = Arc::new(arrow_schema_to_pg_fields(&stream.schema, &Format::UnifiedText, Some(options))?);
+        let row_fields = fields.clone();
+        let rows = stream.into_batches().flat_map(move |batch| {
+            let rows: Vec<PgWireResult<_>> = match batch {
+                Ok(batch) => encode_recordbatch(row_fields.clone(), batch).collect(),
+                Err(e) => vec![Err(user_error(&e))],
+            };
+            futures_util::stream::iter(rows)
+        });
+        let response = QueryResponse::new(fields, rows);
+        // With the query's plan, so that a Describe of the portal (psycopg
+        // sends one after DECLARE) tells the columns the FETCHes will send.
+        let stored = Arc::new(StoredStatement::new(name.clone(), (query.to_string(), Some((query, plan))), vec![]));
+        let portal = Portal::new_cursor(name, stored);
+        portal.start(response).await;
+        client.portal_store().put_portal(Arc::new(portal));
+        Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
     }
 }
 
@@ -438,8 +532,13 @@ impl PgHandlers {
             .map_err(|e| SqlError::Execution(format!("cannot set up pg_catalog: {e}")))?;
         crate::describe::register(&ctx, "datafusion")
             .map_err(|e| SqlError::Execution(format!("cannot set up the table descriptions: {e}")))?;
-        let hooks: Vec<Arc<dyn QueryHook>> =
-            vec![Arc::new(GuardHook { sql: sql.clone() }), Arc::new(SetShowHook), Arc::new(TransactionStatementHook)];
+        let hooks: Vec<Arc<dyn QueryHook>> = vec![
+            Arc::new(GuardHook { sql: sql.clone() }),
+            Arc::new(SetShowHook),
+            Arc::new(TransactionStatementHook),
+            // FETCH and CLOSE of the cursors GuardHook declares.
+            Arc::new(CursorStatementHook),
+        ];
         let service = Arc::new(DfSessionService::new_with_hooks(ctx, hooks));
         let parser = Arc::new(CheckedParser { library: service.query_parser(), sql: sql.clone() });
         Ok(Self {

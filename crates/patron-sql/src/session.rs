@@ -35,7 +35,7 @@ use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{self, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use futures_util::StreamExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::admission::{self, Access};
 use crate::campaign_tables;
@@ -176,6 +176,23 @@ impl QueryResult {
     }
 }
 
+/// A query's answer as it is computed ([`SqlEngine::execute_stream`]).
+#[derive(Debug)]
+pub struct QueryStream {
+    /// Columns.
+    pub schema: SchemaRef,
+    receiver: tokio::sync::mpsc::Receiver<Result<RecordBatch, SqlError>>,
+}
+
+impl QueryStream {
+    /// The batches, as the plan makes them.
+    pub fn into_batches(self) -> impl futures_util::Stream<Item = Result<RecordBatch, SqlError>> + Send + 'static {
+        futures_util::stream::unfold(self.receiver, |mut receiver| async move {
+            receiver.recv().await.map(|batch| (batch, receiver))
+        })
+    }
+}
+
 /// A runtime object store registry with no store at all: no file, no URL.
 #[derive(Debug)]
 struct NoObjectStores;
@@ -199,8 +216,15 @@ pub(crate) enum Verdict {
     /// Plan and run it.
     Query,
     /// A harmless session statement drivers send (`SET application_name`,
-    /// `BEGIN`, `SHOW …`): the wire layer answers it without touching the engine.
+    /// `BEGIN`, `SHOW …`), or `FETCH`/`CLOSE` of a cursor: the wire layer
+    /// answers it without touching the engine.
     Cosmetic,
+    /// `COPY … TO STDOUT`: a read whose rows go to the client in COPY
+    /// format (pgwire only; [`crate::copy_out`] refuses the other forms).
+    CopyOut,
+    /// `DECLARE … CURSOR FOR query`: a read whose rows the client fetches
+    /// in parts (pgwire only).
+    DeclareCursor,
     /// A savepoint statement, which drivers send around their own lookups
     /// (psycopg's `conn.transaction()` inside SQLAlchemy's transaction): a
     /// read-only session has nothing to roll back, so the wire layer answers
@@ -242,7 +266,9 @@ pub(crate) fn classify(statement: &Statement) -> Verdict {
         Statement::Query(_) | Statement::ShowTables { .. } | Statement::ShowColumns { .. } => Verdict::Query,
         Statement::Explain { statement: inner, .. } => match classify(inner) {
             Verdict::Query => Verdict::Query,
-            Verdict::Cosmetic | Verdict::NoOp(_) => Verdict::Refused("EXPLAIN of a session statement".into()),
+            Verdict::Cosmetic | Verdict::NoOp(_) | Verdict::CopyOut | Verdict::DeclareCursor => {
+                Verdict::Refused("EXPLAIN of a session statement".into())
+            }
             refused => refused,
         },
         Statement::Savepoint { .. } => Verdict::NoOp("SAVEPOINT"),
@@ -250,6 +276,13 @@ pub(crate) fn classify(statement: &Statement) -> Verdict {
         Statement::Rollback { savepoint: Some(_), .. } => Verdict::NoOp("ROLLBACK"),
         Statement::StartTransaction { .. } | Statement::Commit { .. } | Statement::Rollback { .. } => Verdict::Cosmetic,
         Statement::ShowVariable { .. } | Statement::ShowStatus { .. } => Verdict::Cosmetic,
+        Statement::Fetch { .. } | Statement::Close { .. } => Verdict::Cosmetic,
+        Statement::Copy { .. } => Verdict::CopyOut,
+        Statement::Declare { stmts }
+            if stmts.iter().all(|d| d.declare_type == Some(ast::DeclareType::Cursor) && d.for_query.is_some()) =>
+        {
+            Verdict::DeclareCursor
+        }
         Statement::Set(set) => match set {
             ast::Set::SingleAssignment { variable, .. } => {
                 let name = variable.to_string().to_lowercase();
@@ -281,9 +314,9 @@ pub struct SqlEngine {
     ctx: Arc<SessionContext>,
     executor: Executor,
     limits: SqlLimits,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     /// One more slot that only key lookups may take (see [`tables::is_key_lookup`]).
-    lookup_slot: Semaphore,
+    lookup_slot: Arc<Semaphore>,
     counters: Arc<ScanCounters>,
     queries: AtomicU64,
     failed: AtomicU64,
@@ -396,8 +429,8 @@ impl SqlEngine {
         Ok(Self {
             ctx: Arc::new(ctx),
             executor: Executor::start()?,
-            slots: Semaphore::new(limits.max_concurrent.max(1)),
-            lookup_slot: Semaphore::new(1),
+            slots: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
+            lookup_slot: Arc::new(Semaphore::new(1)),
             limits,
             counters,
             queries: AtomicU64::new(0),
@@ -444,6 +477,10 @@ impl SqlEngine {
             DfStatement::Statement(s) => match classify(s) {
                 Verdict::Query => Ok(()),
                 Verdict::Cosmetic | Verdict::NoOp(_) => Err(SqlError::Refused(statement_kind(s))),
+                Verdict::CopyOut | Verdict::DeclareCursor => Err(SqlError::Refused(format!(
+                    "{} over HTTP (it is answered over the PostgreSQL protocol; here, ask for text/csv)",
+                    statement_kind(s)
+                ))),
                 Verdict::Refused(what) => Err(SqlError::Refused(what)),
             },
             DfStatement::Explain(explain) => Self::check(&explain.statement),
@@ -504,20 +541,70 @@ impl SqlEngine {
         }
     }
 
-    async fn execute_unchecked(&self, plan: LogicalPlan) -> Result<QueryResult, SqlError> {
+    /// A query slot: an ordinary one, or, when all are taken, the slot
+    /// reserved for key lookups if the plan is one, waiting at most the queue wait.
+    async fn slot(&self, plan: &LogicalPlan) -> Result<OwnedSemaphorePermit, SqlError> {
         let busy = || SqlError::Busy(self.limits.max_concurrent);
         // Long scans may hold every ordinary slot; a key lookup then takes the
         // slot reserved for lookups instead of waiting behind them.
-        let _slot = match self.slots.try_acquire() {
-            Ok(slot) => slot,
+        match self.slots.clone().try_acquire_owned() {
+            Ok(slot) => Ok(slot),
             Err(_) => {
-                let queue = if tables::is_key_lookup(&plan) { &self.lookup_slot } else { &self.slots };
-                tokio::time::timeout(self.limits.queue_wait, queue.acquire())
+                let queue = if tables::is_key_lookup(plan) { &self.lookup_slot } else { &self.slots };
+                tokio::time::timeout(self.limits.queue_wait, queue.clone().acquire_owned())
                     .await
                     .map_err(|_| busy())?
-                    .map_err(|_| busy())?
+                    .map_err(|_| busy())
             }
-        };
+        }
+    }
+
+    /// Runs a plan and hands its batches over as they are computed, for the
+    /// bulk paths (`COPY … TO STDOUT`, cursors): no row or byte limit, since
+    /// nothing is held, and no time limit, since the client sets the pace.
+    /// At most two batches wait between the plan and the reader, so memory
+    /// stays bounded whatever the size of the answer; the query holds its
+    /// slot until the stream is read to the end or dropped, and dropping it
+    /// cancels the plan.
+    pub async fn execute_stream(&self, plan: LogicalPlan) -> Result<QueryStream, SqlError> {
+        verify_read_only(&plan)?;
+        let result = async {
+            let slot = self.slot(&plan).await?;
+            let frame = self.ctx.execute_logical_plan(plan).await.map_err(SqlError::from_datafusion)?;
+            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+            let task_context = Arc::new(frame.task_ctx());
+            let physical = frame.create_physical_plan().await.map_err(SqlError::from_datafusion)?;
+            let physical = cooperative_joins(physical).map_err(SqlError::from_datafusion)?;
+            let (sender, receiver) = tokio::sync::mpsc::channel(2);
+            self.executor.spawn(async move {
+                let _slot = slot;
+                let mut stream = match datafusion::physical_plan::execute_stream(physical, task_context) {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        let _ = sender.send(Err(SqlError::from_datafusion(e))).await;
+                        return;
+                    }
+                };
+                while let Some(batch) = stream.next().await {
+                    let failed = batch.is_err();
+                    // A send fails when the reader is gone: stop, which drops the plan.
+                    if sender.send(batch.map_err(SqlError::from_datafusion)).await.is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            Ok(QueryStream { schema, receiver })
+        }
+        .await;
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        if result.is_err() {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn execute_unchecked(&self, plan: LogicalPlan) -> Result<QueryResult, SqlError> {
+        let _slot = self.slot(&plan).await?;
         let ctx = self.ctx.clone();
         let (max_rows, max_bytes) = (self.limits.max_rows, self.limits.max_result_bytes);
         let started = Instant::now();
