@@ -15,6 +15,14 @@
 //! `pg_indexes_size` answer NULL (psql's `\dt+` then shows no size), and
 //! `pg_size_pretty` formats a size as PostgreSQL does.
 //!
+//! `information_schema.columns` reads as PostgreSQL's: `data_type` holds
+//! PostgreSQL's type names (`text`, `bigint`, `double precision`,
+//! `timestamp without time zone`) instead of Arrow's (`Utf8View`, `Int64`,
+//! `Float64`, `Timestamp(µs)`), and `ordinal_position` counts from 1, not 0.
+//! A reference to the view is replaced before planning by a query over
+//! DataFusion's that says so ([`postgres_information_schema`]), with one
+//! more column, `arrow_data_type`, Arrow's name of the type.
+//!
 //! `ARRAY(SELECT e FROM unnest(a) AS x)` becomes `array_transform(a, x -> e)`
 //! and any other `ARRAY(subquery)` becomes `(SELECT array_agg(v) FROM
 //! (subquery) AS patron_array(v))`: DataFusion plans neither form of the
@@ -92,10 +100,9 @@ fn comment_udf(
     )
 }
 
-/// Registers the comment lookups the rewritten calls use, and adds
-/// `reloptions` (always null: Patron's tables have no storage options) to
-/// the `pg_class` of the `pg_catalog` schema of `catalog`.
-pub(crate) fn register(ctx: &SessionContext, catalog: &str) -> Result<()> {
+/// Registers the functions the rewritten statements call: the comment
+/// lookups, `pg_size_pretty` and `pg_type_name`.
+pub(crate) fn register_functions(ctx: &SessionContext) {
     ctx.register_udf(comment_udf("patron_table_comment", 1, |table, _| table_comment(table)));
     ctx.register_udf(comment_udf("patron_column_comment", 2, |table, column| {
         column_comments().get(&(table, column)).copied()
@@ -112,6 +119,22 @@ pub(crate) fn register(ctx: &SessionContext, catalog: &str) -> Result<()> {
             Ok(ColumnarValue::Array(Arc::new(text) as ArrayRef))
         }),
     ));
+    ctx.register_udf(create_udf(
+        "pg_type_name",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let names: StringArray = arrays[0].as_string::<i32>().iter().map(|t| t.map(postgres_type_name)).collect();
+            Ok(ColumnarValue::Array(Arc::new(names) as ArrayRef))
+        }),
+    ));
+}
+
+/// Adds `reloptions` (always null: Patron's tables have no storage options)
+/// to the `pg_class` of the `pg_catalog` schema of `catalog`.
+pub(crate) fn register_catalog(ctx: &SessionContext, catalog: &str) -> Result<()> {
     let catalog = ctx
         .catalog(catalog)
         .ok_or_else(|| datafusion::error::DataFusionError::Plan(format!("no catalog {catalog}")))?;
@@ -119,6 +142,72 @@ pub(crate) fn register(ctx: &SessionContext, catalog: &str) -> Result<()> {
         catalog.register_schema("pg_catalog", Arc::new(WithRelOptions { inner }))?;
     }
     Ok(())
+}
+
+/// PostgreSQL's name (as its `information_schema.columns.data_type` says
+/// it) of the Arrow type DataFusion's view prints as `arrow`.
+fn postgres_type_name(arrow: &str) -> &'static str {
+    let kind = arrow.split('(').next().unwrap_or(arrow);
+    match kind {
+        "Utf8" | "Utf8View" | "LargeUtf8" => "text",
+        "Int8" | "Int16" | "UInt8" => "smallint",
+        "Int32" | "UInt16" => "integer",
+        "Int64" | "UInt32" => "bigint",
+        "UInt64" | "Decimal32" | "Decimal64" | "Decimal128" | "Decimal256" => "numeric",
+        "Float16" | "Float32" => "real",
+        "Float64" => "double precision",
+        "Boolean" => "boolean",
+        "Timestamp" if arrow.contains(',') => "timestamp with time zone",
+        "Timestamp" => "timestamp without time zone",
+        "Date32" | "Date64" => "date",
+        "Time32" | "Time64" => "time without time zone",
+        "Interval" | "Duration" => "interval",
+        "Binary" | "LargeBinary" | "BinaryView" | "FixedSizeBinary" => "bytea",
+        "List" | "LargeList" | "ListView" | "FixedSizeList" => "ARRAY",
+        _ => "USER-DEFINED",
+    }
+}
+
+/// DataFusion's `information_schema.columns`, as PostgreSQL's reads.
+/// One column more than PostgreSQL's: `arrow_data_type`, the Arrow type
+/// DataFusion reads (what tells `Utf8View` from `Utf8`).
+const COLUMNS_VIEW: &str = "SELECT table_catalog, table_schema, table_name, column_name, \
+     CAST(ordinal_position AS BIGINT) + 1 AS ordinal_position, column_default, is_nullable, pg_type_name(data_type) AS data_type, \
+     character_maximum_length, character_octet_length, numeric_precision, numeric_precision_radix, numeric_scale, \
+     datetime_precision, interval_type, data_type AS arrow_data_type \
+     FROM information_schema.columns AS patron_arrow_columns";
+
+/// Replaces every reference to `information_schema.columns` in `statement`
+/// with [`COLUMNS_VIEW`], under the reference's alias (or `columns`).
+pub(crate) fn postgres_information_schema(statement: &mut ast::Statement) {
+    struct Columns(Option<Box<Query>>);
+    impl ast::VisitorMut for Columns {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> std::ops::ControlFlow<()> {
+            if let TableFactor::Table { name, alias, args: None, .. } = factor
+                && let [schema, table] = name.0.as_slice()
+                && schema.to_string().eq_ignore_ascii_case("information_schema")
+                && table.to_string().eq_ignore_ascii_case("columns")
+                && alias.as_ref().is_none_or(|a| a.name.value != "patron_arrow_columns")
+                && let Some(view) = self.0.clone()
+            {
+                let alias = alias.clone().unwrap_or(ast::TableAlias {
+                    explicit: true,
+                    name: ast::Ident::new("columns"),
+                    columns: vec![],
+                    at: None,
+                });
+                *factor = TableFactor::Derived { lateral: false, subquery: view, alias: Some(alias), sample: None };
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    static VIEW: LazyLock<Option<Box<Query>>> =
+        LazyLock::new(|| match Parser::parse_sql(&PostgreSqlDialect {}, COLUMNS_VIEW).ok()?.pop()? {
+            ast::Statement::Query(query) => Some(query),
+            _ => None,
+        });
+    let _ = ast::VisitMut::visit(statement, &mut Columns(VIEW.clone()));
 }
 
 /// A byte count as PostgreSQL's `pg_size_pretty(bigint)` prints it: bytes
@@ -341,6 +430,33 @@ mod tests {
         ];
         for (bytes, text) in cases {
             assert_eq!(size_pretty(bytes), text, "{bytes}");
+        }
+    }
+
+    #[test]
+    fn information_schema_columns_reads_through_the_postgresql_view() {
+        let mut statement = Parser::parse_sql(
+            &PostgreSqlDialect {},
+            "SELECT data_type FROM information_schema.columns c WHERE c.table_name = 'x'",
+        )
+        .unwrap()
+        .pop()
+        .unwrap();
+        postgres_information_schema(&mut statement);
+        let text = statement.to_string();
+        assert!(text.contains("pg_type_name(data_type) AS data_type"), "{text}");
+        assert!(text.contains("information_schema.columns AS patron_arrow_columns) c WHERE"), "{text}");
+        assert_eq!(text.matches("information_schema.columns").count(), 1, "replaced once: {text}");
+        for (arrow, postgres) in [
+            ("Utf8View", "text"),
+            ("Int64", "bigint"),
+            ("Float64", "double precision"),
+            ("Timestamp(µs)", "timestamp without time zone"),
+            ("Timestamp(µs, \"UTC\")", "timestamp with time zone"),
+            ("List(Utf8)", "ARRAY"),
+            ("Map(…)", "USER-DEFINED"),
+        ] {
+            assert_eq!(postgres_type_name(arrow), postgres, "{arrow}");
         }
     }
 

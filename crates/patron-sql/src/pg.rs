@@ -530,7 +530,7 @@ impl PgHandlers {
         let ctx = sql.context().clone();
         setup_pg_catalog(&ctx, "datafusion", EmptyContextProvider)
             .map_err(|e| SqlError::Execution(format!("cannot set up pg_catalog: {e}")))?;
-        crate::describe::register(&ctx, "datafusion")
+        crate::describe::register_catalog(&ctx, "datafusion")
             .map_err(|e| SqlError::Execution(format!("cannot set up the table descriptions: {e}")))?;
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             Arc::new(GuardHook { sql: sql.clone() }),

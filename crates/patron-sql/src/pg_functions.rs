@@ -279,6 +279,7 @@ fn distinct_precedence(expr: &mut Expr) {
 /// Rewrites the calls PostgreSQL clients make that DataFusion lacks (see the
 /// module documentation) into what it can plan.
 pub fn rewrite(statement: &mut Statement) -> Result<(), PatternError> {
+    crate::describe::postgres_information_schema(statement);
     let flow = visit_expressions_mut(statement, |expr| {
         distinct_precedence(expr);
         crate::pg_semantics::rename_functions(expr);

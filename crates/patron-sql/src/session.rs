@@ -408,6 +408,7 @@ impl SqlEngine {
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         admission::bounded_functions(&ctx, limits.max_result_bytes);
         pg_functions::register(&ctx);
+        crate::describe::register_functions(&ctx);
         let counters = Arc::new(ScanCounters::default());
         let shared = Shared { source, counters: counters.clone() };
         let register = |name: &str, table: Arc<dyn datafusion::catalog::TableProvider>| {
