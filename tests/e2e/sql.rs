@@ -110,6 +110,7 @@ pub(crate) fn run_slt_dir(dir: &Path, url: &str) {
 /// Column types agree, where an integer and another number count as one
 /// type: PostgreSQL answers `numeric` where DataFusion answers an integer or
 /// a double of the same value (`extract(year …)` is `2026` in both).
+#[allow(clippy::ptr_arg, reason = "the signature of sqllogictest::ColumnTypeValidator")]
 fn same_kind_of_column(actual: &Vec<DefaultColumnType>, expected: &Vec<DefaultColumnType>) -> bool {
     let kind = |t: &DefaultColumnType| match t {
         DefaultColumnType::Integer | DefaultColumnType::FloatingPoint => DefaultColumnType::FloatingPoint,
