@@ -8,7 +8,7 @@
 //!   session statements drivers send (`SET application_name`, `BEGIN`, `SHOW`)
 //!   go to the library's hooks, everything else is refused with SQLSTATE 25006;
 //! - the read-only bulk paths stream: `COPY … TO STDOUT` sends each batch as
-//!   a `CopyData` message as it is computed ([`crate::copy_out`]), and
+//!   a `CopyData` message as it is computed (module `copy_out`), and
 //!   `DECLARE … CURSOR FOR query` keeps the running query in a portal from
 //!   which `FETCH` (answered by the library's cursor hook) pulls rows;
 //!   neither holds the whole answer ([`SqlEngine::execute_stream`]);
