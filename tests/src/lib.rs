@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod nats;
+
 /// Path of a file under `fixtures/`.
 pub fn fixture(path: &str) -> PathBuf {
     workspace_root().join("fixtures").join(path)

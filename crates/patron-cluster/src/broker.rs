@@ -169,6 +169,8 @@ async fn key_value(jetstream: &jetstream::Context, config: kv::Config) -> Result
     let name = config.bucket.clone();
     match jetstream.create_key_value(config).await {
         Ok(store) => Ok(store),
-        Err(create) => jetstream.get_key_value(name.as_str()).await.map_err(|_| broker_error("create a bucket", create)),
+        Err(create) => {
+            jetstream.get_key_value(name.as_str()).await.map_err(|_| broker_error("create a bucket", create))
+        }
     }
 }

@@ -13,10 +13,12 @@
 
 pub mod broker;
 pub mod message;
+pub mod node;
 pub mod partition;
 
 pub use broker::{Broker, BrokerOptions, PublishSummary};
 pub use message::{EncodedBatch, decode_batch, encode_batches};
+pub use node::{Node, NodeOptions, PartitionStatus, SnapshotRecord};
 pub use partition::{desired_owner, partition_of, subject};
 
 /// Errors of cluster mode.
@@ -55,6 +57,20 @@ pub enum ClusterError {
         /// The engine's error.
         source: patron_state::StateError,
     },
+    /// Applying events to a partition failed.
+    #[error("partition {partition}: cannot apply events: {source}")]
+    Apply {
+        /// Which partition.
+        partition: u32,
+        /// The engine's refusal.
+        source: patron_model::SinkError,
+    },
+    /// The lease ran out while events were being fetched.
+    #[error("partition {partition}: the lease was not renewed in time; restarting from the snapshot")]
+    LeaseExpired {
+        /// Which partition.
+        partition: u32,
+    },
     /// A local file of a partition could not be read or written.
     #[error("partition {partition}: {action} {path}: {source}")]
     Io {
@@ -73,6 +89,9 @@ pub enum ClusterError {
 pub type Result<T, E = ClusterError> = std::result::Result<T, E>;
 
 /// Wraps a client error with what was being done.
-pub(crate) fn broker_error(action: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> ClusterError {
+pub(crate) fn broker_error(
+    action: &'static str,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> ClusterError {
     ClusterError::Broker { action, source: Box::new(source) }
 }
