@@ -36,7 +36,7 @@ use crate::{ClusterError, Result, broker_error};
 pub type EngineFactory = Arc<dyn Fn(&Path) -> EngineConfig + Send + Sync>;
 
 /// Called after each snapshot of a partition (the server exports Parquet here).
-pub type SnapshotHook = Arc<dyn Fn(u32, &Engine, u64) + Send + Sync>;
+pub type SnapshotHook = Arc<dyn Fn(u32, &Arc<Engine>, u64) + Send + Sync>;
 
 /// How a node runs.
 #[derive(Clone)]

@@ -49,6 +49,62 @@ pub(crate) enum Command {
     Loadgen(LoadgenArgs),
     /// Create, list, show or close campaigns on a running server.
     Campaign(CampaignArgs),
+    /// Cluster mode: the partition map, lag and snapshots of a fleet.
+    Cluster(ClusterArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  patron cluster status --nats nats://127.0.0.1:4222")]
+pub(crate) struct ClusterArgs {
+    #[command(subcommand)]
+    pub(crate) action: ClusterAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterAction {
+    /// Print the live nodes, and per partition its owner, applied sequence,
+    /// lag and newest snapshot, as the broker sees them.
+    Status {
+        /// The fleet's NATS server(s), comma separated.
+        #[arg(long, value_name = "URL", default_value = "nats://127.0.0.1:4222")]
+        nats: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Cluster mode of `serve` (all flags need `--nats`).
+#[derive(Debug, Args)]
+pub(crate) struct FleetArgs {
+    /// Run as a node of a fleet whose event log is this NATS JetStream server
+    /// (comma separated for several). Events are published there and applied
+    /// by the partition's owner; the local write-ahead log is not used.
+    #[arg(long, value_name = "URL")]
+    pub(crate) nats: Option<String>,
+    /// This node's id, unique in the fleet (default: the host name and HTTP port).
+    #[arg(long, value_name = "ID", requires = "nats")]
+    pub(crate) node_id: Option<String>,
+    /// Partitions of the fleet; every node must use the same number, fixed
+    /// for the life of the stream.
+    #[arg(long, value_name = "N", default_value_t = 64, requires = "nats", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub(crate) partitions: u32,
+    /// Shared directory where each partition's `customers` and `products`
+    /// are written as Parquet at every snapshot (for `patron query --fleet`).
+    #[arg(long, value_name = "DIR", requires = "nats")]
+    pub(crate) export_dir: Option<PathBuf>,
+    /// Copies of the stream and buckets the first node creates (3 on a
+    /// three-server broker cluster).
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "nats")]
+    pub(crate) nats_replicas: usize,
+    /// How long a partition lease lives without renewal: a dead node's
+    /// partitions move after at most this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", requires = "nats", value_parser = units::duration)]
+    pub(crate) lease_time: Duration,
+    /// The HTTP base URL other nodes use to reach this one (default: the
+    /// bound HTTP address).
+    #[arg(long, value_name = "URL", requires = "nats")]
+    pub(crate) advertise: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -312,8 +368,12 @@ pub(crate) struct QueryArgs {
     )]
     pub(crate) url: String,
     /// Query a data directory offline instead (recovers it; fails while a server holds it).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "fleet")]
     pub(crate) data_dir: Option<PathBuf>,
+    /// Query a fleet's export directory (`serve --export-dir`): its newest
+    /// complete `customers` and `products` of every partition.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) fleet: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub(crate) format: QueryFormatArg,
@@ -485,6 +545,8 @@ pub(crate) struct ServeArgs {
     /// also written at shutdown.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = units::duration)]
     pub(crate) snapshot_interval: Duration,
+    #[command(flatten)]
+    pub(crate) fleet: FleetArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

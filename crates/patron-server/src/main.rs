@@ -6,6 +6,7 @@ use patron_alloc as _;
 mod backtest;
 mod campaign_cli;
 mod cli;
+mod cluster;
 mod config;
 mod demo;
 mod eval_recs;
@@ -32,13 +33,19 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         cli::Command::Score(args) => score::run(&args),
         cli::Command::Backtest(args) => backtest::run(&args),
-        cli::Command::Serve(args) => runtime::run(&args),
+        cli::Command::Serve(args) => match args.fleet.nats.clone() {
+            Some(nats) => cluster::run(&args, &nats),
+            None => runtime::run(&args),
+        },
         cli::Command::Demo(args) => demo::run(&args),
         cli::Command::Replay(args) => replay::run(&args),
         cli::Command::Query(args) => query::run(&args),
         cli::Command::EvalRecs(args) => eval_recs::run(&args),
         cli::Command::Loadgen(args) => loadgen::run(&args),
         cli::Command::Campaign(args) => campaign_cli::run(&args),
+        cli::Command::Cluster(args) => match args.action {
+            cli::ClusterAction::Status { nats, json } => cluster::status::run(&nats, json),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

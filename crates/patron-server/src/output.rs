@@ -32,6 +32,12 @@ pub(crate) fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<()> {
     })
 }
 
+/// Writes a JSON document (pretty), atomically.
+pub(crate) fn write_json(path: &Path, value: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    write_atomically(path, |f| Ok(f.write_all(text.as_bytes())?))
+}
+
 /// `model_params.json`: `{"models":[{"model","params","std_errors","log_likelihood","customers","time_unit"}, …]}`
 /// with every model that could be fitted; failures are listed under `failed`.
 /// A fit with a parameter on its bound also has `warnings`: one sentence per

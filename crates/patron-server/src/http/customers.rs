@@ -12,7 +12,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use patron_model::{CustomerId, Timestamp};
+use patron_model::{CurrencyTable, CustomerId, Timestamp};
 use patron_state::customer_row::{RowClock, customer_batch};
 use patron_state::{Chunk, Engine, Groups};
 use serde::Deserialize;
@@ -30,7 +30,7 @@ const MAX_RECOMMENDATIONS: usize = 100;
 const DEFAULT_RECOMMENDATIONS: usize = 10;
 
 /// The path's customer id, or the 400 that says why it is not one.
-fn customer_id(id: &str) -> Result<CustomerId, ApiError> {
+pub(crate) fn customer_id(id: &str) -> Result<CustomerId, ApiError> {
     CustomerId::new(id).map_err(|_| ApiError::bad_request("invalid_customer_id", "customer ids are 1 to 256 bytes"))
 }
 
@@ -90,10 +90,16 @@ pub(crate) async fn get_customer(
 
 /// The customer's JSON view; `None` when the engine does not hold them.
 fn customer_view(state: &AppState, customer_id: &CustomerId) -> Option<Response> {
-    let record = state.engine.customer(customer_id)?;
-    let models = state.engine.models();
-    let now = state.engine.now().unwrap_or_else(Timestamp::now);
-    let minor = state.currencies.base.minor_per_major();
+    customer_json(&state.engine, &state.currencies, customer_id)
+}
+
+/// The JSON view of a customer `engine` holds (`None` if it does not): in
+/// cluster mode, the engine is the one of the customer's partition.
+pub(crate) fn customer_json(engine: &Engine, currencies: &CurrencyTable, customer_id: &CustomerId) -> Option<Response> {
+    let record = engine.customer(customer_id)?;
+    let models = engine.models();
+    let now = engine.now().unwrap_or_else(Timestamp::now);
+    let minor = currencies.base.minor_per_major();
     // Scored on read: current to the second, with the models in use.
     let scores = record
         .score_input(now.day(), minor)
@@ -101,7 +107,7 @@ fn customer_view(state: &AppState, customer_id: &CustomerId) -> Option<Response>
         .map(|s| s.with_spread_of(record.scores.as_ref()));
     let mut row = Chunk::with_capacity(1);
     row.push(record.customer_id.as_str(), record.summary, scores, record.segments);
-    let clock = RowClock::new(now, minor, state.engine.scoring_config());
+    let clock = RowClock::new(now, minor, engine.scoring_config());
     let object = customer_batch(patron_model::customers_schema(), &row.view(Groups::ALL), &clock)
         .map_err(anyhow::Error::from)
         .and_then(|batch| row_json(&batch, 0));
@@ -112,7 +118,7 @@ fn customer_view(state: &AppState, customer_id: &CustomerId) -> Option<Response>
     object.insert("provisional".to_owned(), models.provisional.into());
     object.insert(
         "recommendations".to_owned(),
-        recommendation_rows(&state.engine, customer_id, CUSTOMER_VIEW_RECOMMENDATIONS, false).into(),
+        recommendation_rows(engine, customer_id, CUSTOMER_VIEW_RECOMMENDATIONS, false).into(),
     );
     Some(axum::Json(Value::Object(object)).into_response())
 }

@@ -27,8 +27,10 @@ use serde_json::{Value, json};
 
 use patron_sources::Source;
 
-use super::{ApiError, AppState, error, sources, with_retry_after};
-use crate::rejected::RejectedEvent;
+use patron_model::CurrencyTable;
+
+use super::{ApiError, AppState, IngestLimits, error, sources, with_retry_after};
+use crate::rejected::{RejectedEvent, RejectedStore};
 
 /// Rejections of one body described in its answer (the rest are counted).
 pub(crate) const ANSWERED_REJECTIONS: usize = 100;
@@ -431,70 +433,110 @@ fn requested_source(query: &IngestQuery, headers: &HeaderMap) -> Result<Option<S
     }
 }
 
+/// What the event endpoint of either mode needs to read a request.
+pub(crate) struct Intake<'a> {
+    pub(crate) limits: IngestLimits,
+    pub(crate) inflight_bytes: &'a AtomicU64,
+    pub(crate) currencies: &'a CurrencyTable,
+    pub(crate) rejected: &'a RejectedStore,
+}
+
+/// A request read and decoded: the valid events, the first rejections to
+/// answer with (already recorded), how many were rejected, and the fields a
+/// source's format ignored.
+pub(crate) struct Intaken {
+    pub(crate) decoded: Decoded,
+    pub(crate) rejected: Vec<(u64, String)>,
+    pub(crate) invalid_count: usize,
+    pub(crate) ignored: Option<Value>,
+}
+
+impl Intake<'_> {
+    /// Reads and decodes a `POST /v1/events` request within the limits, or
+    /// the response that refuses it. Rejected events are recorded.
+    pub(crate) async fn read(
+        &self,
+        query: Result<axum::extract::Query<IngestQuery>, axum::extract::rejection::QueryRejection>,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Intaken, Response> {
+        let source =
+            super::query(query).and_then(|q| requested_source(&q, headers)).map_err(IntoResponse::into_response)?;
+        if let Some(encoding) = unsupported_encoding(headers) {
+            return Err(error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                format!("Content-Encoding {encoding:?} is not supported; send the body uncompressed"),
+            ));
+        }
+        let limits = self.limits;
+        let mut inflight = Inflight::new(self.inflight_bytes, limits.max_inflight_bytes);
+        let declared =
+            headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|d| d > limits.body_limit as u64) {
+            discard(body).await;
+            return Err(BodyError::TooLarge(limits.body_limit).into_response());
+        }
+        let bytes =
+            read_body(body, limits.body_limit, declared, Some(&mut inflight)).await.map_err(|e| e.into_response())?;
+        // Decoded events take about as much memory as their text: reserve that too.
+        if let Err(in_flight) = inflight.reserve(bytes.len() as u64) {
+            return Err(BodyError::Overloaded { in_flight, cap: limits.max_inflight_bytes }.into_response());
+        }
+        let ndjson = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-ndjson") || v.starts_with("application/jsonl"));
+        let validator = Validator::new(self.currencies.clone());
+        let (decoded, ignored) = match source {
+            Some(source) => {
+                let received_ms = patron_model::Timestamp::now().millis();
+                match tokio::task::spawn_blocking(move || {
+                    sources::decode(&bytes, ndjson, source, &validator, received_ms)
+                })
+                .await
+                {
+                    Ok(d) => (Ok(Ok(d.0)), Some(d.1)),
+                    Err(e) => (Err(e), None),
+                }
+            }
+            None => (decode_body_on_pool(bytes, ndjson, validator).await, None),
+        };
+        let decoded = match decoded {
+            Ok(Ok(d)) => d,
+            Ok(Err(message)) => return Err(error(StatusCode::BAD_REQUEST, "invalid_body", message)),
+            Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())),
+        };
+        let mut decoded = decoded;
+        let invalid_count = decoded.rejected_count;
+        let rejected: Vec<(u64, String)> =
+            decoded.rejected.iter().take(ANSWERED_REJECTIONS).map(|r| (r.position, r.error.clone())).collect();
+        if invalid_count > 0 {
+            self.rejected.record(invalid_count as u64, std::mem::take(&mut decoded.rejected));
+        }
+        Ok(Intaken { decoded, rejected, invalid_count, ignored: ignored.map(Into::into) })
+    }
+}
+
 pub(crate) async fn post_events(
     State(state): State<std::sync::Arc<AppState>>,
     query: Result<axum::extract::Query<IngestQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let source = match super::query(query).and_then(|q| requested_source(&q, &headers)) {
-        Ok(source) => source,
-        Err(refusal) => return refusal.into_response(),
-    };
     if let Some(failure) = state.engine().failure() {
         return with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "shard_failed", failure.to_string()), 5);
     }
-    if let Some(encoding) = unsupported_encoding(&headers) {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_encoding",
-            format!("Content-Encoding {encoding:?} is not supported; send the body uncompressed"),
-        );
-    }
-    let limits = state.ingest_limits();
-    let mut inflight = Inflight::new(state.inflight_bytes(), limits.max_inflight_bytes);
-    let declared =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|d| d > limits.body_limit as u64) {
-        discard(body).await;
-        return BodyError::TooLarge(limits.body_limit).into_response();
-    }
-    let bytes = match read_body(body, limits.body_limit, declared, Some(&mut inflight)).await {
-        Ok(bytes) => bytes,
-        Err(e) => return e.into_response(),
+    let intake = Intake {
+        limits: state.ingest_limits(),
+        inflight_bytes: state.inflight_bytes(),
+        currencies: state.currencies(),
+        rejected: state.rejected(),
     };
-    // Decoded events take about as much memory as their text: reserve that too.
-    if let Err(in_flight) = inflight.reserve(bytes.len() as u64) {
-        return BodyError::Overloaded { in_flight, cap: limits.max_inflight_bytes }.into_response();
-    }
-    let ndjson = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-ndjson") || v.starts_with("application/jsonl"));
-    let validator = Validator::new(state.currencies().clone());
-    let (decoded, ignored) = match source {
-        Some(source) => {
-            let received_ms = patron_model::Timestamp::now().millis();
-            match tokio::task::spawn_blocking(move || sources::decode(&bytes, ndjson, source, &validator, received_ms))
-                .await
-            {
-                Ok(d) => (Ok(Ok(d.0)), Some(d.1)),
-                Err(e) => (Err(e), None),
-            }
-        }
-        None => (decode_body_on_pool(bytes, ndjson, validator).await, None),
+    let Intaken { decoded, mut rejected, invalid_count, ignored } = match intake.read(query, &headers, body).await {
+        Ok(intaken) => intaken,
+        Err(refusal) => return refusal,
     };
-    let decoded = match decoded {
-        Ok(Ok(d)) => d,
-        Ok(Err(message)) => return error(StatusCode::BAD_REQUEST, "invalid_body", message),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-    };
-    let invalid_count = decoded.rejected_count;
-    let mut rejected: Vec<(u64, String)> =
-        decoded.rejected.iter().take(ANSWERED_REJECTIONS).map(|r| (r.position, r.error.clone())).collect();
-    if invalid_count > 0 {
-        state.rejected().record(invalid_count as u64, decoded.rejected);
-    }
     let positions = decoded.positions;
     let (tx, rx) = tokio::sync::oneshot::channel();
     state.engine().submit_with(decoded.events, move |r| {
@@ -525,7 +567,7 @@ pub(crate) async fn post_events(
                 "rejected_count": invalid_count + outcome.refused.len(),
             });
             if let (Some(ignored), Some(fields)) = (ignored, answer.as_object_mut()) {
-                fields.insert("ignored".into(), ignored.into());
+                fields.insert("ignored".into(), ignored);
             }
             axum::Json(answer).into_response()
         }

@@ -194,10 +194,18 @@ async fn authorize(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    match auth_refusal(&state.auth, &request, role) {
+        None => next.run(request).await,
+        Some(refusal) => refusal,
+    }
+}
+
+/// The 401 or 403 for a request without a token that has `role`, or `None`
+/// when it may go on (the single-node and the cluster routers both check here).
+pub(crate) fn auth_refusal(auth: &Auth, request: &axum::extract::Request, role: Role) -> Option<Response> {
     let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let request_path = request.uri().path().to_owned();
-    match state.auth.check(header, role) {
-        Verdict::Allowed => next.run(request).await,
+    match auth.check(header, role) {
+        Verdict::Allowed => None,
         Verdict::Unauthenticated => {
             let mut response = error(
                 StatusCode::UNAUTHORIZED,
@@ -206,11 +214,13 @@ async fn authorize(
             );
             // A browser asks for credentials only on a Basic challenge: the status
             // page gets one (the token is the password), the API keeps Bearer.
-            let challenge = if request_path == "/" { crate::status_page::CHALLENGE } else { "Bearer" };
+            let challenge = if request.uri().path() == "/" { crate::status_page::CHALLENGE } else { "Bearer" };
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-            response
+            Some(response)
         }
-        Verdict::Forbidden => error(StatusCode::FORBIDDEN, "forbidden", format!("this token lacks the {role:?} role")),
+        Verdict::Forbidden => {
+            Some(error(StatusCode::FORBIDDEN, "forbidden", format!("this token lacks the {role:?} role")))
+        }
     }
 }
 
