@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use patron_sql::{ResultFormat, SqlEngine, SqlLimits};
 
 use crate::cli::{QueryArgs, QueryFormatArg};
+use crate::cluster::export::{EXPORTED_TABLES, Manifest, read_manifest};
 use crate::config::Config;
 use crate::http::sql::LiveView;
 use crate::runtime::open_engine;
@@ -26,9 +27,10 @@ impl From<QueryFormatArg> for ResultFormat {
 
 pub(crate) fn run(args: &QueryArgs) -> Result<()> {
     let format = ResultFormat::from(args.format);
-    let bytes = match &args.data_dir {
-        Some(dir) => offline(args, dir, format)?,
-        None => online(args, format)?,
+    let bytes = match (&args.data_dir, &args.fleet) {
+        (Some(dir), _) => offline(args, dir, format)?,
+        (None, Some(export)) => fleet(args, export, format)?,
+        (None, None) => online(args, format)?,
     };
     let mut out = std::io::stdout().lock();
     out.write_all(&bytes)?;
@@ -86,4 +88,69 @@ fn offline(args: &QueryArgs, dir: &std::path::Path, format: ResultFormat) -> Res
     let runtime = crate::runtime::runtime()?;
     let result = runtime.block_on(sql.run(&args.sql, patron_sql::Access::Admin))?;
     Ok(patron_sql::encode(&result, format)?)
+}
+
+/// `--fleet DIR`: the newest complete export of every partition (the files
+/// each `manifest.json` names), as the tables `customers` and `products`.
+fn fleet(args: &QueryArgs, export: &std::path::Path, format: ResultFormat) -> Result<Vec<u8>> {
+    let (tables, manifests) = read_fleet_export(export)?;
+    let sequences: u64 = manifests.iter().map(|m| m.sequence).sum();
+    let watermark = manifests.iter().filter_map(|m| m.watermark.clone()).max().unwrap_or_else(|| "none".into());
+    eprintln!(
+        "fleet export {}: {} partitions, watermark {watermark}, stream sequences summing to {sequences}",
+        export.display(),
+        manifests.len()
+    );
+    let sql = SqlEngine::over_tables(tables, SqlLimits::default())?;
+    let runtime = crate::runtime::runtime()?;
+    let result = runtime.block_on(sql.run(&args.sql, patron_sql::Access::Query))?;
+    Ok(patron_sql::encode(&result, format)?)
+}
+
+type Tables = Vec<(String, arrow::datatypes::SchemaRef, Vec<arrow::record_batch::RecordBatch>)>;
+
+/// Reads every partition's exported tables under `export`.
+pub(crate) fn read_fleet_export(export: &std::path::Path) -> Result<(Tables, Vec<Manifest>)> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let entries = std::fs::read_dir(export).with_context(|| format!("--fleet {}: cannot list it", export.display()))?;
+    let mut dirs: Vec<std::path::PathBuf> =
+        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+    dirs.sort();
+    let mut manifests = Vec::new();
+    let mut tables: Tables = Vec::new();
+    for table in EXPORTED_TABLES {
+        let schema = match table {
+            "customers" => patron_model::customers_schema(),
+            _ => patron_model::products_schema(),
+        };
+        tables.push((table.to_owned(), schema, Vec::new()));
+    }
+    for dir in dirs {
+        let Some(manifest) = read_manifest(&dir) else { continue };
+        for (name, schema, batches) in &mut tables {
+            let Some(file) = manifest.files.get(name.as_str()) else { continue };
+            let path = dir.join(file);
+            let opened = std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(opened)
+                .and_then(|b| b.build())
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            for batch in reader {
+                let batch = batch.with_context(|| format!("cannot read {}", path.display()))?;
+                // The file's own schema may differ in metadata only; the columns must match.
+                batches.push(
+                    arrow::record_batch::RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).with_context(
+                        || format!("{} does not have the {name} columns of this version", path.display()),
+                    )?,
+                );
+            }
+        }
+        manifests.push(manifest);
+    }
+    if manifests.is_empty() {
+        bail!(
+            "--fleet {}: no partition export here (expected p<NNN>/manifest.json, written by `serve --export-dir`)",
+            export.display()
+        );
+    }
+    Ok((tables, manifests))
 }

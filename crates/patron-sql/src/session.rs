@@ -395,20 +395,7 @@ impl Drop for Executor {
 impl SqlEngine {
     /// A session over `source` with `limits`.
     pub fn new(source: Arc<dyn LiveSource>, limits: SqlLimits) -> Result<Self, SqlError> {
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(limits.memory_bytes, 1.0)
-            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
-            .with_object_store_registry(Arc::new(NoObjectStores))
-            .build_arc()
-            .map_err(SqlError::from_datafusion)?;
-        let config = SessionConfig::new()
-            .with_information_schema(true)
-            .set_bool("datafusion.execution.enable_recursive_ctes", false)
-            .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
-        admission::bounded_functions(&ctx, limits.max_result_bytes);
-        pg_functions::register(&ctx);
-        crate::describe::register_functions(&ctx);
+        let ctx = Self::base_context(limits)?;
         let counters = Arc::new(ScanCounters::default());
         let shared = Shared { source, counters: counters.clone() };
         let register = |name: &str, table: Arc<dyn datafusion::catalog::TableProvider>| {
@@ -427,6 +414,46 @@ impl SqlEngine {
         register("channel_consents", Arc::new(consent_table::channel_consents_table(shared.clone())))?;
         register("segment_definitions", Arc::new(segment_table::segment_definitions_table(shared.clone())))?;
         register("engine_stats", Arc::new(tables::engine_stats_table(shared)))?;
+        Self::with_context(ctx, counters, limits)
+    }
+
+    /// A session over fixed tables, such as a fleet's Parquet export read into
+    /// memory: the same dialect, functions, read-only rule and limits as a
+    /// live session, without an engine behind it.
+    pub fn over_tables(
+        tables: Vec<(String, SchemaRef, Vec<RecordBatch>)>,
+        limits: SqlLimits,
+    ) -> Result<Self, SqlError> {
+        let ctx = Self::base_context(limits)?;
+        for (name, schema, batches) in tables {
+            let table =
+                datafusion::datasource::MemTable::try_new(schema, vec![batches]).map_err(SqlError::from_datafusion)?;
+            ctx.register_table(name.as_str(), Arc::new(table)).map_err(SqlError::from_datafusion)?;
+        }
+        Self::with_context(ctx, Arc::new(ScanCounters::default()), limits)
+    }
+
+    /// The context every session starts from: memory limit, no disk, no
+    /// object stores, the PostgreSQL dialect, and Patron's functions.
+    fn base_context(limits: SqlLimits) -> Result<SessionContext, SqlError> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(limits.memory_bytes, 1.0)
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .with_object_store_registry(Arc::new(NoObjectStores))
+            .build_arc()
+            .map_err(SqlError::from_datafusion)?;
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .set_bool("datafusion.execution.enable_recursive_ctes", false)
+            .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        admission::bounded_functions(&ctx, limits.max_result_bytes);
+        pg_functions::register(&ctx);
+        crate::describe::register_functions(&ctx);
+        Ok(ctx)
+    }
+
+    fn with_context(ctx: SessionContext, counters: Arc<ScanCounters>, limits: SqlLimits) -> Result<Self, SqlError> {
         Ok(Self {
             ctx: Arc::new(ctx),
             executor: Executor::start()?,
