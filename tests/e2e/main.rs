@@ -4,6 +4,7 @@ mod backtest;
 mod batch_cdnow;
 mod batch_inputs;
 mod campaigns;
+mod cluster;
 mod customer_views;
 mod demo;
 mod fail_stop;

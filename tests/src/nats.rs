@@ -139,3 +139,89 @@ impl Drop for NatsServer {
         self.kill_dash_nine();
     }
 }
+
+/// A `patron serve --nats` node on an ephemeral loopback HTTP port.
+pub struct FleetNode {
+    child: Option<Child>,
+    /// Node id.
+    pub id: String,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl FleetNode {
+    /// Starts node `id` on `nats` with its data under `dir/<id>`, plus `extra` flags.
+    pub fn start(nats: &str, id: &str, dir: &Path, extra: &[&str]) -> FleetNode {
+        let data = dir.join(id);
+        let mut args: Vec<String> = ["serve", "--nats", nats, "--node-id", id, "--http", "127.0.0.1:0", "--data-dir"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        args.push(data.display().to_string());
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let mut node =
+            FleetNode { child: None, id: id.to_owned(), url: String::new(), args, log: dir.join(format!("{id}.log")) };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        use std::io::BufRead;
+        let log = std::fs::OpenOptions::new().append(true).create(true).open(&self.log).expect("node log");
+        let mut child = Command::new(crate::patron_binary())
+            .args(&self.args)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("patron serve --nats starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        self.url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("listening on ") {
+                        break url.to_owned();
+                    }
+                }
+                _ => panic!("node {} exited before listening; see {}", self.id, self.log.display()),
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill_dash_nine(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the node again with the same id, flags and data directory.
+    pub fn restart(&mut self) {
+        self.kill_dash_nine();
+        self.spawn();
+    }
+
+    /// SIGTERM, and waits for the node to hand its partitions over and exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the process runs.
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for FleetNode {
+    fn drop(&mut self) {
+        self.kill_dash_nine();
+    }
+}

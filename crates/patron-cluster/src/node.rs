@@ -277,27 +277,38 @@ impl Node {
         if !live.contains(&me) {
             live.push(me.clone());
         }
+        // Renewals first: a slow handover or restore must never delay them.
+        let held: Vec<Arc<Held>> = self.held.lock().map(|h| h.values().cloned().collect()).unwrap_or_default();
+        for held in &held {
+            let failed = held.worker.lock().is_ok_and(|w| w.as_ref().is_some_and(|t| t.is_finished()));
+            if failed {
+                // The worker stopped on an error: give the partition up cleanly;
+                // the desired owner (perhaps this node) restarts it from its snapshot.
+                self.spawn_release(held.partition, Stop::Lost, true);
+            } else {
+                self.renew(held).await;
+            }
+        }
         for partition in 0..self.options.partitions {
             let desired = desired_owner(&live, partition) == Some(me.as_str());
-            let held = self.held.lock().ok().and_then(|h| h.get(&partition).cloned());
-            match held {
-                Some(held) if held.worker.lock().is_ok_and(|w| w.as_ref().is_some_and(|t| t.is_finished())) => {
-                    // The worker failed: give the partition up cleanly; the
-                    // desired owner (perhaps this node) restarts it from its snapshot.
-                    self.release(partition, Stop::Lost).await;
-                    let revision = held.lease_revision.load(Ordering::Relaxed);
-                    let _ = self.broker.leases.delete_expect_revision(partition_key(partition), Some(revision)).await;
-                }
-                Some(_) if !desired => self.release(partition, Stop::HandOver).await,
-                Some(held) => self.renew(&held).await,
-                None if desired => self.take(partition).await,
-                None => {}
+            let holds = self.held.lock().is_ok_and(|h| h.contains_key(&partition));
+            match (holds, desired) {
+                (true, false) => self.spawn_release(partition, Stop::HandOver, true),
+                (false, true) => self.take(partition).await,
+                _ => {}
             }
         }
         Ok(())
     }
 
-    async fn renew(&self, held: &Arc<Held>) {
+    /// Releases `partition` in the background, so the control loop keeps renewing the others.
+    fn spawn_release(self: &Arc<Self>, partition: u32, how: Stop, delete_lease: bool) {
+        let Some(held) = self.held.lock().ok().and_then(|mut h| h.remove(&partition)) else { return };
+        let node = self.clone();
+        tokio::spawn(async move { node.finish_release(held, how, delete_lease).await });
+    }
+
+    async fn renew(self: &Arc<Self>, held: &Arc<Held>) {
         let sent = Instant::now();
         let key = partition_key(held.partition);
         let revision = held.lease_revision.load(Ordering::Relaxed);
@@ -310,7 +321,7 @@ impl Node {
             }
             Err(e) => {
                 tracing::warn!(partition = held.partition, "lost the lease ({e}); stopping without writing");
-                self.release(held.partition, Stop::Lost).await;
+                self.spawn_release(held.partition, Stop::Lost, false);
             }
         }
     }
@@ -362,15 +373,20 @@ impl Node {
     /// and deletes the lease if this node still holds it.
     async fn release(&self, partition: u32, how: Stop) {
         let Some(held) = self.held.lock().ok().and_then(|mut h| h.remove(&partition)) else { return };
+        self.finish_release(held, how, how == Stop::HandOver).await;
+    }
+
+    async fn finish_release(&self, held: Arc<Held>, how: Stop, delete_lease: bool) {
+        let partition = held.partition;
         let _ = held.stop.send(how);
         let task = held.worker.lock().ok().and_then(|mut w| w.take());
         if let Some(task) = task {
             let _ = task.await;
         }
-        if how == Stop::HandOver {
+        if delete_lease {
             let revision = held.lease_revision.load(Ordering::Relaxed);
             let _ = self.broker.leases.delete_expect_revision(partition_key(partition), Some(revision)).await;
-            tracing::info!(partition, "handed the partition over");
+            tracing::info!(partition, "released the partition");
         }
         let engine = held.engine.write().ok().and_then(|mut e| e.take());
         if let Some(engine) = engine {

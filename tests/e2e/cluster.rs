@@ -1,0 +1,261 @@
+//! Cluster mode with real `nats-server` processes and real `patron serve
+//! --nats` nodes on loopback: crashes of nodes and of a broker under load, and
+//! the fleet-wide SQL that checks what was applied.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use patron_tests::nats::{FleetNode, NatsServer};
+use patron_tests::{get_json, patron};
+
+const PARTITIONS: &str = "12";
+const CUSTOMERS: usize = 700;
+
+/// Node flags of these tests: short leases and frequent snapshots so that
+/// crashes are recovered from within seconds.
+fn node_flags(export: &Path) -> Vec<String> {
+    [
+        "--partitions",
+        PARTITIONS,
+        "--lease-time",
+        "2s",
+        "--snapshot-interval",
+        "1s",
+        "--refit-interval",
+        "1h",
+        "--export-dir",
+        export.to_str().expect("utf-8 path"),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+fn start_node(nats: &str, id: &str, dir: &Path, flags: &[String]) -> FleetNode {
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    FleetNode::start(nats, id, dir, &flags)
+}
+
+/// One request of the producer: `count` purchases with ids from `first`.
+fn body(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| {
+            format!(
+                r#"{{"type":"purchase","event_id":"e{i}","customer_id":"c{}","timestamp":"2025-03-{:02}T10:00:00Z","revenue":"1"}}"#,
+                i % CUSTOMERS,
+                1 + i % 28
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Posts `body` to the nodes in turn until one acknowledges it, as a
+/// producer that retries would. Returns the events the answer counted.
+fn post_until_acknowledged(urls: &Mutex<Vec<String>>, body: &str, turn: &mut usize) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "no node acknowledged a request for a minute");
+        let targets = urls.lock().unwrap().clone();
+        *turn += 1;
+        let url = format!("{}/v1/events", targets[*turn % targets.len()]);
+        let answer = ureq::post(&url)
+            .timeout(Duration::from_secs(10))
+            .set("content-type", "application/x-ndjson")
+            .send_string(body);
+        if let Ok(response) = answer {
+            let value: serde_json::Value = response.into_json().expect("a JSON answer");
+            return value["accepted"].as_u64().unwrap_or(0) + value["duplicates"].as_u64().unwrap_or(0);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `SELECT customer_id, orders FROM customers` over the fleet export.
+fn fleet_orders(export: &Path) -> Option<BTreeMap<String, u64>> {
+    let output = patron(&[
+        "query",
+        "--fleet",
+        export.to_str()?,
+        "--format",
+        "csv",
+        "SELECT customer_id, orders FROM customers ORDER BY customer_id",
+    ]);
+    if !output.status.success() {
+        return None;
+    }
+    let text = String::from_utf8(output.stdout).ok()?;
+    Some(
+        text.lines()
+            .skip(1)
+            .filter_map(|line| {
+                let (id, orders) = line.split_once(',')?;
+                Some((id.to_owned(), orders.parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
+fn expected_orders(events: usize) -> BTreeMap<String, u64> {
+    let mut expected = BTreeMap::new();
+    for i in 0..events {
+        *expected.entry(format!("c{}", i % CUSTOMERS)).or_insert(0) += 1;
+    }
+    expected
+}
+
+/// Snapshots (and so exports) every partition on every node until the fleet
+/// export holds exactly `expected`, or fails with the difference.
+fn wait_for_export(nodes: &[FleetNode], export: &Path, expected: &BTreeMap<String, u64>) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut last = None;
+    while Instant::now() < deadline {
+        for node in nodes {
+            let _ = ureq::post(&format!("{}/v1/admin/snapshot", node.url)).timeout(Duration::from_secs(60)).call();
+        }
+        if let Some(orders) = fleet_orders(export) {
+            if &orders == expected {
+                return;
+            }
+            let applied: u64 = orders.values().sum();
+            let over: Vec<_> = orders.iter().filter(|(id, n)| expected.get(*id).is_some_and(|e| *n > e)).collect();
+            assert!(over.is_empty(), "customers with more orders than were sent (applied twice): {over:?}");
+            last = Some(applied);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("the fleet export never reached {} orders (last: {last:?})", expected.values().sum::<u64>());
+}
+
+/// Waits until every partition has an owner, every node holds some, and
+/// none is restoring: the fleet after a join has rebalanced.
+fn wait_settled(nodes: &[FleetNode]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let statuses: Vec<serde_json::Value> =
+            nodes.iter().map(|n| get_json(&format!("{}/v1/cluster/status", n.url)).1).collect();
+        let owned =
+            statuses[0]["partitions"].as_array().map_or(0, |p| p.iter().filter(|p| p["owner"].is_string()).count());
+        let each_holds = statuses.iter().all(|s| s["held"].as_array().is_some_and(|h| !h.is_empty()));
+        let held: usize = statuses.iter().map(|s| s["held"].as_array().map_or(0, Vec::len)).sum();
+        let ready = nodes.iter().all(|n| get_json(&format!("{}/ready", n.url)).0 == 200);
+        if owned == 12 && each_holds && held == 12 && ready {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the fleet did not settle: {statuses:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn three_nodes_killed_five_times_under_load_apply_every_acknowledged_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = NatsServer::start(&dir.path().join("broker"));
+    let export = dir.path().join("export");
+    let flags = node_flags(&export);
+    let mut nodes: Vec<FleetNode> =
+        ["n1", "n2", "n3"].iter().map(|id| start_node(&broker.url, id, dir.path(), &flags)).collect();
+    let urls = Arc::new(Mutex::new(nodes.iter().map(|n| n.url.clone()).collect::<Vec<_>>()));
+
+    // The producer: requests of 50 events, each retried until acknowledged.
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (urls, stop) = (urls.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut sent, mut turn, mut acknowledged) = (0, 0, 0);
+            while !stop.load(Ordering::Relaxed) {
+                acknowledged += post_until_acknowledged(&urls, &body(sent, 50), &mut turn);
+                sent += 50;
+            }
+            (sent, acknowledged)
+        })
+    };
+
+    for round in 0..5 {
+        std::thread::sleep(Duration::from_millis(1500));
+        let victim = round % nodes.len();
+        let node = &mut nodes[victim];
+        node.kill_dash_nine();
+        // The survivors take its partitions once its node entry and leases expire.
+        std::thread::sleep(Duration::from_millis(3000));
+        node.restart();
+        urls.lock().unwrap()[victim] = node.url.clone();
+        // It rejoins: it holds partitions again within a few lease times.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = get_json(&format!("{}/v1/cluster/status", node.url));
+            if status == 200 && body["held"].as_array().is_some_and(|held| !held.is_empty()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {} did not rejoin after kill {round}", node.id);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    let (sent, acknowledged) = producer.join().expect("the producer finishes");
+    assert_eq!(acknowledged as usize, sent, "every request was acknowledged in the end");
+    eprintln!("{sent} events sent and acknowledged across 5 crashes");
+    assert!(sent >= 1_000, "the load ran: {sent} events");
+
+    wait_for_export(&nodes, &export, &expected_orders(sent));
+
+    // Every partition has an owner, and `patron cluster status` shows them.
+    let output = patron(&["cluster", "status", "--nats", &broker.url, "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let partitions = status["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 12);
+    assert!(partitions.iter().all(|p| p["owner"].is_string()), "{status:#}");
+    assert_eq!(status["nodes"].as_object().map(|n| n.len()), Some(3));
+    for node in &mut nodes {
+        node.stop();
+    }
+}
+
+#[test]
+fn a_lookup_on_any_node_answers_for_any_customer_and_metrics_show_the_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = NatsServer::start(&dir.path().join("broker"));
+    let export = dir.path().join("export");
+    let flags = node_flags(&export);
+    let nodes: Vec<FleetNode> = ["a", "b"].iter().map(|id| start_node(&broker.url, id, dir.path(), &flags)).collect();
+    wait_settled(&nodes);
+    let mut turn = 0;
+    let urls = Mutex::new(vec![nodes[0].url.clone()]);
+    assert_eq!(post_until_acknowledged(&urls, &body(0, 1_400), &mut turn), 1_400);
+    // A retry of the same request is recognised by the broker.
+    let retry = ureq::post(&format!("{}/v1/events", nodes[1].url))
+        .set("content-type", "application/x-ndjson")
+        .send_string(&body(0, 1_400))
+        .unwrap()
+        .into_json::<serde_json::Value>()
+        .unwrap();
+    assert_eq!((retry["accepted"].as_u64(), retry["duplicates"].as_u64()), (Some(0), Some(1_400)), "{retry}");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in &nodes {
+        for customer in ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"] {
+            loop {
+                let (status, view) = get_json(&format!("{}/v1/customers/{customer}", node.url));
+                if status == 200 && view["orders"].as_u64() == Some(2) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{customer} on {}: {status} {view}", node.id);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let (status, missing) = get_json(&format!("{}/v1/customers/nobody", node.url));
+        assert_eq!((status, missing["error"]["code"].as_str()), (404, Some("customer_not_found")));
+        let (status, why) = get_json(&format!("{}/ready", node.url));
+        assert_eq!(status, 200, "{why}");
+    }
+    let metrics = ureq::get(&format!("{}/metrics", nodes[0].url)).call().unwrap().into_string().unwrap();
+    let owners = metrics.lines().filter(|l| l.starts_with("patron_cluster_partition_owner{")).count();
+    assert_eq!(owners, 12, "{metrics}");
+    assert!(metrics.contains("patron_cluster_partition_lag_messages{"), "{metrics}");
+    assert!(metrics.contains("patron_cluster_partition_applied_sequence{"), "{metrics}");
+}
