@@ -259,3 +259,47 @@ fn a_lookup_on_any_node_answers_for_any_customer_and_metrics_show_the_partitions
     assert!(metrics.contains("patron_cluster_partition_lag_messages{"), "{metrics}");
     assert!(metrics.contains("patron_cluster_partition_applied_sequence{"), "{metrics}");
 }
+
+#[test]
+fn killing_one_of_three_brokers_under_load_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut brokers = NatsServer::start_cluster(&dir.path().join("brokers"));
+    let all: Vec<String> = brokers.iter().map(|b| b.url.clone()).collect();
+    let nats = all.join(",");
+    let export = dir.path().join("export");
+    let mut flags = node_flags(&export);
+    flags.extend(["--nats-replicas".to_owned(), "3".to_owned()]);
+    let mut nodes: Vec<FleetNode> = ["n1", "n2"].iter().map(|id| start_node(&nats, id, dir.path(), &flags)).collect();
+    wait_settled(&nodes);
+    let urls = Arc::new(Mutex::new(nodes.iter().map(|n| n.url.clone()).collect::<Vec<_>>()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged_after_kill = Arc::new(AtomicBool::new(false));
+    let killed = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (urls, stop, killed, after) = (urls.clone(), stop.clone(), killed.clone(), acknowledged_after_kill.clone());
+        std::thread::spawn(move || {
+            let (mut sent, mut turn) = (0, 0);
+            while !stop.load(Ordering::Relaxed) {
+                let was_killed = killed.load(Ordering::Relaxed);
+                assert_eq!(post_until_acknowledged(&urls, &body(sent, 50), &mut turn), 50);
+                sent += 50;
+                if was_killed {
+                    after.store(true, Ordering::Relaxed);
+                }
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    brokers[0].kill_dash_nine();
+    killed.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(5));
+    stop.store(true, Ordering::Relaxed);
+    let sent = producer.join().expect("the producer finishes");
+    assert!(acknowledged_after_kill.load(Ordering::Relaxed), "ingest continued after the broker died");
+    wait_for_export(&nodes, &export, &expected_orders(sent));
+    eprintln!("{sent} events acknowledged with one of three brokers killed; all applied once");
+    for node in &mut nodes {
+        node.stop();
+    }
+}

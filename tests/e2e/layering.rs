@@ -24,6 +24,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("patron-sources", &[]),
     ("patron-sql", &["patron-model", "patron-score", "patron-campaign", "patron-state"]),
     ("patron-loadgen", &["patron-workload"]),
+    ("patron-cluster", &["patron-model", "patron-state"]),
     (
         "patron-server",
         &[
@@ -38,6 +39,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "patron-sources",
             "patron-sql",
             "patron-loadgen",
+            "patron-cluster",
         ],
     ),
 ];

@@ -74,11 +74,27 @@ impl Broker {
             .name(&options.connection_name)
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
-            .connect(options.url.as_str())
+            .connect(options.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect::<Vec<&str>>())
             .await
             .map_err(|e| ClusterError::Connect { url: options.url.clone(), source: Box::new(e) })?;
         let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(Duration::from_secs(10));
+        // A broker cluster that just started elects its JetStream leader
+        // first; until then requests fail, so creation is retried a while.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match Self::resources(client.clone(), jetstream.clone(), options).await {
+                Ok(broker) => return Ok(broker),
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::info!("waiting for JetStream: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn resources(client: async_nats::Client, jetstream: jetstream::Context, options: &BrokerOptions) -> Result<Self> {
         let events = jetstream
             .get_or_create_stream(stream::Config {
                 name: EVENT_STREAM.into(),
