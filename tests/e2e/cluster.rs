@@ -178,9 +178,23 @@ fn three_nodes_killed_five_times_under_load_apply_every_acknowledged_event_once(
         std::thread::sleep(Duration::from_millis(1500));
         let victim = round % nodes.len();
         let node = &mut nodes[victim];
+        let victim_id = node.id.clone();
         node.kill_dash_nine();
         // The survivors take its partitions once its node entry and leases expire.
-        std::thread::sleep(Duration::from_millis(3000));
+        let survivor = nodes[(victim + 1) % nodes.len()].url.clone();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, status) = get_json(&format!("{survivor}/v1/cluster/status"));
+            let partitions = status["partitions"].as_array().cloned().unwrap_or_default();
+            let moved = partitions.len() == 12
+                && partitions.iter().all(|p| p["owner"].as_str().is_some_and(|o| o != victim_id));
+            if moved {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the survivors did not take {victim_id}'s partitions: {status:#}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let node = &mut nodes[victim];
         node.restart();
         urls.lock().unwrap()[victim] = node.url.clone();
         // It rejoins: it holds partitions again within a few lease times.
@@ -253,6 +267,20 @@ fn a_lookup_on_any_node_answers_for_any_customer_and_metrics_show_the_partitions
         let (status, why) = get_json(&format!("{}/ready", node.url));
         assert_eq!(status, 200, "{why}");
     }
+    // The fleet export answers the same in `patron query --fleet` and in DuckDB.
+    wait_for_export(&nodes, &export, &expected_orders(1_400));
+    let sql = "SELECT count(*) AS customers, sum(orders) AS orders FROM customers";
+    let ours = patron(&["query", "--fleet", export.to_str().unwrap(), "--format", "csv", sql]);
+    assert!(ours.status.success(), "{}", String::from_utf8_lossy(&ours.stderr));
+    assert_eq!(String::from_utf8_lossy(&ours.stdout).lines().nth(1), Some("700,1400"));
+    let duckdb = std::process::Command::new(patron_tests::python())
+        .args(["-c", "import duckdb, sys; print(duckdb.sql(sys.argv[1]).fetchall())"])
+        .arg(format!("{} FROM read_parquet('{}/p*/customers.parquet')", sql.split(" FROM ").next().unwrap(), export.display()))
+        .output()
+        .expect("python runs");
+    assert!(duckdb.status.success(), "{}", String::from_utf8_lossy(&duckdb.stderr));
+    assert_eq!(String::from_utf8_lossy(&duckdb.stdout).trim(), "[(700, 1400)]");
+
     let metrics = ureq::get(&format!("{}/metrics", nodes[0].url)).call().unwrap().into_string().unwrap();
     let owners = metrics.lines().filter(|l| l.starts_with("patron_cluster_partition_owner{")).count();
     assert_eq!(owners, 12, "{metrics}");

@@ -393,6 +393,11 @@ impl Node {
             // Other holders of the Arc (a query) finish first; the last one shuts it down.
             if let Ok(engine) = Arc::try_unwrap(engine) {
                 let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
+                // The next owner, this node included, restores from the broker.
+                let dir = self.options.data_dir.join("partitions").join(partition_key(partition));
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(partition, "cannot remove {}: {e}", dir.display());
+                }
             }
         }
     }

@@ -34,7 +34,8 @@ pub(crate) struct PartitionRow {
     pub(crate) owner: Option<String>,
     /// Last stream sequence the owner acknowledged as applied.
     pub(crate) applied_sequence: Option<u64>,
-    /// Messages of this partition not yet applied.
+    /// Messages of this partition not yet applied (waiting, or delivered
+    /// and not yet acknowledged).
     pub(crate) lag_messages: Option<u64>,
     /// The newest snapshot: the sequence it covers and who wrote it.
     pub(crate) snapshot_sequence: Option<u64>,
@@ -61,7 +62,7 @@ pub(crate) async fn fleet_status(broker: &Broker, partitions: u32) -> Result<Fle
             partition,
             owner: owners.get(&partition).cloned(),
             applied_sequence: consumer.as_ref().map(|c| c.ack_floor.stream_sequence),
-            lag_messages: consumer.as_ref().map(|c| c.num_pending),
+            lag_messages: consumer.as_ref().map(|c| c.num_pending + c.num_ack_pending as u64),
             snapshot_sequence: record.as_ref().map(|r| r.sequence),
             snapshot_node: record.map(|r| r.node),
         });
