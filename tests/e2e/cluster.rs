@@ -275,7 +275,11 @@ fn a_lookup_on_any_node_answers_for_any_customer_and_metrics_show_the_partitions
     assert_eq!(String::from_utf8_lossy(&ours.stdout).lines().nth(1), Some("700,1400"));
     let duckdb = std::process::Command::new(patron_tests::python())
         .args(["-c", "import duckdb, sys; print(duckdb.sql(sys.argv[1]).fetchall())"])
-        .arg(format!("{} FROM read_parquet('{}/p*/customers.parquet')", sql.split(" FROM ").next().unwrap(), export.display()))
+        .arg(format!(
+            "{} FROM read_parquet('{}/p*/customers.parquet')",
+            sql.split(" FROM ").next().unwrap(),
+            export.display()
+        ))
         .output()
         .expect("python runs");
     assert!(duckdb.status.success(), "{}", String::from_utf8_lossy(&duckdb.stderr));

@@ -94,7 +94,11 @@ impl Broker {
         }
     }
 
-    async fn resources(client: async_nats::Client, jetstream: jetstream::Context, options: &BrokerOptions) -> Result<Self> {
+    async fn resources(
+        client: async_nats::Client,
+        jetstream: jetstream::Context,
+        options: &BrokerOptions,
+    ) -> Result<Self> {
         let events = jetstream
             .get_or_create_stream(stream::Config {
                 name: EVENT_STREAM.into(),

@@ -32,7 +32,7 @@ pub const SUBJECT_PREFIX: &str = "patron.events";
 /// The live node that should own `partition`: the highest rendezvous score
 /// of (node, partition). When a node joins or leaves, only the partitions it
 /// gains or held move; the others stay where they are.
-pub fn desired_owner<'a>(live_nodes: &'a [String], partition: u32) -> Option<&'a str> {
+pub fn desired_owner(live_nodes: &[String], partition: u32) -> Option<&str> {
     live_nodes.iter().max_by_key(|node| rendezvous_score(node, partition)).map(String::as_str)
 }
 

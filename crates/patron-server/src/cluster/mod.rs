@@ -123,7 +123,7 @@ fn node_options(
     let engine = Arc::new(move |dir: &std::path::Path| {
         let mut config = EngineConfig::new(dir);
         config.currencies = currencies.clone();
-        config.scoring = scoring.clone();
+        config.scoring = scoring;
         config.clock = clock;
         config.dedup_horizon_days = horizon;
         // Many partitions share the node's cores: one writer thread each.
