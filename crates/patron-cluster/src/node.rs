@@ -168,12 +168,16 @@ pub struct Node {
     broker: Broker,
     options: NodeOptions,
     held: Mutex<BTreeMap<u32, Arc<Held>>>,
+    /// One per partition: a restore waits here until the release of the same
+    /// partition on this node has shut its engine down and removed its directory.
+    directories: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl Node {
     /// A node on `broker`; call [`Node::run`] to start it.
     pub fn new(broker: Broker, options: NodeOptions) -> Arc<Self> {
-        Arc::new(Self { broker, options, held: Mutex::new(BTreeMap::new()) })
+        let directories = (0..options.partitions).map(|_| tokio::sync::Mutex::new(())).collect();
+        Arc::new(Self { broker, options, held: Mutex::new(BTreeMap::new()), directories })
     }
 
     /// The broker handles.
@@ -383,11 +387,7 @@ impl Node {
         if let Some(task) = task {
             let _ = task.await;
         }
-        if delete_lease {
-            let revision = held.lease_revision.load(Ordering::Relaxed);
-            let _ = self.broker.leases.delete_expect_revision(partition_key(partition), Some(revision)).await;
-            tracing::info!(partition, "released the partition");
-        }
+        let _directory = self.directories[partition as usize].lock().await;
         let engine = held.engine.write().ok().and_then(|mut e| e.take());
         if let Some(engine) = engine {
             // Other holders of the Arc (a query) finish first; the last one shuts it down.
@@ -399,6 +399,12 @@ impl Node {
                     tracing::warn!(partition, "cannot remove {}: {e}", dir.display());
                 }
             }
+        }
+        // Last: another owner (or this node again) may take it from here.
+        if delete_lease {
+            let revision = held.lease_revision.load(Ordering::Relaxed);
+            let _ = self.broker.leases.delete_expect_revision(partition_key(partition), Some(revision)).await;
+            tracing::info!(partition, "released the partition");
         }
     }
 
@@ -446,6 +452,7 @@ impl Node {
 
     /// A fresh directory for `partition`, with the newest snapshot in it, opened.
     async fn restore(&self, partition: u32) -> Result<(Engine, Option<SnapshotRecord>, Option<u64>)> {
+        let _directory = self.directories[partition as usize].lock().await;
         let key = partition_key(partition);
         let dir = self.options.data_dir.join("partitions").join(&key);
         let io = |action: &'static str, path: &Path| {
