@@ -96,9 +96,9 @@ def settled(urls, partitions):
         return False
 
 
-def caught_up(url):
-    status = get_json(f"{url}/v1/cluster/status")
-    return all(r["owner"] and r["lag_messages"] == 0 for r in status["partitions"])
+def caught_up(urls, partitions):
+    held = [h for u in urls for h in get_json(f"{u}/v1/cluster/status")["held"]]
+    return len(held) == partitions and all(h["lag_messages"] == 0 and not h["restoring"] for h in held)
 
 
 def run_fleet(patron, nodes, args, stamp):
@@ -121,7 +121,7 @@ def run_fleet(patron, nodes, args, stamp):
                  "--duplicates", "0", "--malformed", "0", "--server-pid", str(procs[0][0].pid), "--out", str(out)],
                 check=True, stdout=subprocess.DEVNULL)
             load_seconds = time.time() - started
-            wait("every partition to catch up", 600, lambda: caught_up(urls[0]))
+            wait("every partition to catch up", 600, lambda: caught_up(urls, args.partitions))
             applied_seconds = time.time() - started
             after = {pid: cpu_seconds(pid) for pid in pids}
             report = json.loads(out.read_text())["report"]

@@ -56,9 +56,9 @@ fn body(first: usize, count: usize) -> String {
 /// Posts `body` to the nodes in turn until one acknowledges it, as a
 /// producer that retries would. Returns the events the answer counted.
 fn post_until_acknowledged(urls: &Mutex<Vec<String>>, body: &str, turn: &mut usize) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        assert!(Instant::now() < deadline, "no node acknowledged a request for a minute");
+        assert!(Instant::now() < deadline, "no node acknowledged a request for two minutes");
         let targets = urls.lock().unwrap().clone();
         *turn += 1;
         let url = format!("{}/v1/events", targets[*turn % targets.len()]);
@@ -110,7 +110,7 @@ fn expected_orders(events: usize) -> BTreeMap<String, u64> {
 /// Snapshots (and so exports) every partition on every node until the fleet
 /// export holds exactly `expected`, or fails with the difference.
 fn wait_for_export(nodes: &[FleetNode], export: &Path, expected: &BTreeMap<String, u64>) {
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + Duration::from_secs(180);
     let mut last = None;
     while Instant::now() < deadline {
         for node in nodes {
@@ -133,7 +133,7 @@ fn wait_for_export(nodes: &[FleetNode], export: &Path, expected: &BTreeMap<Strin
 /// Waits until every partition has an owner, every node holds some, and
 /// none is restoring: the fleet after a join has rebalanced.
 fn wait_settled(nodes: &[FleetNode]) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let statuses: Vec<serde_json::Value> =
             nodes.iter().map(|n| get_json(&format!("{}/v1/cluster/status", n.url)).1).collect();
@@ -305,7 +305,7 @@ fn killing_one_of_three_brokers_under_load_loses_no_acknowledged_event() {
     wait_settled(&nodes);
     let urls = Arc::new(Mutex::new(nodes.iter().map(|n| n.url.clone()).collect::<Vec<_>>()));
     let stop = Arc::new(AtomicBool::new(false));
-    let acknowledged_after_kill = Arc::new(AtomicBool::new(false));
+    let acknowledged_after_kill = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let killed = Arc::new(AtomicBool::new(false));
     let producer = {
         let (urls, stop, killed, after) = (urls.clone(), stop.clone(), killed.clone(), acknowledged_after_kill.clone());
@@ -316,7 +316,7 @@ fn killing_one_of_three_brokers_under_load_loses_no_acknowledged_event() {
                 assert_eq!(post_until_acknowledged(&urls, &body(sent, 50), &mut turn), 50);
                 sent += 50;
                 if was_killed {
-                    after.store(true, Ordering::Relaxed);
+                    after.fetch_add(1, Ordering::Relaxed);
                 }
             }
             sent
@@ -325,10 +325,15 @@ fn killing_one_of_three_brokers_under_load_loses_no_acknowledged_event() {
     std::thread::sleep(Duration::from_secs(2));
     brokers[0].kill_dash_nine();
     killed.store(true, Ordering::Relaxed);
-    std::thread::sleep(Duration::from_secs(5));
+    // Ingest goes on once the surviving brokers have elected new leaders
+    // (seconds; more on a loaded machine): 40 more requests acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while acknowledged_after_kill.load(Ordering::Relaxed) < 40 {
+        assert!(Instant::now() < deadline, "ingest did not continue after the broker died");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     stop.store(true, Ordering::Relaxed);
     let sent = producer.join().expect("the producer finishes");
-    assert!(acknowledged_after_kill.load(Ordering::Relaxed), "ingest continued after the broker died");
     wait_for_export(&nodes, &export, &expected_orders(sent));
     eprintln!("{sent} events acknowledged with one of three brokers killed; all applied once");
     for node in &mut nodes {

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use async_nats::jetstream::kv;
 use futures_util::StreamExt;
 use patron_model::{Event, SinkError, SubmitOutcome};
@@ -423,7 +423,7 @@ impl Node {
         if let Ok(mut slot) = held.engine.write() {
             *slot = Some(engine.clone());
         }
-        let consumer = self.consumer(partition, written.sequence + 1).await?;
+        let mut messages = self.consumer(partition, written.sequence + 1).await?;
         held.restoring.store(false, Ordering::Relaxed);
         tracing::info!(partition, from = written.sequence + 1, "applying");
         let mut last_snapshot = Instant::now();
@@ -441,7 +441,7 @@ impl Node {
                 last_snapshot = Instant::now();
             }
             // Waits at most half a second, so a stop or a request is seen soon.
-            self.apply_some(held, &engine, &consumer).await?;
+            self.apply_some(held, &engine, &mut messages).await?;
         }
         if held.applied_sequence.load(Ordering::Relaxed) > written.sequence && held.lease_fresh(self.options.lease_time)
         {
@@ -489,62 +489,62 @@ impl Node {
         Ok((engine, record, revision))
     }
 
-    /// This partition's durable consumer, created anew to start at `start`.
-    async fn consumer(&self, partition: u32, start: u64) -> Result<async_nats::jetstream::consumer::PullConsumer> {
-        let name = format!("partition-{partition}");
-        let _ = self.broker.events.delete_consumer(&name).await;
-        self.broker
+    /// This partition's messages from stream sequence `start` on, in order and
+    /// without gaps: an ordered consumer, which the client recreates from the
+    /// last sequence it delivered whenever it sees a gap or misses heartbeats
+    /// (a broker that fails over can lose a pull in flight; with a durable
+    /// consumer and cumulative acknowledgements, that message would be skipped).
+    /// The progress that matters is the snapshot's sequence, not the broker's.
+    async fn consumer(&self, partition: u32, start: u64) -> Result<pull::Ordered> {
+        let consumer = self
+            .broker
             .events
-            .create_consumer(pull::Config {
-                durable_name: Some(name),
+            .create_consumer(pull::OrderedConfig {
                 filter_subject: subject(partition),
                 deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: start.max(1) },
-                ack_policy: AckPolicy::All,
-                max_ack_pending: 10_000,
                 ..Default::default()
             })
             .await
-            .map_err(|e| broker_error("create a partition consumer", e))
+            .map_err(|e| broker_error("create a partition consumer", e))?;
+        consumer.messages().await.map_err(|e| broker_error("read a partition", e))
     }
 
-    /// Fetches what is there (waiting up to half a second) and applies it.
-    async fn apply_some(
-        &self,
-        held: &Held,
-        engine: &Arc<Engine>,
-        consumer: &async_nats::jetstream::consumer::PullConsumer,
-    ) -> Result<()> {
+    /// Takes what has arrived (waiting up to half a second, at most 4,096
+    /// messages) and applies it.
+    async fn apply_some(&self, held: &Held, engine: &Arc<Engine>, messages: &mut pull::Ordered) -> Result<()> {
         if !held.lease_fresh(self.options.lease_time) {
             tokio::time::sleep(Duration::from_millis(100)).await;
             return Ok(());
         }
-        let mut messages = consumer
-            .fetch()
-            .max_messages(256)
-            .expires(Duration::from_millis(500))
-            .messages()
-            .await
-            .map_err(|e| broker_error("fetch events", e))?;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
         let mut events: Vec<Event> = Vec::new();
         let mut last = None;
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(|source| ClusterError::Broker { action: "fetch events", source })?;
+        let mut taken = 0;
+        while taken < 4_096 {
+            // After the first message, take only what is already there.
+            let wait_until = if last.is_some() { tokio::time::Instant::now() } else { deadline };
+            let Ok(next) = tokio::time::timeout_at(wait_until, messages.next()).await else { break };
+            let Some(message) = next else {
+                return Err(broker_error("read a partition", std::io::Error::other("the message stream ended")));
+            };
+            let message = message.map_err(|e| broker_error("read a partition", e))?;
             let info = message
                 .info()
                 .map_err(|source| ClusterError::Broker { action: "read a message's sequence", source })?;
             let (sequence, pending, published) =
                 (info.stream_sequence, info.pending, info.published.unix_timestamp_nanos() / 1_000_000);
+            taken += 1;
             if sequence <= held.applied_sequence.load(Ordering::Relaxed) {
-                continue; // A redelivery of what is applied already.
+                continue; // Already applied (the consumer restarted behind it).
             }
             match decode_batch(&message.payload) {
                 Ok(batch) => events.extend(batch),
                 Err(e) => tracing::error!(partition = held.partition, sequence, "skipping a message: {e}"),
             }
-            last = Some((message, sequence, pending, published.max(0) as u64));
+            last = Some((sequence, pending, published.max(0) as u64));
         }
-        let Some((message, sequence, pending, published)) = last else { return Ok(()) };
-        // Fenced again: the fetch may have waited. Skipping these would leave
+        let Some((sequence, pending, published)) = last else { return Ok(()) };
+        // Fenced again: the wait may have been long. Skipping these would leave
         // a gap, so the worker stops; the partition restarts from its snapshot.
         if !held.lease_fresh(self.options.lease_time) {
             return Err(ClusterError::LeaseExpired { partition: held.partition });
@@ -559,7 +559,6 @@ impl Node {
         held.applied_events.fetch_add(count, Ordering::Relaxed);
         held.lag_messages.store(pending, Ordering::Relaxed);
         held.newest_published_ms.store(published, Ordering::Relaxed);
-        message.ack().await.map_err(|source| ClusterError::Broker { action: "acknowledge events", source })?;
         Ok(())
     }
 

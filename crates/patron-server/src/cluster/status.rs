@@ -32,10 +32,10 @@ pub(crate) struct PartitionRow {
     pub(crate) partition: u32,
     /// Lease holder (none while it moves).
     pub(crate) owner: Option<String>,
-    /// Last stream sequence the owner acknowledged as applied.
+    /// Last stream sequence the owner applied, and the partition's messages
+    /// after it (as the owner last heard from the broker); filled in from the
+    /// owner's `GET /v1/cluster/status` by `patron cluster status`.
     pub(crate) applied_sequence: Option<u64>,
-    /// Messages of this partition not yet applied (waiting, or delivered
-    /// and not yet acknowledged).
     pub(crate) lag_messages: Option<u64>,
     /// The newest snapshot: the sequence it covers and who wrote it.
     pub(crate) snapshot_sequence: Option<u64>,
@@ -53,7 +53,6 @@ pub(crate) async fn fleet_status(broker: &Broker, partitions: u32) -> Result<Fle
         .map_err(|e| ClusterError::Broker { action: "read the event stream", source: Box::new(e) })?;
     let mut rows = Vec::with_capacity(partitions as usize);
     for partition in 0..partitions {
-        let consumer = broker.events.consumer_info(format!("partition-{partition}")).await.ok();
         let record = match broker.partitions.get(partition_key(partition)).await {
             Ok(Some(bytes)) => serde_json::from_slice::<SnapshotRecord>(&bytes).ok(),
             _ => None,
@@ -61,8 +60,8 @@ pub(crate) async fn fleet_status(broker: &Broker, partitions: u32) -> Result<Fle
         rows.push(PartitionRow {
             partition,
             owner: owners.get(&partition).cloned(),
-            applied_sequence: consumer.as_ref().map(|c| c.ack_floor.stream_sequence),
-            lag_messages: consumer.as_ref().map(|c| c.num_pending + c.num_ack_pending as u64),
+            applied_sequence: None,
+            lag_messages: None,
             snapshot_sequence: record.as_ref().map(|r| r.sequence),
             snapshot_node: record.map(|r| r.node),
         });
@@ -106,6 +105,8 @@ pub(crate) fn run(nats: &str, as_json: bool) -> Result<()> {
         let partitions = partitions_in_use(&broker).await;
         fleet_status(&broker, partitions).await
     })?;
+    let mut status = status;
+    fill_from_owners(&mut status);
     if as_json {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(());
@@ -132,6 +133,27 @@ pub(crate) fn run(nats: &str, as_json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Fills each partition's applied sequence and lag from its owner's
+/// `GET /v1/cluster/status` (an owner that does not answer leaves them empty).
+fn fill_from_owners(status: &mut FleetStatus) {
+    let mut held = BTreeMap::new();
+    for entry in status.nodes.values() {
+        let url = format!("{}/v1/cluster/status", entry.http);
+        let Ok(response) = ureq::get(&url).timeout(std::time::Duration::from_secs(5)).call() else { continue };
+        let Ok(body) = response.into_json::<serde_json::Value>() else { continue };
+        for row in body["held"].as_array().into_iter().flatten() {
+            if let Some(partition) = row["partition"].as_u64() {
+                held.insert(partition as u32, (row["applied_sequence"].as_u64(), row["lag_messages"].as_u64()));
+            }
+        }
+    }
+    for row in &mut status.partitions {
+        if let Some((applied, lag)) = held.get(&row.partition) {
+            (row.applied_sequence, row.lag_messages) = (*applied, *lag);
+        }
+    }
 }
 
 /// `/metrics` of a node: which node owns each partition, and for the
