@@ -65,6 +65,16 @@ pub enum ClusterError {
         /// The engine's refusal.
         source: patron_model::SinkError,
     },
+    /// A blocking task of a partition (opening or snapshotting its engine) panicked.
+    #[error("partition {partition}: the task to {action} it failed: {source}")]
+    Task {
+        /// Which partition.
+        partition: u32,
+        /// What the task was doing.
+        action: &'static str,
+        /// The runtime's error.
+        source: tokio::task::JoinError,
+    },
     /// The lease ran out while events were being fetched.
     #[error("partition {partition}: the lease was not renewed in time; restarting from the snapshot")]
     LeaseExpired {

@@ -240,11 +240,6 @@ impl Node {
         done
     }
 
-    /// Whether every held partition is restored and applying.
-    pub fn ready(&self) -> bool {
-        self.held.lock().map(|h| h.values().all(|p| !p.restoring.load(Ordering::Relaxed))).unwrap_or(false)
-    }
-
     /// Runs the control loop until `shutdown` turns true, then hands every
     /// partition over (a last snapshot each) and leaves the fleet.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
@@ -483,7 +478,7 @@ impl Node {
         let config = (self.options.engine)(&dir);
         let engine = tokio::task::spawn_blocking(move || Engine::open(config))
             .await
-            .map_err(|e| broker_error("open a partition (task)", e))?
+            .map_err(|source| ClusterError::Task { partition, action: "open", source })?
             .map_err(|source| ClusterError::State { partition, source })?
             .0;
         Ok((engine, record, revision))
@@ -571,7 +566,7 @@ impl Node {
         let snapshotting = engine.clone();
         let report = tokio::task::spawn_blocking(move || snapshotting.snapshot())
             .await
-            .map_err(|e| broker_error("snapshot a partition (task)", e))?
+            .map_err(|source| ClusterError::Task { partition, action: "snapshot", source })?
             .map_err(|source| ClusterError::State { partition, source })?;
         // One object per snapshot: the record names it only once it is whole.
         let object =

@@ -35,7 +35,7 @@ use crate::http::{AppState, blocking, error};
 use crate::rejected::RejectedStore;
 
 /// The content type of the OpenMetrics text format.
-const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Labels of a request's latency.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

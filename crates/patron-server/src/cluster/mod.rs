@@ -351,7 +351,7 @@ async fn get_status(State(state): State<Arc<ClusterState>>) -> Response {
 async fn get_metrics(State(state): State<Arc<ClusterState>>) -> Response {
     let owners = lease_map(state.node.broker(), state.partitions).await.unwrap_or_default();
     match status::metrics_text(&state.node, &owners) {
-        Ok(text) => ([(header::CONTENT_TYPE, status::METRICS_CONTENT_TYPE)], text).into_response(),
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
 }

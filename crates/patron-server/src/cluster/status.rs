@@ -12,9 +12,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
-/// The content type of the OpenMetrics text format.
-pub(crate) const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
 /// The whole fleet.
 #[derive(Debug, Serialize)]
 pub(crate) struct FleetStatus {
