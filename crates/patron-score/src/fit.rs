@@ -323,23 +323,49 @@ const CHUNK: usize = 4096;
 impl CompressedHistories {
     /// Validates and compresses histories. Fails on the first impossible one.
     pub fn new(histories: &[History]) -> Result<Self> {
-        if let Some((index, h)) = histories.iter().enumerate().find(|(_, h)| {
-            !(h.recency.is_finite() && h.tenure.is_finite() && h.recency >= 0.0 && h.recency <= h.tenure)
-                || (h.frequency == 0 && h.recency != 0.0)
-        }) {
-            return Err(ScoreError::InvalidHistory { index, history: *h });
-        }
+        Self::validate(histories.iter().copied())?;
         let mut keys: Vec<(u32, u64, u64)> =
             histories.par_iter().map(|h| (h.frequency, h.recency.to_bits(), h.tenure.to_bits())).collect();
         keys.par_sort_unstable();
-        let mut out = Self { customers: histories.len() as u64, ..Self::default() };
-        for key in keys {
+        Ok(Self::from_sorted(keys.into_iter().map(|key| (key, 1))))
+    }
+
+    /// Validates and compresses histories given with their number of
+    /// customers, in any order: the same table [`Self::new`] makes of the
+    /// histories repeated that often (how a fleet fits on its partitions'
+    /// tables together).
+    pub fn from_counts(histories: &[(History, u64)]) -> Result<Self> {
+        Self::validate(histories.iter().map(|(h, _)| *h))?;
+        let mut keys: Vec<((u32, u64, u64), u64)> = histories
+            .par_iter()
+            .map(|(h, count)| ((h.frequency, h.recency.to_bits(), h.tenure.to_bits()), *count))
+            .collect();
+        keys.par_sort_unstable();
+        Ok(Self::from_sorted(keys.into_iter()))
+    }
+
+    fn validate(histories: impl Iterator<Item = History>) -> Result<()> {
+        for (index, h) in histories.enumerate() {
+            if !(h.recency.is_finite() && h.tenure.is_finite() && h.recency >= 0.0 && h.recency <= h.tenure)
+                || (h.frequency == 0 && h.recency != 0.0)
+            {
+                return Err(ScoreError::InvalidHistory { index, history: h });
+            }
+        }
+        Ok(())
+    }
+
+    /// Keys `(x, t_x bits, T bits)` in ascending order, with their counts.
+    fn from_sorted(keys: impl Iterator<Item = ((u32, u64, u64), u64)>) -> Self {
+        let mut out = Self::default();
+        for (key, count) in keys {
+            out.customers += count;
             if out.frequency.last() == Some(&key.0)
                 && out.recency.last().map(|v| v.to_bits()) == Some(key.1)
                 && out.tenure.last().map(|v| v.to_bits()) == Some(key.2)
             {
                 if let Some(w) = out.weight.last_mut() {
-                    *w += 1.0;
+                    *w += count as f64;
                 }
                 continue;
             }
@@ -350,9 +376,9 @@ impl CompressedHistories {
             out.frequency.push(key.0);
             out.recency.push(f64::from_bits(key.1));
             out.tenure.push(f64::from_bits(key.2));
-            out.weight.push(1.0);
+            out.weight.push(count as f64);
         }
-        Ok(out)
+        out
     }
 
     /// Number of distinct histories.

@@ -43,9 +43,9 @@ pub use interval::{CLV_INTERVAL_Z, ParameterCovariance, clv_interval};
 pub use purchase::{BetaGeoParams, History, ParetoParams, PurchaseModel, PurchaseParams};
 pub use ranking::{Similarity, average_precision, hit_rate, ndcg, recall};
 pub use segments::{
-    Aliveness, LifecycleStage, Relationship, RfmSegment, SegmentConfig, SegmentDefinition, SegmentInput, Segments,
-    ValueTier, definitions as segment_definitions, lifecycle_stage, quintile_scores, relationship, rfm_segment,
-    segment_population,
+    Aliveness, LifecycleStage, PopulationRanks, Relationship, RfmSegment, SegmentConfig, SegmentCuts,
+    SegmentDefinition, SegmentInput, Segments, ValueRuns, ValueTier, definitions as segment_definitions,
+    lifecycle_stage, quintile_scores, relationship, rfm_segment, segment_population,
 };
 pub use validation::{
     CalibrationRow, DecileRow, HoldoutCase, HoldoutPrediction, PredictionQuality, assess, calibration_table,

@@ -219,29 +219,82 @@ impl Segments {
     }
 }
 
-/// Sorted copy of the finite values, for rank queries. Quintiles and shares
-/// compare against a few precomputed order statistics, so labelling a
-/// customer costs a handful of comparisons, not a binary search per metric.
-struct Ranks(Vec<f64>);
+/// One population column's finite values, sorted, as runs of equal values:
+/// everything a rank query needs, in a form that merges exactly. A fleet's
+/// partitions each send theirs, and the merge ranks the whole population as
+/// one sort of every value would. Quintiles and shares compare against a few
+/// order statistics taken from it, so labelling a customer costs a handful of
+/// comparisons, not a binary search per metric.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ValueRuns {
+    /// Distinct values, ascending (`f64::total_cmp`).
+    values: Vec<f64>,
+    /// Number of values up to and including each run.
+    ends: Vec<u64>,
+}
 
-impl Ranks {
+impl ValueRuns {
     fn new(values: impl ParallelIterator<Item = f64>) -> Self {
         let mut v: Vec<f64> = values.filter(|v| v.is_finite()).collect();
         v.par_sort_unstable_by(f64::total_cmp);
-        Self(v)
+        Self::from_sorted_runs(v.into_iter().map(|value| (value, 1)))
+    }
+
+    /// `(value, count)` pairs in ascending order, equal values combined.
+    fn from_sorted_runs(runs: impl Iterator<Item = (f64, u64)>) -> Self {
+        let mut out = Self::default();
+        let mut total = 0;
+        for (value, count) in runs {
+            total += count;
+            match (out.values.last(), out.ends.last_mut()) {
+                (Some(last), Some(end)) if last.to_bits() == value.to_bits() => *end = total,
+                _ => {
+                    out.values.push(value);
+                    out.ends.push(total);
+                }
+            }
+        }
+        out
+    }
+
+    /// The runs of every part together.
+    pub fn merge<'a>(parts: impl IntoIterator<Item = &'a ValueRuns>) -> Self {
+        let mut runs: Vec<(f64, u64)> = parts.into_iter().flat_map(ValueRuns::runs).collect();
+        runs.par_sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        Self::from_sorted_runs(runs.into_iter())
+    }
+
+    fn runs(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        self.values.iter().zip(self.ends.iter().zip(starts)).map(|(&v, (&end, start))| (v, end - start))
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> u64 {
+        self.ends.last().copied().unwrap_or(0)
+    }
+
+    /// Whether there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The value of rank `i` (0 = smallest); `i < len()`.
+    fn nth(&self, i: u64) -> f64 {
+        self.values[self.ends.partition_point(|&end| end <= i)]
     }
 
     /// Smallest count m with m/n ≥ k/5, i.e. ⌈k·n/5⌉, for k = 1..=4.
-    fn quintile_counts(&self) -> [usize; 4] {
-        let n = self.0.len();
-        std::array::from_fn(|k| ((k + 1) * n).div_ceil(5))
+    fn quintile_counts(&self) -> [u64; 4] {
+        let n = self.len();
+        std::array::from_fn(|k| ((k as u64 + 1) * n).div_ceil(5))
     }
 
     /// Scorer where a higher value is better: 1 + ⌊5 · share strictly below⌋.
     fn higher_better(&self) -> QuintileCuts {
         // #{x < v} ≥ m  ⟺  sorted[m − 1] < v
         QuintileCuts {
-            cuts: self.quintile_counts().map(|m| if m == 0 { f64::NEG_INFINITY } else { self.0[m - 1] }),
+            cuts: self.quintile_counts().map(|m| if m == 0 { f64::NEG_INFINITY } else { self.nth(m - 1) }),
             strict_below: true,
         }
     }
@@ -249,9 +302,9 @@ impl Ranks {
     /// Scorer where a lower value is better: 1 + ⌊5 · share strictly above⌋.
     fn lower_better(&self) -> QuintileCuts {
         // #{x > v} ≥ m  ⟺  #{x ≤ v} ≤ n − m  ⟺  sorted[n − m] > v
-        let n = self.0.len();
+        let n = self.len();
         QuintileCuts {
-            cuts: self.quintile_counts().map(|m| if m == 0 { f64::INFINITY } else { self.0[n - m] }),
+            cuts: self.quintile_counts().map(|m| if m == 0 { f64::INFINITY } else { self.nth(n - m) }),
             strict_below: false,
         }
     }
@@ -259,19 +312,20 @@ impl Ranks {
     /// Test for "share of values strictly above v is below `share`".
     fn top_share(&self, share: f64) -> TopShare {
         // #{x > v} < s·n  ⟺  #{x ≤ v} > n − s·n  ⟺  #{x ≤ v} ≥ m  ⟺  sorted[m − 1] ≤ v
-        let n = self.0.len();
-        let m = (n as f64 - share * n as f64).floor() as usize + 1;
+        let n = self.len();
+        let m = (n as f64 - share * n as f64).floor() as u64 + 1;
         TopShare(if m == 0 {
             f64::NEG_INFINITY
         } else if m > n {
             f64::INFINITY
         } else {
-            self.0[m - 1]
+            self.nth(m - 1)
         })
     }
 }
 
 /// Four order statistics that split a population into quintile scores.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 struct QuintileCuts {
     cuts: [f64; 4],
     strict_below: bool,
@@ -289,6 +343,7 @@ impl QuintileCuts {
 }
 
 /// Threshold of a "top share" membership test.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 struct TopShare(f64);
 
 impl TopShare {
@@ -297,9 +352,96 @@ impl TopShare {
     }
 }
 
+/// The ranked columns a population's labels are relative to. A fleet merges
+/// its partitions' with [`PopulationRanks::merge`] and labels every partition
+/// with the one set of [`SegmentCuts`] that results, so its labels are the
+/// ones a single node holding every customer would give.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PopulationRanks {
+    /// Days since the last purchase.
+    pub recency: ValueRuns,
+    /// Purchase occasions.
+    pub frequency: ValueRuns,
+    /// Net revenue.
+    pub monetary: ValueRuns,
+    /// Customer lifetime value.
+    pub clv: ValueRuns,
+}
+
+impl PopulationRanks {
+    /// The ranked columns of `inputs` (a rayon kernel).
+    pub fn of(inputs: &[SegmentInput]) -> Self {
+        Self {
+            recency: ValueRuns::new(inputs.par_iter().map(|i| i.days_since_last_purchase)),
+            frequency: ValueRuns::new(inputs.par_iter().map(|i| f64::from(i.occasions))),
+            monetary: ValueRuns::new(inputs.par_iter().map(|i| i.revenue)),
+            clv: ValueRuns::new(inputs.par_iter().map(|i| i.clv)),
+        }
+    }
+
+    /// The columns of all parts' populations together.
+    pub fn merge(parts: &[PopulationRanks]) -> Self {
+        Self {
+            recency: ValueRuns::merge(parts.iter().map(|p| &p.recency)),
+            frequency: ValueRuns::merge(parts.iter().map(|p| &p.frequency)),
+            monetary: ValueRuns::merge(parts.iter().map(|p| &p.monetary)),
+            clv: ValueRuns::merge(parts.iter().map(|p| &p.clv)),
+        }
+    }
+
+    /// The order statistics the labels of this population compare against.
+    pub fn cuts(&self, config: &SegmentConfig) -> SegmentCuts {
+        SegmentCuts {
+            recency: self.recency.lower_better(),
+            frequency: self.frequency.higher_better(),
+            monetary: self.monetary.higher_better(),
+            high_value: self.clv.top_share(config.high_value_share),
+            most_valuable: self.clv.top_share(config.most_valuable_share),
+        }
+    }
+}
+
+/// The thresholds that label a buyer relative to a population: a few order
+/// statistics of it ([`PopulationRanks::cuts`]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SegmentCuts {
+    recency: QuintileCuts,
+    frequency: QuintileCuts,
+    monetary: QuintileCuts,
+    high_value: TopShare,
+    most_valuable: TopShare,
+}
+
+impl SegmentCuts {
+    /// The labels of one buyer.
+    pub fn label(&self, i: &SegmentInput, config: &SegmentConfig) -> Segments {
+        let rfm_r = self.recency.score(i.days_since_last_purchase);
+        let rfm_f = self.frequency.score(f64::from(i.occasions));
+        let rfm_m = self.monetary.score(i.revenue);
+        let value_tier = if self.most_valuable.contains(i.clv) {
+            ValueTier::MostValuable
+        } else if self.high_value.contains(i.clv) {
+            ValueTier::Potential
+        } else {
+            ValueTier::LowValue
+        };
+        let lifecycle_stage = lifecycle_stage(i.occasions.saturating_sub(1), i.p_alive, config);
+        let aliveness = lifecycle_stage.aliveness().unwrap_or(Aliveness::Alive);
+        Segments {
+            rfm_r,
+            rfm_f,
+            rfm_m,
+            rfm_segment: rfm_segment(rfm_r, rfm_f, rfm_m, aliveness),
+            value_tier,
+            relationship: relationship(value_tier, aliveness),
+            lifecycle_stage,
+        }
+    }
+}
+
 /// Quintile scores 1–5 of `values` (5 = best); ties share a score.
 pub fn quintile_scores(values: &[f64], higher_is_better: bool) -> Vec<u8> {
-    let ranks = Ranks::new(values.par_iter().copied());
+    let ranks = ValueRuns::new(values.par_iter().copied());
     let cuts = if higher_is_better { ranks.higher_better() } else { ranks.lower_better() };
     values.par_iter().map(|&v| cuts.score(v)).collect()
 }
@@ -393,38 +535,8 @@ pub fn lifecycle_stage(repeat_occasions: u32, p_alive: f64, config: &SegmentConf
 
 /// Labels every buyer relative to the whole population (a rayon kernel).
 pub fn segment_population(inputs: &[SegmentInput], config: &SegmentConfig) -> Vec<Segments> {
-    let recency = Ranks::new(inputs.par_iter().map(|i| i.days_since_last_purchase)).lower_better();
-    let frequency = Ranks::new(inputs.par_iter().map(|i| f64::from(i.occasions))).higher_better();
-    let monetary = Ranks::new(inputs.par_iter().map(|i| i.revenue)).higher_better();
-    let clv_ranks = Ranks::new(inputs.par_iter().map(|i| i.clv));
-    let (high_value, most_valuable) =
-        (clv_ranks.top_share(config.high_value_share), clv_ranks.top_share(config.most_valuable_share));
-    inputs
-        .par_iter()
-        .map(|i| {
-            let rfm_r = recency.score(i.days_since_last_purchase);
-            let rfm_f = frequency.score(f64::from(i.occasions));
-            let rfm_m = monetary.score(i.revenue);
-            let value_tier = if most_valuable.contains(i.clv) {
-                ValueTier::MostValuable
-            } else if high_value.contains(i.clv) {
-                ValueTier::Potential
-            } else {
-                ValueTier::LowValue
-            };
-            let lifecycle_stage = lifecycle_stage(i.occasions.saturating_sub(1), i.p_alive, config);
-            let aliveness = lifecycle_stage.aliveness().unwrap_or(Aliveness::Alive);
-            Segments {
-                rfm_r,
-                rfm_f,
-                rfm_m,
-                rfm_segment: rfm_segment(rfm_r, rfm_f, rfm_m, aliveness),
-                value_tier,
-                relationship: relationship(value_tier, aliveness),
-                lifecycle_stage,
-            }
-        })
-        .collect()
+    let cuts = PopulationRanks::of(inputs).cuts(config);
+    inputs.par_iter().map(|i| cuts.label(i, config)).collect()
 }
 
 /// One label's rule, in words, with the thresholds in force.
@@ -571,12 +683,41 @@ mod tests {
             let n = values.len() as f64;
             let below = |v: f64| values.iter().filter(|&&x| x < v).count() as f64 / n;
             let above = |v: f64| values.iter().filter(|&&x| x > v).count() as f64 / n;
-            let ranks = Ranks::new(values.par_iter().copied());
+            let ranks = ValueRuns::new(values.par_iter().copied());
             let (hi, lo, top) = (ranks.higher_better(), ranks.lower_better(), ranks.top_share(share));
             for &v in &values {
                 prop_assert_eq!(hi.score(v), (1.0 + (5.0 * below(v)).floor()).min(5.0) as u8, "higher v={}", v);
                 prop_assert_eq!(lo.score(v), (1.0 + (5.0 * above(v)).floor()).min(5.0) as u8, "lower v={}", v);
                 prop_assert_eq!(top.contains(v), above(v) < share, "top share {} v={}", share, v);
+            }
+        });
+    }
+
+    /// A fleet labels each partition with cuts merged from every partition's
+    /// ranks; the labels must be those of one population holding everyone.
+    #[test]
+    fn cuts_from_merged_partition_ranks_label_as_the_whole_population_does() {
+        use proptest::prelude::*;
+        let input = (0u8..30, 1u32..8, 0u16..500, 0u16..2000, 0u8..=10).prop_map(|(d, o, r, c, p)| SegmentInput {
+            days_since_last_purchase: f64::from(d),
+            occasions: o,
+            revenue: f64::from(r) / 4.0,
+            clv: f64::from(c) / 8.0,
+            p_alive: f64::from(p) / 10.0,
+        });
+        proptest!(|(inputs in proptest::collection::vec(input, 1..300), split in proptest::collection::vec(0usize..4, 300))| {
+            let config = SegmentConfig::default();
+            let whole = segment_population(&inputs, &config);
+            let mut parts = vec![Vec::new(); 4];
+            for (i, input) in inputs.iter().enumerate() {
+                parts[split[i]].push(*input);
+            }
+            let ranks: Vec<PopulationRanks> = parts.iter().map(|p| PopulationRanks::of(p)).collect();
+            let merged = PopulationRanks::merge(&ranks);
+            prop_assert_eq!(&merged, &PopulationRanks::of(&inputs));
+            let cuts = merged.cuts(&config);
+            for (i, input) in inputs.iter().enumerate() {
+                prop_assert_eq!(cuts.label(input, &config), whole[i]);
             }
         });
     }

@@ -42,8 +42,8 @@ use patron_model::{
     decode_event, encode_event,
 };
 use patron_score::{
-    BetaGeoParams, ClvConfig, GammaGammaParams, PurchaseModel, PurchaseParams, ScoreCache, ScoreInput, Scorer, Scores,
-    SegmentInput, segment_population,
+    BetaGeoParams, ClvConfig, GammaGammaParams, PopulationRanks, PurchaseModel, PurchaseParams, ScoreCache, ScoreInput,
+    Scorer, Scores, SegmentCuts, SegmentInput, Segments,
 };
 use patron_storage::{RealDisk, Storage, crash_point};
 use patron_wal::{RecoveryReport, Wal, WalError, WalOptions};
@@ -58,7 +58,7 @@ use crate::item_feed::{self, FeedSender, ItemFeed};
 use crate::items::{ItemConfig, ItemStats, Observed, RecsModel};
 use crate::recommend::{BlendConfig, ListKind, Recommendation, recommend};
 use crate::record::{Applied, CustomerRecord, Refusal};
-use crate::scoring::{ModelFits, ScoringConfig, fit_models_on, parameter_covariance, scorer_for};
+use crate::scoring::{FitInputs, ModelFits, ScoringConfig, parameter_covariance, scorer_for};
 use crate::snapshot::{
     Cut, Section, ShardState, SharedState, Snapshot, SnapshotError, SnapshotFile, list_snapshots, write_snapshot,
 };
@@ -232,6 +232,27 @@ pub fn beyond_horizon_reason(remembered_from_day: i32) -> String {
          horizon), so it may already have been applied; it was not applied again (a larger dedup horizon keeps more)",
         Timestamp::start_of_day(remembered_from_day).to_rfc3339()
     )
+}
+
+/// Every buyer of an engine scored with one fit, waiting for the labels'
+/// cuts ([`Engine::score_population`]).
+pub struct ScoredPopulation {
+    models: ModelState,
+    gathered: Vec<Vec<Gathered>>,
+    scores: Vec<Scores>,
+    segment_inputs: Vec<SegmentInput>,
+}
+
+impl ScoredPopulation {
+    /// This population's ranked columns, for the cuts of the labels.
+    pub fn ranks(&self) -> PopulationRanks {
+        PopulationRanks::of(&self.segment_inputs)
+    }
+
+    /// Number of buyers scored.
+    pub fn buyers(&self) -> usize {
+        self.scores.len()
+    }
 }
 
 /// One buyer's inputs to the refit kernel, gathered under a shard's read lock.
@@ -557,7 +578,7 @@ impl Inner {
         match self.config.clock {
             Clock::Wall => Some(Timestamp::now()),
             Clock::Event => {
-                let ms = self.watermark_ms.load(Ordering::Relaxed);
+                let ms = self.watermark_ms.load(Ordering::Relaxed).max(self.clock_floor_ms.load(Ordering::Relaxed));
                 (ms != i64::MIN).then(|| Timestamp::from_millis(ms))
             }
         }
@@ -661,6 +682,9 @@ struct Inner {
     /// The last refits' models, oldest first, for `model_quality` ([`crate::quality`]).
     frozen: Mutex<std::collections::VecDeque<Arc<ModelState>>>,
     watermark_ms: AtomicI64,
+    /// The fit time of the installed models: "now" does not go back before
+    /// it. Only a fleet's models can be ahead of a partition's own events.
+    clock_floor_ms: AtomicI64,
     /// The key of every shard's event fingerprints (stored in snapshots).
     hasher: IdHasher,
     stats: EngineStats,
@@ -894,6 +918,7 @@ impl Engine {
             models: RwLock::new(models),
             frozen: Mutex::new(frozen.into()),
             watermark_ms: AtomicI64::new(i64::MIN),
+            clock_floor_ms: AtomicI64::new(i64::MIN),
             hasher,
             stats: EngineStats::default(),
             item_feed: ItemFeed::default(),
@@ -1781,9 +1806,50 @@ impl Engine {
     fn refit_models(&self) -> Result<Arc<ModelState>> {
         let started = Instant::now();
         let now = self.now().ok_or(StateError::NoEvents)?;
+        let gathered = self.gather(now)?;
+        let inputs = FitInputs::of_buyers(
+            gathered.iter().flatten().map(|g| (g.input, g.occasions, g.occasion_value_minor)),
+            Some(now),
+        );
+        let config = &self.inner.config.scoring;
         let minor = self.inner.config.currencies.base.minor_per_major();
-        // Phase 1: gather inputs under short read locks.
-        let gathered: Vec<Vec<Gathered>> = self.with_books(|book| {
+        let fits = inputs.fit(now, config.time_unit, Some(config.model), minor);
+        let scored = self.score_gathered(gathered, fits)?;
+        let cuts = scored.ranks().cuts(&config.segments);
+        Ok(self.install_scored(scored, &cuts, started))
+    }
+
+    /// What this engine's buyers contribute to a fit of a population that
+    /// spans several engines (a fleet's partitions): see [`FitInputs`].
+    pub fn fit_inputs(&self) -> Result<FitInputs> {
+        let now = self.watermark().unwrap_or_else(|| Timestamp::from_millis(0));
+        let gathered = self.gather(now)?;
+        Ok(FitInputs::of_buyers(
+            gathered.iter().flatten().map(|g| (g.input, g.occasions, g.occasion_value_minor)),
+            self.watermark(),
+        ))
+    }
+
+    /// Scores every buyer with `fits` as of their `fitted_at`, which becomes
+    /// this engine's "now" when they are installed. The labels wait for the
+    /// population's cuts: [`ScoredPopulation::ranks`] is this engine's share
+    /// of the population, and [`Self::install_scored`] applies the cuts.
+    pub fn score_population(&self, fits: ModelFits) -> Result<ScoredPopulation> {
+        let gathered = self.gather(fits.fitted_at)?;
+        self.score_gathered(gathered, fits)
+    }
+
+    /// Installs what [`Self::score_population`] scored with the labels of
+    /// `cuts`, and serves `scored`'s models from now on. "Now" does not go
+    /// back before their fit time, even where this engine's own events are older.
+    pub fn install_population(&self, scored: ScoredPopulation, cuts: &SegmentCuts) -> Arc<ModelState> {
+        self.install_scored(scored, cuts, Instant::now())
+    }
+
+    /// Gathers every buyer's inputs as of `now`, under short read locks.
+    fn gather(&self, now: Timestamp) -> Result<Vec<Vec<Gathered>>> {
+        let minor = self.inner.config.currencies.base.minor_per_major();
+        self.with_books(|book| {
             book.records()
                 .iter()
                 .enumerate()
@@ -1798,19 +1864,18 @@ impl Engine {
                     })
                 })
                 .collect()
-        })?;
-        let all: Vec<&Gathered> = gathered.iter().flatten().collect();
-        let inputs: Vec<ScoreInput> = all.iter().map(|g| g.input).collect();
-        let occasions: u64 = all.iter().map(|g| u64::from(g.occasions)).sum();
-        let value: f64 = all.iter().map(|g| g.occasion_value_minor as f64).sum();
-        let mean_value = if occasions == 0 { 0.0 } else { value / occasions as f64 / minor };
-        // Phase 2: fit and score off the locks.
+        })
+    }
+
+    /// Scores gathered buyers with `fits`, off the locks (rayon).
+    fn score_gathered(&self, gathered: Vec<Vec<Gathered>>, fits: ModelFits) -> Result<ScoredPopulation> {
         let config = &self.inner.config.scoring;
-        let fits = fit_models_on(&inputs, mean_value, now, config.time_unit, Some(config.model));
         let scorer = scorer_for(&fits, config)?;
+        let inputs: Vec<ScoreInput> = gathered.iter().flatten().map(|g| g.input).collect();
         let scores = scorer
             .score_all_with_intervals(&inputs, &parameter_covariance(&fits, config))
             .map_err(StateError::Scoring)?;
+        let all: Vec<&Gathered> = gathered.iter().flatten().collect();
         let segment_inputs: Vec<SegmentInput> = all
             .par_iter()
             .zip(scores.par_iter())
@@ -1822,8 +1887,22 @@ impl Engine {
                 p_alive: s.p_alive,
             })
             .collect();
-        let segments = segment_population(&segment_inputs, &config.segments);
-        // Phase 3: write back shard by shard.
+        Ok(ScoredPopulation {
+            models: ModelState { scorer, fits: Some(fits), provisional: false },
+            gathered,
+            scores,
+            segment_inputs,
+        })
+    }
+
+    /// Writes scores and labels back shard by shard and serves the models.
+    fn install_scored(&self, scored: ScoredPopulation, cuts: &SegmentCuts, started: Instant) -> Arc<ModelState> {
+        let config = &self.inner.config.scoring;
+        let ScoredPopulation { models, gathered, scores, segment_inputs } = scored;
+        let segments: Vec<Segments> = segment_inputs.par_iter().map(|i| cuts.label(i, &config.segments)).collect();
+        if let Some(fits) = &models.fits {
+            self.inner.clock_floor_ms.fetch_max(fits.fitted_at.millis(), Ordering::Relaxed);
+        }
         let mut offset = 0;
         for (shard, rows) in gathered.iter().enumerate() {
             if let Ok(mut book) = self.inner.shards[shard].write() {
@@ -1837,7 +1916,7 @@ impl Engine {
             }
             offset += rows.len();
         }
-        let state = Arc::new(ModelState { scorer, fits: Some(fits), provisional: false });
+        let state = Arc::new(models);
         if let Ok(mut models) = self.inner.models.write() {
             *models = state.clone();
         }
@@ -1850,7 +1929,7 @@ impl Engine {
         }
         self.inner.stats.refits.fetch_add(1, Ordering::Relaxed);
         self.inner.stats.last_refit_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        Ok(state)
+        state
     }
 
     /// Stops accepting events, lets queued ones finish, and joins the threads.

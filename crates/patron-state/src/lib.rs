@@ -40,7 +40,7 @@ pub use book::{CustomerBook, Records, Row, SharedBook};
 pub use chunk::{CHUNK, Chunk, ChunkMut, ChunkView, Groups, IdColumn};
 pub use dedup::{DEFAULT_DEDUP_HORIZON_DAYS, DedupIndex, IdHasher};
 pub use engine::{
-    Clock, Engine, EngineConfig, EngineStats, ModelState, Quarantined, ShardFailure, SnapshotReport,
+    Clock, Engine, EngineConfig, EngineStats, ModelState, Quarantined, ScoredPopulation, ShardFailure, SnapshotReport,
     beyond_horizon_reason,
 };
 // The recommender's core lives below this crate; its modules keep their paths here.
@@ -52,7 +52,7 @@ pub use patron_recs::{
 pub use record::{Applied, CustomerRecord, History, OtherConsent, Refusal, Summary};
 pub use recs_tables::{products_batch, recommend_all, recommendations_batch, similar_products_batch};
 pub use scoring::{
-    ModelFits, ScoredBook, ScoringConfig, TimeUnit, customers_batch, fit_models, fit_models_on, parameter_covariance,
+    FitInputs, ModelFits, ScoredBook, ScoringConfig, TimeUnit, customers_batch, fit_models, parameter_covariance,
     score_book, scorer_for,
 };
 

@@ -128,40 +128,147 @@ impl ModelFits {
     }
 }
 
+/// What a population of buyers contributes to a model fit, in a form that
+/// neither "now" nor the population's split changes: a fleet's partitions
+/// each send theirs, [`FitInputs::merge`] joins them, and [`FitInputs::fit`]
+/// fits what a single node holding every customer would fit, bit for bit
+/// (the fit reads sorted, counted tables and exact integer sums).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FitInputs {
+    /// Buyers by (repeat occasions, days from first to last purchase, day of
+    /// the first purchase), with their number; ascending.
+    pub histories: Vec<((u32, u32, i32), u64)>,
+    /// Spends that inform Gamma-Gamma by (repeat occasions, bits of the mean
+    /// repeat value in base-currency major units), with their number; ascending.
+    pub spends: Vec<((u32, u64), u64)>,
+    /// Purchase occasions of every buyer.
+    pub occasions: u64,
+    /// Their value, base-currency minor units.
+    pub occasion_value_minor: i128,
+    /// The latest event time of the population (Unix milliseconds).
+    pub watermark_ms: Option<i64>,
+}
+
+impl FitInputs {
+    /// The inputs of buyers given as their score inputs (at any "now"), with
+    /// their occasions and the value of those in minor units.
+    pub fn of_buyers(buyers: impl Iterator<Item = (ScoreInput, u32, i64)>, watermark: Option<Timestamp>) -> Self {
+        let mut out = Self { watermark_ms: watermark.map(Timestamp::millis), ..Self::default() };
+        let mut histories = Vec::new();
+        let mut spends = Vec::new();
+        for (input, occasions, value_minor) in buyers {
+            // The first purchase day: `tenure_days` counts from it to `now_day`.
+            let first_day = input.now_day - input.tenure_days as i32;
+            histories.push(((input.frequency, input.recency_days, first_day), 1));
+            if input.spend.is_informative() {
+                spends.push(((input.spend.repeat_occasions, input.spend.mean_repeat_value.to_bits()), 1));
+            }
+            out.occasions += u64::from(occasions);
+            out.occasion_value_minor += i128::from(value_minor);
+        }
+        out.histories = counted(histories);
+        out.spends = counted(spends);
+        out
+    }
+
+    /// The inputs of every part's buyers together.
+    pub fn merge(parts: &[FitInputs]) -> Self {
+        Self {
+            histories: counted(parts.iter().flat_map(|p| p.histories.iter().copied()).collect()),
+            spends: counted(parts.iter().flat_map(|p| p.spends.iter().copied()).collect()),
+            occasions: parts.iter().map(|p| p.occasions).sum(),
+            occasion_value_minor: parts.iter().map(|p| p.occasion_value_minor).sum(),
+            watermark_ms: parts.iter().filter_map(|p| p.watermark_ms).max(),
+        }
+    }
+
+    /// The latest event time of the population.
+    pub fn watermark(&self) -> Option<Timestamp> {
+        self.watermark_ms.map(Timestamp::from_millis)
+    }
+
+    /// Number of buyers.
+    pub fn buyers(&self) -> u64 {
+        self.histories.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Fits every model on these buyers as of `now` (`primary`: see [`fit_counted`]).
+    pub fn fit(
+        &self,
+        now: Timestamp,
+        time_unit: TimeUnit,
+        primary: Option<PurchaseModel>,
+        minor_per_major: f64,
+    ) -> ModelFits {
+        let days = time_unit.days();
+        let now_day = now.day();
+        let histories: Vec<(History, u64)> = self
+            .histories
+            .iter()
+            .map(|&((frequency, recency, first_day), n)| {
+                let tenure = i64::from(now_day) - i64::from(first_day);
+                let tenure = tenure.max(i64::from(recency)) as f64;
+                (History::new(frequency, f64::from(recency) / days, tenure / days), n)
+            })
+            .collect();
+        let spends: Vec<SpendHistory> = self
+            .spends
+            .iter()
+            .flat_map(|&((repeat_occasions, mean_bits), n)| {
+                let spend = SpendHistory { repeat_occasions, mean_repeat_value: f64::from_bits(mean_bits) };
+                std::iter::repeat_n(spend, n as usize)
+            })
+            .collect();
+        let mean_occasion_value = if self.occasions == 0 {
+            0.0
+        } else {
+            self.occasion_value_minor as f64 / self.occasions as f64 / minor_per_major
+        };
+        fit_counted(&histories, &spends, mean_occasion_value, now, time_unit, primary)
+    }
+}
+
+/// Sorts `rows` and adds up the counts of equal keys.
+fn counted<K: Ord + Copy + Send>(mut rows: Vec<(K, u64)>) -> Vec<(K, u64)> {
+    rows.par_sort_unstable_by_key(|(key, _)| *key);
+    let mut out: Vec<(K, u64)> = Vec::with_capacity(rows.len());
+    for (key, n) in rows {
+        match out.last_mut() {
+            Some((last, total)) if *last == key => *total += n,
+            _ => out.push((key, n)),
+        }
+    }
+    out
+}
+
 /// Fits BG/NBD, MBG/NBD, Pareto/NBD and Gamma-Gamma on every buyer as of `now`.
 pub fn fit_models(book: &CustomerBook, now: Timestamp, time_unit: TimeUnit, currency: Currency) -> ModelFits {
     let minor = currency.minor_per_major();
-    let inputs: Vec<ScoreInput> = book.records().par_iter().filter_map(|r| r.score_input(now.day(), minor)).collect();
-    let (value_sum, occasions) = book
+    let buyers: Vec<(ScoreInput, u32, i64)> = book
         .records()
-        .iter()
-        .filter(|r| r.has_purchased())
-        .fold((0.0, 0u64), |(v, n), r| (v + r.total_occasion_value_minor() as f64, n + u64::from(r.occasions())));
-    let mean_occasion_value = if occasions == 0 { 0.0 } else { value_sum / occasions as f64 / minor };
-    fit_models_on(&inputs, mean_occasion_value, now, time_unit, None)
+        .par_iter()
+        .filter_map(|r| r.score_input(now.day(), minor).map(|i| (i, r.occasions(), r.total_occasion_value_minor())))
+        .collect();
+    FitInputs::of_buyers(buyers.into_iter(), Some(now)).fit(now, time_unit, None, minor)
 }
 
 /// Wall-time budget of the purchase models that are fitted only to be reported.
 const REPORTED_MODEL_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// [`fit_models`] on model inputs already gathered (e.g. from several shards).
+/// Fits every model on histories with their number of customers.
 /// `mean_occasion_value` is the fallback order value in major units. Every
 /// model gets the full fit budget, except when `primary` names the one that
 /// scores customers: the others then get a shorter one, so a slow reported
 /// model (typically Pareto/NBD on young data) cannot stall a refit.
-pub fn fit_models_on(
-    inputs: &[ScoreInput],
+fn fit_counted(
+    histories: &[(History, u64)],
+    spends: &[SpendHistory],
     mean_occasion_value: f64,
     now: Timestamp,
     time_unit: TimeUnit,
     primary: Option<PurchaseModel>,
 ) -> ModelFits {
-    let days = time_unit.days();
-    let histories: Vec<History> = inputs
-        .iter()
-        .map(|i| History::new(i.frequency, f64::from(i.recency_days) / days, f64::from(i.tenure_days) / days))
-        .collect();
-    let compressed = patron_score::CompressedHistories::new(&histories);
+    let compressed = patron_score::CompressedHistories::from_counts(histories);
     let purchase = PurchaseModel::ALL
         .iter()
         .map(|&model| {
@@ -181,13 +288,12 @@ pub fn fit_models_on(
             (model, fit)
         })
         .collect();
-    let spends: Vec<SpendHistory> = inputs.iter().map(|i| i.spend).collect();
     ModelFits {
         time_unit,
         purchase,
-        gamma_gamma: fit_gamma_gamma(&spends)
+        gamma_gamma: fit_gamma_gamma(spends)
             .map(|fit| {
-                let uncertainty = patron_score::gamma_gamma_uncertainty(&fit.params, &spends);
+                let uncertainty = patron_score::gamma_gamma_uncertainty(&fit.params, spends);
                 fit.with_uncertainty(uncertainty)
             })
             .map_err(|e| e.to_string()),

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use patron_model::{Currency, CurrencyTable, CustomerId, Event, EventSink, ProductId, Timestamp, Validator};
-use patron_state::{CustomerBook, Engine, EngineConfig, ScoringConfig, TimeUnit, fit_models};
+use patron_score::PopulationRanks;
+use patron_state::{CustomerBook, Engine, EngineConfig, FitInputs, ScoringConfig, TimeUnit, fit_models};
 
 fn cdnow_events() -> Vec<Event> {
     let path = std::env::var_os("CARGO_MANIFEST_DIR")
@@ -73,6 +74,57 @@ fn streaming_cdnow_through_the_log_and_shards_equals_batch() {
     assert_eq!(engine.shard_sizes().iter().sum::<usize>(), 2357);
     let labelled = engine.customer(&CustomerId::new("509").unwrap()).unwrap();
     assert!(labelled.segments.is_some(), "the refit kernel labels everyone");
+}
+
+/// A fleet splits customers over partitions, each an engine of its own.
+/// Fitted on the partitions' merged inputs, scored at the fleet's "now" and
+/// labelled with cuts from their merged ranks, every customer must come out
+/// as one engine holding everyone scores and labels them: the same fits bit
+/// for bit, the same scores, the same labels.
+#[test]
+fn partitions_fitted_together_score_and_label_every_customer_as_one_engine_does() {
+    let events = cdnow_events();
+    let whole_dir = tempfile::tempdir().unwrap();
+    let (whole, _) = Engine::open(config(whole_dir.path())).unwrap();
+    whole.submit(events.clone()).unwrap();
+    let reference = whole.refit().unwrap();
+
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let parts: Vec<Engine> = dirs.iter().map(|d| Engine::open(config(d.path())).unwrap().0).collect();
+    let part_of = |id: &CustomerId| id.as_str().bytes().map(usize::from).sum::<usize>() % parts.len();
+    for (p, engine) in parts.iter().enumerate() {
+        let mine: Vec<Event> = events.iter().filter(|e| part_of(&e.customer_id) == p).cloned().collect();
+        engine.submit(mine).unwrap();
+    }
+    let inputs: Vec<FitInputs> = parts.iter().map(|e| e.fit_inputs().unwrap()).collect();
+    let merged = FitInputs::merge(&inputs);
+    let now = merged.watermark().unwrap();
+    assert_eq!(Some(now), whole.watermark());
+    let scoring = config(whole_dir.path()).scoring;
+    let fits = merged.fit(now, scoring.time_unit, Some(scoring.model), 100.0);
+    let expected = reference.fits.as_ref().unwrap();
+    for ((model, fleet), (_, one)) in fits.purchase.iter().zip(&expected.purchase) {
+        assert_eq!(fleet.as_ref().unwrap().params, one.as_ref().unwrap().params, "{model}");
+    }
+    assert_eq!(fits.gamma_gamma.as_ref().unwrap().params, expected.gamma_gamma.as_ref().unwrap().params);
+    assert_eq!(fits.mean_occasion_value, expected.mean_occasion_value);
+
+    let scored: Vec<_> = parts.iter().map(|e| e.score_population(fits.clone()).unwrap()).collect();
+    let ranks: Vec<PopulationRanks> = scored.iter().map(|s| s.ranks()).collect();
+    let cuts = PopulationRanks::merge(&ranks).cuts(&scoring.segments);
+    for (engine, scored) in parts.iter().zip(scored) {
+        engine.install_population(scored, &cuts);
+    }
+    let mut compared = 0;
+    for id in events.iter().map(|e| &e.customer_id).collect::<std::collections::BTreeSet<_>>() {
+        let (one, fleet) = (whole.customer(id).unwrap(), parts[part_of(id)].customer(id).unwrap());
+        assert_eq!(fleet.scores, one.scores, "customer {id:?}");
+        assert_eq!(fleet.segments, one.segments, "customer {id:?}");
+        compared += 1;
+    }
+    assert_eq!(compared, 2357);
+    // A partition whose own events end earlier still scores at the fleet's "now".
+    assert!(parts.iter().all(|e| e.now() == Some(now)));
 }
 
 #[test]
