@@ -12,13 +12,19 @@ pub fn fixture(path: &str) -> PathBuf {
     workspace_root().join("fixtures").join(path)
 }
 
-/// The repository root. Cargo's run-time `CARGO_MANIFEST_DIR` comes first: a
+/// The repository root: the nearest directory holding `fixtures/` above the
+/// running test's crate. Cargo's run-time `CARGO_MANIFEST_DIR` comes first: a
 /// test binary compiled in another checkout sharing the target directory
-/// would otherwise look for fixtures there.
+/// would otherwise look for fixtures there. The crate may be `tests/` or one
+/// under `crates/`.
 pub fn workspace_root() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
-        .join("..")
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir
+        .ancestors()
+        .skip(1)
+        .find(|dir| dir.join("fixtures").is_dir())
+        .map_or_else(|| manifest_dir.join(".."), Path::to_path_buf)
 }
 
 /// The `patron` binary that `cargo test --workspace` built beside this test

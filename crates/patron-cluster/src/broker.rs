@@ -10,7 +10,9 @@
 //!   expiring like a lease;
 //! - key-value `patron_partitions`: per partition, the newest snapshot
 //!   object and the stream sequence it covers;
-//! - object store `patron_snapshots`: the snapshot files.
+//! - object store `patron_snapshots`: the snapshot files;
+//! - key-value `patron_fleet`: the current model round ([`crate::fleet_model`]);
+//! - object store `patron_models`: the rounds' inputs, fits, ranks and cuts.
 
 use std::time::Duration;
 
@@ -31,6 +33,10 @@ pub const NODE_BUCKET: &str = "patron_nodes";
 pub const PARTITION_BUCKET: &str = "patron_partitions";
 /// Snapshot files.
 pub const SNAPSHOT_STORE: &str = "patron_snapshots";
+/// The model round.
+pub const FLEET_BUCKET: &str = "patron_fleet";
+/// The model rounds' objects.
+pub const MODEL_STORE: &str = "patron_models";
 
 /// How long the broker remembers message ids to drop republished copies.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -52,6 +58,10 @@ pub struct Broker {
     pub partitions: kv::Store,
     /// Snapshot files.
     pub snapshots: object_store::ObjectStore,
+    /// The model round.
+    pub fleet: kv::Store,
+    /// The model rounds' objects.
+    pub models: object_store::ObjectStore,
 }
 
 /// How the shared resources are created.
@@ -122,19 +132,10 @@ impl Broker {
         let leases = key_value(&jetstream, bucket(LEASE_BUCKET, options.lease_time, 1)).await?;
         let nodes = key_value(&jetstream, bucket(NODE_BUCKET, options.lease_time, 1)).await?;
         let partitions = key_value(&jetstream, bucket(PARTITION_BUCKET, Duration::ZERO, 1)).await?;
-        let snapshots = match jetstream.get_object_store(SNAPSHOT_STORE).await {
-            Ok(store) => store,
-            Err(_) => jetstream
-                .create_object_store(object_store::Config {
-                    bucket: SNAPSHOT_STORE.into(),
-                    storage: stream::StorageType::File,
-                    num_replicas: options.replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| broker_error("create the snapshot store", e))?,
-        };
-        Ok(Self { client, jetstream, events, leases, nodes, partitions, snapshots })
+        let fleet = key_value(&jetstream, bucket(FLEET_BUCKET, Duration::ZERO, 1)).await?;
+        let snapshots = object_store(&jetstream, SNAPSHOT_STORE, options.replicas).await?;
+        let models = object_store(&jetstream, MODEL_STORE, options.replicas).await?;
+        Ok(Self { client, jetstream, events, leases, nodes, partitions, snapshots, fleet, models })
     }
 
     /// Publishes `batches` and waits for every acknowledgement: once this
@@ -178,6 +179,29 @@ pub struct PublishSummary {
     pub duplicate_events: usize,
     /// Highest stream sequence acknowledged.
     pub last_sequence: u64,
+}
+
+/// The object store `name`, created if missing (nodes may race, as for buckets).
+async fn object_store(
+    jetstream: &jetstream::Context,
+    name: &str,
+    replicas: usize,
+) -> Result<object_store::ObjectStore> {
+    if let Ok(store) = jetstream.get_object_store(name).await {
+        return Ok(store);
+    }
+    let config = object_store::Config {
+        bucket: name.into(),
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    };
+    match jetstream.create_object_store(config).await {
+        Ok(store) => Ok(store),
+        Err(create) => {
+            jetstream.get_object_store(name).await.map_err(|_| broker_error("create an object store", create))
+        }
+    }
 }
 
 /// The bucket `config` names, created if missing (two nodes may race: the

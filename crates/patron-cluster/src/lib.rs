@@ -12,6 +12,7 @@
 //! applied it, or how often it was restored, does not change the answer.
 
 pub mod broker;
+pub mod fleet_model;
 pub mod message;
 pub mod node;
 pub mod partition;

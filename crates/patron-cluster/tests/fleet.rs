@@ -6,9 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use patron_cluster::fleet_model;
 use patron_cluster::node::lease_map;
 use patron_cluster::{Broker, BrokerOptions, Node, NodeOptions, encode_batches, partition_of};
-use patron_model::{CurrencyTable, CustomerId, Event, Validator};
+use patron_model::{CurrencyTable, CustomerId, Event, EventSink, Validator};
 use patron_state::EngineConfig;
 use patron_tests::nats::NatsServer;
 use tokio::sync::watch;
@@ -140,4 +141,95 @@ async fn partitions_move_between_nodes_and_every_event_is_applied_once() {
         running.stop.send(true).unwrap();
         running.task.await.unwrap();
     }
+}
+
+/// Two nodes with CDNOW split over their partitions fit one model for the
+/// fleet: the parameters of a single engine holding every customer, bit for
+/// bit, and every customer's scores and labels as that engine gives them.
+/// A partition that moves afterwards keeps the fleet's models.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_fits_one_model_on_every_partition_as_one_engine_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(&dir.path().join("broker"));
+    let n1 = start(&server.url, "n1", dir.path()).await;
+    let n2 = start(&server.url, "n2", dir.path()).await;
+    let rounds: Vec<_> = [&n1, &n2]
+        .iter()
+        .map(|r| {
+            let (stop, stop_rx) = watch::channel(false);
+            (stop, tokio::spawn(fleet_model::run(r.node.clone(), Duration::from_secs(3600), stop_rx)))
+        })
+        .collect();
+    let validator = Validator::new(CurrencyTable::only(patron_model::Currency::from_code("USD").unwrap()));
+    let cdnow: Vec<Event> = patron_tests::cdnow_calibration()
+        .1
+        .iter()
+        .map(|line| validator.decode(line.as_bytes()).expect("a CDNOW event"))
+        .collect();
+    let producer = Broker::connect(&options(&server.url, "producer")).await.unwrap();
+    for chunk in cdnow.chunks(5_000) {
+        publish(&producer, chunk).await;
+    }
+    let customers: std::collections::BTreeSet<CustomerId> = cdnow.iter().map(|e| e.customer_id.clone()).collect();
+    let nodes = [n1.node.clone(), n2.node.clone()];
+    let held = |id: &CustomerId| {
+        let partition = partition_of(id.as_str(), PARTITIONS);
+        nodes.iter().find_map(|node| node.engine(partition))
+    };
+    let applied = || customers.iter().filter_map(|id| Some(held(id)?.customer(id)?.summary.orders)).sum::<u64>();
+    wait_for("both nodes to apply every CDNOW purchase", Duration::from_secs(60), || {
+        applied() == cdnow.len() as u64 && !n1.node.engines().is_empty() && !n2.node.engines().is_empty()
+    })
+    .await;
+
+    let reference_dir = tempfile::tempdir().unwrap();
+    let (reference, _) = patron_state::Engine::open(node_options("reference", reference_dir.path()).engine.as_ref()(
+        reference_dir.path(),
+    ))
+    .unwrap();
+    reference.submit(cdnow.clone()).unwrap();
+    let expected = reference.refit().unwrap();
+
+    let epoch = fleet_model::start_round(&n1.node).await.unwrap();
+    let round = fleet_model::wait_for_round(&n1.node, epoch, Duration::from_secs(60)).await.unwrap().expect("a round");
+    assert_eq!(round.phase, fleet_model::Phase::Done, "{round:?}");
+    assert_eq!(round.buyers, Some(customers.len() as u64));
+    let fitted_at = expected.fits.as_ref().unwrap().fitted_at;
+    assert_eq!(round.now_ms, Some(fitted_at.millis()), "the fleet's now is its latest event");
+    let installed = || {
+        nodes.iter().flat_map(|node| node.engines()).all(|(_, e)| {
+            e.models().fits.as_ref().is_some_and(|f| f.fitted_at == fitted_at) && e.now() == Some(fitted_at)
+        })
+    };
+    wait_for("every partition to serve the fleet's models", Duration::from_secs(30), installed).await;
+
+    let compare = |what: &str| {
+        let (_, engine) = n1.node.engines().into_iter().next().unwrap();
+        let fleet = engine.models();
+        let (fleet, one) = (fleet.fits.as_ref().unwrap(), expected.fits.as_ref().unwrap());
+        for ((model, fleet), (_, one)) in fleet.purchase.iter().zip(&one.purchase) {
+            assert_eq!(fleet.as_ref().unwrap().params, one.as_ref().unwrap().params, "{model} {what}");
+        }
+        assert_eq!(fleet.gamma_gamma.as_ref().unwrap().params, one.gamma_gamma.as_ref().unwrap().params, "{what}");
+        for id in &customers {
+            let (mine, one) = (held(id).unwrap().customer(id).unwrap(), reference.customer(id).unwrap());
+            assert_eq!((mine.scores, mine.segments), (one.scores, one.segments), "customer {id:?} {what}");
+        }
+    };
+    compare("after the round");
+
+    // n2 leaves; n1 takes its partitions from their snapshots and installs
+    // the fleet's models into them.
+    n2.stop.send(true).unwrap();
+    n2.task.await.unwrap();
+    wait_for("n1 to hold every partition", Duration::from_secs(30), || n1.node.engines().len() == PARTITIONS as usize)
+        .await;
+    wait_for("the moved partitions to serve the fleet's models", Duration::from_secs(30), installed).await;
+    compare("after a move");
+    for (stop, task) in rounds {
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+    n1.stop.send(true).unwrap();
+    n1.task.await.unwrap();
 }

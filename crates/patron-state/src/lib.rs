@@ -43,6 +43,8 @@ pub use engine::{
     Clock, Engine, EngineConfig, EngineStats, ModelState, Quarantined, ScoredPopulation, ShardFailure, SnapshotReport,
     beyond_horizon_reason,
 };
+// What a fleet merges to label its partitions as one population.
+pub use patron_score::{PopulationRanks, SegmentCuts};
 // The recommender's core lives below this crate; its modules keep their paths here.
 pub use orders::{OrderLedger, RefundRefusal};
 pub use patron_recs::{
