@@ -340,3 +340,120 @@ fn killing_one_of_three_brokers_under_load_loses_no_acknowledged_event() {
         node.stop();
     }
 }
+
+/// `SELECT * FROM customers` as CSV rows, header first.
+fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(text.as_bytes());
+    reader.records().map(|r| r.expect("a CSV row").iter().map(str::to_owned).collect()).collect()
+}
+
+/// Whether two CSV cells say the same: equal text, or numbers within 1e-9 relative.
+fn same_cell(a: &str, b: &str) -> bool {
+    match (a.parse::<f64>(), b.parse::<f64>()) {
+        _ if a == b => true,
+        (Ok(x), Ok(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()),
+        _ => false,
+    }
+}
+
+/// The fleet's `customers` is a single node's, CDNOW on both: a two-node
+/// fleet fits the same parameters (1e-9 relative) at the same watermark and
+/// exports every customer's row as the single node serves it, scores and
+/// population-relative labels included.
+#[test]
+fn a_two_node_fleet_on_cdnow_fits_and_exports_the_customers_a_single_node_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let single =
+        patron_tests::Server::start(&dir.path().join("single"), &["--currency", "USD", "--refit-interval", "3600"]);
+    patron_tests::load_cdnow(&single);
+    let (status, single_fit) = patron_tests::post_json(&format!("{}/v1/admin/refit", single.url), "text/plain", "");
+    assert_eq!(status, 200, "{single_fit}");
+    let sql = "SELECT * FROM customers ORDER BY customer_id";
+    let single_csv = ureq::post(&format!("{}/v1/sql", single.url))
+        .set("accept", "text/csv")
+        .send_string(sql)
+        .expect("the single node answers")
+        .into_string()
+        .unwrap();
+
+    let broker = NatsServer::start(&dir.path().join("broker"));
+    let export = dir.path().join("export");
+    let mut flags = node_flags(&export);
+    flags.extend(["--currency".to_owned(), "USD".to_owned()]);
+    let nodes: Vec<FleetNode> = ["a", "b"].iter().map(|id| start_node(&broker.url, id, dir.path(), &flags)).collect();
+    wait_settled(&nodes);
+    let (_, events) = patron_tests::cdnow_calibration();
+    let (mut turn, urls) = (0, Mutex::new(nodes.iter().map(|n| n.url.clone()).collect::<Vec<_>>()));
+    for chunk in events.chunks(1_000) {
+        assert_eq!(post_until_acknowledged(&urls, &chunk.join("\n"), &mut turn), chunk.len() as u64);
+    }
+    let mut expected = BTreeMap::new();
+    for line in &events {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        *expected.entry(event["customer_id"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+    }
+    wait_for_export(&nodes, &export, &expected);
+
+    let (status, fleet_fit) = patron_tests::post_json(&format!("{}/v1/admin/refit", nodes[1].url), "text/plain", "");
+    assert_eq!(status, 200, "{fleet_fit}");
+    let epoch = fleet_fit["round"]["epoch"].as_u64().expect("the round");
+    assert_eq!(fleet_fit["round"]["buyers"].as_u64(), Some(2_357), "{fleet_fit}");
+    let numbers = |fit: &serde_json::Value| {
+        let mut out = BTreeMap::new();
+        for entry in fit["models"].as_array().into_iter().flatten() {
+            for (name, value) in entry["params"].as_object().into_iter().flatten() {
+                out.insert(format!("{}.{name}", entry["model"]), value.as_f64().unwrap_or(f64::NAN));
+            }
+        }
+        out
+    };
+    let (one, fleet) = (numbers(&single_fit), numbers(&fleet_fit));
+    assert!(one.len() >= 15, "every model of the single node's fits: {single_fit}");
+    assert_eq!(single_fit["fitted_at"], fleet_fit["fitted_at"], "one watermark");
+    assert_eq!(one.keys().collect::<Vec<_>>(), fleet.keys().collect::<Vec<_>>());
+    for (name, value) in &one {
+        assert!(same_cell(&value.to_string(), &fleet[name].to_string()), "{name}: {value} vs {}", fleet[name]);
+    }
+
+    // Every partition serves the round before the export is compared.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let epochs: Vec<u64> = nodes
+            .iter()
+            .flat_map(|n| {
+                get_json(&format!("{}/v1/cluster/status", n.url)).1["held"].as_array().cloned().unwrap_or_default()
+            })
+            .filter_map(|held| held["models_epoch"].as_u64())
+            .collect();
+        if epochs.len() == 12 && epochs.iter().all(|e| *e == epoch) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "partitions serving round {epoch}: {epochs:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for node in &nodes {
+        let snapshot = ureq::post(&format!("{}/v1/admin/snapshot", node.url)).timeout(Duration::from_secs(60)).call();
+        assert!(snapshot.is_ok(), "{snapshot:?}");
+    }
+    let fleet_out = patron(&["query", "--fleet", export.to_str().unwrap(), "--format", "csv", sql]);
+    assert!(fleet_out.status.success(), "{}", String::from_utf8_lossy(&fleet_out.stderr));
+    let (single_rows, fleet_rows) = (csv_rows(&single_csv), csv_rows(&String::from_utf8_lossy(&fleet_out.stdout)));
+    assert_eq!(single_rows[0], fleet_rows[0], "the same columns");
+    assert_eq!(single_rows.len(), 2_358, "every CDNOW customer and the header");
+    assert_eq!(single_rows.len(), fleet_rows.len());
+    let header = &single_rows[0];
+    let mut differences = Vec::new();
+    for (one, fleet) in single_rows.iter().zip(&fleet_rows).skip(1) {
+        for (column, (a, b)) in header.iter().zip(one.iter().zip(fleet)) {
+            if !same_cell(a, b) {
+                differences.push(format!("{} {column}: {a} vs {b}", one[0]));
+            }
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "{} cells differ, first: {:#?}",
+        differences.len(),
+        &differences[..differences.len().min(20)]
+    );
+}

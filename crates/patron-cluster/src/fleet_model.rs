@@ -348,6 +348,7 @@ async fn install(node: &Node, epoch: u64, progress: &mut Progress) -> Result<()>
                 cuts
             }
         };
+        let installing = engine.clone();
         // Scored for this round's ranks on this very engine, or (a partition
         // taken over since) scored now.
         let scored =
@@ -362,6 +363,7 @@ async fn install(node: &Node, epoch: u64, progress: &mut Progress) -> Result<()>
         })
         .await?
         .map_err(|source| ClusterError::State { partition, source })?;
+        node.note_models(partition, &installing, epoch);
         tracing::info!(partition, epoch, "installed the fleet's models");
         progress.installed.insert(partition, (epoch, weak));
     }

@@ -94,6 +94,9 @@ pub struct PartitionStatus {
     pub lag_seconds: f64,
     /// Events applied since this node took it.
     pub applied_events: u64,
+    /// The model round whose fits and cuts it serves (0: none installed
+    /// since this node took it; see [`crate::fleet_model`]).
+    pub models_epoch: u64,
     /// Why applying stopped, if it did.
     pub failure: Option<String>,
 }
@@ -110,6 +113,7 @@ struct Held {
     /// Stream sequence the newest uploaded snapshot covers.
     snapshot_sequence: AtomicU64,
     applied_events: AtomicU64,
+    models_epoch: AtomicU64,
     lag_messages: AtomicU64,
     /// Publication time of the newest applied message, ms since the epoch.
     newest_published_ms: AtomicU64,
@@ -149,6 +153,7 @@ impl Held {
             lag_messages,
             lag_seconds,
             applied_events: self.applied_events.load(Ordering::Relaxed),
+            models_epoch: self.models_epoch.load(Ordering::Relaxed),
             failure: self.failure.lock().ok().and_then(|f| f.clone()),
         }
     }
@@ -203,6 +208,15 @@ impl Node {
     pub fn statuses(&self) -> Vec<PartitionStatus> {
         let held: Vec<Arc<Held>> = self.held.lock().map(|h| h.values().cloned().collect()).unwrap_or_default();
         held.iter().map(|h| h.status()).collect()
+    }
+
+    /// Notes that `engine`, as `partition`'s, serves the models of round
+    /// `epoch` (ignored if the partition has moved to another engine since).
+    pub fn note_models(&self, partition: u32, engine: &Arc<Engine>, epoch: u64) {
+        let Some(held) = self.held.lock().ok().and_then(|h| h.get(&partition).cloned()) else { return };
+        if held.engine.read().ok().and_then(|e| e.clone()).is_some_and(|e| Arc::ptr_eq(&e, engine)) {
+            held.models_epoch.store(epoch, Ordering::Relaxed);
+        }
     }
 
     /// Engines of the restored partitions this node holds.
@@ -342,6 +356,7 @@ impl Node {
             applied_sequence: AtomicU64::new(0),
             snapshot_sequence: AtomicU64::new(0),
             applied_events: AtomicU64::new(0),
+            models_epoch: AtomicU64::new(0),
             lag_messages: AtomicU64::new(0),
             newest_published_ms: AtomicU64::new(0),
             failure: Mutex::new(None),

@@ -9,8 +9,10 @@
 //! - `GET /v1/customers/{id}` answers from the partition's engine when this
 //!   node holds it, and otherwise forwards the request to the owner.
 //! - `GET /v1/cluster/status`, `/metrics` (per partition: owner, applied
-//!   sequence, lag), `/ready` (false while a partition is restoring) and
-//!   `POST /v1/admin/snapshot` (every held partition, and its export).
+//!   sequence, lag, model round), `/ready` (false while a partition is
+//!   restoring), `POST /v1/admin/snapshot` (every held partition, and its
+//!   export) and `POST /v1/admin/refit` (a model round for the whole fleet,
+//!   see `patron_cluster::fleet_model`).
 //!
 //! Fleet-wide SQL runs over the Parquet exports (`patron query --fleet`).
 
@@ -29,6 +31,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use patron_cluster::fleet_model;
 use patron_cluster::node::{lease_map, live_nodes, partition_key};
 use patron_cluster::{Broker, BrokerOptions, Node, NodeOptions, encode_batches, partition_of};
 use patron_model::{CurrencyTable, Event};
@@ -89,15 +92,15 @@ pub(crate) fn run(args: &ServeArgs, nats: &str) -> Result<()> {
             partitions: fleet.partitions,
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let control = tokio::spawn(node.clone().run(stopped));
-        let refits = tokio::spawn(refit_loop(node.clone(), args.refit_interval));
+        let control = tokio::spawn(node.clone().run(stopped.clone()));
+        let rounds = tokio::spawn(fleet_model::run(node.clone(), args.refit_interval, stopped));
         println!("node {node_id} of the fleet on {nats} ({} partitions)", fleet.partitions);
         println!("listening on http://{bound}");
         use std::io::Write;
         let _ = std::io::stdout().flush();
         crate::http_listen::serve_http(listener, router(state), None, crate::runtime::shutdown_signal()).await;
-        refits.abort();
         let _ = stop.send(true);
+        let _ = rounds.await;
         let _ = control.await;
         tracing::info!("shut down: every partition was handed over after a last snapshot");
         anyhow::Ok(())
@@ -143,23 +146,6 @@ fn node_options(
     }
 }
 
-/// Refits each held partition's models when it applied new events.
-async fn refit_loop(node: Arc<Node>, every: Duration) {
-    let mut seen: BTreeMap<u32, u64> = BTreeMap::new();
-    loop {
-        tokio::time::sleep(every).await;
-        for (partition, engine) in node.engines() {
-            let applied = engine.stats().accepted.load(std::sync::atomic::Ordering::Relaxed);
-            if seen.insert(partition, applied) == Some(applied) || applied == 0 {
-                continue;
-            }
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || engine.refit()).await {
-                tracing::warn!(partition, "refit failed: {e}");
-            }
-        }
-    }
-}
-
 fn router(state: Arc<ClusterState>) -> Router {
     let guarded = |routes: Router<Arc<ClusterState>>, role: Role| {
         routes.route_layer(axum::middleware::from_fn_with_state((state.clone(), role), authorize))
@@ -173,7 +159,10 @@ fn router(state: Arc<ClusterState>) -> Router {
                 .route("/metrics", get(get_metrics)),
             Role::Query,
         ))
-        .merge(guarded(Router::new().route("/v1/admin/snapshot", post(post_snapshot)), Role::Admin))
+        .merge(guarded(
+            Router::new().route("/v1/admin/snapshot", post(post_snapshot)).route("/v1/admin/refit", post(post_refit)),
+            Role::Admin,
+        ))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .fallback(|| async {
@@ -354,6 +343,46 @@ async fn get_metrics(State(state): State<Arc<ClusterState>>) -> Response {
         Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
+}
+
+/// How long `POST /v1/admin/refit` waits for the round and for this node's
+/// partitions to install it.
+const REFIT_WAIT: Duration = Duration::from_secs(600);
+
+/// `POST /v1/admin/refit`: runs a model round for the whole fleet (or joins
+/// the running one) and answers once it finished and this node's partitions
+/// serve its models: the fitted parameters, as a single node answers.
+async fn post_refit(State(state): State<Arc<ClusterState>>) -> Response {
+    let started = std::time::Instant::now();
+    let unavailable = |e: patron_cluster::ClusterError| {
+        with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", e.to_string()), 1)
+    };
+    let node = &state.node;
+    let epoch = match fleet_model::start_round(node).await {
+        Ok(epoch) => epoch,
+        Err(e) => return unavailable(e),
+    };
+    let round = match fleet_model::wait_for_round(node, epoch, REFIT_WAIT).await {
+        Ok(Some(round)) => round,
+        Ok(None) => {
+            let why = format!("model round {epoch} did not finish within {}s", REFIT_WAIT.as_secs());
+            return error(StatusCode::GATEWAY_TIMEOUT, "refit_timeout", why);
+        }
+        Err(e) => return unavailable(e),
+    };
+    if round.phase == fleet_model::Phase::Failed {
+        let why = round.error.clone().unwrap_or_default();
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "fit_failed", format!("model round {}: {why}", round.epoch));
+    }
+    let deadline = std::time::Instant::now() + REFIT_WAIT;
+    while node.statuses().iter().any(|s| s.models_epoch < round.epoch) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fits = node.engines().into_iter().find_map(|(_, engine)| engine.models().fits.clone());
+    let mut body = fits.as_ref().map_or(json!({}), crate::output::model_params_json);
+    body["seconds"] = started.elapsed().as_secs_f64().into();
+    body["round"] = serde_json::to_value(&round).unwrap_or(Value::Null);
+    axum::Json(body).into_response()
 }
 
 async fn post_snapshot(State(state): State<Arc<ClusterState>>) -> Response {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
+use patron_cluster::fleet_model::{Round, current_round};
 use patron_cluster::node::{NodeEntry, SnapshotRecord, lease_map, live_nodes, partition_key};
 use patron_cluster::{Broker, BrokerOptions, ClusterError, Node};
 use prometheus_client::encoding::text::encode;
@@ -20,6 +21,8 @@ pub(crate) struct FleetStatus {
     /// Messages in the event stream, and its last sequence.
     pub(crate) stream_messages: u64,
     pub(crate) stream_last_sequence: u64,
+    /// The latest model round: the fleet's models and where their refit is.
+    pub(crate) model_round: Option<Round>,
     pub(crate) partitions: Vec<PartitionRow>,
 }
 
@@ -67,6 +70,7 @@ pub(crate) async fn fleet_status(broker: &Broker, partitions: u32) -> Result<Fle
         nodes,
         stream_messages: info.state.messages,
         stream_last_sequence: info.state.last_sequence,
+        model_round: current_round(&broker.fleet).await?.map(|(round, _)| round),
         partitions: rows,
     })
 }
@@ -113,6 +117,16 @@ pub(crate) fn run(nats: &str, as_json: bool) -> Result<()> {
         println!("  {id:<20} {}", entry.http);
     }
     println!("event stream: {} messages, last sequence {}", status.stream_messages, status.stream_last_sequence);
+    match &status.model_round {
+        None => println!("models: no fleet refit yet (partitions serve the provisional models)"),
+        Some(round) => println!(
+            "models: round {} {:?}{}; serving round {}",
+            round.epoch,
+            round.phase,
+            round.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default(),
+            round.models_epoch.map_or_else(|| "none".to_owned(), |e| e.to_string()),
+        ),
+    }
     println!(
         "{:>9}  {:<20} {:>12} {:>12} {:>12}  snapshot by",
         "partition", "owner", "applied", "lag (msgs)", "snapshot"
@@ -164,6 +178,7 @@ pub(crate) fn metrics_text(node: &Node, owners: &BTreeMap<u32, String>) -> Resul
     let lag_seconds = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     let restoring = Family::<Labels, Gauge>::default();
     let applied_events = Family::<Labels, Gauge>::default();
+    let models_epoch = Family::<Labels, Gauge>::default();
     for (partition, holder) in owners {
         owner.get_or_create(&vec![("partition".into(), partition.to_string()), ("node".into(), holder.clone())]).set(1);
     }
@@ -174,6 +189,7 @@ pub(crate) fn metrics_text(node: &Node, owners: &BTreeMap<u32, String>) -> Resul
         lag_seconds.get_or_create(&labels).set(status.lag_seconds);
         restoring.get_or_create(&labels).set(i64::from(status.restoring));
         applied_events.get_or_create(&labels).set(status.applied_events as i64);
+        models_epoch.get_or_create(&labels).set(status.models_epoch as i64);
     }
     registry.register("patron_cluster_partition_owner", "1 for the node holding the partition's lease", owner);
     registry.register(
@@ -196,6 +212,11 @@ pub(crate) fn metrics_text(node: &Node, owners: &BTreeMap<u32, String>) -> Resul
         "patron_cluster_partition_applied_events",
         "Events applied since this node took the partition",
         applied_events,
+    );
+    registry.register(
+        "patron_cluster_partition_models_epoch",
+        "Model round whose fits and labels the partition serves (0: none since this node took it)",
+        models_epoch,
     );
     let mut text = String::new();
     encode(&mut text, &registry)?;
