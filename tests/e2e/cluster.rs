@@ -456,4 +456,23 @@ fn a_two_node_fleet_on_cdnow_fits_and_exports_the_customers_a_single_node_serves
         differences.len(),
         &differences[..differences.len().min(20)]
     );
+
+    // Each node's own SQL endpoint answers for the partitions it holds; together, for everyone.
+    let mut from_nodes: Vec<Vec<String>> = Vec::new();
+    for node in &nodes {
+        let response = ureq::post(&format!("{}/v1/sql", node.url))
+            .set("accept", "text/csv")
+            .send_string(sql)
+            .expect("a node answers SQL");
+        let held = response.header("x-patron-partitions").unwrap_or_default().split(',').count();
+        let rows = csv_rows(&response.into_string().unwrap());
+        assert_eq!(&rows[0], header);
+        assert!(held > 0 && rows.len() > 1 && rows.len() < single_rows.len(), "{} holds {held} partitions", node.id);
+        from_nodes.extend(rows.into_iter().skip(1));
+    }
+    from_nodes.sort_by(|a, b| a[0].cmp(&b[0]));
+    assert_eq!(from_nodes.len(), single_rows.len() - 1);
+    for (one, node) in single_rows.iter().skip(1).zip(&from_nodes) {
+        assert!(one.iter().zip(node).all(|(a, b)| same_cell(a, b)), "{one:?} vs {node:?}");
+    }
 }

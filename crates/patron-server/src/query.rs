@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use patron_sql::{ResultFormat, SqlEngine, SqlLimits};
 
 use crate::cli::{QueryArgs, QueryFormatArg};
-use crate::cluster::export::{EXPORTED_TABLES, Manifest, read_manifest};
+use crate::cluster::export::{Manifest, read_manifest};
 use crate::config::Config;
 use crate::http::sql::LiveView;
 use crate::runtime::open_engine;
@@ -117,14 +117,7 @@ pub(crate) fn read_fleet_export(export: &std::path::Path) -> Result<(Tables, Vec
         entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
     dirs.sort();
     let mut manifests = Vec::new();
-    let mut tables: Tables = Vec::new();
-    for table in EXPORTED_TABLES {
-        let schema = match table {
-            "customers" => patron_model::customers_schema(),
-            _ => patron_model::products_schema(),
-        };
-        tables.push((table.to_owned(), schema, Vec::new()));
-    }
+    let mut tables: Tables = crate::cluster::sql::empty_tables();
     for dir in dirs {
         let Some(manifest) = read_manifest(&dir) else { continue };
         for (name, schema, batches) in &mut tables {

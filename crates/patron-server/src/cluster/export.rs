@@ -59,14 +59,9 @@ fn export(
     if read_manifest(&target).is_some_and(|m| m.sequence > sequence) {
         return Ok(()); // A newer owner exported already.
     }
-    let limits = SqlLimits { max_rows: usize::MAX, max_result_bytes: usize::MAX, ..SqlLimits::default() };
-    let sql = SqlEngine::new(Arc::new(LiveView::new(engine.clone(), base)), limits)?;
-    let handle = tokio::runtime::Handle::current();
     let mut files = std::collections::BTreeMap::new();
     let mut rows = std::collections::BTreeMap::new();
-    for table in EXPORTED_TABLES {
-        let result = handle.block_on(sql.run(&format!("SELECT * FROM {table}"), patron_sql::Access::Query))?;
-        let batch = arrow::compute::concat_batches(&result.schema, &result.batches)?;
+    for (table, batch) in partition_tables(engine, base)? {
         let name = format!("{table}.parquet");
         crate::output::write_parquet(&target.join(&name), &batch)?;
         rows.insert(table.to_owned(), RecordBatch::num_rows(&batch));
@@ -81,6 +76,23 @@ fn export(
         rows,
     };
     crate::output::write_json(&target.join("manifest.json"), &serde_json::to_value(&manifest)?)
+}
+
+/// A partition's exported tables, read from its engine now (blocking: call
+/// from a blocking task of the runtime).
+pub(crate) fn partition_tables(
+    engine: &Arc<Engine>,
+    base: patron_model::Currency,
+) -> Result<Vec<(&'static str, RecordBatch)>> {
+    let limits = SqlLimits { max_rows: usize::MAX, max_result_bytes: usize::MAX, ..SqlLimits::default() };
+    let sql = SqlEngine::new(Arc::new(LiveView::new(engine.clone(), base)), limits)?;
+    let handle = tokio::runtime::Handle::current();
+    let mut tables = Vec::with_capacity(EXPORTED_TABLES.len());
+    for table in EXPORTED_TABLES {
+        let result = handle.block_on(sql.run(&format!("SELECT * FROM {table}"), patron_sql::Access::Query))?;
+        tables.push((table, arrow::compute::concat_batches(&result.schema, &result.batches)?));
+    }
+    Ok(tables)
 }
 
 /// The manifest in a partition's export directory, if it is readable.

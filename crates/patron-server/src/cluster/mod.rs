@@ -14,9 +14,12 @@
 //!   export) and `POST /v1/admin/refit` (a model round for the whole fleet,
 //!   see `patron_cluster::fleet_model`).
 //!
+//! - `POST /v1/sql` answers over the partitions this node holds ([`sql`]).
+//!
 //! Fleet-wide SQL runs over the Parquet exports (`patron query --fleet`).
 
 pub(crate) mod export;
+pub(crate) mod sql;
 pub(crate) mod status;
 
 use std::collections::BTreeMap;
@@ -156,6 +159,7 @@ fn router(state: Arc<ClusterState>) -> Router {
             Router::new()
                 .route("/v1/customers/{id}", get(get_customer))
                 .route("/v1/cluster/status", get(get_status))
+                .route("/v1/sql", post(sql::post_sql))
                 .route("/metrics", get(get_metrics)),
             Role::Query,
         ))
@@ -166,7 +170,7 @@ fn router(state: Arc<ClusterState>) -> Router {
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .fallback(|| async {
-            error(StatusCode::NOT_FOUND, "not_found", "no such endpoint (cluster mode serves events, customers, status, metrics and snapshots; SQL runs on the fleet export)")
+            error(StatusCode::NOT_FOUND, "not_found", "no such endpoint (cluster mode serves events, customers, SQL over this node's partitions, status, metrics, refit and snapshots; fleet-wide SQL runs on the fleet export)")
         })
         .with_state(state)
 }

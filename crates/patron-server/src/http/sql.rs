@@ -68,36 +68,47 @@ const MAX_SQL_BYTES: usize = 1 << 20;
 /// `POST /v1/sql`: the body is one SQL statement (read-only, bounded; see
 /// `patron_sql`); the answer is JSON, CSV, Arrow IPC or a text table by `Accept`.
 pub(crate) async fn post_sql(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let (sql, format) = match sql_request(&headers, body).await {
+        Ok(request) => request,
+        Err(refusal) => return refusal,
+    };
+    let access = state.auth.sql_access(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
+    let result = state.sql.run(&sql, access.unwrap_or(patron_sql::Access::Query)).await;
+    sql_answer(result, format)
+}
+
+/// The statement and the answer's format of a `POST /v1/sql`, or the refusal.
+pub(crate) async fn sql_request(headers: &HeaderMap, body: Body) -> Result<(String, ResultFormat), Response> {
     // SQL text is not counted against the ingest budget; the same reader gives
     // it the body timeouts and drains an oversized body before answering.
     let body = match super::events::read_body(body, MAX_SQL_BYTES, None, None).await {
         Ok(body) => body,
         Err(super::events::BodyError::TooLarge(_)) => {
-            return error(
+            return Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "sql_too_long",
                 format!("SQL statements are limited to {} MiB", MAX_SQL_BYTES >> 20),
-            );
+            ));
         }
-        Err(other) => return other.into_response(),
+        Err(other) => return Err(other.into_response()),
     };
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let Some(format) = ResultFormat::from_accept(accept) else {
-        return error(
+        return Err(error(
             StatusCode::NOT_ACCEPTABLE,
             "not_acceptable",
             "Accept one of application/json, text/csv, application/vnd.apache.arrow.stream, text/plain",
-        );
+        ));
     };
-    let Ok(sql) = std::str::from_utf8(&body) else {
-        return error(StatusCode::BAD_REQUEST, "invalid_utf8", "the SQL body must be UTF-8 text");
-    };
-    let access = state.auth.sql_access(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
-    let encoded = match state.sql.run(sql, access.unwrap_or(patron_sql::Access::Query)).await {
-        Ok(result) => patron_sql::encode(&result, format),
-        Err(e) => Err(e),
-    };
-    match encoded {
+    match String::from_utf8(body.to_vec()) {
+        Ok(sql) => Ok((sql, format)),
+        Err(_) => Err(error(StatusCode::BAD_REQUEST, "invalid_utf8", "the SQL body must be UTF-8 text")),
+    }
+}
+
+/// The HTTP answer to a query's result.
+pub(crate) fn sql_answer(result: Result<patron_sql::QueryResult, SqlError>, format: ResultFormat) -> Response {
+    match result.and_then(|result| patron_sql::encode(&result, format)) {
         Ok(bytes) => ([(header::CONTENT_TYPE, format.content_type())], bytes).into_response(),
         Err(e) => sql_error(&e),
     }
