@@ -289,6 +289,8 @@ fn a_lookup_on_any_node_answers_for_any_customer_and_metrics_show_the_partitions
     let owners = metrics.lines().filter(|l| l.starts_with("patron_cluster_partition_owner{")).count();
     assert_eq!(owners, 12, "{metrics}");
     assert!(metrics.contains("patron_cluster_partition_lag_messages{"), "{metrics}");
+    assert!(metrics.contains("patron_cluster_partition_lag_events{"), "{metrics}");
+    assert!(metrics.contains("patron_cluster_partition_models_epoch{"), "{metrics}");
     assert!(metrics.contains("patron_cluster_partition_applied_sequence{"), "{metrics}");
 }
 

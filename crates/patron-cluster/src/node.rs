@@ -90,6 +90,10 @@ pub struct PartitionStatus {
     pub applied_sequence: u64,
     /// Messages in the stream after it, as the broker last said.
     pub lag_messages: u64,
+    /// Events in those messages, estimated as the messages times the mean
+    /// events per message this node applied for the partition (a message
+    /// holds one request's events of the partition; only delivery reveals how many).
+    pub lag_events: u64,
     /// Seconds between the newest applied message's publication and now.
     pub lag_seconds: f64,
     /// Events applied since this node took it.
@@ -113,6 +117,7 @@ struct Held {
     /// Stream sequence the newest uploaded snapshot covers.
     snapshot_sequence: AtomicU64,
     applied_events: AtomicU64,
+    applied_messages: AtomicU64,
     models_epoch: AtomicU64,
     lag_messages: AtomicU64,
     /// Publication time of the newest applied message, ms since the epoch.
@@ -151,6 +156,15 @@ impl Held {
             restoring: self.restoring.load(Ordering::Relaxed),
             applied_sequence: self.applied_sequence.load(Ordering::Relaxed),
             lag_messages,
+            lag_events: {
+                let (events, messages) =
+                    (self.applied_events.load(Ordering::Relaxed), self.applied_messages.load(Ordering::Relaxed));
+                if messages == 0 {
+                    lag_messages
+                } else {
+                    (lag_messages as f64 * events as f64 / messages as f64).round() as u64
+                }
+            },
             lag_seconds,
             applied_events: self.applied_events.load(Ordering::Relaxed),
             models_epoch: self.models_epoch.load(Ordering::Relaxed),
@@ -356,6 +370,7 @@ impl Node {
             applied_sequence: AtomicU64::new(0),
             snapshot_sequence: AtomicU64::new(0),
             applied_events: AtomicU64::new(0),
+            applied_messages: AtomicU64::new(0),
             models_epoch: AtomicU64::new(0),
             lag_messages: AtomicU64::new(0),
             newest_published_ms: AtomicU64::new(0),
@@ -529,7 +544,7 @@ impl Node {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
         let mut events: Vec<Event> = Vec::new();
         let mut last = None;
-        let mut taken = 0;
+        let mut taken: u64 = 0;
         while taken < 4_096 {
             // After the first message, take only what is already there.
             let wait_until = if last.is_some() { tokio::time::Instant::now() } else { deadline };
@@ -567,6 +582,7 @@ impl Node {
         }
         held.applied_sequence.store(sequence, Ordering::Relaxed);
         held.applied_events.fetch_add(count, Ordering::Relaxed);
+        held.applied_messages.fetch_add(taken, Ordering::Relaxed);
         held.lag_messages.store(pending, Ordering::Relaxed);
         held.newest_published_ms.store(published, Ordering::Relaxed);
         Ok(())

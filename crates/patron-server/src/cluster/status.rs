@@ -37,6 +37,8 @@ pub(crate) struct PartitionRow {
     /// owner's `GET /v1/cluster/status` by `patron cluster status`.
     pub(crate) applied_sequence: Option<u64>,
     pub(crate) lag_messages: Option<u64>,
+    /// The events in them, estimated by the owner (see `PartitionStatus::lag_events`).
+    pub(crate) lag_events: Option<u64>,
     /// The newest snapshot: the sequence it covers and who wrote it.
     pub(crate) snapshot_sequence: Option<u64>,
     pub(crate) snapshot_node: Option<String>,
@@ -62,6 +64,7 @@ pub(crate) async fn fleet_status(broker: &Broker, partitions: u32) -> Result<Fle
             owner: owners.get(&partition).cloned(),
             applied_sequence: None,
             lag_messages: None,
+            lag_events: None,
             snapshot_sequence: record.as_ref().map(|r| r.sequence),
             snapshot_node: record.map(|r| r.node),
         });
@@ -128,17 +131,18 @@ pub(crate) fn run(nats: &str, as_json: bool) -> Result<()> {
         ),
     }
     println!(
-        "{:>9}  {:<20} {:>12} {:>12} {:>12}  snapshot by",
-        "partition", "owner", "applied", "lag (msgs)", "snapshot"
+        "{:>9}  {:<20} {:>12} {:>12} {:>14} {:>12}  snapshot by",
+        "partition", "owner", "applied", "lag (msgs)", "lag (events~)", "snapshot"
     );
     let dash = || "-".to_owned();
     for row in &status.partitions {
         println!(
-            "{:>9}  {:<20} {:>12} {:>12} {:>12}  {}",
+            "{:>9}  {:<20} {:>12} {:>12} {:>14} {:>12}  {}",
             row.partition,
             row.owner.clone().unwrap_or_else(|| "(moving)".into()),
             row.applied_sequence.map_or_else(dash, |s| s.to_string()),
             row.lag_messages.map_or_else(dash, |s| s.to_string()),
+            row.lag_events.map_or_else(dash, |s| s.to_string()),
             row.snapshot_sequence.map_or_else(dash, |s| s.to_string()),
             row.snapshot_node.clone().unwrap_or_else(dash),
         );
@@ -156,13 +160,14 @@ fn fill_from_owners(status: &mut FleetStatus) {
         let Ok(body) = response.into_json::<serde_json::Value>() else { continue };
         for row in body["held"].as_array().into_iter().flatten() {
             if let Some(partition) = row["partition"].as_u64() {
-                held.insert(partition as u32, (row["applied_sequence"].as_u64(), row["lag_messages"].as_u64()));
+                let lag = (row["lag_messages"].as_u64(), row["lag_events"].as_u64());
+                held.insert(partition as u32, (row["applied_sequence"].as_u64(), lag));
             }
         }
     }
     for row in &mut status.partitions {
-        if let Some((applied, lag)) = held.get(&row.partition) {
-            (row.applied_sequence, row.lag_messages) = (*applied, *lag);
+        if let Some((applied, (messages, events))) = held.get(&row.partition) {
+            (row.applied_sequence, row.lag_messages, row.lag_events) = (*applied, *messages, *events);
         }
     }
 }
@@ -175,6 +180,7 @@ pub(crate) fn metrics_text(node: &Node, owners: &BTreeMap<u32, String>) -> Resul
     let owner = Family::<Labels, Gauge>::default();
     let applied = Family::<Labels, Gauge>::default();
     let lag_messages = Family::<Labels, Gauge>::default();
+    let lag_events = Family::<Labels, Gauge>::default();
     let lag_seconds = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     let restoring = Family::<Labels, Gauge>::default();
     let applied_events = Family::<Labels, Gauge>::default();
@@ -186,6 +192,7 @@ pub(crate) fn metrics_text(node: &Node, owners: &BTreeMap<u32, String>) -> Resul
         let labels = vec![("partition".to_owned(), status.partition.to_string())];
         applied.get_or_create(&labels).set(status.applied_sequence as i64);
         lag_messages.get_or_create(&labels).set(status.lag_messages as i64);
+        lag_events.get_or_create(&labels).set(status.lag_events as i64);
         lag_seconds.get_or_create(&labels).set(status.lag_seconds);
         restoring.get_or_create(&labels).set(i64::from(status.restoring));
         applied_events.get_or_create(&labels).set(status.applied_events as i64);
@@ -201,6 +208,11 @@ pub(crate) fn metrics_text(node: &Node, owners: &BTreeMap<u32, String>) -> Resul
         "patron_cluster_partition_lag_messages",
         "Messages of the partition not yet applied",
         lag_messages,
+    );
+    registry.register(
+        "patron_cluster_partition_lag_events",
+        "Events not yet applied, estimated: messages waiting times the mean events per applied message",
+        lag_events,
     );
     registry.register(
         "patron_cluster_partition_lag_seconds",
