@@ -64,12 +64,12 @@ def start_broker(work):
     return proc, f"nats://127.0.0.1:{port}"
 
 
-def start_node(patron, nats, node_id, work, partitions):
+def start_node(patron, nats, node_id, work, partitions, extra=()):
     out = open(work / f"{node_id}.out", "w")
     proc = subprocess.Popen(
         [patron, "serve", "--nats", nats, "--node-id", node_id, "--partitions", str(partitions),
          "--data-dir", str(work / node_id), "--http", "127.0.0.1:0", "--refit-interval", "1h",
-         "--snapshot-interval", "1h", "--lease-time", "10s"],
+         "--snapshot-interval", "1h", "--lease-time", "10s", *extra],
         stdout=out, stderr=open(work / f"{node_id}.log", "w"))
     for _ in range(600):
         text = (work / f"{node_id}.out").read_text()

@@ -149,6 +149,21 @@ pub async fn start_round(node: &Node) -> Result<u64> {
     }
 }
 
+/// A refit of the fleet that includes every event acknowledged before the
+/// call: waits out a round that is already running (it may have started
+/// before those events), then starts one, and waits until it finished or
+/// `timeout` passed. `None` on timeout.
+pub async fn refit(node: &Node, timeout: Duration) -> Result<Option<Round>> {
+    let deadline = Instant::now() + timeout;
+    if let Some((running, _)) = current_round(&node.broker().fleet).await?.filter(|(r, _)| !r.finished())
+        && wait_for_round(node, running.epoch, timeout).await?.is_none()
+    {
+        return Ok(None);
+    }
+    let epoch = start_round(node).await?;
+    wait_for_round(node, epoch, deadline.saturating_duration_since(Instant::now())).await
+}
+
 /// Waits until round `epoch` (or a later one) has finished, or `timeout`.
 pub async fn wait_for_round(node: &Node, epoch: u64, timeout: Duration) -> Result<Option<Round>> {
     let deadline = Instant::now() + timeout;
@@ -289,9 +304,24 @@ async fn step(node: &Arc<Node>, every: Duration, progress: &mut Progress) -> Res
     Ok(())
 }
 
+/// Whether `partition` has applied every message it had in the stream when
+/// `round` started (so a refit includes what was acknowledged before it).
+async fn caught_up_to_round(node: &Node, partition: u32, round: &Round) -> Result<bool> {
+    let events = &node.broker().events;
+    let last = match events.get_last_raw_message_by_subject(&crate::partition::subject(partition)).await {
+        Ok(message) => message.sequence,
+        Err(e) if e.kind() == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound => 0,
+        Err(e) => return Err(broker_error("read a partition's last sequence", e)),
+    };
+    // A message published after the round started stands for the last one
+    // before it: the ordered partition is past that once it applied up to the round's start.
+    let needed = last.min(round.stream_sequence);
+    Ok(node.applied_sequence(partition).is_some_and(|applied| applied >= needed))
+}
+
 async fn send_inputs(node: &Node, round: &Round, progress: &mut Progress) -> Result<()> {
     for (partition, engine) in node.engines() {
-        if progress.inputs_sent.contains(&partition) {
+        if progress.inputs_sent.contains(&partition) || !caught_up_to_round(node, partition, round).await? {
             continue;
         }
         let inputs = blocking(partition, "gather the fit inputs of", move || engine.fit_inputs()).await?;

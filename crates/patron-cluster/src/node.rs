@@ -209,6 +209,12 @@ impl Node {
         &self.options
     }
 
+    /// The last stream sequence applied to `partition`, if this node holds it.
+    pub fn applied_sequence(&self, partition: u32) -> Option<u64> {
+        let held = self.held.lock().ok()?.get(&partition).cloned()?;
+        Some(held.applied_sequence.load(Ordering::Relaxed))
+    }
+
     /// The engine of `partition` if this node holds it and has restored it.
     pub fn engine(&self, partition: u32) -> Option<Arc<Engine>> {
         let held = self.held.lock().ok()?.get(&partition).cloned()?;

@@ -353,23 +353,20 @@ async fn get_metrics(State(state): State<Arc<ClusterState>>) -> Response {
 /// partitions to install it.
 const REFIT_WAIT: Duration = Duration::from_secs(600);
 
-/// `POST /v1/admin/refit`: runs a model round for the whole fleet (or joins
-/// the running one) and answers once it finished and this node's partitions
-/// serve its models: the fitted parameters, as a single node answers.
+/// `POST /v1/admin/refit`: runs a model round for the whole fleet that
+/// includes every event acknowledged before the request, and answers once it
+/// finished and this node's partitions serve its models: the fitted
+/// parameters, as a single node answers.
 async fn post_refit(State(state): State<Arc<ClusterState>>) -> Response {
     let started = std::time::Instant::now();
     let unavailable = |e: patron_cluster::ClusterError| {
         with_retry_after(error(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", e.to_string()), 1)
     };
     let node = &state.node;
-    let epoch = match fleet_model::start_round(node).await {
-        Ok(epoch) => epoch,
-        Err(e) => return unavailable(e),
-    };
-    let round = match fleet_model::wait_for_round(node, epoch, REFIT_WAIT).await {
+    let round = match fleet_model::refit(node, REFIT_WAIT).await {
         Ok(Some(round)) => round,
         Ok(None) => {
-            let why = format!("model round {epoch} did not finish within {}s", REFIT_WAIT.as_secs());
+            let why = format!("the model round did not finish within {}s", REFIT_WAIT.as_secs());
             return error(StatusCode::GATEWAY_TIMEOUT, "refit_timeout", why);
         }
         Err(e) => return unavailable(e),
