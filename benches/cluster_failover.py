@@ -113,8 +113,26 @@ def main():
             victim["proc"].wait()
             killed_at = time.time() - sending_from
             loadgen.wait()
+            load_ended = time.time()
             wait("every partition to catch up", 600, lambda: caught_up(urls, args.partitions))
-            applied = applied_events(urls)
+            # A partition's lag is as of its last delivery: also wait until the
+            # applied count reaches the acknowledged one (or stops moving).
+            accepted = json.loads(out.read_text())["report"]["accepted"]
+            applied, last_change, history = applied_events(urls), time.time(), []
+            while applied < accepted and time.time() - last_change < 60:
+                time.sleep(1)
+                now = applied_events(urls)
+                history.append(now)
+                if now != applied:
+                    applied, last_change = now, time.time()
+            drain_seconds = last_change - load_ended
+            for name in ("n1.log", "n2.log"):
+                lines = (work / name).read_text().splitlines()
+                warnings = [l for l in lines if ("WARN" in l or "ERROR" in l) and "refused on apply" not in l]
+                print(f"{name}: {len(warnings)} warnings besides refusals", *warnings[:15], sep="\n  ", file=sys.stderr)
+                if os.environ.get("PATRON_KEEP_LOGS"):
+                    import shutil
+                    shutil.copy(work / name, os.environ["PATRON_KEEP_LOGS"])
             result_file = json.loads(out.read_text())
         finally:
             for proc, _ in procs:
@@ -156,6 +174,7 @@ def main():
         "overload_retries": report["overload_retries"],
         "failed_requests": report["failed_requests"],
         "applied_events": applied,
+        "seconds_from_load_end_to_last_applied": drain_seconds,
         "timeline": [{"second": t["second"], "accepted_per_s": t["accepted_per_s"],
                       "max_http_latency_ms": t["max_http_latency_ms"]} for t in ticks],
     }

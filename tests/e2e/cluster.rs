@@ -417,6 +417,10 @@ fn a_two_node_fleet_on_cdnow_fits_and_exports_the_customers_a_single_node_serves
         assert!(same_cell(&value.to_string(), &fleet[name].to_string()), "{name}: {value} vs {}", fleet[name]);
     }
 
+    let status = patron(&["cluster", "status", "--nats", &broker.url]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains(&format!("models: round {epoch} Done; serving round {epoch}")), "{text}");
+
     // Every partition serves the round before the export is compared.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -389,6 +389,8 @@ async fn install(node: &Node, epoch: u64, progress: &mut Progress) -> Result<()>
                 None => engine.score_population(fits)?,
             };
             engine.install_population(scored, &cuts);
+            // As a single node's refit does; the neighbours are the partition's own.
+            engine.refresh_recommendations();
             Ok::<_, patron_state::StateError>(())
         })
         .await?

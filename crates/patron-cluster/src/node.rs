@@ -304,13 +304,8 @@ impl Node {
 
     async fn control_step(self: &Arc<Self>) -> Result<()> {
         let me = self.options.node_id.clone();
-        let entry = serde_json::to_vec(&NodeEntry { http: self.options.http_address.clone() }).unwrap_or_default();
-        self.broker.nodes.put(&me, entry.into()).await.map_err(|e| broker_error("renew the node entry", e))?;
-        let mut live: Vec<String> = self.live_nodes().await?.into_keys().collect();
-        if !live.contains(&me) {
-            live.push(me.clone());
-        }
-        // Renewals first: a slow handover or restore must never delay them.
+        // Renewals first: a slow handover or restore, or a failed read of the
+        // live nodes, must never delay them.
         let held: Vec<Arc<Held>> = self.held.lock().map(|h| h.values().cloned().collect()).unwrap_or_default();
         for held in &held {
             let failed = held.worker.lock().is_ok_and(|w| w.as_ref().is_some_and(|t| t.is_finished()));
@@ -321,6 +316,12 @@ impl Node {
             } else {
                 self.renew(held).await;
             }
+        }
+        let entry = serde_json::to_vec(&NodeEntry { http: self.options.http_address.clone() }).unwrap_or_default();
+        self.broker.nodes.put(&me, entry.into()).await.map_err(|e| broker_error("renew the node entry", e))?;
+        let mut live: Vec<String> = self.live_nodes().await?.into_keys().collect();
+        if !live.contains(&me) {
+            live.push(me.clone());
         }
         for partition in 0..self.options.partitions {
             let desired = desired_owner(&live, partition) == Some(me.as_str());
@@ -352,10 +353,16 @@ impl Node {
                     *at = sent;
                 }
             }
-            Err(e) => {
+            // Another revision: the lease expired and may be someone else's now.
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                 tracing::warn!(partition = held.partition, "lost the lease ({e}); stopping without writing");
                 self.spawn_release(held.partition, Stop::Lost, false);
             }
+            // The broker did not answer (a server died and its buckets are
+            // electing a leader): keep the partition and try again next tick.
+            // The worker pauses once the lease is no longer fresh, and goes on
+            // where it was when a renewal succeeds, which proves nobody took it.
+            Err(e) => tracing::warn!(partition = held.partition, "cannot renew the lease now ({e}); will retry"),
         }
     }
 
@@ -575,10 +582,15 @@ impl Node {
             last = Some((sequence, pending, published.max(0) as u64));
         }
         let Some((sequence, pending, published)) = last else { return Ok(()) };
-        // Fenced again: the wait may have been long. Skipping these would leave
-        // a gap, so the worker stops; the partition restarts from its snapshot.
-        if !held.lease_fresh(self.options.lease_time) {
-            return Err(ClusterError::LeaseExpired { partition: held.partition });
+        // Fenced again: the wait may have been long. The events wait until a
+        // renewal succeeds (nobody took the partition meanwhile); once the
+        // lease is lost for good the worker stops, and the partition restarts
+        // from its snapshot wherever it is taken next.
+        while !held.lease_fresh(self.options.lease_time) {
+            if *held.stop.borrow() != Stop::Run {
+                return Err(ClusterError::LeaseExpired { partition: held.partition });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let count = events.len() as u64;
         let outcome =
