@@ -64,12 +64,12 @@ def start_broker(work):
     return proc, f"nats://127.0.0.1:{port}"
 
 
-def start_node(patron, nats, node_id, work, partitions, extra=()):
+def start_node(patron, nats, node_id, work, partitions, extra=(), lease_time="10s"):
     out = open(work / f"{node_id}.out", "w")
     proc = subprocess.Popen(
         [patron, "serve", "--nats", nats, "--node-id", node_id, "--partitions", str(partitions),
          "--data-dir", str(work / node_id), "--http", "127.0.0.1:0", "--refit-interval", "1h",
-         "--snapshot-interval", "1h", "--lease-time", "10s", *extra],
+         "--snapshot-interval", "1h", "--lease-time", lease_time, *extra],
         stdout=out, stderr=open(work / f"{node_id}.log", "w"))
     for _ in range(600):
         text = (work / f"{node_id}.out").read_text()
@@ -97,7 +97,10 @@ def settled(urls, partitions):
 
 
 def caught_up(urls, partitions):
-    held = [h for u in urls for h in get_json(f"{u}/v1/cluster/status")["held"]]
+    try:
+        held = [h for u in urls for h in get_json(f"{u}/v1/cluster/status")["held"]]
+    except Exception:  # a node answers 503 while the broker is unavailable
+        return False
     return len(held) == partitions and all(h["lag_messages"] == 0 and not h["restoring"] for h in held)
 
 

@@ -7,11 +7,13 @@ and the event stream's leader killed with SIGKILL at --kill-at.
 From loadgen's per-second timeline it reports the rate before the kill, how
 long no request was acknowledged, when the rate was back to half and to 90%
 of it, and the mean rate over the ten seconds after the kill. After the load
-it waits until every partition has caught up and compares the events the
-nodes applied with the events acknowledged. Writes
+it waits until every partition has caught up, and counts the leases the
+nodes lost (a lease outlived by the brokers' election moves its partition,
+which then replays from its snapshot). Exactly once across a broker kill is
+checked per customer by the end-to-end test, not here. Writes
 bench-results/cluster/<stamp>-failover.json and .md.
 
-    benches/cluster_failover.py [--duration 40s] [--kill-at 15] [--customers 200000] [--partitions 12]
+    benches/cluster_failover.py [--duration 40s] [--kill-at 15] [--lease-time 10s] [--customers 200000] [--partitions 12]
 """
 
 import argparse
@@ -71,13 +73,18 @@ def stream_leader(brokers):
 
 
 def applied_events(urls):
-    return sum(h["applied_events"] for u in urls for h in get_json(f"{u}/v1/cluster/status")["held"])
+    """Events the nodes applied to the partitions they hold (None while a node cannot say)."""
+    try:
+        return sum(h["applied_events"] for u in urls for h in get_json(f"{u}/v1/cluster/status")["held"])
+    except Exception:
+        return None
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", default="40s")
     parser.add_argument("--kill-at", type=float, default=15.0, help="seconds after the load starts")
+    parser.add_argument("--lease-time", default="10s")
     parser.add_argument("--customers", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=12)
     args = parser.parse_args()
@@ -94,7 +101,8 @@ def main():
         procs = []
         try:
             for i in range(2):
-                procs.append(start_node(patron, nats, f"n{i + 1}", work, args.partitions, ["--nats-replicas", "3"]))
+                procs.append(start_node(patron, nats, f"n{i + 1}", work, args.partitions, ["--nats-replicas", "3"],
+                                        args.lease_time))
             urls = [u for _, u in procs]
             wait("the fleet to settle", 120, lambda: settled(urls, args.partitions))
             out = work / "loadgen.json"
@@ -104,7 +112,7 @@ def main():
                  "--duplicates", "0", "--malformed", "0", "--out", str(out)],
                 stdout=subprocess.DEVNULL)
             # loadgen builds its bodies first; its clock starts when it sends.
-            wait("loadgen to start sending", 300, lambda: applied_events(urls) > 0)
+            wait("loadgen to start sending", 300, lambda: (applied_events(urls) or 0) > 0)
             sending_from = time.time()
             time.sleep(args.kill_at)
             leader = stream_leader(brokers)
@@ -115,20 +123,12 @@ def main():
             loadgen.wait()
             load_ended = time.time()
             wait("every partition to catch up", 600, lambda: caught_up(urls, args.partitions))
-            # A partition's lag is as of its last delivery: also wait until the
-            # applied count reaches the acknowledged one (or stops moving).
-            accepted = json.loads(out.read_text())["report"]["accepted"]
-            applied, last_change, history = applied_events(urls), time.time(), []
-            while applied < accepted and time.time() - last_change < 60:
-                time.sleep(1)
-                now = applied_events(urls)
-                history.append(now)
-                if now != applied:
-                    applied, last_change = now, time.time()
-            drain_seconds = last_change - load_ended
+            drain_seconds = time.time() - load_ended
+            lost_leases = 0
             for name in ("n1.log", "n2.log"):
                 lines = (work / name).read_text().splitlines()
                 warnings = [l for l in lines if ("WARN" in l or "ERROR" in l) and "refused on apply" not in l]
+                lost_leases += sum("lost the lease" in l for l in lines)
                 print(f"{name}: {len(warnings)} warnings besides refusals", *warnings[:15], sep="\n  ", file=sys.stderr)
                 if os.environ.get("PATRON_KEEP_LOGS"):
                     import shutil
@@ -173,8 +173,8 @@ def main():
         "duplicates": report["duplicates"],
         "overload_retries": report["overload_retries"],
         "failed_requests": report["failed_requests"],
-        "applied_events": applied,
-        "seconds_from_load_end_to_last_applied": drain_seconds,
+        "leases_lost": lost_leases,
+        "seconds_from_load_end_to_caught_up": drain_seconds,
         "timeline": [{"second": t["second"], "accepted_per_s": t["accepted_per_s"],
                       "max_http_latency_ms": t["max_http_latency_ms"]} for t in ticks],
     }
@@ -190,10 +190,10 @@ def main():
         f"{args.customers} customers, {args.partitions} partitions; {leader} (the event stream's leader) killed "
         f"with SIGKILL {killed_at:.1f} s into the load. Everything shares the machine.",
         "",
-        "| before the kill ev/s | seconds with no acknowledgement | back to half | back to 90% | mean of the 10 s after ev/s | acknowledged | applied |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-        f"| {rate_before:,.0f} | {len(zero)} | {fmt(result['seconds_to_half_rate'])} | {fmt(result['seconds_to_90pct_rate'])} | "
-        f"{result['mean_rate_10s_after_per_s']:,.0f} | {report['accepted']:,} | {applied:,} |",
+        "| lease | before the kill ev/s | seconds with no acknowledgement | back to half | back to 90% | mean of the 10 s after ev/s | acknowledged | leases lost | caught up after the load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {args.lease_time} | {rate_before:,.0f} | {len(zero)} | {fmt(result['seconds_to_half_rate'])} | {fmt(result['seconds_to_90pct_rate'])} | "
+        f"{result['mean_rate_10s_after_per_s']:,.0f} | {report['accepted']:,} | {lost_leases} of {args.partitions} | {drain_seconds:.1f} s |",
         "",
         "Per second (loadgen's timeline): " + ", ".join(f"{t['accepted_per_s']:,.0f}" for t in ticks),
     ]

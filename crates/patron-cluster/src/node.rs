@@ -307,6 +307,7 @@ impl Node {
         // Renewals first: a slow handover or restore, or a failed read of the
         // live nodes, must never delay them.
         let held: Vec<Arc<Held>> = self.held.lock().map(|h| h.values().cloned().collect()).unwrap_or_default();
+        let mut renewals = Vec::with_capacity(held.len());
         for held in &held {
             let failed = held.worker.lock().is_ok_and(|w| w.as_ref().is_some_and(|t| t.is_finished()));
             if failed {
@@ -314,9 +315,12 @@ impl Node {
                 // the desired owner (perhaps this node) restarts it from its snapshot.
                 self.spawn_release(held.partition, Stop::Lost, true);
             } else {
-                self.renew(held).await;
+                renewals.push(self.renew(held));
             }
         }
+        // All at once: while the broker elects a leader each request may wait
+        // for its timeout, and one after the other they would outlast the lease.
+        futures_util::future::join_all(renewals).await;
         let entry = serde_json::to_vec(&NodeEntry { http: self.options.http_address.clone() }).unwrap_or_default();
         self.broker.nodes.put(&me, entry.into()).await.map_err(|e| broker_error("renew the node entry", e))?;
         let mut live: Vec<String> = self.live_nodes().await?.into_keys().collect();
