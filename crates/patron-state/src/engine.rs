@@ -1833,7 +1833,7 @@ impl Engine {
     /// Scores every buyer with `fits` as of their `fitted_at`, which becomes
     /// this engine's "now" when they are installed. The labels wait for the
     /// population's cuts: [`ScoredPopulation::ranks`] is this engine's share
-    /// of the population, and [`Self::install_scored`] applies the cuts.
+    /// of the population, and [`Self::install_population`] applies the cuts.
     pub fn score_population(&self, fits: ModelFits) -> Result<ScoredPopulation> {
         let gathered = self.gather(fits.fitted_at)?;
         self.score_gathered(gathered, fits)

@@ -192,7 +192,9 @@ impl FitInputs {
         self.histories.iter().map(|(_, n)| n).sum()
     }
 
-    /// Fits every model on these buyers as of `now` (`primary`: see [`fit_counted`]).
+    /// Fits every model on these buyers as of `now`. Every model gets the full
+    /// fit budget except when `primary` names the one that scores customers:
+    /// the others then get a shorter one, so a slow reported model cannot stall a refit.
     pub fn fit(
         &self,
         now: Timestamp,
