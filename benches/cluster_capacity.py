@@ -79,6 +79,17 @@ def start_node(patron, nats, node_id, work, partitions, extra=(), lease_time="10
     raise SystemExit(f"node {node_id} did not start; see {work / (node_id + '.log')}")
 
 
+def release_build():
+    """Builds the release `patron`; returns its path, the commit, the host and the results' stamp."""
+    target = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/patron-target"))
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "patron-server"], cwd=ROOT, check=True)
+    patron = str(target / "release/patron")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    host = platform.node().split(".")[0]
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{host}-{commit}"
+    return patron, commit, host, stamp
+
+
 def wait(what, limit, check):
     deadline = time.time() + limit
     while time.time() < deadline:
@@ -165,12 +176,7 @@ def main():
     parser.add_argument("--customers", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=12)
     args = parser.parse_args()
-    target = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/patron-target"))
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "patron-server"], cwd=ROOT, check=True)
-    patron = str(target / "release/patron")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    host = platform.node().split(".")[0]
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{host}-{commit}"
+    patron, commit, host, stamp = release_build()
     runs = [run_fleet(patron, n, args, stamp) for n in (1, 2, 3)]
     for run in runs:
         print(json.dumps(run))

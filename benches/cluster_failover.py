@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cluster_capacity import ROOT, caught_up, free_port, get_json, settled, start_node, wait  # noqa: E402
+from cluster_capacity import ROOT, caught_up, free_port, get_json, release_build, settled, start_node, wait  # noqa: E402
 
 
 def start_brokers(work):
@@ -88,12 +88,7 @@ def main():
     parser.add_argument("--customers", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=12)
     args = parser.parse_args()
-    target = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/patron-target"))
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "patron-server"], cwd=ROOT, check=True)
-    patron = str(target / "release/patron")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    host = platform.node().split(".")[0]
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{host}-{commit}"
+    patron, commit, host, stamp = release_build()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         brokers = start_brokers(work)

@@ -455,14 +455,18 @@ async fn lead(node: &Node, round: Round, revision: u64) -> Result<()> {
     Ok(())
 }
 
+/// Every partition's object of a round, decoded.
+async fn every_partition<T: serde::de::DeserializeOwned>(node: &Node, name: impl Fn(u32) -> String) -> Result<Vec<T>> {
+    let mut parts = Vec::with_capacity(node.options().partitions as usize);
+    for partition in 0..node.options().partitions {
+        parts.push(from_cbor(&get_object(&node.broker().models, &name(partition)).await?)?);
+    }
+    Ok(parts)
+}
+
 /// Merges the inputs, fits at the fleet's "now" and publishes the fits.
 async fn fit(node: &Node, round: Round) -> Result<Round> {
-    let partitions = node.options().partitions;
-    let mut parts = Vec::with_capacity(partitions as usize);
-    for partition in 0..partitions {
-        let bytes = get_object(&node.broker().models, &inputs_name(round.epoch, partition)).await?;
-        parts.push(from_cbor::<FitInputs>(&bytes)?);
-    }
+    let parts: Vec<FitInputs> = every_partition(node, |p| inputs_name(round.epoch, p)).await?;
     let config = (node.options().engine)(Path::new("."));
     let fitted = blocking(0, "fit the fleet's models for", move || {
         let merged = FitInputs::merge(&parts);
@@ -495,12 +499,7 @@ async fn fit(node: &Node, round: Round) -> Result<Round> {
 
 /// Merges the ranks and publishes the labels' cuts.
 async fn cut(node: &Node, round: Round) -> Result<Round> {
-    let partitions = node.options().partitions;
-    let mut parts = Vec::with_capacity(partitions as usize);
-    for partition in 0..partitions {
-        let bytes = get_object(&node.broker().models, &ranks_name(round.epoch, partition)).await?;
-        parts.push(from_cbor::<PopulationRanks>(&bytes)?);
-    }
+    let parts: Vec<PopulationRanks> = every_partition(node, |p| ranks_name(round.epoch, p)).await?;
     let segments = (node.options().engine)(Path::new(".")).scoring.segments;
     let cuts =
         blocking(0, "rank the fleet's population for", move || PopulationRanks::merge(&parts).cuts(&segments)).await?;
