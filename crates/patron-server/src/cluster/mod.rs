@@ -376,8 +376,15 @@ async fn post_refit(State(state): State<Arc<ClusterState>>) -> Response {
         return error(StatusCode::UNPROCESSABLE_ENTITY, "fit_failed", format!("model round {}: {why}", round.epoch));
     }
     let deadline = std::time::Instant::now() + REFIT_WAIT;
-    while node.statuses().iter().any(|s| s.models_epoch < round.epoch) && std::time::Instant::now() < deadline {
+    let behind = || node.statuses().into_iter().filter(|s| s.models_epoch < round.epoch).map(|s| s.partition);
+    while behind().next().is_some() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let behind: Vec<u32> = behind().collect();
+    if !behind.is_empty() {
+        let why =
+            format!("model round {} finished, but partitions {behind:?} of this node do not serve it yet", round.epoch);
+        return error(StatusCode::GATEWAY_TIMEOUT, "refit_not_installed", why);
     }
     let fits = node.engines().into_iter().find_map(|(_, engine)| engine.models().fits.clone());
     let mut body = fits.as_ref().map_or(json!({}), crate::output::model_params_json);
