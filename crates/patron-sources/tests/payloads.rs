@@ -8,7 +8,11 @@ use patron_sources::{Source, SourceError};
 use serde_json::{Value, json};
 
 fn fixture(name: &str) -> Vec<Value> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/sources").join(name);
+    // Cargo's run-time value first: a binary built in another checkout that
+    // shares the target directory would look for the fixtures there.
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let path = manifest_dir.join("../../fixtures/sources").join(name);
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .lines()
