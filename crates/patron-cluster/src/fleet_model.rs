@@ -243,8 +243,6 @@ struct Progress {
     /// Scored at the ranks phase, waiting for the cuts (the engine it was scored on).
     scored: BTreeMap<u32, (u64, Weak<Engine>, ScoredPopulation)>,
     ranks_sent: BTreeSet<u32>,
-    /// The round installed in each partition (the engine it went into).
-    installed: BTreeMap<u32, (u64, Weak<Engine>)>,
     fits: Option<(u64, ModelFits)>,
     cuts: Option<(u64, SegmentCuts)>,
     /// When this node, as leader, last started a periodic round.
@@ -332,14 +330,19 @@ async fn send_inputs(node: &Node, round: &Round, progress: &mut Progress) -> Res
     Ok(())
 }
 
+/// The fits round `epoch` published.
+pub async fn round_fits(node: &Node, epoch: u64) -> Result<ModelFits> {
+    let bytes = get_object(&node.broker().models, &object_name(epoch, "fits")).await?;
+    ModelFits::from_bytes(&bytes).ok_or_else(|| broker_error("decode the fleet's fits", BadObject))
+}
+
 async fn fits_of(node: &Node, epoch: u64, progress: &mut Progress) -> Result<ModelFits> {
     if let Some((e, fits)) = &progress.fits
         && *e == epoch
     {
         return Ok(fits.clone());
     }
-    let bytes = get_object(&node.broker().models, &object_name(epoch, "fits")).await?;
-    let fits = ModelFits::from_bytes(&bytes).ok_or_else(|| broker_error("decode the fleet's fits", BadObject))?;
+    let fits = round_fits(node, epoch).await?;
     progress.fits = Some((epoch, fits.clone()));
     Ok(fits)
 }
@@ -364,10 +367,12 @@ async fn send_ranks(node: &Node, round: &Round, progress: &mut Progress) -> Resu
 /// not serve them yet (after the round, or after a partition moved here).
 async fn install(node: &Node, epoch: u64, progress: &mut Progress) -> Result<()> {
     for (partition, engine) in node.engines() {
-        let weak = Arc::downgrade(&engine);
-        if progress.installed.get(&partition).is_some_and(|(e, w)| *e == epoch && w.ptr_eq(&weak)) {
+        // The partition's holder on this node says which round it serves;
+        // a partition taken (again) since starts at none.
+        if node.models_epoch(partition) == Some(epoch) {
             continue;
         }
+        let weak = Arc::downgrade(&engine);
         let fits = fits_of(node, epoch, progress).await?;
         let cuts = match &progress.cuts {
             Some((e, cuts)) if *e == epoch => *cuts,
@@ -397,7 +402,6 @@ async fn install(node: &Node, epoch: u64, progress: &mut Progress) -> Result<()>
         .map_err(|source| ClusterError::State { partition, source })?;
         node.note_models(partition, &installing, epoch);
         tracing::info!(partition, epoch, "installed the fleet's models");
-        progress.installed.insert(partition, (epoch, weak));
     }
     Ok(())
 }

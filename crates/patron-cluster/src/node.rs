@@ -209,6 +209,13 @@ impl Node {
         &self.options
     }
 
+    /// The model round `partition` serves on this node, if this node holds it
+    /// (0: none installed since this node took it).
+    pub fn models_epoch(&self, partition: u32) -> Option<u64> {
+        let held = self.held.lock().ok()?.get(&partition).cloned()?;
+        Some(held.models_epoch.load(Ordering::Relaxed))
+    }
+
     /// The last stream sequence applied to `partition`, if this node holds it.
     pub fn applied_sequence(&self, partition: u32) -> Option<u64> {
         let held = self.held.lock().ok()?.get(&partition).cloned()?;

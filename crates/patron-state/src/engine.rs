@@ -248,11 +248,6 @@ impl ScoredPopulation {
     pub fn ranks(&self) -> PopulationRanks {
         PopulationRanks::of(&self.segment_inputs)
     }
-
-    /// Number of buyers scored.
-    pub fn buyers(&self) -> usize {
-        self.scores.len()
-    }
 }
 
 /// One buyer's inputs to the refit kernel, gathered under a shard's read lock.

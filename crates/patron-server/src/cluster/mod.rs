@@ -386,8 +386,12 @@ async fn post_refit(State(state): State<Arc<ClusterState>>) -> Response {
             format!("model round {} finished, but partitions {behind:?} of this node do not serve it yet", round.epoch);
         return error(StatusCode::GATEWAY_TIMEOUT, "refit_not_installed", why);
     }
-    let fits = node.engines().into_iter().find_map(|(_, engine)| engine.models().fits.clone());
-    let mut body = fits.as_ref().map_or(json!({}), crate::output::model_params_json);
+    // From the broker: a node that holds no partition answers with them too.
+    let fits = match fleet_model::round_fits(node, round.epoch).await {
+        Ok(fits) => fits,
+        Err(e) => return unavailable(e),
+    };
+    let mut body = crate::output::model_params_json(&fits);
     body["seconds"] = started.elapsed().as_secs_f64().into();
     body["round"] = serde_json::to_value(&round).unwrap_or(Value::Null);
     axum::Json(body).into_response()
